@@ -1,0 +1,1 @@
+"""The ``loreg`` command line (click), thin over ``registry.client`` and ``registry.merge``."""

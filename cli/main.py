@@ -1,0 +1,23 @@
+"""Entry point of the ``loreg`` command: the root group and its exit-code contract.
+
+Exit codes (DESIGN.md section 10): 0 success, 1 error, 2 usage error, 3 incompatible/invalid.
+"""
+
+from __future__ import annotations
+
+import click
+
+from cli import db as db_commands
+
+
+@click.group()
+@click.version_option(package_name="loreg")
+def cli() -> None:
+    """loreg: a registry for LoRA adapters."""
+
+
+cli.add_command(db_commands.db)
+
+
+def main() -> None:
+    cli()

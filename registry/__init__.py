@@ -1,0 +1,3 @@
+"""loreg: a registry for LoRA adapters."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,51 @@
+"""Settings: every ``LOREG_*`` variable, read once into one object that is passed down.
+
+Nothing below the entry points (CLI, app factory, worker) reads the environment; they call
+``Settings()`` once and hand the object on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GiB = 1024**3
+
+
+def _default_home() -> Path:
+    return Path.home() / ".local" / "share" / "loreg"
+
+
+class Settings(BaseSettings):
+    """Configuration of a loreg server, worker or client."""
+
+    model_config = SettingsConfigDict(env_prefix="LOREG_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, description="Where the embedded default keeps its data.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite under home when unset.")
+    storage_url: str | None = Field(default=None, description="file:///path or s3://bucket/prefix; a folder under home when unset.")
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO); AWS when unset.")
+    s3_region: str | None = Field(default=None, description="Region for S3 requests and presigned URLs.")
+
+    url: str = Field(default="http://127.0.0.1:8080", description="Client side: the registry's base URL.")
+    token: str | None = Field(default=None, description="Client side: API token, overrides the stored login.")
+
+    worker_device: Literal["auto", "cuda", "cpu"] = "auto"
+    job_lease_seconds: int = Field(default=60, ge=1)
+    job_max_attempts: int = Field(default=3, ge=1)
+    base_cache_bytes: int = Field(default=200 * GiB, ge=0, description="Worker's base checkpoint cache bound.")
+
+    max_blob_bytes: int = Field(default=100 * GiB, ge=1)
+    max_version_bytes: int = Field(default=100 * GiB, ge=1)
+    presign_expires_seconds: int = Field(default=3600, ge=1)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'loreg.db'}"
+
+    @property
+    def effective_storage_url(self) -> str:
+        return self.storage_url or f"file://{self.home / 'blobs'}"

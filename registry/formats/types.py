@@ -1,0 +1,134 @@
+"""The descriptions the formats package produces and the merge engine consumes.
+
+This module is the contract between ``registry.formats`` (which fills these in from files
+and headers) and ``registry.merge`` / the services (which read them). Plain frozen
+dataclasses, no behaviour beyond small derived properties.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DType = str  # safetensors dtype string: "F32", "F16", "BF16", "I64", ...
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's entry in a safetensors header; offsets are absolute in the file."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in the file (8 + header length + data_offsets[0])
+    end: int  # absolute, exclusive
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """A parsed and validated safetensors header."""
+
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str]
+    data_start: int  # absolute offset of the first tensor byte (8 + header length)
+    file_size: int  # data_start + total tensor bytes
+
+
+LoraKind = Literal["linear", "embedding", "conv"]
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """One LoRA-wrapped module, resolved the way PEFT resolves it.
+
+    ``name`` is the module path in the *base checkpoint's* naming (PEFT's
+    ``base_model.model.`` prefix removed), e.g. ``model.layers.0.self_attn.q_proj``;
+    the base tensor it changes is ``name + ".weight"`` (``base_weight``).
+    Keys (``a_key`` ...) are the exact keys in ``adapter_model.safetensors``.
+    """
+
+    name: str
+    kind: LoraKind
+    r: int
+    alpha: float
+    scale: float  # alpha / r, or alpha / sqrt(r) with rslora
+    fan_in_fan_out: bool  # base weight stored [in, out] (GPT-2 Conv1D): delta is transposed
+    a_key: str  # lora_A.weight, or lora_embedding_A for embeddings
+    b_key: str
+    a_shape: tuple[int, ...]
+    b_shape: tuple[int, ...]
+    magnitude_key: str | None = None  # DoRA lora_magnitude_vector
+    magnitude_shape: tuple[int, ...] | None = None
+    bias_key: str | None = None  # lora_B.bias when lora_bias=True
+
+    @property
+    def base_weight(self) -> str:
+        return f"{self.name}.weight"
+
+    @property
+    def base_bias(self) -> str:
+        return f"{self.name}.bias"
+
+
+@dataclass(frozen=True)
+class SavedModule:
+    """A ``modules_to_save`` module: PEFT saved the whole module, which replaces the base's.
+
+    ``tensors`` maps the base tensor name (``score.weight``) to the adapter key holding it.
+    """
+
+    name: str
+    tensors: dict[str, str]
+    shapes: dict[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class AdapterDescription:
+    """Everything loreg knows about a PEFT LoRA adapter without loading its tensors."""
+
+    peft_type: str
+    task_type: str | None
+    base_model_name_or_path: str | None
+    r: int
+    lora_alpha: float
+    use_rslora: bool
+    use_dora: bool
+    rank_pattern: dict[str, int]
+    alpha_pattern: dict[str, float]
+    target_modules: list[str] | str
+    modules_to_save: list[str]
+    fan_in_fan_out: bool
+    lora_bias: bool
+    dtype: DType  # the dominant dtype of the LoRA tensors
+    num_parameters: int
+    size_bytes: int  # of adapter_model.safetensors
+    config: dict[str, Any]  # adapter_config.json as read
+    modules: dict[str, LoraModule]  # by module name
+    saved_modules: dict[str, SavedModule] = field(default_factory=dict)
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)  # the adapter file's header
+
+
+@dataclass(frozen=True)
+class BaseManifest:
+    """A base model's tensors, from headers alone, plus its fingerprints.
+
+    ``fingerprint`` is DESIGN.md section 3's sha256 over sorted (name, dtype, shape,
+    sha256 of bytes); ``None`` when only headers were read. ``structure_hash`` covers names,
+    dtypes and shapes only.
+    """
+
+    tensors: dict[str, tuple[DType, tuple[int, ...]]]
+    structure_hash: str
+    fingerprint: str | None = None
+    num_parameters: int = 0
+    size_bytes: int = 0
+    files: dict[str, str] = field(default_factory=dict)  # tensor name -> file (relative) holding it

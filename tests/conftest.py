@@ -1,0 +1,5 @@
+"""Shared fixtures: real PostgreSQL and a real S3-compatible server, started per session."""
+
+from __future__ import annotations
+
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.s3"]
