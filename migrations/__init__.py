@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the metadata schema (run via ``registry.db.migrate``)."""
