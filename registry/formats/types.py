@@ -89,6 +89,9 @@ class SavedModule:
     name: str
     tensors: dict[str, str]
     shapes: dict[str, tuple[int, ...]]
+    # "modules_to_save", or "base_layer": PEFT saved the wrapped layer's own weights (it does
+    # so for embedding/lm_head targets, e.g. after the vocabulary grew); both replace the base.
+    origin: str = "modules_to_save"
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,10 @@ class AdapterDescription:
     modules: dict[str, LoraModule]  # by module name
     saved_modules: dict[str, SavedModule] = field(default_factory=dict)
     tensors: dict[str, TensorInfo] = field(default_factory=dict)  # the adapter file's header
+    # Keys PEFT writes but that change nothing (``original_module`` copies of the base).
+    ignored_keys: tuple[str, ...] = ()
+    # Keys that are none of the above: compatibility reports each as a problem.
+    unmapped_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,3 +139,6 @@ class BaseManifest:
     num_parameters: int = 0
     size_bytes: int = 0
     files: dict[str, str] = field(default_factory=dict)  # tensor name -> file (relative) holding it
+    # Tied weights the checkpoint omits: ``lm_head.weight`` -> ``model.embed_tokens.weight``
+    # (from config.json's ``tie_word_embeddings``); the alias is not in ``tensors``.
+    aliases: dict[str, str] = field(default_factory=dict)

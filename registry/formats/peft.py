@@ -1,0 +1,344 @@
+"""PEFT LoRA adapters: adapter_config.json + the safetensors header -> ``AdapterDescription``.
+
+Works from the config and the header alone (no tensor bytes), so the API can describe an
+upload after two ranged reads. Keys are interpreted the way PEFT writes them:
+
+- ``base_model.model.`` prefix (absent in some third-party exports; then names are used as-is);
+- ``<module>.lora_A[.<adapter>].weight`` / ``lora_B`` (+ ``lora_B[.<adapter>].bias`` with
+  ``lora_bias``), ``<module>.lora_embedding_A[.<adapter>]`` / ``_B`` for embeddings,
+  ``<module>.lora_magnitude_vector[.<adapter>][.weight]`` for DoRA;
+- ``<module>.base_layer.<param>``: the wrapped layer saved whole (PEFT does this for
+  embedding / lm_head targets, e.g. after the vocabulary grew);
+- ``modules_to_save``: ``<module>.<param>`` (PEFT >= 0.12 style), or
+  ``<module>.modules_to_save[.<adapter>].<param>``; ``<module>.original_module.<param>`` are
+  copies of the base and are ignored.
+
+Rank and alpha are resolved per module exactly as PEFT does (``peft.utils.other.
+get_pattern_key``): the first pattern key ``k`` (in the config's order) for which
+``re.match(rf"(.*\\.)?({k})$", module_name)`` matches wins; otherwise ``r``/``lora_alpha``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar
+
+from registry.errors import InvalidInput
+from registry.formats.safetensors import read_header
+from registry.formats.types import (
+    AdapterDescription,
+    LoraKind,
+    LoraModule,
+    SafetensorsHeader,
+    SavedModule,
+    TensorInfo,
+)
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+LEGACY_WEIGHTS_NAME = "adapter_model.bin"
+PEFT_PREFIX = "base_model.model."
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+_LORA_KEY = re.compile(
+    r"^(?P<module>.+)\.(?:"
+    r"(?P<ab>lora_[AB])(?:\.(?P<an1>[^.]+))?\.(?P<param>weight|bias)"
+    r"|(?P<emb>lora_embedding_[AB])(?:\.(?P<an2>[^.]+))?"
+    r"|(?P<mag>lora_magnitude_vector)(?:\.(?P<an3>[^.]+))?(?:\.weight)?"
+    r")$"
+)
+_BASE_LAYER = re.compile(r"^(?P<module>.+)\.base_layer\.(?P<param>.+)$")
+_MTS = re.compile(r"^(?P<module>.+)\.modules_to_save\.(?:(?P<an>[^.]+)\.)?(?P<param>[^.]+)$")
+_ORIGINAL = re.compile(r"^(?P<module>.+)\.original_module\.(?P<param>.+)$")
+
+
+class AdapterFormatError(InvalidInput):
+    """The adapter folder, its config or its weights are not a readable PEFT LoRA adapter."""
+
+    code: ClassVar[str] = "invalid_adapter"
+
+
+def get_pattern_key(pattern_keys: list[str], module_name: str) -> str | None:
+    """The pattern key PEFT would apply to ``module_name``, or ``None``."""
+    for key in pattern_keys:
+        try:
+            if re.match(rf"(.*\.)?({key})$", module_name):
+                return key
+        except re.error:
+            continue
+    return None
+
+
+def resolve_rank_alpha(config: dict[str, Any], module_name: str) -> tuple[int, float]:
+    """``(r, alpha)`` of one module after ``rank_pattern`` / ``alpha_pattern``, as PEFT does."""
+    rank_pattern = config.get("rank_pattern") or {}
+    alpha_pattern = config.get("alpha_pattern") or {}
+    rk = get_pattern_key(list(rank_pattern), module_name)
+    ak = get_pattern_key(list(alpha_pattern), module_name)
+    r = int(rank_pattern[rk]) if rk is not None else int(config["r"])
+    alpha = float(alpha_pattern[ak]) if ak is not None else float(config["lora_alpha"])
+    return r, alpha
+
+
+def lora_scale(r: int, alpha: float, use_rslora: bool) -> float:
+    """PEFT's ``scaling``: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+    if r <= 0:
+        return 0.0
+    return alpha / math.sqrt(r) if use_rslora else alpha / r
+
+
+def module_matches(target_modules: list[str] | str | None, module_name: str) -> bool:
+    """Whether PEFT's ``target_modules`` selects ``module_name`` (full regex, or name suffix)."""
+    if not target_modules:
+        return False
+    if isinstance(target_modules, str):
+        if target_modules == "all-linear":
+            return True
+        try:
+            return re.fullmatch(target_modules, module_name) is not None
+        except re.error:
+            return False
+    return any(module_name == t or module_name.endswith("." + t) for t in target_modules)
+
+
+def _saved_module_for(modules_to_save: list[str], name: str) -> str | None:
+    """The longest dotted prefix of ``name`` that ``modules_to_save`` selects, if any."""
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:i])
+        if any(prefix == m or prefix.endswith("." + m) for m in modules_to_save):
+            return prefix
+    return None
+
+
+def _check_config(config: Any) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        raise AdapterFormatError(f"{CONFIG_NAME} is not a JSON object")
+    peft_type = config.get("peft_type")
+    if peft_type is None:
+        raise AdapterFormatError(f"{CONFIG_NAME} has no peft_type (is this a PEFT adapter?)")
+    if str(peft_type).upper() != "LORA":
+        raise AdapterFormatError(
+            f"unsupported peft_type {peft_type!r}: loreg handles LoRA adapters only"
+        )
+    r = config.get("r")
+    if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+        raise AdapterFormatError(f"{CONFIG_NAME}: r must be a positive integer, got {r!r}")
+    alpha = config.get("lora_alpha", 8)
+    if not isinstance(alpha, int | float) or isinstance(alpha, bool):
+        raise AdapterFormatError(f"{CONFIG_NAME}: lora_alpha must be a number, got {alpha!r}")
+    for field_name, kind in (("rank_pattern", int), ("alpha_pattern", (int, float))):
+        pattern = config.get(field_name) or {}
+        if not isinstance(pattern, dict) or not all(
+            isinstance(k, str) and isinstance(v, kind) and not isinstance(v, bool)
+            for k, v in pattern.items()
+        ):
+            raise AdapterFormatError(
+                f"{CONFIG_NAME}: {field_name} must map module patterns to numbers"
+            )
+        if field_name == "rank_pattern" and any(v <= 0 for v in pattern.values()):
+            raise AdapterFormatError(f"{CONFIG_NAME}: rank_pattern ranks must be positive")
+    mts = config.get("modules_to_save")
+    if mts is not None and (not isinstance(mts, list) or not all(isinstance(m, str) for m in mts)):
+        raise AdapterFormatError(f"{CONFIG_NAME}: modules_to_save must be a list of names")
+    targets = config.get("target_modules")
+    if targets is not None and not (
+        isinstance(targets, str)
+        or (isinstance(targets, list) and all(isinstance(t, str) for t in targets))
+    ):
+        raise AdapterFormatError(
+            f"{CONFIG_NAME}: target_modules must be a name list or a regex string"
+        )
+    return config
+
+
+class _Parts:
+    def __init__(self) -> None:
+        self.a: TensorInfo | None = None
+        self.b: TensorInfo | None = None
+        self.kind: LoraKind = "linear"
+        self.mag: TensorInfo | None = None
+        self.bias: TensorInfo | None = None
+        self.keys: list[str] = []
+
+
+def describe_adapter(
+    config: dict[str, Any], header: SafetensorsHeader, *, size_bytes: int
+) -> AdapterDescription:
+    """Describe an adapter from its parsed config and its weights' header alone."""
+    config = _check_config(config)
+    use_rslora = bool(config.get("use_rslora", False))
+    use_dora = bool(config.get("use_dora", False))
+    fan_in_fan_out = bool(config.get("fan_in_fan_out", False))
+    modules_to_save = list(config.get("modules_to_save") or [])
+    keys = list(header.tensors)
+    has_prefix = any(k.startswith(PEFT_PREFIX) for k in keys)
+
+    parts: dict[str, _Parts] = {}
+    saved: dict[str, dict[str, str]] = {}
+    saved_origin: dict[str, str] = {}
+    ignored: list[str] = []
+    unmapped: list[str] = []
+
+    for key in keys:
+        if has_prefix:
+            if not key.startswith(PEFT_PREFIX):
+                unmapped.append(key)
+                continue
+            name = key[len(PEFT_PREFIX) :]
+        else:
+            name = key
+        info = header.tensors[key]
+        m = _LORA_KEY.match(name)
+        if m:
+            p = parts.setdefault(m["module"], _Parts())
+            p.keys.append(key)
+            if m["ab"]:
+                if m["param"] == "bias":
+                    if m["ab"] == "lora_B":
+                        p.bias = info
+                    else:
+                        unmapped.append(key)
+                elif m["ab"] == "lora_A":
+                    p.a = info
+                else:
+                    p.b = info
+            elif m["emb"]:
+                p.kind = "embedding"
+                if m["emb"].endswith("A"):
+                    p.a = info
+                else:
+                    p.b = info
+            else:
+                p.mag = info
+            continue
+        m = _ORIGINAL.match(name)
+        if m:
+            ignored.append(key)
+            continue
+        m = _BASE_LAYER.match(name)
+        if m:
+            saved.setdefault(m["module"], {})[f"{m['module']}.{m['param']}"] = key
+            saved_origin[m["module"]] = "base_layer"
+            continue
+        m = _MTS.match(name)
+        if m:
+            saved.setdefault(m["module"], {})[f"{m['module']}.{m['param']}"] = key
+            saved_origin.setdefault(m["module"], "modules_to_save")
+            continue
+        owner = _saved_module_for(modules_to_save, name)
+        if owner is not None:
+            saved.setdefault(owner, {})[name] = key
+            saved_origin.setdefault(owner, "modules_to_save")
+            continue
+        unmapped.append(key)
+
+    modules: dict[str, LoraModule] = {}
+    for mod_name, p in sorted(parts.items()):
+        if p.a is None or p.b is None:
+            # Half a LoRA pair cannot be applied: report its keys instead of guessing.
+            unmapped.extend(p.keys)
+            continue
+        if len(p.a.shape) == 4 and p.kind == "linear":
+            p.kind = "conv"
+        r, alpha = resolve_rank_alpha(config, mod_name)
+        modules[mod_name] = LoraModule(
+            name=mod_name,
+            kind=p.kind,
+            r=r,
+            alpha=alpha,
+            scale=lora_scale(r, alpha, use_rslora),
+            fan_in_fan_out=fan_in_fan_out and p.kind == "linear",
+            a_key=p.a.name,
+            b_key=p.b.name,
+            a_shape=p.a.shape,
+            b_shape=p.b.shape,
+            magnitude_key=p.mag.name if p.mag else None,
+            magnitude_shape=p.mag.shape if p.mag else None,
+            bias_key=p.bias.name if p.bias else None,
+        )
+
+    saved_modules = {
+        name: SavedModule(
+            name=name,
+            tensors=dict(sorted(t.items())),
+            shapes={base: header.tensors[k].shape for base, k in sorted(t.items())},
+            origin=saved_origin[name],
+        )
+        for name, t in sorted(saved.items())
+    }
+    lora_dtypes = Counter(
+        header.tensors[k].dtype for p in parts.values() for k in p.keys
+    ) or Counter(t.dtype for t in header.tensors.values())
+    dtype = lora_dtypes.most_common(1)[0][0] if lora_dtypes else "F32"
+    target_modules = config.get("target_modules")
+    return AdapterDescription(
+        peft_type="LORA",
+        task_type=config.get("task_type"),
+        base_model_name_or_path=config.get("base_model_name_or_path"),
+        r=int(config["r"]),
+        lora_alpha=float(config.get("lora_alpha", 8)),
+        use_rslora=use_rslora,
+        use_dora=use_dora,
+        rank_pattern={k: int(v) for k, v in (config.get("rank_pattern") or {}).items()},
+        alpha_pattern={k: float(v) for k, v in (config.get("alpha_pattern") or {}).items()},
+        target_modules=target_modules
+        if isinstance(target_modules, str)
+        else list(target_modules or []),
+        modules_to_save=modules_to_save,
+        fan_in_fan_out=fan_in_fan_out,
+        lora_bias=bool(config.get("lora_bias", False)),
+        dtype=dtype,
+        num_parameters=sum(t.numel for t in header.tensors.values()),
+        size_bytes=size_bytes,
+        config=config,
+        modules=modules,
+        saved_modules=saved_modules,
+        tensors=dict(header.tensors),
+        ignored_keys=tuple(sorted(ignored)),
+        unmapped_keys=tuple(sorted(set(unmapped))),
+    )
+
+
+def parse_config(data: bytes, *, name: str = CONFIG_NAME) -> dict[str, Any]:
+    """Decode adapter_config.json bytes into a dict (no validation beyond JSON)."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise AdapterFormatError(f"{name} is {len(data)} bytes, over {MAX_CONFIG_BYTES}")
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise AdapterFormatError(f"{name} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise AdapterFormatError(f"{name} is not a JSON object")
+    return doc
+
+
+def read_adapter(path: Path) -> AdapterDescription:
+    """Read a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise AdapterFormatError(f"{path} is not a folder")
+    cfg_path = path / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise AdapterFormatError(f"{path}: no {CONFIG_NAME} (is this a PEFT adapter folder?)")
+    config = parse_config(cfg_path.read_bytes(), name=str(cfg_path))
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        if (path / LEGACY_WEIGHTS_NAME).is_file():
+            raise AdapterFormatError(
+                f"{path}: only {LEGACY_WEIGHTS_NAME} (a pickle) found; loreg does not unpickle"
+                f" untrusted files. Convert it to {WEIGHTS_NAME} first, e.g.\n"
+                '  python -c "import torch; from safetensors.torch import save_file; '
+                f"save_file(torch.load('{LEGACY_WEIGHTS_NAME}', weights_only=True), "
+                f"'{WEIGHTS_NAME}')\"\n"
+                "(or load the adapter with PEFT and save_pretrained() it again)",
+                details={"file": LEGACY_WEIGHTS_NAME},
+            )
+        raise AdapterFormatError(f"{path}: no {WEIGHTS_NAME}")
+    with open(weights, "rb") as f:
+        header = read_header(f, name=WEIGHTS_NAME)
+    return describe_adapter(config, header, size_bytes=weights.stat().st_size)
