@@ -117,7 +117,7 @@ class S3BlobStore(BlobStoreBase):
         digest: str,
         chunks: Iterator[bytes],
         verifier: DigestVerifier,
-        pending: list[bytes],
+        pending: list[_PartBody],
     ) -> int:
         with _translate(digest):
             upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)[
@@ -125,9 +125,9 @@ class S3BlobStore(BlobStoreBase):
             ]
         try:
             parts: list[CompletedPartTypeDef] = []
-            body: bytes | None = pending.pop()
-            part_number = 1
-            while body is not None:
+            body: _PartBody | None = pending.pop()
+            part_number, eof = 1, False
+            while body:
                 with _translate(digest):
                     etag = self.client.upload_part(
                         Bucket=self.bucket,
@@ -137,15 +137,13 @@ class S3BlobStore(BlobStoreBase):
                         Body=body,
                     )["ETag"]
                 parts.append({"PartNumber": part_number, "ETag": etag})
-                body = None  # let the part go before reading the next one
-                part_number += 1
-                data, eof = self._fill(chunks, verifier, self.part_size_for(part_number))
-                if data:
-                    if part_number > MAX_PARTS:
-                        raise StorageUnavailable("blob exceeds S3's limit of 10 000 parts")
-                    body = data
-                if eof and not data:
+                if eof:
                     break
+                body = None  # let the sent part go before reading the next one
+                part_number += 1
+                body, eof = self._fill(chunks, verifier, self.part_size_for(part_number))
+                if body and part_number > MAX_PARTS:
+                    raise StorageUnavailable("blob exceeds S3's limit of 10 000 parts")
             verifier.verify()
             with _translate(digest):
                 self.client.complete_multipart_upload(
@@ -161,18 +159,21 @@ class S3BlobStore(BlobStoreBase):
 
     def _fill(
         self, chunks: Iterator[bytes], verifier: DigestVerifier, size: int
-    ) -> tuple[bytes, bool]:
-        """Read up to ``size`` bytes (hashing them); return them and whether EOF was hit."""
-        buf = bytearray()
-        while len(buf) < size:
+    ) -> tuple[_PartBody, bool]:
+        """Read up to about ``size`` bytes (hashing them); return them and whether EOF was hit.
+
+        The chunks are kept as they arrived, never joined, so a part costs its own size once.
+        ``iter_chunks`` reads CHUNK_SIZE at a time, so a part may overshoot ``size`` by less
+        than one chunk; S3 only needs every part but the last to be >= 5 MiB.
+        """
+        body = _PartBody()
+        while len(body) < size:
             chunk = next(chunks, None)
             if chunk is None:
-                return bytes(buf), True
+                return body, True
             verifier.update(chunk)
-            buf += chunk
-        # ``iter_chunks`` reads CHUNK_SIZE at a time, so a part may overshoot ``size`` by less
-        # than one chunk; S3 only needs every part but the last to be >= 5 MiB.
-        return bytes(buf), False
+            body.append(chunk)
+        return body, False
 
     def _abort(self, key: str, upload_id: str) -> None:
         with contextlib.suppress(ClientError, BotoCoreError):
@@ -260,6 +261,62 @@ class S3BlobStore(BlobStoreBase):
                 Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""
             )
         return list(response.get("Uploads", []))
+
+
+class _PartBody(io.RawIOBase):
+    """A seekable stream over a part's chunks, so boto3 streams and retries it uncopied."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._pos = 0
+        self._index = 0  # chunk holding ``_pos``
+        self._offset = 0  # ``_pos`` within that chunk
+
+    def append(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, min(base + offset, self._size))
+        self._index, self._offset, rest = 0, 0, self._pos
+        while self._index < len(self._chunks) and rest >= len(self._chunks[self._index]):
+            rest -= len(self._chunks[self._index])
+            self._index += 1
+        self._offset = rest
+        return self._pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        written = 0
+        while written < len(view) and self._index < len(self._chunks):
+            chunk = self._chunks[self._index]
+            n = min(len(view) - written, len(chunk) - self._offset)
+            view[written : written + n] = memoryview(chunk)[self._offset : self._offset + n]
+            written += n
+            self._offset += n
+            if self._offset == len(chunk):
+                self._index += 1
+                self._offset = 0
+        self._pos += written
+        return written
 
 
 class _S3BodyReader(RangeReader):
