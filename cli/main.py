@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from cli import db as db_commands
+from cli import validate as validate_command
 
 
 @click.group()
@@ -17,6 +18,7 @@ def cli() -> None:
 
 
 cli.add_command(db_commands.db)
+cli.add_command(validate_command.validate)
 
 
 def main() -> None:
