@@ -350,16 +350,16 @@ def _prepare(
     }
     namespace_id = versions[0].adapter.namespace_id
     if isinstance(params, MergeParams):
-        base_name = params.base
-        if base_name is None:
-            names = {v.base_model_name for v in versions if v.base_model_id is not None}
-            if len(names) != 1:
+        if params.base is not None:
+            base = _resolve_base(session, params.base)
+        else:
+            ids = {v.base_model_id for v in versions}
+            found = session.get(BaseModelRecord, ids.pop()) if len(ids) == 1 else None
+            if found is None:
                 raise InvalidInput("name the base model to merge into (params.base): the "
                                    "adapters do not record one common base",
                                    details={"field": "base"})
-            base_name = names.pop()
-            assert base_name is not None
-        base = _resolve_base(session, base_name)
+            base = found
         stored["base"] = _base_record(session, base)
         identity.update(base=base.fingerprint, dtype=params.dtype,
                         max_shard_bytes=params.max_shard_bytes)

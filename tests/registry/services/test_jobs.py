@@ -1,0 +1,353 @@
+"""The job queue on SQLite and PostgreSQL: submit (params, permissions, dedupe), claim under
+contention, leases, expiry and re-queueing, finishing, cancellation."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.db import (
+    Adapter,
+    AdapterVersion,
+    BaseModelFile,
+    BaseModelRecord,
+    Blob,
+    Job,
+    JobArtifact,
+    Namespace,
+    User,
+    create_engine_for,
+    make_sessionmaker,
+)
+from registry.db.migrate import upgrade
+from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from registry.services import jobs
+from registry.services.permissions import Principal
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'loreg.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    upgrade(db_url)
+    eng = create_engine_for(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def maker(engine: Engine) -> sessionmaker[Session]:
+    return make_sessionmaker(engine)
+
+
+def _user(s: Session, name: str, *, admin: bool = False) -> Principal:
+    ns = Namespace(name=name, kind="user")
+    s.add(ns)
+    s.flush()
+    user = User(name=name, namespace_id=ns.id, is_admin=admin)
+    s.add(user)
+    s.flush()
+    return Principal(user_id=user.id, username=name, namespace_id=ns.id, is_admin=admin,
+                     scope="admin" if admin else "write")
+
+
+def _base(s: Session, name: str = "org/base", *, with_files: bool = True) -> BaseModelRecord:
+    base = BaseModelRecord(name=name, fingerprint="sha256:" + "f0" * 32,
+                           structure_hash="sha256:" + "e0" * 32, manifest={},
+                           num_parameters=1, size_bytes=4)
+    s.add(base)
+    s.flush()
+    if with_files:
+        if s.get(Blob, DIGEST) is None:
+            s.add(Blob(digest=DIGEST, size=4))
+            s.flush()
+        s.add(BaseModelFile(base_model_id=base.id, path="model.safetensors",
+                            blob_digest=DIGEST, size=4))
+    return base
+
+
+def _adapter(s: Session, owner: Principal, name: str, base: BaseModelRecord | None, *,
+             digest_byte: str = "01", visibility: str = "private") -> AdapterVersion:
+    adapter = Adapter(namespace_id=owner.namespace_id, name=name, visibility=visibility)
+    s.add(adapter)
+    s.flush()
+    version = AdapterVersion(
+        adapter_id=adapter.id, number=1, digest="sha256:" + digest_byte * 32, peft_type="LORA",
+        r=4, lora_alpha=8, target_modules=["q_proj"], num_parameters=10, size_bytes=40,
+        adapter_config={}, base_model_id=base.id if base else None,
+    )
+    s.add(version)
+    s.flush()
+    return version
+
+
+@pytest.fixture
+def world(maker: sessionmaker[Session]) -> dict[str, Principal]:
+    with maker() as s:
+        alice = _user(s, "alice")
+        bob = _user(s, "bob")
+        admin = _user(s, "root", admin=True)
+        base = _base(s)
+        _adapter(s, alice, "a1", base, digest_byte="01")
+        _adapter(s, alice, "a2", base, digest_byte="02")
+        _adapter(s, bob, "pub", base, digest_byte="03", visibility="public")
+        s.commit()
+    return {"alice": alice, "bob": bob, "admin": admin}
+
+
+def _merge(s: Session, who: Principal, refs: list[str], **extra: object) -> jobs.Submitted:
+    params = {"base": "org/base", "adapters": refs, **extra}
+    return jobs.submit(s, who, "merge", params)
+
+
+# --------------------------------------------------------------------------- submit
+
+
+def test_submit_resolves_inputs_and_dedupes(maker: sessionmaker[Session],
+                                            world: dict[str, Principal]) -> None:
+    alice = world["alice"]
+    with maker() as s:
+        first = _merge(s, alice, ["alice/a1", "bob/pub"])
+        s.commit()
+        assert first.created and first.job.status == "queued"
+        inputs = first.job.params["inputs"]
+        assert [i["resolved"] for i in inputs] == ["alice/a1@1", "bob/pub@1"]
+        assert first.job.params["base"]["fingerprint"] == "sha256:" + "f0" * 32
+        # the same merge, written differently (explicit version, dict form): same job
+        again = _merge(s, alice, [{"ref": "alice/a1@1", "weight": 1.0}, "bob/pub:latest"])
+        assert not again.created and again.job.id == first.job.id
+        # another weight or dtype is another job
+        assert _merge(s, alice, [{"ref": "alice/a1", "weight": 0.5}, "bob/pub"]).created
+        assert _merge(s, alice, ["alice/a1", "bob/pub"], dtype="float16").created
+        s.commit()
+        # a failed job is not reused
+        s.get(Job, first.job.id).status = "failed"  # type: ignore[union-attr]
+        s.commit()
+        assert _merge(s, alice, ["alice/a1", "bob/pub"]).created
+
+
+def test_submit_permissions(maker: sessionmaker[Session], world: dict[str, Principal]) -> None:
+    alice, bob = world["alice"], world["bob"]
+    with maker() as s:
+        with pytest.raises(NotFound):  # bob cannot read alice's private adapter
+            _merge(s, bob, ["alice/a1"])
+        with pytest.raises(PermissionDenied):  # bob cannot write into alice's namespace
+            jobs.submit(s, bob, "combine", {"adapters": ["bob/pub"], "method": "ties",
+                                            "to": "alice/combined"})
+        ok = jobs.submit(s, alice, "combine", {"adapters": ["alice/a1", "alice/a2"],
+                                               "method": "ties", "density": 0.5,
+                                               "to": "alice/combined:best"})
+        assert ok.job.params["target"] == {"namespace": "alice", "name": "combined",
+                                           "tag": "best"}
+        s.commit()
+        # bob may not see alice's job (it reads alice's private adapters) ...
+        with pytest.raises(NotFound):
+            jobs.get(s, bob, ok.job.id)
+        # ... but may see a job over public inputs only, even one someone else submitted
+        pub = _merge(s, alice, ["bob/pub"])
+        s.commit()
+        assert jobs.get(s, bob, pub.job.id).id == pub.job.id
+        with pytest.raises(PermissionDenied):
+            jobs.cancel(s, bob, pub.job.id)
+        assert [j.id for j in jobs.list_jobs(s, bob)] == []
+        assert {j.id for j in jobs.list_jobs(s, world["admin"])} == {ok.job.id, pub.job.id}
+
+
+@pytest.mark.parametrize(
+    ("job_type", "params", "fragment"),
+    [
+        ("nope", {}, "unknown job type"),
+        ("merge", {"adapters": []}, "adapters"),
+        ("merge", {"adapters": ["alice/a1"], "method": "bogus"}, "method"),
+        ("merge", {"adapters": ["alice/a1"], "dtype": "int8"}, "dtype"),
+        ("merge", {"adapters": ["alice/a1"], "surprise": 1}, "surprise"),
+        ("merge", {"adapters": ["../etc"]}, "namespace"),
+        ("combine", {"adapters": ["alice/a1"], "to": "alice/x@3"}, "cannot name a version"),
+        ("export", {"adapter": "alice/a1", "dtype": "float8"}, "dtype"),
+    ],
+)
+def test_submit_rejects_bad_params(maker: sessionmaker[Session], world: dict[str, Principal],
+                                   job_type: str, params: dict[str, object],
+                                   fragment: str) -> None:
+    with maker() as s, pytest.raises(InvalidInput) as err:
+        jobs.submit(s, world["alice"], job_type, params)
+    assert fragment in str(err.value.message) + str(err.value.details)
+
+
+def test_merge_needs_base_files(maker: sessionmaker[Session],
+                                world: dict[str, Principal]) -> None:
+    with maker() as s:
+        _base(s, "org/headers-only", with_files=False)
+        with pytest.raises(Conflict, match="no files"):
+            jobs.submit(s, world["alice"], "merge",
+                        {"base": "org/headers-only", "adapters": ["alice/a1"]})
+
+
+def test_enqueue_validation_is_idempotent(maker: sessionmaker[Session],
+                                          world: dict[str, Principal]) -> None:
+    with maker() as s:
+        version = s.scalars(select(AdapterVersion).order_by(AdapterVersion.id)).first()
+        assert version is not None
+        one = jobs.enqueue_validation(s, version)
+        two = jobs.enqueue_validation(s, version)
+        s.commit()
+        assert one.id == two.id and one.type == "validate"
+        assert one.params["inputs"][0]["version_id"] == version.id
+
+
+# --------------------------------------------------------------------------- queue
+
+
+def _queue(maker: sessionmaker[Session], n: int, **kw: object) -> list[str]:
+    ids = []
+    with maker() as s:
+        t0 = datetime.now(UTC)
+        for i in range(n):
+            job = Job(type="validate", params={"i": i},
+                      created_at=t0 + timedelta(milliseconds=i), **kw)
+            s.add(job)
+            s.flush()
+            ids.append(job.id)
+        s.commit()
+    return ids
+
+
+def test_claim_order_priority_then_age(maker: sessionmaker[Session]) -> None:
+    old, new = _queue(maker, 2)
+    (urgent,) = _queue(maker, 1, priority=5)
+    got = []
+    with maker() as s:
+        while (job := jobs.claim(s, "w", lease_seconds=30)) is not None:
+            s.commit()
+            got.append(job.id)
+            assert job.status == "running" and job.attempts == 1 and job.lease_owner == "w"
+    assert got == [urgent, old, new]
+
+
+def test_concurrent_claimers_each_job_once(maker: sessionmaker[Session]) -> None:
+    ids = _queue(maker, 10)
+    claimed: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        with maker() as s:
+            while True:
+                job = jobs.claim(s, name, lease_seconds=30)
+                s.commit()
+                if job is None:
+                    return
+                with lock:
+                    claimed.append((name, job.id))
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(j for _, j in claimed) == sorted(ids)
+
+
+def test_lease_expiry_requeues_then_fails(maker: sessionmaker[Session]) -> None:
+    (job_id,) = _queue(maker, 1, max_attempts=2)
+    with maker() as s:
+        assert jobs.claim(s, "w1", lease_seconds=30) is not None
+        s.commit()
+        assert jobs.requeue_expired(s) == []  # still leased
+        later = datetime.now(UTC) + timedelta(seconds=31)
+        assert jobs.requeue_expired(s, now=later) == [job_id]
+        s.commit()
+        job = s.get(Job, job_id, populate_existing=True)
+        assert job is not None and job.status == "queued" and job.lease_owner is None
+        assert job.error is not None and job.error["code"] == "lease_expired"
+        # the stale worker can no longer write
+        assert not jobs.record_progress(s, job_id, "w1", 0.5)
+        assert not jobs.renew_lease(s, job_id, "w1", lease_seconds=30).owned
+        with pytest.raises(jobs.LeaseLost):
+            jobs.finish(s, job_id, "w1", result={})
+        s.rollback()
+        job = jobs.claim(s, "w2", lease_seconds=30)
+        assert job is not None and job.attempts == 2
+        s.commit()
+        assert jobs.requeue_expired(s, now=later + timedelta(seconds=31)) == [job_id]
+        s.commit()
+        job = s.get(Job, job_id, populate_existing=True)
+        assert job is not None and job.status == "failed" and job.attempts == 2
+        assert job.error is not None and "w2" in job.error["message"]
+
+
+def test_finish_records_artifacts_in_one_transaction(maker: sessionmaker[Session]) -> None:
+    (job_id,) = _queue(maker, 1)
+    with maker() as s:
+        jobs.claim(s, "w", lease_seconds=30)
+        s.commit()
+        assert jobs.record_progress(s, job_id, "w", 0.4, "halfway")
+        s.commit()
+        jobs.finish(s, job_id, "w", result={"ok": True},
+                    artifacts=[jobs.Artifact("out/model.safetensors", DIGEST, 4)])
+        s.commit()
+    with maker() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.status == "succeeded" and job.progress == 1.0
+        assert job.result == {"ok": True} and job.lease_owner is None
+        rows = s.scalars(select(JobArtifact)).all()
+        assert [(r.path, r.blob_digest) for r in rows] == [("out/model.safetensors", DIGEST)]
+        assert s.get(Blob, DIGEST) is not None
+
+
+def test_fail_retries_then_gives_up(maker: sessionmaker[Session]) -> None:
+    (job_id,) = _queue(maker, 1, max_attempts=2)
+    with maker() as s:
+        jobs.claim(s, "w", lease_seconds=30)
+        job = jobs.fail(s, job_id, "w", {"code": "unavailable", "message": "s3 down"},
+                        retry=True)
+        s.commit()
+        assert job.status == "queued"
+        jobs.claim(s, "w", lease_seconds=30)
+        job = jobs.fail(s, job_id, "w", {"code": "unavailable", "message": "s3 down"},
+                        retry=True)
+        s.commit()
+        assert job.status == "failed" and job.attempts == 2
+        assert job.error == {"code": "unavailable", "message": "s3 down"}
+
+
+def test_cancel_queued_and_running(maker: sessionmaker[Session],
+                                   world: dict[str, Principal]) -> None:
+    alice = world["alice"]
+    with maker() as s:
+        queued = _merge(s, alice, ["alice/a1"]).job
+        running = _merge(s, alice, ["alice/a2"]).job
+        s.commit()
+        # claim the second one (the first is older, so claim twice and requeue... simpler:
+        # cancel the first while queued, then claim the second)
+        assert jobs.cancel(s, alice, queued.id).status == "cancelled"
+        s.commit()
+        claimed = jobs.claim(s, "w", lease_seconds=30)
+        assert claimed is not None and claimed.id == running.id
+        s.commit()
+        assert jobs.renew_lease(s, running.id, "w", lease_seconds=30).cancel_requested is False
+        job = jobs.cancel(s, alice, running.id)
+        s.commit()
+        assert job.status == "running" and job.cancel_requested
+        assert jobs.renew_lease(s, running.id, "w", lease_seconds=30).cancel_requested
+        assert jobs.mark_cancelled(s, running.id, "w").status == "cancelled"
+        s.commit()
+        with pytest.raises(Conflict):
+            done = _merge(s, alice, ["bob/pub"]).job
+            s.commit()
+            jobs.claim(s, "w", lease_seconds=30)
+            jobs.finish(s, done.id, "w", result={})
+            s.commit()
+            jobs.cancel(s, alice, done.id)
