@@ -1,0 +1,1 @@
+"""The REST API: FastAPI app factory, routers, schemas, auth dependencies, error mapping."""

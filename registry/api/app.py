@@ -1,0 +1,178 @@
+"""The application factory: one engine, sessionmaker and store per app; middleware; routes.
+
+Routers: ``registry.api.routers.health`` is mounted at the root (``/healthz``, ``/readyz``);
+every other module in ``registry.api.routers`` that defines ``router`` is mounted under
+``/api/v1``, in module-name order, so adding a resource means adding a module, not editing
+this file.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import logging
+import pkgutil
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import Engine
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from registry.api import routers as routers_pkg
+from registry.api.errors import (
+    DOCUMENTED_ERROR_STATUSES,
+    install_error_handlers,
+    internal_error_response,
+)
+from registry.api.schemas.common import ErrorResponse
+from registry.config import Settings
+from registry.db.session import create_engine_for, make_sessionmaker
+from registry.storage import BlobStore, open_store
+
+log = logging.getLogger("registry.api")
+
+API_PREFIX = "/api/v1"
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+#: The current request's id, for log records made anywhere below a request.
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "loreg_request_id", default=None
+)
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input",
+    401: "Missing, invalid, expired or revoked token",
+    403: "Not allowed",
+    404: "Not found (or not visible to the caller)",
+    409: "Conflict with the current state",
+    413: "Too large",
+    422: "Incompatible",
+    503: "A backing service is unavailable",
+}
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"x-request-id":
+            try:
+                candidate = value.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+            return candidate if _REQUEST_ID_RE.fullmatch(candidate) else None
+    return None
+
+
+class RequestContextMiddleware:
+    """Gives every request an id and turns any unhandled exception into a logged 500.
+
+    The id is the client's ``X-Request-ID`` when it is sane (``[A-Za-z0-9._:-]``, at most
+    64 characters), else a new one; it is echoed on every response, stored on
+    ``request.state.request_id`` and in ``request_id_var``. Unhandled exceptions are logged
+    with their stack trace and the request id; the client gets the generic error shape.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error in %s %s (request id %s)",
+                          scope.get("method"), scope.get("path"), request_id)
+            if started:
+                raise
+            await internal_error_response(request_id)(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def discover_routers() -> list[tuple[str, APIRouter]]:
+    """``(module name, router)`` for every router module under ``/api/v1``."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(routers_pkg.__path__), key=lambda i: i.name):
+        if info.name == "health" or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{routers_pkg.__name__}.{info.name}")
+        router = getattr(module, "router", None)
+        if isinstance(router, APIRouter):
+            found.append((info.name, router))
+    return found
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: BlobStore | None = None,
+    engine: Engine | None = None,
+) -> FastAPI:
+    """The loreg API. Builds what it is not given (engine, store) once, from ``settings``.
+
+    An engine it built is disposed of at shutdown; one passed in belongs to the caller.
+    """
+    settings = settings if settings is not None else Settings()
+    owns_engine = engine is None
+    engine = engine if engine is not None else create_engine_for(settings.effective_database_url)
+    store = store if store is not None else open_store(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_engine:
+            engine.dispose()
+
+    error_responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[code]}
+        for code in DOCUMENTED_ERROR_STATUSES
+    }
+    app = FastAPI(
+        title="loreg",
+        summary="A registry for LoRA adapters.",
+        version=_version(),
+        lifespan=lifespan,
+        responses=error_responses,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.store = store
+
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+
+    from registry.api.routers import health
+
+    app.include_router(health.router)
+    for _name, router in discover_routers():
+        app.include_router(router, prefix=API_PREFIX)
+    return app
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("loreg")
+    except Exception:
+        return "0.0.0"

@@ -1,0 +1,1 @@
+"""One module per resource, each exposing ``router``; ``registry.api.app`` mounts them all."""

@@ -1,0 +1,129 @@
+"""Users, organisations, members, tokens and ``whoami``: parse, call the service, commit."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+from sqlalchemy.orm import Session
+
+from registry.api.deps import CurrentUser, OptionalUser, SessionDep
+from registry.api.schemas.accounts import (
+    MemberAdd,
+    MemberOut,
+    OrgCreate,
+    OrgOut,
+    TokenCreate,
+    TokenCreated,
+    TokenList,
+    TokenOut,
+    UserCreate,
+    UserCreated,
+    UserOut,
+    WhoAmI,
+)
+from registry.api.schemas.common import NAME_MAX, NAME_PATTERN, as_utc
+from registry.db.models import ApiToken, Namespace
+from registry.services import accounts
+from registry.services.permissions import Principal
+
+router = APIRouter(tags=["accounts"])
+
+OrgName = Annotated[str, Path(max_length=NAME_MAX, pattern=NAME_PATTERN,
+                              description="Organisation name")]
+UserName = Annotated[str, Path(max_length=NAME_MAX, pattern=NAME_PATTERN, description="User name")]
+TokenId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Token id")]
+
+
+def _token_created(token: ApiToken, value: str) -> TokenCreated:
+    return TokenCreated(**TokenOut.model_validate(token).model_dump(), token=value)
+
+
+@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserCreated,
+             summary="Create a user (site administrators)")
+def create_user(body: UserCreate, session: SessionDep, actor: CurrentUser) -> UserCreated:
+    user = accounts.create_user(session, actor, body.name, is_admin=body.admin, email=body.email)
+    token = None
+    if body.create_token:
+        row, value = accounts.create_token_for(session, actor, user, "default",
+                                               scope=body.token_scope)
+        token = _token_created(row, value)
+    session.commit()
+    return UserCreated(user=UserOut.model_validate(user), token=token)
+
+
+def _org_out(session: Session, actor: Principal | None, org: Namespace) -> OrgOut:
+    members = accounts.list_members(session, actor, org)
+    return OrgOut.model_validate({
+        "name": org.name, "description": org.description, "created_at": org.created_at,
+        "members": None if members is None else
+        [{"user": m.user, "role": m.role} for m in members],
+    })
+
+
+@router.post("/orgs", status_code=status.HTTP_201_CREATED, response_model=OrgOut,
+             summary="Create an organisation (the caller becomes its admin)")
+def create_org(body: OrgCreate, session: SessionDep, actor: CurrentUser) -> OrgOut:
+    org = accounts.create_org(session, actor, body.name, description=body.description)
+    out = _org_out(session, actor, org)
+    session.commit()
+    return out
+
+
+@router.get("/orgs/{name}", response_model=OrgOut, summary="Show an organisation")
+def get_org(name: OrgName, session: SessionDep, actor: OptionalUser) -> OrgOut:
+    """Public facts about an organisation; the member list only for members and admins."""
+    return _org_out(session, actor, accounts.get_org(session, name))
+
+
+@router.post("/orgs/{name}/members", response_model=MemberOut,
+             summary="Add a member or change their role (organisation admins)")
+def add_member(name: OrgName, body: MemberAdd, session: SessionDep,
+               actor: CurrentUser) -> MemberOut:
+    membership = accounts.add_member(session, actor, name, body.user, body.role)
+    out = MemberOut.model_validate({"user": body.user, "role": membership.role})
+    session.commit()
+    return out
+
+
+@router.delete("/orgs/{name}/members/{user}", status_code=status.HTTP_204_NO_CONTENT,
+               response_class=Response, summary="Remove a member")
+def remove_member(name: OrgName, user: UserName, session: SessionDep,
+                  actor: CurrentUser) -> Response:
+    accounts.remove_member(session, actor, name, user)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated,
+             summary="Create a token for the caller (the value is shown once)")
+def create_token(body: TokenCreate, session: SessionDep, actor: CurrentUser) -> TokenCreated:
+    token, value = accounts.create_token(
+        session, actor, body.name, scope=body.scope, expires_in_days=body.expires_in_days,
+        expires_at=as_utc(body.expires_at, "expires_at"),
+    )
+    session.commit()
+    return _token_created(token, value)
+
+
+@router.get("/tokens", response_model=TokenList, summary="List the caller's tokens")
+def list_tokens(session: SessionDep, actor: CurrentUser) -> TokenList:
+    return TokenList(tokens=[TokenOut.model_validate(t)
+                             for t in accounts.list_tokens(session, actor)])
+
+
+@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
+               response_class=Response, summary="Revoke a token")
+def revoke_token(token_id: TokenId, session: SessionDep, actor: CurrentUser) -> Response:
+    accounts.revoke_token(session, actor, token_id)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/whoami", response_model=WhoAmI, summary="Who the token belongs to")
+def whoami(session: SessionDep, actor: CurrentUser) -> WhoAmI:
+    return WhoAmI.model_validate({
+        "user": actor.username, "is_admin": actor.is_admin, "namespace": actor.username,
+        "scope": actor.scope, "token_id": actor.token_id,
+        "orgs": [{"name": n, "role": r} for n, r in accounts.memberships_of(session, actor)],
+    })

@@ -1,0 +1,45 @@
+"""The audit log, for site administrators: filter by actor, action, target and time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from registry.api.deps import CurrentUser, SessionDep
+from registry.api.schemas.audit import AuditEventOut, AuditPage
+from registry.api.schemas.common import as_utc
+from registry.services import audit
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get("/audit", response_model=AuditPage, summary="List audit events, newest first")
+def list_audit_events(
+    session: SessionDep,
+    actor: CurrentUser,
+    actor_name: Annotated[str | None, Query(alias="actor", max_length=96,
+                                            description="User name of the actor")] = None,
+    action: Annotated[str | None, Query(max_length=64,
+                                        description="Exact action, or a prefix as 'org.*'")] = None,
+    target_type: Annotated[str | None, Query(max_length=32)] = None,
+    target: Annotated[str | None, Query(max_length=512)] = None,
+    since: Annotated[datetime | None, Query(description="Events at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="Events before (ISO 8601)")] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=2**31 - 1,
+                                        description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=audit.MAX_LIMIT)] = 100,
+) -> AuditPage:
+    rows = audit.list_events(
+        session, actor, actor_name=actor_name, action=action, target_type=target_type,
+        target=target, since=as_utc(since, "since"), until=as_utc(until, "until"),
+        before_id=cursor, limit=limit,
+    )
+    events = [
+        AuditEventOut(id=e.id, at=e.at, actor=name, action=e.action, target_type=e.target_type,
+                      target=e.target, details=e.details or {}, request_id=e.request_id)
+        for e, name in rows
+    ]
+    next_cursor = events[-1].id if len(events) == limit else None
+    return AuditPage(events=events, next_cursor=next_cursor)

@@ -1,0 +1,95 @@
+"""Request and response bodies of the accounts endpoints (users, orgs, members, tokens)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from registry.api.schemas.common import Name, Schema
+
+Scope = Literal["read", "write", "admin"]
+
+
+class UserCreate(BaseModel):
+    name: Name
+    admin: bool = Field(default=False, description="Make the user a site administrator.")
+    email: str | None = Field(default=None, max_length=320)
+    create_token: bool = Field(default=True, description="Also issue the user's first token.")
+    token_scope: Scope = "write"
+
+
+class UserOut(Schema):
+    name: str
+    is_admin: bool
+    created_at: datetime
+
+
+class TokenOut(Schema):
+    id: int
+    name: str
+    scope: Scope
+    prefix: str = Field(description="The first characters of the token, to tell tokens apart.")
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The token itself. Shown only once: store it now.")
+
+
+class UserCreated(BaseModel):
+    user: UserOut
+    token: TokenCreated | None = None
+
+
+class OrgCreate(BaseModel):
+    name: Name
+    description: str = Field(default="", max_length=10_000)
+
+
+class MemberOut(BaseModel):
+    user: str
+    role: Scope
+
+
+class OrgOut(BaseModel):
+    name: str
+    description: str
+    created_at: datetime
+    members: list[MemberOut] | None = Field(
+        default=None, description="Only for members and site administrators."
+    )
+
+
+class MemberAdd(BaseModel):
+    user: Name
+    role: Scope = "read"
+
+
+class TokenCreate(BaseModel):
+    name: Name
+    scope: Scope = "write"
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    expires_at: datetime | None = None
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenOut]
+
+
+class OrgMembership(BaseModel):
+    name: str
+    role: Scope
+
+
+class WhoAmI(BaseModel):
+    user: str
+    is_admin: bool
+    namespace: str
+    scope: Scope
+    token_id: int | None
+    orgs: list[OrgMembership]

@@ -1,0 +1,372 @@
+"""Accounts: users, organisations, memberships and API tokens; token authentication.
+
+Users and organisations share one namespace of names (a user's personal namespace has the
+user's name). Tokens are ``lrg_`` + random text; only their sha256 is stored, so the value
+is shown once, at creation. Every write here records an audit event in the same
+transaction; nothing here commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from registry.db.models import ApiToken, Membership, Namespace, NamespaceKind, User
+from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from registry.services import audit
+from registry.services.permissions import (
+    ROLES,
+    Actor,
+    Level,
+    Principal,
+    can_read_namespace,
+    require_admin_namespace,
+    require_scope,
+    require_site_admin,
+    require_user,
+)
+from registry.services.refs import validate_name
+
+TOKEN_PREFIX = "lrg_"
+#: How stale ``last_used_at`` may get before a request refreshes it (keeps reads read-only).
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+MAX_TOKEN_DAYS = 3650
+MAX_TOKEN_LENGTH = 256
+ADMIN_NAME = "admin"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def hash_token(value: str) -> str:
+    """What the DB stores for a token: its sha256, hex."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def generate_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def validate_role(role: str, *, what: str = "role") -> str:
+    if role not in ROLES:
+        raise InvalidInput(f"{what} must be one of {', '.join(ROLES)}",
+                           details={"field": what, "allowed": list(ROLES)})
+    return role
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def get_user(session: Session, name: str) -> User:
+    validate_name(name, what="user name")
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise NotFound(f"user '{name}' not found", details={"user": name})
+    return user
+
+
+def get_namespace(session: Session, name: str) -> Namespace:
+    validate_name(name, what="namespace")
+    ns = session.scalar(select(Namespace).where(Namespace.name == name))
+    if ns is None:
+        raise NotFound(f"namespace '{name}' not found", details={"namespace": name})
+    return ns
+
+
+def get_org(session: Session, name: str) -> Namespace:
+    validate_name(name, what="organisation name")
+    ns = session.scalar(
+        select(Namespace).where(Namespace.name == name, Namespace.kind == NamespaceKind.ORG.value)
+    )
+    if ns is None:
+        raise NotFound(f"organisation '{name}' not found", details={"org": name})
+    return ns
+
+
+def _ensure_name_free(session: Session, name: str) -> None:
+    if session.scalar(select(Namespace.id).where(Namespace.name == name)) is not None:
+        raise Conflict(f"the name '{name}' is already taken by a user or organisation",
+                       details={"name": name})
+
+
+# --------------------------------------------------------------------------- users
+
+
+def _create_user(session: Session, name: str, *, is_admin: bool, email: str | None) -> User:
+    validate_name(name, what="user name")
+    _ensure_name_free(session, name)
+    ns = Namespace(name=name, kind=NamespaceKind.USER.value)
+    session.add(ns)
+    session.flush()
+    user = User(name=name, namespace_id=ns.id, namespace=ns, is_admin=is_admin, email=email)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def create_user(
+    session: Session, actor: Actor, name: str, *, is_admin: bool = False,
+    email: str | None = None,
+) -> User:
+    """A user and their personal namespace (site admins only)."""
+    require_site_admin(actor)
+    user = _create_user(session, name, is_admin=is_admin, email=email)
+    audit.record(session, actor, "user.create", "user", name, {"is_admin": is_admin})
+    return user
+
+
+# --------------------------------------------------------------------------- organisations
+
+
+def create_org(session: Session, actor: Actor, name: str, *, description: str = "") -> Namespace:
+    """An organisation namespace; its creator becomes its first admin."""
+    principal = require_scope(actor, "write")
+    validate_name(name, what="organisation name")
+    _ensure_name_free(session, name)
+    ns = Namespace(name=name, kind=NamespaceKind.ORG.value, description=description)
+    session.add(ns)
+    session.flush()
+    session.add(Membership(namespace_id=ns.id, user_id=principal.user_id, role="admin"))
+    session.flush()
+    audit.record(session, actor, "org.create", "org", name)
+    return ns
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    user: str
+    role: str
+
+
+def list_members(session: Session, actor: Actor, org: Namespace) -> list[MemberInfo] | None:
+    """The members, for those allowed to see them (members, site admins); else ``None``."""
+    if not can_read_namespace(session, actor, org):
+        return None
+    rows = session.execute(
+        select(User.name, Membership.role)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.namespace_id == org.id)
+        .order_by(User.name)
+    )
+    return [MemberInfo(user=name, role=role) for name, role in rows]
+
+
+def memberships_of(session: Session, actor: Actor) -> list[tuple[str, str]]:
+    """(organisation, role) for every organisation the acting user belongs to."""
+    principal = require_user(actor)
+    rows = session.execute(
+        select(Namespace.name, Membership.role)
+        .join(Membership, Membership.namespace_id == Namespace.id)
+        .where(Membership.user_id == principal.user_id)
+        .order_by(Namespace.name)
+    )
+    return [(name, role) for name, role in rows]
+
+
+def add_member(
+    session: Session, actor: Actor, org_name: str, user_name: str, role: str
+) -> Membership:
+    """Add a user to an organisation, or change their role (org admins only)."""
+    org = get_org(session, org_name)
+    require_admin_namespace(session, actor, org)
+    validate_role(role)
+    user = get_user(session, user_name)
+    membership = session.get(Membership, (org.id, user.id))
+    previous = membership.role if membership is not None else None
+    if membership is None:
+        membership = Membership(namespace_id=org.id, user_id=user.id, role=role)
+        session.add(membership)
+    else:
+        if previous == "admin" and role != "admin":
+            _ensure_other_admin(session, org, user)
+        membership.role = role
+    session.flush()
+    audit.record(session, actor, "org.member.set", "org", org.name,
+                 {"user": user.name, "role": role, "previous_role": previous})
+    return membership
+
+
+def _ensure_other_admin(session: Session, org: Namespace, user: User) -> None:
+    admins = session.scalar(
+        select(func.count()).select_from(Membership).where(
+            Membership.namespace_id == org.id, Membership.role == "admin",
+            Membership.user_id != user.id,
+        )
+    )
+    if not admins:
+        raise Conflict(f"'{user.name}' is the last admin of '{org.name}'",
+                       details={"org": org.name, "user": user.name})
+
+
+def remove_member(session: Session, actor: Actor, org_name: str, user_name: str) -> None:
+    """Remove a member (org admins; any member may also leave with a write-scoped token)."""
+    org = get_org(session, org_name)
+    principal = require_user(actor)
+    validate_name(user_name, what="user name")
+    if user_name == principal.username:
+        require_scope(principal, "write")
+        user = get_user(session, user_name)
+    else:
+        require_admin_namespace(session, actor, org)
+        user = get_user(session, user_name)
+    membership = session.get(Membership, (org.id, user.id))
+    if membership is None:
+        raise NotFound(f"'{user_name}' is not a member of '{org.name}'",
+                       details={"org": org.name, "user": user_name})
+    if membership.role == "admin":
+        _ensure_other_admin(session, org, user)
+    session.delete(membership)
+    session.flush()
+    audit.record(session, actor, "org.member.remove", "org", org.name, {"user": user.name})
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def _issue_token(
+    session: Session, user: User | Principal, name: str, scope: str,
+    expires_at: datetime | None,
+) -> tuple[ApiToken, str]:
+    value = generate_token()
+    user_id = user.id if isinstance(user, User) else user.user_id
+    token = ApiToken(user_id=user_id, name=name, token_hash=hash_token(value),
+                     prefix=value[:12], scope=scope, expires_at=expires_at)
+    session.add(token)
+    session.flush()
+    return token, value
+
+
+def create_token(
+    session: Session, actor: Actor, name: str, *, scope: str = "write",
+    expires_in_days: int | None = None, expires_at: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """A new token for the acting user; returns the row and the value (shown only once).
+
+    A token can mint tokens of at most its own scope, so a leaked write token cannot
+    become an admin one; read-scoped tokens cannot mint at all.
+    """
+    principal = require_scope(actor, "write")
+    validate_name(name, what="token name")
+    validate_role(scope, what="scope")
+    if Level.of(scope) > principal.scope_level:
+        raise PermissionDenied(
+            f"a '{principal.scope}'-scoped token cannot create a '{scope}'-scoped token",
+            details={"token_scope": principal.scope, "requested_scope": scope},
+        )
+    if expires_in_days is not None and expires_at is not None:
+        raise InvalidInput("give expires_in_days or expires_at, not both")
+    if expires_in_days is not None:
+        if not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
+            raise InvalidInput(f"expires_in_days must be between 1 and {MAX_TOKEN_DAYS}",
+                               details={"field": "expires_in_days"})
+        expires_at = _now() + timedelta(days=expires_in_days)
+    elif expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise InvalidInput("expires_at must include a time zone",
+                               details={"field": "expires_at"})
+        if expires_at <= _now():
+            raise InvalidInput("expires_at must be in the future",
+                               details={"field": "expires_at"})
+        if expires_at > _now() + timedelta(days=MAX_TOKEN_DAYS):
+            raise InvalidInput(f"expires_at is more than {MAX_TOKEN_DAYS} days away",
+                               details={"field": "expires_at"})
+    token, value = _issue_token(session, principal, name, scope, expires_at)
+    audit.record(session, actor, "token.create", "token", str(token.id),
+                 {"name": name, "scope": scope,
+                  "expires_at": expires_at.isoformat() if expires_at else None})
+    return token, value
+
+
+def create_token_for(
+    session: Session, actor: Actor, user: User, name: str, *, scope: str = "write"
+) -> tuple[ApiToken, str]:
+    """A token for another user (site admins only, e.g. a new user's first token)."""
+    require_site_admin(actor)
+    validate_name(name, what="token name")
+    validate_role(scope, what="scope")
+    token, value = _issue_token(session, user, name, scope, None)
+    audit.record(session, actor, "token.create", "token", str(token.id),
+                 {"name": name, "scope": scope, "user": user.name})
+    return token, value
+
+
+def list_tokens(session: Session, actor: Actor) -> list[ApiToken]:
+    """The acting user's tokens, newest first, revoked and expired ones included."""
+    principal = require_user(actor)
+    return list(session.scalars(
+        select(ApiToken).where(ApiToken.user_id == principal.user_id)
+        .order_by(ApiToken.id.desc())
+    ))
+
+
+def revoke_token(session: Session, actor: Actor, token_id: int) -> ApiToken:
+    """Revoke one of one's own tokens (site admins: anyone's). Idempotent.
+
+    Any token may revoke itself (log out); revoking another needs a write-scoped token.
+    """
+    principal = require_user(actor)
+    token = session.get(ApiToken, token_id)
+    if token is None or (token.user_id != principal.user_id and not principal.is_admin):
+        raise NotFound(f"token {token_id} not found", details={"token_id": token_id})
+    if token.id != principal.token_id:
+        if token.user_id == principal.user_id:
+            require_scope(principal, "write")
+        else:
+            require_site_admin(principal)
+    if token.revoked_at is None:
+        token.revoked_at = _now()
+        session.flush()
+        audit.record(session, actor, "token.revoke", "token", str(token.id),
+                     {"name": token.name, "user_id": token.user_id})
+    return token
+
+
+def authenticate(session: Session, value: str, *, now: datetime | None = None) -> Principal:
+    """The principal a bearer token stands for, or ``Unauthenticated``.
+
+    Refreshes ``last_used_at`` when it is older than ``LAST_USED_RESOLUTION`` (the caller
+    commits), so that most requests stay read-only.
+    """
+    now = now or _now()
+    if (not value.startswith(TOKEN_PREFIX) or len(value) > MAX_TOKEN_LENGTH
+            or not value.isascii()):
+        raise Unauthenticated("invalid token")
+    row = session.execute(
+        select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(value))
+    ).first()
+    if row is None:
+        raise Unauthenticated("invalid token")
+    token, user = row
+    if token.revoked_at is not None:
+        raise Unauthenticated("token has been revoked")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthenticated("token has expired")
+    if user.disabled:
+        raise Unauthenticated("account is disabled")
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+        token.last_used_at = now
+    return Principal(user_id=user.id, username=user.name, namespace_id=user.namespace_id,
+                     is_admin=user.is_admin, scope=token.scope, token_id=token.id)
+
+
+# --------------------------------------------------------------------------- first start
+
+
+def bootstrap_admin(session: Session, *, name: str = ADMIN_NAME) -> tuple[User, str] | None:
+    """On a database without users: create site admin ``name`` and an admin-scoped token.
+
+    Returns the user and the token value, or ``None`` when any user exists already.
+    """
+    if session.scalar(select(User.id).limit(1)) is not None:
+        return None
+    user = _create_user(session, name, is_admin=True, email=None)
+    token, value = _issue_token(session, user, "bootstrap", "admin", None)
+    audit.record(session, None, "user.bootstrap", "user", name, {"token_id": token.id})
+    return user, value
