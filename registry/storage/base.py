@@ -38,6 +38,12 @@ CHUNK_SIZE = 1024 * 1024
 DIGEST_PATTERN = re.compile(r"\Asha256:([0-9a-f]{64})\Z")
 
 
+class Readable(Protocol):
+    """What ``put`` reads from: any ``BinaryIO``, or anything with ``read(n) -> bytes``."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
 class BlobNotFound(NotFound):
     """No blob with that digest in the store."""
 
@@ -211,7 +217,7 @@ class DigestVerifier:
         return self.size
 
 
-def iter_chunks(source: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+def iter_chunks(source: Readable, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """``source.read(chunk_size)`` until EOF; tolerates short reads."""
     while True:
         chunk = source.read(chunk_size)
@@ -220,7 +226,7 @@ def iter_chunks(source: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[byte
         yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
 
 
-def drain_and_verify(digest: str, source: BinaryIO, max_size: int | None) -> int:
+def drain_and_verify(digest: str, source: Readable, max_size: int | None) -> int:
     """Consume a body without storing it (the blob exists already) and verify it."""
     verifier = DigestVerifier(digest, max_size)
     for chunk in iter_chunks(source):
@@ -235,7 +241,7 @@ class BlobStore(Protocol):
     Every method validates its digest first (``InvalidDigest`` before any I/O).
     """
 
-    def put(self, digest: str, source: BinaryIO, *, max_size: int | None = None) -> int:
+    def put(self, digest: str, source: Readable, *, max_size: int | None = None) -> int:
         """Stream ``source`` into the blob ``digest``; return its size.
 
         Hashes while writing and makes the blob visible only when the bytes match
@@ -303,7 +309,7 @@ class BlobStore(Protocol):
 class BlobStoreBase:
     """Implementations of the protocol's convenience methods on top of ``put``/``open``."""
 
-    def put(self, digest: str, source: BinaryIO, *, max_size: int | None = None) -> int:
+    def put(self, digest: str, source: Readable, *, max_size: int | None = None) -> int:
         raise NotImplementedError
 
     def open(self, digest: str, start: int = 0, end: int | None = None) -> BinaryIO:

@@ -22,6 +22,7 @@ from registry.storage.base import (
     DigestVerifier,
     InvalidRange,
     RangeReader,
+    Readable,
     StorageUnavailable,
     blob_key,
     check_range,
@@ -56,7 +57,7 @@ class LocalBlobStore(BlobStoreBase):
         """Where the blob lives (validated, so never outside ``root``)."""
         return self.root / blob_key(digest)
 
-    def put(self, digest: str, source: BinaryIO, *, max_size: int | None = None) -> int:
+    def put(self, digest: str, source: Readable, *, max_size: int | None = None) -> int:
         path = self.path_for(digest)
         if path.is_file():
             return drain_and_verify(digest, source, max_size)

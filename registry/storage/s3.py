@@ -21,9 +21,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from registry.storage.base import (
     BlobNotFound,
     BlobStoreBase,
+    BlobTooLarge,
     DigestVerifier,
     InvalidRange,
     RangeReader,
+    Readable,
     StorageUnavailable,
     blob_key,
     check_range,
@@ -95,7 +97,7 @@ class S3BlobStore(BlobStoreBase):
 
     # --- writing ---------------------------------------------------------------------------
 
-    def put(self, digest: str, source: BinaryIO, *, max_size: int | None = None) -> int:
+    def put(self, digest: str, source: Readable, *, max_size: int | None = None) -> int:
         key = self.key_for(digest)
         if self.exists(digest):
             return drain_and_verify(digest, source, max_size)
@@ -143,7 +145,9 @@ class S3BlobStore(BlobStoreBase):
                 part_number += 1
                 body, eof = self._fill(chunks, verifier, self.part_size_for(part_number))
                 if body and part_number > MAX_PARTS:
-                    raise StorageUnavailable("blob exceeds S3's limit of 10 000 parts")
+                    raise BlobTooLarge(
+                        "blob exceeds S3's limit of 10 000 parts", details={"digest": digest}
+                    )
             verifier.verify()
             with _translate(digest):
                 self.client.complete_multipart_upload(

@@ -49,7 +49,7 @@ class ChunkedSource(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         if self._fail_after is not None and self._pos >= self._fail_after:
             raise ConnectionResetError("client went away")
         n = self._read_size if size is None or size < 0 else min(size, self._read_size)
