@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import click
 
+from cli import commands as client_commands
 from cli import db as db_commands
 from cli import validate as validate_command
+from cli.common import run
 
 
 @click.group()
@@ -18,8 +20,9 @@ def cli() -> None:
 
 
 cli.add_command(db_commands.db)
+client_commands.register(cli)
 cli.add_command(validate_command.validate)
 
 
 def main() -> None:
-    cli()
+    run(cli)

@@ -1,0 +1,142 @@
+"""``loreg login / whoami / token / user / org``: credentials and accounts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cli.common import client, emit, info, json_option, settings, table
+
+
+@click.command()
+@click.option("--url", help="The registry's URL (default: LOREG_URL, the stored login, or "
+              "http://127.0.0.1:8080).")
+@click.option("--token", help="An API token (lrg_...); prompted for when not given.")
+@json_option
+def login(url: str | None, token: str | None, as_json: bool) -> None:
+    """Check a token against a registry and store it for later commands."""
+    from registry.client import Client
+    from registry.client.credentials import credentials_path, load_credentials
+
+    s = settings()
+    stored = load_credentials(s.home)
+    url = url or (s.url if "url" in s.model_fields_set else None) or stored.url or s.url
+    if token is None:
+        token = s.token
+    if token is None:
+        token = click.prompt("token", hide_input=True, err=True)
+    with Client(url, token, home=s.home) as c:
+        me = c.login()
+    emit(
+        {"url": url, "user": me, "credentials": str(credentials_path(s.home))},
+        f"logged in to {url} as {_user_name(me)}",
+    )
+
+
+def _user_name(me: dict[str, Any]) -> str:
+    inner = me.get("user")
+    user = inner if isinstance(inner, dict) else me
+    return str(user.get("name") or user.get("username") or "?")
+
+
+@click.command()
+@json_option
+def whoami(as_json: bool) -> None:
+    """Show who the stored (or LOREG_TOKEN) credentials belong to."""
+    c = client()
+    me = c.whoami()
+    scope = me.get("scope") or (me.get("token") or {}).get("scope")
+    extra = f" (token scope: {scope})" if scope else ""
+    emit(me, f"{_user_name(me)} at {c.url}{extra}")
+
+
+@click.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["read", "write", "admin"]), default="write",
+              show_default=True)
+@click.option("--expires-in", "expires_in", type=click.IntRange(min=1), metavar="DAYS",
+              help="Expire after this many days (default: never).")
+@json_option
+def token_create(name: str, scope: str, expires_in: int | None, as_json: bool) -> None:
+    """Create a token; its value is printed once and never again."""
+    out = client().create_token(name, scope=scope, expires_in_days=expires_in)
+    value = out.get("token") or out.get("value")
+    if isinstance(value, dict):
+        value = value.get("value") or value.get("token")
+
+    def human() -> None:
+        click.echo(str(value))
+        info("store it now: it is not shown again")
+
+    emit(out, human)
+
+
+@token.command("ls")
+@json_option
+def token_ls(as_json: bool) -> None:
+    """List your tokens."""
+    items = client().list_tokens()
+    emit(items, lambda: table(
+        [[t.get("id"), t.get("name"), t.get("scope"), t.get("created_at"), t.get("expires_at"),
+          t.get("last_used_at")] for t in items],
+        ["ID", "NAME", "SCOPE", "CREATED", "EXPIRES", "LAST USED"]))
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@json_option
+def token_revoke(token_id: str, as_json: bool) -> None:
+    """Revoke a token by id."""
+    out = client().revoke_token(token_id)
+    emit(out if out is not None else {"revoked": token_id}, f"revoked token {token_id}")
+
+
+@click.group()
+def user() -> None:
+    """User accounts (admin)."""
+
+
+@user.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="Make the user a registry administrator.")
+@click.option("--email")
+@json_option
+def user_create(name: str, admin: bool, email: str | None, as_json: bool) -> None:
+    """Create a user (and its namespace)."""
+    out = client().create_user(name, admin=admin, email=email)
+    emit(out, f"created user {name}" + (" (admin)" if admin else ""))
+
+
+@click.group()
+def org() -> None:
+    """Organisations: shared namespaces with members."""
+
+
+@org.command("create")
+@click.argument("name")
+@click.option("--description", default="")
+@json_option
+def org_create(name: str, description: str, as_json: bool) -> None:
+    """Create an organisation; you become its admin."""
+    out = client().create_org(name, description=description)
+    emit(out, f"created organisation {name}")
+
+
+@org.command("add-member")
+@click.argument("org_name", metavar="ORG")
+@click.argument("user_name", metavar="USER")
+@click.option("--role", type=click.Choice(["read", "write", "admin"]), required=True)
+@json_option
+def org_add_member(org_name: str, user_name: str, role: str, as_json: bool) -> None:
+    """Add USER to ORG with a role (or change their role)."""
+    out = client().add_member(org_name, user_name, role)
+    emit(out, f"{user_name} is now {role} in {org_name}")
+
+
+COMMANDS = [login, whoami, token, user, org]

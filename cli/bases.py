@@ -1,0 +1,64 @@
+"""``loreg base register / ls / show``: base models and their fingerprints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.common import client, emit, human_bytes, json_option, progress_factory, table
+
+
+@click.group()
+def base() -> None:
+    """Base models adapters are trained on."""
+
+
+@base.command("register")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Name in Hugging Face repo-id form (org/name).")
+@click.option("--no-upload", is_flag=True,
+              help="Record manifest and fingerprint only; workers cannot merge into it.")
+@click.option("--description")
+@json_option
+def register(folder: Path, name: str, no_upload: bool, description: str | None,
+             as_json: bool) -> None:
+    """Fingerprint a checkpoint folder and register it (uploading its files)."""
+    out = client().register_base(folder, name, upload=not no_upload, description=description,
+                                 progress=progress_factory())
+    emit(out, str(out.get("fingerprint", "")))
+
+
+@base.command("ls")
+@click.option("--search", "q", help="Text in the name.")
+@json_option
+def ls(q: str | None, as_json: bool) -> None:
+    """List registered base models."""
+    items = client().list_bases(q=q)
+    emit(items, lambda: table(
+        [[b.get("name"), b.get("num_parameters"), human_bytes(b.get("size_bytes")),
+          "yes" if b.get("has_weights", b.get("uploaded")) else "no",
+          str(b.get("fingerprint", ""))[:19]] for b in items],
+        ["NAME", "PARAMETERS", "SIZE", "WEIGHTS", "FINGERPRINT"]))
+
+
+@base.command("show")
+@click.argument("name")
+@json_option
+def show(name: str, as_json: bool) -> None:
+    """Show a base model: fingerprint, size, tensors."""
+    b = client().get_base(name)
+
+    def human() -> None:
+        for key in ("name", "fingerprint", "structure_hash", "num_parameters", "size_bytes",
+                    "created_at"):
+            if b.get(key) is not None:
+                click.echo(f"{key + ':':<16} {b[key]}")
+        tensors = b.get("tensors") or (b.get("manifest") or {}).get("tensors") or {}
+        if tensors:
+            click.echo(f"tensors:         {len(tensors)}")
+
+    emit(b, human)
+
+
+COMMANDS = [base]

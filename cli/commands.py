@@ -1,0 +1,13 @@
+"""Registers the client-side command groups on the root ``loreg`` group."""
+
+from __future__ import annotations
+
+import click
+
+from cli import account, adapters, bases, jobs, serve
+
+
+def register(group: click.Group) -> None:
+    for module in (serve, account, bases, adapters, jobs):
+        for command in module.COMMANDS:
+            group.add_command(command)

@@ -1,0 +1,257 @@
+"""What every loreg command shares: settings, the client, ``--json``, progress, errors.
+
+The one place that turns exceptions into messages and exit codes is ``run`` (DESIGN.md
+section 10): 0 success, 1 error, 2 usage error, 3 incompatible or invalid. With ``--json``
+stdout holds exactly one JSON document: the result, or the API's error object.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from registry.client import Client
+    from registry.client.transfer import Bar
+    from registry.config import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INVALID = 0, 1, 2, 3
+
+_state: dict[str, bool] = {"json": False}
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        _state["json"] = True
+        ctx.meta["loreg.json"] = True
+    return value
+
+
+def json_option(f: F) -> F:
+    """``--json``: one JSON document on stdout, nothing else there."""
+    return click.option(
+        "--json", "as_json", is_flag=True, is_eager=True, callback=_set_json,
+        help="Print one JSON document on stdout (errors: the API's error object).",
+    )(f)
+
+
+def json_mode() -> bool:
+    return _state["json"]
+
+
+# --- settings and client ----------------------------------------------------------------------
+
+
+def settings(ctx: click.Context | None = None) -> Settings:
+    """The settings, read once per invocation at the root context and passed down."""
+    from registry.config import Settings
+
+    ctx = ctx or click.get_current_context()
+    root = ctx.find_root()
+    obj = root.ensure_object(dict)
+    if "settings" not in obj:
+        obj["settings"] = Settings()
+    s: Settings = obj["settings"]
+    return s
+
+
+def client(ctx: click.Context | None = None) -> Client:
+    """A client built from the settings (LOREG_URL/LOREG_TOKEN, else the stored login)."""
+    from registry.client import Client
+
+    ctx = ctx or click.get_current_context()
+    root = ctx.find_root()
+    obj = root.ensure_object(dict)
+    if "client" not in obj:
+        c = Client.from_settings(settings(ctx))
+        obj["client"] = c
+        root.call_on_close(c.close)
+    cl: Client = obj["client"]
+    return cl
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def emit(data: Any, human: str | Callable[[], object] | None = None) -> None:
+    """Print the result: JSON with ``--json``, else the human form."""
+    if json_mode():
+        click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+        return
+    if human is None:
+        click.echo(json.dumps(data, indent=2, default=str))
+    elif callable(human):
+        human()
+    else:
+        click.echo(human)
+
+
+def info(message: str) -> None:
+    """A note for humans: on stderr, so stdout stays clean for ``--json``."""
+    click.echo(message, err=True)
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    """A plain aligned table, like ``docker images``."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def human_bytes(n: int | float | None) -> str:
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(size) < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def progress_factory() -> Callable[[str, int], Bar]:
+    """tqdm bars on stderr (hidden when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    def make(desc: str, total: int) -> Bar:
+        return tqdm(
+            total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+            file=sys.stderr, disable=None, leave=False, dynamic_ncols=True,
+        )
+
+    return make
+
+
+class JobProgress:
+    """A job's progress (0..1 with a message) as a tqdm bar on stderr."""
+
+    def __init__(self, job_id: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, desc=f"job {job_id}", unit="%", file=sys.stderr, disable=None,
+                        leave=False, dynamic_ncols=True,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        self.last = 0.0
+
+    def __call__(self, job: dict[str, Any]) -> None:
+        progress = job.get("progress")
+        value = progress.get("value") if isinstance(progress, dict) else progress
+        message = job.get("progress_message") or job.get("message")
+        if isinstance(progress, dict):
+            message = progress.get("message") or message
+        pct = max(0.0, min(100.0, float(value or 0) * 100))
+        if pct > self.last:
+            self.bar.update(pct - self.last)
+            self.last = pct
+        self.bar.set_postfix_str(f"{job.get('status', '')} {message or ''}".strip())
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def _error_object(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """(exit code, error object) for any exception; the only mapping in the CLI."""
+    from registry.client.errors import ApiError, JobFailed
+    from registry.errors import Incompatible, LoregError
+
+    if isinstance(exc, JobFailed):
+        job = exc.details if isinstance(exc.details, dict) else {}
+        err = job.get("error")
+        code = err.get("code") if isinstance(err, dict) else None
+        invalid = code in {"incompatible", "invalid", "invalid_adapter"} or (
+            isinstance(code, str) and code.startswith("incompatible")
+        )
+        return (EXIT_INVALID if invalid else EXIT_ERROR), exc.to_dict()
+    if isinstance(exc, ApiError):
+        return (EXIT_INVALID if exc.status == 422 else EXIT_ERROR), exc.to_dict()
+    if isinstance(exc, LoregError):
+        invalid = isinstance(exc, Incompatible) or type(exc).__module__.startswith(
+            "registry.formats"
+        )
+        return (EXIT_INVALID if invalid else EXIT_ERROR), {"error": exc.to_dict()}
+    if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError |
+                  PermissionError):
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        return EXIT_ERROR, _error_object("os_error", f"{exc.strerror or exc}{where}")
+    if isinstance(exc, OSError):
+        return EXIT_ERROR, _error_object("os_error", str(exc))
+    if isinstance(exc, TimeoutError):
+        return EXIT_ERROR, _error_object("timeout", str(exc) or "timed out")
+    return EXIT_ERROR, _error_object(
+        "internal_error", f"unexpected error ({type(exc).__name__}): {exc}"
+    )
+
+
+def report_error(exc: BaseException) -> int:
+    """Print an error (JSON object on stdout with --json, else a message on stderr)."""
+    code, obj = _classify(exc)
+    if json_mode():
+        click.echo(json.dumps(obj, default=str))
+    else:
+        err = obj["error"]
+        msg = f"error: {err['message']}"
+        details = err.get("details")
+        extra = _detail_lines(details)
+        click.echo(msg + ("\n" + extra if extra else ""), err=True)
+    return code
+
+
+def _detail_lines(details: Any) -> str:
+    """A short human rendering of a 422 report (which module, which shapes)."""
+    if not isinstance(details, dict):
+        return ""
+    lines = []
+    for key in ("problems", "errors", "modules", "mismatches"):
+        items = details.get(key)
+        if isinstance(items, list):
+            for item in items[:20]:
+                lines.append(f"  - {item if not isinstance(item, dict) else _one_line(item)}")
+    return "\n".join(lines)
+
+
+def _one_line(item: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in item.items())
+
+
+def run(group: click.Group, args: Sequence[str] | None = None) -> None:
+    """Run the CLI with loreg's error contract; never shows a stack trace."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if "--json" in argv:
+        _state["json"] = True
+    try:
+        rv = group.main(args=argv, prog_name="loreg", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        if json_mode():
+            kind = "usage_error" if exc.exit_code == EXIT_USAGE else "error"
+            click.echo(json.dumps(_error_object(kind, exc.format_message())))
+        else:
+            exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        sys.exit(report_error(exc))
+    # standalone_mode=False turns ``ctx.exit(n)`` into a return value.
+    sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else EXIT_OK)

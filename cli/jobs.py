@@ -1,0 +1,198 @@
+"""``loreg jobs``, ``combine``, ``export`` and the server mode of ``merge``: work on workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.common import (
+    JobProgress,
+    client,
+    emit,
+    info,
+    json_option,
+    progress_factory,
+    table,
+)
+
+METHODS = ["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
+DTYPES = ["float16", "bfloat16", "float32"]
+
+
+def parse_weights(value: str | None, n: int) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        weights = [float(w) for w in value.split(",") if w.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected numbers like 0.7,0.3",
+                                 param_hint="--weights") from None
+    if len(weights) != n:
+        raise click.BadParameter(f"{len(weights)} weight(s) for {n} adapter(s)",
+                                 param_hint="--weights")
+    return weights
+
+
+def wait_for(job: dict[str, Any]) -> dict[str, Any]:
+    """Wait for a job with a progress bar on stderr; failures raise ``JobFailed``."""
+    job_id = str(job["id"])
+    bar = JobProgress(job_id)
+    try:
+        return client().wait_job(job_id, callback=bar)
+    finally:
+        bar.close()
+
+
+def _job_line(job: dict[str, Any]) -> str:
+    return f"job {job.get('id')} {job.get('type', '')} {job.get('status', '')}".strip()
+
+
+def _print_submitted(job: dict[str, Any]) -> None:
+    click.echo(str(job["id"]))
+    info(_job_line(job))
+
+
+def run_and_download(job: dict[str, Any], output: Path, force: bool, no_wait: bool) -> None:
+    """Shared tail of merge/export: wait, then fetch the outputs into ``output``."""
+    if no_wait:
+        emit(job, lambda: _print_submitted(job))
+        return
+    info(f"submitted {_job_line(job)}")
+    done = wait_for(job)
+    result = client().download_job_outputs(str(done["id"]), output, force=force,
+                                           progress=progress_factory())
+    emit({"job": done, "output": result.to_dict()}, str(result.path))
+
+
+def merge_remote(refs: tuple[str, ...], base: str, weights: str | None, method: str | None,
+                 dtype: str | None, output: Path | None, no_wait: bool, force: bool = False,
+                 extra: dict[str, Any] | None = None) -> None:
+    """``loreg merge REF... --base NAME -o DIR``: a merge job on the registry's workers."""
+    if output is None and not no_wait:
+        raise click.UsageError("merge needs -o DIR (or --no-wait)")
+    job = client().merge(list(refs), base, weights=parse_weights(weights, len(refs)),
+                         method=method, dtype=dtype, **(extra or {}))
+    run_and_download(job, output or Path("."), force, no_wait)
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True, metavar="REF REF...")
+@click.option("--to", "target", required=True, metavar="NS/NAME[:TAG]",
+              help="Where the combined adapter is pushed.")
+@click.option("--method", type=click.Choice(METHODS), default="linear", show_default=True)
+@click.option("--weights", help="Comma-separated, one per adapter (default: all 1).")
+@click.option("--density", type=float, help="For ties/dare/magnitude_prune.")
+@click.option("--svd-rank", type=int, help="Rank of the result for svd-based methods.")
+@click.option("--seed", type=int, help="Seed for dare_* methods.")
+@click.option("--no-wait", is_flag=True, help="Print the job and return at once.")
+@json_option
+def combine(refs: tuple[str, ...], target: str, method: str, weights: str | None,
+            density: float | None, svd_rank: int | None, seed: int | None, no_wait: bool,
+            as_json: bool) -> None:
+    """Combine adapters on the same base into a new version (recorded with its lineage)."""
+    job = client().combine(list(refs), target, method=method,
+                           weights=parse_weights(weights, len(refs)), density=density,
+                           svd_rank=svd_rank, seed=seed)
+    if no_wait:
+        emit(job, lambda: _print_submitted(job))
+        return
+    info(f"submitted {_job_line(job)}")
+    done = wait_for(job)
+    result = done.get("result") or {}
+    version = result.get("version") if isinstance(result, dict) else None
+    ref = target
+    if isinstance(version, dict) and version.get("number"):
+        ref = f"{target.split(':')[0]}@{version['number']}"
+    emit(done, ref)
+
+
+@click.command()
+@click.argument("ref", metavar="REF")
+@click.option("--dtype", type=click.Choice(DTYPES), help="Cast the tensors.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Target folder.")
+@click.option("--force", is_flag=True, help="Replace the target folder if it holds files.")
+@click.option("--no-wait", is_flag=True, help="Print the job and return at once.")
+@json_option
+def export(ref: str, dtype: str | None, output: Path | None, force: bool, no_wait: bool,
+           as_json: bool) -> None:
+    """Export one version as a PEFT folder, optionally cast to another dtype."""
+    if output is None and not no_wait:
+        raise click.UsageError("export needs -o DIR (or --no-wait)")
+    job = client().export(ref, dtype=dtype)
+    run_and_download(job, output or Path("."), force, no_wait)
+
+
+@click.group()
+def jobs() -> None:
+    """Jobs on the registry's workers: validate, merge, export, combine."""
+
+
+@jobs.command("ls")
+@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed",
+                                             "cancelled"]))
+@click.option("--type", "job_type", type=click.Choice(["validate", "merge", "export",
+                                                        "combine"]))
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+def jobs_ls(status: str | None, job_type: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    items = client().list_jobs(status=status, type=job_type, limit=limit)
+
+    def human() -> None:
+        rows = []
+        for j in items:
+            p = j.get("progress")
+            value = p.get("value") if isinstance(p, dict) else p
+            rows.append([j.get("id"), j.get("type"), j.get("status"),
+                         f"{float(value or 0) * 100:.0f}%", j.get("attempts", ""),
+                         j.get("created_at", "")])
+        table(rows, ["ID", "TYPE", "STATUS", "PROGRESS", "ATTEMPTS", "CREATED"])
+
+    emit(items, human)
+
+
+@jobs.command("show")
+@click.argument("job_id", metavar="ID")
+@json_option
+def jobs_show(job_id: str, as_json: bool) -> None:
+    """Show a job: status, progress, attempts, error, result."""
+    j = client().get_job(job_id)
+
+    def human() -> None:
+        for key in ("id", "type", "status", "progress", "progress_message", "attempts",
+                    "created_at", "started_at", "finished_at", "error", "result", "params"):
+            if j.get(key) not in (None, "", {}):
+                click.echo(f"{key + ':':<17} {j[key]}")
+
+    emit(j, human)
+
+
+@jobs.command("wait")
+@click.argument("job_id", metavar="ID")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Also download the job's outputs here.")
+@click.option("--force", is_flag=True)
+@json_option
+def jobs_wait(job_id: str, output: Path | None, force: bool, as_json: bool) -> None:
+    """Wait for a job to finish (exit 1 if it failed, 3 if the adapter was invalid)."""
+    done = wait_for({"id": job_id})
+    if output is not None:
+        result = client().download_job_outputs(job_id, output, force=force,
+                                               progress=progress_factory())
+        emit({"job": done, "output": result.to_dict()}, str(result.path))
+        return
+    emit(done, _job_line(done))
+
+
+@jobs.command("cancel")
+@click.argument("job_id", metavar="ID")
+@json_option
+def jobs_cancel(job_id: str, as_json: bool) -> None:
+    """Cancel a queued or running job."""
+    j = client().cancel_job(job_id)
+    emit(j, _job_line(j))
+
+
+COMMANDS = [combine, export, jobs]

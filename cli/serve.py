@@ -1,0 +1,103 @@
+"""``loreg serve``: the API (uvicorn), migrations, first admin, the in-process worker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import click
+
+from cli.common import info, json_option, settings
+
+
+def _start_worker(s: Any) -> Any:
+    """Start the in-process worker; returns something with ``stop()`` (or ``None``)."""
+    import registry.worker as worker_pkg
+
+    for name in ("start_in_process", "start_background", "start"):
+        fn = getattr(worker_pkg, name, None)
+        if callable(fn):
+            return fn(s)
+    info("warning: this build has no in-process worker; run `loreg worker` beside it")
+    return None
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--no-worker", is_flag=True, help="Do not run a worker in this process.")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@json_option
+def serve(host: str, port: int, no_worker: bool, log_level: str, as_json: bool) -> None:
+    """Run the registry (SQLite + a local blob folder under LOREG_HOME when unconfigured)."""
+    import uvicorn
+
+    from registry.api.app import create_app
+    from registry.api.bootstrap import credentials_path, ensure_admin
+    from registry.db.migrate import upgrade
+
+    s = settings()
+    s.home.mkdir(parents=True, exist_ok=True)
+    upgrade(s.effective_database_url)
+    app = create_app(s)
+    public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+
+    worker = None if no_worker else _start_worker(s)
+    announced = threading.Event()
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if not server.started:
+            return
+        bound = port
+        for srv in getattr(server, "servers", []) or []:
+            for sock in getattr(srv, "sockets", []) or []:
+                bound = int(sock.getsockname()[1])
+                break
+        url = f"http://{public_host}:{bound}"
+        token = ensure_admin(s, app.state.sessionmaker, url=url)
+        doc = {
+            "url": url,
+            "credentials": str(credentials_path(s)),
+            "first_start": token is not None,
+            "worker": worker is not None,
+            "database": _redact(s.effective_database_url),
+            "storage": s.effective_storage_url,
+        }
+        if as_json:
+            click.echo(json.dumps(doc))
+        else:
+            click.echo(f"loreg is serving at {url}")
+            if token is not None:
+                info(f"created the first admin; its token is in {doc['credentials']}")
+        announced.set()
+
+    threading.Thread(target=announce, name="announce", daemon=True).start()
+    try:
+        server.run()
+    finally:
+        stop = getattr(worker, "stop", None)
+        if callable(stop):
+            stop()
+    if not announced.is_set() and not server.started:
+        raise click.ClickException(f"could not start serving on {host}:{port}")
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for printing."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}@{host}"
+    return url
+
+
+COMMANDS = [serve]

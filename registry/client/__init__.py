@@ -1,0 +1,462 @@
+"""The loreg Python client: everything the CLI does, importable.
+
+    from registry.client import Client
+    client = Client("http://127.0.0.1:8080", token="lrg_...")
+    client.push("./my-adapter", "acme/support-bot:prod", base="meta-llama/Llama-3.1-8B")
+    client.pull("acme/support-bot:prod", "./support-bot")
+
+Errors are the typed exceptions of ``registry.client.errors`` (``NotFound``,
+``Incompatible`` ...), each carrying the API's ``code``, ``message``, ``details`` and ``status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from registry.client import jobs as _jobs
+from registry.client._http import Http
+from registry.client.cache import BlobCache
+from registry.client.credentials import load_credentials, save_credentials
+from registry.client.errors import (
+    ApiError,
+    Conflict,
+    ConnectionFailed,
+    Incompatible,
+    IntegrityError,
+    InvalidInput,
+    JobFailed,
+    NotFound,
+    PermissionDenied,
+    ServerError,
+    TooLarge,
+    Unauthenticated,
+)
+from registry.client.jobs import JobCallback
+from registry.client.transfer import (
+    DEFAULT_WORKERS,
+    FileEntry,
+    ProgressFactory,
+    PullResult,
+    PushResult,
+    files_of,
+    hash_files,
+    list_folder,
+    materialize,
+    upload_missing,
+)
+
+if TYPE_CHECKING:
+    from registry.config import Settings
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def split_ref(ref: str) -> tuple[str, str, str, str]:
+    """``ns/name[:tag|@N|@sha256:..]`` -> (namespace, name, kind, value); checked locally."""
+    from registry.services.refs import parse_ref
+
+    try:
+        parsed = parse_ref(ref)
+    except Exception as exc:  # registry.errors.InvalidInput -> the client's own class
+        raise InvalidInput(str(exc), code="invalid_reference", details={"ref": ref}) from None
+    return parsed.namespace, parsed.name, parsed.kind, parsed.value
+
+
+def split_target(target: str) -> tuple[str, str, str | None]:
+    """A push/combine target ``ns/name[:tag]`` -> (namespace, name, tag or None)."""
+    ns, name, kind, value = split_ref(target)
+    if kind != "tag":
+        raise InvalidInput(
+            f"{target!r}: a push target takes a tag (ns/name:tag), not a version",
+            code="invalid_reference",
+        )
+    return ns, name, (value if ":" in target else None)
+
+
+class Client:
+    """A registry endpoint plus a local blob cache."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        home: Path | None = None,
+        timeout: float = 60.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        workers: int = DEFAULT_WORKERS,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.http = Http(self.url, token, timeout=timeout, retries=retries, backoff=backoff)
+        if home is None:
+            home = Path.home() / ".local" / "share" / "loreg"
+        self.home = home
+        self.cache = BlobCache.under_home(home)
+        self.workers = workers
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Client:
+        """URL and token: ``LOREG_URL``/``LOREG_TOKEN`` first, then the stored login.
+
+        The stored token is only sent to the URL it was stored for.
+        """
+        stored = load_credentials(settings.home)
+        explicit_url = "url" in settings.model_fields_set
+        url = settings.url if explicit_url else (stored.url or settings.url)
+        token = settings.token
+        same_host = _same_registry(stored.url or DEFAULT_URL, url)
+        if token is None and stored.token and same_host:
+            token = stored.token
+        return cls(url, token, home=settings.home, **kwargs)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- accounts ------------------------------------------------------------------------
+
+    def login(self) -> dict[str, Any]:
+        """Check the token against the registry and store it for later commands."""
+        me = self.whoami()
+        save_credentials(self.home, self.url, self.token)
+        return me
+
+    def whoami(self) -> dict[str, Any]:
+        me: dict[str, Any] = self.http.json("GET", "/whoami")
+        return me
+
+    def create_user(
+        self, name: str, *, admin: bool = False, email: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "is_admin": admin}
+        if email:
+            body["email"] = email
+        return self._post("/users", body)
+
+    def create_org(self, name: str, *, description: str = "") -> dict[str, Any]:
+        return self._post("/orgs", {"name": name, "description": description})
+
+    def add_member(self, org: str, user: str, role: str) -> dict[str, Any]:
+        return self._post(f"/orgs/{org}/members", {"user": user, "role": role}, idempotent=True)
+
+    def create_token(
+        self, name: str, *, scope: str = "write", expires_in_days: int | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "scope": scope}
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        return self._post("/tokens", body)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return list(_jobs.paginate(self.http, "/tokens", {}, key="tokens"))
+
+    def revoke_token(self, token_id: int | str) -> Any:
+        return self.http.json("DELETE", f"/tokens/{token_id}")
+
+    # --- base models ---------------------------------------------------------------------
+
+    def register_base(
+        self,
+        folder: str | Path,
+        name: str,
+        *,
+        upload: bool = True,
+        progress: ProgressFactory | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Compute the base's manifest and fingerprint locally, upload its files, register it."""
+        from registry.client.bases import build_base_registration
+
+        body, entries, paths = build_base_registration(
+            Path(folder), name, progress=progress, index=self.cache.hash_index(),
+            workers=self.workers,
+        )
+        if description:
+            body["description"] = description
+        if upload:
+            upload_missing(self.http, entries, paths, progress=progress, workers=self.workers)
+            body["files"] = [e.to_dict() for e in entries]
+        return self._post("/bases", body, idempotent=True)
+
+    def list_bases(self, *, q: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        return list(_jobs.paginate(self.http, "/bases", {"q": q}, key="bases", limit=limit))
+
+    def get_base(self, name: str) -> dict[str, Any]:
+        base: dict[str, Any] = self.http.json("GET", f"/bases/{name}")
+        return base
+
+    # --- adapters ------------------------------------------------------------------------
+
+    def search(
+        self,
+        namespace: str | None = None,
+        *,
+        base: str | None = None,
+        target: str | None = None,
+        rank_min: int | None = None,
+        rank_max: int | None = None,
+        label: str | None = None,
+        text: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        params = {
+            "namespace": namespace, "base": base, "target": target, "rank_min": rank_min,
+            "rank_max": rank_max, "label": label, "text": text,
+        }
+        return _jobs.paginate(self.http, "/adapters", params, key="adapters", limit=limit)
+
+    def get_adapter(self, name: str) -> dict[str, Any]:
+        ns, nm, _, _ = split_ref(name)
+        adapter: dict[str, Any] = self.http.json("GET", f"/adapters/{ns}/{nm}")
+        return adapter
+
+    def update_adapter(self, name: str, **fields: Any) -> dict[str, Any]:
+        ns, nm, _, _ = split_ref(name)
+        body = {k: v for k, v in fields.items() if v is not None}
+        adapter: dict[str, Any] = self.http.json("PATCH", f"/adapters/{ns}/{nm}", json=body,
+                                                 idempotent=True)
+        return adapter
+
+    def list_versions(self, name: str) -> list[dict[str, Any]]:
+        ns, nm, _, _ = split_ref(name)
+        return list(_jobs.paginate(self.http, f"/adapters/{ns}/{nm}/versions", {}, key="versions"))
+
+    def get_version(self, ref: str) -> dict[str, Any]:
+        """The version a reference names (any form of DESIGN.md section 3), with its files."""
+        ns, nm, kind, value = split_ref(ref)
+        if kind == "tag":
+            resolved = self.http.json("GET", "/resolve", params={"ref": ref})
+            if isinstance(resolved, dict) and "files" in resolved:
+                return resolved
+            inner = resolved.get("version") if isinstance(resolved, dict) else None
+            if isinstance(inner, dict) and "files" in inner:
+                return inner
+            src = inner if isinstance(inner, dict) else resolved
+            value = str(src.get("digest") or src.get("number"))
+        version: dict[str, Any] = self.http.json("GET", f"/adapters/{ns}/{nm}/versions/{value}")
+        return version
+
+    def resolve(self, ref: str) -> dict[str, Any]:
+        resolved: dict[str, Any] = self.http.json("GET", "/resolve", params={"ref": ref})
+        return resolved
+
+    def list_tags(self, name: str) -> list[dict[str, Any]]:
+        ns, nm, _, _ = split_ref(name)
+        return list(_jobs.paginate(self.http, f"/adapters/{ns}/{nm}/tags", {}, key="tags"))
+
+    def set_tag(self, ref: str, tag: str) -> dict[str, Any]:
+        """Point ``tag`` at the version ``ref`` names (moving it if it exists)."""
+        ns, nm, kind, value = split_ref(ref)
+        version = value
+        if kind == "tag":
+            v = self.get_version(ref)
+            version = str(v.get("number") or v.get("digest"))
+        body: dict[str, Any] = {"version": int(version) if version.isdigit() else version}
+        out: dict[str, Any] = self.http.json(
+            "PUT", f"/adapters/{ns}/{nm}/tags/{tag}", json=body
+        )
+        return out
+
+    def delete_tag(self, name: str, tag: str) -> None:
+        ns, nm, _, _ = split_ref(name)
+        self.http.json("DELETE", f"/adapters/{ns}/{nm}/tags/{tag}")
+
+    # --- push / pull ---------------------------------------------------------------------
+
+    def push(
+        self,
+        folder: str | Path,
+        target: str,
+        *,
+        base: str | None = None,
+        tags: Sequence[str] = (),
+        labels: dict[str, str] | None = None,
+        description: str | None = None,
+        public: bool | None = None,
+        progress: ProgressFactory | None = None,
+    ) -> PushResult:
+        """Push a PEFT folder as a version of ``ns/name`` (``:tag`` sets that tag too)."""
+        ns, nm, tag = split_target(target)
+        files = list_folder(Path(folder))
+        entries = hash_files(
+            files, index=self.cache.hash_index(), progress=progress, workers=self.workers
+        )
+        paths = dict(files)
+        n_files, n_bytes = upload_missing(
+            self.http, entries, paths, progress=progress, workers=self.workers
+        )
+        all_tags = list(dict.fromkeys([*([tag] if tag else []), *tags]))
+        body: dict[str, Any] = {"files": [e.to_dict() for e in entries]}
+        if base is not None:
+            body["base"] = base
+        if all_tags:
+            body["tags"] = all_tags
+        if labels:
+            body["labels"] = labels
+        if description is not None:
+            body["description"] = description
+        if public is not None:
+            body["public"] = public
+        version: dict[str, Any] = self.http.json(
+            "POST", f"/adapters/{ns}/{nm}/versions", json=body, idempotent=True
+        )
+        return PushResult(version, entries, n_files, n_bytes, sum(e.size for e in entries))
+
+    def pull(
+        self,
+        ref: str,
+        dest: str | Path | None = None,
+        *,
+        force: bool = False,
+        progress: ProgressFactory | None = None,
+    ) -> PullResult:
+        """Download the version ``ref`` names into ``dest`` (default ``./NAME``), atomically."""
+        _, nm, _, _ = split_ref(ref)
+        version = self.get_version(ref)
+        files = files_of(version)
+        target = Path(dest) if dest is not None else Path.cwd() / nm
+        return materialize(
+            self.http, self.cache, files, target, force=force, progress=progress,
+            workers=self.workers, version=version,
+        )
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def submit_job(self, job_type: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return _jobs.submit(self.http, job_type, params, **extra)
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return _jobs.get(self.http, str(job_id))
+
+    def list_jobs(
+        self, *, status: str | None = None, type: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        return list(_jobs.paginate(self.http, "/jobs", {"status": status, "type": type},
+                                   key="jobs", limit=limit))
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return _jobs.cancel(self.http, str(job_id))
+
+    def wait_job(
+        self,
+        job_id: str,
+        *,
+        callback: JobCallback | None = None,
+        poll: float = 0.5,
+        timeout: float | None = None,
+        raise_on_failure: bool = True,
+    ) -> dict[str, Any]:
+        return _jobs.wait(self.http, str(job_id), callback=callback, poll=poll, timeout=timeout,
+                          raise_on_failure=raise_on_failure)
+
+    def job_outputs(self, job_id: str) -> Any:
+        return _jobs.outputs(self.http, str(job_id))
+
+    def download_job_outputs(
+        self, job_id: str, dest: str | Path, *, force: bool = False,
+        progress: ProgressFactory | None = None,
+    ) -> PullResult:
+        return _jobs.download_outputs(self.http, self.cache, str(job_id), Path(dest),
+                                      force=force, progress=progress)
+
+    def merge(
+        self,
+        refs: Sequence[str],
+        base: str,
+        *,
+        weights: Sequence[float] | None = None,
+        method: str | None = None,
+        dtype: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Submit a merge of one or more adapters into ``base``; returns the job."""
+        body = _adapters_param(refs, weights)
+        body.update({"base": base, "method": method, "dtype": dtype, **params})
+        return self.submit_job("merge", {k: v for k, v in body.items() if v is not None})
+
+    def combine(
+        self,
+        refs: Sequence[str],
+        target: str,
+        *,
+        method: str = "linear",
+        weights: Sequence[float] | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Submit a combination of adapters into a new version at ``target``; returns the job."""
+        split_target(target)
+        body = _adapters_param(refs, weights)
+        body.update({"target": target, "method": method, **params})
+        return self.submit_job("combine", {k: v for k, v in body.items() if v is not None})
+
+    def export(self, ref: str, *, dtype: str | None = None, **params: Any) -> dict[str, Any]:
+        """Submit an export of one version as a PEFT folder (optionally cast); returns the job."""
+        split_ref(ref)
+        body = {"adapter": ref, "dtype": dtype, **params}
+        return self.submit_job("export", {k: v for k, v in body.items() if v is not None})
+
+    def validate(self, ref: str, **params: Any) -> dict[str, Any]:
+        split_ref(ref)
+        return self.submit_job("validate", {"adapter": ref, **params})
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _post(self, path: str, body: dict[str, Any], *, idempotent: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = self.http.json("POST", path, json=body, idempotent=idempotent)
+        return out
+
+
+def _same_registry(a: str, b: str) -> bool:
+    """Whether a stored token may go to ``b``: same URL, or both on this machine's loopback."""
+    import httpx
+
+    ua, ub = httpx.URL(a.rstrip("/")), httpx.URL(b.rstrip("/"))
+    if ua == ub:
+        return True
+    loopback = {"127.0.0.1", "localhost", "::1"}
+    return ua.host in loopback and ub.host in loopback
+
+
+def _adapters_param(refs: Sequence[str], weights: Sequence[float] | None) -> dict[str, Any]:
+    if not refs:
+        raise InvalidInput("name at least one adapter reference")
+    for r in refs:
+        split_ref(r)
+    if weights is not None and len(weights) != len(refs):
+        raise InvalidInput(
+            f"{len(weights)} weights for {len(refs)} adapters: give one weight per adapter",
+            code="invalid_weights",
+        )
+    ws = list(weights) if weights is not None else [1.0] * len(refs)
+    return {"adapters": [{"ref": r, "weight": w} for r, w in zip(refs, ws, strict=True)]}
+
+
+__all__ = [
+    "ApiError",
+    "Client",
+    "Conflict",
+    "ConnectionFailed",
+    "FileEntry",
+    "Incompatible",
+    "IntegrityError",
+    "InvalidInput",
+    "JobFailed",
+    "NotFound",
+    "PermissionDenied",
+    "PullResult",
+    "PushResult",
+    "ServerError",
+    "TooLarge",
+    "Unauthenticated",
+    "files_of",
+    "save_credentials",
+]

@@ -1,0 +1,64 @@
+"""Base-model registration, client side: manifest + fingerprint computed here, not uploaded.
+
+The fingerprint (DESIGN.md section 3) is computed locally by ``registry.formats`` so the
+registry can record a base without holding its weights (``--no-upload``); with upload, the
+checkpoint's files go up as blobs so workers can merge into it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from registry.client.cache import HashIndex
+from registry.client.transfer import (
+    DEFAULT_WORKERS,
+    FileEntry,
+    ProgressFactory,
+    _bar,
+    hash_files,
+    list_folder,
+)
+
+
+def manifest_body(manifest: Any) -> dict[str, Any]:
+    """A ``BaseManifest`` as JSON: tensors as {name: {dtype, shape}}, plus hashes and sizes."""
+    return {
+        "fingerprint": manifest.fingerprint,
+        "structure_hash": manifest.structure_hash,
+        "num_parameters": manifest.num_parameters,
+        "size_bytes": manifest.size_bytes,
+        "tensors": {
+            name: {"dtype": dtype, "shape": list(shape)}
+            for name, (dtype, shape) in manifest.tensors.items()
+        },
+        "tensor_files": dict(manifest.files),
+        "aliases": dict(getattr(manifest, "aliases", {}) or {}),
+    }
+
+
+def build_base_registration(
+    folder: Path,
+    name: str,
+    *,
+    progress: ProgressFactory | None = None,
+    index: HashIndex | None = None,
+    workers: int = DEFAULT_WORKERS,
+) -> tuple[dict[str, Any], list[FileEntry], dict[str, Path]]:
+    """(request body, file entries, path by relative name) for ``POST /bases``."""
+    from registry.formats.base import fingerprint
+
+    folder = Path(folder)
+    files = list_folder(folder)
+    total = sum(p.stat().st_size for rel, p in files if rel.endswith(".safetensors"))
+    with _bar(progress, "fingerprint", total) as bar:
+        last = [0]
+
+        def report(done: int, _total: int) -> None:
+            bar.update(done - last[0])
+            last[0] = done
+
+        manifest = fingerprint(folder, report, workers=workers)
+    entries = hash_files(files, index=index, progress=progress, workers=workers)
+    body: dict[str, Any] = {"name": name, **manifest_body(manifest)}
+    return body, entries, dict(files)

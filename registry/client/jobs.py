@@ -1,0 +1,115 @@
+"""Job helpers: submit, wait with progress, download outputs (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from registry.client._http import Http
+from registry.client.cache import BlobCache
+from registry.client.errors import JobFailed
+from registry.client.transfer import ProgressFactory, PullResult, files_of, materialize
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+#: Called with the job each time it is polled (status, progress, message ...).
+JobCallback = Callable[[dict[str, Any]], object]
+
+
+def submit(http: Http, job_type: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    body = {"type": job_type, "params": params, **{k: v for k, v in extra.items() if v is not None}}
+    job: dict[str, Any] = http.json("POST", "/jobs", json=body, idempotent=False)
+    return job
+
+
+def get(http: Http, job_id: str) -> dict[str, Any]:
+    job: dict[str, Any] = http.json("GET", f"/jobs/{job_id}")
+    return job
+
+
+def list_jobs(http: Http, **filters: Any) -> Iterator[dict[str, Any]]:
+    yield from paginate(http, "/jobs", filters, key="jobs")
+
+
+def cancel(http: Http, job_id: str) -> dict[str, Any]:
+    job: dict[str, Any] = http.json("POST", f"/jobs/{job_id}/cancel", idempotent=True)
+    return job
+
+
+def wait(
+    http: Http,
+    job_id: str,
+    *,
+    callback: JobCallback | None = None,
+    poll: float = 0.5,
+    timeout: float | None = None,
+    raise_on_failure: bool = True,
+) -> dict[str, Any]:
+    """Poll until the job ends; ``JobFailed`` when it failed or was cancelled (if asked)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = min(poll, 0.2)
+    while True:
+        job = get(http, job_id)
+        if callback is not None:
+            callback(job)
+        status = str(job.get("status"))
+        if status in TERMINAL:
+            if raise_on_failure and status != "succeeded":
+                err = job.get("error")
+                msg = err.get("message") if isinstance(err, dict) else err
+                raise JobFailed(
+                    f"job {job_id} {status}" + (f": {msg}" if msg else ""),
+                    code=f"job_{status}",
+                    details=job,
+                )
+            return job
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {status} after {timeout} s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, poll)
+
+
+def outputs(http: Http, job_id: str) -> Any:
+    return http.json("GET", f"/jobs/{job_id}/outputs")
+
+
+def download_outputs(
+    http: Http,
+    cache: BlobCache,
+    job_id: str,
+    dest: Path,
+    *,
+    force: bool = False,
+    progress: ProgressFactory | None = None,
+) -> PullResult:
+    """Download a finished job's output files into ``dest``, exactly like a pull."""
+    manifest = outputs(http, job_id)
+    files = files_of(manifest)
+    return materialize(http, cache, files, dest, force=force, progress=progress)
+
+
+def paginate(
+    http: Http, path: str, params: dict[str, Any], *, key: str, limit: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Follow cursor pagination (``next_cursor`` / ``cursor``) until the list ends."""
+    query = {k: v for k, v in params.items() if v is not None}
+    seen = 0
+    while True:
+        page = http.json("GET", path, params=query)
+        if isinstance(page, list):
+            items, cursor = page, None
+        else:
+            items = page.get(key)
+            if items is None:
+                items = page.get("items", page.get("results", []))
+            cursor = page.get("next_cursor") or page.get("cursor")
+        for item in items:
+            yield item
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+        if not cursor or not items:
+            return
+        query["cursor"] = cursor
