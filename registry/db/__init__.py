@@ -28,6 +28,7 @@ from registry.db.models import (
     Visibility,
 )
 from registry.db.session import create_engine_for, make_sessionmaker
+from registry.db.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent
 
 metadata = Base.metadata
 
@@ -40,6 +41,7 @@ __all__ = [
     "BaseModelFile",
     "BaseModelRecord",
     "Blob",
+    "DeliveryStatus",
     "JSONType",
     "Job",
     "JobArtifact",
@@ -59,6 +61,9 @@ __all__ = [
     "VersionLabel",
     "VersionTargetModule",
     "Visibility",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookEvent",
     "create_engine_for",
     "make_sessionmaker",
     "metadata",

@@ -33,7 +33,7 @@ def test_upgrade_is_idempotent_and_reports_revision(db_url: str) -> None:
     assert not is_up_to_date(db_url)
     upgrade(db_url)
     upgrade(db_url)
-    assert current(db_url) == head() == "0001"
+    assert current(db_url) == head() is not None
     assert is_up_to_date(db_url)
 
 
