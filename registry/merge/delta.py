@@ -82,7 +82,9 @@ def factors_from_matrix(
     """
     k = a_matrix.shape[0]
     if kind == "conv":
-        return a_matrix.reshape(k, *a_shape_tail), b_matrix.reshape(b_matrix.shape[0], k, *b_shape_tail)
+        return a_matrix.reshape(k, *a_shape_tail), b_matrix.reshape(
+            b_matrix.shape[0], k, *b_shape_tail
+        )
     return a_matrix, b_matrix
 
 

@@ -76,7 +76,7 @@ def magnitude_prune_one(delta: torch.Tensor, density: float) -> torch.Tensor:
 def random_prune_one(
     delta: torch.Tensor, density: float, generator: torch.Generator, *, rescale: bool = True
 ) -> torch.Tensor:
-    """Keep each entry with probability ``density`` (mask drawn on the CPU), rescaled by 1/density."""
+    """Keep each entry with probability ``density`` (CPU-drawn mask), rescaled by 1/density."""
     probs = torch.full(delta.shape, density, dtype=delta.dtype)
     mask = torch.bernoulli(probs, generator=generator).to(delta.device)
     pruned = delta * mask
@@ -122,7 +122,7 @@ def combine_deltas(
         raise InvalidInput("need one weight per delta and at least one delta")
     if method in SUM_METHODS:
         out = deltas[0] * weights[0]
-        for delta, weight in zip(deltas[1:], weights[1:]):
+        for delta, weight in zip(deltas[1:], weights[1:], strict=True):
             out = out + delta * weight
         return out
     assert density is not None  # check_method

@@ -256,7 +256,9 @@ class ShardedSafetensorsWriter:
         self.files: list[OutputFile] = []
         self._total = sum(s.nbytes for s in specs)
         self._weight_map = {
-            spec.name: name for name, shard in zip(self._names, self._shards) for spec in shard
+            spec.name: name
+            for name, shard in zip(self._names, self._shards, strict=True)
+            for spec in shard
         }
 
     @property

@@ -79,5 +79,7 @@ def test_truncated_svd_is_best_rank_k() -> None:
     b, a = truncated_svd(m, 15)
     torch.testing.assert_close(b @ a, m, atol=1e-5, rtol=1e-5)
     b, a = truncated_svd(m, 4, clamp=0.9)
-    hi = torch.quantile(torch.cat([(u[:, :4] * s[:4]).abs().flatten(), vh[:4].abs().flatten()]), 0.9)
+    hi = torch.quantile(
+        torch.cat([(u[:, :4] * s[:4]).abs().flatten(), vh[:4].abs().flatten()]), 0.9
+    )
     assert b.abs().max() <= hi + 1e-6 and a.abs().max() <= hi + 1e-6

@@ -46,7 +46,9 @@ def _raw(t: torch.Tensor) -> memoryview:
 
 def test_single_file_roundtrip_in_chunks(tmp_path: Path) -> None:
     tensors = _tensors()
-    w = SafetensorsStreamWriter(tmp_path / "x.safetensors", [_spec(n, t) for n, t in tensors.items()])
+    w = SafetensorsStreamWriter(
+        tmp_path / "x.safetensors", [_spec(n, t) for n, t in tensors.items()]
+    )
     for name, t in tensors.items():
         raw = _raw(t)
         for i in range(0, len(raw), 3):  # odd chunk sizes on purpose

@@ -1,0 +1,238 @@
+"""Reading base checkpoints and adapters one tensor at a time, and staging output folders.
+
+Tensor bytes are read with ``preadv`` into buffers the merge owns, not through ``mmap``:
+mapped file pages count towards a process's resident set, so a merge that mmapped a 70B
+checkpoint would look (and be accounted, by cgroups) as large as the model. With ranged
+reads the resident set stays at the few tensors in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import torch
+
+from registry.errors import Conflict, Incompatible, InvalidInput
+from registry.formats.peft import read_adapter
+from registry.formats.safetensors import read_header
+from registry.formats.types import AdapterDescription, SafetensorsHeader, TensorInfo
+from registry.merge.writer import INCOMPLETE, INDEX_NAME, OutputFile
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+ST_DTYPES: dict[torch.dtype, str] = {v: k for k, v in TORCH_DTYPES.items()}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
+OUTPUT_DTYPES: dict[str, str] = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
+CONFIG_DTYPE_NAMES: dict[str, str] = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
+COPY_CHUNK = 16 * 1024 * 1024
+
+
+def output_dtype(dtype: str | None) -> str | None:
+    """``float16`` / ``bfloat16`` / ``float32`` (or None) as a safetensors dtype string."""
+    if dtype is None:
+        return None
+    try:
+        return OUTPUT_DTYPES[dtype]
+    except KeyError:
+        raise InvalidInput(
+            f"unknown dtype {dtype!r}; choose one of {', '.join(OUTPUT_DTYPES)}"
+        ) from None
+
+
+def torch_dtype(st_dtype: str) -> torch.dtype:
+    try:
+        return TORCH_DTYPES[st_dtype]
+    except KeyError:
+        raise Incompatible(f"tensors of dtype {st_dtype} are not supported") from None
+
+
+def pread_into(fd: int, offset: int, buffer: memoryview) -> None:
+    """Fill ``buffer`` from ``fd`` at ``offset`` (looping over short reads)."""
+    view = buffer.cast("B")
+    while view:
+        n = os.preadv(fd, [view], offset)
+        if n <= 0:
+            raise Incompatible("file ended before the tensor did (truncated checkpoint?)")
+        view = view[n:]
+        offset += n
+
+
+def read_tensor(fd: int, info: TensorInfo, *, pin: bool = False) -> torch.Tensor:
+    """One tensor's bytes from an open file as a tensor of its own dtype and shape."""
+    raw = torch.empty(info.nbytes, dtype=torch.uint8, pin_memory=pin)
+    if info.nbytes:
+        pread_into(fd, info.start, memoryview(raw.numpy()))  # type: ignore[arg-type]
+    return raw.view(torch_dtype(info.dtype)).reshape(info.shape)
+
+
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """The raw bytes of a contiguous CPU tensor, without a copy."""
+    t = tensor.contiguous()
+    if t.numel() == 0:
+        return memoryview(b"")
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
+
+
+@dataclass
+class BaseCheckpoint:
+    """A base model folder's safetensors files, parsed headers, and tensors in read order."""
+
+    path: Path
+    headers: dict[str, SafetensorsHeader]  # by file name relative to ``path``
+    order: list[tuple[str, TensorInfo]] = field(default_factory=list)
+
+    @property
+    def tensors(self) -> dict[str, TensorInfo]:
+        return {info.name: info for _, info in self.order}
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(info.nbytes for _, info in self.order)
+
+
+def open_base(base_dir: Path) -> BaseCheckpoint:
+    """Find and parse a base checkpoint: ``model.safetensors``, or the shards of its index.
+
+    Tensors are ordered by file, then by offset, so reading them is one sequential pass.
+    """
+    base_dir = Path(base_dir)
+    if not base_dir.is_dir():
+        raise InvalidInput(f"base {base_dir} is not a folder")
+    index = base_dir / INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise InvalidInput(f"{index} is not a valid safetensors index: {e}") from None
+    elif (base_dir / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        files = sorted(p.name for p in base_dir.glob("*.safetensors"))
+    if not files:
+        raise Incompatible(
+            f"no safetensors weights in {base_dir} (loreg merges safetensors checkpoints only)"
+        )
+    headers: dict[str, SafetensorsHeader] = {}
+    order: list[tuple[str, TensorInfo]] = []
+    seen: set[str] = set()
+    for rel in files:
+        path = base_dir / rel
+        if not path.is_file() or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise InvalidInput(f"base shard {rel!r} is missing or outside {base_dir}")
+        with open(path, "rb") as f:
+            header = read_header(f, name=str(path))
+        headers[rel] = header
+        for info in sorted(header.tensors.values(), key=lambda i: i.start):
+            if info.name in seen:
+                raise InvalidInput(f"tensor {info.name!r} appears in more than one base shard")
+            seen.add(info.name)
+            order.append((rel, info))
+    return BaseCheckpoint(path=base_dir, headers=headers, order=order)
+
+
+class AdapterSource:
+    """A PEFT adapter folder: its description plus on-demand reads of single tensors."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.desc: AdapterDescription = read_adapter(self.path)
+        self.weights = self.path / "adapter_model.safetensors"
+        self._fd: int | None = None
+
+    def tensor(self, key: str) -> torch.Tensor:
+        if self._fd is None:
+            self._fd = os.open(self.weights, os.O_RDONLY)
+        try:
+            info = self.desc.tensors[key]
+        except KeyError:
+            raise Incompatible(f"{self.path}: no tensor {key!r} in the adapter") from None
+        return read_tensor(self._fd, info)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> AdapterSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def is_weight_file(name: str) -> bool:
+    return name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json")
+
+
+def copy_file_hashed(src: Path, dst: Path) -> OutputFile:
+    """Copy ``src`` to ``dst`` via ``dst.incomplete``, hashing the bytes as they pass."""
+    tmp = dst.with_name(dst.name + INCOMPLETE)
+    sha = hashlib.sha256()
+    size = 0
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            while chunk := fin.read(COPY_CHUNK):
+                sha.update(chunk)
+                fout.write(chunk)
+                size += len(chunk)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    os.replace(tmp, dst)
+    return OutputFile(path=dst.name, size=size, sha256=sha.hexdigest())
+
+
+class StagedDir:
+    """An output folder built under ``OUT.incomplete`` and renamed to ``OUT`` when complete.
+
+    ``OUT`` may exist only as an empty folder (a worker's scratch directory); anything else
+    is a ``Conflict`` before any work starts. On failure the staging folder is removed and
+    ``OUT`` is left as it was.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
+            raise Conflict(f"output {self.out_dir} already exists and is not an empty folder")
+        self.path = self.out_dir.with_name(self.out_dir.name + INCOMPLETE)
+        if self.path.exists():
+            shutil.rmtree(self.path)  # left by a crashed run: ours by name, never finished
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir()
+
+    def commit(self) -> Path:
+        if self.out_dir.is_dir():
+            self.out_dir.rmdir()  # empty, checked above
+        os.replace(self.path, self.out_dir)
+        return self.out_dir
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

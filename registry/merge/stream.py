@@ -1,0 +1,632 @@
+"""Streaming merge of one or more LoRA adapters into a base checkpoint.
+
+One sequential pass over the base: a reader thread pulls each tensor's bytes with ranged
+reads (hashing them for the base fingerprint as they pass), the calling thread merges the
+tensors the adapters touch (on the GPU when there is one) and streams every output tensor
+into safetensors shards whose headers were written first. Untouched tensors go through in
+16 MiB chunks without conversion (or cast chunk by chunk when a dtype is asked for), so peak
+memory is a few chunks plus the largest *merged* tensor in float32, not the model.
+
+The output folder is built as ``OUT.incomplete`` and renamed to ``OUT`` only when every file
+is complete and, if one was expected, the base fingerprint matched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from registry.errors import Incompatible, InvalidInput
+from registry.formats.base import FingerprintBuilder
+from registry.formats.types import LoraModule, TensorInfo
+from registry.merge.delta import (
+    bias_delta,
+    delta_weight,
+    dora_merge,
+    from_weight_layout,
+    to_weight_layout,
+)
+from registry.merge.device import resolve_device, to_device, to_host
+from registry.merge.methods import (
+    check_method,
+    combine_deltas,
+    tensor_seed,
+    truncated_svd,
+)
+from registry.merge.sources import (
+    CONFIG_DTYPE_NAMES,
+    COPY_CHUNK,
+    FLOAT_DTYPES,
+    AdapterSource,
+    BaseCheckpoint,
+    StagedDir,
+    copy_file_hashed,
+    is_weight_file,
+    open_base,
+    output_dtype,
+    pread_into,
+    read_tensor,
+    tensor_bytes,
+    torch_dtype,
+)
+from registry.merge.writer import (
+    OutputFile,
+    ShardedSafetensorsWriter,
+    TensorSpec,
+    json_bytes,
+    write_bytes_atomic,
+)
+
+ProgressFn = Callable[[int, int, str], None]
+"""``progress(bytes_done, bytes_total, message)``, called after each tensor."""
+CancelFn = Callable[[], None]
+"""Called between tensors; raises (any exception) to stop the merge and discard the output."""
+
+TOKENIZER_FILES = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "tokenizer.model",
+        "spiece.model",
+        "sentencepiece.bpe.model",
+        "vocab.json",
+        "vocab.txt",
+        "merges.txt",
+        "chat_template.jinja",
+        "chat_template.json",
+    }
+)
+_QUEUE_DEPTH = 3
+
+
+class FingerprintMismatch(Incompatible):
+    """The base's bytes are not the base the caller expected (wrong or corrupted checkpoint)."""
+
+    code: ClassVar[str] = "fingerprint_mismatch"
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What a merge wrote: every output file with its size and sha256, and the base fingerprint."""
+
+    out_dir: Path
+    files: list[OutputFile]
+    fingerprint: str | None  # "sha256:<hex>" of the base, computed in the same pass
+    tensors: int
+    changed_tensors: int
+    bytes_read: int
+    device: str
+    method: str
+    seconds: float
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass
+class _Plan:
+    file: str
+    info: TensorInfo
+    out: TensorSpec
+    replace: tuple[int, str] | None = None  # (adapter index, adapter key)
+    loras: list[tuple[int, LoraModule]] = field(default_factory=list)
+    biases: list[tuple[int, LoraModule]] = field(default_factory=list)
+
+    @property
+    def computed(self) -> bool:
+        """Does this tensor need the whole tensor in memory (merged or replaced)?"""
+        return self.replace is not None or bool(self.loras) or bool(self.biases)
+
+    @property
+    def cast(self) -> bool:
+        return self.out.dtype != self.info.dtype
+
+
+def _expected_weight_shape(module: LoraModule) -> tuple[int, ...]:
+    a, b = module.a_shape, module.b_shape
+    if module.kind == "embedding":
+        return (a[1], b[0])
+    if module.kind == "conv":
+        return (b[0], *a[1:])
+    return (a[1], b[0]) if module.fan_in_fan_out else (b[0], a[1])
+
+
+def _plan(
+    base: BaseCheckpoint, adapters: Sequence[AdapterSource], out_dtype: str | None
+) -> list[_Plan]:
+    plans: dict[str, _Plan] = {}
+    for rel, info in base.order:
+        dtype = out_dtype if out_dtype is not None and info.dtype in FLOAT_DTYPES else info.dtype
+        plans[info.name] = _Plan(rel, info, TensorSpec(info.name, dtype, info.shape))
+    problems: list[dict[str, Any]] = []
+    for i, src in enumerate(adapters):
+        for saved in src.desc.saved_modules.values():
+            for tname, key in saved.tensors.items():
+                plan = plans.get(tname)
+                if plan is None:
+                    problems.append(
+                        {"adapter": str(src.path), "tensor": tname, "problem": "not in base"}
+                    )
+                    continue
+                if plan.replace is not None:
+                    raise Incompatible(
+                        f"{tname} is replaced by more than one adapter's modules_to_save;"
+                        " merge those adapters separately",
+                        details={"tensor": tname},
+                    )
+                plan.replace = (i, key)
+                shape = saved.shapes[tname]
+                plan.out = TensorSpec(tname, plan.out.dtype, tuple(shape))
+        for module in src.desc.modules.values():
+            plan = plans.get(module.base_weight)
+            if plan is None:
+                problems.append(
+                    {
+                        "adapter": str(src.path),
+                        "tensor": module.base_weight,
+                        "problem": "not in base",
+                    }
+                )
+                continue
+            plan.loras.append((i, module))
+            if module.bias_key is not None:
+                bias = plans.get(module.base_bias)
+                if bias is None:
+                    problems.append(
+                        {
+                            "adapter": str(src.path),
+                            "tensor": module.base_bias,
+                            "problem": "lora_bias but the base layer has no bias",
+                        }
+                    )
+                else:
+                    bias.biases.append((i, module))
+    for plan in plans.values():
+        for i, module in plan.loras:
+            if plan.info.dtype not in FLOAT_DTYPES:
+                problems.append({"tensor": plan.info.name, "problem": f"dtype {plan.info.dtype}"})
+            want = _expected_weight_shape(module)
+            if tuple(plan.out.shape) != want:
+                problems.append(
+                    {
+                        "adapter": str(adapters[i].path),
+                        "tensor": plan.info.name,
+                        "base_shape": list(plan.out.shape),
+                        "lora_shape": list(want),
+                    }
+                )
+    if problems:
+        raise Incompatible(
+            f"{len(problems)} adapter tensor(s) do not fit the base", details=problems
+        )
+    return list(plans.values())
+
+
+def _new_vocab_size(plans: Sequence[_Plan], config: dict[str, Any]) -> int | None:
+    """The vocabulary size after modules_to_save replaced the embeddings with resized ones."""
+    vocab = config.get("vocab_size")
+    if not isinstance(vocab, int):
+        return None
+    sizes = {
+        p.out.shape[0]
+        for p in plans
+        if p.replace is not None
+        and len(p.info.shape) == 2
+        and p.info.shape[0] == vocab
+        and p.out.shape[0] != vocab
+    }
+    if len(sizes) > 1:
+        raise Incompatible(f"adapters resize the vocabulary inconsistently: {sorted(sizes)}")
+    return sizes.pop() if sizes else None
+
+
+class _Reader(threading.Thread):
+    """Reads the base in plan order into a bounded queue, hashing for the fingerprint."""
+
+    def __init__(
+        self,
+        base: BaseCheckpoint,
+        plans: Sequence[_Plan],
+        *,
+        hash_bytes: bool,
+        pin: bool,
+    ) -> None:
+        super().__init__(name="loreg-merge-reader", daemon=True)
+        self.base = base
+        self.plans = plans
+        self.hash_bytes = hash_bytes
+        self.pin = pin
+        self.items: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(_QUEUE_DEPTH + 2):
+            self.free.put(bytearray(COPY_CHUNK))
+        self.stop = threading.Event()
+        self.records: list[tuple[str, str, tuple[int, ...], str]] = []
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        while not self.stop.is_set():
+            try:
+                self.items.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def _buffer(self) -> bytearray:
+        while not self.stop.is_set():
+            try:
+                return self.free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        raise _Stopped
+
+    def run(self) -> None:
+        fds: dict[str, int] = {}
+        try:
+            for rel in self.base.headers:
+                fds[rel] = os.open(self.base.path / rel, os.O_RDONLY)
+                if hasattr(os, "posix_fadvise"):
+                    os.posix_fadvise(fds[rel], 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            for plan in self.plans:
+                info = plan.info
+                sha = hashlib.sha256() if self.hash_bytes else None
+                if plan.computed:
+                    tensor = read_tensor(fds[plan.file], info, pin=self.pin)
+                    if sha is not None:
+                        sha.update(tensor_bytes(tensor))
+                        self._record(plan, sha.hexdigest())
+                    self._put(("tensor", plan, tensor))
+                    continue
+                pos, end = info.start, info.end
+                if pos == end:
+                    if sha is not None:
+                        self._record(plan, sha.hexdigest())
+                    self._put(("chunk", plan, None, 0, True))
+                while pos < end:
+                    buf = self._buffer()
+                    n = min(len(buf), end - pos)
+                    view = memoryview(buf)[:n]
+                    pread_into(fds[plan.file], pos, view)
+                    if sha is not None:
+                        sha.update(view)
+                    pos += n
+                    if pos == end and sha is not None:
+                        self._record(plan, sha.hexdigest())
+                    self._put(("chunk", plan, buf, n, pos == end))
+            self._put(("done",))
+        except _Stopped:
+            pass
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            with contextlib.suppress(_Stopped):
+                self._put(("error", e))
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def _record(self, plan: _Plan, hexdigest: str) -> None:
+        self.records.append((plan.info.name, plan.info.dtype, plan.info.shape, hexdigest))
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        while True:
+            item = self.items.get()
+            if item[0] == "done":
+                return
+            if item[0] == "error":
+                raise item[1]
+            yield item
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.join(timeout=10)
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _Merger:
+    """The arithmetic for one computed tensor, on ``device``, in float32."""
+
+    def __init__(
+        self,
+        adapters: Sequence[AdapterSource],
+        weights: Sequence[float],
+        *,
+        method: str,
+        density: float | None,
+        majority_sign_method: str,
+        svd_rank: int | None,
+        svd_clamp: float | None,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self.adapters = adapters
+        self.weights = weights
+        self.method = method
+        self.density = density
+        self.majority_sign_method = majority_sign_method
+        self.svd_rank = svd_rank
+        self.svd_clamp = svd_clamp
+        self.seed = seed
+        self.device = device
+
+    def _load(self, i: int, key: str) -> torch.Tensor:
+        return to_device(self.adapters[i].tensor(key), self.device).to(torch.float32)
+
+    def compute(self, plan: _Plan, base: torch.Tensor) -> torch.Tensor:
+        if plan.replace is not None:
+            i, key = plan.replace
+            base = self.adapters[i].tensor(key)
+        w = to_device(base, self.device).to(torch.float32, copy=True)
+        if plan.loras:
+            self._apply_loras(plan, w)
+        for i, module in plan.biases:
+            assert module.bias_key is not None
+            bias = bias_delta(module, self._load(i, module.bias_key))
+            w.add_(bias, alpha=self.weights[i])
+        return to_host(w.to(torch_dtype(plan.out.dtype)))
+
+    def _apply_loras(self, plan: _Plan, w: torch.Tensor) -> None:
+        shape = tuple(w.shape)
+        dora = any(m.magnitude_key is not None for _, m in plan.loras)
+        if self.method in ("linear", "cat") and not dora:
+            # W += w_i * scale_i * (B_i @ A_i), in place: no dense delta is materialised.
+            for i, m in plan.loras:
+                a, b = self._load(i, m.a_key), self._load(i, m.b_key)
+                alpha = self.weights[i] * m.scale
+                if m.kind == "conv":
+                    w.view(w.shape[0], -1).addmm_(
+                        b.reshape(b.shape[0], -1), a.reshape(a.shape[0], -1), alpha=alpha
+                    )
+                elif m.kind == "embedding" or m.fan_in_fan_out:
+                    w.addmm_(a.T, b.T, alpha=alpha)
+                else:
+                    w.addmm_(b, a, alpha=alpha)
+            return
+        deltas: list[torch.Tensor] = []
+        for i, m in plan.loras:
+            delta = delta_weight(m, self._load(i, m.a_key), self._load(i, m.b_key), shape)
+            if m.magnitude_key is not None:
+                mag = self._load(i, m.magnitude_key)
+                delta = dora_merge(w, delta, mag, m.kind, fan_in_fan_out=m.fan_in_fan_out) - w
+            deltas.append(delta)
+        weights = [self.weights[i] for i, _ in plan.loras]
+        generator = torch.Generator().manual_seed(tensor_seed(self.seed, plan.info.name))
+        combined = combine_deltas(
+            deltas,
+            weights,
+            method=self.method,
+            density=self.density,
+            majority_sign_method=self.majority_sign_method,
+            generator=generator,
+        )
+        if self.method == "svd":
+            m0 = plan.loras[0][1]
+            rank = self.svd_rank or max(m.r for _, m in plan.loras)
+            matrix = from_weight_layout(combined, m0.kind, fan_in_fan_out=m0.fan_in_fan_out)
+            b, a = truncated_svd(matrix, rank, clamp=self.svd_clamp)
+            combined = to_weight_layout(
+                b @ a, m0.kind, fan_in_fan_out=m0.fan_in_fan_out, weight_shape=shape
+            )
+        w.add_(combined)
+
+
+def _cast_chunk(view: memoryview, src: str, dst: str) -> memoryview:
+    t = torch.frombuffer(view, dtype=torch_dtype(src))
+    return tensor_bytes(t.to(torch_dtype(dst)))
+
+
+def _normalise_fingerprint(fp: str) -> str:
+    fp = fp.strip().lower()
+    return fp if fp.startswith("sha256:") else "sha256:" + fp
+
+
+def merge_checkpoint(
+    base_dir: Path,
+    adapters: Sequence[tuple[Path, float]],
+    out_dir: Path,
+    *,
+    method: str = "linear",
+    density: float | None = None,
+    majority_sign_method: str = "total",
+    svd_rank: int | None = None,
+    svd_clamp: float | None = None,
+    dtype: str | None = None,
+    max_shard_bytes: int = 5 * 10**9,
+    device: str = "auto",
+    expected_fingerprint: str | None = None,
+    compute_fingerprint: bool = True,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> MergeResult:
+    """Merge ``adapters`` (folder, weight) into the checkpoint at ``base_dir``; write ``out_dir``.
+
+    With one adapter of weight 1 the result is PEFT's ``merge_and_unload()``. With several,
+    ``method`` combines their dense deltas (see ``registry.merge.methods``); ``density``,
+    ``majority_sign_method`` and ``seed`` are the TIES/DARE parameters, ``svd_rank`` /
+    ``svd_clamp`` those of ``svd``. ``dtype`` (float16, bfloat16, float32) casts every
+    floating tensor; by default merged tensors keep the base's dtype and untouched ones are
+    copied byte for byte. ``expected_fingerprint`` (``sha256:HEX``) is checked against the
+    base's bytes in the same pass; on a mismatch nothing is left at ``out_dir``.
+    ``out_dir`` must not exist or be an empty folder.
+    """
+    started = time.monotonic()
+    check_method(method, density=density, majority_sign_method=majority_sign_method)
+    if not adapters:
+        raise InvalidInput("merge needs at least one adapter")
+    if svd_rank is not None and svd_rank < 1:
+        raise InvalidInput("svd_rank must be at least 1")
+    out_st_dtype = output_dtype(dtype)
+    dev = resolve_device(device)
+    if expected_fingerprint is not None:
+        compute_fingerprint = True
+    base = open_base(Path(base_dir))
+    sources = [AdapterSource(Path(p)) for p, _ in adapters]
+    weights = [float(w) for _, w in adapters]
+    staged: StagedDir | None = None
+    reader: _Reader | None = None
+    writer: ShardedSafetensorsWriter | None = None
+    try:
+        plans = _plan(base, sources, out_st_dtype)
+        config = _read_config(base.path)
+        new_vocab = _new_vocab_size(plans, config) if config is not None else None
+        staged = StagedDir(Path(out_dir))
+        writer = ShardedSafetensorsWriter(
+            staged.path, [p.out for p in plans], max_shard_bytes=max_shard_bytes
+        )
+        merger = _Merger(
+            sources,
+            weights,
+            method=method,
+            density=density,
+            majority_sign_method=majority_sign_method,
+            svd_rank=svd_rank,
+            svd_clamp=svd_clamp,
+            seed=seed,
+            device=dev,
+        )
+        reader = _Reader(base, plans, hash_bytes=compute_fingerprint, pin=dev.type == "cuda")
+        reader.start()
+        total = base.total_bytes
+        done = 0
+        changed = 0
+        for item in reader:
+            plan: _Plan = item[1]
+            if item[0] == "tensor":
+                if should_cancel is not None:
+                    should_cancel()
+                out = merger.compute(plan, item[2])
+                writer.write(plan.info.name, tensor_bytes(out))
+                changed += 1
+                done += plan.info.nbytes
+            else:
+                _, _, buf, n, last = item
+                if buf is not None:
+                    view = memoryview(buf)[:n]
+                    data = _cast_chunk(view, plan.info.dtype, plan.out.dtype) if plan.cast else view
+                    writer.write(plan.info.name, data)
+                    reader.free.put(buf)
+                    done += n
+                if not last:
+                    continue
+                if should_cancel is not None:
+                    should_cancel()
+            if progress is not None:
+                progress(done, total, plan.info.name)
+        reader.join()
+        files = writer.finish()
+        fingerprint = None
+        if compute_fingerprint:
+            builder = FingerprintBuilder()
+            for name, st_dtype, shape, hexdigest in reader.records:
+                builder.add(name, st_dtype, shape, hexdigest)
+            fingerprint = builder.fingerprint()
+            if expected_fingerprint is not None and fingerprint != _normalise_fingerprint(
+                expected_fingerprint
+            ):
+                raise FingerprintMismatch(
+                    f"base at {base.path} has fingerprint {fingerprint}, expected"
+                    f" {_normalise_fingerprint(expected_fingerprint)}; nothing was written",
+                    details={"expected": expected_fingerprint, "actual": fingerprint},
+                )
+        files += _copy_side_files(base.path, sources, staged.path, config, new_vocab, out_st_dtype)
+        final = staged.commit()
+    except BaseException:
+        if reader is not None:
+            reader.halt()
+        if writer is not None:
+            writer.abort()
+        if staged is not None:
+            staged.discard()
+        raise
+    finally:
+        for src in sources:
+            src.close()
+    return MergeResult(
+        out_dir=final,
+        files=sorted(files, key=lambda f: f.path),
+        fingerprint=fingerprint,
+        tensors=len(plans),
+        changed_tensors=changed,
+        bytes_read=total,
+        device=str(dev),
+        method=method,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _read_config(base_dir: Path) -> dict[str, Any] | None:
+    path = base_dir / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InvalidInput(f"{path} is not valid JSON: {e}") from None
+    return doc if isinstance(doc, dict) else None
+
+
+def _copy_side_files(
+    base_dir: Path,
+    sources: Sequence[AdapterSource],
+    out: Path,
+    config: dict[str, Any] | None,
+    new_vocab: int | None,
+    out_dtype: str | None,
+) -> list[OutputFile]:
+    """config.json (updated), generation config, tokenizer and other non-weight base files.
+
+    Tokenizer files come from the first adapter folder that has any (an adapter that grew
+    the vocabulary ships the tokenizer that knows the new tokens), else from the base.
+    """
+    files: dict[str, Path] = {
+        p.name: p
+        for p in sorted(base_dir.iterdir())
+        if p.is_file() and not p.name.startswith(".") and not is_weight_file(p.name)
+    }
+    for src in sources:
+        tokenizer = {
+            p.name: p for p in src.path.iterdir() if p.is_file() and p.name in TOKENIZER_FILES
+        }
+        if tokenizer:
+            files = {n: p for n, p in files.items() if n not in TOKENIZER_FILES}
+            files.update(tokenizer)
+            break
+    written: list[OutputFile] = []
+    for name, path in sorted(files.items()):
+        if name == "config.json" and config is not None and (new_vocab or out_dtype):
+            doc = dict(config)
+            if new_vocab is not None:
+                doc["vocab_size"] = new_vocab
+            if out_dtype is not None:
+                for key in ("dtype", "torch_dtype"):
+                    if key in doc:
+                        doc[key] = CONFIG_DTYPE_NAMES[out_dtype]
+            written.append(write_bytes_atomic(out / name, json_bytes(doc)))
+        else:
+            written.append(copy_file_hashed(path, out / name))
+    return written
+
+
+__all__ = [
+    "CancelFn",
+    "FingerprintMismatch",
+    "MergeResult",
+    "ProgressFn",
+    "merge_checkpoint",
+]

@@ -1,0 +1,308 @@
+"""Streaming merges equal PEFT's merge_and_unload(), load with transformers, and fail cleanly.
+
+Tolerances: float32 merges are compared with atol=rtol=1e-5 (in practice they are
+bit-identical: same float32 operations). For float16/bfloat16 bases loreg adds the delta in
+float32 and rounds once, PEFT rounds the delta to the base dtype and then adds in that
+dtype, so the two may differ by one unit in the last place: rtol=2**-10 (float16) and
+2**-7 (bfloat16).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from peft.utils import merge_utils
+from safetensors.torch import load_file
+
+from registry.errors import Conflict, Incompatible
+from registry.formats.base import fingerprint
+from registry.merge.methods import tensor_seed
+from registry.merge.stream import FingerprintMismatch, merge_checkpoint
+from tests.factories.merge_inputs import (
+    load_peft,
+    peft_deltas,
+    peft_merged_state,
+    perturb_saved_modules,
+)
+from tests.factories.tiny_models import (
+    TinyModel,
+    load_model,
+    make_bert_seq_cls,
+    make_gpt2,
+    make_llama,
+    make_lora_adapter,
+    make_t5,
+)
+
+TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (2**-10, 1e-4), torch.bfloat16: (2**-7, 1e-3)}
+
+
+def _merged(out: Path) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for f in sorted(out.glob("*.safetensors")):
+        tensors.update(load_file(f))
+    return tensors
+
+
+def _assert_matches(
+    out: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], dtype: torch.dtype
+) -> None:
+    rtol, atol = TOL[dtype]
+    for name, t in out.items():
+        assert t.dtype == ref[name].dtype, name
+        torch.testing.assert_close(t, ref[name], rtol=rtol, atol=atol, msg=name)
+
+
+MAKERS = {"llama": make_llama, "gpt2": make_gpt2, "bert": make_bert_seq_cls, "t5": make_t5}
+
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "llama-plain": ("llama", {}),
+    "llama-rslora-patterns": (
+        "llama",
+        {
+            "use_rslora": True,
+            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj"],
+            "rank_pattern": {"q_proj": 2, "layers.1.mlp.down_proj": 8},
+            "alpha_pattern": {"v_proj": 3.0},
+        },
+    ),
+    "llama-dora": ("llama", {"use_dora": True}),
+    "llama-embedding": ("llama", {"target_modules": ["embed_tokens", "q_proj", "lm_head"]}),
+    "llama-embedding-dora": (
+        "llama",
+        {"target_modules": ["embed_tokens", "v_proj"], "use_dora": True},
+    ),
+    "gpt2-conv1d": ("gpt2", {}),
+    "gpt2-conv1d-dora-rslora": ("gpt2", {"use_dora": True, "use_rslora": True}),
+    "bert-seqcls-lora-bias": ("bert", {"lora_bias": True}),
+    "t5-modules-to-save": ("t5", {"modules_to_save": ["final_layer_norm"]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_single_adapter_equals_merge_and_unload(tmp_path: Path, case: str) -> None:
+    kind, kwargs = CASES[case]
+    base = MAKERS[kind](tmp_path / "base")
+    adapter = make_lora_adapter(base, tmp_path / "adapter", **kwargs)
+    if kind in ("bert", "t5"):
+        # classifier (added by PEFT for SEQ_CLS) / lm_head: changed as training would
+        assert perturb_saved_modules(adapter.path)
+    result = merge_checkpoint(base.path, [(adapter.path, 1.0)], tmp_path / "out", device="cpu")
+    out = _merged(tmp_path / "out")
+    ref = peft_merged_state(base, adapter.path)
+    assert set(out) <= set(ref)
+    _assert_matches(out, ref, torch.float32)
+    assert result.changed_tensors > 0
+    assert result.fingerprint == fingerprint(base.path).fingerprint
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "bert", "t5"])
+def test_merged_folder_loads_and_gives_peft_logits(tmp_path: Path, kind: str) -> None:
+    base = MAKERS[kind](tmp_path / "base", max_shard_size="20KB")  # sharded input
+    adapter = make_lora_adapter(base, tmp_path / "adapter", use_rslora=kind == "llama")
+    merge_checkpoint(
+        base.path, [(adapter.path, 1.0)], tmp_path / "out", device="cpu", max_shard_bytes=30_000
+    )
+    assert (tmp_path / "out" / "model.safetensors.index.json").is_file()
+    assert (tmp_path / "out" / "config.json").is_file()
+    merged = load_model(tmp_path / "out")
+    peft_model = load_peft(base, [adapter.path])
+    ids = torch.tensor([[1, 5, 9, 33, 7, 2]])
+    kwargs: dict[str, Any] = {"input_ids": ids}
+    if kind == "t5":
+        kwargs["decoder_input_ids"] = torch.tensor([[0, 3, 4]])
+    with torch.no_grad():
+        got = merged(**kwargs).logits
+        want = peft_model(**kwargs).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_grown_vocabulary_updates_config(tmp_path: Path) -> None:
+    base = make_llama(tmp_path / "base")
+    adapter = make_lora_adapter(
+        base, tmp_path / "adapter", grow_vocab_to=136, modules_to_save=["embed_tokens", "lm_head"]
+    )
+    perturb_saved_modules(adapter.path)
+    merge_checkpoint(base.path, [(adapter.path, 1.0)], tmp_path / "out", device="cpu")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["vocab_size"] == 136
+    out = _merged(tmp_path / "out")
+    assert out["model.embed_tokens.weight"].shape == (136, 32)
+    _assert_matches(out, peft_merged_state(base, adapter.path, vocab=136), torch.float32)
+    merged = load_model(tmp_path / "out")
+    ids = torch.tensor([[1, 130, 135, 4]])
+    with torch.no_grad():
+        want = load_peft(base, [adapter.path], vocab=136)(input_ids=ids).logits
+        torch.testing.assert_close(merged(input_ids=ids).logits, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_base(tmp_path: Path, dtype: torch.dtype) -> None:
+    base = make_llama(tmp_path / "base", dtype=dtype)
+    adapter = make_lora_adapter(base, tmp_path / "adapter", dtype=dtype)
+    merge_checkpoint(base.path, [(adapter.path, 1.0)], tmp_path / "out", device="cpu")
+    out = _merged(tmp_path / "out")
+    assert all(t.dtype == dtype for t in out.values())
+    # PEFT's oracle in float32 (no double rounding), then rounded once: loreg is exact to it.
+    from peft import PeftModel
+
+    model = load_model(base.path, dtype=torch.float32)
+    ref = PeftModel.from_pretrained(model, str(adapter.path)).merge_and_unload().state_dict()
+    for name, t in out.items():
+        assert torch.equal(t, ref[name].to(dtype)), name
+    # and within one ulp of PEFT merging natively in the half dtype
+    _assert_matches(out, peft_merged_state(base, adapter.path), dtype)
+
+
+def test_dtype_cast_and_untouched_bytes(tmp_path: Path) -> None:
+    base = make_llama(tmp_path / "base")
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+    merge_checkpoint(base.path, [(adapter.path, 1.0)], tmp_path / "same", device="cpu")
+    before = load_file(base.path / "model.safetensors")
+    same = _merged(tmp_path / "same")
+    assert torch.equal(same["model.norm.weight"], before["model.norm.weight"])
+    merge_checkpoint(
+        base.path, [(adapter.path, 1.0)], tmp_path / "bf16", device="cpu", dtype="bfloat16"
+    )
+    cast = _merged(tmp_path / "bf16")
+    assert all(t.dtype == torch.bfloat16 for t in cast.values())
+    for name, t in cast.items():
+        assert torch.equal(t, same[name].to(torch.bfloat16)), name
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"
+
+
+def _two(tmp_path: Path, **kwargs: Any) -> tuple[TinyModel, list[Path]]:
+    base = make_llama(tmp_path / "base")
+    a0 = make_lora_adapter(base, tmp_path / "a0", r=4, seed=1, **kwargs)
+    a1 = make_lora_adapter(
+        base, tmp_path / "a1", r=2, seed=2, target_modules=["q_proj", "v_proj", "up_proj"]
+    )
+    return base, [a0.path, a1.path]
+
+
+WEIGHTS = [0.7, -0.4]
+
+
+@pytest.mark.parametrize(
+    "method", ["linear", "cat", "ties", "dare_linear", "dare_ties", "magnitude_prune", "svd"]
+)
+def test_two_adapters_equal_merge_utils_on_peft_deltas(tmp_path: Path, method: str) -> None:
+    base, adapters = _two(tmp_path)
+    density = 0.5 if method not in ("linear", "cat", "svd") else None
+    merge_checkpoint(
+        base.path,
+        list(zip(adapters, WEIGHTS, strict=True)),
+        tmp_path / "out",
+        method=method,
+        density=density,
+        seed=3,
+        device="cpu",
+    )
+    out = _merged(tmp_path / "out")
+    before = load_file(base.path / "model.safetensors")
+    deltas = peft_deltas(load_peft(base, adapters), ["a0", "a1"])
+    assert deltas
+    for name, by_adapter in deltas.items():
+        names = [n for n in ("a0", "a1") if n in by_adapter]
+        ds = [by_adapter[n] for n in names]
+        ws = torch.tensor([WEIGHTS[int(n[1])] for n in names])
+        if method in ("linear", "cat"):
+            combined = merge_utils.task_arithmetic(ds, ws)
+        elif method == "svd":
+            summed = merge_utils.task_arithmetic(ds, ws)
+            u, s, vh = torch.linalg.svd(summed, full_matrices=False)
+            k = 4  # max rank of the adapters touching the module
+            combined = u[:, :k] @ torch.diag(s[:k]) @ vh[:k]
+        else:
+            torch.manual_seed(tensor_seed(3, name))
+            combined = getattr(merge_utils, method)(ds, ws, 0.5)
+        torch.testing.assert_close(out[name], before[name] + combined, rtol=1e-5, atol=1e-5)
+    untouched = set(out) - set(deltas)
+    assert all(torch.equal(out[n], before[n]) for n in untouched)
+
+
+def test_wrong_fingerprint_fails_and_leaves_nothing(tmp_path: Path) -> None:
+    base = make_llama(tmp_path / "base")
+    other = make_llama(tmp_path / "other", seed=5)  # same shapes, different bytes
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+    expected = fingerprint(other.path).fingerprint
+    assert expected is not None
+    out = tmp_path / "scratch" / "out"
+    out.mkdir(parents=True)  # a worker's empty scratch folder stays as it was
+    with pytest.raises(FingerprintMismatch):
+        merge_checkpoint(
+            base.path, [(adapter.path, 1.0)], out, device="cpu", expected_fingerprint=expected
+        )
+    assert list((tmp_path / "scratch").iterdir()) == [out]
+    assert list(out.iterdir()) == []
+    good = fingerprint(base.path).fingerprint
+    assert good is not None
+    result = merge_checkpoint(
+        base.path, [(adapter.path, 1.0)], out, device="cpu", expected_fingerprint=good
+    )
+    assert result.fingerprint == good
+    assert sorted(p.name for p in out.iterdir()) == sorted(f.path for f in result.files)
+
+
+def test_incompatible_adapter_fails_before_writing(tmp_path: Path) -> None:
+    base = make_llama(tmp_path / "base")
+    bigger = make_llama(tmp_path / "bigger", hidden_size=64, intermediate_size=96)
+    adapter = make_lora_adapter(bigger, tmp_path / "adapter")
+    with pytest.raises(Incompatible) as info:
+        merge_checkpoint(base.path, [(adapter.path, 1.0)], tmp_path / "out", device="cpu")
+    assert info.value.details and "base_shape" in info.value.details[0]
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out.incomplete").exists()
+
+
+def test_progress_cancel_and_existing_output(tmp_path: Path) -> None:
+    base = make_llama(tmp_path / "base", max_shard_size="20KB")
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+    seen: list[tuple[int, int]] = []
+
+    class Stop(Exception):
+        pass
+
+    def cancel() -> None:
+        if len(seen) >= 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        merge_checkpoint(
+            base.path,
+            [(adapter.path, 1.0)],
+            tmp_path / "out",
+            device="cpu",
+            progress=lambda done, total, _msg: seen.append((done, total)),
+            should_cancel=cancel,
+        )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.incomplete").exists()
+    seen.clear()
+    result = merge_checkpoint(
+        base.path,
+        [(adapter.path, 1.0)],
+        tmp_path / "out",
+        device="cpu",
+        progress=lambda done, total, _msg: seen.append((done, total)),
+    )
+    assert seen[-1][0] == seen[-1][1] == result.bytes_read
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(seen))
+    with pytest.raises(Conflict):
+        merge_checkpoint(base.path, [(adapter.path, 1.0)], tmp_path / "out", device="cpu")
+
+
+def test_two_adapters_saving_the_same_module_are_refused(tmp_path: Path) -> None:
+    base = make_bert_seq_cls(tmp_path / "base")
+    a0 = make_lora_adapter(base, tmp_path / "a0")
+    a1 = make_lora_adapter(base, tmp_path / "a1", seed=1)
+    with pytest.raises(Incompatible):
+        merge_checkpoint(
+            base.path, [(a0.path, 1.0), (a1.path, 1.0)], tmp_path / "out", device="cpu"
+        )
+    assert not (tmp_path / "out").exists()
