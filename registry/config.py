@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(default=60, ge=1)
     job_max_attempts: int = Field(default=3, ge=1)
     base_cache_bytes: int = Field(default=200 * GiB, ge=0, description="Worker's base checkpoint cache bound.")
+    worker_poll_seconds: float = Field(default=1.0, gt=0, description="Idle worker's queue poll interval.")
+    worker_test_delay_seconds: float = Field(default=0.0, ge=0, description="Tests only: sleep per merged tensor.")
 
     max_blob_bytes: int = Field(default=100 * GiB, ge=1)
     max_version_bytes: int = Field(default=100 * GiB, ge=1)

@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from sqlalchemy import CursorResult, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
@@ -131,7 +138,7 @@ class MergeParams(_CombineKnobs):
 
 class CombineParams(_CombineKnobs):
     adapters: list[AdapterInput] = Field(min_length=1, max_length=MAX_ADAPTERS)
-    to: str = Field(max_length=400)
+    target: str = Field(max_length=400, validation_alias=AliasChoices("target", "to"))
     description: str = Field(default="", max_length=10_000)
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -265,11 +272,11 @@ def _parse_target(to: str) -> tuple[str, str, str | None]:
     path, sep, tag = to.partition(":")
     if "@" in path:
         raise InvalidInput("the combine target is NS/NAME[:TAG]; it cannot name a version",
-                           details={"field": "to"})
+                           details={"field": "target"})
     parts = path.split("/")
     if len(parts) != 2:
         raise InvalidInput(f"invalid combine target {to[:100]!r}: expected NS/NAME[:TAG]",
-                           details={"field": "to"})
+                           details={"field": "target"})
     ns = validate_name(parts[0], what="namespace")
     name = validate_name(parts[1])
     return ns, name, (validate_name(tag, what="tag") if sep else None)
@@ -365,7 +372,7 @@ def _prepare(
                         max_shard_bytes=params.max_shard_bytes)
         return stored, identity, namespace_id
 
-    ns_name, name, tag = _parse_target(params.to)
+    ns_name, name, tag = _parse_target(params.target)
     namespace = session.scalar(select(Namespace).where(Namespace.name == ns_name))
     if namespace is None:
         raise NotFound(f"namespace '{ns_name}' not found", details={"namespace": ns_name})

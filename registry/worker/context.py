@@ -1,0 +1,129 @@
+"""What a job handler gets (``JobContext``) and gives back (``Outcome``).
+
+Handlers do the work of one job type and know nothing of leases: they report progress,
+call ``check_cancel()`` often (the merge engine calls it between tensors), write their
+outputs under ``workdir`` and return an ``Outcome``. The loop uploads the outputs and
+records everything in one transaction, including the handler's own ``commit`` step
+(a combine's new version, a validation's report), so a job's effects appear all at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.config import Settings
+from registry.db.models import BaseModelFile, VersionFile
+from registry.services import jobs as jobs_service
+from registry.storage import BlobStore
+from registry.worker.cache import BaseCache, CachedFile, _safe_relpath
+
+logger = logging.getLogger("loreg.worker")
+
+#: Minimum seconds between two progress writes (the last one always goes through).
+PROGRESS_INTERVAL = 0.25
+
+
+class JobCancelled(Exception):
+    """The job's cancellation was requested; the handler's work is abandoned."""
+
+
+class WorkerStopping(Exception):
+    """The worker is shutting down; the job goes back to the queue."""
+
+
+def log_event(event: str, **fields: Any) -> None:
+    """One structured JSON log line (``{"event": ..., "job_id": ..., ...}``)."""
+    record = {"ts": round(time.time(), 3), "event": event, **fields}
+    level = logging.WARNING if event.endswith(("failed", "error", "lost")) else logging.INFO
+    logger.log(level, json.dumps(record, default=str, sort_keys=False))
+
+
+@dataclass
+class Outcome:
+    """A handler's result: JSON for the job, an output folder to publish, a DB step."""
+
+    result: dict[str, Any]
+    output_dir: Path | None = None
+    #: known sha256 hex of output files by relative path (saves re-hashing big shards)
+    hashes: dict[str, str] = field(default_factory=dict)
+    #: runs inside the finishing transaction; may return extra result fields
+    commit: Callable[[Session], dict[str, Any] | None] | None = None
+
+
+@dataclass
+class JobContext:
+    job_id: str
+    job_type: str
+    params: dict[str, Any]
+    attempt: int
+    worker_id: str
+    settings: Settings
+    store: BlobStore
+    sessions: sessionmaker[Session]
+    cache: BaseCache
+    device: str
+    workdir: Path
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    lost_event: threading.Event = field(default_factory=threading.Event)
+    shutdown_event: threading.Event = field(default_factory=threading.Event)
+    _last_progress: float = 0.0
+    _last_fraction: float = -1.0
+
+    def log(self, event: str, **fields: Any) -> None:
+        log_event(event, job_id=self.job_id, worker=self.worker_id, type=self.job_type,
+                  attempt=self.attempt, **fields)
+
+    def check_cancel(self) -> None:
+        """Raise if the job was cancelled or its lease lost (seen by the lease thread)."""
+        if self.lost_event.is_set():
+            raise jobs_service.LeaseLost(f"job {self.job_id} lease lost",
+                                         details={"job_id": self.job_id})
+        if self.cancel_event.is_set():
+            raise JobCancelled(self.job_id)
+        if self.shutdown_event.is_set():
+            raise WorkerStopping(self.job_id)
+
+    def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:
+        """Record progress (throttled); never goes backwards within an attempt."""
+        fraction = max(self._last_fraction, min(1.0, max(0.0, fraction)))
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
+        self._last_fraction = fraction
+        with self.sessions() as s:
+            owned = jobs_service.record_progress(s, self.job_id, self.worker_id, fraction,
+                                                 message)
+            s.commit()
+        if not owned:
+            self.lost_event.set()
+
+    # ------------------------------------------------------------------ inputs
+
+    def fetch_version(self, version_id: int, label: str) -> Path:
+        """Download a version's files into ``workdir/inputs/<label>`` (digests verified)."""
+        with self.sessions() as s:
+            rows = s.scalars(select(VersionFile).where(VersionFile.version_id == version_id)
+                             ).all()
+            files = [(r.path, r.blob_digest) for r in rows]
+        dest = self.workdir / "inputs" / label
+        for path, digest in files:
+            self.check_cancel()
+            self.store.download(digest, dest / _safe_relpath(path))
+        return dest
+
+    def base_files(self, base_id: int) -> list[CachedFile]:
+        with self.sessions() as s:
+            rows = s.scalars(select(BaseModelFile).where(BaseModelFile.base_model_id == base_id)
+                             .order_by(BaseModelFile.path)).all()
+            return [CachedFile(r.path, r.blob_digest, r.size) for r in rows]

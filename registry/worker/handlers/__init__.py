@@ -1,0 +1,12 @@
+"""Job handlers by type: each takes a ``JobContext`` and returns an ``Outcome``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from registry.worker.context import JobContext, Outcome
+from registry.worker.handlers import merge
+
+HANDLERS: dict[str, Callable[[JobContext], Outcome]] = {
+    "merge": merge.run,
+}
