@@ -9,9 +9,11 @@ upload after two ranged reads. Keys are interpreted the way PEFT writes them:
   ``<module>.lora_magnitude_vector[.<adapter>][.weight]`` for DoRA;
 - ``<module>.base_layer.<param>``: the wrapped layer saved whole (PEFT does this for
   embedding / lm_head targets, e.g. after the vocabulary grew);
-- ``modules_to_save``: ``<module>.<param>`` (PEFT >= 0.12 style), or
-  ``<module>.modules_to_save[.<adapter>].<param>``; ``<module>.original_module.<param>`` are
-  copies of the base and are ignored.
+- ``modules_to_save``: ``<module>.<param>`` (current PEFT), or
+  ``<module>.modules_to_save[.<adapter>].<param>`` (older PEFT; current PEFT writes both, with
+  equal values, when it saves resized embeddings whole: the plain key wins, the other is
+  listed in ``ignored_keys``); ``<module>.original_module.<param>`` are copies of the base
+  and are ignored.
 
 Rank and alpha are resolved per module exactly as PEFT does (``peft.utils.other.
 get_pattern_key``): the first pattern key ``k`` (in the config's order) for which
@@ -227,12 +229,21 @@ def describe_adapter(
             continue
         m = _MTS.match(name)
         if m:
-            saved.setdefault(m["module"], {})[f"{m['module']}.{m['param']}"] = key
-            saved_origin.setdefault(m["module"], "modules_to_save")
+            # Older PEFT's form; newer PEFT writes it too, next to the plain key, when it
+            # saves resized embeddings whole: then the two hold the same values.
+            tname = f"{m['module']}.{m['param']}"
+            if tname in saved.get(m["module"], {}):
+                ignored.append(key)
+            else:
+                saved.setdefault(m["module"], {})[tname] = key
+                saved_origin.setdefault(m["module"], "modules_to_save")
             continue
         owner = _saved_module_for(modules_to_save, name)
         if owner is not None:
-            saved.setdefault(owner, {})[name] = key
+            previous = saved.setdefault(owner, {}).get(name)
+            if previous is not None:
+                ignored.append(previous)
+            saved[owner][name] = key
             saved_origin.setdefault(owner, "modules_to_save")
             continue
         unmapped.append(key)
