@@ -281,7 +281,7 @@ def fetch_blob(
                         f.truncate(0)
                         raise ServerError("registry answered a different byte range")
                     f.seek(0, os.SEEK_END)
-                    for chunk in resp.iter_bytes(CHUNK):
+                    for chunk in resp.iter_bytes():
                         f.write(chunk)
                         h.update(chunk)
                         bar.update(len(chunk))
