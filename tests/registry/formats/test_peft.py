@@ -346,8 +346,8 @@ def test_bad_configs(
 def test_missing_files(tmp_path: Path) -> None:
     with pytest.raises(AdapterFormatError, match="not a folder"):
         read_adapter(tmp_path / "nope")
-    with pytest.raises(AdapterFormatError, match="adapter_config.json"):
+    with pytest.raises(AdapterFormatError, match=r"adapter_config\.json"):
         read_adapter(tmp_path)
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
-    with pytest.raises(AdapterFormatError, match="no adapter_model.safetensors"):
+    with pytest.raises(AdapterFormatError, match=r"no adapter_model\.safetensors"):
         read_adapter(tmp_path)
