@@ -173,9 +173,10 @@ def add_member(
     session: Session, actor: Actor, org_name: str, user_name: str, role: str
 ) -> Membership:
     """Add a user to an organisation, or change their role (org admins only)."""
+    validate_role(role)
+    validate_name(user_name, what="user name")
     org = get_org(session, org_name)
     require_admin_namespace(session, actor, org)
-    validate_role(role)
     user = get_user(session, user_name)
     membership = session.get(Membership, (org.id, user.id))
     previous = membership.role if membership is not None else None
@@ -206,9 +207,9 @@ def _ensure_other_admin(session: Session, org: Namespace, user: User) -> None:
 
 def remove_member(session: Session, actor: Actor, org_name: str, user_name: str) -> None:
     """Remove a member (org admins; any member may also leave with a write-scoped token)."""
-    org = get_org(session, org_name)
     principal = require_user(actor)
     validate_name(user_name, what="user name")
+    org = get_org(session, org_name)
     if user_name == principal.username:
         require_scope(principal, "write")
         user = get_user(session, user_name)

@@ -17,7 +17,11 @@ class UserCreate(BaseModel):
     admin: bool = Field(default=False, description="Make the user a site administrator.")
     email: str | None = Field(default=None, max_length=320)
     create_token: bool = Field(default=True, description="Also issue the user's first token.")
-    token_scope: Scope = "write"
+    token_scope: Scope = Field(
+        default="admin",
+        description="Scope of that first token: 'admin' lets the user manage their own "
+        "organisations and mint narrower tokens for CI.",
+    )
 
 
 class UserOut(Schema):
