@@ -1,0 +1,294 @@
+"""Webhooks against a real receiver on loopback: signatures, retries with backoff, the
+delivery log, fan-out by namespace and event type, permissions."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.db import (
+    DeliveryStatus,
+    Namespace,
+    User,
+    WebhookDelivery,
+    create_engine_for,
+    make_sessionmaker,
+)
+from registry.db.migrate import upgrade
+from registry.errors import InvalidInput, PermissionDenied
+from registry.services import events, webhooks
+from registry.services.permissions import Principal
+from tests.factories.db import add_member, make_adapter, make_namespace, make_user, make_version
+
+
+@dataclass
+class Receiver:
+    """A tiny HTTP server: answers with ``statuses`` in turn (then 200), records requests."""
+
+    statuses: list[int] = field(default_factory=list)
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with lock:
+                state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                status = state.statuses.pop(0) if state.statuses else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'loreg.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    upgrade(db_url)
+    eng = create_engine_for(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def maker(engine: Engine) -> sessionmaker[Session]:
+    return make_sessionmaker(engine)
+
+
+def principal(user: User, scope: str = "admin") -> Principal:
+    return Principal(user_id=user.id, username=user.name, namespace_id=user.namespace_id,
+                     is_admin=user.is_admin, scope=scope)
+
+
+@dataclass
+class World:
+    org: str
+    admin: Principal
+    writer: Principal
+
+
+@pytest.fixture
+def world(maker: sessionmaker[Session]) -> World:
+    with maker() as s:
+        org = make_namespace(s)
+        admin, writer = make_user(s), make_user(s)
+        add_member(s, org, admin, "admin")
+        add_member(s, org, writer, "write")
+        s.commit()
+        return World(org.name, principal(admin), principal(writer, "write"))
+
+
+def _emit_version(maker: sessionmaker[Session], org: str) -> str:
+    with maker() as s:
+        ns = s.scalars(select(Namespace).where(Namespace.name == org)).one()
+        version = make_version(s, make_adapter(s, ns))
+        event = events.emit(s, events.VERSION_CREATED, ns, events.version_payload(version))
+        s.commit()
+        return event.id
+
+
+def test_signed_delivery(maker: sessionmaker[Session], world: World, receiver: Receiver) -> None:
+    with maker() as s:
+        _hook, secret = webhooks.create(s, world.admin, world.org, url=receiver.url)
+        s.commit()
+    assert secret.startswith("whsec_")
+    event_id = _emit_version(maker, world.org)
+
+    stats = webhooks.deliver_pending(maker)
+    assert (stats.dispatched_events, stats.delivered) == (1, 1)
+    [(headers, body)] = receiver.requests
+    assert webhooks.verify_signature(secret, body, headers["x-loreg-signature"])
+    assert headers["x-loreg-signature"].startswith("sha256=")
+    assert not webhooks.verify_signature("whsec_wrong-secret-xxxxxxxx", body,
+                                         headers["x-loreg-signature"])
+    assert headers["x-loreg-event"] == "version.created"
+    assert headers["x-loreg-event-id"] == event_id
+    document = json.loads(body)
+    assert document["id"] == event_id and document["type"] == "version.created"
+    assert document["namespace"] == world.org
+    assert document["data"]["ref"].startswith(world.org + "/")
+
+    # nothing more to do
+    assert webhooks.deliver_pending(maker).attempted == 0
+
+
+def test_fails_twice_then_acknowledged_once(
+    maker: sessionmaker[Session], world: World, receiver: Receiver
+) -> None:
+    receiver.statuses = [500, 503]
+    with maker() as s:
+        hook, secret = webhooks.create(s, world.admin, world.org, url=receiver.url,
+                                       events_=["version.created"])
+        s.commit()
+    event_id = _emit_version(maker, world.org)
+
+    t0 = datetime.now(UTC)
+    first = webhooks.deliver_pending(maker, now=t0, backoff_base=60)
+    assert (first.attempted, first.retrying) == (1, 1)
+    # backoff: not due again until a minute later
+    assert webhooks.deliver_pending(maker, now=t0 + timedelta(seconds=30)).attempted == 0
+    second = webhooks.deliver_pending(maker, now=t0 + timedelta(seconds=61), backoff_base=60)
+    assert (second.attempted, second.retrying) == (1, 1)
+    with maker() as s:
+        d = s.scalars(select(WebhookDelivery)).one()
+        # exponential: the second wait is twice the first
+        assert d.next_attempt_at is not None
+        assert d.next_attempt_at - (t0 + timedelta(seconds=61)) >= timedelta(seconds=119)
+    third = webhooks.deliver_pending(maker, now=t0 + timedelta(hours=1), backoff_base=60)
+    assert third.delivered == 1
+    assert webhooks.deliver_pending(maker, now=t0 + timedelta(days=1)).attempted == 0
+
+    assert len(receiver.requests) == 3
+    bodies = {body for _h, body in receiver.requests}
+    assert len(bodies) == 1  # the same bytes, the same event id, on every attempt
+    assert {h["x-loreg-event-id"] for h, _b in receiver.requests} == {event_id}
+    for headers, body in receiver.requests:
+        assert webhooks.verify_signature(secret, body, headers["x-loreg-signature"])
+
+    with maker() as s:
+        log = webhooks.list_deliveries(s, world.admin, world.org, hook.id)
+    [(delivery, event)] = log
+    assert event.id == event_id
+    assert delivery.status == DeliveryStatus.DELIVERED
+    assert delivery.attempts == 3
+    assert [a["status_code"] for a in delivery.attempt_log] == [500, 503, 200]
+    assert delivery.delivered_at is not None and delivery.last_error is None
+
+
+def test_gives_up_after_max_attempts(
+    maker: sessionmaker[Session], world: World, receiver: Receiver
+) -> None:
+    receiver.statuses = [500] * 10
+    with maker() as s:
+        webhooks.create(s, world.admin, world.org, url=receiver.url)
+        s.commit()
+    _emit_version(maker, world.org)
+    now = datetime.now(UTC)
+    for i in range(5):
+        webhooks.deliver_pending(maker, now=now + timedelta(hours=i), max_attempts=3,
+                                 backoff_base=1)
+    assert len(receiver.requests) == 3
+    with maker() as s:
+        d = s.scalars(select(WebhookDelivery)).one()
+        assert d.status == DeliveryStatus.FAILED and d.attempts == 3
+        assert d.last_status_code == 500 and "HTTP 500" in (d.last_error or "")
+
+
+def test_unreachable_receiver_is_logged_and_retried(
+    maker: sessionmaker[Session], world: World
+) -> None:
+    with maker() as s:
+        webhooks.create(s, world.admin, world.org, url="http://127.0.0.1:9/nothing-here")
+        s.commit()
+    _emit_version(maker, world.org)
+    stats = webhooks.deliver_pending(maker, timeout=2)
+    assert stats.retrying == 1
+    with maker() as s:
+        d = s.scalars(select(WebhookDelivery)).one()
+        assert d.status == DeliveryStatus.PENDING and d.last_status_code is None
+        assert d.last_error and d.attempt_log[0]["error"]
+
+
+def test_fan_out_by_namespace_type_and_active(
+    maker: sessionmaker[Session], world: World, receiver: Receiver
+) -> None:
+    with maker() as s:
+        webhooks.create(s, world.admin, world.org, url=receiver.url + "/all")
+        webhooks.create(s, world.admin, world.org, url=receiver.url + "/jobs",
+                        events_=["job.failed", "job.succeeded"])
+        _off, _ = webhooks.create(s, world.admin, world.org, url=receiver.url + "/off",
+                                 active=False)
+        other = make_namespace(s)
+        s.commit()
+    _emit_version(maker, world.org)
+    _emit_version(maker, other.name)  # another namespace: none of these hooks
+    with maker() as s:
+        events.emit(s, events.JOB_FAILED, world.org, {"job_id": "j1"})
+        s.commit()
+    stats = webhooks.deliver_pending(maker)
+    assert stats.dispatched_events == 3
+    paths = sorted(h["x-loreg-event"] + " " + str(i) for i, (h, _b) in
+                   enumerate(receiver.requests))
+    assert len(paths) == 3  # /all gets both, /jobs gets job.failed, /off nothing
+    with maker() as s:
+        assert {d.webhook.url.rsplit("/", 1)[1]: d.event.type for d in
+                s.scalars(select(WebhookDelivery).where(
+                    WebhookDelivery.event.has(type="job.failed")))} == {
+            "all": "job.failed", "jobs": "job.failed"}
+
+
+def test_test_delivery_pings_one_webhook(
+    maker: sessionmaker[Session], world: World, receiver: Receiver
+) -> None:
+    with maker() as s:
+        hook, secret = webhooks.create(s, world.admin, world.org, url=receiver.url)
+        webhooks.create(s, world.admin, world.org, url=receiver.url + "/other")
+        delivery_id = webhooks.queue_test(s, world.admin, world.org, hook.id)
+        s.commit()
+    stats = webhooks.attempt(maker, delivery_id)
+    assert stats.delivered == 1
+    [(headers, body)] = receiver.requests
+    assert headers["x-loreg-event"] == "ping"
+    assert webhooks.verify_signature(secret, body, headers["x-loreg-signature"])
+    assert webhooks.deliver_pending(maker).attempted == 0
+
+
+def test_only_namespace_admins_manage_webhooks(
+    maker: sessionmaker[Session], world: World, receiver: Receiver
+) -> None:
+    with maker() as s:
+        with pytest.raises(PermissionDenied):
+            webhooks.create(s, world.writer, world.org, url=receiver.url)
+        with pytest.raises(PermissionDenied):
+            webhooks.list_webhooks(s, world.writer, world.org)
+        hook, _ = webhooks.create(s, world.admin, world.org, url=receiver.url)
+        with pytest.raises(PermissionDenied):
+            webhooks.delete(s, world.writer, world.org, hook.id)
+        webhooks.delete(s, world.admin, world.org, hook.id)
+        assert webhooks.list_webhooks(s, world.admin, world.org) == []
+
+
+@pytest.mark.parametrize("url", ["ftp://x/y", "not a url", "http://user:pw@host/x", "/relative"])
+def test_bad_urls_refused(maker: sessionmaker[Session], world: World, url: str) -> None:
+    with maker() as s, pytest.raises(InvalidInput):
+        webhooks.create(s, world.admin, world.org, url=url)
+
+
+def test_bad_events_refused(maker: sessionmaker[Session], world: World) -> None:
+    with maker() as s, pytest.raises(InvalidInput):
+        webhooks.create(s, world.admin, world.org, url="http://x/y", events_=["nope"])
