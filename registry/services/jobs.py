@@ -53,7 +53,6 @@ from registry.db.models import (
     JobStatus,
     JobType,
     Namespace,
-    Tag,
     User,
 )
 from registry.errors import Conflict, InvalidInput, LoregError, NotFound, PermissionDenied
@@ -67,7 +66,7 @@ from registry.services.permissions import (
     require_user,
     require_write_namespace,
 )
-from registry.services.refs import DEFAULT_TAG, parse_ref, validate_base_name, validate_name
+from registry.services.refs import validate_base_name, validate_name
 
 #: Statuses that end a job.
 TERMINAL = frozenset({JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})
@@ -190,43 +189,10 @@ def parse_params(job_type: str, params: Any) -> _Params:
 
 
 def resolve_version(session: Session, actor: Actor, ref: str) -> AdapterVersion:
-    """The version a reference names, if ``actor`` may read it (else ``NotFound``)."""
-    parsed = parse_ref(ref)
-    adapter = session.scalar(
-        select(Adapter)
-        .join(Namespace, Adapter.namespace_id == Namespace.id)
-        .where(Namespace.name == parsed.namespace, Adapter.name == parsed.name)
-    )
-    if adapter is None:
-        raise NotFound(f"adapter '{parsed.namespace}/{parsed.name}' not found",
-                       details={"namespace": parsed.namespace, "name": parsed.name})
-    require_read_adapter(session, actor, adapter)
-    live = and_(AdapterVersion.adapter_id == adapter.id, AdapterVersion.deleted_at.is_(None))
-    version: AdapterVersion | None
-    if parsed.kind == "number":
-        version = session.scalar(select(AdapterVersion).where(live, AdapterVersion.number
-                                                              == parsed.number))
-    elif parsed.kind == "digest":
-        version = session.scalar(select(AdapterVersion).where(live, AdapterVersion.digest
-                                                              == parsed.value))
-    else:
-        tag = session.scalar(select(Tag).where(Tag.adapter_id == adapter.id,
-                                               Tag.name == parsed.value))
-        if tag is not None:
-            version = session.get(AdapterVersion, tag.version_id)
-            if version is not None and version.deleted_at is not None:
-                version = None
-        elif parsed.value == DEFAULT_TAG:
-            version = session.scalar(
-                select(AdapterVersion).where(live).order_by(AdapterVersion.number.desc())
-                .limit(1)
-            )
-        else:
-            version = None
-    if version is None:
-        raise NotFound(f"no version of '{adapter.namespace.name}/{adapter.name}' matches "
-                       f"'{ref}'", details={"ref": ref})
-    return version
+    """The live version a reference names, if ``actor`` may read it (else ``NotFound``)."""
+    from registry.services import adapters
+
+    return adapters.resolve(session, actor, ref)
 
 
 def _version_ref(version: AdapterVersion) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from registry.worker.context import JobContext, Outcome
-from registry.worker.handlers import merge
+from registry.worker.handlers import merge, validate
 
 HANDLERS: dict[str, Callable[[JobContext], Outcome]] = {
     "merge": merge.run,
+    "validate": validate.run,
 }

@@ -1,0 +1,98 @@
+"""``/api/v1/jobs``: submit, inspect, list and cancel jobs; list a finished job's outputs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.api.deps import CurrentUser, SessionDep, SettingsDep
+from registry.api.schemas.jobs import (
+    JobCreate,
+    JobOut,
+    JobOutputFile,
+    JobOutputs,
+    JobPage,
+    JobStatusName,
+    JobTypeName,
+)
+from registry.db.models import Job, User
+from registry.services import jobs
+
+router = APIRouter(tags=["jobs"])
+
+
+def job_out(session: Session, job: Job, *, deduplicated: bool = False) -> JobOut:
+    submitter = (session.scalar(select(User.name).where(User.id == job.submitted_by))
+                 if job.submitted_by is not None else None)
+    duration = None
+    if job.started_at is not None:
+        end = job.finished_at or datetime.now(UTC)
+        duration = round((end - job.started_at).total_seconds(), 3)
+    return JobOut(
+        id=job.id, type=job.type, status=job.status,  # type: ignore[arg-type]
+        priority=job.priority, params=job.params or {}, submitted_by=submitter,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        updated_at=job.updated_at, attempts=job.attempts, max_attempts=job.max_attempts,
+        worker=job.lease_owner, lease_expires_at=job.lease_expires_at,
+        progress=job.progress, progress_message=job.progress_message or "",
+        result=job.result, error=job.error, cancel_requested=job.cancel_requested,
+        outputs_expire_at=job.outputs_expire_at, duration_seconds=duration,
+        deduplicated=deduplicated,
+    )
+
+
+@router.post("/jobs", response_model=JobOut, status_code=status.HTTP_201_CREATED,
+             summary="Queue a job (or get the identical one already queued, running or done)",
+             responses={200: {"model": JobOut, "description": "An identical job existed"}})
+def submit_job(body: JobCreate, session: SessionDep, user: CurrentUser,
+               settings: SettingsDep, response: Response) -> JobOut:
+    submitted = jobs.submit(session, user, body.type, body.params, priority=body.priority,
+                            max_attempts=settings.job_max_attempts)
+    session.commit()
+    if not submitted.created:
+        response.status_code = status.HTTP_200_OK
+    return job_out(session, submitted.job, deduplicated=not submitted.created)
+
+
+@router.get("/jobs", response_model=JobPage, summary="List jobs, newest first")
+def list_jobs(
+    session: SessionDep,
+    user: CurrentUser,
+    status_: Annotated[list[JobStatusName] | None, Query(alias="status")] = None,
+    type_: Annotated[JobTypeName | None, Query(alias="type")] = None,
+    submitted_by: Annotated[str | None, Query(max_length=96)] = None,
+    namespace: Annotated[str | None, Query(max_length=96)] = None,
+    mine: bool = False,
+    cursor: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9a-f]{1,64}$",
+                                        description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=jobs.MAX_LIST)] = 50,
+) -> JobPage:
+    rows = jobs.list_jobs(session, user, status=status_, type=type_, submitted_by=submitted_by,
+                          namespace=namespace, mine=mine, limit=limit, before=cursor)
+    return JobPage(jobs=[job_out(session, j) for j in rows],
+                   next_cursor=rows[-1].id if len(rows) == limit else None)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's status and result")
+def get_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobOut:
+    return job_out(session, jobs.get(session, user, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut,
+             summary="Cancel a queued job, or ask a running one to stop")
+def cancel_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobOut:
+    job = jobs.cancel(session, user, job_id)
+    session.commit()
+    return job_out(session, job)
+
+
+@router.get("/jobs/{job_id}/outputs", response_model=JobOutputs,
+            summary="A finished job's output files (download each from /blobs/{digest})")
+def job_outputs(job_id: str, session: SessionDep, user: CurrentUser) -> JobOutputs:
+    job, artifacts = jobs.outputs(session, user, job_id)
+    files = [JobOutputFile(path=a.path, digest=a.blob_digest, size=a.size) for a in artifacts]
+    return JobOutputs(job_id=job.id, files=files, total_size=sum(f.size for f in files))

@@ -1,0 +1,140 @@
+"""``validate``: load an adapter's tensors and check what headers alone cannot.
+
+The push already checked the header against the base manifest (shapes, names); this job
+reads the bytes: every LoRA module's A/B present with shapes that agree with the base
+weight, ranks that agree with the config (``r`` / ``rank_pattern``), every value finite,
+no keys PEFT would silently ignore. It stores a report with per-module statistics (the
+norm of the delta ``scale * B @ A`` and of A and B, for the UI) and sets the version's
+state to ``valid`` or ``invalid``. An invalid adapter is a *successful* job: the check ran.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from sqlalchemy.orm import Session
+
+from registry.db.models import AdapterVersion, BaseModelRecord, ValidationState
+from registry.formats.compat import check_compatibility
+from registry.formats.peft import read_adapter
+from registry.formats.types import AdapterDescription, LoraModule
+from registry.worker.context import JobContext, Outcome
+
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def delta_norm(a: torch.Tensor, b: torch.Tensor, scale: float) -> float:
+    """||scale * B @ A||_F without forming B @ A: sqrt(trace((BᵀB)(AAᵀ))), r x r work."""
+    a2 = a.reshape(a.shape[0], -1).double()
+    b2 = b.reshape(b.shape[0], -1).double()
+    if b2.shape[1] != a2.shape[0]:  # embeddings store A [r, vocab], B [dim, r]; conv likewise
+        b2 = b.reshape(-1, a.shape[0]).double()
+    gram = (b2.T @ b2) * (a2 @ a2.T)
+    return abs(scale) * math.sqrt(max(float(gram.sum()), 0.0))
+
+
+def _finding(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"severity": "error", "code": code, "message": message, **extra}
+
+
+def check_tensors(folder: Path, desc: AdapterDescription) -> tuple[list[dict[str, Any]],
+                                                                     dict[str, Any]]:
+    """(problems, per-module stats) from the adapter's tensors."""
+    problems: list[dict[str, Any]] = []
+    stats: dict[str, Any] = {}
+    with safe_open(str(folder / ADAPTER_FILE), framework="pt") as f:
+        keys = set(f.keys())
+        for key in sorted(keys):
+            t = f.get_tensor(key)
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                problems.append(_finding("non_finite", f"{key} has {bad} NaN/inf value(s)",
+                                         tensor=key, count=bad))
+        module: LoraModule
+        for name, module in sorted(desc.modules.items()):
+            if module.a_key not in keys or module.b_key not in keys:
+                problems.append(_finding("missing_tensor", f"{name}: lora A or B is missing",
+                                         module=name))
+                continue
+            a = f.get_tensor(module.a_key).float()
+            b = f.get_tensor(module.b_key).float()
+            rank_a = a.shape[0]
+            rank_b = b.shape[1] if b.dim() >= 2 else -1
+            if module.kind == "embedding":
+                rank_b = b.shape[-1]
+            if rank_a != module.r or rank_b != module.r:
+                problems.append(_finding(
+                    "rank_mismatch",
+                    f"{name}: tensors have rank {rank_a}/{rank_b}, the config says {module.r}",
+                    module=name, expected=module.r, found=[rank_a, rank_b]))
+                continue
+            try:
+                norm = delta_norm(a, b, module.scale)
+            except RuntimeError:
+                norm = float("nan")
+            stats[name] = {
+                "kind": module.kind, "r": module.r, "alpha": module.alpha,
+                "scale": module.scale, "a_norm": float(a.norm()), "b_norm": float(b.norm()),
+                "delta_norm": norm,
+            }
+    for key in getattr(desc, "unmapped_keys", ()):
+        problems.append(_finding("unmapped_key", f"{key} maps to no module PEFT would load",
+                                 tensor=key))
+    return problems, stats
+
+
+def run(ctx: JobContext) -> Outcome:
+    (inp,) = ctx.params["inputs"]
+    version_id = int(inp["version_id"])
+    ctx.progress(0.05, "downloading adapter", force=True)
+    folder = ctx.fetch_version(version_id, "adapter")
+    ctx.check_cancel()
+    ctx.progress(0.4, "reading tensors", force=True)
+    from registry.services.bases import manifest_of
+
+    problems: list[dict[str, Any]] = []
+    compat: dict[str, Any] | None = None
+    stats: dict[str, Any] = {}
+    try:
+        desc = read_adapter(folder)
+    except Exception as exc:  # unreadable adapter: that is the finding
+        problems.append(_finding("unreadable", str(exc)[:1000]))
+    else:
+        with ctx.sessions() as s:
+            version = s.get(AdapterVersion, version_id)
+            base = (s.get(BaseModelRecord, version.base_model_id)
+                    if version is not None and version.base_model_id is not None else None)
+            manifest = manifest_of(base) if base is not None else None
+        if manifest is not None:
+            report = check_compatibility(desc, manifest)
+            compat = report.to_dict()
+            problems += [f.to_dict() for f in report.problems]
+        tensor_problems, stats = check_tensors(folder, desc)
+        problems += tensor_problems
+    ctx.check_cancel()
+    state = ValidationState.VALID.value if not problems else ValidationState.INVALID.value
+    report_doc = {
+        "state": state,
+        "problems": problems,
+        "modules": stats,
+        "compatibility": compat,
+        "job_id": ctx.job_id,
+    }
+
+    def commit(session: Session) -> dict[str, Any]:
+        version = session.get(AdapterVersion, version_id)
+        if version is not None:
+            version.validation_state = state
+            version.validation_report = report_doc
+        return {}
+
+    ctx.log("validate.done", state=state, problems=len(problems), modules=len(stats))
+    return Outcome(
+        result={"state": state, "problems": len(problems), "modules": len(stats),
+                "version": inp["resolved"]},
+        commit=commit,
+    )
