@@ -1,0 +1,56 @@
+"""Base models: register, list/search by name, show (with the tensor manifest)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from registry.api.deps import OptionalUser, SessionDep
+from registry.api.routers._views import base_out, bases_out
+from registry.api.schemas.bases import BaseCreate, BaseList, BaseOut, TensorSpec
+from registry.services import bases
+from registry.services.manifests import FileEntry
+from registry.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+router = APIRouter(tags=["bases"])
+
+
+@router.post("/bases", status_code=201, response_model=BaseOut,
+             summary="Register a base model (200 when already registered identically)")
+def register_base(
+    body: BaseCreate, session: SessionDep, actor: OptionalUser, response: Response
+) -> BaseOut:
+    tensors = {
+        name: (t.dtype, t.shape) if isinstance(t, TensorSpec) else (t[0], t[1])
+        for name, t in body.tensors.items()
+    }
+    spec = bases.BaseSpec(
+        name=body.name, tensors=tensors, fingerprint=body.fingerprint,
+        structure_hash=body.structure_hash, size_bytes=body.size_bytes, config=body.config,
+        aliases=body.aliases, tensor_files=body.tensor_files,
+        files=[FileEntry(f.path, f.digest, f.size) for f in body.files],
+        description=body.description,
+    )
+    record, created = bases.register_base(session, actor, spec)
+    session.commit()
+    if not created:
+        response.status_code = 200
+    return base_out(session, record)
+
+
+@router.get("/bases", response_model=BaseList, summary="List base models (q: name contains)")
+def list_bases(
+    session: SessionDep,
+    actor: OptionalUser,
+    q: Annotated[str | None, Query(max_length=256)] = None,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> BaseList:
+    page = bases.list_bases(session, query=q, cursor=cursor, limit=limit)
+    return BaseList(bases=bases_out(session, page.items), next_cursor=page.next_cursor)
+
+
+@router.get("/bases/{name:path}", response_model=BaseOut, summary="Show a base model")
+def show_base(name: str, session: SessionDep, actor: OptionalUser) -> BaseOut:
+    return base_out(session, bases.get_base(session, name))

@@ -1,0 +1,101 @@
+"""Versions: push (create from a manifest), list, show, soft delete; ``/resolve`` any ref."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from registry.api.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep, StoreDep
+from registry.api.routers._views import version_out, versions_out
+from registry.api.schemas.versions import PushRequest, PushResponse, VersionList, VersionOut
+from registry.errors import Conflict
+from registry.services import adapters as svc
+from registry.services.manifests import FileEntry
+from registry.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+log = logging.getLogger("registry.api")
+router = APIRouter(tags=["versions"])
+
+PUSH_ATTEMPTS = 5
+
+
+@router.post("/adapters/{namespace}/{name}/versions", status_code=201,
+             response_model=PushResponse,
+             summary="Push a version from uploaded blobs (200 when the content exists)")
+def push_version(
+    namespace: str, name: str, body: PushRequest, session: SessionDep, actor: CurrentUser,
+    store: StoreDep, settings: SettingsDep, response: Response,
+) -> PushResponse:
+    spec = svc.PushSpec(
+        files=[FileEntry(f.path, f.digest, f.size) for f in body.files], base=body.base,
+        tags=body.tags, labels=dict(body.labels), description=body.description,
+        public=body.public,
+    )
+    # The service serialises pushes per adapter; a retry covers the races it cannot lock
+    # against (two first pushes creating one adapter, a SQLite snapshot gone stale).
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        try:
+            outcome = svc.push_version(session, store, actor, namespace, name, spec,
+                                       max_version_bytes=settings.max_version_bytes)
+            session.commit()
+            break
+        except (IntegrityError, OperationalError) as exc:
+            session.rollback()
+            if attempt == PUSH_ATTEMPTS:
+                log.warning("push to %s/%s gave up after %d attempts: %s", namespace, name,
+                            attempt, exc)
+                raise Conflict("the adapter is being changed concurrently; try again") from None
+            time.sleep(0.05 * attempt)
+    if not outcome.created:
+        response.status_code = 200
+    out = version_out(session, outcome.version)
+    return PushResponse(**out.model_dump(), created=outcome.created,
+                        job_id=outcome.job.id if outcome.job is not None else None)
+
+
+@router.get("/adapters/{namespace}/{name}/versions", response_model=VersionList,
+            summary="List versions, newest first")
+def list_versions(
+    namespace: str, name: str, session: SessionDep, actor: OptionalUser,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    include_deleted: bool = False,
+) -> VersionList:
+    page = svc.list_versions(session, actor, namespace, name, cursor=cursor, limit=limit,
+                             include_deleted=include_deleted)
+    return VersionList(versions=versions_out(session, page.items), next_cursor=page.next_cursor)
+
+
+@router.get("/adapters/{namespace}/{name}/versions/{ref}", response_model=VersionOut,
+            summary="Show a version (number or sha256:<hex>) with its manifest")
+def show_version(
+    namespace: str, name: str, ref: str, session: SessionDep, actor: OptionalUser,
+    include_deleted: bool = False,
+) -> VersionOut:
+    version = svc.get_version(session, actor, namespace, name, ref,
+                              include_deleted=include_deleted)
+    return version_out(session, version)
+
+
+@router.delete("/adapters/{namespace}/{name}/versions/{ref}", response_model=VersionOut,
+               summary="Delete a version (soft: recorded with a reason; blobs stay)")
+def delete_version(
+    namespace: str, name: str, ref: str, session: SessionDep, actor: CurrentUser,
+    reason: Annotated[str, Query(min_length=1, max_length=1000)],
+) -> VersionOut:
+    version = svc.delete_version(session, actor, namespace, name, ref, reason)
+    session.commit()
+    return version_out(session, version)
+
+
+@router.get("/resolve", response_model=VersionOut,
+            summary="Resolve ns/name, ns/name:tag, ns/name@N or ns/name@sha256:<hex>")
+def resolve(
+    session: SessionDep, actor: OptionalUser,
+    ref: Annotated[str, Query(min_length=1, max_length=400)],
+) -> VersionOut:
+    return version_out(session, svc.resolve(session, actor, ref))

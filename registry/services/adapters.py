@@ -1,0 +1,866 @@
+"""Adapters and their versions: push (DESIGN.md section 5 step 3), show, search, tags, delete.
+
+Push reads ``adapter_config.json`` (small: the whole blob) and the safetensors header of
+``adapter_model.safetensors`` (ranged reads, never the tensors) from the store, describes the
+adapter with ``registry.formats``, checks it against the base model's stored manifest, and
+adds the version, its files, side tables, tags, a queued validation job and the audit event
+to the caller's session; the route commits. Identical content (same canonical manifest
+digest) answers the existing version.
+
+Version numbers: the writes start by locking the adapter row (``SELECT ... FOR UPDATE`` on
+PostgreSQL; on SQLite the first write of the transaction takes the database's write lock),
+then the next number is ``max + 1``, so concurrent pushes to one adapter are serialised and
+get consecutive numbers. Numbers of deleted versions are never reused.
+
+``latest``: it follows the newest version unless a user set it by hand. A tag row whose
+``updated_by`` is NULL was set by the registry (automatic); ``PUT .../tags/latest`` pins it;
+``DELETE .../tags/latest`` returns it to automatic (``ns/name`` then resolves to the newest
+live version, and the next push recreates the tag).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, selectinload
+
+from registry.db.base import utcnow
+from registry.db.models import (
+    Adapter,
+    AdapterVersion,
+    BaseModelRecord,
+    Job,
+    Namespace,
+    Tag,
+    User,
+    ValidationState,
+    VersionFile,
+    VersionLabel,
+    VersionTargetModule,
+    Visibility,
+)
+from registry.errors import Conflict, Incompatible, InvalidInput, NotFound
+from registry.formats.compat import check_compatibility
+from registry.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES, WEIGHTS_NAME, describe_adapter
+from registry.formats.peft import parse_config as parse_adapter_config
+from registry.formats.safetensors import read_header
+from registry.services import audit, bases
+from registry.services.accounts import get_namespace
+from registry.services.blobs import readable_namespace_ids
+from registry.services.manifests import FileEntry, check_entries, manifest_digest, require_blobs
+from registry.services.pagination import (
+    DEFAULT_LIMIT,
+    Page,
+    check_limit,
+    cursor_int,
+    decode_cursor,
+    encode_cursor,
+)
+from registry.services.permissions import (
+    Actor,
+    Principal,
+    adapter_not_found,
+    require_admin_adapter,
+    require_read_adapter,
+    require_scope,
+    require_write_adapter,
+    require_write_namespace,
+)
+from registry.services.refs import (
+    DEFAULT_TAG,
+    parse_adapter_name,
+    parse_ref,
+    parse_version_selector,
+    validate_base_name,
+    validate_tag,
+)
+from registry.storage import BlobStore
+
+MAX_DESCRIPTION = 10_000
+MAX_LABELS = 64
+MAX_TAGS = 32
+MAX_LABEL_VALUE = 512
+MAX_TEXT_QUERY = 256
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
+LabelValue = str | int | float | bool
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class PushSpec:
+    """The body of ``POST /adapters/{ns}/{name}/versions``."""
+
+    files: list[FileEntry]
+    base: str | None = None
+    tags: list[str] = field(default_factory=list)
+    labels: dict[str, Any] = field(default_factory=dict)
+    description: str | None = None
+    public: bool | None = None
+
+
+@dataclass
+class PushOutcome:
+    version: AdapterVersion
+    created: bool
+    job: Job | None = None
+
+
+@dataclass
+class SearchFilters:
+    namespace: str | None = None
+    base: str | None = None
+    target: str | None = None
+    rank_min: int | None = None
+    rank_max: int | None = None
+    labels: list[str] = field(default_factory=list)  # "key=value"
+    text: str | None = None
+
+
+def label_text(value: Any) -> str:
+    """How a label value is stored in the side table and matched by ``label=key=value``."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def check_labels(labels: Any) -> dict[str, LabelValue]:
+    if not isinstance(labels, dict):
+        raise InvalidInput("labels must be an object of key: value", details={"field": "labels"})
+    if len(labels) > MAX_LABELS:
+        raise InvalidInput(f"at most {MAX_LABELS} labels", details={"count": len(labels)})
+    out: dict[str, LabelValue] = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
+            raise InvalidInput(
+                f"invalid label key {str(key)[:100]!r}: letters, digits and . _ / - "
+                "(at most 128, starting with a letter or digit)",
+                details={"label": str(key)[:100]},
+            )
+        if not isinstance(value, str | int | float | bool) or (
+            isinstance(value, float) and value != value  # NaN
+        ):
+            raise InvalidInput(f"label {key!r}: values are strings, numbers or booleans",
+                               details={"label": key})
+        if len(label_text(value)) > MAX_LABEL_VALUE:
+            raise InvalidInput(f"label {key!r}: value longer than {MAX_LABEL_VALUE}",
+                               details={"label": key})
+        out[key] = value
+    return out
+
+
+def _check_description(description: str | None) -> str | None:
+    if description is not None and (
+        not isinstance(description, str) or len(description) > MAX_DESCRIPTION
+    ):
+        raise InvalidInput(f"description must be at most {MAX_DESCRIPTION} characters",
+                           details={"field": "description"})
+    return description
+
+
+def _parse_label_filter(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not _LABEL_KEY.fullmatch(key) or len(value) > MAX_LABEL_VALUE:
+        raise InvalidInput(f"invalid label filter {item[:100]!r}: expected key=value",
+                           details={"field": "label"})
+    return key, value
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def find_adapter(session: Session, namespace: str, name: str) -> Adapter | None:
+    parsed = parse_adapter_name(namespace, name)
+    return session.scalar(
+        select(Adapter)
+        .join(Namespace, Adapter.namespace_id == Namespace.id)
+        .where(Namespace.name == parsed.namespace, Adapter.name == parsed.name)
+    )
+
+
+def get_adapter(session: Session, actor: Actor, namespace: str, name: str) -> Adapter:
+    """The adapter if ``actor`` may read it; ``NotFound`` alike for missing and hidden."""
+    adapter = find_adapter(session, namespace, name)
+    if adapter is None:
+        raise adapter_not_found(namespace, name)
+    require_read_adapter(session, actor, adapter)
+    return adapter
+
+
+def _live() -> Any:
+    return AdapterVersion.deleted_at.is_(None)
+
+
+def _find_version(
+    session: Session, adapter: Adapter, kind: str, value: str, *, include_deleted: bool = False
+) -> AdapterVersion | None:
+    cond = [AdapterVersion.adapter_id == adapter.id]
+    if not include_deleted:
+        cond.append(_live())
+    if kind == "number":
+        cond.append(AdapterVersion.number == int(value))
+    elif kind == "digest":
+        cond.append(AdapterVersion.digest == value)
+    else:
+        tag = session.scalar(select(Tag).where(Tag.adapter_id == adapter.id, Tag.name == value))
+        if tag is not None:
+            cond.append(AdapterVersion.id == tag.version_id)
+        elif value == DEFAULT_TAG:
+            return session.scalar(
+                select(AdapterVersion).where(*cond).order_by(AdapterVersion.number.desc()).limit(1)
+            )
+        else:
+            return None
+    return session.scalar(select(AdapterVersion).where(*cond))
+
+
+def _version_not_found(adapter: Adapter, ref: str) -> NotFound:
+    full = f"{adapter.namespace.name}/{adapter.name}"
+    return NotFound(f"no version of '{full}' matches '{ref}'",
+                    details={"adapter": full, "ref": ref})
+
+
+def get_version(
+    session: Session, actor: Actor, namespace: str, name: str, selector: str,
+    *, include_deleted: bool = False,
+) -> AdapterVersion:
+    """A version by number or ``sha256:`` digest (the ``{ref}`` of the versions routes)."""
+    adapter = get_adapter(session, actor, namespace, name)
+    kind, value = parse_version_selector(selector)
+    version = _find_version(session, adapter, kind, value, include_deleted=include_deleted)
+    if version is None:
+        raise _version_not_found(adapter, selector)
+    return version
+
+
+def resolve(session: Session, actor: Actor, ref: str) -> AdapterVersion:
+    """Any reference form of DESIGN.md section 3 -> a live version the actor may read."""
+    parsed = parse_ref(ref)
+    adapter = get_adapter(session, actor, parsed.namespace, parsed.name)
+    version = _find_version(session, adapter, parsed.kind, parsed.value)
+    if version is None:
+        raise _version_not_found(adapter, ref)
+    return version
+
+
+def version_ref(version: AdapterVersion) -> str:
+    return f"{version.adapter.namespace.name}/{version.adapter.name}@{version.number}"
+
+
+def tags_of(session: Session, version: AdapterVersion) -> list[str]:
+    return list(session.scalars(
+        select(Tag.name).where(Tag.version_id == version.id).order_by(Tag.name)
+    ))
+
+
+def user_names(session: Session, ids: Sequence[int | None]) -> dict[int, str]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    return {i: n for i, n in session.execute(
+        select(User.id, User.name).where(User.id.in_(wanted))
+    )}
+
+
+# --------------------------------------------------------------------------- locking
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _lock_adapter(session: Session, adapter_id: int) -> None:
+    """Serialise writers of one adapter until the transaction ends (see module docstring)."""
+    if _is_postgres(session):
+        session.execute(select(Adapter.id).where(Adapter.id == adapter_id).with_for_update())
+    # On SQLite this UPDATE takes the write lock; on PostgreSQL it is merely a timestamp.
+    session.execute(
+        update(Adapter).where(Adapter.id == adapter_id).values(updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _create_or_lock_adapter(
+    session: Session, principal: Principal, namespace: Namespace, name: str, public: bool | None
+) -> tuple[Adapter, bool]:
+    """Insert the adapter unless a concurrent push did; lock it either way."""
+    now = utcnow()
+    values = {
+        "namespace_id": namespace.id, "name": name,
+        "visibility": (Visibility.PUBLIC if public else Visibility.PRIVATE).value,
+        "description": "", "created_by": principal.user_id, "created_at": now,
+        "updated_at": now,
+    }
+    insert = pg_insert if _is_postgres(session) else sqlite_insert
+    result = session.execute(
+        insert(Adapter).values(**values)
+        .on_conflict_do_nothing(index_elements=["namespace_id", "name"])
+    )
+    created = bool(getattr(result, "rowcount", 0))
+    adapter_id = session.scalar(
+        select(Adapter.id).where(Adapter.namespace_id == namespace.id, Adapter.name == name)
+    )
+    assert adapter_id is not None
+    _lock_adapter(session, adapter_id)
+    adapter = session.get(Adapter, adapter_id, populate_existing=True)
+    assert adapter is not None
+    return adapter, created
+
+
+# --------------------------------------------------------------------------- push
+
+
+@dataclass
+class _Described:
+    description: Any
+    report: Any
+    base: BaseModelRecord
+
+
+def _read_adapter(
+    session: Session, store: BlobStore, files: Sequence[FileEntry], base_name: str | None
+) -> _Described:
+    """Config + header through the store, described and checked against the base."""
+    by_path = {f.path: f for f in files}
+    missing = [p for p in (CONFIG_NAME, WEIGHTS_NAME) if p not in by_path]
+    if missing:
+        raise InvalidInput(
+            f"a PEFT adapter needs {CONFIG_NAME} and {WEIGHTS_NAME} at the top level; "
+            f"missing: {', '.join(missing)}",
+            details={"missing": missing},
+        )
+    cfg = by_path[CONFIG_NAME]
+    if cfg.size > MAX_CONFIG_BYTES:
+        raise InvalidInput(f"{CONFIG_NAME} is larger than {MAX_CONFIG_BYTES} bytes",
+                           details={"size": cfg.size})
+    config = parse_adapter_config(store.read_range(cfg.digest, 0, cfg.size), name=CONFIG_NAME)
+    weights = by_path[WEIGHTS_NAME]
+
+    def read_range(start: int, length: int) -> bytes:
+        return store.read_range(weights.digest, start, length)
+
+    header = read_header(read_range, name=WEIGHTS_NAME, size=weights.size)
+    described = describe_adapter(config, header, size_bytes=weights.size)
+
+    if base_name is None:
+        stated = config.get("base_model_name_or_path")
+        if isinstance(stated, str):
+            try:
+                validate_base_name(stated)
+            except InvalidInput:
+                stated = None
+            if stated is not None and bases.find_base(session, stated) is not None:
+                base_name = stated
+    if base_name is None:
+        raise InvalidInput(
+            "name the base model this adapter was trained on ('base'); "
+            f"{CONFIG_NAME}'s base_model_name_or_path is not a registered base model",
+            details={"field": "base",
+                     "base_model_name_or_path": str(config.get("base_model_name_or_path"))},
+        )
+    base = bases.find_base(session, base_name)
+    if base is None:
+        raise InvalidInput(
+            f"base model '{base_name}' is not registered (loreg base register DIR --name NAME)",
+            details={"field": "base", "base": base_name},
+        )
+    report = check_compatibility(described, bases.manifest_of(base))
+    if not report.ok:
+        text = report.format()
+        if len(text) > 4000:
+            text = text[:4000] + "\n  ..."
+        raise Incompatible(
+            f"adapter is incompatible with base model '{base.name}':\n{text}",
+            details=report.to_dict(),
+        )
+    return _Described(described, report, base)
+
+
+def _target_modules(described: Any) -> list[str]:
+    """Module names for the searchable side table: the config's list plus the leaf names of
+    every module the adapter actually wraps (so a regex ``target_modules`` is searchable)."""
+    names: set[str] = set()
+    if isinstance(described.target_modules, list):
+        names.update(str(t) for t in described.target_modules)
+    names.update(m.rsplit(".", 1)[-1] for m in described.modules)
+    return sorted(n for n in names if 0 < len(n) <= 512)
+
+
+def _apply_tags(
+    session: Session, principal: Principal, adapter: Adapter, version: AdapterVersion,
+    tags: Sequence[str],
+) -> list[str]:
+    """Point the requested tags at ``version``; ``latest`` moves unless pinned. Returns the
+    tags that moved."""
+    moved: list[str] = []
+    existing = {t.name: t for t in session.scalars(select(Tag).where(Tag.adapter_id == adapter.id))}
+    latest = existing.get(DEFAULT_TAG)
+    newest = session.scalar(
+        select(func.max(AdapterVersion.number)).where(
+            AdapterVersion.adapter_id == adapter.id, _live()
+        )
+    )
+    auto = latest is None or latest.updated_by is None
+    if (auto and version.number == newest) or DEFAULT_TAG in tags:
+        if latest is None:
+            session.add(Tag(adapter_id=adapter.id, name=DEFAULT_TAG, version_id=version.id,
+                            updated_by=None, updated_at=utcnow()))
+            moved.append(DEFAULT_TAG)
+        elif latest.version_id != version.id or latest.updated_by is not None:
+            if latest.protected and DEFAULT_TAG in tags:
+                require_admin_adapter(session, principal, adapter)
+            latest.version_id = version.id
+            latest.updated_by = None
+            latest.updated_at = utcnow()
+            moved.append(DEFAULT_TAG)
+    for name in tags:
+        if name == DEFAULT_TAG:
+            continue
+        tag = existing.get(name)
+        if tag is None:
+            session.add(Tag(adapter_id=adapter.id, name=name, version_id=version.id,
+                            updated_by=principal.user_id, updated_at=utcnow()))
+            moved.append(name)
+        elif tag.version_id != version.id:
+            if tag.protected:
+                require_admin_adapter(session, principal, adapter)
+            tag.version_id = version.id
+            tag.updated_by = principal.user_id
+            tag.updated_at = utcnow()
+            moved.append(name)
+    session.flush()
+    return moved
+
+
+def push_version(
+    session: Session,
+    store: BlobStore,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    spec: PushSpec,
+    *,
+    max_version_bytes: int | None = None,
+) -> PushOutcome:
+    """Create a version from a manifest of uploaded blobs (or answer the identical one)."""
+    parsed = parse_adapter_name(namespace, name)
+    principal = require_scope(actor, "write")
+    ns = get_namespace(session, parsed.namespace)
+    adapter = find_adapter(session, parsed.namespace, parsed.name)
+    if adapter is not None:
+        require_write_adapter(session, principal, adapter)
+    else:
+        require_write_namespace(session, principal, ns)
+
+    if not isinstance(spec.tags, list) or len(spec.tags) > MAX_TAGS:
+        raise InvalidInput(f"at most {MAX_TAGS} tags", details={"field": "tags"})
+    tags = list(dict.fromkeys(validate_tag(t) for t in spec.tags))
+    labels = check_labels(spec.labels)
+    description = _check_description(spec.description)
+    if spec.base is not None:
+        validate_base_name(spec.base)
+    if not spec.files:
+        raise InvalidInput("the manifest lists no files", details={"field": "files"})
+    files = check_entries(spec.files, max_total=max_version_bytes)
+    digest = manifest_digest(files)
+
+    def existing_version() -> AdapterVersion | None:
+        assert adapter is not None
+        found = session.scalar(select(AdapterVersion).where(
+            AdapterVersion.adapter_id == adapter.id, AdapterVersion.digest == digest
+        ))
+        if found is not None and found.deleted_at is not None:
+            raise Conflict(
+                f"this content was pushed as version {found.number}, which has been deleted; "
+                "a deleted version's content cannot be pushed again unchanged",
+                details={"number": found.number, "digest": digest},
+            )
+        return found
+
+    if adapter is not None and (same := existing_version()) is not None:
+        _lock_adapter(session, adapter.id)
+        moved = _apply_tags(session, principal, adapter, same, tags)
+        if moved:
+            audit.record(session, principal, "tag.set", "adapter", str(parsed),
+                         {"tags": moved, "version": same.number, "via": "push"})
+        return PushOutcome(same, created=False)
+
+    require_blobs(session, files)
+    described = _read_adapter(session, store, files, spec.base)
+    desc = described.description
+
+    # ---- writes start here: lock (or create) the adapter, then allocate the number
+    adapter, adapter_created = _create_or_lock_adapter(
+        session, principal, ns, parsed.name, spec.public
+    )
+    if not adapter_created and (same := existing_version()) is not None:
+        moved = _apply_tags(session, principal, adapter, same, tags)
+        if moved:
+            audit.record(session, principal, "tag.set", "adapter", str(parsed),
+                         {"tags": moved, "version": same.number, "via": "push"})
+        return PushOutcome(same, created=False)
+    if adapter_created:
+        audit.record(session, principal, "adapter.create", "adapter", str(parsed),
+                     {"visibility": adapter.visibility})
+    elif spec.public is not None and (adapter.visibility == Visibility.PUBLIC.value) != spec.public:
+        _set_visibility(session, principal, adapter, spec.public)
+    if description and not adapter.description:
+        adapter.description = description
+
+    number = (session.scalar(
+        select(func.max(AdapterVersion.number)).where(AdapterVersion.adapter_id == adapter.id)
+    ) or 0) + 1
+    target_modules = _target_modules(desc)
+    version = AdapterVersion(
+        adapter_id=adapter.id,
+        number=number,
+        digest=digest,
+        peft_type=desc.peft_type,
+        r=desc.r,
+        lora_alpha=desc.lora_alpha,
+        use_rslora=desc.use_rslora,
+        use_dora=desc.use_dora,
+        rank_pattern=dict(desc.rank_pattern),
+        alpha_pattern=dict(desc.alpha_pattern),
+        target_modules=desc.target_modules,
+        modules_to_save=list(desc.modules_to_save) or None,
+        fan_in_fan_out=desc.fan_in_fan_out,
+        dtype=desc.dtype,
+        num_parameters=desc.num_parameters,
+        size_bytes=desc.size_bytes,
+        adapter_config=desc.config,
+        base_model_id=described.base.id,
+        base_model_name=desc.base_model_name_or_path,
+        labels=labels,
+        description=description or "",
+        created_by=principal.user_id,
+        created_at=utcnow(),
+        validation_state=ValidationState.PENDING.value,
+        compatibility_report=described.report.to_dict(),
+        files=[VersionFile(path=f.path, blob_digest=f.digest, size=f.size) for f in files],
+        target_module_rows=[VersionTargetModule(module=m) for m in target_modules],
+        label_rows=[VersionLabel(key=k, value=label_text(v)) for k, v in labels.items()],
+    )
+    version.adapter = adapter
+    session.add(version)
+    session.flush()
+    _apply_tags(session, principal, adapter, version, tags)
+
+    from registry.services import jobs
+
+    job = jobs.enqueue_validation(session, version, submitted_by=principal.user_id)
+    audit.record(
+        session, principal, "version.push", "version", f"{parsed}@{number}",
+        {"digest": digest, "base": described.base.name, "tags": tags, "job_id": job.id},
+    )
+    return PushOutcome(version, created=True, job=job)
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def _set_visibility(session: Session, principal: Principal, adapter: Adapter, public: bool) -> None:
+    require_admin_adapter(session, principal, adapter)
+    value = (Visibility.PUBLIC if public else Visibility.PRIVATE).value
+    if adapter.visibility != value:
+        adapter.visibility = value
+        audit.record(session, principal, "adapter.visibility", "adapter",
+                     f"{adapter.namespace.name}/{adapter.name}", {"visibility": value})
+
+
+def update_adapter(
+    session: Session, actor: Actor, namespace: str, name: str,
+    *, public: bool | None = None, description: str | None = None,
+) -> Adapter:
+    """Visibility needs the namespace's admin role (it publishes data); description write."""
+    adapter = get_adapter(session, actor, namespace, name)
+    principal = require_write_adapter(session, actor, adapter)
+    _check_description(description)
+    if public is not None:
+        _set_visibility(session, principal, adapter, public)
+    if description is not None and description != adapter.description:
+        adapter.description = description
+        audit.record(session, principal, "adapter.update", "adapter",
+                     f"{adapter.namespace.name}/{adapter.name}", {"fields": ["description"]})
+    adapter.updated_at = utcnow()
+    session.flush()
+    return adapter
+
+
+@dataclass
+class AdapterSummary:
+    adapter: Adapter
+    latest: AdapterVersion | None
+    versions_count: int
+    tags: dict[str, int] = field(default_factory=dict)
+
+
+def summarize(session: Session, adapters: Sequence[Adapter]) -> list[AdapterSummary]:
+    """Latest live version, live version count and tags of each adapter, in few queries."""
+    ids = [a.id for a in adapters]
+    if not ids:
+        return []
+    stats = {
+        aid: (mx, n)
+        for aid, mx, n in session.execute(
+            select(AdapterVersion.adapter_id, func.max(AdapterVersion.number), func.count())
+            .where(AdapterVersion.adapter_id.in_(ids), _live())
+            .group_by(AdapterVersion.adapter_id)
+        )
+    }
+    conds = [and_(AdapterVersion.adapter_id == aid, AdapterVersion.number == mx)
+             for aid, (mx, _) in stats.items()]
+    latest: dict[int, AdapterVersion] = {}
+    if conds:
+        for v in session.scalars(
+            select(AdapterVersion).where(or_(*conds))
+            .options(selectinload(AdapterVersion.base_model))
+        ):
+            latest[v.adapter_id] = v
+    tags: dict[int, dict[str, int]] = {}
+    for aid, tname, number in session.execute(
+        select(Tag.adapter_id, Tag.name, AdapterVersion.number)
+        .join(AdapterVersion, AdapterVersion.id == Tag.version_id)
+        .where(Tag.adapter_id.in_(ids))
+    ):
+        tags.setdefault(aid, {})[tname] = number
+    return [
+        AdapterSummary(a, latest.get(a.id), stats.get(a.id, (0, 0))[1], tags.get(a.id, {}))
+        for a in adapters
+    ]
+
+
+def _visible(session: Session, actor: Actor) -> Any:
+    namespaces = readable_namespace_ids(session, actor)
+    if namespaces is None:
+        return None
+    cond: Any = Adapter.visibility == Visibility.PUBLIC.value
+    if namespaces:
+        cond = or_(cond, Adapter.namespace_id.in_(namespaces))
+    return cond
+
+
+def search(
+    session: Session, actor: Actor, filters: SearchFilters, *, cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Page[AdapterSummary]:
+    """Adapters the actor may read, newest first; version filters (base, target, rank,
+    labels) must all hold for one live version."""
+    check_limit(limit)
+    stmt = select(Adapter).join(
+        Namespace, Namespace.id == Adapter.namespace_id
+    )
+    visible = _visible(session, actor)
+    if visible is not None:
+        stmt = stmt.where(visible)
+    if filters.namespace is not None:
+        parse_adapter_name(filters.namespace, "x")
+        stmt = stmt.where(Namespace.name == filters.namespace)
+    vconds: list[Any] = []
+    if filters.base is not None:
+        validate_base_name(filters.base)
+        vconds.append(AdapterVersion.base_model_id.in_(
+            select(BaseModelRecord.id).where(BaseModelRecord.name == filters.base)
+        ))
+    if filters.target is not None:
+        if not filters.target or len(filters.target) > 512:
+            raise InvalidInput("invalid target module", details={"field": "target"})
+        vconds.append(exists().where(
+            VersionTargetModule.version_id == AdapterVersion.id,
+            VersionTargetModule.module == filters.target,
+        ))
+    for bound, op in ((filters.rank_min, "min"), (filters.rank_max, "max")):
+        if bound is not None:
+            if not 0 <= bound < 2**31:
+                raise InvalidInput(f"rank_{op} out of range", details={"field": f"rank_{op}"})
+            vconds.append(AdapterVersion.r >= bound if op == "min" else AdapterVersion.r <= bound)
+    if len(filters.labels) > MAX_LABELS:
+        raise InvalidInput("too many label filters", details={"field": "label"})
+    for item in filters.labels:
+        key, value = _parse_label_filter(item)
+        vconds.append(exists().where(
+            VersionLabel.version_id == AdapterVersion.id,
+            VersionLabel.key == key, VersionLabel.value == value,
+        ))
+    if vconds:
+        stmt = stmt.where(exists().where(
+            AdapterVersion.adapter_id == Adapter.id, _live(), *vconds
+        ))
+    if filters.text:
+        if len(filters.text) > MAX_TEXT_QUERY:
+            raise InvalidInput("text query is too long", details={"field": "text"})
+        needle = filters.text.lower()
+        stmt = stmt.where(or_(
+            func.lower(Adapter.name).contains(needle, autoescape=True),
+            func.lower(Adapter.description).contains(needle, autoescape=True),
+            exists().where(
+                AdapterVersion.adapter_id == Adapter.id, _live(),
+                func.lower(AdapterVersion.description).contains(needle, autoescape=True),
+            ),
+        ))
+    after = cursor_int(decode_cursor("adapters", cursor), "id")
+    if after is not None:
+        stmt = stmt.where(Adapter.id < after)
+    rows = list(session.scalars(stmt.order_by(Adapter.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor("adapters", {"id": rows[-1].id}) if more and rows else None
+    return Page(summarize(session, rows), next_cursor)
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def list_versions(
+    session: Session, actor: Actor, namespace: str, name: str, *, cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT, include_deleted: bool = False,
+) -> Page[AdapterVersion]:
+    """Newest first."""
+    check_limit(limit)
+    adapter = get_adapter(session, actor, namespace, name)
+    stmt = select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id)
+    if not include_deleted:
+        stmt = stmt.where(_live())
+    after = cursor_int(decode_cursor("versions", cursor), "n")
+    if after is not None:
+        stmt = stmt.where(AdapterVersion.number < after)
+    rows = list(session.scalars(
+        stmt.order_by(AdapterVersion.number.desc()).limit(limit + 1)
+        .options(selectinload(AdapterVersion.files), selectinload(AdapterVersion.base_model))
+    ))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor("versions", {"n": rows[-1].number}) if more and rows else None
+    return Page(rows, next_cursor)
+
+
+def delete_version(
+    session: Session, actor: Actor, namespace: str, name: str, selector: str, reason: str,
+) -> AdapterVersion:
+    """Soft delete: the row, its digest and its blobs stay; tags on it go; ``latest`` falls
+    back to the newest live version. Protected tags on it need the namespace's admin."""
+    adapter = get_adapter(session, actor, namespace, name)
+    principal = require_write_adapter(session, actor, adapter)
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 1000:
+        raise InvalidInput("give a reason (1-1000 characters)", details={"field": "reason"})
+    kind, value = parse_version_selector(selector)
+    version = _find_version(session, adapter, kind, value)
+    if version is None:
+        raise _version_not_found(adapter, selector)
+    _lock_adapter(session, adapter.id)
+    session.refresh(version)
+    if version.deleted_at is not None:
+        raise _version_not_found(adapter, selector)
+    on_it = list(session.scalars(select(Tag).where(Tag.version_id == version.id)))
+    if any(t.protected for t in on_it):
+        require_admin_adapter(session, principal, adapter)
+    version.deleted_at = utcnow()
+    version.deleted_by = principal.user_id
+    version.delete_reason = reason.strip()
+    removed = [t.name for t in on_it]
+    for t in on_it:
+        session.delete(t)
+    session.flush()
+    if DEFAULT_TAG in removed:
+        newest = session.scalar(
+            select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id, _live())
+            .order_by(AdapterVersion.number.desc()).limit(1)
+        )
+        if newest is not None:
+            session.add(Tag(adapter_id=adapter.id, name=DEFAULT_TAG, version_id=newest.id,
+                            updated_by=None, updated_at=utcnow()))
+    session.flush()
+    audit.record(session, principal, "version.delete", "version", version_ref(version),
+                 {"reason": version.delete_reason, "tags_removed": removed})
+    return version
+
+
+# --------------------------------------------------------------------------- tags
+
+
+def list_tags(session: Session, actor: Actor, namespace: str, name: str) -> list[Tag]:
+    adapter = get_adapter(session, actor, namespace, name)
+    return list(session.scalars(
+        select(Tag).where(Tag.adapter_id == adapter.id).order_by(Tag.name)
+        .options(selectinload(Tag.version))
+    ))
+
+
+def set_tag(
+    session: Session, actor: Actor, namespace: str, name: str, tag: str, selector: str,
+    *, protected: bool | None = None,
+) -> Tag:
+    """Point ``tag`` at a live version (create or move). Moving or (un)protecting a protected
+    tag, or protecting one, needs the namespace's admin role. Setting ``latest`` pins it."""
+    adapter = get_adapter(session, actor, namespace, name)
+    principal = require_write_adapter(session, actor, adapter)
+    validate_tag(tag)
+    kind, value = parse_version_selector(selector)
+    _lock_adapter(session, adapter.id)
+    version = _find_version(session, adapter, kind, value)
+    if version is None:
+        raise _version_not_found(adapter, selector)
+    row = session.scalar(select(Tag).where(Tag.adapter_id == adapter.id, Tag.name == tag))
+    if (row is not None and row.protected) or protected:
+        require_admin_adapter(session, principal, adapter)
+    before = None if row is None else row.version_id
+    if row is None:
+        row = Tag(adapter_id=adapter.id, name=tag, version_id=version.id,
+                  protected=bool(protected), updated_by=principal.user_id, updated_at=utcnow())
+        session.add(row)
+    else:
+        row.version_id = version.id
+        row.updated_by = principal.user_id
+        row.updated_at = utcnow()
+        if protected is not None:
+            row.protected = protected
+    row.version = version
+    session.flush()
+    audit.record(session, principal, "tag.set", "tag",
+                 f"{adapter.namespace.name}/{adapter.name}:{tag}",
+                 {"version": version.number, "previous_version_id": before,
+                  "protected": row.protected})
+    return row
+
+
+def delete_tag(session: Session, actor: Actor, namespace: str, name: str, tag: str) -> None:
+    """Remove a tag; deleting ``latest`` returns it to following the newest version."""
+    adapter = get_adapter(session, actor, namespace, name)
+    principal = require_write_adapter(session, actor, adapter)
+    validate_tag(tag)
+    _lock_adapter(session, adapter.id)
+    row = session.scalar(select(Tag).where(Tag.adapter_id == adapter.id, Tag.name == tag))
+    if row is None:
+        raise NotFound(f"tag '{tag}' not found", details={"tag": tag})
+    if row.protected:
+        require_admin_adapter(session, principal, adapter)
+    session.delete(row)
+    session.flush()
+    audit.record(session, principal, "tag.delete", "tag",
+                 f"{adapter.namespace.name}/{adapter.name}:{tag}", {})
+
+
+__all__ = [
+    "AdapterSummary",
+    "PushOutcome",
+    "PushSpec",
+    "SearchFilters",
+    "delete_tag",
+    "delete_version",
+    "get_adapter",
+    "get_version",
+    "list_tags",
+    "list_versions",
+    "push_version",
+    "resolve",
+    "search",
+    "set_tag",
+    "update_adapter",
+]
+

@@ -1,0 +1,116 @@
+"""File lists of versions and base models: path rules, the canonical digest, blob checks.
+
+``manifest_digest`` is *the* definition of a version's digest (DESIGN.md section 3): the
+sha256 of the canonical manifest, so the client, the server and the worker agree on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.db.models import Blob
+from registry.errors import InvalidInput
+from registry.storage import validate_digest
+
+MAX_FILES = 1000
+MAX_PATH_LEN = 512
+_BAD_PATH_CHARS = set('\\:*?"<>|')
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a version or base: its relative path, blob digest and size."""
+
+    path: str
+    digest: str
+    size: int
+
+
+class BlobsMissing(InvalidInput):
+    """The manifest names blobs the registry does not have (upload them first)."""
+
+    code = "blob_unknown"
+
+
+def validate_path(path: str) -> str:
+    """A relative POSIX path inside the version's folder: no ``..``, no absolute paths."""
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_LEN:
+        raise InvalidInput("file paths must be 1-512 characters", details={"path": str(path)[:100]})
+    parts = path.split("/")
+    if (
+        path.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+        or any(ord(c) < 32 or c in _BAD_PATH_CHARS for c in path)
+    ):
+        raise InvalidInput(
+            f"invalid file path {path[:100]!r}: use a relative path without '..', '.', empty "
+            "parts, backslashes or control characters",
+            details={"path": path[:200]},
+        )
+    return path
+
+
+def check_entries(files: Sequence[FileEntry], *, max_total: int | None = None) -> list[FileEntry]:
+    """Validate a file list; return it sorted by path. Raises ``InvalidInput``/``TooLarge``."""
+    from registry.errors import TooLarge
+
+    if len(files) > MAX_FILES:
+        raise InvalidInput(f"at most {MAX_FILES} files", details={"count": len(files)})
+    seen: set[str] = set()
+    total = 0
+    for f in files:
+        validate_path(f.path)
+        validate_digest(f.digest)
+        if isinstance(f.size, bool) or not isinstance(f.size, int) or f.size < 0:
+            raise InvalidInput("file sizes must be integers >= 0", details={"path": f.path})
+        if f.path in seen:
+            raise InvalidInput(f"file {f.path!r} is listed twice", details={"path": f.path})
+        seen.add(f.path)
+        total += f.size
+    if max_total is not None and total > max_total:
+        raise TooLarge(
+            f"the files add up to {total} bytes, over the limit of {max_total}",
+            details={"size": total, "limit": max_total},
+        )
+    return sorted(files, key=lambda f: f.path)
+
+
+def manifest_digest(files: Iterable[FileEntry]) -> str:
+    """``sha256:`` of the canonical manifest: compact JSON of ``[[path, digest, size], ...]``
+    sorted by path (UTF-8, no spaces). Never change it: stored digests depend on it."""
+    records = sorted([f.path, f.digest, f.size] for f in files)
+    raw = json.dumps(records, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def require_blobs(session: Session, files: Sequence[FileEntry]) -> None:
+    """Every file's blob exists (verified) and has the stated size."""
+    digests = sorted({f.digest for f in files})
+    sizes: dict[str, int] = {}
+    for i in range(0, len(digests), 500):
+        chunk = digests[i : i + 500]
+        sizes.update(
+            {d: s for d, s in session.execute(
+                select(Blob.digest, Blob.size).where(Blob.digest.in_(chunk))
+            )}
+        )
+    missing = [f.digest for f in files if f.digest not in sizes]
+    if missing:
+        raise BlobsMissing(
+            f"{len(missing)} blob(s) named in the manifest were never uploaded: "
+            "PUT /api/v1/blobs/<digest> first",
+            details={"missing": sorted(set(missing))},
+        )
+    wrong = [
+        {"path": f.path, "digest": f.digest, "size": f.size, "stored_size": sizes[f.digest]}
+        for f in files
+        if sizes[f.digest] != f.size
+    ]
+    if wrong:
+        raise InvalidInput("file sizes do not match their blobs", details={"files": wrong})

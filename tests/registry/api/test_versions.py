@@ -1,0 +1,279 @@
+"""Push and pull over HTTP on both backends: real PEFT adapters, the three-call protocol,
+byte-identical pulls, idempotent re-push, incompatibility reports, bad manifests, and
+concurrent pushes getting consecutive numbers."""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.factories.pushes import (
+    Models,
+    build_models,
+    folder_files,
+    push,
+    register_base,
+    upload,
+)
+from tests.factories.tiny_models import make_lora_adapter
+from tests.fixtures.api import RegistryServer, unique_name
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    return build_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def world(registry_server: RegistryServer, models: Models) -> dict[str, Any]:
+    """A writer with an org, and both bases registered."""
+    owner = registry_server.make_user()
+    org = registry_server.make_org(owner)
+    client = registry_server.client(owner.token)
+    base = unique_name("Tiny-Llama")
+    other = unique_name("Tiny-Llama-48")
+    assert register_base(client, models.base, f"test/{base}").status_code == 201
+    assert register_base(client, models.other_base, f"test/{other}").status_code == 201
+    return {"owner": owner, "org": org, "client": client, "base": f"test/{base}",
+            "other_base": f"test/{other}"}
+
+
+def _pull(client: httpx.Client, version: dict[str, Any], dest: Path) -> None:
+    """Pull every file of a version (following a 307 to the store without our token)."""
+    dest.mkdir(parents=True)
+    for f in version["files"]:
+        r = client.get(f"/blobs/{f['digest']}")
+        if r.status_code == 307:
+            r = httpx.get(r.headers["location"], timeout=30)
+        assert r.status_code == 200, r.text
+        (dest / f["path"]).write_bytes(r.content)
+
+
+def test_push_pull_roundtrip(world: dict[str, Any], models: Models, tmp_path: Path,
+                             registry_server: RegistryServer) -> None:
+    client, org = world["client"], world["org"]
+    files = folder_files(models.adapter.path)
+    assert {f["path"] for f in files} >= {"adapter_config.json", "adapter_model.safetensors"}
+
+    # 1. upload check: everything missing; 2. blob puts; 3. version create
+    missing = upload(client, models.adapter.path, files)
+    assert sorted(missing) == sorted({f["digest"] for f in files})
+    r = client.post(f"/adapters/{org}/tiny/versions",
+                    json={"files": files, "base": world["base"], "labels": {"dataset": "x"},
+                          "description": "a tiny adapter"})
+    assert r.status_code == 201, r.text
+    v = r.json()
+    assert v["number"] == 1 and v["created"] is True
+    assert v["digest"].startswith("sha256:")
+    assert v["r"] == 4 and v["lora_alpha"] == 8 and v["peft_type"] == "LORA"
+    assert sorted(v["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert v["base"] == world["base"] and v["validation_state"] == "pending"
+    assert v["labels"] == {"dataset": "x"} and v["tags"] == ["latest"]
+    assert v["dtype"] == "F32" and v["num_parameters"] > 0
+    assert v["adapter_config"]["r"] == 4 and v["compatibility"]["compatible"] is True
+    assert v["job_id"]
+    peft_params = sum(p.numel() for n, p in models.adapter.model.named_parameters()
+                      if "lora_" in n)
+    assert v["num_parameters"] == peft_params
+
+    # pull it back byte-identical, by every reference form
+    for ref in (f"{org}/tiny", f"{org}/tiny:latest", f"{org}/tiny@1", f"{org}/tiny@{v['digest']}"):
+        r = client.get("/resolve", params={"ref": ref})
+        assert r.status_code == 200, (ref, r.text)
+        assert r.json()["digest"] == v["digest"]
+    got = client.get(f"/adapters/{org}/tiny/versions/1").json()
+    _pull(client, got, tmp_path / "pulled")
+    for f in files:
+        assert (tmp_path / "pulled" / f["path"]).read_bytes() == \
+            (models.adapter.path / f["path"]).read_bytes()
+
+    # PEFT loads the pulled folder
+    from peft import PeftModel
+
+    from tests.factories.tiny_models import load_model
+
+    loaded = PeftModel.from_pretrained(load_model(models.base.path), str(tmp_path / "pulled"))
+    assert loaded.peft_config["default"].r == 4
+
+    # re-push: no upload needed, same version, no new number
+    assert upload(client, models.adapter.path, files) == []
+    r = client.post(f"/adapters/{org}/tiny/versions", json={"files": files, "base": world["base"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["number"] == 1 and r.json()["created"] is False
+    versions = client.get(f"/adapters/{org}/tiny/versions").json()["versions"]
+    assert [x["number"] for x in versions] == [1]
+
+    # search finds it by base and by target module; not by another target
+    def found(**params: Any) -> list[str]:
+        r = client.get("/adapters", params=params)
+        assert r.status_code == 200, r.text
+        return [f"{a['namespace']}/{a['name']}" for a in r.json()["adapters"]]
+
+    assert f"{org}/tiny" in found(base=world["base"])
+    assert f"{org}/tiny" in found(target="q_proj", namespace=org)
+    assert f"{org}/tiny" not in found(target="gate_proj", namespace=org)
+    assert f"{org}/tiny" not in found(base=world["other_base"])
+    assert f"{org}/tiny" in found(label="dataset=x", rank_min=4, rank_max=4)
+    assert f"{org}/tiny" not in found(rank_min=5)
+    assert f"{org}/tiny" in found(text="TINY ADAPTER")
+
+    # private by default: 404 for an outsider and anonymous, no search hit, no blob
+    outsider = registry_server.client(registry_server.make_user().token)
+    anon = registry_server.client(None)
+    for c in (outsider, anon):
+        assert c.get(f"/adapters/{org}/tiny").status_code == 404
+        assert c.get("/resolve", params={"ref": f"{org}/tiny"}).status_code == 404
+        assert f"{org}/tiny" not in [a["name"] for a in c.get("/adapters").json()["adapters"]]
+        assert c.get(f"/blobs/{files[0]['digest']}").status_code == 404
+
+
+def test_second_version_moves_latest(world: dict[str, Any], models: Models) -> None:
+    client, org = world["client"], world["org"]
+    assert push(client, models.adapter.path, f"{org}/a", base=world["base"]).status_code == 201
+    r = push(client, models.adapter_r8.path, f"{org}/a", base=world["base"], tags=["prod"])
+    assert r.status_code == 201, r.text
+    assert r.json()["number"] == 2 and sorted(r.json()["tags"]) == ["latest", "prod"]
+    assert r.json()["r"] == 8
+    a = client.get(f"/adapters/{org}/a").json()
+    assert a["latest"]["number"] == 2 and a["versions_count"] == 2
+    assert a["tags"] == {"latest": 2, "prod": 2}
+
+
+def test_incompatible_push_is_422_naming_module_and_shapes(
+    world: dict[str, Any], models: Models, registry_server: RegistryServer
+) -> None:
+    client, org = world["client"], world["org"]
+    r = push(client, models.adapter.path, f"{org}/wrong", base=world["other_base"])
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "incompatible"
+    problems = err["details"]["problems"]
+    assert problems
+    first = next(p for p in problems if p["module"] == "model.layers.0.self_attn.q_proj")
+    assert first["expected"] and first["found"] and first["expected"] != first["found"]
+    assert "model.layers.0.self_attn.q_proj" in err["message"]
+    # nothing half-written: no adapter, no version
+    assert client.get(f"/adapters/{org}/wrong").status_code == 404
+
+
+def test_bad_manifests_are_4xx_and_write_nothing(
+    world: dict[str, Any], models: Models, tmp_path: Path
+) -> None:
+    client, org = world["client"], world["org"]
+    files = folder_files(models.adapter.path)
+    upload(client, models.adapter.path, files)
+
+    def create(body: Any, target: str = f"{org}/bad", **kw: Any) -> httpx.Response:
+        return client.post(f"/adapters/{target}/versions", json=body, **kw)
+
+    # a blob never uploaded
+    ghost = [*files, {"path": "README.md", "digest": "sha256:" + "ab" * 32, "size": 3}]
+    r = create({"files": ghost, "base": world["base"]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "blob_unknown", r.text
+    assert r.json()["error"]["details"]["missing"] == ["sha256:" + "ab" * 32]
+    # a size that does not match the blob
+    wrong_size = [dict(f, size=f["size"] + 1) if f["path"] == "adapter_config.json" else f
+                  for f in files]
+    assert create({"files": wrong_size, "base": world["base"]}).status_code == 400
+    # paths that escape the folder, duplicates, missing weights
+    for path in ("../x", "/etc/passwd", "a//b", "a\\b", "./x"):
+        bad = [*files, {"path": path, "digest": files[0]["digest"], "size": files[0]["size"]}]
+        r = create({"files": bad, "base": world["base"]})
+        assert r.status_code == 400, (path, r.text)
+    only_config = [f for f in files if f["path"] == "adapter_config.json"]
+    assert create({"files": only_config, "base": world["base"]}).status_code == 400
+    # malformed JSON, wrong types, unknown base
+    r = client.post(f"/adapters/{org}/bad/versions", content=b"{not json",
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_input"
+    assert create({"files": "nope"}).status_code == 400
+    assert create({"files": files, "base": "no/such-base"}).status_code == 400
+    # bad names: .., upper case, 500 characters, a slash (routing: 404 or 405, never 500)
+    for target in (f"{org}/a..b", f"{org}/Upper", f"{org}/" + "x" * 500, f"..{org}/x"):
+        r = create({"files": files, "base": world["base"]}, target=target)
+        assert r.status_code == 400, (target, r.text)
+        assert r.json()["error"]["code"] == "invalid_input"
+    r = create({"files": files, "base": world["base"]}, target=f"{org}/a/b")
+    assert 400 <= r.status_code < 500 and "error" in r.json()
+
+    # a safetensors header that lies about sizes (claims more bytes than the file has)
+    lying = tmp_path / "lying"
+    lying.mkdir()
+    (lying / "adapter_config.json").write_bytes(
+        (models.adapter.path / "adapter_config.json").read_bytes())
+    header = {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight":
+              {"dtype": "F32", "shape": [4, 32], "data_offsets": [0, 10**12]}}
+    raw = json.dumps(header).encode()
+    weights = lying / "adapter_model.safetensors"
+    weights.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 64)
+    r = push(client, lying, f"{org}/bad", base=world["base"])
+    assert r.status_code == 400, r.text
+    assert "adapter_model.safetensors" in r.json()["error"]["message"]
+    # a header length beyond the file
+    (lying / "adapter_model.safetensors").write_bytes(struct.pack("<Q", 10**15) + b"{}")
+    assert push(client, lying, f"{org}/bad", base=world["base"]).status_code == 400
+
+    # none of it created anything
+    assert client.get(f"/adapters/{org}/bad").status_code == 404
+
+
+def test_deleted_version_is_soft(world: dict[str, Any], models: Models) -> None:
+    client, org = world["client"], world["org"]
+    push(client, models.adapter.path, f"{org}/d", base=world["base"])
+    v2 = push(client, models.adapter_r8.path, f"{org}/d", base=world["base"]).json()
+    r = client.delete(f"/adapters/{org}/d/versions/2", params={"reason": "leaked data"})
+    assert r.status_code == 200, r.text
+    assert r.json()["delete_reason"] == "leaked data" and r.json()["deleted_at"]
+    assert client.get(f"/adapters/{org}/d/versions/2").status_code == 404
+    shown = client.get(f"/adapters/{org}/d/versions/2", params={"include_deleted": True})
+    assert shown.status_code == 200 and shown.json()["delete_reason"] == "leaked data"
+    # latest falls back to 1; blobs stay in the registry (their upload check says present)
+    assert client.get("/resolve", params={"ref": f"{org}/d"}).json()["number"] == 1
+    digests = [f["digest"] for f in v2["files"]]
+    assert client.post("/uploads", json={"digests": digests}).json()["missing"] == []
+    # the next push gets number 3: numbers are never reused
+    v3 = push(client, models.variant(models.base.path.parent, 7).path, f"{org}/d",
+              base=world["base"])
+    assert v3.status_code == 201 and v3.json()["number"] == 3
+    assert client.delete(f"/adapters/{org}/d/versions/1").status_code == 400  # no reason
+
+
+def test_concurrent_pushes_get_consecutive_numbers(
+    world: dict[str, Any], models: Models, registry_server: RegistryServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    client, org = world["client"], world["org"]
+    root = tmp_path_factory.mktemp("variants")
+    folders = [make_lora_adapter(models.base, root / f"v{i}", r=4, seed=100 + i).path
+               for i in range(20)]
+    manifests = []
+    for folder in folders:
+        files = folder_files(folder)
+        upload(client, folder, files)
+        manifests.append(files)
+    results: list[httpx.Response] = []
+    barrier = threading.Barrier(len(manifests))
+    token = world["owner"].token
+
+    def run(files: list[dict[str, Any]]) -> None:
+        with httpx.Client(base_url=registry_server.api_url, timeout=120,
+                          headers={"Authorization": f"Bearer {token}"}) as c:
+            barrier.wait()
+            results.append(c.post(f"/adapters/{org}/race/versions",
+                                  json={"files": files, "base": world["base"]}))
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in manifests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in results] == [201] * 20, [r.text for r in results
+                                                            if r.status_code != 201]
+    assert sorted(r.json()["number"] for r in results) == list(range(1, 21))
+    assert client.get("/resolve", params={"ref": f"{org}/race"}).json()["number"] == 20
