@@ -36,7 +36,7 @@ from registry.formats.types import BaseManifest, DType, SafetensorsHeader, Tenso
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 FINGERPRINT_PREFIX = "sha256:"
-READ_CHUNK = 8 * 1024 * 1024  # per hashing thread; bounds memory, large enough to hash fast
+READ_CHUNK = 1024 * 1024  # per hashing thread: stays in L2 cache between the copy and the hash
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
