@@ -74,7 +74,7 @@ TERMINAL = frozenset({JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStat
 DEDUPE_STATUSES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value, JobStatus.SUCCEEDED.value)
 MAX_ADAPTERS = 32
 MAX_LIST = 500
-MIN_SHARD_BYTES = 1024 * 1024
+MIN_SHARD_BYTES = 4096
 DTYPES = ("float16", "bfloat16", "float32")
 METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 
