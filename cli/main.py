@@ -9,6 +9,7 @@ import click
 
 from cli import commands as client_commands
 from cli import db as db_commands
+from cli import gc as gc_command
 from cli import validate as validate_command
 from cli import worker as worker_command
 from cli.common import run
@@ -24,6 +25,7 @@ cli.add_command(db_commands.db)
 client_commands.register(cli)
 cli.add_command(validate_command.validate)
 cli.add_command(worker_command.worker)
+cli.add_command(gc_command.gc)
 
 
 def main() -> None:

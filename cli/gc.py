@@ -1,0 +1,61 @@
+"""``loreg gc``: collect unreferenced blobs (server side: talks to the DB and store directly).
+
+Run it where the server's configuration is (``LOREG_DATABASE_URL``, ``LOREG_STORAGE_URL``...),
+e.g. ``docker compose exec api loreg gc --dry-run``. Workers also run it on a schedule.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import click
+
+from cli.common import emit, human_bytes, json_option, settings
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; change nothing.")
+@click.option("--grace-hours", type=click.FloatRange(min=0), default=24.0, show_default=True,
+              help="Never touch blobs or store objects younger than this (uploads in flight).")
+@click.option("--retention-hours", type=click.FloatRange(min=0), default=24.0 * 7,
+              show_default=True,
+              help="Keep the blobs of soft-deleted versions this long after the deletion.")
+@json_option
+def gc(dry_run: bool, grace_hours: float, retention_hours: float, as_json: bool) -> None:
+    """Delete blobs that no version, base model or unexpired job output references.
+
+    Expired job outputs are dropped first; soft-deleted versions past the retention period
+    lose their files (the version record stays). Only blobs and store objects older than
+    the grace period are touched.
+    """
+    from registry.db.session import create_engine_for, make_sessionmaker
+    from registry.services import gc as gc_service
+    from registry.storage import open_store
+
+    config = settings()
+    engine = create_engine_for(config.effective_database_url)
+    try:
+        report = gc_service.run(
+            make_sessionmaker(engine), open_store(config), dry_run=dry_run,
+            grace=timedelta(hours=grace_hours), retention=timedelta(hours=retention_hours),
+        )
+    finally:
+        engine.dispose()
+
+    def human() -> None:
+        verb = "would delete" if dry_run else "deleted"
+        for out in report.expired_job_outputs:
+            click.echo(f"{verb} expired output {out['path']} of job {out['job_id']}")
+        for version in report.purged_versions:
+            click.echo(f"{verb} the files of deleted version {version['ref']} "
+                       f"({version['files']} files)")
+        for blob in report.blobs:
+            click.echo(f"{verb} blob {blob['digest']} ({human_bytes(blob['size'])})")
+        for obj in report.orphan_objects:
+            click.echo(f"{verb} orphan object {obj['digest']} ({human_bytes(obj['size'])})")
+        for err in report.errors:
+            click.echo(f"error: {err}", err=True)
+        click.echo(f"{verb} {len(report.blobs) + len(report.orphan_objects)} blobs, "
+                   f"{human_bytes(report.bytes_freed)}")
+
+    emit(report.to_dict(), human)
