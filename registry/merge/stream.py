@@ -14,6 +14,7 @@ is complete and, if one was expected, the base fingerprint matched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -61,6 +62,7 @@ from registry.merge.sources import (
     torch_dtype,
 )
 from registry.merge.writer import (
+    BytesLike,
     OutputFile,
     ShardedSafetensorsWriter,
     TensorSpec,
@@ -90,6 +92,7 @@ TOKENIZER_FILES = frozenset(
     }
 )
 _QUEUE_DEPTH = 3
+_BLOCK_ELEMENTS = 1 << 19  # rows per block: ~2 MiB of float32, fits in cache
 
 
 class FingerprintMismatch(Incompatible):
@@ -334,6 +337,47 @@ class _Reader(threading.Thread):
         self.join(timeout=10)
 
 
+class _WriterThread(threading.Thread):
+    """Writes (and hashes) output bytes while the next tensor is being read and merged."""
+
+    def __init__(self, writer: ShardedSafetensorsWriter) -> None:
+        super().__init__(name="loreg-merge-writer", daemon=True)
+        self.writer = writer
+        self.items: queue.Queue[tuple[str, BytesLike, Callable[[], None] | None] | None] = (
+            queue.Queue(maxsize=_QUEUE_DEPTH)
+        )
+        self.error: BaseException | None = None
+
+    def submit(self, name: str, data: BytesLike, release: Callable[[], None] | None = None) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.items.put((name, data, release), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def run(self) -> None:
+        while (item := self.items.get()) is not None:
+            name, data, release = item
+            try:
+                if self.error is None:
+                    self.writer.write(name, data)
+            except BaseException as e:
+                self.error = e
+            finally:
+                if release is not None:
+                    release()
+
+    def close(self) -> None:
+        """Wait until everything submitted is written; re-raise a write error."""
+        self.items.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
 class _Stopped(Exception):
     pass
 
@@ -371,32 +415,60 @@ class _Merger:
         if plan.replace is not None:
             i, key = plan.replace
             base = self.adapters[i].tensor(key)
-        w = to_device(base, self.device).to(torch.float32, copy=True)
-        if plan.loras:
-            self._apply_loras(plan, w)
-        for i, module in plan.biases:
-            assert module.bias_key is not None
-            bias = bias_delta(module, self._load(i, module.bias_key))
-            w.add_(bias, alpha=self.weights[i])
-        return to_host(w.to(torch_dtype(plan.out.dtype)))
+        base = to_device(base, self.device)
+        out_dtype = torch_dtype(plan.out.dtype)
+        dora = any(m.magnitude_key is not None for _, m in plan.loras)
+        if plan.loras and self.method in ("linear", "cat") and not dora:
+            out = self._blocked_sum(plan, base, out_dtype)
+        else:
+            w = base.to(torch.float32, copy=True)
+            if plan.loras:
+                self._apply_loras(plan, w)
+            for i, module in plan.biases:  # bias tensors are planned apart from weights
+                assert module.bias_key is not None
+                w.add_(bias_delta(module, self._load(i, module.bias_key)), alpha=self.weights[i])
+            out = w.to(out_dtype)
+        return to_host(out)
+
+    def _factors(self, plan: _Plan) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
+        """``(alpha, left, right)`` with ``delta = alpha * left @ right`` in W's 2-D layout."""
+        factors = []
+        for i, m in plan.loras:
+            a, b = self._load(i, m.a_key), self._load(i, m.b_key)
+            alpha = self.weights[i] * m.scale
+            if m.kind == "conv":
+                factors.append((alpha, b.reshape(b.shape[0], -1), a.reshape(a.shape[0], -1)))
+            elif m.kind == "embedding" or m.fan_in_fan_out:
+                factors.append((alpha, a.T, b.T))
+            else:
+                factors.append((alpha, b, a))
+        return factors
+
+    def _blocked_sum(self, plan: _Plan, base: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        """``W + sum alpha_i * left_i @ right_i``, a block of rows at a time.
+
+        Each block is converted to float32, updated in place and cast to the output dtype
+        while it is still in cache: no float32 copy of the whole weight, no dense delta.
+        """
+        out = torch.empty(base.shape, dtype=out_dtype, device=base.device)
+        if base.numel() == 0:
+            return out
+        src2d = base.reshape(base.shape[0], -1)
+        out2d = out.view(out.shape[0], -1)
+        factors = self._factors(plan)
+        step = max(1, _BLOCK_ELEMENTS // max(1, src2d.shape[1]))
+        if base.device.type != "cpu":
+            step = src2d.shape[0]  # one block: the GPU has the bandwidth, not the cache
+        for start in range(0, src2d.shape[0], step):
+            stop = min(start + step, src2d.shape[0])
+            block = src2d[start:stop].to(torch.float32, copy=True)
+            for alpha, left, right in factors:
+                block.addmm_(left[start:stop], right, alpha=alpha)
+            out2d[start:stop].copy_(block)
+        return out
 
     def _apply_loras(self, plan: _Plan, w: torch.Tensor) -> None:
         shape = tuple(w.shape)
-        dora = any(m.magnitude_key is not None for _, m in plan.loras)
-        if self.method in ("linear", "cat") and not dora:
-            # W += w_i * scale_i * (B_i @ A_i), in place: no dense delta is materialised.
-            for i, m in plan.loras:
-                a, b = self._load(i, m.a_key), self._load(i, m.b_key)
-                alpha = self.weights[i] * m.scale
-                if m.kind == "conv":
-                    w.view(w.shape[0], -1).addmm_(
-                        b.reshape(b.shape[0], -1), a.reshape(a.shape[0], -1), alpha=alpha
-                    )
-                elif m.kind == "embedding" or m.fan_in_fan_out:
-                    w.addmm_(a.T, b.T, alpha=alpha)
-                else:
-                    w.addmm_(b, a, alpha=alpha)
-            return
         deltas: list[torch.Tensor] = []
         for i, m in plan.loras:
             delta = delta_weight(m, self._load(i, m.a_key), self._load(i, m.b_key), shape)
@@ -466,13 +538,74 @@ def merge_checkpoint(
     ``out_dir`` must not exist or be an empty folder.
     """
     started = time.monotonic()
+    dev = resolve_device(device)
+    with _compute_threads(dev):
+        return _merge(
+            base_dir,
+            adapters,
+            out_dir,
+            method=method,
+            density=density,
+            majority_sign_method=majority_sign_method,
+            svd_rank=svd_rank,
+            svd_clamp=svd_clamp,
+            dtype=dtype,
+            max_shard_bytes=max_shard_bytes,
+            dev=dev,
+            expected_fingerprint=expected_fingerprint,
+            compute_fingerprint=compute_fingerprint,
+            seed=seed,
+            progress=progress,
+            should_cancel=should_cancel,
+            started=started,
+        )
+
+
+@contextlib.contextmanager
+def _compute_threads(dev: torch.device) -> Iterator[None]:
+    """Run torch single-threaded on the CPU path for the merge's duration.
+
+    The merge's ops are memory-bound and come in cache-sized blocks; the other cores are
+    busy reading, hashing and writing. Intra-op threads would only contend with those
+    (measured: several times slower on two cores). The caller's setting is restored.
+    """
+    if dev.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _merge(
+    base_dir: Path,
+    adapters: Sequence[tuple[Path, float]],
+    out_dir: Path,
+    *,
+    method: str,
+    density: float | None,
+    majority_sign_method: str,
+    svd_rank: int | None,
+    svd_clamp: float | None,
+    dtype: str | None,
+    max_shard_bytes: int,
+    dev: torch.device,
+    expected_fingerprint: str | None,
+    compute_fingerprint: bool,
+    seed: int,
+    progress: ProgressFn | None,
+    should_cancel: CancelFn | None,
+    started: float,
+) -> MergeResult:
     check_method(method, density=density, majority_sign_method=majority_sign_method)
     if not adapters:
         raise InvalidInput("merge needs at least one adapter")
     if svd_rank is not None and svd_rank < 1:
         raise InvalidInput("svd_rank must be at least 1")
     out_st_dtype = output_dtype(dtype)
-    dev = resolve_device(device)
     if expected_fingerprint is not None:
         compute_fingerprint = True
     base = open_base(Path(base_dir))
@@ -481,6 +614,7 @@ def merge_checkpoint(
     staged: StagedDir | None = None
     reader: _Reader | None = None
     writer: ShardedSafetensorsWriter | None = None
+    wthread: _WriterThread | None = None
     try:
         plans = _plan(base, sources, out_st_dtype)
         config = _read_config(base.path)
@@ -502,6 +636,8 @@ def merge_checkpoint(
         )
         reader = _Reader(base, plans, hash_bytes=compute_fingerprint, pin=dev.type == "cuda")
         reader.start()
+        wthread = _WriterThread(writer)
+        wthread.start()
         total = base.total_bytes
         done = 0
         changed = 0
@@ -511,16 +647,22 @@ def merge_checkpoint(
                 if should_cancel is not None:
                     should_cancel()
                 out = merger.compute(plan, item[2])
-                writer.write(plan.info.name, tensor_bytes(out))
+                wthread.submit(plan.info.name, tensor_bytes(out))
                 changed += 1
                 done += plan.info.nbytes
             else:
                 _, _, buf, n, last = item
                 if buf is not None:
                     view = memoryview(buf)[:n]
-                    data = _cast_chunk(view, plan.info.dtype, plan.out.dtype) if plan.cast else view
-                    writer.write(plan.info.name, data)
-                    reader.free.put(buf)
+                    if plan.cast:
+                        wthread.submit(
+                            plan.info.name, _cast_chunk(view, plan.info.dtype, plan.out.dtype)
+                        )
+                        reader.free.put(buf)
+                    else:
+                        wthread.submit(
+                            plan.info.name, view, functools.partial(reader.free.put, buf)
+                        )
                     done += n
                 if not last:
                     continue
@@ -529,6 +671,8 @@ def merge_checkpoint(
             if progress is not None:
                 progress(done, total, plan.info.name)
         reader.join()
+        wthread.close()
+        wthread = None
         files = writer.finish()
         fingerprint = None
         if compute_fingerprint:
@@ -549,6 +693,9 @@ def merge_checkpoint(
     except BaseException:
         if reader is not None:
             reader.halt()
+        if wthread is not None:
+            with contextlib.suppress(BaseException):
+                wthread.close()
         if writer is not None:
             writer.abort()
         if staged is not None:

@@ -16,6 +16,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -25,6 +26,7 @@ from registry.errors import InvalidInput, LoregError
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 INCOMPLETE = ".incomplete"
+_PARALLEL_HASH_BYTES = 1 << 20
 INDEX_NAME = "model.safetensors.index.json"
 
 # bytes per element of every safetensors dtype loreg writes or copies
@@ -105,17 +107,35 @@ def build_header(specs: Sequence[TensorSpec], metadata: dict[str, str] | None = 
 
 
 class _HashingFile:
-    """A binary file opened for writing that hashes everything written to it."""
+    """A binary file opened for writing that hashes everything written to it.
+
+    Large writes are hashed on a helper thread while the bytes go to the kernel (both
+    release the GIL), so hashing costs no wall time where a second core is free.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()/abort()
         self._sha = hashlib.sha256()
+        self._pool: ThreadPoolExecutor | None = None
         self.size = 0
 
     def write(self, data: BytesLike) -> None:
         view = memoryview(data).cast("B")
-        self._sha.update(view)
+        pending = None
+        if len(view) >= _PARALLEL_HASH_BYTES:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="loreg-sha256")
+            pending = self._pool.submit(self._sha.update, view)
+        else:
+            self._sha.update(view)
+        try:
+            self._write_all(view)
+        finally:
+            if pending is not None:
+                pending.result()
+
+    def _write_all(self, view: memoryview) -> None:
         while view:
             n = self._file.write(view)
             if n is None:  # pragma: no cover - only for non-blocking files
@@ -123,13 +143,20 @@ class _HashingFile:
             view = view[n:]
             self.size += n
 
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
     def close(self, *, fsync: bool) -> str:
+        self._shutdown()
         if fsync:
             os.fsync(self._file.fileno())
         self._file.close()
         return self._sha.hexdigest()
 
     def abort(self) -> None:
+        self._shutdown()
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(OSError):
