@@ -155,9 +155,7 @@ def child_copy(base: Path, out: Path) -> None:
     out.mkdir()
     t = time.perf_counter()
     for f in sorted(base.iterdir()):
-        subprocess.run(
-            ["dd", f"if={f}", f"of={out / f.name}", "bs=16M", "status=none"], check=True
-        )
+        subprocess.run(["dd", f"if={f}", f"of={out / f.name}", "bs=16M", "status=none"], check=True)
     print(json.dumps({"op_s": time.perf_counter() - t}))
 
 
@@ -205,13 +203,19 @@ def _measure(args: list[str], out: Path) -> dict[str, float]:
 
 
 def _row(name: str, m: dict[str, float]) -> str:
-    return f"  {name:<6} wall {m['wall_s']:7.2f} s   op {m['op_s']:7.2f} s   peak RSS {m['rss_mb']:7.0f} MB"
+    return (
+        f"  {name:<6} wall {m['wall_s']:7.2f} s   op {m['op_s']:7.2f} s"
+        f"   peak RSS {m['rss_mb']:7.0f} MB"
+    )
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
         kind, rest = sys.argv[1], [Path(a) for a in sys.argv[2:]]
-        if kind == "_copy":
+        if kind == "_build":
+            _, _, total = build(rest[0], float(sys.argv[3]))
+            print(json.dumps({"total": total}))
+        elif kind == "_copy":
             child_copy(rest[0], rest[1])
         elif kind == "_peft":
             child_peft(rest[0], rest[1], rest[2])
@@ -229,7 +233,16 @@ def main() -> None:
     try:
         for gb in [float(s) for s in opts.sizes.split(",")]:
             work = root / f"{gb:g}gb"
-            base, adapter, total = build(work, gb)
+            # built in a child: the parent stays small, so children forked from it do not
+            # inherit a large ru_maxrss high-water mark
+            built = subprocess.run(
+                [sys.executable, __file__, "_build", str(work), str(gb)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            total = json.loads(built.stdout.strip().splitlines()[-1])["total"]
+            base, adapter = work / "base", work / "adapter"
             layers = _layers_for(gb)
             shards = len(list(base.glob("*.safetensors")))
             print(
@@ -244,12 +257,13 @@ def main() -> None:
             if gb <= 1.5 or not opts.no_peft_large:
                 res["peft"] = _measure(["_peft", str(base), str(adapter), str(out)], out)
                 print(_row("peft", res["peft"]), flush=True)
-            res["loreg"] = _measure(
-                ["_loreg", str(base), str(adapter), str(out), opts.device], out
-            )
+            res["loreg"] = _measure(["_loreg", str(base), str(adapter), str(out), opts.device], out)
             print(_row("loreg", res["loreg"]), flush=True)
             lo, cp = res["loreg"], res["copy"]
-            line = f"  loreg/copy time {lo['op_s'] / cp['op_s']:.2f}x (op), {lo['wall_s'] / cp['wall_s']:.2f}x (wall)"
+            line = (
+                f"  loreg/copy time {lo['op_s'] / cp['op_s']:.2f}x (op),"
+                f" {lo['wall_s'] / cp['wall_s']:.2f}x (wall)"
+            )
             if "peft" in res:
                 pf = res["peft"]
                 line += (
