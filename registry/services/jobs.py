@@ -353,6 +353,10 @@ def _prepare(
         raise InvalidInput("combine needs adapters recorded against one common base model",
                            details={"bases": sorted({str(v.base_model_name) for v in versions})})
     stored["target"] = {"namespace": ns_name, "name": name, "tag": tag}
+    common = session.get(BaseModelRecord, bases.pop())
+    if common is not None:
+        stored["base"] = {"name": common.name, "id": common.id,
+                          "fingerprint": common.fingerprint}
     identity.update(target=[ns_name, name, tag], description=params.description,
                     labels=params.labels)
     return stored, identity, namespace.id

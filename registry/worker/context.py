@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,9 @@ class Outcome:
     output_dir: Path | None = None
     #: known sha256 hex of output files by relative path (saves re-hashing big shards)
     hashes: dict[str, str] = field(default_factory=dict)
-    #: runs inside the finishing transaction; may return extra result fields
-    commit: Callable[[Session], dict[str, Any] | None] | None = None
+    #: runs inside the finishing transaction with the uploaded artifacts; may return
+    #: extra result fields
+    commit: Callable[[Session, Sequence[Any]], dict[str, Any] | None] | None = None
 
 
 @dataclass
@@ -73,6 +74,7 @@ class JobContext:
     cache: BaseCache
     device: str
     workdir: Path
+    submitted_by: int | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     lost_event: threading.Event = field(default_factory=threading.Event)
     shutdown_event: threading.Event = field(default_factory=threading.Event)

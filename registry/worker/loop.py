@@ -220,7 +220,7 @@ class Worker:
             job_id=job.id, job_type=job.type, params=dict(job.params or {}),
             attempt=job.attempts, worker_id=self.worker_id, settings=self.settings,
             store=self.store, sessions=self.sessions, cache=self.cache, device=self.device,
-            workdir=workdir,
+            workdir=workdir, submitted_by=job.submitted_by,
         )
         ctx.log("job.start", inputs=[i.get("resolved") for i in ctx.params.get("inputs", [])])
         started = time.monotonic()
@@ -321,7 +321,7 @@ class Worker:
             job = jobs_service.finish(s, ctx.job_id, ctx.worker_id, result=result,
                                       artifacts=up.artifacts)
             if outcome.commit is not None:
-                extra = outcome.commit(s)
+                extra = outcome.commit(s, up.artifacts)
                 if extra:
                     job.result = {**result, **extra}
             s.commit()

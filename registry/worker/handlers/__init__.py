@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from registry.worker.context import JobContext, Outcome
-from registry.worker.handlers import merge, validate
+from registry.worker.handlers import combine, export, merge, validate
 
 HANDLERS: dict[str, Callable[[JobContext], Outcome]] = {
+    "combine": combine.run,
+    "export": export.run,
     "merge": merge.run,
     "validate": validate.run,
 }

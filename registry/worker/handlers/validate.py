@@ -11,6 +11,7 @@ state to ``valid`` or ``invalid``. An invalid adapter is a *successful* job: the
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,7 @@ def run(ctx: JobContext) -> Outcome:
         "job_id": ctx.job_id,
     }
 
-    def commit(session: Session) -> dict[str, Any]:
+    def commit(session: Session, artifacts: Sequence[Any]) -> dict[str, Any]:
         version = session.get(AdapterVersion, version_id)
         if version is not None:
             version.validation_state = state

@@ -1,0 +1,58 @@
+"""``validate`` jobs: a good adapter becomes ``valid`` with per-module norms; NaNs make it
+``invalid`` with a report naming the tensor."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from registry.db import AdapterVersion
+from registry.worker.handlers.validate import delta_norm
+from registry.worker.loop import Worker
+from tests.registry.worker.conftest import Models, Stack
+
+
+def _run(stack: Stack) -> None:
+    Worker(stack.settings, sessions=stack.sessions, store=stack.store).run(once=True)
+
+
+def test_valid_adapter_gets_norms(stack: Stack, models: Models) -> None:
+    stack.register_base(models.base.path, "org/tiny")
+    version = stack.push(models.adapter.path, "admin", "good", "org/tiny")
+    _run(stack)
+    with stack.sessions() as s:
+        v = s.get(AdapterVersion, version.id)
+        assert v is not None and v.validation_state == "valid", v.validation_report
+        report = v.validation_report or {}
+    modules = report["modules"]
+    assert modules and all(m["delta_norm"] > 0 for m in modules.values())
+    # the norm is that of PEFT's own delta weight
+    name = "model.layers.0.self_attn.q_proj"
+    layer = models.adapter.model.base_model.model.model.layers[0].self_attn.q_proj
+    want = float(layer.get_delta_weight("default").detach().norm())
+    assert abs(modules[name]["delta_norm"] - want) < 1e-4 * max(1.0, want)
+
+
+def test_nan_adapter_is_invalid(stack: Stack, models: Models, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(models.adapter.path, bad)
+    tensors = load_file(str(bad / "adapter_model.safetensors"))
+    key = sorted(k for k in tensors if "lora_B" in k)[0]
+    tensors[key][0, 0] = float("nan")
+    save_file(tensors, str(bad / "adapter_model.safetensors"), metadata={"format": "pt"})
+    stack.register_base(models.base.path, "org/tiny")
+    version = stack.push(bad, "admin", "bad", "org/tiny")
+    _run(stack)
+    with stack.sessions() as s:
+        v = s.get(AdapterVersion, version.id)
+        assert v is not None and v.validation_state == "invalid"
+        problems = (v.validation_report or {})["problems"]
+    assert any(p["code"] == "non_finite" and p["tensor"] == key for p in problems)
+
+
+def test_delta_norm_matches_dense() -> None:
+    a, b = torch.randn(4, 16), torch.randn(8, 4)
+    assert abs(delta_norm(a, b, 0.5) - float((0.5 * b @ a).norm())) < 1e-4
