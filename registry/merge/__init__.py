@@ -4,16 +4,22 @@ Imports torch, safetensors and ``registry.formats`` only (no DB, web or storage 
 worker and the offline CLI (``loreg merge --local``) run the same engine.
 """
 
+from registry.merge.combine import CombineResult, combine_adapters
 from registry.merge.device import resolve_device
+from registry.merge.export import ExportResult, export_adapter
 from registry.merge.methods import METHODS
 from registry.merge.stream import FingerprintMismatch, MergeResult, merge_checkpoint
 from registry.merge.writer import OutputFile
 
 __all__ = [
     "METHODS",
+    "CombineResult",
+    "ExportResult",
     "FingerprintMismatch",
     "MergeResult",
     "OutputFile",
+    "combine_adapters",
+    "export_adapter",
     "merge_checkpoint",
     "resolve_device",
 ]

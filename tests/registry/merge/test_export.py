@@ -1,0 +1,40 @@
+"""Export writes a PEFT folder that PEFT loads, cast as asked."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from registry.merge.export import export_adapter
+from tests.factories.merge_inputs import load_peft
+from tests.factories.tiny_models import make_llama, make_lora_adapter
+
+
+def test_export_casts_and_loads(tmp_path: Path) -> None:
+    base = make_llama(tmp_path / "base")
+    adapter = make_lora_adapter(base, tmp_path / "adapter", use_dora=True)
+    result = export_adapter(adapter.path, tmp_path / "out", dtype="bfloat16")
+    src = load_file(adapter.path / "adapter_model.safetensors")
+    out = load_file(tmp_path / "out" / "adapter_model.safetensors")
+    assert set(out) == set(src)
+    for key, t in out.items():
+        assert t.dtype == torch.bfloat16
+        assert torch.equal(t, src[key].to(torch.bfloat16))
+    assert (tmp_path / "out" / "adapter_config.json").read_bytes() == (
+        adapter.path / "adapter_config.json"
+    ).read_bytes()
+    for f in result.files:
+        assert hashlib.sha256((tmp_path / "out" / f.path).read_bytes()).hexdigest() == f.sha256
+    load_peft(base, [tmp_path / "out"])  # PEFT accepts it
+
+
+def test_export_without_cast_is_byte_identical_tensors(tmp_path: Path) -> None:
+    base = make_llama(tmp_path / "base")
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+    export_adapter(adapter.path, tmp_path / "out")
+    src = load_file(adapter.path / "adapter_model.safetensors")
+    out = load_file(tmp_path / "out" / "adapter_model.safetensors")
+    assert all(torch.equal(out[k], src[k]) for k in src)
