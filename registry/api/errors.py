@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry.errors import (
@@ -154,6 +154,12 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     """Connection-level database failures are 503 (retry later); anything else is a bug."""
     assert isinstance(exc, DBAPIError)
+    if isinstance(exc, DataError):
+        # a value the database cannot store (NUL in text, a number out of range): the
+        # schemas should have refused it; this keeps it a 400 where one slipped through
+        log.warning("database refused a value (request id %s): %s", request_id_of(request),
+                    type(exc.orig).__name__)
+        return error_response(400, InvalidInput.code, "a value in the request cannot be stored")
     if exc.connection_invalidated or isinstance(exc, OperationalError):
         log.warning("database unavailable (request id %s): %s", request_id_of(request),
                     type(exc.orig).__name__)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from registry.api.deps import CurrentUser, SessionDep
 from registry.api.schemas.audit import AuditEventOut, AuditPage
-from registry.api.schemas.common import as_utc
+from registry.api.schemas.common import NO_NUL_PATTERN, as_utc
 from registry.services import audit
 
 router = APIRouter(tags=["audit"])
@@ -19,12 +19,12 @@ router = APIRouter(tags=["audit"])
 def list_audit_events(
     session: SessionDep,
     actor: CurrentUser,
-    actor_name: Annotated[str | None, Query(alias="actor", max_length=96,
+    actor_name: Annotated[str | None, Query(pattern=NO_NUL_PATTERN, alias="actor", max_length=96,
                                             description="User name of the actor")] = None,
-    action: Annotated[str | None, Query(max_length=64,
+    action: Annotated[str | None, Query(pattern=NO_NUL_PATTERN, max_length=64,
                                         description="Exact action, or a prefix as 'org.*'")] = None,
-    target_type: Annotated[str | None, Query(max_length=32)] = None,
-    target: Annotated[str | None, Query(max_length=512)] = None,
+    target_type: Annotated[str | None, Query(pattern=NO_NUL_PATTERN, max_length=32)] = None,
+    target: Annotated[str | None, Query(pattern=NO_NUL_PATTERN, max_length=512)] = None,
     since: Annotated[datetime | None, Query(description="Events at or after (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="Events before (ISO 8601)")] = None,
     cursor: Annotated[int | None, Query(ge=1, le=2**31 - 1,

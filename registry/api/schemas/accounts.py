@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from registry.api.schemas.common import Name, Schema
+from registry.api.schemas.common import Name, Schema, Text
 
 Scope = Literal["read", "write", "admin"]
 
@@ -15,7 +15,7 @@ Scope = Literal["read", "write", "admin"]
 class UserCreate(BaseModel):
     name: Name
     admin: bool = Field(default=False, description="Make the user a site administrator.")
-    email: str | None = Field(default=None, max_length=320)
+    email: Text | None = Field(default=None, max_length=320)
     create_token: bool = Field(default=True, description="Also issue the user's first token.")
     token_scope: Scope = Field(
         default="admin",
@@ -52,7 +52,7 @@ class UserCreated(BaseModel):
 
 class OrgCreate(BaseModel):
     name: Name
-    description: str = Field(default="", max_length=10_000)
+    description: Text = Field(default="", max_length=10_000)
 
 
 class MemberOut(BaseModel):

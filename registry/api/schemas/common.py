@@ -14,6 +14,10 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 NAME_MAX = 96
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN)]
+#: Free text (descriptions, filters): anything but NUL, which PostgreSQL cannot store;
+#: refusing it everywhere keeps SQLite and PostgreSQL deployments alike.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+Text = Annotated[str, StringConstraints(pattern=NO_NUL_PATTERN)]
 RoleName = Annotated[str, Field(pattern=r"^(read|write|admin)$", examples=["write"])]
 
 

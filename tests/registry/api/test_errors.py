@@ -142,3 +142,15 @@ def test_unexpected_errors_are_generic_500s(tmp_path: Path,
     assert "secret" not in r.text and "Traceback" not in r.text
     assert r.headers["x-request-id"] == "trace-me"
     assert any("trace-me" in rec.getMessage() and rec.exc_info for rec in caplog.records)
+
+
+def test_nul_bytes_are_refused_not_500(registry_server: RegistryServer) -> None:
+    """PostgreSQL refuses NUL in text: the API must say 400, not fail."""
+    r = registry_server.admin.post("/orgs", json={"name": "nul-org", "description": "a\x00b"})
+    assert r.status_code == 400, r.text
+    _assert_shape(r.json(), "invalid_input")
+    for key in ("action", "target", "target_type", "actor"):
+        r = registry_server.admin.get("/audit", params={key: "x\x00y"})
+        assert r.status_code == 400, (key, r.text)
+    r = registry_server.admin.post("/users", json={"name": "nul-user", "email": "a\x00@b"})
+    assert r.status_code == 400, r.text
