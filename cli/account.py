@@ -36,6 +36,8 @@ def login(url: str | None, token: str | None, as_json: bool) -> None:
 
 def _user_name(me: dict[str, Any]) -> str:
     inner = me.get("user")
+    if isinstance(inner, str):
+        return inner
     user = inner if isinstance(inner, dict) else me
     return str(user.get("name") or user.get("username") or "?")
 

@@ -75,8 +75,6 @@ def serve(host: str, port: int, no_worker: bool, log_level: str, as_json: bool) 
             click.echo(json.dumps(doc))
         else:
             click.echo(f"loreg is serving at {url}")
-            if token is not None:
-                info(f"created the first admin; its token is in {doc['credentials']}")
         announced.set()
 
     threading.Thread(target=announce, name="announce", daemon=True).start()

@@ -85,8 +85,8 @@ class Client:
         *,
         home: Path | None = None,
         timeout: float = 60.0,
-        retries: int = 5,
-        backoff: float = 0.5,
+        retries: int = 4,
+        backoff: float = 0.25,
         workers: int = DEFAULT_WORKERS,
     ) -> None:
         self.url = url.rstrip("/")
@@ -137,7 +137,7 @@ class Client:
     def create_user(
         self, name: str, *, admin: bool = False, email: str | None = None
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"name": name, "is_admin": admin}
+        body: dict[str, Any] = {"name": name, "admin": admin}
         if email:
             body["email"] = email
         return self._post("/users", body)

@@ -39,8 +39,8 @@ class Http:
         token: str | None,
         *,
         timeout: float = 60.0,
-        retries: int = 5,
-        backoff: float = 0.5,
+        retries: int = 4,
+        backoff: float = 0.25,
         max_connections: int = 16,
     ) -> None:
         self.url = url.rstrip("/")

@@ -95,6 +95,8 @@ def paginate(
 ) -> Iterator[dict[str, Any]]:
     """Follow cursor pagination (``next_cursor`` / ``cursor``) until the list ends."""
     query = {k: v for k, v in params.items() if v is not None}
+    if limit is not None:
+        query.setdefault("limit", min(limit, 100))
     seen = 0
     while True:
         page = http.json("GET", path, params=query)
