@@ -51,7 +51,7 @@ from registry.formats.compat import check_compatibility
 from registry.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES, WEIGHTS_NAME, describe_adapter
 from registry.formats.peft import parse_config as parse_adapter_config
 from registry.formats.safetensors import read_header
-from registry.services import audit, bases
+from registry.services import audit, bases, events, quotas
 from registry.services.accounts import get_namespace
 from registry.services.blobs import readable_namespace_ids
 from registry.services.manifests import FileEntry, check_entries, manifest_digest, require_blobs
@@ -298,11 +298,11 @@ def _create_or_lock_adapter(
         "updated_at": now,
     }
     insert = pg_insert if _is_postgres(session) else sqlite_insert
-    result = session.execute(
+    created = session.execute(
         insert(Adapter).values(**values)
         .on_conflict_do_nothing(index_elements=["namespace_id", "name"])
-    )
-    created = bool(getattr(result, "rowcount", 0))
+        .returning(Adapter.id)
+    ).first() is not None
     adapter_id = session.scalar(
         select(Adapter.id).where(Adapter.namespace_id == namespace.id, Adapter.name == name)
     )
@@ -435,6 +435,7 @@ def _apply_tags(
             tag.updated_at = utcnow()
             moved.append(name)
     session.flush()
+    events.tags_moved(session, adapter, version, moved)
     return moved
 
 
@@ -492,6 +493,7 @@ def push_version(
         return PushOutcome(same, created=False)
 
     require_blobs(session, files)
+    quotas.check_quota(session, ns, sum(f.size for f in files))
     described = _read_adapter(session, store, files, spec.base)
     desc = described.description
 
@@ -559,6 +561,7 @@ def push_version(
         session, principal, "version.push", "version", f"{parsed}@{number}",
         {"digest": digest, "base": described.base.name, "tags": tags, "job_id": job.id},
     )
+    events.version_created(session, version)
     return PushOutcome(version, created=True, job=job)
 
 
@@ -826,6 +829,7 @@ def set_tag(
                  f"{adapter.namespace.name}/{adapter.name}:{tag}",
                  {"version": version.number, "previous_version_id": before,
                   "protected": row.protected})
+    events.tag_moved(session, row, before)
     return row
 
 

@@ -11,14 +11,14 @@ namespace's webhooks and posts them. Services call ``emit`` with one line, e.g.:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.db.models import AdapterVersion, Job, Namespace, Tag
+from registry.db.models import Adapter, AdapterVersion, Job, Namespace, Tag
 from registry.db.webhooks import WebhookEvent
 from registry.errors import InvalidInput
 
@@ -114,20 +114,46 @@ def validated_payload(version: AdapterVersion) -> dict[str, Any]:
     return payload
 
 
-def tag_payload(tag: Tag, previous_version: int | None = None) -> dict[str, Any]:
-    """A tag now pointing at ``tag.version`` (``previous`` is the number it pointed at)."""
-    adapter = tag.adapter
+def _tag_document(
+    adapter: Adapter, tag: str, version: AdapterVersion, previous: int | None
+) -> dict[str, Any]:
     ns = adapter.namespace.name
     return {
         "adapter": f"{ns}/{adapter.name}",
         "namespace": ns,
         "name": adapter.name,
-        "tag": tag.name,
-        "ref": f"{ns}/{adapter.name}:{tag.name}",
-        "version": tag.version.number,
-        "digest": tag.version.digest,
-        "previous_version": previous_version,
+        "tag": tag,
+        "ref": f"{ns}/{adapter.name}:{tag}",
+        "version": version.number,
+        "version_ref": f"{ns}/{adapter.name}@{version.number}",
+        "digest": version.digest,
+        "previous_version": previous,
     }
+
+
+def tag_moved(
+    session: Session, tag: Tag, previous_version_id: int | None = None
+) -> WebhookEvent | None:
+    """``tag.moved`` for a tag set or moved (nothing when it already pointed there)."""
+    if previous_version_id == tag.version_id:
+        return None
+    previous = None
+    if previous_version_id is not None:
+        previous = session.scalar(select(AdapterVersion.number)
+                                  .where(AdapterVersion.id == previous_version_id))
+    version = session.get(AdapterVersion, tag.version_id)
+    adapter = session.get(Adapter, tag.adapter_id)
+    assert version is not None and adapter is not None
+    return emit(session, TAG_MOVED, adapter.namespace,
+                _tag_document(adapter, tag.name, version, previous))
+
+
+def tags_moved(
+    session: Session, adapter: Adapter, version: AdapterVersion, names: Sequence[str]
+) -> None:
+    """``tag.moved`` for each tag a push pointed at ``version``."""
+    for name in names:
+        emit(session, TAG_MOVED, adapter.namespace, _tag_document(adapter, name, version, None))
 
 
 def job_payload(job: Job) -> dict[str, Any]:
@@ -144,9 +170,18 @@ def job_payload(job: Job) -> dict[str, Any]:
     }
 
 
-def emit_job_finished(session: Session, job: Job) -> WebhookEvent | None:
-    """``job.succeeded`` / ``job.failed`` for a job that just reached that state."""
+def job_finished(session: Session, job: Job) -> Job:
+    """``job.succeeded`` / ``job.failed`` if the job just reached that state; returns the
+    job, so a service can wrap its ``return`` in it."""
     kind = {"succeeded": JOB_SUCCEEDED, "failed": JOB_FAILED}.get(job.status)
-    if kind is None:
-        return None
-    return emit(session, kind, job.namespace_id, job_payload(job))
+    if kind is not None:
+        emit(session, kind, job.namespace_id, job_payload(job))
+    return job
+
+
+def version_created(session: Session, version: AdapterVersion) -> None:
+    emit(session, VERSION_CREATED, version.adapter.namespace, version_payload(version))
+
+
+def version_validated(session: Session, version: AdapterVersion) -> None:
+    emit(session, VERSION_VALIDATED, version.adapter.namespace, validated_payload(version))
