@@ -98,9 +98,9 @@ def record_blob(session: Session, actor: Actor, digest: str, size: int) -> tuple
     values = {"digest": digest, "size": size, "created_at": utcnow()}
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(Blob).values(**values).on_conflict_do_nothing(index_elements=["digest"])
-    result = session.execute(stmt)
-    created = bool(getattr(result, "rowcount", 0))
+    stmt = (insert(Blob).values(**values).on_conflict_do_nothing(index_elements=["digest"])
+            .returning(Blob.digest))
+    created = session.execute(stmt).first() is not None
     blob = session.get(Blob, digest, populate_existing=True)
     assert blob is not None
     if created:

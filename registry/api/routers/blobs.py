@@ -94,11 +94,12 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
             return "unsatisfiable"
         return max(0, size - n), size - 1
     start = int(m[1])
-    end = int(m[2]) if m[2] else size - 1
-    if end < start:
+    end = int(m[2]) if m[2] else None
+    if end is not None and end < start:
         return None
     if start >= size:
         return "unsatisfiable"
+    end = size - 1 if end is None else end
     return start, min(end, size - 1)
 
 

@@ -173,7 +173,7 @@ def test_bad_manifests_are_4xx_and_write_nothing(
         return client.post(f"/adapters/{target}/versions", json=body, **kw)
 
     # a blob never uploaded
-    ghost = [*files, {"path": "README.md", "digest": "sha256:" + "ab" * 32, "size": 3}]
+    ghost = [*files, {"path": "extra.bin", "digest": "sha256:" + "ab" * 32, "size": 3}]
     r = create({"files": ghost, "base": world["base"]})
     assert r.status_code == 400 and r.json()["error"]["code"] == "blob_unknown", r.text
     assert r.json()["error"]["details"]["missing"] == ["sha256:" + "ab" * 32]
