@@ -1,0 +1,163 @@
+"""Accounts service: users, orgs, members, tokens, authentication, first start."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.api.bootstrap import credentials_path, ensure_admin
+from registry.config import Settings
+from registry.db import create_engine_for, make_sessionmaker, migrate
+from registry.db.models import ApiToken, AuditEvent, Namespace, User
+from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from registry.services import accounts
+from registry.services.permissions import Principal
+
+
+@pytest.fixture
+def maker(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    migrate.upgrade(url)
+    engine = create_engine_for(url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def session(maker: sessionmaker[Session]) -> Iterator[Session]:
+    with maker() as s:
+        yield s
+
+
+@pytest.fixture
+def root(session: Session) -> Principal:
+    created = accounts.bootstrap_admin(session)
+    assert created is not None
+    return accounts.authenticate(session, created[1])
+
+
+def _login(session: Session, root: Principal, name: str, scope: str = "admin") -> Principal:
+    user = accounts.create_user(session, root, name)
+    _, value = accounts.create_token_for(session, root, user, "t", scope=scope)
+    return accounts.authenticate(session, value)
+
+
+def test_bootstrap_only_once(session: Session, root: Principal) -> None:
+    assert root.username == "admin" and root.is_admin and root.scope == "admin"
+    assert accounts.bootstrap_admin(session) is None
+
+
+def test_tokens_are_stored_hashed(session: Session, root: Principal) -> None:
+    token, value = accounts.create_token(session, root, "ci", scope="read")
+    assert value.startswith("lrg_") and len(value) > 40
+    assert token.token_hash == hashlib.sha256(value.encode()).hexdigest()
+    stored = session.scalars(select(ApiToken)).all()
+    assert all(value not in (t.token_hash, t.prefix, t.name) for t in stored)
+    principal = accounts.authenticate(session, value)
+    assert principal.scope == "read" and principal.token_id == token.id
+
+
+def test_authenticate_refuses(session: Session, root: Principal) -> None:
+    token, value = accounts.create_token(session, root, "x", expires_in_days=1)
+    later = datetime.now(UTC) + timedelta(days=2)
+    with pytest.raises(Unauthenticated, match="expired"):
+        accounts.authenticate(session, value, now=later)
+    accounts.revoke_token(session, root, token.id)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        accounts.authenticate(session, value)
+    for garbage in ("", "lrg_", "nope", "lrg_" + "a" * 300, "lrg_é"):
+        with pytest.raises(Unauthenticated):
+            accounts.authenticate(session, garbage)
+
+
+def test_last_used_is_throttled(session: Session, root: Principal) -> None:
+    token, value = accounts.create_token(session, root, "x")
+    t0 = datetime.now(UTC)
+    accounts.authenticate(session, value, now=t0)
+    assert token.last_used_at == t0
+    accounts.authenticate(session, value, now=t0 + timedelta(seconds=5))
+    assert token.last_used_at == t0
+    accounts.authenticate(session, value, now=t0 + timedelta(minutes=5))
+    assert token.last_used_at == t0 + timedelta(minutes=5)
+
+
+def test_users_and_orgs_share_names(session: Session, root: Principal) -> None:
+    alice = _login(session, root, "alice")
+    with pytest.raises(Conflict):
+        accounts.create_org(session, alice, "alice")
+    org = accounts.create_org(session, alice, "acme")
+    assert org.kind == "org"
+    with pytest.raises(Conflict):
+        accounts.create_user(session, root, "acme")
+    with pytest.raises(PermissionDenied):
+        accounts.create_user(session, alice, "mallory")
+    with pytest.raises(InvalidInput):
+        accounts.create_org(session, alice, "a..b")
+
+
+def test_members(session: Session, root: Principal) -> None:
+    alice = _login(session, root, "alice")
+    bob = _login(session, root, "bob")
+    accounts.create_org(session, alice, "acme")
+    accounts.add_member(session, alice, "acme", "bob", "write")
+    with pytest.raises(PermissionDenied):
+        accounts.add_member(session, bob, "acme", "admin", "read")
+    with pytest.raises(InvalidInput):
+        accounts.add_member(session, alice, "acme", "bob", "owner")
+    with pytest.raises(NotFound):
+        accounts.add_member(session, alice, "acme", "ghost", "read")
+    with pytest.raises(NotFound):
+        accounts.add_member(session, alice, "bob", "alice", "read")  # a user, not an org
+    with pytest.raises(Conflict):
+        accounts.remove_member(session, alice, "acme", "alice")
+    accounts.remove_member(session, bob, "acme", "bob")  # leaving
+    with pytest.raises(NotFound):
+        accounts.remove_member(session, alice, "acme", "bob")
+    assert accounts.memberships_of(session, alice) == [("acme", "admin")]
+
+
+def test_token_minting_cannot_escalate(session: Session, root: Principal) -> None:
+    alice = _login(session, root, "alice", scope="write")
+    with pytest.raises(PermissionDenied):
+        accounts.create_token(session, alice, "x", scope="admin")
+    _, value = accounts.create_token(session, alice, "ro", scope="read")
+    ro = accounts.authenticate(session, value)
+    with pytest.raises(PermissionDenied):
+        accounts.create_token(session, ro, "y", scope="read")
+    with pytest.raises(InvalidInput):
+        accounts.create_token(session, alice, "z", expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+
+
+def test_every_write_is_audited(session: Session, root: Principal) -> None:
+    before = session.scalar(select(func.count()).select_from(AuditEvent))
+    alice = _login(session, root, "alice")  # user.create + token.create
+    accounts.create_org(session, alice, "acme")
+    accounts.add_member(session, alice, "acme", "admin", "read")
+    token, _ = accounts.create_token(session, alice, "x")
+    accounts.revoke_token(session, alice, token.id)
+    actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
+    assert actions[before:] == ["user.create", "token.create", "org.create", "org.member.set",
+                                "token.create", "token.revoke"]
+
+
+def test_ensure_admin_writes_credentials(tmp_path: Path,
+                                         maker: sessionmaker[Session]) -> None:
+    settings = Settings(home=tmp_path / "home", url="http://127.0.0.1:9999")
+    token = ensure_admin(settings, maker)
+    assert token is not None
+    path = credentials_path(settings)
+    assert json.loads(path.read_text()) == {"url": "http://127.0.0.1:9999", "token": token}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ensure_admin(settings, maker) is None  # second start: nothing new
+    with maker() as s:
+        assert s.scalar(select(func.count()).select_from(User)) == 1
+        assert s.scalar(select(Namespace.kind).where(Namespace.name == "admin")) == "user"
+        assert accounts.authenticate(s, token).is_admin
