@@ -1,0 +1,53 @@
+"""``loreg merge --local``: the engine from the command line, with loreg's exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.factories.tiny_models import make_llama, make_lora_adapter
+
+
+def _loreg(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from cli.main import main; sys.argv[0] = 'loreg'; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_local_merge_json_and_usage_errors(tmp_path: Path) -> None:
+    base = make_llama(tmp_path / "base")
+    a0 = make_lora_adapter(base, tmp_path / "a0")
+    a1 = make_lora_adapter(base, tmp_path / "a1", seed=1)
+    out = tmp_path / "out"
+    done = _loreg(
+        "merge", str(a0.path), str(a1.path), "--base", str(base.path), "-o", str(out),
+        "--local", "--weights", "0.5,0.5", "--method", "ties", "--density", "0.5",
+        "--dtype", "bfloat16", "--device", "cpu", "--shard-size", "20KB", "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["base_fingerprint"].startswith("sha256:")
+    names = {f["path"] for f in doc["files"]}
+    assert "model.safetensors.index.json" in names and "config.json" in names
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+
+    remote = _loreg("merge", "ns/a", "--base", "meta/base", "-o", str(tmp_path / "x"))
+    assert remote.returncode == 2
+    assert "--local" in remote.stderr
+
+    bad = _loreg(
+        "merge", str(a0.path), "--base", str(base.path), "-o", str(tmp_path / "y"), "--local",
+        "--weights", "1,2",
+    )
+    assert bad.returncode == 2
+
+    wrong = _loreg(
+        "merge", str(a0.path), "--base", str(base.path), "-o", str(tmp_path / "z"), "--local",
+        "--expected-fingerprint", "sha256:" + "0" * 64, "--json",
+    )
+    assert wrong.returncode == 3, wrong.stdout + wrong.stderr
+    assert json.loads(wrong.stdout)["error"]["code"] == "fingerprint_mismatch"
+    assert not (tmp_path / "z").exists()
