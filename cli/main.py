@@ -26,6 +26,7 @@ client_commands.register(cli)
 cli.add_command(validate_command.validate)
 cli.add_command(worker_command.worker)
 cli.add_command(gc_command.gc)
+cli.add_command(__import__("cli.merge", fromlist=["merge"]).merge)
 
 
 def main() -> None:
