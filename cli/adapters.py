@@ -78,18 +78,20 @@ def pull(ref: str, output: Path | None, force: bool, as_json: bool) -> None:
 @click.argument("namespace", required=False)
 @click.option("--base", help="Only adapters on this base model.")
 @click.option("--target", help="Only adapters targeting this module (e.g. q_proj).")
-@click.option("--label", help="Only adapters with this label (KEY or KEY=VALUE).")
+@click.option("--label", "label", multiple=True,
+              help="Only adapters with this label (KEY=VALUE); repeatable.")
 @click.option("--rank-min", type=int)
 @click.option("--rank-max", type=int)
 @click.option("--search", "text", help="Text in the name or description.")
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @json_option
-def ls(namespace: str | None, base: str | None, target: str | None, label: str | None,
+def ls(namespace: str | None, base: str | None, target: str | None, label: tuple[str, ...],
        rank_min: int | None, rank_max: int | None, text: str | None, limit: int | None,
        as_json: bool) -> None:
     """List and search adapters."""
     items = list(client().search(namespace, base=base, target=target, rank_min=rank_min,
-                                 rank_max=rank_max, label=label, text=text, limit=limit))
+                                 rank_max=rank_max, label=list(label) or None, text=text,
+                                 limit=limit))
 
     def human() -> None:
         rows = []

@@ -205,7 +205,7 @@ def report_error(exc: BaseException) -> int:
         err = obj["error"]
         msg = f"error: {err['message']}"
         details = err.get("details")
-        extra = _detail_lines(details)
+        extra = "" if "\n" in err["message"] else _detail_lines(details)
         click.echo(msg + ("\n" + extra if extra else ""), err=True)
     return code
 

@@ -73,18 +73,21 @@ def parse_weights(value: str | None, n: int) -> list[float]:
               show_default=True)
 @click.option("--expected-fingerprint", default=None,
               help="sha256:... the base must have; checked in the same pass.")
+@click.option("--no-wait", is_flag=True, help="Server mode: print the job and return at once.")
 @json_option
 def merge(adapters: tuple[str, ...], base: str, output: Path | None, local: bool,
           weights: str | None, method: str, density: float | None, majority_sign_method: str,
           svd_rank: int | None, seed: int, dtype: str | None, shard_size: str, device: str,
-          expected_fingerprint: str | None, as_json: bool) -> None:
+          expected_fingerprint: str | None, no_wait: bool, as_json: bool) -> None:
     """Merge ADAPTERS into the base model and write full weights to -o.
 
     With --local, ADAPTERS are PEFT adapter folders and --base a checkpoint folder; the
     result loads with transformers' from_pretrained.
     """
     if not local:
-        _remote(adapters, base, output)
+        _remote(adapters, base, output, weights, method, dtype, no_wait, {
+            "density": density, "majority_sign_method": majority_sign_method,
+            "svd_rank": svd_rank, "seed": seed, "max_shard_bytes": parse_size(shard_size)})
         return
     if output is None:
         raise click.UsageError("merge --local needs -o DIR")
@@ -98,12 +101,13 @@ def merge(adapters: tuple[str, ...], base: str, output: Path | None, local: bool
            parse_weights(weights, len(adapters)), kwargs)
 
 
-def _remote(refs: tuple[str, ...], base: str, output: Path | None) -> None:
-    """The server mode: a merge job on the registry's workers (comes with the client)."""
-    raise click.UsageError(
-        "server merges come with the client; for now pass --local with adapter folders and"
-        " a base folder: loreg merge ADAPTER_DIR... --base BASE_DIR -o OUT --local"
-    )
+def _remote(refs: tuple[str, ...], base: str, output: Path | None, weights: str | None,
+            method: str, dtype: str | None, no_wait: bool, extra: dict[str, Any]) -> None:
+    """The server mode: a merge job on the registry's workers, outputs downloaded to -o."""
+    from cli.jobs import merge_remote
+
+    merge_remote(refs, base, weights, method, dtype, output, no_wait,
+                 extra={k: v for k, v in extra.items() if v is not None})
 
 
 def _local(adapters: list[Path], base: Path, output: Path, weights: list[float],

@@ -204,13 +204,14 @@ class Client:
         target: str | None = None,
         rank_min: int | None = None,
         rank_max: int | None = None,
-        label: str | None = None,
+        label: str | Sequence[str] | None = None,
         text: str | None = None,
         limit: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         params = {
             "namespace": namespace, "base": base, "target": target, "rank_min": rank_min,
-            "rank_max": rank_max, "label": label, "text": text,
+            "rank_max": rank_max, "text": text,
+            "label": [label] if isinstance(label, str) else (list(label) if label else None),
         }
         return _jobs.paginate(self.http, "/adapters", params, key="adapters", limit=limit)
 
