@@ -1,4 +1,5 @@
-"""Webhooks: subscriptions per namespace, the event outbox, deliveries with their log.
+"""Webhooks (subscriptions per namespace, the event outbox, deliveries with their log) and
+worker heartbeats.
 
 Revision ID: 0002
 Revises: 0001
@@ -107,7 +108,23 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "worker_heartbeats",
+        sa.Column("worker_id", sa.String(length=128), nullable=False),
+        sa.Column("hostname", sa.String(length=256), nullable=False),
+        sa.Column("device", sa.String(length=32), nullable=False),
+        sa.Column("started_at", TS, nullable=False),
+        sa.Column("last_seen_at", TS, nullable=False),
+        sa.Column("current_job_id", sa.String(length=32), nullable=True),
+        sa.PrimaryKeyConstraint("worker_id", name=op.f("pk_worker_heartbeats")),
+    )
+    op.create_index(
+        op.f("ix_worker_heartbeats_last_seen_at"), "worker_heartbeats", ["last_seen_at"]
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("worker_heartbeats")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_events")
     op.drop_table("webhooks")

@@ -27,6 +27,7 @@ from registry.db.models import (
     VersionTargetModule,
     Visibility,
 )
+from registry.db.ops import WorkerHeartbeat
 from registry.db.session import create_engine_for, make_sessionmaker
 from registry.db.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent
 
@@ -64,6 +65,7 @@ __all__ = [
     "Webhook",
     "WebhookDelivery",
     "WebhookEvent",
+    "WorkerHeartbeat",
     "create_engine_for",
     "make_sessionmaker",
     "metadata",
