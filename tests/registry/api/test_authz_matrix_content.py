@@ -1,0 +1,166 @@
+"""The authorisation matrix, continued for adapters, versions, tags, blobs and bases.
+
+Same principals, world and runner as ``test_authz_matrix`` (imported, not copied). The
+world gains a registered base, a private adapter ``{org}/priv`` and a public one
+``{org}/pub`` (one version each, pushed by the site admin). Rows that write get fresh
+material per principal in ``prepare`` (a new variant pushed by the admin, a new tag).
+A private adapter is a 404 to outsiders and anonymous callers, never a 403.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.factories.pushes import Models, build_models, folder_files, push, register_base, upload
+from tests.fixtures.api import RegistryServer, unique_name
+from tests.registry.api.test_authz_matrix import PRINCIPALS, Case, World, build_world, expect
+
+READERS = {"reader": 200, "writer": 200, "org_admin": 200, "org_admin_write_token": 200,
+           "org_admin_read_token": 200, "site_admin": 200, "site_admin_write_token": 200,
+           "site_admin_read_token": 200}
+READ_ONLY_TOKENS = {"org_admin_read_token": 403, "site_admin_read_token": 403}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    return build_models(tmp_path_factory.mktemp("models"))
+
+
+def test_content_authorisation_matrix(
+    registry_server: RegistryServer, models: Models, tmp_path: Path
+) -> None:
+    world = build_world(registry_server)
+    admin = world.admin
+    base = f"authz/{unique_name('B')}"
+    assert register_base(admin, models.base, base).status_code == 201
+    org = world.org
+    assert push(admin, models.adapter.path, f"{org}/priv", base=base).status_code == 201
+    pub = push(admin, models.adapter_r8.path, f"{org}/pub", base=base, public=True)
+    assert pub.status_code == 201, pub.text
+    def weights(version: dict[str, Any]) -> str:
+        return next(f["digest"] for f in version["files"]
+                    if f["path"] == "adapter_model.safetensors")
+
+    priv_digest = weights(admin.get(f"/adapters/{org}/priv/versions/1").json())
+    pub_digest = weights(pub.json())
+    blob_ok = 307 if registry_server.backend == "postgres+s3" else 200
+    seeds = itertools.count(1000)
+
+    def fresh_files(w: World, p: str) -> dict[str, Any]:
+        folder = models.variant(tmp_path, next(seeds)).path
+        files = folder_files(folder)
+        upload(admin, folder, files)
+        return {"files": files}
+
+    def fresh_version(w: World, p: str) -> dict[str, Any]:
+        r = push(admin, models.variant(tmp_path, next(seeds)).path, f"{org}/priv", base=base)
+        assert r.status_code == 201, r.text
+        return {"n": str(r.json()["number"])}
+
+    def fresh_tag(w: World, p: str) -> dict[str, Any]:
+        name = unique_name("t")
+        assert admin.put(f"/adapters/{org}/priv/tags/{name}", json={"version": 1}
+                         ).status_code == 200
+        return {"tag": name}
+
+    def fresh_protected_tag(w: World, p: str) -> dict[str, Any]:
+        name = unique_name("p")
+        assert admin.put(f"/adapters/{org}/priv/tags/{name}",
+                         json={"version": 1, "protected": True}).status_code == 200
+        return {"tag": name}
+
+    def new_name(w: World, p: str) -> dict[str, Any]:
+        return {**fresh_files(w, p), "new": unique_name("n")}
+
+    def values(extra: dict[str, Any]) -> Any:
+        return lambda w, p: extra
+
+    common = {"priv_digest": priv_digest, "pub_digest": pub_digest, "base": base}
+    push_expect = expect(201, outsider=404, reader=403, **READ_ONLY_TOKENS)
+    admin_only = expect(403, outsider=404, org_admin=200, site_admin=200)
+    cases = [
+        # reads of a private adapter: members and site admins; 404 to everyone else
+        Case("show private adapter", "GET", "/adapters/{org}/priv",
+             expect(404, anonymous=404, **READERS)),
+        Case("list private versions", "GET", "/adapters/{org}/priv/versions",
+             expect(404, anonymous=404, **READERS)),
+        Case("show private version", "GET", "/adapters/{org}/priv/versions/1",
+             expect(404, anonymous=404, **READERS)),
+        Case("list private tags", "GET", "/adapters/{org}/priv/tags",
+             expect(404, anonymous=404, **READERS)),
+        Case("resolve private", "GET", "/resolve?ref={org}/priv:latest",
+             expect(404, anonymous=404, **READERS)),
+        Case("private blob", "GET", "/blobs/{priv_digest}", prepare=values(common),
+             expect=expect(404, anonymous=404, **{k: blob_ok for k in READERS})),
+        # public adapter: everyone (a bad token is still a 401)
+        Case("show public adapter", "GET", "/adapters/{org}/pub", expect(200, anonymous=200)),
+        Case("resolve public", "GET", "/resolve?ref={org}/pub@1", expect(200, anonymous=200)),
+        Case("public blob", "GET", "/blobs/{pub_digest}", prepare=values(common),
+             expect=expect(blob_ok, anonymous=blob_ok)),
+        Case("search", "GET", "/adapters?namespace={org}", expect(200, anonymous=200)),
+        Case("list bases", "GET", "/bases", expect(200, anonymous=200)),
+        Case("show base", "GET", "/bases/{base}", prepare=values(common),
+             expect=expect(200, anonymous=200)),
+        # writes
+        Case("upload check", "POST", "/uploads", json={"digests": []},
+             expect=expect(200, **READ_ONLY_TOKENS)),
+        Case("push to private adapter", "POST", "/adapters/{org}/priv/versions",
+             json={"files": "{files}", "base": "{base}"},
+             prepare=lambda w, p: {**fresh_files(w, p), **common}, expect=push_expect),
+        Case("create adapter in org", "POST", "/adapters/{org}/{new}/versions",
+             json={"files": "{files}", "base": "{base}"},
+             prepare=lambda w, p: {**new_name(w, p), **common},
+             expect=expect(201, outsider=403, reader=403, **READ_ONLY_TOKENS)),
+        Case("set tag", "PUT", "/adapters/{org}/priv/tags/{tag}", json={"version": 1},
+             prepare=lambda w, p: {"tag": unique_name("s")},
+             expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS)),
+        Case("delete tag", "DELETE", "/adapters/{org}/priv/tags/{tag}", prepare=fresh_tag,
+             expect=expect(204, outsider=404, reader=403, **READ_ONLY_TOKENS)),
+        Case("move protected tag", "PUT", "/adapters/{org}/priv/tags/{tag}",
+             json={"version": 1}, prepare=fresh_protected_tag, expect=admin_only),
+        Case("describe adapter", "PATCH", "/adapters/{org}/priv", json={"description": "d"},
+             expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS)),
+        Case("change visibility", "PATCH", "/adapters/{org}/priv", json={"public": False},
+             expect=admin_only),
+        Case("delete version", "DELETE", "/adapters/{org}/priv/versions/{n}?reason=gone",
+             prepare=fresh_version,
+             expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS)),
+    ]
+    failures = run_cases(world, cases)
+    assert not failures, "\n".join(failures)
+
+
+def _fill(value: Any, values: Mapping[str, Any]) -> Any:
+    """Like the accounts matrix's filler, but ``"{key}"`` alone becomes the value itself
+    (a push body's file list), not its string form."""
+    if isinstance(value, str):
+        if value.startswith("{") and value.endswith("}") and value[1:-1] in values:
+            return values[value[1:-1]]
+        return value.format(**values)
+    if isinstance(value, Mapping):
+        return {k: _fill(v, values) for k, v in value.items()}
+    return value
+
+
+def run_cases(world: World, cases: list[Case]) -> list[str]:
+    failures = []
+    for case in cases:
+        assert set(case.expect) == set(PRINCIPALS), f"{case.name}: incomplete expectations"
+        for principal, wanted in case.expect.items():
+            values: dict[str, Any] = dict(world.values)
+            if case.prepare is not None:
+                values.update(case.prepare(world, principal))
+            r = world.client(principal).request(
+                case.method, _fill(case.path, values),
+                json=_fill(case.json, values) if case.json is not None else None)
+            if r.status_code != wanted:
+                failures.append(f"{case.name} as {principal}: {r.status_code} != {wanted}"
+                                f" ({r.text[:200]})")
+            if r.status_code >= 400:
+                assert set(r.json()) == {"error"}, r.text
+    return failures
