@@ -29,6 +29,7 @@ from registry.api.errors import (
     install_error_handlers,
     internal_error_response,
 )
+from registry.api.metrics import install_metrics
 from registry.api.schemas.common import ErrorResponse
 from registry.config import Settings
 from registry.db.session import create_engine_for, make_sessionmaker
@@ -160,12 +161,16 @@ def create_app(
 
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
+    install_metrics(app)
 
     from registry.api.routers import health
 
     app.include_router(health.router)
     for _name, router in discover_routers():
         app.include_router(router, prefix=API_PREFIX)
+    from registry.ui.routes import router as ui_router
+
+    app.include_router(ui_router, prefix="/ui")
     return app
 
 

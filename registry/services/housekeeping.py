@@ -1,0 +1,125 @@
+"""Periodic work every worker does between (and during) jobs: heartbeats, webhook
+deliveries, scheduled garbage collection, pruning old delivery logs.
+
+The worker loop owns one :class:`Housekeeping` and calls :meth:`Housekeeping.tick` on each
+turn; ``tick`` decides what is due, never raises, and returns quickly when nothing is.
+
+Scheduled GC runs at most once per ``gc_interval`` across *all* workers: the last run is
+the newest ``gc.run`` audit event, and on PostgreSQL an advisory lock keeps two workers
+from collecting at the same moment (on SQLite there is one machine, and a concurrent run
+would be harmless anyway: every delete re-checks its condition).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.db.models import AuditEvent
+from registry.db.ops import WorkerHeartbeat
+from registry.services import audit, gc, webhooks
+from registry.storage import BlobStore
+
+log = logging.getLogger("registry.housekeeping")
+
+GC_LOCK_KEY = 0x6C6F726567  # "loreg"
+HEARTBEAT_FORGET = timedelta(days=1)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Housekeeping:
+    sessions: sessionmaker[Session]
+    store: BlobStore
+    worker_id: str
+    device: str = ""
+    heartbeat_interval: float = 5.0
+    webhook_interval: float = 2.0
+    gc_interval: timedelta = timedelta(hours=24)
+    gc_check_interval: float = 300.0
+    gc_grace: timedelta = gc.DEFAULT_GRACE
+    gc_retention: timedelta = gc.DEFAULT_RETENTION
+    delivery_log_retention: timedelta = timedelta(days=30)
+    enabled: bool = True
+    _last: dict[str, float] = field(default_factory=dict)
+    _started_at: datetime = field(default_factory=_now)
+
+    def _due(self, what: str, interval: float, now: float) -> bool:
+        last = self._last.get(what)
+        if last is not None and now - last < interval:
+            return False
+        self._last[what] = now
+        return True
+
+    def _safely(self, what: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # the DB or a receiver is down: try again next time
+            log.warning("housekeeping: %s failed: %s", what, exc)
+
+    def tick(self, *, current_job_id: str | None = None) -> None:
+        """Do whatever is due. Never raises."""
+        if not self.enabled:
+            return
+        now = _now().timestamp()
+        if self._due("heartbeat", self.heartbeat_interval, now):
+            self._safely("heartbeat", lambda: self.heartbeat(current_job_id))
+        if self._due("webhooks", self.webhook_interval, now):
+            self._safely("webhook delivery", lambda: webhooks.deliver_pending(self.sessions))
+        if self._due("gc", self.gc_check_interval, now):
+            self._safely("scheduled gc", self.gc_if_due)
+
+    def heartbeat(self, current_job_id: str | None = None) -> None:
+        with self.sessions() as s:
+            row = s.get(WorkerHeartbeat, self.worker_id)
+            if row is None:
+                row = WorkerHeartbeat(worker_id=self.worker_id, hostname=socket.gethostname(),
+                                      device=self.device, started_at=self._started_at)
+                s.add(row)
+            row.last_seen_at = _now()
+            row.current_job_id = current_job_id
+            s.execute(delete(WorkerHeartbeat).where(
+                WorkerHeartbeat.last_seen_at < _now() - HEARTBEAT_FORGET))
+            s.commit()
+
+    def last_gc(self) -> datetime | None:
+        with self.sessions() as s:
+            return s.scalar(select(func.max(AuditEvent.at)).where(AuditEvent.action == "gc.run"))
+
+    def gc_if_due(self) -> gc.GcReport | None:
+        """Run a collection if none ran for ``gc_interval``; returns its report."""
+        last = self.last_gc()
+        if last is not None and _now() - last < self.gc_interval:
+            return None
+        with self.sessions() as lock_session:
+            if lock_session.get_bind().dialect.name == "postgresql":
+                got = lock_session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"),
+                                          {"k": GC_LOCK_KEY})
+                if not got:
+                    return None
+                last = self.last_gc()
+                if last is not None and _now() - last < self.gc_interval:
+                    return None
+            report = gc.run(self.sessions, self.store, grace=self.gc_grace,
+                            retention=self.gc_retention)
+            with self.sessions() as s:
+                pruned = webhooks.prune(s, older_than=self.delivery_log_retention)
+                audit.record(s, None, "gc.run", "registry", "blobs", {
+                    "worker": self.worker_id, "blobs": len(report.blobs),
+                    "orphan_objects": len(report.orphan_objects),
+                    "bytes_freed": report.bytes_freed,
+                    "expired_job_outputs": len(report.expired_job_outputs),
+                    "purged_versions": len(report.purged_versions),
+                    "webhook_events_pruned": pruned, "errors": len(report.errors)})
+                s.commit()
+            lock_session.rollback()  # releases the advisory lock
+        return report
