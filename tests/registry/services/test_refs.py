@@ -1,0 +1,57 @@
+"""Names and references: the grammar of DESIGN.md section 3, and nothing path-like."""
+
+from __future__ import annotations
+
+import pytest
+
+from registry.errors import InvalidInput
+from registry.services.refs import (
+    parse_ref,
+    parse_version_selector,
+    validate_base_name,
+    validate_name,
+)
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize("ref,kind,value", [
+    ("acme/bot", "tag", "latest"),
+    ("acme/bot:prod", "tag", "prod"),
+    ("acme/bot@7", "number", "7"),
+    (f"acme/bot@{DIGEST}", "digest", DIGEST),
+    ("a.b_c-d/x1", "tag", "latest"),
+])
+def test_parse_ref(ref: str, kind: str, value: str) -> None:
+    parsed = parse_ref(ref)
+    assert (parsed.kind, parsed.value) == (kind, value)
+    assert str(parsed.adapter) == ref.split(":")[0].split("@")[0]
+
+
+@pytest.mark.parametrize("ref", [
+    "", "acme", "acme/", "/bot", "acme/bot/x", "Acme/bot", "acme/Bot", "acme/a..b",
+    "../bot", "acme/..", "acme/bot@0", "acme/bot@-1", "acme/bot@x", "acme/bot@sha256:abc",
+    "acme/bot:", "acme/bot:UP", "acme/bot@" + "9" * 20, "acme/" + "x" * 97, "acme/bot\x00",
+    "acme/.bot", "acme/bot:a@1x",
+])
+def test_bad_refs(ref: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_ref(ref)
+
+
+def test_names() -> None:
+    assert validate_name("x" * 96) == "x" * 96
+    for bad in ("x" * 97, "", "a/b", "A", "-a", "a b", "a..b", "é"):
+        with pytest.raises(InvalidInput):
+            validate_name(bad)
+    assert parse_version_selector("12") == ("number", "12")
+    with pytest.raises(InvalidInput):
+        parse_version_selector("latest")
+
+
+def test_base_names_keep_case() -> None:
+    assert validate_base_name("meta-llama/Llama-3.1-8B") == "meta-llama/Llama-3.1-8B"
+    assert validate_base_name("gpt2") == "gpt2"
+    for bad in ("a/b/c", "../x", "a/..", "a/", "/a", "a b", "a/-b", "x" * 200):
+        with pytest.raises(InvalidInput):
+            validate_base_name(bad)
