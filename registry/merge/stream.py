@@ -91,7 +91,7 @@ TOKENIZER_FILES = frozenset(
         "chat_template.json",
     }
 )
-_QUEUE_DEPTH = 3
+_QUEUE_DEPTH = 2  # items between stages: bounds memory to a few tensors in flight
 _BLOCK_ELEMENTS = 1 << 19  # rows per block: ~2 MiB of float32, fits in cache
 
 
