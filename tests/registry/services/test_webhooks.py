@@ -4,13 +4,10 @@ delivery log, fan-out by namespace and event type, permissions."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -29,45 +26,10 @@ from registry.errors import InvalidInput, PermissionDenied
 from registry.services import events, webhooks
 from registry.services.permissions import Principal
 from tests.factories.db import add_member, make_adapter, make_namespace, make_user, make_version
+from tests.fixtures import webhooks as receivers
+from tests.fixtures.webhooks import Receiver
 
-
-@dataclass
-class Receiver:
-    """A tiny HTTP server: answers with ``statuses`` in turn (then 200), records requests."""
-
-    statuses: list[int] = field(default_factory=list)
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    url: str = ""
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with lock:
-                state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status = state.statuses.pop(0) if state.statuses else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
+receiver = receivers.receiver
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

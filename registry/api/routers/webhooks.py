@@ -1,0 +1,115 @@
+"""Webhooks per namespace (namespace admins): create, list, show, update, delete, the
+delivery log, and a test delivery (a signed ``ping``, posted at once)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from registry.api.deps import CurrentUser, SessionDep, get_sessionmaker
+from registry.api.schemas.webhooks import (
+    DeliveryList,
+    DeliveryOut,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookList,
+    WebhookOut,
+    WebhookUpdate,
+)
+from registry.db.webhooks import Webhook, WebhookDelivery, WebhookEvent
+from registry.errors import NotFound
+from registry.services import webhooks as svc
+
+router = APIRouter(tags=["webhooks"])
+
+BASE = "/namespaces/{namespace}/webhooks"
+
+
+def _out(hook: Webhook, namespace: str) -> WebhookOut:
+    return WebhookOut(id=hook.id, namespace=namespace, url=hook.url, events=list(hook.events),
+                      active=hook.active, description=hook.description,
+                      created_at=hook.created_at, updated_at=hook.updated_at)
+
+
+def _delivery(d: WebhookDelivery, e: WebhookEvent) -> DeliveryOut:
+    return DeliveryOut(id=d.id, event_id=e.id, event_type=e.type, status=d.status,
+                       attempts=d.attempts, last_status_code=d.last_status_code,
+                       last_error=d.last_error, next_attempt_at=d.next_attempt_at,
+                       delivered_at=d.delivered_at, created_at=d.created_at,
+                       attempt_log=list(d.attempt_log or []))
+
+
+def _check_id(webhook_id: int) -> int:
+    """Ids beyond the column's range are simply not found (never a database error)."""
+    if not 1 <= webhook_id <= 2**31 - 1:
+        raise NotFound(f"webhook {webhook_id} not found")
+    return webhook_id
+
+
+@router.post(BASE, status_code=201, response_model=WebhookCreated,
+             summary="Create a webhook (its secret is shown once)")
+def create_webhook(namespace: str, body: WebhookCreate, session: SessionDep,
+                   actor: CurrentUser) -> WebhookCreated:
+    hook, secret = svc.create(session, actor, namespace, url=body.url, events_=body.events,
+                              secret=body.secret, active=body.active,
+                              description=body.description)
+    session.commit()
+    return WebhookCreated(**_out(hook, namespace).model_dump(), secret=secret)
+
+
+@router.get(BASE, response_model=WebhookList, summary="List a namespace's webhooks")
+def list_webhooks(namespace: str, session: SessionDep, actor: CurrentUser) -> WebhookList:
+    return WebhookList(webhooks=[_out(h, namespace)
+                                 for h in svc.list_webhooks(session, actor, namespace)])
+
+
+@router.get(BASE + "/{webhook_id}", response_model=WebhookOut, summary="Show a webhook")
+def get_webhook(namespace: str, webhook_id: int, session: SessionDep,
+                actor: CurrentUser) -> WebhookOut:
+    return _out(svc.get(session, actor, namespace, _check_id(webhook_id)), namespace)
+
+
+@router.patch(BASE + "/{webhook_id}", response_model=WebhookOut,
+              summary="Change a webhook's URL, events, active flag or description")
+def update_webhook(namespace: str, webhook_id: int, body: WebhookUpdate, session: SessionDep,
+                   actor: CurrentUser) -> WebhookOut:
+    hook = svc.update(session, actor, namespace, _check_id(webhook_id), url=body.url,
+                      events_=body.events, active=body.active, description=body.description)
+    session.commit()
+    return _out(hook, namespace)
+
+
+@router.delete(BASE + "/{webhook_id}", status_code=204, summary="Delete a webhook")
+def delete_webhook(namespace: str, webhook_id: int, session: SessionDep,
+                   actor: CurrentUser) -> Response:
+    svc.delete(session, actor, namespace, _check_id(webhook_id))
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.get(BASE + "/{webhook_id}/deliveries", response_model=DeliveryList,
+            summary="The delivery log, newest first")
+def list_deliveries(
+    namespace: str, webhook_id: int, session: SessionDep, actor: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    status: Annotated[str | None, Query(pattern=r"^(pending|delivered|failed)$")] = None,
+) -> DeliveryList:
+    rows = svc.list_deliveries(session, actor, namespace, _check_id(webhook_id), limit=limit,
+                               status=status)
+    return DeliveryList(deliveries=[_delivery(d, e) for d, e in rows])
+
+
+@router.post(BASE + "/{webhook_id}/test", response_model=DeliveryOut,
+             summary="Send a signed 'ping' to this webhook now; answers its delivery record")
+def test_webhook(namespace: str, webhook_id: int, request: Request, session: SessionDep,
+                 actor: CurrentUser) -> DeliveryOut:
+    """Posts at once (10 s timeout); if the receiver fails, the worker retries it later like
+    any other delivery."""
+    delivery_id = svc.queue_test(session, actor, namespace, _check_id(webhook_id))
+    session.commit()
+    svc.attempt(get_sessionmaker(request), delivery_id)
+    session.expire_all()
+    delivery = session.get(WebhookDelivery, delivery_id)
+    assert delivery is not None
+    return _delivery(delivery, delivery.event)
