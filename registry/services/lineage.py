@@ -1,0 +1,58 @@
+"""Lineage reads: the parents and children of a version, as far as the actor may see.
+
+A combined adapter records its parents (``Lineage`` rows, written by the combine job).
+Reading them is filtered through the same permission predicate as every adapter read, so
+a private parent or child never leaks its name to someone who could not open it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from registry.db.models import Adapter, AdapterVersion, Lineage
+from registry.services.permissions import Actor, can_read_adapter
+
+#: At most this many children are listed (a popular parent may have many).
+MAX_CHILDREN = 100
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One parent -> child link, from the point of view of ``version``."""
+
+    version: AdapterVersion  # the other end (a parent or a child)
+    weight: float
+    method: str
+    position: int
+
+
+def parents(session: Session, actor: Actor, version: AdapterVersion) -> tuple[list[Edge], int]:
+    """``(visible parents in position order, number hidden from the actor)``."""
+    rows = list(session.scalars(
+        select(Lineage).where(Lineage.child_version_id == version.id)
+        .order_by(Lineage.position)
+        .options(selectinload(Lineage.parent).selectinload(AdapterVersion.adapter)
+                 .selectinload(Adapter.namespace))
+    ))
+    shown = [Edge(r.parent, r.weight, r.method, r.position) for r in rows
+             if can_read_adapter(session, actor, r.parent.adapter)]
+    return shown, len(rows) - len(shown)
+
+
+def children(session: Session, actor: Actor, version: AdapterVersion) -> tuple[list[Edge], int]:
+    """``(visible live children, newest first, number hidden from the actor)``."""
+    rows = list(session.scalars(
+        select(Lineage)
+        .join(AdapterVersion, AdapterVersion.id == Lineage.child_version_id)
+        .where(Lineage.parent_version_id == version.id, AdapterVersion.deleted_at.is_(None))
+        .order_by(Lineage.child_version_id.desc())
+        .limit(MAX_CHILDREN)
+        .options(selectinload(Lineage.child).selectinload(AdapterVersion.adapter)
+                 .selectinload(Adapter.namespace))
+    ))
+    shown = [Edge(r.child, r.weight, r.method, r.position) for r in rows
+             if can_read_adapter(session, actor, r.child.adapter)]
+    return shown, len(rows) - len(shown)
