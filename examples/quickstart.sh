@@ -138,7 +138,8 @@ step "pulling it back"
 cmp "$WORK/adapter/adapter_model.safetensors" "$WORK/pulled/adapter_model.safetensors"
 
 step "merging it into the base on the registry's worker"
-"$LOREG" merge admin/tiny-lora:v1 --base quickstart/tiny-llama -o "$WORK/merged" --force
+rm -rf "$WORK/merged"
+"$LOREG" merge admin/tiny-lora:v1 --base quickstart/tiny-llama -o "$WORK/merged"
 
 step "done"
 echo "merged model: $WORK/merged"
