@@ -168,6 +168,9 @@ def create_app(
     app.include_router(health.router)
     for _name, router in discover_routers():
         app.include_router(router, prefix=API_PREFIX)
+    from registry.ui.routes import router as ui_router
+
+    app.include_router(ui_router, prefix="/ui")
     return app
 
 
