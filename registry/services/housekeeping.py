@@ -53,6 +53,11 @@ class Housekeeping:
     _last: dict[str, float] = field(default_factory=dict)
     _started_at: datetime = field(default_factory=_now)
 
+    def __post_init__(self) -> None:
+        # the first GC check comes one check interval after start, not at start: short-lived
+        # workers (``loreg worker --once``, tests) never collect
+        self._last["gc"] = self._started_at.timestamp()
+
     def _due(self, what: str, interval: float, now: float) -> bool:
         last = self._last.get(what)
         if last is not None and now - last < interval:

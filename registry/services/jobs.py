@@ -56,7 +56,7 @@ from registry.db.models import (
     User,
 )
 from registry.errors import Conflict, InvalidInput, LoregError, NotFound, PermissionDenied
-from registry.services import audit
+from registry.services import audit, events
 from registry.services.permissions import (
     Actor,
     Principal,
@@ -725,7 +725,7 @@ def finish(
         session.add(JobArtifact(job_id=job.id, path=art.path, blob_digest=art.digest,
                                 size=art.size))
     session.flush()
-    return job
+    return events.job_finished(session, job)
 
 
 def ensure_blob(session: Session, digest: str, size: int) -> None:
@@ -764,9 +764,9 @@ def fail(
         return _take_running(session, job_id, worker_id, status=JobStatus.QUEUED.value,
                              error=error, progress=0.0,
                              progress_message=f"retrying after: {error.get('message', '')}"[:1000])
-    return _take_running(session, job_id, worker_id, status=JobStatus.FAILED.value,
-                         error=error, finished_at=now,
-                         progress_message=str(error.get("message", "failed"))[:1000])
+    return events.job_finished(session, _take_running(
+        session, job_id, worker_id, status=JobStatus.FAILED.value, error=error,
+        finished_at=now, progress_message=str(error.get("message", "failed"))[:1000]))
 
 
 def mark_cancelled(session: Session, job_id: str, worker_id: str) -> Job:
@@ -813,4 +813,7 @@ def requeue_expired(session: Session, *, now: datetime | None = None) -> list[st
         ))
         if moved:
             touched.append(job.id)
+            if values["status"] == JobStatus.FAILED.value:
+                events.emit(session, events.JOB_FAILED, job.namespace_id,
+                            {**events.job_payload(job), **values, "status": "failed"})
     return touched

@@ -35,6 +35,7 @@ from registry.config import Settings
 from registry.db.models import Blob, Job
 from registry.errors import LoregError, Unavailable
 from registry.services import jobs as jobs_service
+from registry.services.housekeeping import Housekeeping
 from registry.storage import BlobStore, open_store
 from registry.worker.cache import BaseCache
 from registry.worker.context import (
@@ -149,6 +150,7 @@ class Worker:
         self.lease_seconds = float(settings.job_lease_seconds)
         # renew well before expiry, and poll cancellation every couple of seconds at most
         self.renew_interval = max(0.2, min(2.0, self.lease_seconds / 3))
+        self.housekeeping = Housekeeping(self.sessions, self.store, self.worker_id, self.device)
 
     # ------------------------------------------------------------------ loop
 
@@ -159,6 +161,7 @@ class Worker:
         done = 0
         try:
             while not self.stop_event.is_set():
+                self.housekeeping.tick()
                 ran = self.run_one()
                 done += int(ran)
                 if not ran:

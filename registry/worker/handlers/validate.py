@@ -23,6 +23,7 @@ from registry.db.models import AdapterVersion, BaseModelRecord, ValidationState
 from registry.formats.compat import check_compatibility
 from registry.formats.peft import read_adapter
 from registry.formats.types import AdapterDescription, LoraModule
+from registry.services import events
 from registry.worker.context import JobContext, Outcome
 
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -131,6 +132,7 @@ def run(ctx: JobContext) -> Outcome:
         if version is not None:
             version.validation_state = state
             version.validation_report = report_doc
+            events.version_validated(session, version)
         return {}
 
     ctx.log("validate.done", state=state, problems=len(problems), modules=len(stats))

@@ -9,11 +9,14 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.db import WebhookEvent, create_engine_for, make_sessionmaker
+from registry.db import Job, WebhookEvent, create_engine_for, make_sessionmaker
 from registry.db.migrate import upgrade
 from registry.errors import InvalidInput
-from registry.services import events
+from registry.services import events, jobs
+from registry.worker.loop import Worker
 from tests.factories.db import make_adapter, make_namespace, make_version
+from tests.factories.pushes import build_models, push, register_base
+from tests.fixtures.api import RegistryServer, unique_name
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -82,3 +85,52 @@ def test_namespace_by_name_or_id_and_unknown_types(maker: sessionmaker[Session])
             events.emit(s, events.TAG_MOVED, "no-such-namespace", {})
         s.commit()
     assert _count(maker) == 2
+
+
+def test_job_failure_emits_job_failed(maker: sessionmaker[Session]) -> None:
+    with maker() as s:
+        ns = make_namespace(s)
+        job = Job(type="merge", params={}, namespace_id=ns.id, max_attempts=1)
+        s.add(job)
+        s.commit()
+        claimed = jobs.claim(s, "w-1", lease_seconds=60, types=["merge"])
+        s.commit()
+        assert claimed is not None and claimed.id == job.id
+        jobs.fail(s, job.id, "w-1", {"code": "boom", "message": "it broke", "details": None})
+        s.commit()
+    with maker() as s:
+        [event] = s.scalars(select(WebhookEvent)).all()
+        assert event.type == "job.failed" and event.namespace_id == ns.id
+        assert event.payload["job_id"] == job.id and event.payload["error"]["code"] == "boom"
+
+
+def test_push_and_validation_emit_their_events(
+    registry_server: RegistryServer, tmp_path: Path
+) -> None:
+    """Over HTTP: a push emits version.created and tag.moved; the validation job then emits
+    version.validated and job.succeeded (written by the worker's finishing transaction)."""
+    models = build_models(tmp_path / "models")
+    owner = registry_server.make_user()
+    org = registry_server.make_org(owner)
+    client = registry_server.client(owner.token)
+    base = "test/" + unique_name("Tiny-Llama")
+    assert register_base(client, models.base, base).status_code == 201
+    r = push(client, models.adapter.path, f"{org}/tiny", base=base, tags=["prod"])
+    assert r.status_code == 201, r.text
+    worker = Worker(registry_server.settings, device="cpu")
+    try:
+        worker.run(once=True)
+    finally:
+        worker.close()
+    engine = create_engine_for(registry_server.settings.effective_database_url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            found = [(e.type, e.payload.get("tag")) for e in
+                     s.scalars(select(WebhookEvent).order_by(WebhookEvent.created_at))]
+    finally:
+        engine.dispose()
+    types = [t for t, _tag in found]
+    assert types.count("version.created") == 1
+    assert sorted(tag for t, tag in found if t == "tag.moved") == ["latest", "prod"]
+    assert types.count("version.validated") == 1 and types.count("job.succeeded") == 1
+    assert types.index("version.created") < types.index("version.validated")
