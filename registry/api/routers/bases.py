@@ -17,6 +17,7 @@ router = APIRouter(tags=["bases"])
 
 
 @router.post("/bases", status_code=201, response_model=BaseOut,
+             responses={200: {"model": BaseOut, "description": "Already registered identically"}},
              summary="Register a base model (200 when already registered identically)")
 def register_base(
     body: BaseCreate, session: SessionDep, actor: OptionalUser, response: Response

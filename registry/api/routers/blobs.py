@@ -39,6 +39,7 @@ def _content_length(request: Request) -> int | None:
 
 @router.put(
     "/blobs/{digest}", status_code=201, response_model=BlobInfo,
+    responses={200: {"model": BlobInfo, "description": "The blob existed already (verified)"}},
     summary="Upload a blob (body: its bytes; verified against the digest)",
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},

@@ -25,6 +25,8 @@ PUSH_ATTEMPTS = 5
 
 @router.post("/adapters/{namespace}/{name}/versions", status_code=201,
              response_model=PushResponse,
+             responses={200: {"model": PushResponse,
+                              "description": "Identical content: the existing version"}},
              summary="Push a version from uploaded blobs (200 when the content exists)")
 def push_version(
     namespace: str, name: str, body: PushRequest, session: SessionDep, actor: CurrentUser,
