@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from cli.common import info, json_option, settings
+from registry.logging import configure_logging
 
 
 def _start_worker(s: Any) -> Any:
@@ -40,6 +41,7 @@ def serve(host: str, port: int, no_worker: bool, log_level: str, as_json: bool) 
     from registry.db.migrate import upgrade
 
     s = settings()
+    configure_logging(log_level)
     s.home.mkdir(parents=True, exist_ok=True)
     upgrade(s.effective_database_url)
     app = create_app(s)

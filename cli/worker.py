@@ -10,6 +10,7 @@ from types import FrameType
 import click
 
 from cli.common import settings
+from registry.logging import configure_logging
 
 
 @click.command()
@@ -26,6 +27,7 @@ def worker(device: str | None, once: bool) -> None:
     """
     from registry.worker.loop import Worker
 
+    configure_logging("info")  # JSON lines for every logger; loreg.worker's own below
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("loreg.worker")
