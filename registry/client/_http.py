@@ -9,6 +9,7 @@ so the registry token never leaves for the store.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -62,14 +63,27 @@ class Http:
             limits=limits,
             follow_redirects=False,
         )
-        # For presigned URLs on other hosts: never carries the registry token.
-        self.bare = httpx.Client(
+        self._bare_args: dict[str, Any] = dict(
             headers=headers, timeout=tmo, limits=limits, follow_redirects=False
         )
+        self._bare: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def bare(self) -> httpx.Client:
+        """For presigned URLs on other hosts: never carries the registry token.
+
+        Built on first use: a TLS context costs ~0.1 s, which a re-push should not pay.
+        """
+        with self._lock:
+            if self._bare is None:
+                self._bare = httpx.Client(**self._bare_args)
+            return self._bare
 
     def close(self) -> None:
         self.api.close()
-        self.bare.close()
+        if self._bare is not None:
+            self._bare.close()
 
     # --- retries -------------------------------------------------------------------------
 
