@@ -30,7 +30,7 @@ class Node:
 NODE_W = 220
 NODE_H = 34
 ROW_GAP = 18
-COL_GAP = 130
+COL_GAP = 150
 PAD = 12
 
 
@@ -74,25 +74,25 @@ def lineage_svg(parents: Sequence[Node], current: Node, children: Sequence[Node]
         '<path d="M0,0 L10,5 L0,10 z" class="lg-arrowhead"/></marker></defs>'
     )
 
-    def edge(x1: float, y1: float, x2: float, y2: float, note: str) -> None:
+    def edge(x1: float, y1: float, x2: float, y2: float, note: str, *, at_start: bool) -> None:
         mx = (x1 + x2) / 2
         parts.append(
             f'<path class="lg-edge" d="M{x1:.0f},{y1:.0f} C{mx:.0f},{y1:.0f} {mx:.0f},{y2:.0f} '
             f'{x2:.0f},{y2:.0f}" marker-end="url(#lg-arrow)"/>'
         )
-        if note:
-            ly = (y1 + y2) / 2 - 6
-            parts.append(f'<text class="lg-note" x="{mx:.0f}" y="{ly:.0f}" '
-                         f'text-anchor="middle">{escape(note)}</text>')
+        if note:  # beside the other node's end, where edges do not crowd
+            x, y, anchor = (x1 + 6, y1 - 6, "start") if at_start else (x2 - 10, y2 - 6, "end")
+            parts.append(f'<text class="lg-note" x="{x:.0f}" y="{y:.0f}" '
+                         f'text-anchor="{anchor}">{escape(note)}</text>')
 
     cy = mid_y + NODE_H / 2
     cx = x_of[1]
     if parents:
         for y, p in zip(_column(len(parents), height), parents, strict=True):
-            edge(x_of[0] + NODE_W, y + NODE_H / 2, cx, cy, p.note)
+            edge(x_of[0] + NODE_W, y + NODE_H / 2, cx, cy, p.note, at_start=True)
     if children:
         for y, c in zip(_column(len(children), height), children, strict=True):
-            edge(cx + NODE_W, cy, x_of[2], y + NODE_H / 2, c.note)
+            edge(cx + NODE_W, cy, x_of[2], y + NODE_H / 2, c.note, at_start=False)
     if parents:
         for y, p in zip(_column(len(parents), height), parents, strict=True):
             parts.append(_node(x_of[0], y, p))
@@ -157,8 +157,8 @@ class NormGrid:
     @property
     def rows(self) -> list[Cell]:
         """Every cell, in layer then module-type order (for the fallback table)."""
-        def key(c: Cell) -> tuple[int, str]:
-            return (c.layer if c.layer is not None else -1, c.kind)
+        def key(c: Cell) -> tuple[int, tuple[int, str]]:
+            return (c.layer if c.layer is not None else -1, _kind_order(c.kind))
         return sorted(self.cells.values(), key=key)
 
 
@@ -196,8 +196,8 @@ def fmt_norm(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-CELL_W = 34
-CELL_H = 26
+CELL_W = 56
+CELL_H = 30
 LABEL_W = 150
 TOP = 30
 
@@ -205,7 +205,7 @@ TOP = 30
 def heatmap_svg(grid: NormGrid, title: str) -> Markup:
     """The grid as coloured cells (darker = larger norm) with axis labels and a legend."""
     n_cols, n_rows = len(grid.layers), len(grid.kinds)
-    cell_w = CELL_W if n_cols <= 40 else max(8, 1360 // n_cols)
+    cell_w = CELL_W if n_cols <= 16 else max(8, 900 // n_cols)
     plot_w = n_cols * cell_w
     legend_y = TOP + n_rows * CELL_H + 34
     width = LABEL_W + max(plot_w, 260) + 20
