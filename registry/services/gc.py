@@ -22,13 +22,20 @@ A run, in order:
    deleted, each in its own transaction guarded by a re-check (and by the foreign keys:
    a version committed meanwhile makes the delete fail, and the blob stays), then the
    store object is deleted;
-4. store objects with no blob row, last modified before the grace period, are deleted.
+4. store objects with no blob row, last modified before the grace period, are deleted;
+   on S3, multipart uploads abandoned for longer than the grace period (an API process
+   that died mid-upload) are aborted, which frees their parts.
 
 The **grace period** (default 24 hours) protects uploads in flight: the store object of
 an upload is written before its row, and a push references its blobs only after they are
 uploaded, so anything fresh, row or object, is never collected.
 
 ``--dry-run`` computes the same lists without changing anything.
+
+One race remains by design: a client that asked ``POST /uploads`` a moment before a
+collection deletes an old, unreferenced blob skips uploading it, and its version create
+then fails with "blob not found"; pushing again uploads it. Only blobs unreferenced for
+longer than the grace period can be caught this way.
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ class GcReport:
     purged_versions: list[dict[str, Any]] = field(default_factory=list)
     blobs: list[dict[str, Any]] = field(default_factory=list)
     orphan_objects: list[dict[str, Any]] = field(default_factory=list)
+    aborted_uploads: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -262,8 +270,34 @@ def run(
             continue
         report.orphan_objects.append(entry)
 
+    _abort_stale_uploads(store, cutoff, dry_run, report)
+
     log.info("gc%s: %d blobs, %d orphan objects, %d bytes; %d expired job outputs, "
              "%d purged versions", " (dry run)" if dry_run else "", len(report.blobs),
              len(report.orphan_objects), report.bytes_freed,
              len(report.expired_job_outputs), len(report.purged_versions))
     return report
+
+
+def _abort_stale_uploads(store: BlobStore, cutoff: datetime, dry_run: bool,
+                         report: GcReport) -> None:
+    """S3 only: abort multipart uploads initiated before ``cutoff`` (their parts cost money
+    and are invisible to listings)."""
+    pending = getattr(store, "pending_uploads", None)
+    abort = getattr(store, "_abort", None)
+    if pending is None or abort is None:
+        return
+    try:
+        uploads = pending()
+    except Exception as exc:
+        report.errors.append({"error": f"listing multipart uploads: {exc}"})
+        return
+    for upload in uploads:
+        initiated = upload.get("Initiated")
+        if not isinstance(initiated, datetime) or initiated >= cutoff:
+            continue
+        entry = {"key": upload.get("Key"), "upload_id": upload.get("UploadId"),
+                 "initiated": initiated.isoformat()}
+        if not dry_run:
+            abort(upload["Key"], upload["UploadId"])
+        report.aborted_uploads.append(entry)
