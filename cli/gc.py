@@ -53,6 +53,9 @@ def gc(dry_run: bool, grace_hours: float, retention_hours: float, as_json: bool)
             click.echo(f"{verb} blob {blob['digest']} ({human_bytes(blob['size'])})")
         for obj in report.orphan_objects:
             click.echo(f"{verb} orphan object {obj['digest']} ({human_bytes(obj['size'])})")
+        for up in report.aborted_uploads:
+            click.echo(f"{'would abort' if dry_run else 'aborted'} abandoned upload "
+                       f"{up['key']} (started {up['initiated']})")
         for err in report.errors:
             click.echo(f"error: {err}", err=True)
         click.echo(f"{verb} {len(report.blobs) + len(report.orphan_objects)} blobs, "
