@@ -11,7 +11,8 @@ the same files:
 3. loreg: ``registry.merge.merge_checkpoint`` (fingerprint computed in the same pass).
 
 It prints the wall time of each process (interpreter start and imports included), the time of
-the operation itself as measured inside the process (after imports), and the peak RSS the
+the operation itself as measured inside the process (after imports), the CPU time (user +
+system, children included: less sensitive than wall time to a busy machine), and the peak RSS the
 kernel reports for the process (``ru_maxrss`` from ``wait4``, mapped file pages included),
 then the ratios. A second, ~3 GB size shows how peak RSS grows with the model.
 
@@ -199,13 +200,18 @@ def _measure(args: list[str], out: Path) -> dict[str, float]:
         raise SystemExit(f"{args[0]} failed:\n{stderr.decode()[-3000:]}")
     doc = json.loads(stdout.decode().strip().splitlines()[-1])
     shutil.rmtree(out, ignore_errors=True)
-    return {"wall_s": wall, "op_s": doc["op_s"], "rss_mb": usage.ru_maxrss / 1024}
+    return {
+        "wall_s": wall,
+        "op_s": doc["op_s"],
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,
+    }
 
 
 def _row(name: str, m: dict[str, float]) -> str:
     return (
         f"  {name:<6} wall {m['wall_s']:7.2f} s   op {m['op_s']:7.2f} s"
-        f"   peak RSS {m['rss_mb']:7.0f} MB"
+        f"   cpu {m['cpu_s']:7.2f} s   peak RSS {m['rss_mb']:7.0f} MB"
     )
 
 

@@ -1,8 +1,10 @@
 """Which device does the matrix work: ``auto`` (CUDA when available), ``cuda`` or ``cpu``.
 
 Only the arithmetic moves to the GPU. Bytes that are copied through never leave host
-memory, and tensors that change travel host -> device -> host once each; host buffers are
-pinned so that the copies can run asynchronously next to the computation.
+memory, and tensors that change travel host -> device -> host once each. The overlap comes
+from the merge's pipeline: while the GPU works on one tensor, the reader thread is already
+reading the next one and the writer thread writing the previous one. (Host buffers are not
+pinned: pinning each tensor costs more than the asynchronous copy saves.)
 """
 
 from __future__ import annotations
@@ -38,12 +40,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move a host tensor to ``device``; pinned and asynchronous when the target is CUDA."""
-    if device.type != "cuda":
+    """Move a host tensor to ``device`` (asynchronously when it is already pinned)."""
+    if device.type == "cpu":
         return tensor
-    if not tensor.is_pinned():
-        tensor = tensor.pin_memory()
-    return tensor.to(device, non_blocking=True)
+    return tensor.to(device, non_blocking=tensor.is_pinned())
 
 
 def to_host(tensor: torch.Tensor) -> torch.Tensor:

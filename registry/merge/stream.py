@@ -58,6 +58,7 @@ from registry.merge.sources import (
     output_dtype,
     pread_into,
     read_tensor,
+    return_large_frees_to_os,
     tensor_bytes,
     torch_dtype,
 )
@@ -539,6 +540,7 @@ def merge_checkpoint(
     """
     started = time.monotonic()
     dev = resolve_device(device)
+    return_large_frees_to_os()
     with _compute_threads(dev):
         return _merge(
             base_dir,
@@ -634,7 +636,7 @@ def _merge(
             seed=seed,
             device=dev,
         )
-        reader = _Reader(base, plans, hash_bytes=compute_fingerprint, pin=dev.type == "cuda")
+        reader = _Reader(base, plans, hash_bytes=compute_fingerprint, pin=False)
         reader.start()
         wthread = _WriterThread(writer)
         wthread.start()
