@@ -40,6 +40,7 @@ from registry.db.webhooks import DeliveryStatus, Webhook, WebhookDelivery, Webho
 from registry.errors import InvalidInput, NotFound
 from registry.services import audit, events
 from registry.services.permissions import Actor, require_admin_namespace
+from registry.services.refs import validate_name
 
 log = logging.getLogger("registry.webhooks")
 
@@ -93,10 +94,17 @@ def event_body(event: WebhookEvent, namespace_name: str | None) -> bytes:
 
 def _validate_url(url: str) -> str:
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
-        raise InvalidInput("webhook URL must be an absolute http:// or https:// URL "
-                           "(at most 2048 characters)", details={"url": url[:200]})
+    bad = InvalidInput("webhook URL must be an absolute http:// or https:// URL "
+                       "(at most 2048 characters, no spaces)", details={"url": url[:200]})
+    if len(url) > 2048 or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise bad
+    try:
+        parts = urlsplit(url)
+        hostname, _port = parts.hostname, parts.port
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise bad
     if parts.username or parts.password:
         raise InvalidInput("webhook URL must not contain credentials; the signature "
                            "authenticates loreg to the receiver")
@@ -115,6 +123,7 @@ def _validate_events(values: Sequence[str] | None) -> list[str]:
 
 
 def _namespace(session: Session, name: str) -> Namespace:
+    validate_name(name, what="namespace")
     ns = session.scalar(select(Namespace).where(Namespace.name == name))
     if ns is None:
         raise NotFound(f"namespace '{name}' not found", details={"namespace": name})
@@ -341,7 +350,7 @@ def _post(client: httpx.Client, send: _Send, timeout: float) -> tuple[int | None
     try:
         response = client.post(send.url, content=send.body, headers=send.headers,
                                timeout=timeout, follow_redirects=False)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         return None, f"{type(exc).__name__}: {exc}"[:1000]
     if 200 <= response.status_code < 300:
         return response.status_code, None

@@ -55,6 +55,8 @@ def test_webhook_lifecycle_and_test_delivery(
     assert admin.post(base, json={"url": receiver.url, "events": ["nope"]}).status_code in (
         400, 422)
     assert admin.get(f"/namespaces/no-such-ns-{org}/webhooks").status_code == 404
+    assert admin.get("/namespaces/Bad%00Name/webhooks").status_code == 400
+    assert admin.post(base, json={"url": "http://[::1"}).status_code == 400
     assert admin.get(f"{base}/99999999999").status_code == 404
     assert registry_server.client(None).get(base).status_code == 401
 

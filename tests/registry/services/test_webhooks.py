@@ -245,7 +245,9 @@ def test_only_namespace_admins_manage_webhooks(
         assert webhooks.list_webhooks(s, world.admin, world.org) == []
 
 
-@pytest.mark.parametrize("url", ["ftp://x/y", "not a url", "http://user:pw@host/x", "/relative"])
+@pytest.mark.parametrize("url", ["ftp://x/y", "not a url", "http://user:pw@host/x", "/relative",
+                                 "http://[::1", "http://host:99999/", "http://ho st/",
+                                 "http://x/\x00"])
 def test_bad_urls_refused(maker: sessionmaker[Session], world: World, url: str) -> None:
     with maker() as s, pytest.raises(InvalidInput):
         webhooks.create(s, world.admin, world.org, url=url)
