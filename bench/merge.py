@@ -175,12 +175,14 @@ def child_peft(base: Path, adapter: Path, out: Path) -> None:
     print(json.dumps({"op_s": time.perf_counter() - t}))
 
 
-def child_loreg(base: Path, adapter: Path, out: Path, device: str) -> None:
+def child_loreg(base: Path, adapter: Path, out: Path, device: str, fingerprint: bool) -> None:
     sys.path.insert(0, str(REPO))
     from registry.merge import merge_checkpoint
 
     t = time.perf_counter()
-    result = merge_checkpoint(base, [(adapter, 1.0)], out, device=device)
+    result = merge_checkpoint(
+        base, [(adapter, 1.0)], out, device=device, compute_fingerprint=fingerprint
+    )
     print(json.dumps({"op_s": time.perf_counter() - t, "fingerprint": result.fingerprint}))
 
 
@@ -226,12 +228,17 @@ def main() -> None:
         elif kind == "_peft":
             child_peft(rest[0], rest[1], rest[2])
         else:
-            child_loreg(rest[0], rest[1], rest[2], str(sys.argv[5]))
+            child_loreg(rest[0], rest[1], rest[2], str(sys.argv[5]), kind == "_loreg")
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1,3", help="checkpoint sizes in GB (default 1,3)")
     parser.add_argument("--no-peft-large", action="store_true", help="skip PEFT above 1.5 GB")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--no-fingerprint-row",
+        action="store_true",
+        help="also time loreg without computing the base fingerprint (one sha256 pass less)",
+    )
     parser.add_argument("--dir", default=tempfile.gettempdir())
     opts = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="loreg-bench-", dir=opts.dir))
@@ -265,6 +272,11 @@ def main() -> None:
                 print(_row("peft", res["peft"]), flush=True)
             res["loreg"] = _measure(["_loreg", str(base), str(adapter), str(out), opts.device], out)
             print(_row("loreg", res["loreg"]), flush=True)
+            if opts.no_fingerprint_row:
+                nofp = _measure(
+                    ["_loreg_nofp", str(base), str(adapter), str(out), opts.device], out
+                )
+                print(_row("nofp", nofp) + "  (loreg without the base fingerprint)", flush=True)
             lo, cp = res["loreg"], res["copy"]
             line = (
                 f"  loreg/copy time {lo['op_s'] / cp['op_s']:.2f}x (op),"
