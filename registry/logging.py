@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line, with the request id and job id when known.
 
 ``configure_logging`` is called once by ``loreg serve`` and ``loreg worker``. Every record
-becomes ``{"ts", "level", "logger", "message", ...}`` plus:
+becomes ``{"ts", "level", "logger", "event", "message", ...}`` (``event`` is ``"log"`` for
+plain messages, so every line has one) plus:
 
 - ``request_id``: the API request being served (``X-Request-ID``; from the API's
   context variable, so any log line made while handling a request carries it);
@@ -57,6 +58,7 @@ class JsonFormatter(logging.Formatter):
             doc.update(parsed)
         else:
             doc["message"] = message
+        doc.setdefault("event", getattr(record, "event", None) or "log")
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 doc.setdefault(key, value)
@@ -80,3 +82,5 @@ def configure_logging(level: str | int = "info", *, stream: TextIO | None = None
     handler._loreg = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    for noisy in ("httpx", "httpcore", "botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -28,7 +28,7 @@ def _line(**extra: object) -> dict[str, object]:
 
 def test_plain_line() -> None:
     doc = _line()
-    assert doc["message"] == "hello world" and doc["level"] == "info"
+    assert doc["message"] == "hello world" and doc["level"] == "info" and doc["event"] == "log"
     assert doc["logger"] == "test.loreg.logging" and "ts" in doc
     assert "request_id" not in doc and "job_id" not in doc
 
