@@ -8,16 +8,24 @@ from registry.merge.combine import CombineResult, combine_adapters
 from registry.merge.device import resolve_device
 from registry.merge.export import ExportResult, export_adapter
 from registry.merge.methods import METHODS
-from registry.merge.stream import FingerprintMismatch, MergeResult, merge_checkpoint
+from registry.merge.stream import (
+    CancelFn,
+    FingerprintMismatch,
+    MergeResult,
+    ProgressFn,
+    merge_checkpoint,
+)
 from registry.merge.writer import OutputFile
 
 __all__ = [
     "METHODS",
+    "CancelFn",
     "CombineResult",
     "ExportResult",
     "FingerprintMismatch",
     "MergeResult",
     "OutputFile",
+    "ProgressFn",
     "combine_adapters",
     "export_adapter",
     "merge_checkpoint",

@@ -66,28 +66,6 @@ def from_weight_layout(
     return delta
 
 
-def factors_from_matrix(
-    kind: LoraKind,
-    b_matrix: torch.Tensor,
-    a_matrix: torch.Tensor,
-    *,
-    a_shape_tail: tuple[int, ...],
-    b_shape_tail: tuple[int, ...],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reshape matrix factors (``[rows, k]``, ``[k, cols]``) to PEFT's A and B layouts.
-
-    ``a_shape_tail`` / ``b_shape_tail`` are the trailing dimensions of PEFT's A and B
-    beyond the first (e.g. ``(in, kh, kw)`` / ``(1, 1)`` for a conv); linear and embedding
-    factors keep their 2-D shapes.
-    """
-    k = a_matrix.shape[0]
-    if kind == "conv":
-        return a_matrix.reshape(k, *a_shape_tail), b_matrix.reshape(
-            b_matrix.shape[0], k, *b_shape_tail
-        )
-    return a_matrix, b_matrix
-
-
 def lora_scale(r: int, alpha: float, *, use_rslora: bool) -> float:
     """PEFT's scaling: ``alpha / r``, or ``alpha / sqrt(r)`` with rslora."""
     return alpha / math.sqrt(r) if use_rslora else alpha / r
