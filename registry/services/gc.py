@@ -3,7 +3,8 @@
 A blob is **referenced** (kept) while any of these points at it:
 
 - a file of a live version, or of a soft-deleted version still inside the retention
-  period (``retention``, default 7 days: an administrator can undelete within it);
+  period (``retention``, default 7 days: within it the bytes still exist, so an operator
+  can undo an accidental delete by clearing the version's ``deleted_at``);
 - a file of a registered base model;
 - an output of a job whose outputs have not expired (``jobs.outputs_expire_at`` unset or
   in the future).
