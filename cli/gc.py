@@ -39,6 +39,10 @@ def gc(dry_run: bool, grace_hours: float, retention_hours: float, as_json: bool)
             make_sessionmaker(engine), open_store(config), dry_run=dry_run,
             grace=timedelta(hours=grace_hours), retention=timedelta(hours=retention_hours),
         )
+        if not dry_run:
+            with make_sessionmaker(engine)() as session:
+                gc_service.record_run(session, report, "loreg gc")
+                session.commit()
     finally:
         engine.dispose()
 

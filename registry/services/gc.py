@@ -302,3 +302,17 @@ def _abort_stale_uploads(store: BlobStore, cutoff: datetime, dry_run: bool,
         if not dry_run:
             abort(upload["Key"], upload["UploadId"])
         report.aborted_uploads.append(entry)
+
+
+def record_run(session: Session, report: GcReport, by: str, **extra: Any) -> None:
+    """An audit event ``gc.run`` (caller commits); scheduled collections count from the
+    newest one, so a manual ``loreg gc`` also postpones the next scheduled run."""
+    from registry.services import audit
+
+    audit.record(session, None, "gc.run", "registry", "blobs", {
+        "by": by, "blobs": len(report.blobs), "orphan_objects": len(report.orphan_objects),
+        "bytes_freed": report.bytes_freed,
+        "expired_job_outputs": len(report.expired_job_outputs),
+        "purged_versions": len(report.purged_versions),
+        "aborted_uploads": len(report.aborted_uploads), "errors": len(report.errors),
+        **extra})

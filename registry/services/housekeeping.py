@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db.models import AuditEvent
 from registry.db.ops import WorkerHeartbeat
-from registry.services import audit, gc, webhooks
+from registry.services import gc, webhooks
 from registry.storage import BlobStore
 
 log = logging.getLogger("registry.housekeeping")
@@ -118,13 +118,8 @@ class Housekeeping:
                             retention=self.gc_retention)
             with self.sessions() as s:
                 pruned = webhooks.prune(s, older_than=self.delivery_log_retention)
-                audit.record(s, None, "gc.run", "registry", "blobs", {
-                    "worker": self.worker_id, "blobs": len(report.blobs),
-                    "orphan_objects": len(report.orphan_objects),
-                    "bytes_freed": report.bytes_freed,
-                    "expired_job_outputs": len(report.expired_job_outputs),
-                    "purged_versions": len(report.purged_versions),
-                    "webhook_events_pruned": pruned, "errors": len(report.errors)})
+                gc.record_run(s, report, f"worker {self.worker_id}",
+                              webhook_events_pruned=pruned)
                 s.commit()
             lock_session.rollback()  # releases the advisory lock
         return report

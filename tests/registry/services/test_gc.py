@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import (
     AdapterVersion,
+    AuditEvent,
     BaseModelFile,
     BaseModelRecord,
     Blob,
@@ -267,6 +268,9 @@ def test_cli(backend: Backend, scene: Scene, monkeypatch: pytest.MonkeyPatch) ->
     assert result.exit_code == 0, result.output
     assert "deleted blob " + scene.only_deleted in result.output
     assert not listed & rows(backend)
+    with backend.maker() as s:
+        [run] = s.scalars(select(AuditEvent).where(AuditEvent.action == "gc.run")).all()
+        assert run.details["by"] == "loreg gc" and run.details["blobs"] == 1
 
 
 def test_abandoned_multipart_uploads_are_aborted(backend: Backend) -> None:

@@ -95,3 +95,4 @@ def test_scheduled_gc_runs_once_per_interval(
     with maker() as s:
         runs = s.scalars(select(AuditEvent).where(AuditEvent.action == "gc.run")).all()
         assert len(runs) == 1 and runs[0].details["blobs"] == 1
+        assert runs[0].details["by"] == "worker w-1"
