@@ -24,21 +24,54 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LOREG_", extra="ignore")
 
-    home: Path = Field(default_factory=_default_home, description="Where the embedded default keeps its data.")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite under home when unset.")
-    storage_url: str | None = Field(default=None, description="file:///path or s3://bucket/prefix; a folder under home when unset.")
-    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO); AWS when unset.")
-    s3_region: str | None = Field(default=None, description="Region for S3 requests and presigned URLs.")
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Where the embedded default keeps its data.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; SQLite under home when unset.",
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="file:///path or s3://bucket/prefix; a folder under home when unset.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint (MinIO); AWS when unset.",
+    )
+    s3_region: str | None = Field(
+        default=None,
+        description="Region for S3 requests and presigned URLs.",
+    )
 
-    url: str = Field(default="http://127.0.0.1:8080", description="Client side: the registry's base URL.")
-    token: str | None = Field(default=None, description="Client side: API token, overrides the stored login.")
+    url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Client side: the registry's base URL.",
+    )
+    token: str | None = Field(
+        default=None,
+        description="Client side: API token, overrides the stored login.",
+    )
 
     worker_device: Literal["auto", "cuda", "cpu"] = "auto"
     job_lease_seconds: int = Field(default=60, ge=1)
     job_max_attempts: int = Field(default=3, ge=1)
-    base_cache_bytes: int = Field(default=200 * GiB, ge=0, description="Worker's base checkpoint cache bound.")
-    worker_poll_seconds: float = Field(default=1.0, gt=0, description="Idle worker's queue poll interval.")
-    worker_test_delay_seconds: float = Field(default=0.0, ge=0, description="Tests only: sleep per merged tensor.")
+    base_cache_bytes: int = Field(
+        default=200 * GiB,
+        ge=0,
+        description="Worker's base checkpoint cache bound.",
+    )
+    worker_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Idle worker's queue poll interval.",
+    )
+    worker_test_delay_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="Tests only: sleep per merged tensor.",
+    )
 
     max_blob_bytes: int = Field(default=100 * GiB, ge=1)
     max_version_bytes: int = Field(default=100 * GiB, ge=1)
