@@ -1,5 +1,12 @@
-"""Shared fixtures: real PostgreSQL and a real S3-compatible server, started per session."""
+"""Shared fixtures: real PostgreSQL and S3-compatible servers (started once per session),
+migrated databases on both dialects, a live API, a webhook receiver. See tests/fixtures/."""
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.s3", "tests.fixtures.api"]
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.s3",
+    "tests.fixtures.db",
+    "tests.fixtures.api",
+    "tests.fixtures.webhooks",
+]

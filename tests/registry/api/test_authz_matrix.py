@@ -149,7 +149,11 @@ CASES: list[Case] = [
 
 
 def _fill(value: Any, values: Mapping[str, Any]) -> Any:
+    """Fill ``{placeholders}``; a string that is exactly one placeholder takes the raw value
+    (a push body's file list), not its string form."""
     if isinstance(value, str):
+        if value.startswith("{") and value.endswith("}") and value[1:-1] in values:
+            return values[value[1:-1]]
         return value.format(**values)
     if isinstance(value, Mapping):
         return {k: _fill(v, values) for k, v in value.items()}

@@ -10,7 +10,6 @@ A private adapter is a 404 to outsiders and anonymous callers, never a 403.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from tests.factories.pushes import Models, build_models, folder_files, push, register_base, upload
 from tests.fixtures.api import RegistryServer, unique_name
-from tests.registry.api.test_authz_matrix import PRINCIPALS, Case, World, build_world, expect
+from tests.registry.api.test_authz_matrix import Case, World, build_world, expect, run_matrix
 
 READERS = {"reader": 200, "writer": 200, "org_admin": 200, "org_admin_write_token": 200,
            "org_admin_read_token": 200, "site_admin": 200, "site_admin_write_token": 200,
@@ -131,36 +130,5 @@ def test_content_authorisation_matrix(
              prepare=fresh_version,
              expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS)),
     ]
-    failures = run_cases(world, cases)
+    failures = run_matrix(world, cases)
     assert not failures, "\n".join(failures)
-
-
-def _fill(value: Any, values: Mapping[str, Any]) -> Any:
-    """Like the accounts matrix's filler, but ``"{key}"`` alone becomes the value itself
-    (a push body's file list), not its string form."""
-    if isinstance(value, str):
-        if value.startswith("{") and value.endswith("}") and value[1:-1] in values:
-            return values[value[1:-1]]
-        return value.format(**values)
-    if isinstance(value, Mapping):
-        return {k: _fill(v, values) for k, v in value.items()}
-    return value
-
-
-def run_cases(world: World, cases: list[Case]) -> list[str]:
-    failures = []
-    for case in cases:
-        assert set(case.expect) == set(PRINCIPALS), f"{case.name}: incomplete expectations"
-        for principal, wanted in case.expect.items():
-            values: dict[str, Any] = dict(world.values)
-            if case.prepare is not None:
-                values.update(case.prepare(world, principal))
-            r = world.client(principal).request(
-                case.method, _fill(case.path, values),
-                json=_fill(case.json, values) if case.json is not None else None)
-            if r.status_code != wanted:
-                failures.append(f"{case.name} as {principal}: {r.status_code} != {wanted}"
-                                f" ({r.text[:200]})")
-            if r.status_code >= 400:
-                assert set(r.json()) == {"error"}, r.text
-    return failures

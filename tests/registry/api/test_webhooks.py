@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 
 from registry.services.webhooks import verify_signature
-from tests.fixtures import webhooks as receivers
 from tests.fixtures.api import RegistryServer
 from tests.fixtures.webhooks import Receiver
-
-receiver = receivers.receiver
 
 
 def test_webhook_lifecycle_and_test_delivery(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry.api.bootstrap import credentials_path, ensure_admin
 from registry.config import Settings
-from registry.db import create_engine_for, make_sessionmaker, migrate
 from registry.db.models import ApiToken, AuditEvent, Namespace, User
 from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from registry.services import accounts
@@ -23,18 +21,9 @@ from registry.services.permissions import Principal
 
 
 @pytest.fixture
-def maker(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    url = f"sqlite:///{tmp_path / 'a.db'}"
-    migrate.upgrade(url)
-    engine = create_engine_for(url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def session(maker: sessionmaker[Session]) -> Iterator[Session]:
-    with maker() as s:
-        yield s
+def db_url(sqlite_url: str) -> str:
+    """SQLite only: account rules, no dialect-specific SQL."""
+    return sqlite_url
 
 
 @pytest.fixture

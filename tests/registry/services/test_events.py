@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import Job, WebhookEvent, create_engine_for, make_sessionmaker
-from registry.db.migrate import upgrade
 from registry.errors import InvalidInput
 from registry.services import events, jobs
 from registry.worker.loop import Worker
 from tests.factories.db import make_adapter, make_namespace, make_version
 from tests.factories.pushes import build_models, push, register_base
 from tests.fixtures.api import RegistryServer, unique_name
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'loreg.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    upgrade(db_url)
-    eng = create_engine_for(db_url)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def maker(engine: Engine) -> sessionmaker[Session]:
-    return make_sessionmaker(engine)
 
 
 def _count(maker: sessionmaker[Session]) -> int:

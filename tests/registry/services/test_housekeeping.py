@@ -3,45 +3,20 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.db import AuditEvent, Blob, WorkerHeartbeat, create_engine_for, make_sessionmaker
-from registry.db.migrate import upgrade
+from registry.db import AuditEvent, Blob, WorkerHeartbeat
 from registry.services import events, webhooks
 from registry.services.housekeeping import Housekeeping
 from registry.services.permissions import Principal
 from registry.storage import BlobStore, open_store_url, sha256_digest
 from tests.factories.db import make_namespace, make_user
-from tests.fixtures import webhooks as receivers
 from tests.fixtures.webhooks import Receiver
-
-receiver = receivers.receiver
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'loreg.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    upgrade(db_url)
-    eng = create_engine_for(db_url)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def maker(engine: Engine) -> sessionmaker[Session]:
-    return make_sessionmaker(engine)
 
 
 @pytest.fixture

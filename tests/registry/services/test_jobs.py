@@ -4,12 +4,10 @@ contention, leases, expiry and re-queueing, finishing, cancellation."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import (
@@ -22,35 +20,12 @@ from registry.db import (
     JobArtifact,
     Namespace,
     User,
-    create_engine_for,
-    make_sessionmaker,
 )
-from registry.db.migrate import upgrade
 from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from registry.services import jobs
 from registry.services.permissions import Principal
 
 DIGEST = "sha256:" + "ab" * 32
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'loreg.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    upgrade(db_url)
-    eng = create_engine_for(db_url)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def maker(engine: Engine) -> sessionmaker[Session]:
-    return make_sessionmaker(engine)
 
 
 def _user(s: Session, name: str, *, admin: bool = False) -> Principal:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy.orm import Session
 
-from registry.db import create_engine_for, make_sessionmaker, migrate
 from registry.db.models import Adapter, Membership, Namespace, User
 from registry.errors import NotFound, PermissionDenied, Unauthenticated
 from registry.services import permissions as perm
@@ -16,13 +12,9 @@ from registry.services.permissions import Level, Principal
 
 
 @pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    url = f"sqlite:///{tmp_path / 'p.db'}"
-    migrate.upgrade(url)
-    engine = create_engine_for(url)
-    with make_sessionmaker(engine)() as s:
-        yield s
-    engine.dispose()
+def db_url(sqlite_url: str) -> str:
+    """SQLite only: plain functions over rows, no dialect-specific SQL."""
+    return sqlite_url
 
 
 def _user(session: Session, name: str, *, admin: bool = False) -> User:

@@ -4,13 +4,11 @@ delivery log, fan-out by namespace and event type, permissions."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import (
@@ -18,38 +16,12 @@ from registry.db import (
     Namespace,
     User,
     WebhookDelivery,
-    create_engine_for,
-    make_sessionmaker,
 )
-from registry.db.migrate import upgrade
 from registry.errors import InvalidInput, PermissionDenied
 from registry.services import events, webhooks
 from registry.services.permissions import Principal
 from tests.factories.db import add_member, make_adapter, make_namespace, make_user, make_version
-from tests.fixtures import webhooks as receivers
 from tests.fixtures.webhooks import Receiver
-
-receiver = receivers.receiver
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'loreg.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    upgrade(db_url)
-    eng = create_engine_for(db_url)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def maker(engine: Engine) -> sessionmaker[Session]:
-    return make_sessionmaker(engine)
 
 
 def principal(user: User, scope: str = "admin") -> Principal:
