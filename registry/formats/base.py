@@ -159,19 +159,13 @@ def _headers(folder: Path) -> dict[str, SafetensorsHeader]:
     raise BaseFormatError(f"{folder}: no {SINGLE_FILE} and no {INDEX_FILE}")
 
 
-def _tied_aliases(folder: Path, tensors: Mapping[str, Any]) -> dict[str, str]:
-    """``lm_head.weight`` -> input embedding, when config.json ties them and lm_head is absent."""
-    cfg_path = Path(folder) / "config.json"
-    if not cfg_path.is_file() or "lm_head.weight" in tensors:
+def tied_aliases(config: Mapping[str, Any] | None, tensors: Mapping[str, Any]) -> dict[str, str]:
+    """``lm_head.weight`` -> the input embedding, when ``config`` (config.json) ties them and
+    the checkpoint omits lm_head. The registry applies the same rule to a stored config."""
+    if not isinstance(config, Mapping) or "lm_head.weight" in tensors:
         return {}
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, OSError):
-        return {}
-    if not isinstance(cfg, dict):
-        return {}
-    text_cfg = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
-    tie = cfg.get("tie_word_embeddings", (text_cfg or {}).get("tie_word_embeddings", True))
+    text_cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    tie = config.get("tie_word_embeddings", (text_cfg or {}).get("tie_word_embeddings", True))
     if not tie:
         return {}
     for suffix in _EMBEDDING_SUFFIXES:
@@ -179,6 +173,18 @@ def _tied_aliases(folder: Path, tensors: Mapping[str, Any]) -> dict[str, str]:
         if matches:
             return {"lm_head.weight": min(matches, key=len)}
     return {}
+
+
+def _folder_tied_aliases(folder: Path, tensors: Mapping[str, Any]) -> dict[str, str]:
+    """``tied_aliases`` with the folder's config.json (none, or unreadable: no aliases)."""
+    cfg_path = Path(folder) / "config.json"
+    if not cfg_path.is_file() or "lm_head.weight" in tensors:
+        return {}
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, OSError):
+        return {}
+    return tied_aliases(cfg if isinstance(cfg, dict) else None, tensors)
 
 
 def _manifest(
@@ -216,7 +222,7 @@ def _build_manifest(
         num_parameters=sum(i.numel for i in infos.values()),
         size_bytes=sum(h.file_size for h in headers.values()),
         files=dict(sorted(files.items())),
-        aliases=_tied_aliases(folder, tensors),
+        aliases=_folder_tied_aliases(folder, tensors),
     )
     return manifest, infos
 

@@ -44,6 +44,7 @@ from registry.merge.sources import (
     ST_DTYPES,
     AdapterSource,
     StagedDir,
+    abandon,
     output_dtype,
     tensor_bytes,
     torch_dtype,
@@ -52,6 +53,7 @@ from registry.merge.writer import (
     OutputFile,
     ShardedSafetensorsWriter,
     TensorSpec,
+    adapter_writer,
     json_bytes,
     write_bytes_atomic,
 )
@@ -226,9 +228,7 @@ def combine_adapters(
             host[key] = t.contiguous()
             specs.append(TensorSpec(key, st, tuple(t.shape)))
         staged = StagedDir(Path(out_dir))
-        writer = ShardedSafetensorsWriter(
-            staged.path, specs, max_shard_bytes=1 << 62, prefix="adapter_model"
-        )
+        writer = adapter_writer(staged.path, specs)
         for spec in specs:
             writer.write(spec.name, tensor_bytes(host[spec.name]))
         files = writer.finish()
@@ -245,10 +245,7 @@ def combine_adapters(
         files.append(write_bytes_atomic(staged.path / "loreg_combine.json", json_bytes(lineage)))
         final = staged.commit()
     except BaseException:
-        if writer is not None:
-            writer.abort()
-        if staged is not None:
-            staged.discard()
+        abandon(staged, writer)
         raise
     finally:
         for src in sources:

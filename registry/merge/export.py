@@ -12,16 +12,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.formats.safetensors import read_header_file
 from registry.merge.sources import (
     FLOAT_DTYPES,
     AdapterSource,
     StagedDir,
+    abandon,
     copy_file_hashed,
     output_dtype,
     tensor_bytes,
     torch_dtype,
 )
-from registry.merge.writer import OutputFile, ShardedSafetensorsWriter, TensorSpec
+from registry.merge.writer import OutputFile, ShardedSafetensorsWriter, TensorSpec, adapter_writer
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,8 @@ def export_adapter(adapter_dir: Path, out_dir: Path, *, dtype: str | None = None
             for i in infos
         ]
         staged = StagedDir(Path(out_dir))
-        writer = ShardedSafetensorsWriter(
-            staged.path, specs, max_shard_bytes=1 << 62, prefix="adapter_model"
-        )
+        # the source header's metadata is kept, as a plain copy would keep it
+        writer = adapter_writer(staged.path, specs, metadata=read_header_file(src.weights).metadata)
         for info, spec in zip(infos, specs, strict=True):
             t = src.tensor(info.name)
             if spec.dtype != info.dtype:
@@ -64,10 +65,7 @@ def export_adapter(adapter_dir: Path, out_dir: Path, *, dtype: str | None = None
                 files.append(copy_file_hashed(p, staged.path / p.name))
         final = staged.commit()
     except BaseException:
-        if writer is not None:
-            writer.abort()
-        if staged is not None:
-            staged.discard()
+        abandon(staged, writer)
         raise
     finally:
         src.close()

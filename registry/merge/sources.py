@@ -23,7 +23,7 @@ from registry.errors import Conflict, Incompatible, InvalidInput
 from registry.formats.peft import read_adapter
 from registry.formats.safetensors import read_header
 from registry.formats.types import AdapterDescription, SafetensorsHeader, TensorInfo
-from registry.merge.writer import INCOMPLETE, INDEX_NAME, OutputFile
+from registry.merge.writer import INCOMPLETE, INDEX_NAME, OutputFile, ShardedSafetensorsWriter
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -264,3 +264,13 @@ class StagedDir:
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def abandon(staged: StagedDir | None, writer: ShardedSafetensorsWriter | None) -> None:
+    """Undo a failed output: abort the writer's open shard, then drop the staging folder.
+
+    Either may be ``None`` (the failure came before it was created)."""
+    if writer is not None:
+        writer.abort()
+    if staged is not None:
+        staged.discard()

@@ -52,6 +52,7 @@ from registry.merge.sources import (
     AdapterSource,
     BaseCheckpoint,
     StagedDir,
+    abandon,
     copy_file_hashed,
     is_weight_file,
     open_base,
@@ -698,10 +699,7 @@ def _merge(
         if wthread is not None:
             with contextlib.suppress(BaseException):
                 wthread.close()
-        if writer is not None:
-            writer.abort()
-        if staged is not None:
-            staged.discard()
+        abandon(staged, writer)
         raise
     finally:
         for src in sources:

@@ -352,3 +352,12 @@ def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> Outpu
         raise
     os.replace(tmp, path)
     return OutputFile(path=path.name, size=len(data), sha256=digest)
+
+
+def adapter_writer(
+    out_dir: Path, specs: Sequence[TensorSpec], *, metadata: dict[str, str] | None = None
+) -> ShardedSafetensorsWriter:
+    """One unsharded ``adapter_model.safetensors``: the file PEFT loads an adapter from."""
+    return ShardedSafetensorsWriter(
+        out_dir, specs, max_shard_bytes=1 << 62, metadata=metadata, prefix="adapter_model"
+    )

@@ -53,7 +53,6 @@ from registry.formats.peft import parse_config as parse_adapter_config
 from registry.formats.safetensors import read_header
 from registry.services import audit, bases, events, quotas
 from registry.services.accounts import get_namespace
-from registry.services.blobs import readable_namespace_ids
 from registry.services.manifests import FileEntry, check_entries, manifest_digest, require_blobs
 from registry.services.pagination import (
     DEFAULT_LIMIT,
@@ -67,6 +66,7 @@ from registry.services.permissions import (
     Actor,
     Principal,
     adapter_not_found,
+    readable_namespace_ids,
     require_admin_adapter,
     require_read_adapter,
     require_scope,

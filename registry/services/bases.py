@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from registry.db.models import BaseModelFile, BaseModelRecord
 from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from registry.formats.base import structure_hash as compute_structure_hash
+from registry.formats.base import tied_aliases
 from registry.formats.safetensors import DTYPE_BITS
 from registry.formats.types import BaseManifest
 from registry.services import audit
@@ -46,15 +47,6 @@ MAX_TENSORS = 500_000
 MAX_TENSOR_NAME = 1024
 MAX_NDIM = 8
 MAX_DESCRIPTION = 10_000
-# Input-embedding names an omitted, tied lm_head points to (as registry.formats.base).
-_EMBEDDING_SUFFIXES = (
-    "embed_tokens.weight",
-    "wte.weight",
-    "shared.weight",
-    "word_embeddings.weight",
-    "embed_in.weight",
-    "tok_embeddings.weight",
-)
 
 
 @dataclass
@@ -105,29 +97,12 @@ def _check_tensors(
     return dict(sorted(out.items()))
 
 
-def _tied_aliases(config: dict[str, Any] | None, tensors: Mapping[str, Any]) -> dict[str, str]:
-    """``lm_head.weight`` -> the input embedding when config.json ties them and it is omitted.
-
-    The same rule as ``registry.formats.base`` applies to a folder, here on the stored config.
-    """
-    if not isinstance(config, dict) or "lm_head.weight" in tensors:
-        return {}
-    text_cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
-    if not config.get("tie_word_embeddings", (text_cfg or {}).get("tie_word_embeddings", True)):
-        return {}
-    for suffix in _EMBEDDING_SUFFIXES:
-        matches = sorted(n for n in tensors if n == suffix or n.endswith("." + suffix))
-        if matches:
-            return {"lm_head.weight": min(matches, key=len)}
-    return {}
-
-
 def _check_aliases(
     aliases: dict[str, str] | None, config: dict[str, Any] | None,
     tensors: Mapping[str, Any],
 ) -> dict[str, str]:
     if aliases is None:
-        return _tied_aliases(config, tensors)
+        return tied_aliases(config, tensors)
     if not isinstance(aliases, dict) or len(aliases) > 64:
         raise InvalidInput("aliases must map at most 64 tensor names to tensor names",
                            details={"field": "aliases"})

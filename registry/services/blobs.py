@@ -29,13 +29,18 @@ from registry.db.models import (
     AdapterVersion,
     BaseModelFile,
     Blob,
-    Membership,
     VersionFile,
     Visibility,
 )
 from registry.errors import InvalidInput, NotFound
 from registry.services import audit
-from registry.services.permissions import Actor, Principal, is_site_admin, require_scope
+from registry.services.permissions import (
+    Actor,
+    Principal,
+    is_site_admin,
+    readable_namespace_ids,
+    require_scope,
+)
 from registry.storage import BlobStore, validate_digest
 
 MAX_CHECK_DIGESTS = 10_000
@@ -111,23 +116,6 @@ def record_blob(session: Session, actor: Actor, digest: str, size: int) -> tuple
 def get_blob(session: Session, digest: str) -> Blob | None:
     validate_digest(digest)
     return session.get(Blob, digest)
-
-
-def readable_namespace_ids(session: Session, actor: Actor) -> set[int] | None:
-    """Namespaces whose private contents ``actor`` may read; ``None`` means all (site admin).
-
-    Mirrors ``permissions.level_in`` for query filters: a token of any scope can read, so the
-    role alone decides (own namespace, or any membership).
-    """
-    if actor is None:
-        return set()
-    if actor.is_admin:
-        return None
-    ids = {actor.namespace_id}
-    ids.update(
-        session.scalars(select(Membership.namespace_id).where(Membership.user_id == actor.user_id))
-    )
-    return ids
 
 
 def require_readable_blob(session: Session, actor: Actor, digest: str) -> Blob:

@@ -56,7 +56,7 @@ from registry.db.models import (
     User,
 )
 from registry.errors import Conflict, InvalidInput, LoregError, NotFound, PermissionDenied
-from registry.services import audit, events
+from registry.services import adapters, audit, events
 from registry.services.permissions import (
     Actor,
     Principal,
@@ -190,19 +190,13 @@ def parse_params(job_type: str, params: Any) -> _Params:
 
 def resolve_version(session: Session, actor: Actor, ref: str) -> AdapterVersion:
     """The live version a reference names, if ``actor`` may read it (else ``NotFound``)."""
-    from registry.services import adapters
-
     return adapters.resolve(session, actor, ref)
-
-
-def _version_ref(version: AdapterVersion) -> str:
-    return f"{version.adapter.namespace.name}/{version.adapter.name}@{version.number}"
 
 
 def _input_record(version: AdapterVersion, ref: str, weight: float | None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "ref": ref,
-        "resolved": _version_ref(version),
+        "resolved": adapters.version_ref(version),
         "version_id": version.id,
         "digest": version.digest,
     }
@@ -422,7 +416,7 @@ def enqueue_validation(
     existing = find_duplicate(session, dedupe_key)
     if existing is not None:
         return existing
-    ref = _version_ref(version)
+    ref = adapters.version_ref(version)
     params: dict[str, Any] = {"adapter": ref, "inputs": [_input_record(version, ref, None)]}
     if base is not None:
         params["base"] = base
@@ -514,15 +508,25 @@ def list_jobs(
     return list(session.scalars(query))
 
 
+def _may_cancel(actor: Actor, job: Job) -> bool:
+    return actor is not None and (job.submitted_by == actor.user_id or actor.is_admin)
+
+
+def can_cancel(session: Session, actor: Actor, job: Job) -> bool:
+    """Whether ``cancel`` would act on ``job``: it is unfinished, and ``actor`` submitted it
+    or is a site administrator. The UI shows its cancel button on this."""
+    return job.status not in TERMINAL and _may_cancel(actor, job)
+
+
 def cancel(session: Session, actor: Actor, job_id: str) -> Job:
     """Cancel: a queued job is cancelled at once; a running one is asked to stop (its worker
     sees the flag within a few seconds). Cancelling a finished job is a ``Conflict``."""
     job = get(session, actor, job_id)
     principal = require_user(actor)
-    if job.submitted_by != principal.user_id and not principal.is_admin:
-        raise PermissionDenied("only the job's submitter or an administrator may cancel it",
-                               details={"job_id": job.id})
-    if job.status in TERMINAL:
+    if not can_cancel(session, principal, job):
+        if not _may_cancel(principal, job):
+            raise PermissionDenied("only the job's submitter or an administrator may cancel it",
+                                   details={"job_id": job.id})
         if job.status == JobStatus.CANCELLED.value:
             return job
         raise Conflict(f"job {job.id} has already {job.status}",

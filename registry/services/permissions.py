@@ -115,6 +115,23 @@ def can_read_namespace(session: Session, actor: Actor, namespace: Namespace) -> 
     return level_in(session, actor, namespace) >= Level.READ
 
 
+def readable_namespace_ids(session: Session, actor: Actor) -> set[int] | None:
+    """Namespaces whose private contents ``actor`` may read; ``None`` means all (site admin).
+
+    ``can_read_namespace`` as a query filter: a token of any scope can read, so the role alone
+    decides (own namespace, or any membership). Keep the two in step.
+    """
+    if actor is None:
+        return set()
+    if actor.is_admin:
+        return None
+    ids = {actor.namespace_id}
+    ids.update(
+        session.scalars(select(Membership.namespace_id).where(Membership.user_id == actor.user_id))
+    )
+    return ids
+
+
 def can_write_namespace(session: Session, actor: Actor, namespace: Namespace) -> bool:
     return level_in(session, actor, namespace) >= Level.WRITE
 

@@ -62,7 +62,6 @@ _CSRF_LABEL = b"loreg-ui-csrf-v1"
 _HERE = Path(__file__).parent
 STATIC_DIR = _HERE / "static"
 STATIC_TYPES = {"style.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
-TERMINAL = {JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value}
 
 router = APIRouter(include_in_schema=False)
 
@@ -544,10 +543,9 @@ def _job_view(session: Any, actor: Principal, job: Job) -> dict[str, Any]:
             outputs_note = exc.message
     return {
         "job": job, "submitted_by": users.get(job.submitted_by or -1),
-        "terminal": job.status in TERMINAL, "percent": round(100 * (job.progress or 0)),
+        "terminal": job.status in jobs.TERMINAL, "percent": round(100 * (job.progress or 0)),
         "outputs": outputs, "outputs_note": outputs_note,
-        "can_cancel": (job.status not in TERMINAL
-                       and (actor.is_admin or job.submitted_by == actor.user_id)),
+        "can_cancel": jobs.can_cancel(session, actor, job),
         "inputs": [i.get("ref") or i.get("resolved") for i in (job.params or {}).get("inputs", [])
                    if isinstance(i, dict)],
     }
@@ -591,7 +589,7 @@ def job_progress(job_id: str, request: Request, session: SessionDep,
     return _finish(request, JSONResponse({
         "id": job.id, "status": job.status, "progress": job.progress,
         "percent": round(100 * (job.progress or 0)), "message": job.progress_message or "",
-        "terminal": job.status in TERMINAL, "cancel_requested": job.cancel_requested,
+        "terminal": job.status in jobs.TERMINAL, "cancel_requested": job.cancel_requested,
     }))
 
 

@@ -6,7 +6,8 @@ import hashlib
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from registry.merge.export import export_adapter
 from tests.factories.merge_inputs import load_peft
@@ -38,3 +39,13 @@ def test_export_without_cast_is_byte_identical_tensors(tmp_path: Path) -> None:
     src = load_file(adapter.path / "adapter_model.safetensors")
     out = load_file(tmp_path / "out" / "adapter_model.safetensors")
     assert all(torch.equal(out[k], src[k]) for k in src)
+
+
+def test_export_keeps_safetensors_metadata(tmp_path: Path) -> None:
+    base = make_llama(tmp_path / "base")
+    adapter = make_lora_adapter(base, tmp_path / "adapter")
+    weights = adapter.path / "adapter_model.safetensors"
+    save_file(load_file(weights), weights, metadata={"format": "pt", "run": "r7"})
+    export_adapter(adapter.path, tmp_path / "out", dtype="float16")
+    with safe_open(tmp_path / "out" / "adapter_model.safetensors", framework="pt") as f:
+        assert f.metadata() == {"format": "pt", "run": "r7"}

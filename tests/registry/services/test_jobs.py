@@ -298,6 +298,22 @@ def test_fail_retries_then_gives_up(maker: sessionmaker[Session]) -> None:
         assert job.error == {"code": "unavailable", "message": "s3 down"}
 
 
+def test_can_cancel(maker: sessionmaker[Session], world: dict[str, Principal]) -> None:
+    """Submitter or site admin, while the job is unfinished; what the UI's button shows."""
+    alice, bob, admin = world["alice"], world["bob"], world["admin"]
+    with maker() as s:
+        job = _merge(s, alice, ["alice/a1"]).job
+        s.commit()
+        assert jobs.can_cancel(s, alice, job) and jobs.can_cancel(s, admin, job)
+        assert not jobs.can_cancel(s, bob, job) and not jobs.can_cancel(s, None, job)
+        with pytest.raises(NotFound):  # not even visible to bob
+            jobs.cancel(s, bob, job.id)
+        jobs.cancel(s, alice, job.id)
+        s.commit()
+        assert not jobs.can_cancel(s, alice, job) and not jobs.can_cancel(s, admin, job)
+        assert jobs.cancel(s, alice, job.id).status == "cancelled"  # idempotent
+
+
 def test_cancel_queued_and_running(maker: sessionmaker[Session],
                                    world: dict[str, Principal]) -> None:
     alice = world["alice"]

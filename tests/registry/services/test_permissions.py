@@ -108,3 +108,25 @@ def test_site_admin_needs_admin_flag(session: Session) -> None:
         perm.require_site_admin(_principal(_user(session, "joe"), "admin"))
     with pytest.raises(Unauthenticated):
         perm.require_site_admin(None)
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("scope", SCOPES)
+def test_readable_namespace_ids_agrees_with_can_read_namespace(
+    session: Session, role: str | None, scope: str
+) -> None:
+    org = Namespace(name="acme", kind="org")
+    other = Namespace(name="other", kind="org")
+    session.add_all([org, other])
+    user = _user(session, "u")
+    if role is not None:
+        session.add(Membership(namespace=org, user=user, role=role))
+    session.flush()
+    actor = _principal(user, scope)
+    ids = perm.readable_namespace_ids(session, actor)
+    assert ids is not None
+    for ns in (org, other, user.namespace):
+        assert (ns.id in ids) == perm.can_read_namespace(session, actor, ns), ns.name
+    assert perm.readable_namespace_ids(session, None) == set()
+    admin = _principal(_user(session, "root", admin=True), scope)
+    assert perm.readable_namespace_ids(session, admin) is None  # every namespace
