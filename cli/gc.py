@@ -15,13 +15,15 @@ from cli.common import emit, human_bytes, json_option, settings
 
 @click.command()
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; change nothing.")
-@click.option("--grace-hours", type=click.FloatRange(min=0), default=24.0, show_default=True,
-              help="Never touch blobs or store objects younger than this (uploads in flight).")
-@click.option("--retention-hours", type=click.FloatRange(min=0), default=24.0 * 7,
-              show_default=True,
-              help="Keep the blobs of soft-deleted versions this long after the deletion.")
+@click.option("--grace-hours", type=click.FloatRange(min=0), default=None,
+              help="Never touch blobs or store objects younger than this (uploads in flight)."
+              "  [default: LOREG_GC_GRACE_HOURS, 24]")
+@click.option("--retention-hours", type=click.FloatRange(min=0), default=None,
+              help="Keep the blobs of soft-deleted versions this long after the deletion."
+              "  [default: LOREG_GC_DELETED_VERSION_RETENTION_HOURS, 168]")
 @json_option
-def gc(dry_run: bool, grace_hours: float, retention_hours: float, as_json: bool) -> None:
+def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
+       as_json: bool) -> None:
     """Delete blobs that no version, base model or unexpired job output references.
 
     Expired job outputs are dropped first; soft-deleted versions past the retention period
@@ -33,6 +35,10 @@ def gc(dry_run: bool, grace_hours: float, retention_hours: float, as_json: bool)
     from registry.storage import open_store
 
     config = settings()
+    if grace_hours is None:
+        grace_hours = config.gc_grace_hours
+    if retention_hours is None:
+        retention_hours = config.gc_deleted_version_retention_hours
     engine = create_engine_for(config.effective_database_url)
     try:
         report = gc_service.run(

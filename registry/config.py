@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         default=None,
         description="Region for S3 requests and presigned URLs.",
     )
+    s3_public_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint that presigned download URLs point at, when clients reach the "
+        "store by another address than the server does (compose: http://localhost:9000); "
+        "the S3 endpoint when unset.",
+    )
 
     url: str = Field(
         default="http://127.0.0.1:8080",
@@ -71,6 +77,37 @@ class Settings(BaseSettings):
         default=0.0,
         ge=0,
         description="Tests only: sleep per merged tensor.",
+    )
+
+    gc_interval_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Workers run garbage collection at most once per this interval "
+        "(across all workers).",
+    )
+    gc_grace_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="GC never touches blobs or store objects younger than this "
+        "(protects uploads in flight).",
+    )
+    gc_deleted_version_retention_hours: float = Field(
+        default=24.0 * 7,
+        ge=0,
+        description="How long the files of a deleted version are kept (so the delete can be "
+        "undone) before GC frees them.",
+    )
+
+    webhook_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        description="Attempts of one webhook delivery before it is marked failed.",
+    )
+    webhook_backoff_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest wait between two attempts of a webhook delivery (the wait "
+        "doubles from 10 s up to this).",
     )
 
     max_blob_bytes: int = Field(default=100 * GiB, ge=1)

@@ -152,6 +152,9 @@ def test_settings_parse_and_wire_to_the_other_services(
     assert settings.s3_endpoint_url is not None
     endpoint = urlsplit(settings.s3_endpoint_url)
     assert endpoint.hostname == "minio" and endpoint.port == 9000
+    # presigned URLs point at MinIO's port as published on the host
+    assert settings.s3_public_endpoint_url == "http://localhost:9000"
+    assert "9000:9000" in [str(p) for p in services["minio"].get("ports", [])]
 
     minio_env = env_of(services["minio"])
     assert env["AWS_ACCESS_KEY_ID"] == minio_env["MINIO_ROOT_USER"]

@@ -65,6 +65,8 @@ from registry.storage import BlobStore
 
 log = logging.getLogger("registry.gc")
 
+#: Defaults for direct calls; servers pass LOREG_GC_GRACE_HOURS and
+#: LOREG_GC_DELETED_VERSION_RETENTION_HOURS (same defaults, a test keeps them equal).
 DEFAULT_GRACE = timedelta(hours=24)
 DEFAULT_RETENTION = timedelta(days=7)
 

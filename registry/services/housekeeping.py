@@ -17,6 +17,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +26,9 @@ from registry.db.models import AuditEvent
 from registry.db.ops import WorkerHeartbeat
 from registry.services import gc, webhooks
 from registry.storage import BlobStore
+
+if TYPE_CHECKING:
+    from registry.config import Settings
 
 log = logging.getLogger("registry.housekeeping")
 
@@ -48,10 +52,27 @@ class Housekeeping:
     gc_check_interval: float = 300.0
     gc_grace: timedelta = gc.DEFAULT_GRACE
     gc_retention: timedelta = gc.DEFAULT_RETENTION
+    webhook_max_attempts: int = webhooks.MAX_ATTEMPTS
+    webhook_backoff_max: float = webhooks.BACKOFF_MAX
     delivery_log_retention: timedelta = timedelta(days=30)
     enabled: bool = True
     _last: dict[str, float] = field(default_factory=dict)
     _started_at: datetime = field(default_factory=_now)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, sessions: sessionmaker[Session], store: BlobStore,
+        worker_id: str, device: str = "",
+    ) -> Housekeeping:
+        """The operator-tunable intervals and limits from ``LOREG_*`` settings."""
+        return cls(
+            sessions, store, worker_id, device,
+            gc_interval=timedelta(hours=settings.gc_interval_hours),
+            gc_grace=timedelta(hours=settings.gc_grace_hours),
+            gc_retention=timedelta(hours=settings.gc_deleted_version_retention_hours),
+            webhook_max_attempts=settings.webhook_max_attempts,
+            webhook_backoff_max=settings.webhook_backoff_max_seconds,
+        )
 
     def __post_init__(self) -> None:
         # the first GC check comes one check interval after start, not at start: short-lived
@@ -79,9 +100,13 @@ class Housekeeping:
         if self._due("heartbeat", self.heartbeat_interval, now):
             self._safely("heartbeat", lambda: self.heartbeat(current_job_id))
         if self._due("webhooks", self.webhook_interval, now):
-            self._safely("webhook delivery", lambda: webhooks.deliver_pending(self.sessions))
+            self._safely("webhook delivery", self.deliver_webhooks)
         if self._due("gc", self.gc_check_interval, now):
             self._safely("scheduled gc", self.gc_if_due)
+
+    def deliver_webhooks(self) -> webhooks.DeliveryStats:
+        return webhooks.deliver_pending(self.sessions, max_attempts=self.webhook_max_attempts,
+                                        backoff_max=self.webhook_backoff_max)
 
     def heartbeat(self, current_job_id: str | None = None) -> None:
         with self.sessions() as s:

@@ -53,6 +53,8 @@ USER_AGENT = "loreg-webhooks/1"
 #: Defaults of the delivery pass (seconds / counts).
 REQUEST_TIMEOUT = 10.0
 BACKOFF_BASE = 10.0
+#: Defaults of LOREG_WEBHOOK_BACKOFF_MAX_SECONDS and LOREG_WEBHOOK_MAX_ATTEMPTS, which the
+#: entry points pass (a test keeps them equal).
 BACKOFF_MAX = 3600.0
 MAX_ATTEMPTS = 8
 #: Attempts kept in a delivery's ``attempt_log`` (``attempts`` counts them all).

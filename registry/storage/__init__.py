@@ -51,14 +51,21 @@ def open_store(settings: Settings) -> BlobStore:
         settings.effective_storage_url,
         s3_endpoint_url=settings.s3_endpoint_url,
         s3_region=settings.s3_region,
+        s3_public_endpoint_url=settings.s3_public_endpoint_url,
     )
 
 
 def open_store_url(
-    url: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None
+    url: str,
+    *,
+    s3_endpoint_url: str | None = None,
+    s3_region: str | None = None,
+    s3_public_endpoint_url: str | None = None,
 ) -> BlobStore:
     """Parse ``file:///path`` or ``s3://bucket[/prefix]`` into a store.
 
+    ``s3_public_endpoint_url``: sign presigned URLs for this endpoint instead of
+    ``s3_endpoint_url`` (see ``registry.storage.presign``).
     Raises ``InvalidInput`` for any other URL (a configuration error, reported at start).
     """
     parts = urlsplit(url)
@@ -73,14 +80,17 @@ def open_store_url(
     if parts.scheme == "s3":
         if not parts.netloc:
             raise InvalidInput("storage URL must be s3://bucket[/prefix]", details={"url": url})
+        bucket, prefix = parts.netloc, unquote(parts.path).strip("/")
+        if s3_public_endpoint_url:
+            from registry.storage.presign import PublicPresignS3BlobStore
+
+            return PublicPresignS3BlobStore(
+                bucket, prefix, endpoint_url=s3_endpoint_url, region=s3_region,
+                public_endpoint_url=s3_public_endpoint_url,
+            )
         from registry.storage.s3 import S3BlobStore
 
-        return S3BlobStore(
-            parts.netloc,
-            unquote(parts.path).strip("/"),
-            endpoint_url=s3_endpoint_url,
-            region=s3_region,
-        )
+        return S3BlobStore(bucket, prefix, endpoint_url=s3_endpoint_url, region=s3_region)
     raise InvalidInput(
         "storage URL must start with file:// or s3://", details={"url": url}
     )

@@ -150,7 +150,8 @@ class Worker:
         self.lease_seconds = float(settings.job_lease_seconds)
         # renew well before expiry, and poll cancellation every couple of seconds at most
         self.renew_interval = max(0.2, min(2.0, self.lease_seconds / 3))
-        self.housekeeping = Housekeeping(self.sessions, self.store, self.worker_id, self.device)
+        self.housekeeping = Housekeeping.from_settings(settings, self.sessions, self.store,
+                                                     self.worker_id, self.device)
 
     # ------------------------------------------------------------------ loop
 

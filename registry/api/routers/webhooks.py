@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from registry.api.deps import CurrentUser, SessionDep, get_sessionmaker
+from registry.api.deps import CurrentUser, SessionDep, SettingsDep, get_sessionmaker
 from registry.api.schemas.webhooks import (
     DeliveryList,
     DeliveryOut,
@@ -103,12 +103,14 @@ def list_deliveries(
 @router.post(BASE + "/{webhook_id}/test", response_model=DeliveryOut,
              summary="Send a signed 'ping' to this webhook now; answers its delivery record")
 def test_webhook(namespace: str, webhook_id: int, request: Request, session: SessionDep,
-                 actor: CurrentUser) -> DeliveryOut:
+                 settings: SettingsDep, actor: CurrentUser) -> DeliveryOut:
     """Posts at once (10 s timeout); if the receiver fails, the worker retries it later like
     any other delivery."""
     delivery_id = svc.queue_test(session, actor, namespace, _check_id(webhook_id))
     session.commit()
-    svc.attempt(get_sessionmaker(request), delivery_id)
+    svc.attempt(get_sessionmaker(request), delivery_id,
+                max_attempts=settings.webhook_max_attempts,
+                backoff_max=settings.webhook_backoff_max_seconds)
     session.expire_all()
     delivery = session.get(WebhookDelivery, delivery_id)
     assert delivery is not None
