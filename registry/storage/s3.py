@@ -1,24 +1,27 @@
 """Blobs in an S3-compatible bucket (AWS, MinIO, moto) under ``<prefix>/sha256/ab/<hex>``.
 
-A put buffers at most one part in memory. A body that fits in one part is hashed first and
-sent with a single ``PutObject`` only when its digest matched; a larger body goes through a
-multipart upload that is completed only when the digest matched and aborted on any error, so
-a bad or interrupted upload never becomes visible and leaves no pending upload behind.
+A put holds at most ``upload_concurrency`` parts in memory. A body that fits in one part is
+hashed first and sent with a single ``PutObject`` only when its digest matched; a larger body
+goes through a multipart upload (the next part is read while the previous ones are sent) that
+is completed only when the digest matched and aborted on any error, so a bad or interrupted
+upload never becomes visible and leaves no pending upload behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from registry.storage.base import (
+    CHUNK_SIZE,
     BlobNotFound,
     BlobStoreBase,
     BlobTooLarge,
@@ -31,18 +34,18 @@ from registry.storage.base import (
     check_range,
     digest_from_key,
     drain_and_verify,
-    iter_chunks,
     validate_digest,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 MiB = 1024 * 1024
 #: S3 refuses parts smaller than this (except the last).
 MIN_PART_SIZE = 5 * MiB
 DEFAULT_PART_SIZE = 8 * MiB
+#: Part buffers of one put: while one is read from the source, the others are being sent.
+DEFAULT_UPLOAD_CONCURRENCY = 2
 MAX_PARTS = 10_000
 #: Parts double in size every this many, so 10 000 parts reach ~480 GiB at 8 MiB.
 PARTS_PER_SIZE_STEP = 2_000
@@ -55,7 +58,8 @@ class S3BlobStore(BlobStoreBase):
 
     ``client`` overrides the boto3 client (its endpoint and credentials are then used as
     they are). With ``endpoint_url`` the client uses path-style addressing, which MinIO and
-    moto need. ``part_size`` bounds memory: a put holds about one part.
+    moto need. ``part_size`` and ``upload_concurrency`` bound memory: a put holds at most
+    ``upload_concurrency`` parts.
     """
 
     def __init__(
@@ -67,9 +71,13 @@ class S3BlobStore(BlobStoreBase):
         region: str | None = None,
         client: S3Client | None = None,
         part_size: int = DEFAULT_PART_SIZE,
+        upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
+        if upload_concurrency < 1:
+            raise ValueError("upload_concurrency must be at least 1")
+        self.upload_concurrency = upload_concurrency
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.part_size = part_size
@@ -79,6 +87,9 @@ class S3BlobStore(BlobStoreBase):
                 s3={"addressing_style": "path" if endpoint_url else "auto"},
                 retries={"max_attempts": 5, "mode": "standard"},
                 max_pool_connections=32,
+                # put() verifies the sha256 of every byte itself (and over plain HTTP botocore
+                # signs each part's sha256 too); a CRC32 of every part on top is only CPU.
+                request_checksum_calculation="when_required",
             )
             client = boto3.client(
                 "s3", endpoint_url=endpoint_url, region_name=region, config=config
@@ -101,83 +112,100 @@ class S3BlobStore(BlobStoreBase):
         key = self.key_for(digest)
         if self.exists(digest):
             return drain_and_verify(digest, source, max_size)
-        verifier = DigestVerifier(digest, max_size)
-        chunks = iter_chunks(source)
-        first, eof = self._fill(chunks, verifier, self.part_size_for(1))
-        if eof:
-            verifier.verify()
+        parts = _PartFiller(source, DigestVerifier(digest, max_size))
+        first = parts.fill(bytearray(self.part_size_for(1)))
+        if parts.eof:
+            parts.verifier.verify()
             with _translate(digest):
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=first)
-            return verifier.size
-        pending = [first]
-        del first  # the multipart loop owns the only reference, so memory stays ~one part
-        return self._put_multipart(key, digest, chunks, verifier, pending)
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=_body(first))
+            return parts.verifier.size
+        return self._put_multipart(key, digest, parts, first)
 
     def _put_multipart(
-        self,
-        key: str,
-        digest: str,
-        chunks: Iterator[bytes],
-        verifier: DigestVerifier,
-        pending: list[_PartBody],
+        self, key: str, digest: str, parts: _PartFiller, first: bytearray
     ) -> int:
+        """Upload parts on a small pool while the next one is read; complete if verified.
+
+        At most ``upload_concurrency`` part buffers exist: while one is filled from the source,
+        the others are being sent, and a sent buffer is reused. Any failure (a part, the source,
+        the digest) cancels what is queued, waits for the parts in flight, then aborts.
+        """
         with _translate(digest):
             upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)[
                 "UploadId"
             ]
+        pool = ThreadPoolExecutor(self.upload_concurrency, thread_name_prefix="s3-part")
+        in_flight: dict[Future[str], tuple[int, bytearray]] = {}
+        etags: dict[int, str] = {}
+        spare: list[bytearray] = []
+
+        def collect(block: bool) -> None:
+            """Record finished parts (raising the first failure) and keep their buffers."""
+            if not in_flight:
+                return
+            done, _ = wait(
+                in_flight,
+                return_when=FIRST_COMPLETED if block else ALL_COMPLETED,
+                timeout=None if block else 0,
+            )
+            for fut in done:
+                number, buffer = in_flight.pop(fut)
+                etags[number] = fut.result()
+                spare.append(buffer)
+
         try:
-            parts: list[CompletedPartTypeDef] = []
-            body: _PartBody | None = pending.pop()
-            part_number, eof = 1, False
-            while body:
-                with _translate(digest):
-                    etag = self.client.upload_part(
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=part_number,
-                        Body=body,
-                    )["ETag"]
-                parts.append({"PartNumber": part_number, "ETag": etag})
-                if eof:
+            body, number = first, 1
+            del first  # the loop owns the buffer from here
+            while True:
+                fut = pool.submit(self._upload_part, key, digest, upload_id, number, body)
+                in_flight[fut] = (number, body)
+                if parts.eof:
                     break
-                body = None  # let the sent part go before reading the next one
-                part_number += 1
-                body, eof = self._fill(chunks, verifier, self.part_size_for(part_number))
-                if body and part_number > MAX_PARTS:
+                collect(block=False)
+                while len(in_flight) >= self.upload_concurrency:
+                    collect(block=True)
+                number += 1
+                size = self.part_size_for(number)
+                buffer = spare.pop() if spare else bytearray(size)
+                spare.clear()
+                if len(buffer) != size:  # parts grew (or the last one was cut): a new one
+                    buffer = bytearray(size)
+                body = parts.fill(buffer)
+                del buffer
+                if not body:
+                    break
+                if number > MAX_PARTS:
                     raise BlobTooLarge(
                         "blob exceeds S3's limit of 10 000 parts", details={"digest": digest}
                     )
-            verifier.verify()
+            while in_flight:
+                collect(block=True)
+            parts.verifier.verify()
             with _translate(digest):
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=key,
                     UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
+                    MultipartUpload={
+                        "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
+                    },
                 )
         except BaseException:
+            # No part may land after the abort: cancel the queued ones, wait for the rest.
+            pool.shutdown(wait=True, cancel_futures=True)
             self._abort(key, upload_id)
             raise
-        return verifier.size
+        finally:
+            pool.shutdown(wait=True)
+        return parts.verifier.size
 
-    def _fill(
-        self, chunks: Iterator[bytes], verifier: DigestVerifier, size: int
-    ) -> tuple[_PartBody, bool]:
-        """Read up to about ``size`` bytes (hashing them); return them and whether EOF was hit.
-
-        The chunks are kept as they arrived, never joined, so a part costs its own size once.
-        ``iter_chunks`` reads CHUNK_SIZE at a time, so a part may overshoot ``size`` by less
-        than one chunk; S3 only needs every part but the last to be >= 5 MiB.
-        """
-        body = _PartBody()
-        while len(body) < size:
-            chunk = next(chunks, None)
-            if chunk is None:
-                return body, True
-            verifier.update(chunk)
-            body.append(chunk)
-        return body, False
+    def _upload_part(
+        self, key: str, digest: str, upload_id: str, number: int, body: bytearray
+    ) -> str:
+        with _translate(digest):
+            return self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_body(body)
+            )["ETag"]
 
     def _abort(self, key: str, upload_id: str) -> None:
         with contextlib.suppress(ClientError, BotoCoreError):
@@ -264,63 +292,52 @@ class S3BlobStore(BlobStoreBase):
             response = self.client.list_multipart_uploads(
                 Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""
             )
-        return list(response.get("Uploads", []))
+        return [dict(upload) for upload in response.get("Uploads", [])]
 
 
-class _PartBody(io.RawIOBase):
-    """A seekable stream over a part's chunks, so boto3 streams and retries it uncopied."""
+class _PartFiller:
+    """Reads the source straight into part buffers, hashing as it goes.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._pos = 0
-        self._index = 0  # chunk holding ``_pos``
-        self._offset = 0  # ``_pos`` within that chunk
+    A part is one contiguous ``bytearray`` that botocore signs, checksums and sends in single
+    calls (a file-like body would be walked in small blocks, each pass in Python); the
+    source's ``readinto`` fills it without an intermediate copy where the source has one.
+    """
 
-    def append(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._size += len(chunk)
+    def __init__(self, source: Readable, verifier: DigestVerifier) -> None:
+        self.source = source
+        self.verifier = verifier
+        self.eof = False
+        self._readinto: Callable[[memoryview], int | None] | None = getattr(
+            source, "readinto", None
+        )
 
-    def __len__(self) -> int:
-        return self._size
+    def fill(self, buffer: bytearray) -> bytearray:
+        """Fill ``buffer`` (truncated at end of file); sets ``eof`` when the source ended."""
+        view = memoryview(buffer)
+        filled = 0
+        try:
+            while filled < len(buffer):
+                n = self._read_into(view[filled:])
+                if not n:
+                    self.eof = True
+                    break
+                self.verifier.update(view[filled : filled + n])  # type: ignore[arg-type]
+                filled += n
+        finally:
+            view.release()
+        if filled < len(buffer):
+            del buffer[filled:]
+        return buffer
 
-    def __bool__(self) -> bool:
-        return self._size > 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, min(base + offset, self._size))
-        self._index, self._offset, rest = 0, 0, self._pos
-        while self._index < len(self._chunks) and rest >= len(self._chunks[self._index]):
-            rest -= len(self._chunks[self._index])
-            self._index += 1
-        self._offset = rest
-        return self._pos
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        view = memoryview(buffer).cast("B")
-        written = 0
-        while written < len(view) and self._index < len(self._chunks):
-            chunk = self._chunks[self._index]
-            n = min(len(view) - written, len(chunk) - self._offset)
-            view[written : written + n] = memoryview(chunk)[self._offset : self._offset + n]
-            written += n
-            self._offset += n
-            if self._offset == len(chunk):
-                self._index += 1
-                self._offset = 0
-        self._pos += written
-        return written
+    def _read_into(self, target: memoryview) -> int:
+        if self._readinto is not None:
+            try:
+                return self._readinto(target) or 0
+            except NotImplementedError:  # io.RawIOBase that only overrides read()
+                self._readinto = None
+        chunk = self.source.read(min(len(target), CHUNK_SIZE))
+        target[: len(chunk)] = chunk
+        return len(chunk)
 
 
 class _S3BodyReader(RangeReader):
@@ -336,6 +353,11 @@ class _S3BodyReader(RangeReader):
                 return super()._read(n)
             except OSError as exc:  # urllib3 protocol errors surface as OSError subclasses
                 raise StorageUnavailable(f"blob store read failed: {exc}") from exc
+
+
+def _body(buffer: bytearray) -> bytes:
+    """botocore takes a ``bytearray`` body as it is (its stubs only name ``bytes``)."""
+    return cast(bytes, buffer)
 
 
 def _error_code(exc: ClientError) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tracemalloc
+from typing import Any
 
 import boto3
 import httpx
@@ -67,9 +68,10 @@ def test_presigned_url_fetches_the_bytes(s3_bucket: S3Endpoint) -> None:
     assert url.startswith(f"{s3_bucket.endpoint_url}/{s3_bucket.bucket}/blobs/sha256/")
 
 
-def test_memory_bounded_during_20mb_put(s3_bucket: S3Endpoint) -> None:
+def test_memory_bounded_during_40mb_put(s3_bucket: S3Endpoint) -> None:
     store = s3_harness(s3_bucket).store
-    digest, data = blob(20 * MB, seed=13)
+    assert isinstance(store, S3BlobStore) and store.upload_concurrency > 1
+    digest, data = blob(40 * MB, seed=13)
     source = ChunkedSource(data, read_size=1 << 20)
     tracemalloc.start()
     try:
@@ -78,9 +80,56 @@ def test_memory_bounded_during_20mb_put(s3_bucket: S3Endpoint) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # About one part (the one being filled or sent) plus boto3's buffers, not the blob.
-    assert peak < SMALL_PART + 5 * MB, peak
-    assert peak < 20 * MB / 2
+    # The part buffers (one being filled, the others being sent) plus boto3's, not the blob.
+    assert peak < store.upload_concurrency * SMALL_PART + 5 * MB, peak
+    assert peak < 40 * MB / 2
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_concurrency_setting_round_trips(s3_bucket: S3Endpoint, concurrency: int) -> None:
+    store = S3BlobStore(
+        s3_bucket.bucket,
+        "c",
+        endpoint_url=s3_bucket.endpoint_url,
+        region="us-east-1",
+        part_size=SMALL_PART,
+        upload_concurrency=concurrency,
+    )
+    size = 3 * SMALL_PART  # a multiple of the part size: the last fill reads nothing
+    digest, data = blob(size, seed=17)
+    assert store.put(digest, ChunkedSource(data, read_size=777_777)) == size
+    assert store.read_range(digest, 0, size) == data
+    assert store.pending_uploads() == []
+
+
+def test_failed_part_aborts_after_the_parts_in_flight(s3_bucket: S3Endpoint) -> None:
+    """A part that fails (others still in flight) aborts the upload; nothing is left."""
+    harness = s3_harness(s3_bucket)
+    store = harness.store
+    assert isinstance(store, S3BlobStore)
+    digest, data = blob(6 * SMALL_PART, seed=19)
+
+    class Injected(RuntimeError):
+        pass
+
+    def fail_third_part(request: Any, **_: Any) -> None:
+        if "partNumber=3" in request.url:
+            raise Injected("part 3 lost")
+
+    store.client.meta.events.register("before-send.s3.UploadPart", fail_third_part)
+    try:
+        with pytest.raises(Injected):
+            store.put(digest, io.BytesIO(data))
+    finally:
+        store.client.meta.events.unregister("before-send.s3.UploadPart", fail_third_part)
+    assert harness.leftovers() == []
+    assert not store.exists(digest)
+    assert store.put(digest, io.BytesIO(data)) == len(data)  # and it works next time
+
+
+def test_upload_concurrency_below_one_refused() -> None:
+    with pytest.raises(ValueError):
+        S3BlobStore("b", upload_concurrency=0, client=boto3.client("s3"))
 
 
 def test_prefix_layout_and_stray_keys(s3_bucket: S3Endpoint) -> None:
