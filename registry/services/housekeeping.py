@@ -3,6 +3,10 @@ deliveries, scheduled garbage collection, pruning old delivery logs.
 
 The worker loop owns one :class:`Housekeeping` and calls :meth:`Housekeeping.tick` on each
 turn; ``tick`` decides what is due, never raises, and returns quickly when nothing is.
+While a job runs, the worker's lease thread calls :meth:`Housekeeping.tick_in_background`
+instead: the work runs on a helper thread, so a slow webhook receiver or a long collection
+never delays a lease renewal. One tick runs at a time; a tick that finds another running
+returns at once.
 
 Scheduled GC runs at most once per ``gc_interval`` across *all* workers: the last run is
 the newest ``gc.run`` audit event, and on PostgreSQL an advisory lock keeps two workers
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -58,6 +63,8 @@ class Housekeeping:
     enabled: bool = True
     _last: dict[str, float] = field(default_factory=dict)
     _started_at: datetime = field(default_factory=_now)
+    _running: threading.Lock = field(default_factory=threading.Lock)
+    _background: threading.Thread | None = None
 
     @classmethod
     def from_settings(
@@ -93,9 +100,24 @@ class Housekeeping:
             log.warning("housekeeping: %s failed: %s", what, exc)
 
     def tick(self, *, current_job_id: str | None = None) -> None:
-        """Do whatever is due. Never raises."""
-        if not self.enabled:
+        """Do whatever is due. Never raises; returns at once if another tick is running."""
+        if not self.enabled or not self._running.acquire(blocking=False):
             return
+        try:
+            self._tick(current_job_id)
+        finally:
+            self._running.release()
+
+    def tick_in_background(self, *, current_job_id: str | None = None) -> None:
+        """``tick`` on a helper thread, unless the previous one is still busy."""
+        if not self.enabled or (self._background is not None and self._background.is_alive()):
+            return
+        self._background = threading.Thread(
+            target=self.tick, kwargs={"current_job_id": current_job_id},
+            name="housekeeping", daemon=True)
+        self._background.start()
+
+    def _tick(self, current_job_id: str | None) -> None:
         now = _now().timestamp()
         if self._due("heartbeat", self.heartbeat_interval, now):
             self._safely("heartbeat", lambda: self.heartbeat(current_job_id))

@@ -39,7 +39,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from sqlalchemy import CursorResult, and_, func, or_, select, text, update
+from sqlalchemy import CursorResult, and_, false, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from registry.db.models import (
@@ -272,11 +272,20 @@ def find_duplicate(session: Session, dedupe_key: str) -> Job | None:
 
 
 def _lock_dedupe_key(session: Session, dedupe_key: str) -> None:
-    """Serialise concurrent submissions of the same job on PostgreSQL (until commit)."""
+    """Serialise concurrent submissions of the same job until commit, so the duplicate
+    check that follows sees any identical job another transaction created.
+
+    PostgreSQL: an advisory lock on the key. SQLite: the database's write lock, which a
+    no-op UPDATE takes (the driver opens the transaction before it; a SELECT alone would
+    run outside one), the same as ``BEGIN IMMEDIATE``; other writers wait for our commit
+    (busy timeout)."""
     if session.get_bind().dialect.name == "postgresql":
         key = int.from_bytes(hashlib.sha256(dedupe_key.encode()).digest()[:8], "big",
                              signed=True)
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    else:
+        session.execute(update(Job).where(false()).values(status=Job.status)
+                        .execution_options(synchronize_session=False))
 
 
 def _prepare(

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.config import Settings
 from registry.db.models import Blob, Job
 from registry.errors import LoregError, Unavailable
+from registry.logging import job_id_var
 from registry.services import jobs as jobs_service
 from registry.services.housekeeping import Housekeeping
 from registry.storage import BlobStore, open_store
@@ -77,16 +78,22 @@ def _sha256_file(path: Path) -> str:
 class _LeaseKeeper(threading.Thread):
     """Renews the lease and mirrors cancel/lost into the context's events."""
 
-    def __init__(self, ctx: JobContext, lease_seconds: float, interval: float) -> None:
+    def __init__(self, ctx: JobContext, lease_seconds: float, interval: float,
+                 housekeeping: Housekeeping | None = None) -> None:
         super().__init__(name=f"lease-{ctx.job_id[:8]}", daemon=True)
         self.ctx = ctx
         self.lease_seconds = lease_seconds
         self.interval = interval
+        self.housekeeping = housekeeping
         self.stopped = threading.Event()
 
     def run(self) -> None:
         last_ok = time.monotonic()
         while not self.stopped.wait(self.interval):
+            if self.housekeeping is not None:
+                # heartbeats, webhooks, scheduled GC go on during a long job (on their own
+                # thread: they never hold up the renewal below)
+                self.housekeeping.tick_in_background(current_job_id=self.ctx.job_id)
             try:
                 with self.ctx.sessions() as s:
                     state = jobs_service.renew_lease(s, self.ctx.job_id, self.ctx.worker_id,
@@ -226,9 +233,10 @@ class Worker:
             store=self.store, sessions=self.sessions, cache=self.cache, device=self.device,
             workdir=workdir, submitted_by=job.submitted_by,
         )
+        job_token = job_id_var.set(job.id)  # every log line of this job carries its id
         ctx.log("job.start", inputs=[i.get("resolved") for i in ctx.params.get("inputs", [])])
         started = time.monotonic()
-        keeper = _LeaseKeeper(ctx, self.lease_seconds, self.renew_interval)
+        keeper = _LeaseKeeper(ctx, self.lease_seconds, self.renew_interval, self.housekeeping)
         keeper.start()
         self._current = ctx
         uploaded: _Uploaded | None = None
@@ -265,6 +273,7 @@ class Worker:
             if uploaded is not None:
                 self._discard_blobs(ctx, uploaded.new_digests)
             shutil.rmtree(workdir, ignore_errors=True)
+            job_id_var.reset(job_token)
 
     def _settle(self, ctx: JobContext, what: str, write: Callable[[Session], Any]) -> None:
         try:

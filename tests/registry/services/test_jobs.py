@@ -4,6 +4,7 @@ contention, leases, expiry and re-queueing, finishing, cancellation."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -296,6 +297,44 @@ def test_fail_retries_then_gives_up(maker: sessionmaker[Session]) -> None:
         s.commit()
         assert job.status == "failed" and job.attempts == 2
         assert job.error == {"code": "unavailable", "message": "s3 down"}
+
+
+def test_simultaneous_identical_submits_make_one_job(
+    maker: sessionmaker[Session], world: dict[str, Principal], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two transactions submit the same merge at once: the second waits for the first's
+    commit (advisory lock on PostgreSQL, the write lock on SQLite) and finds its job."""
+    real_find = jobs.find_duplicate
+
+    def slow_find(session: Session, key: str) -> Job | None:
+        found = real_find(session, key)
+        time.sleep(0.3)  # widen the window between the check and the insert
+        return found
+
+    monkeypatch.setattr(jobs, "find_duplicate", slow_find)
+    barrier = threading.Barrier(2)
+    results: list[jobs.Submitted] = []
+    errors: list[BaseException] = []
+
+    def submit() -> None:
+        try:
+            with maker() as s:
+                barrier.wait()
+                results.append(_merge(s, world["alice"], ["alice/a1"]))
+                s.commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(r.created for r in results) == [False, True]
+    assert results[0].job.id == results[1].job.id
+    with maker() as s:
+        assert len(s.scalars(select(Job).where(Job.type == "merge")).all()) == 1
 
 
 def test_can_cancel(maker: sessionmaker[Session], world: dict[str, Principal]) -> None:

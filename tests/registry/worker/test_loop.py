@@ -4,7 +4,10 @@ merge and leaves nothing behind, and a stopping worker hands its job back."""
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,10 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
+from registry.db.ops import WorkerHeartbeat
+from registry.logging import JsonFormatter, job_id_var
 from registry.services import jobs
+from registry.worker.context import JobContext, Outcome
 from registry.worker.loop import Worker
 from tests.factories import load_model
 from tests.registry.worker.conftest import Models, Stack
@@ -135,3 +141,33 @@ def test_interrupted_worker_hands_job_back(stack: Stack, models: Models) -> None
     job = stack.job(job_id)
     assert job.status == "queued" and job.error is not None
     assert job.error["code"] == "worker_stopped"
+
+
+def test_housekeeping_and_job_id_logging_during_a_job(stack: Stack, models: Models) -> None:
+    """The lease thread keeps housekeeping going while a handler runs (the heartbeat names
+    the job), and log lines made inside the job carry its id."""
+    seed(stack, models)
+    job_id = stack.submit("export", {"adapter": "admin/tiny-lora"})
+    seen: dict[str, Any] = {}
+
+    def slow_export(ctx: JobContext) -> Outcome:
+        record = logging.LogRecord("registry.test", logging.INFO, __file__, 0, "inside", None,
+                                   None)
+        seen["log"] = json.loads(JsonFormatter().format(record))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with stack.sessions() as s:
+                row = s.get(WorkerHeartbeat, ctx.worker_id)
+                if row is not None and row.current_job_id == ctx.job_id:
+                    seen["heartbeat"] = row.current_job_id
+                    break
+            time.sleep(0.1)
+        return Outcome(result={})
+
+    w = worker(stack, handlers={"export": slow_export})
+    w.housekeeping.heartbeat_interval = 0.2
+    assert w.run(once=True) == 1
+    assert stack.job(job_id).status == "succeeded"
+    assert seen["heartbeat"] == job_id
+    assert seen["log"]["job_id"] == job_id
+    assert job_id_var.get() is None  # reset after the job
