@@ -23,13 +23,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INVALID = 0, 1, 2, 3
 
-_state: dict[str, bool] = {"json": False}
+_JSON_KEY = "loreg.json"
 
 
 def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
     if value:
-        _state["json"] = True
-        ctx.meta["loreg.json"] = True
+        ctx.meta[_JSON_KEY] = True  # meta is shared by every context of one invocation
     return value
 
 
@@ -41,8 +40,10 @@ def json_option(f: F) -> F:
     )(f)
 
 
-def json_mode() -> bool:
-    return _state["json"]
+def json_mode(ctx: click.Context | None = None) -> bool:
+    """Whether this invocation was given ``--json`` (per invocation: nothing global)."""
+    ctx = ctx or click.get_current_context(silent=True)
+    return ctx is not None and bool(ctx.meta.get(_JSON_KEY))
 
 
 # --- settings and client ----------------------------------------------------------------------
@@ -196,10 +197,12 @@ def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
     )
 
 
-def report_error(exc: BaseException) -> int:
-    """Print an error (JSON object on stdout with --json, else a message on stderr)."""
+def report_error(exc: BaseException, *, as_json: bool | None = None) -> int:
+    """Print an error (JSON object on stdout with --json, else a message on stderr).
+
+    ``as_json`` for callers outside the command's context (``run``); else ``json_mode()``."""
     code, obj = _classify(exc)
-    if json_mode():
+    if json_mode() if as_json is None else as_json:
         click.echo(json.dumps(obj, default=str))
     else:
         err = obj["error"]
@@ -230,8 +233,9 @@ def _one_line(item: dict[str, Any]) -> str:
 def run(group: click.Group, args: Sequence[str] | None = None) -> None:
     """Run the CLI with loreg's error contract; never shows a stack trace."""
     argv = list(sys.argv[1:] if args is None else args)
-    if "--json" in argv:
-        _state["json"] = True
+    # Errors arrive here after the command's context is gone, and usage errors can come
+    # before the --json option is parsed: decide from the arguments.
+    as_json = "--json" in argv
     try:
         rv = group.main(args=argv, prog_name="loreg", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -240,7 +244,7 @@ def run(group: click.Group, args: Sequence[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        if json_mode():
+        if as_json:
             kind = "usage_error" if exc.exit_code == EXIT_USAGE else "error"
             click.echo(json.dumps(_error_object(kind, exc.format_message())))
         else:
@@ -252,6 +256,6 @@ def run(group: click.Group, args: Sequence[str] | None = None) -> None:
     except SystemExit:
         raise
     except BaseException as exc:
-        sys.exit(report_error(exc))
+        sys.exit(report_error(exc, as_json=as_json))
     # standalone_mode=False turns ``ctx.exit(n)`` into a return value.
     sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else EXIT_OK)

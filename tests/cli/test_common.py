@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
+import click
+from click.testing import CliRunner
+
+from cli.common import emit, json_mode, json_option
 from tests.cli.harness import LOREG, LoregEnv, free_port
 
 
@@ -57,3 +62,17 @@ def test_shell_completion_script(tmp_path: Path) -> None:
     env = _env(tmp_path).env(_LOREG_COMPLETE="bash_source")
     out = subprocess.run([LOREG], env=env, capture_output=True, text=True, check=True).stdout
     assert "_loreg_completion" in out and "complete " in out
+
+
+def test_json_mode_is_per_invocation() -> None:
+    """``--json`` lives in the click context: it does not leak into the next invocation in
+    the same process (as it did when it was a module global)."""
+    @click.command()
+    @json_option
+    def hello(as_json: bool) -> None:
+        emit({"greeting": "hello"}, "hello")
+
+    runner = CliRunner()
+    assert json.loads(runner.invoke(hello, ["--json"]).output) == {"greeting": "hello"}
+    assert runner.invoke(hello, []).output == "hello\n"
+    assert not json_mode()  # outside any invocation

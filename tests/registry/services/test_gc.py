@@ -261,9 +261,6 @@ def test_cli(backend: Backend, scene: Scene, monkeypatch: pytest.MonkeyPatch) ->
     assert not listed & {scene.shared, scene.live, scene.base, scene.live_output}
     assert rows(backend) >= listed
 
-    from cli import common
-
-    monkeypatch.setitem(common._state, "json", False)  # --json is sticky within a process
     result = runner.invoke(cli, ["gc", "--grace-hours", "0", "--retention-hours", "0"])
     assert result.exit_code == 0, result.output
     assert "deleted blob " + scene.only_deleted in result.output
