@@ -79,6 +79,14 @@ class Settings(BaseSettings):
         description="Tests only: sleep per merged tensor.",
     )
 
+    job_outputs_expire_hours: float = Field(
+        default=24.0 * 7,
+        ge=0,
+        description="How long the outputs of a finished merge or export job are kept; then "
+        "GC frees them and the job is no longer reused for an identical submit. "
+        "0 keeps them forever.",
+    )
+
     gc_interval_hours: float = Field(
         default=24.0,
         gt=0,

@@ -72,6 +72,8 @@ from registry.services.refs import validate_base_name, validate_name
 TERMINAL = frozenset({JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})
 #: An identical job in one of these is returned instead of queueing a second one.
 DEDUPE_STATUSES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value, JobStatus.SUCCEEDED.value)
+#: Job types whose outputs expire (``finish``): downloads, not registry content.
+EXPIRING_OUTPUTS = (JobType.MERGE.value, JobType.EXPORT.value)
 MAX_ADAPTERS = 32
 MAX_LIST = 500
 MIN_SHARD_BYTES = 4096
@@ -723,11 +725,14 @@ class Artifact:
 
 def finish(
     session: Session, job_id: str, worker_id: str, *, result: dict[str, Any],
-    artifacts: Sequence[Artifact] = (),
+    artifacts: Sequence[Artifact] = (), outputs_ttl: timedelta | None = None,
 ) -> Job:
     """Succeed: result, blobs and artifact rows in the caller's one transaction.
 
-    ``LeaseLost`` if another attempt owns the job now: then nothing of ours is recorded.
+    The outputs of merge and export jobs expire ``outputs_ttl`` after now
+    (``LOREG_JOB_OUTPUTS_EXPIRE_HOURS``; ``None``: never); then GC frees them and an
+    identical submit runs the job again. ``LeaseLost`` if another attempt owns the job now:
+    then nothing of ours is recorded.
     """
     now = _now()
     job = _take_running(session, job_id, worker_id, status=JobStatus.SUCCEEDED.value,
@@ -737,6 +742,8 @@ def finish(
         ensure_blob(session, art.digest, art.size)
         session.add(JobArtifact(job_id=job.id, path=art.path, blob_digest=art.digest,
                                 size=art.size))
+    if artifacts and outputs_ttl is not None and job.type in EXPIRING_OUTPUTS:
+        job.outputs_expire_at = now + outputs_ttl
     session.flush()
     return events.job_finished(session, job)
 

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,8 @@ class Worker:
         self.lease_seconds = float(settings.job_lease_seconds)
         # renew well before expiry, and poll cancellation every couple of seconds at most
         self.renew_interval = max(0.2, min(2.0, self.lease_seconds / 3))
+        hours = settings.job_outputs_expire_hours
+        self.outputs_ttl = timedelta(hours=hours) if hours > 0 else None
         self.housekeeping = Housekeeping.from_settings(settings, self.sessions, self.store,
                                                      self.worker_id, self.device)
 
@@ -332,7 +335,7 @@ class Worker:
         result["seconds"] = round(time.monotonic() - started, 3)
         with self.sessions() as s:
             job = jobs_service.finish(s, ctx.job_id, ctx.worker_id, result=result,
-                                      artifacts=up.artifacts)
+                                      artifacts=up.artifacts, outputs_ttl=self.outputs_ttl)
             if outcome.commit is not None:
                 extra = outcome.commit(s, up.artifacts)
                 if extra:

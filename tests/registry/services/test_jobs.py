@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import (
@@ -281,6 +281,40 @@ def test_finish_records_artifacts_in_one_transaction(maker: sessionmaker[Session
         rows = s.scalars(select(JobArtifact)).all()
         assert [(r.path, r.blob_digest) for r in rows] == [("out/model.safetensors", DIGEST)]
         assert s.get(Blob, DIGEST) is not None
+
+
+def test_merge_outputs_expire_and_the_job_is_then_run_again(
+    maker: sessionmaker[Session], world: dict[str, Principal]
+) -> None:
+    alice = world["alice"]
+    ttl = timedelta(days=7)
+    with maker() as s:
+        job = _merge(s, alice, ["alice/a1"]).job
+        s.commit()
+        jobs.claim(s, "w", lease_seconds=30, types=["merge"])
+        s.commit()
+        done = jobs.finish(s, job.id, "w", result={}, outputs_ttl=ttl,
+                           artifacts=[jobs.Artifact("model.safetensors", DIGEST, 4)])
+        s.commit()
+        assert done.outputs_expire_at is not None and done.finished_at is not None
+        assert done.outputs_expire_at - done.finished_at == ttl
+        assert not _merge(s, alice, ["alice/a1"]).created  # outputs kept: reused
+        s.rollback()
+        s.execute(update(Job).where(Job.id == job.id)
+                  .values(outputs_expire_at=datetime.now(UTC) - timedelta(seconds=1)))
+        s.commit()
+        again = _merge(s, alice, ["alice/a1"])  # expired: a new job
+        assert again.created and again.job.id != job.id
+
+
+def test_validate_outputs_never_expire(maker: sessionmaker[Session]) -> None:
+    (job_id,) = _queue(maker, 1)
+    with maker() as s:
+        jobs.claim(s, "w", lease_seconds=30)
+        done = jobs.finish(s, job_id, "w", result={}, outputs_ttl=timedelta(days=7),
+                           artifacts=[jobs.Artifact("report.json", DIGEST, 4)])
+        s.commit()
+        assert done.outputs_expire_at is None
 
 
 def test_fail_retries_then_gives_up(maker: sessionmaker[Session]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -20,6 +21,10 @@ def test_export_float16(stack: Stack, models: Models, tmp_path: Path) -> None:
     Worker(stack.settings, sessions=stack.sessions, store=stack.store).run(once=True)
     job = stack.job(job_id)
     assert job.status == "succeeded", job.error
+    # outputs expire after LOREG_JOB_OUTPUTS_EXPIRE_HOURS (default 7 days)
+    assert job.outputs_expire_at is not None and job.finished_at is not None
+    assert job.outputs_expire_at - job.finished_at == timedelta(
+        hours=stack.settings.job_outputs_expire_hours)
     out = stack.download_outputs(job_id, tmp_path / "out")
     assert {p.name for p in out.iterdir()} >= {"adapter_config.json",
                                                 "adapter_model.safetensors"}
