@@ -46,6 +46,27 @@ def json_mode(ctx: click.Context | None = None) -> bool:
     return ctx is not None and bool(ctx.meta.get(_JSON_KEY))
 
 
+# --- options shared by merge, combine and export ------------------------------------------
+
+METHODS = ["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
+DTYPES = ["float16", "bfloat16", "float32"]
+
+
+def parse_weights(value: str | None, n: int) -> list[float] | None:
+    """``--weights 0.7,0.3`` for ``n`` adapters; ``None`` when not given."""
+    if value is None:
+        return None
+    try:
+        weights = [float(w) for w in value.split(",") if w.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected numbers like 0.7,0.3",
+                                 param_hint="--weights") from None
+    if len(weights) != n:
+        raise click.BadParameter(f"{len(weights)} weight(s) for {n} adapter(s)",
+                                 param_hint="--weights")
+    return weights
+
+
 # --- settings and client ----------------------------------------------------------------------
 
 

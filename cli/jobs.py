@@ -8,31 +8,17 @@ from typing import Any
 import click
 
 from cli.common import (
+    DTYPES,
+    METHODS,
     JobProgress,
     client,
     emit,
     info,
     json_option,
+    parse_weights,
     progress_factory,
     table,
 )
-
-METHODS = ["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
-DTYPES = ["float16", "bfloat16", "float32"]
-
-
-def parse_weights(value: str | None, n: int) -> list[float] | None:
-    if value is None:
-        return None
-    try:
-        weights = [float(w) for w in value.split(",") if w.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected numbers like 0.7,0.3",
-                                 param_hint="--weights") from None
-    if len(weights) != n:
-        raise click.BadParameter(f"{len(weights)} weight(s) for {n} adapter(s)",
-                                 param_hint="--weights")
-    return weights
 
 
 def wait_for(job: dict[str, Any]) -> dict[str, Any]:

@@ -14,10 +14,8 @@ from typing import Any
 
 import click
 
-from cli.common import emit, info, json_mode, json_option
+from cli.common import DTYPES, METHODS, emit, info, json_mode, json_option, parse_weights
 
-METHODS = ["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
-DTYPES = ["float16", "bfloat16", "float32"]
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -35,20 +33,6 @@ def parse_size(value: str) -> int:
     if size <= 0:
         raise click.BadParameter("must be positive", param_hint="--shard-size")
     return size
-
-
-def parse_weights(value: str | None, n: int) -> list[float]:
-    if value is None:
-        return [1.0] * n
-    try:
-        weights = [float(w) for w in value.split(",") if w.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected numbers like 0.7,0.3",
-                                 param_hint="--weights") from None
-    if len(weights) != n:
-        raise click.BadParameter(f"{len(weights)} weight(s) for {n} adapter(s)",
-                                 param_hint="--weights")
-    return weights
 
 
 @click.command()
@@ -98,7 +82,7 @@ def merge(adapters: tuple[str, ...], base: str, output: Path | None, local: bool
         "expected_fingerprint": expected_fingerprint,
     }
     _local([Path(a) for a in adapters], Path(base), output,
-           parse_weights(weights, len(adapters)), kwargs)
+           parse_weights(weights, len(adapters)) or [1.0] * len(adapters), kwargs)
 
 
 def _remote(refs: tuple[str, ...], base: str, output: Path | None, weights: str | None,
