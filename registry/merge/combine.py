@@ -36,7 +36,7 @@ import torch
 
 from registry.errors import Incompatible, InvalidInput
 from registry.formats.types import LoraModule
-from registry.merge.delta import delta_weight, from_weight_layout
+from registry.merge.delta import delta_weight, from_weight_layout, implied_weight_shape
 from registry.merge.device import resolve_device, to_device, to_host
 from registry.merge.methods import check_method, combine_deltas, tensor_seed, truncated_svd
 from registry.merge.sources import (
@@ -72,15 +72,6 @@ class CombineResult:
     ranks: dict[str, int]
     exact: bool
     seconds: float
-
-
-def _weight_shape(m: LoraModule) -> tuple[int, ...]:
-    a, b = m.a_shape, m.b_shape
-    if m.kind == "embedding":
-        return (a[1], b[0])
-    if m.kind == "conv":
-        return (b[0], *a[1:])
-    return (a[1], b[0]) if m.fan_in_fan_out else (b[0], a[1])
 
 
 def _keys(m: LoraModule) -> tuple[str, str]:
@@ -140,9 +131,9 @@ def combine_adapters(
         for name in sorted(by_module):
             group = by_module[name]
             first = group[0][1]
-            shape = _weight_shape(first)
+            shape = implied_weight_shape(first)
             for _, m in group[1:]:
-                if (m.kind, m.fan_in_fan_out, _weight_shape(m)) != (
+                if (m.kind, m.fan_in_fan_out, implied_weight_shape(m)) != (
                     first.kind,
                     first.fan_in_fan_out,
                     shape,

@@ -66,6 +66,16 @@ def from_weight_layout(
     return delta
 
 
+def implied_weight_shape(module: LoraModule) -> tuple[int, ...]:
+    """The base weight's shape that ``module``'s lora_A and lora_B imply."""
+    a, b = module.a_shape, module.b_shape
+    if module.kind == "embedding":
+        return (a[1], b[0])
+    if module.kind == "conv":
+        return (b[0], *a[1:])
+    return (a[1], b[0]) if module.fan_in_fan_out else (b[0], a[1])
+
+
 def lora_scale(r: int, alpha: float, *, use_rslora: bool) -> float:
     """PEFT's scaling: ``alpha / r``, or ``alpha / sqrt(r)`` with rslora."""
     return alpha / math.sqrt(r) if use_rslora else alpha / r

@@ -36,6 +36,7 @@ from registry.merge.delta import (
     delta_weight,
     dora_merge,
     from_weight_layout,
+    implied_weight_shape,
     to_weight_layout,
 )
 from registry.merge.device import resolve_device, to_device, to_host
@@ -141,15 +142,6 @@ class _Plan:
         return self.out.dtype != self.info.dtype
 
 
-def _expected_weight_shape(module: LoraModule) -> tuple[int, ...]:
-    a, b = module.a_shape, module.b_shape
-    if module.kind == "embedding":
-        return (a[1], b[0])
-    if module.kind == "conv":
-        return (b[0], *a[1:])
-    return (a[1], b[0]) if module.fan_in_fan_out else (b[0], a[1])
-
-
 def _plan(
     base: BaseCheckpoint, adapters: Sequence[AdapterSource], out_dtype: str | None
 ) -> list[_Plan]:
@@ -204,7 +196,7 @@ def _plan(
         for i, module in plan.loras:
             if plan.info.dtype not in FLOAT_DTYPES:
                 problems.append({"tensor": plan.info.name, "problem": f"dtype {plan.info.dtype}"})
-            want = _expected_weight_shape(module)
+            want = implied_weight_shape(module)
             if tuple(plan.out.shape) != want:
                 problems.append(
                     {
