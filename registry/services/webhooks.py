@@ -38,9 +38,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.db.models import Namespace
 from registry.db.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent
 from registry.errors import InvalidInput, NotFound
-from registry.services import audit, events
+from registry.services import accounts, audit, events
 from registry.services.permissions import Actor, require_admin_namespace
-from registry.services.refs import validate_name
 
 log = logging.getLogger("registry.webhooks")
 
@@ -124,14 +123,6 @@ def _validate_events(values: Sequence[str] | None) -> list[str]:
     return chosen
 
 
-def _namespace(session: Session, name: str) -> Namespace:
-    validate_name(name, what="namespace")
-    ns = session.scalar(select(Namespace).where(Namespace.name == name))
-    if ns is None:
-        raise NotFound(f"namespace '{name}' not found", details={"namespace": name})
-    return ns
-
-
 def create(
     session: Session,
     actor: Actor,
@@ -147,7 +138,7 @@ def create(
 
     Without ``secret`` one is generated; it is shown in this answer and never again.
     """
-    ns = _namespace(session, namespace)
+    ns = accounts.get_namespace(session, namespace)
     principal = require_admin_namespace(session, actor, ns)
     count = len(session.scalars(select(Webhook.id).where(Webhook.namespace_id == ns.id)).all())
     if count >= MAX_WEBHOOKS_PER_NAMESPACE:
@@ -166,7 +157,7 @@ def create(
 
 
 def list_webhooks(session: Session, actor: Actor, namespace: str) -> list[Webhook]:
-    ns = _namespace(session, namespace)
+    ns = accounts.get_namespace(session, namespace)
     require_admin_namespace(session, actor, ns)
     return list(session.scalars(
         select(Webhook).where(Webhook.namespace_id == ns.id).order_by(Webhook.id)
@@ -174,7 +165,7 @@ def list_webhooks(session: Session, actor: Actor, namespace: str) -> list[Webhoo
 
 
 def get(session: Session, actor: Actor, namespace: str, webhook_id: int) -> Webhook:
-    ns = _namespace(session, namespace)
+    ns = accounts.get_namespace(session, namespace)
     require_admin_namespace(session, actor, ns)
     hook = session.get(Webhook, webhook_id)
     if hook is None or hook.namespace_id != ns.id:
