@@ -81,14 +81,20 @@ def get_optional_user(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
 ) -> Principal | None:
-    """The caller, or ``None`` when no token was sent. A bad token is a 401, never anonymous.
+    """The caller, or ``None`` when no token was sent. A bad token is a 401, never anonymous."""
+    value = _bearer_token(request)
+    if value is None:
+        return None
+    return authenticate_token(request, value)
+
+
+def authenticate_token(request: Request, value: str) -> Principal:
+    """The principal a token value stands for (``Unauthenticated`` if none), tagged with the
+    request id; shared by the bearer header here and the UI's session cookie.
 
     The lookup runs in its own short session so the ``last_used_at`` refresh commits even
     when the request itself only reads; a failure to record it does not fail the request.
     """
-    value = _bearer_token(request)
-    if value is None:
-        return None
     with get_sessionmaker(request)() as session:
         principal = accounts.authenticate(session, value)
         if session.dirty:
@@ -125,6 +131,7 @@ __all__ = [
     "SessionDep",
     "SettingsDep",
     "StoreDep",
+    "authenticate_token",
     "get_current_user",
     "get_optional_user",
     "get_session",
