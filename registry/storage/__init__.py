@@ -65,7 +65,7 @@ def open_store_url(
     """Parse ``file:///path`` or ``s3://bucket[/prefix]`` into a store.
 
     ``s3_public_endpoint_url``: sign presigned URLs for this endpoint instead of
-    ``s3_endpoint_url`` (see ``registry.storage.presign``).
+    ``s3_endpoint_url`` (see ``S3BlobStore``).
     Raises ``InvalidInput`` for any other URL (a configuration error, reported at start).
     """
     parts = urlsplit(url)
@@ -81,16 +81,12 @@ def open_store_url(
         if not parts.netloc:
             raise InvalidInput("storage URL must be s3://bucket[/prefix]", details={"url": url})
         bucket, prefix = parts.netloc, unquote(parts.path).strip("/")
-        if s3_public_endpoint_url:
-            from registry.storage.presign import PublicPresignS3BlobStore
-
-            return PublicPresignS3BlobStore(
-                bucket, prefix, endpoint_url=s3_endpoint_url, region=s3_region,
-                public_endpoint_url=s3_public_endpoint_url,
-            )
         from registry.storage.s3 import S3BlobStore
 
-        return S3BlobStore(bucket, prefix, endpoint_url=s3_endpoint_url, region=s3_region)
+        return S3BlobStore(
+            bucket, prefix, endpoint_url=s3_endpoint_url, region=s3_region,
+            public_endpoint_url=s3_public_endpoint_url,
+        )
     raise InvalidInput(
         "storage URL must start with file:// or s3://", details={"url": url}
     )

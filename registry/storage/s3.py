@@ -60,6 +60,14 @@ class S3BlobStore(BlobStoreBase):
     they are). With ``endpoint_url`` the client uses path-style addressing, which MinIO and
     moto need. ``part_size`` and ``upload_concurrency`` bound memory: a put holds at most
     ``upload_concurrency`` parts.
+
+    ``public_endpoint_url``: sign presigned URLs for this endpoint instead. In docker compose
+    the API reaches MinIO as ``http://minio:9000`` while a client on the host only knows
+    ``http://localhost:9000``; a URL signed for the first is useless to the second, and
+    rewriting its host breaks the signature. So presigned URLs are signed by a second client
+    configured with the public endpoint (``LOREG_S3_PUBLIC_ENDPOINT_URL``); every other
+    request goes to the internal one. Signing is local: the public endpoint need not be
+    reachable from the server.
     """
 
     def __init__(
@@ -70,6 +78,7 @@ class S3BlobStore(BlobStoreBase):
         endpoint_url: str | None = None,
         region: str | None = None,
         client: S3Client | None = None,
+        public_endpoint_url: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY,
     ) -> None:
@@ -81,23 +90,19 @@ class S3BlobStore(BlobStoreBase):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.part_size = part_size
-        if client is None:
-            config = Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path" if endpoint_url else "auto"},
-                retries={"max_attempts": 5, "mode": "standard"},
-                max_pool_connections=32,
-                # put() verifies the sha256 of every byte itself (and over plain HTTP botocore
-                # signs each part's sha256 too); a CRC32 of every part on top is only CPU.
-                request_checksum_calculation="when_required",
-            )
-            client = boto3.client(
-                "s3", endpoint_url=endpoint_url, region_name=region, config=config
-            )
-        self.client: S3Client = client
+        self.client: S3Client = client if client is not None else _make_client(endpoint_url, region)
+        #: Signs presigned URLs; the same client unless ``public_endpoint_url`` is given.
+        self.signer: S3Client = (
+            _make_client(public_endpoint_url, region) if public_endpoint_url else self.client
+        )
 
     def __repr__(self) -> str:
-        return f"S3BlobStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
+        public = (
+            f", public={self.signer.meta.endpoint_url!r}"
+            if self.signer is not self.client
+            else ""
+        )
+        return f"S3BlobStore(bucket={self.bucket!r}, prefix={self.prefix!r}{public})"
 
     def key_for(self, digest: str) -> str:
         return blob_key(digest, self.prefix)
@@ -276,7 +281,7 @@ class S3BlobStore(BlobStoreBase):
     def presigned_url(self, digest: str, *, expires_in: int) -> str | None:
         key = self.key_for(digest)
         with _translate(digest):
-            return self.client.generate_presigned_url(
+            return self.signer.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self.bucket, "Key": key},
                 ExpiresIn=expires_in,
@@ -353,6 +358,19 @@ class _S3BodyReader(RangeReader):
                 return super()._read(n)
             except OSError as exc:  # urllib3 protocol errors surface as OSError subclasses
                 raise StorageUnavailable(f"blob store read failed: {exc}") from exc
+
+
+def _make_client(endpoint_url: str | None, region: str | None) -> S3Client:
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if endpoint_url else "auto"},
+        retries={"max_attempts": 5, "mode": "standard"},
+        max_pool_connections=32,
+        # put() verifies the sha256 of every byte itself (and over plain HTTP botocore
+        # signs each part's sha256 too); a CRC32 of every part on top is only CPU.
+        request_checksum_calculation="when_required",
+    )
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
 
 def _body(buffer: bytearray) -> bytes:

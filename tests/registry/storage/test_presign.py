@@ -9,7 +9,6 @@ import httpx
 
 from registry.config import Settings
 from registry.storage import open_store
-from registry.storage.presign import PublicPresignS3BlobStore
 from registry.storage.s3 import S3BlobStore
 from tests.fixtures.s3 import S3Endpoint
 from tests.registry.storage.test_contract import blob
@@ -22,7 +21,9 @@ def test_presigned_url_names_the_public_endpoint(s3_bucket: S3Endpoint, tmp_path
                         s3_endpoint_url=s3_bucket.endpoint_url, s3_region="us-east-1",
                         s3_public_endpoint_url=public)
     store = open_store(settings)
-    assert isinstance(store, PublicPresignS3BlobStore)
+    assert isinstance(store, S3BlobStore)
+    assert store.signer.meta.endpoint_url == public
+    assert store.client.meta.endpoint_url == s3_bucket.endpoint_url
     digest, data = blob(10_000, seed=3)
     store.put(digest, io.BytesIO(data))  # through the internal endpoint
     url = store.presigned_url(digest, expires_in=300)
@@ -35,3 +36,4 @@ def test_without_public_endpoint_a_plain_store(s3_bucket: S3Endpoint, tmp_path: 
                         s3_endpoint_url=s3_bucket.endpoint_url, s3_region="us-east-1")
     store = open_store(settings)
     assert type(store) is S3BlobStore
+    assert store.signer is store.client
