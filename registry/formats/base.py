@@ -105,8 +105,11 @@ def structure_hash(tensors: Mapping[str, tuple[DType, tuple[int, ...]]]) -> str:
     return FINGERPRINT_PREFIX + h.hexdigest()
 
 
-def _headers(folder: Path) -> dict[str, SafetensorsHeader]:
-    """Relative file name -> validated header, for the checkpoint's safetensors files."""
+def read_headers(folder: Path) -> dict[str, SafetensorsHeader]:
+    """Relative file name -> validated header, for the checkpoint's safetensors files.
+
+    The one rule for which files make up a base: the fingerprint and the merge both use it.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise BaseFormatError(f"{folder} is not a folder")
@@ -208,7 +211,7 @@ def _manifest(
 
 def read_manifest(folder: Path) -> BaseManifest:
     """The manifest (tensor name -> dtype, shape) and structure hash, from headers alone."""
-    return _build_manifest(folder, _headers(folder))[0]
+    return _build_manifest(folder, read_headers(folder))[0]
 
 
 def _build_manifest(
@@ -256,7 +259,7 @@ def fingerprint(
     range with ``pread`` into its own buffer.
     """
     folder = Path(folder)
-    headers = _headers(folder)
+    headers = read_headers(folder)
     manifest, infos = _build_manifest(folder, headers)
     if workers is None:
         workers = max(1, min(4, os.cpu_count() or 1))

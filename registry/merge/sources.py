@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -20,10 +19,10 @@ from types import TracebackType
 import torch
 
 from registry.errors import Conflict, Incompatible, InvalidInput
+from registry.formats.base import read_headers
 from registry.formats.peft import read_adapter
-from registry.formats.safetensors import read_header
 from registry.formats.types import AdapterDescription, SafetensorsHeader, TensorInfo
-from registry.merge.writer import INCOMPLETE, INDEX_NAME, OutputFile, ShardedSafetensorsWriter
+from registry.merge.writer import INCOMPLETE, OutputFile, ShardedSafetensorsWriter
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -140,38 +139,15 @@ class BaseCheckpoint:
 
 
 def open_base(base_dir: Path) -> BaseCheckpoint:
-    """Find and parse a base checkpoint: ``model.safetensors``, or the shards of its index.
+    """Find and parse a base checkpoint's safetensors files (``read_headers``'s rule).
 
     Tensors are ordered by file, then by offset, so reading them is one sequential pass.
     """
     base_dir = Path(base_dir)
-    if not base_dir.is_dir():
-        raise InvalidInput(f"base {base_dir} is not a folder")
-    index = base_dir / INDEX_NAME
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            files = sorted(set(weight_map.values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise InvalidInput(f"{index} is not a valid safetensors index: {e}") from None
-    elif (base_dir / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    else:
-        files = sorted(p.name for p in base_dir.glob("*.safetensors"))
-    if not files:
-        raise Incompatible(
-            f"no safetensors weights in {base_dir} (loreg merges safetensors checkpoints only)"
-        )
-    headers: dict[str, SafetensorsHeader] = {}
+    headers = read_headers(base_dir)
     order: list[tuple[str, TensorInfo]] = []
     seen: set[str] = set()
-    for rel in files:
-        path = base_dir / rel
-        if not path.is_file() or Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise InvalidInput(f"base shard {rel!r} is missing or outside {base_dir}")
-        with open(path, "rb") as f:
-            header = read_header(f, name=str(path))
-        headers[rel] = header
+    for rel, header in sorted(headers.items()):
         for info in sorted(header.tensors.values(), key=lambda i: i.start):
             if info.name in seen:
                 raise InvalidInput(f"tensor {info.name!r} appears in more than one base shard")
