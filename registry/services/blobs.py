@@ -74,11 +74,22 @@ def missing(session: Session, actor: Actor, digests: Iterable[str]) -> list[str]
         raise InvalidInput(
             f"at most {MAX_CHECK_DIGESTS} digests per check", details={"count": len(wanted)}
         )
-    present: set[str] = set()
+    present = blob_sizes(session, wanted)
+    return [d for d in wanted if d not in present]
+
+
+def blob_sizes(session: Session, digests: Iterable[str]) -> dict[str, int]:
+    """Digest -> size of the verified blobs among ``digests`` (queried 500 at a time)."""
+    wanted = sorted(set(digests))
+    sizes: dict[str, int] = {}
     for i in range(0, len(wanted), 500):
         chunk = wanted[i : i + 500]
-        present.update(session.scalars(select(Blob.digest).where(Blob.digest.in_(chunk))))
-    return [d for d in wanted if d not in present]
+        sizes.update(
+            {d: s for d, s in session.execute(
+                select(Blob.digest, Blob.size).where(Blob.digest.in_(chunk))
+            )}
+        )
+    return sizes
 
 
 def authorize_upload(actor: Actor, digest: str) -> Principal:

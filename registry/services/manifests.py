@@ -11,11 +11,10 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.db.models import Blob
 from registry.errors import InvalidInput
+from registry.services.blobs import blob_sizes
 from registry.storage import validate_digest
 
 MAX_FILES = 1000
@@ -91,15 +90,7 @@ def manifest_digest(files: Iterable[FileEntry]) -> str:
 
 def require_blobs(session: Session, files: Sequence[FileEntry]) -> None:
     """Every file's blob exists (verified) and has the stated size."""
-    digests = sorted({f.digest for f in files})
-    sizes: dict[str, int] = {}
-    for i in range(0, len(digests), 500):
-        chunk = digests[i : i + 500]
-        sizes.update(
-            {d: s for d, s in session.execute(
-                select(Blob.digest, Blob.size).where(Blob.digest.in_(chunk))
-            )}
-        )
+    sizes = blob_sizes(session, (f.digest for f in files))
     missing = [f.digest for f in files if f.digest not in sizes]
     if missing:
         raise BlobsMissing(
