@@ -34,7 +34,6 @@ from registry.storage.base import (
     check_range,
     digest_from_key,
     drain_and_verify,
-    validate_digest,
 )
 
 if TYPE_CHECKING:
@@ -405,4 +404,4 @@ def _translate(digest: str | None) -> Iterator[None]:
         raise StorageUnavailable(f"blob store unreachable: {exc}") from exc
 
 
-__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "S3BlobStore", "validate_digest"]
+__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "S3BlobStore"]
