@@ -205,7 +205,7 @@ def combine_adapters(
             for name in by_module:  # PEFT expects a bias on every module once lora_bias is set
                 tensors.setdefault(
                     f"{PEFT_PREFIX}{name}.lora_B.bias",
-                    torch.zeros(_keys_b_rows(by_module[name][0][1]), device=dev),
+                    torch.zeros(by_module[name][0][1].b_shape[0], device=dev),
                 )
         config = _config(sources[0].desc.config, ranks, saved_config, any_bias)
         specs: list[TensorSpec] = []
@@ -249,10 +249,6 @@ def combine_adapters(
         exact=method in EXACT_METHODS,
         seconds=time.monotonic() - started,
     )
-
-
-def _keys_b_rows(m: LoraModule) -> int:
-    return int(m.b_shape[0])
 
 
 def _config(
