@@ -6,7 +6,6 @@ the transaction, as a route or job handler would.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from typing import Any
 
@@ -25,16 +24,13 @@ from registry.db import (
     VersionTargetModule,
     Visibility,
 )
+from registry.storage import sha256_digest
 
 _counter = itertools.count(1)
 
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}{next(_counter)}"
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def make_namespace(
@@ -89,7 +85,8 @@ def make_adapter(
 def make_blob(session: Session, data: bytes | None = None) -> Blob:
     """A blob row (no bytes in any store: pair with a BlobStore put where bytes matter)."""
     data = data if data is not None else unique_name("blob").encode()
-    blob = session.get(Blob, digest_of(data)) or Blob(digest=digest_of(data), size=len(data))
+    digest = sha256_digest(data)
+    blob = session.get(Blob, digest) or Blob(digest=digest, size=len(data))
     session.add(blob)
     session.flush()
     return blob
@@ -114,7 +111,7 @@ def make_version(
     labels = labels or {}
     config = {"peft_type": "LORA", "r": r, "lora_alpha": lora_alpha, "target_modules": targets}
     values: dict[str, Any] = {
-        "digest": digest_of(f"{adapter.id}:{number}:{unique_name('v')}".encode()),
+        "digest": sha256_digest(f"{adapter.id}:{number}:{unique_name('v')}".encode()),
         "peft_type": "LORA",
         "num_parameters": 1000,
         "size_bytes": 4000,
