@@ -323,6 +323,17 @@ class _Described:
     base: BaseModelRecord
 
 
+def _stated_base(session: Session, config: dict[str, Any]) -> BaseModelRecord | None:
+    """The base named by the config's ``base_model_name_or_path``, if that is registered."""
+    stated = config.get("base_model_name_or_path")
+    if not isinstance(stated, str):
+        return None
+    try:
+        return bases.find_base(session, stated)
+    except InvalidInput:  # not a valid base name (a local path, say)
+        return None
+
+
 def _read_adapter(
     session: Session, store: BlobStore, files: Sequence[FileEntry], base_name: str | None
 ) -> _Described:
@@ -349,27 +360,21 @@ def _read_adapter(
     described = describe_adapter(config, header, size_bytes=weights.size)
 
     if base_name is None:
-        stated = config.get("base_model_name_or_path")
-        if isinstance(stated, str):
-            try:
-                validate_base_name(stated)
-            except InvalidInput:
-                stated = None
-            if stated is not None and bases.find_base(session, stated) is not None:
-                base_name = stated
-    if base_name is None:
-        raise InvalidInput(
-            "name the base model this adapter was trained on ('base'); "
-            f"{CONFIG_NAME}'s base_model_name_or_path is not a registered base model",
-            details={"field": "base",
-                     "base_model_name_or_path": str(config.get("base_model_name_or_path"))},
-        )
-    base = bases.find_base(session, base_name)
-    if base is None:
-        raise InvalidInput(
-            f"base model '{base_name}' is not registered (loreg base register DIR --name NAME)",
-            details={"field": "base", "base": base_name},
-        )
+        base = _stated_base(session, config)
+        if base is None:
+            raise InvalidInput(
+                "name the base model this adapter was trained on ('base'); "
+                f"{CONFIG_NAME}'s base_model_name_or_path is not a registered base model",
+                details={"field": "base",
+                         "base_model_name_or_path": str(config.get("base_model_name_or_path"))},
+            )
+    else:
+        base = bases.find_base(session, base_name)
+        if base is None:
+            raise InvalidInput(
+                f"base model '{base_name}' is not registered (loreg base register DIR --name NAME)",
+                details={"field": "base", "base": base_name},
+            )
     report = check_compatibility(described, bases.manifest_of(base))
     if not report.ok:
         text = report.format()
