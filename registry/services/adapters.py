@@ -444,6 +444,19 @@ def _apply_tags(
     return moved
 
 
+def _answer_existing(
+    session: Session, principal: Principal, adapter: Adapter, same: AdapterVersion,
+    tags: Sequence[str],
+) -> PushOutcome:
+    """Identical content was pushed before: move the requested tags to that version."""
+    moved = _apply_tags(session, principal, adapter, same, tags)
+    if moved:
+        audit.record(session, principal, "tag.set", "adapter",
+                     f"{adapter.namespace.name}/{adapter.name}",
+                     {"tags": moved, "version": same.number, "via": "push"})
+    return PushOutcome(same, created=False)
+
+
 def push_version(
     session: Session,
     store: BlobStore,
@@ -491,11 +504,7 @@ def push_version(
 
     if adapter is not None and (same := existing_version()) is not None:
         _lock_adapter(session, adapter.id)
-        moved = _apply_tags(session, principal, adapter, same, tags)
-        if moved:
-            audit.record(session, principal, "tag.set", "adapter", str(parsed),
-                         {"tags": moved, "version": same.number, "via": "push"})
-        return PushOutcome(same, created=False)
+        return _answer_existing(session, principal, adapter, same, tags)
 
     require_blobs(session, files)
     quotas.check_quota(session, ns, sum(f.size for f in files))
@@ -507,11 +516,7 @@ def push_version(
         session, principal, ns, parsed.name, spec.public
     )
     if not adapter_created and (same := existing_version()) is not None:
-        moved = _apply_tags(session, principal, adapter, same, tags)
-        if moved:
-            audit.record(session, principal, "tag.set", "adapter", str(parsed),
-                         {"tags": moved, "version": same.number, "via": "push"})
-        return PushOutcome(same, created=False)
+        return _answer_existing(session, principal, adapter, same, tags)
     if adapter_created:
         audit.record(session, principal, "adapter.create", "adapter", str(parsed),
                      {"visibility": adapter.visibility})
