@@ -3,8 +3,8 @@
 Blobs live at ``cache/blobs/sha256/<first two hex>/<hex>``; a download in progress lives
 beside its final name as ``<hex>.incomplete`` so an interrupted pull resumes from where it
 stopped (Range) instead of starting again. A blob is only ever renamed to its final name after
-its bytes hashed to its digest, and it is hashed again whenever it is used, so a blob that was
-corrupted on disk is noticed, dropped and fetched again.
+its bytes hashed to its digest, and it is hashed again whenever it is copied out (in the same
+read as the copy), so a blob that was corrupted on disk is noticed, dropped and fetched again.
 
 The hash index (``cache/hashes.json``) remembers the digest of local files by their stat
 (device, inode, size, mtime, ctime), the way git's index does, so pushing an unchanged folder
@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 CHUNK = 4 * 1024 * 1024
 _DIGEST_RE = re.compile(r"\Asha256:([0-9a-f]{64})\Z")
@@ -37,8 +38,13 @@ def _hex(digest: str) -> str:
     return m.group(1)
 
 
-def hash_stream_file(path: Path, progress: Progress | None = None) -> tuple[str, int]:
-    """sha256 of a file, read in chunks (memory stays bounded); returns (digest, size)."""
+def hash_stream_file(
+    path: Path, progress: Progress | None = None, copy_to: BinaryIO | None = None
+) -> tuple[str, int]:
+    """sha256 of a file, read in chunks (memory stays bounded); returns (digest, size).
+
+    With ``copy_to`` the bytes are also written there, so a copy is verified in the same read.
+    """
     h = hashlib.sha256()
     size = 0
     buf = bytearray(CHUNK)
@@ -49,6 +55,8 @@ def hash_stream_file(path: Path, progress: Progress | None = None) -> tuple[str,
             if not n:
                 break
             h.update(view[:n])
+            if copy_to is not None:
+                copy_to.write(view[:n])
             size += n
             if progress is not None:
                 progress(n)
@@ -158,21 +166,27 @@ class BlobCache:
         p = self.path(digest)
         return p.with_name(p.name + ".incomplete")
 
-    def get_verified(self, digest: str, size: int | None = None) -> Path | None:
-        """The cached blob's path if present and intact; a corrupt blob is deleted."""
+    def copy_verified(self, digest: str, size: int, dest: Path) -> bool:
+        """Copy the cached blob to ``dest``, hashing it on the way; whether it was intact.
+
+        False when the blob is absent; a corrupt one (wrong size or bytes) is deleted, and so
+        is whatever of it reached ``dest``.
+        """
         p = self.path(digest)
         try:
             st = p.stat()
         except OSError:
-            return None
-        if size is not None and st.st_size != size:
+            return False
+        if st.st_size != size:
             self._discard(p)
-            return None
-        actual, _ = hash_stream_file(p)
+            return False
+        with open(dest, "wb") as out:
+            actual, _ = hash_stream_file(p, copy_to=out)
         if actual != digest:
+            dest.unlink()
             self._discard(p)
-            return None
-        return p
+            return False
+        return True
 
     def commit_partial(self, digest: str, computed: str) -> Path:
         """Move a finished download to its final name; ``computed`` is what its bytes hash to."""

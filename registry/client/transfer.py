@@ -2,9 +2,10 @@
 
 Push: hash every file (streamed; unchanged files come from the hash index), ask the registry
 which digests it lacks, upload only those in parallel, then create the version from the
-manifest. Pull: resolve the reference to a version, fetch every blob into the local cache in
-parallel (verified, resumable, retried), then build the target folder in a temp dir beside it
-and rename it into place, so an interrupted pull never leaves a partial folder.
+manifest. Pull: resolve the reference to a version, then build the target folder in a temp
+dir beside it, each blob copied from the local cache (verified in the same read) or fetched
+into it first (verified, resumable, retried), in parallel, and rename the folder into place, so
+an interrupted pull never leaves a partial folder.
 """
 
 from __future__ import annotations
@@ -229,30 +230,29 @@ class _Fetch:
 
 
 def fetch_blob(
-    http: Http, cache: BlobCache, digest: str, size: int, bar: Bar, stats: _Fetch | None = None
+    http: Http,
+    cache: BlobCache,
+    digest: str,
+    size: int,
+    dest: Path,
+    bar: Bar,
+    stats: _Fetch | None = None,
 ) -> Path:
-    """Make ``digest`` present and verified in the cache; resume a partial download.
+    """Write blob ``digest`` to ``dest``, verified, from the cache or downloaded into it first.
 
-    Range requests continue from the bytes already on disk (a ``200`` answer restarts the
-    file); connection errors and 5xx are retried with backoff, keeping what arrived.
+    Returns the cached blob's path. A download resumes a partial one: Range requests continue
+    from the bytes already on disk (a ``200`` answer restarts the file); connection errors and
+    5xx are retried with backoff, keeping what arrived.
     """
-    hit = cache.get_verified(digest, size)
-    if hit is not None:
-        bar.update(size)
-        if stats is not None:
-            stats.cached += size
-        return hit
+    if _copy_cached(cache, digest, size, dest, bar, stats):
+        return cache.path(digest)
     partial = cache.partial_path(digest)
     partial.parent.mkdir(parents=True, exist_ok=True)
     with open(partial, "ab+") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # another process pulling the same blob waits
         try:
-            hit = cache.get_verified(digest, size)
-            if hit is not None:
-                bar.update(size)
-                if stats is not None:
-                    stats.cached += size
-                return hit
+            if _copy_cached(cache, digest, size, dest, bar, stats):
+                return cache.path(digest)
             reported = [0]
 
             def attempt() -> str:
@@ -306,9 +306,23 @@ def fetch_blob(
                     details={"expected": digest, "actual": computed},
                 )
             os.fsync(f.fileno())
-            return cache.commit_partial(digest, computed)
+            blob = cache.commit_partial(digest, computed)
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    shutil.copyfile(blob, dest)
+    return blob
+
+
+def _copy_cached(
+    cache: BlobCache, digest: str, size: int, dest: Path, bar: Bar, stats: _Fetch | None
+) -> bool:
+    """A cache hit: the blob copied to ``dest`` intact (a corrupt one is dropped instead)."""
+    if not cache.copy_verified(digest, size, dest):
+        return False
+    bar.update(size)
+    if stats is not None:
+        stats.cached += size
+    return True
 
 
 def _range_starts_at(resp: httpx.Response, start: int) -> bool:
@@ -364,21 +378,25 @@ def materialize(
     dest.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_temps(dest)
     stats = _Fetch()
-    sizes: dict[str, int] = {}
-    for e in files:
-        sizes.setdefault(e.digest, e.size)
-    total = sum(sizes.values())
-    with _bar(progress, "downloading", total) as bar, ThreadPoolExecutor(workers) as pool:
-        futures = {
-            d: pool.submit(fetch_blob, http, cache, d, s, bar, stats) for d, s in sizes.items()
-        }
-        blobs = {d: fut.result() for d, fut in futures.items()}
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.loreg-{os.getpid()}-", dir=dest.parent))
     try:
-        for e in files:
-            target = tmp.joinpath(*safe_relpath(e.path).parts)
+        targets = [tmp.joinpath(*safe_relpath(e.path).parts) for e in files]
+        first: dict[str, int] = {}  # digest -> index of the first file with it
+        for i, (e, target) in enumerate(zip(files, targets, strict=True)):
+            first.setdefault(e.digest, i)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(blobs[e.digest], target)
+        total = sum(files[i].size for i in first.values())
+        with _bar(progress, "downloading", total) as bar, ThreadPoolExecutor(workers) as pool:
+            futures = {
+                d: pool.submit(
+                    fetch_blob, http, cache, d, files[i].size, targets[i], bar, stats
+                )
+                for d, i in first.items()
+            }
+            blobs = {d: fut.result() for d, fut in futures.items()}
+        for i, (e, target) in enumerate(zip(files, targets, strict=True)):
+            if first[e.digest] != i:  # the same bytes again under another path
+                shutil.copyfile(blobs[e.digest], target)
             if target.stat().st_size != e.size:
                 raise IntegrityError(f"{e.path}: size changed while copying from the cache")
         tmp.chmod(0o755)

@@ -30,10 +30,14 @@ def test_corrupt_cached_blob_is_detected_and_dropped(tmp_path: Path) -> None:
     src.write_bytes(b"payload")
     d = digest_of(b"payload")
     cache.add_file(src, d)
-    assert cache.get_verified(d, 7) == cache.path(d)
+    out = tmp_path / "out"
+    assert cache.copy_verified(d, 7, out)  # verified in the same read as the copy
+    assert out.read_bytes() == b"payload"
+    out.unlink()
     cache.path(d).write_bytes(b"pAyload")  # same size, different bytes
-    assert cache.get_verified(d, 7) is None
+    assert not cache.copy_verified(d, 7, out)
     assert not cache.path(d).exists()
+    assert not out.exists()  # nothing of the corrupt blob is left behind
 
 
 def test_hash_index_skips_unchanged_files_and_notices_changes(tmp_path: Path) -> None:
