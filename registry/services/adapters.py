@@ -60,7 +60,7 @@ from registry.services.pagination import (
     check_limit,
     cursor_int,
     decode_cursor,
-    encode_cursor,
+    page_of,
 )
 from registry.services.permissions import (
     Actor,
@@ -721,10 +721,8 @@ def search(
     if after is not None:
         stmt = stmt.where(Adapter.id < after)
     rows = list(session.scalars(stmt.order_by(Adapter.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor("adapters", {"id": rows[-1].id}) if more and rows else None
-    return Page(summarize(session, rows), next_cursor)
+    page = page_of(rows, limit, "adapters", lambda a: {"id": a.id})
+    return Page(summarize(session, page.items), page.next_cursor)
 
 
 # --------------------------------------------------------------------------- versions
@@ -747,10 +745,7 @@ def list_versions(
         stmt.order_by(AdapterVersion.number.desc()).limit(limit + 1)
         .options(selectinload(AdapterVersion.files), selectinload(AdapterVersion.base_model))
     ))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor("versions", {"n": rows[-1].number}) if more and rows else None
-    return Page(rows, next_cursor)
+    return page_of(rows, limit, "versions", lambda v: {"n": v.number})
 
 
 def delete_version(

@@ -37,7 +37,7 @@ from registry.services.pagination import (
     Page,
     check_limit,
     decode_cursor,
-    encode_cursor,
+    page_of,
 )
 from registry.services.permissions import Actor, is_site_admin, require_scope
 from registry.services.refs import validate_base_name
@@ -267,8 +267,4 @@ def list_bases(
         if not isinstance(name, str):
             raise InvalidInput("invalid cursor", details={"field": "cursor"})
         stmt = stmt.where(BaseModelRecord.name > name)
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor("bases", {"name": rows[-1].name}) if more and rows else None
-    return Page(rows, next_cursor)
+    return page_of(list(session.scalars(stmt)), limit, "bases", lambda b: {"name": b.name})

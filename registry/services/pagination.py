@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -24,6 +25,17 @@ MAX_LIMIT = 200
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
+
+
+def page_of(
+    rows: list[T], limit: int, kind: str, key: Callable[[T], dict[str, Any]]
+) -> Page[T]:
+    """A page from ``rows`` fetched with ``.limit(limit + 1)``: the extra row only says that
+    a next page exists, whose cursor is ``key`` of this page's last row."""
+    if len(rows) <= limit:
+        return Page(rows, None)
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(kind, key(rows[-1])))
 
 
 def encode_cursor(kind: str, values: dict[str, Any]) -> str:
