@@ -40,6 +40,8 @@ from pydantic import (
     field_validator,
 )
 from sqlalchemy import CursorResult, and_, false, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from registry.db.models import (
@@ -281,7 +283,7 @@ def _lock_dedupe_key(session: Session, dedupe_key: str) -> None:
     no-op UPDATE takes (the driver opens the transaction before it; a SELECT alone would
     run outside one), the same as ``BEGIN IMMEDIATE``; other writers wait for our commit
     (busy timeout)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if _is_postgres(session):
         key = int.from_bytes(hashlib.sha256(dedupe_key.encode()).digest()[:8], "big",
                              signed=True)
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
@@ -752,17 +754,9 @@ def ensure_blob(session: Session, digest: str, size: int) -> None:
     """Record a stored blob (idempotent, safe against a concurrent insert on PostgreSQL)."""
     if session.get(Blob, digest) is not None:
         return
-    if _is_postgres(session):
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        session.execute(pg_insert(Blob).values(digest=digest, size=size, created_at=_now())
-                        .on_conflict_do_nothing())
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        session.execute(sqlite_insert(Blob).values(digest=digest, size=size,
-                                                   created_at=_now())
-                        .on_conflict_do_nothing())
+    insert = pg_insert if _is_postgres(session) else sqlite_insert
+    session.execute(insert(Blob).values(digest=digest, size=size, created_at=_now())
+                    .on_conflict_do_nothing())
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
