@@ -21,7 +21,8 @@ class QuotaExceeded(TooLarge):
     code = "quota_exceeded"
 
 
-def _fmt(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """``512 B``, ``1.5 KiB``, ... (binary units), as quota errors and the web UI show sizes."""
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if size < 1024 or unit == "TiB":
@@ -59,8 +60,9 @@ def check_quota(session: Session, namespace: Namespace | str, incoming_bytes: in
         free = max(ns.quota_bytes - used, 0)
         raise QuotaExceeded(
             f"namespace '{ns.name}' is over its storage quota: this push needs "
-            f"{_fmt(incoming_bytes)}, {_fmt(free)} of {_fmt(ns.quota_bytes)} is free "
-            f"({_fmt(used)} used). Delete versions or ask an administrator to raise the quota.",
+            f"{format_bytes(incoming_bytes)}, {format_bytes(free)} of "
+            f"{format_bytes(ns.quota_bytes)} is free ({format_bytes(used)} used). "
+            "Delete versions or ask an administrator to raise the quota.",
             details={"namespace": ns.name, "quota_bytes": ns.quota_bytes, "used_bytes": used,
                      "incoming_bytes": incoming_bytes},
         )

@@ -43,7 +43,7 @@ from registry.api.errors import status_for
 from registry.api.streaming import iter_file
 from registry.db.models import AdapterVersion, Job, JobStatus, Visibility
 from registry.errors import InvalidInput, LoregError, NotFound, Unauthenticated
-from registry.services import accounts, bases, jobs, lineage
+from registry.services import accounts, bases, jobs, lineage, quotas
 from registry.services import adapters as svc
 from registry.services.pagination import Page
 from registry.services.permissions import Principal
@@ -70,14 +70,7 @@ router = APIRouter(include_in_schema=False)
 
 
 def human_size(n: int | None) -> str:
-    if n is None:
-        return DASH
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    return DASH if n is None else quotas.format_bytes(n)
 
 
 def human_count(n: int | None) -> str:
