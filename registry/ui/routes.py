@@ -1,13 +1,14 @@
 """``/ui``: server-rendered pages over the same services the API calls.
 
-Auth. ``POST /ui/login`` checks a pasted API token with ``accounts.authenticate`` and keeps
-it in the ``loreg_ui`` cookie: ``HttpOnly``, ``SameSite=Lax``, ``Path=/ui``, and ``Secure``
-when the request came over https (``request.url.scheme``; behind a TLS-terminating proxy,
-run uvicorn with ``--proxy-headers`` so the scheme is right). On plain ``http://127.0.0.1``
-a Secure cookie would not be sent back by browsers, hence the scheme test. Every request
-re-authenticates the cookie's token, so a revoked or expired token signs the browser out
-at once; the actor is then passed to the same service functions as the API's, so what a
-page shows is exactly what the API would answer to that token.
+Auth. ``POST /ui/login`` checks a pasted API token with ``registry.api.deps.authenticate_token``
+(as the API checks a Bearer token) and keeps it in the ``loreg_ui`` cookie: ``HttpOnly``,
+``SameSite=Lax``, ``Path=/ui``, and ``Secure`` when the request came over https
+(``request.url.scheme``; behind a TLS-terminating proxy, run uvicorn with ``--proxy-headers``
+so the scheme is right). On plain ``http://127.0.0.1`` a Secure cookie would not be sent
+back by browsers, hence the scheme test. Every request re-authenticates the cookie's token,
+so a revoked or expired token signs the browser out at once; the actor is then passed to the
+same service functions as the API's, so what a page shows is exactly what the API would
+answer to that token.
 
 CSRF. Forms that change state (sign out, cancel a job) carry ``csrf``: an HMAC-SHA256 of
 a fixed label keyed by the session cookie's value, which another site can neither read
@@ -35,16 +36,16 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy.exc import DataError, SQLAlchemyError
+from sqlalchemy.exc import DataError
 from starlette.templating import Jinja2Templates
 
-from registry.api.deps import SessionDep, SettingsDep, StoreDep, get_sessionmaker
+from registry.api.deps import SessionDep, SettingsDep, StoreDep, authenticate_token
 from registry.api.errors import status_for
 from registry.api.streaming import iter_file
 from registry.db.models import AdapterVersion, Job, JobStatus, Visibility
 from registry.errors import InvalidInput, LoregError, NotFound, Unauthenticated
-from registry.services import accounts, bases, jobs, lineage, quotas
 from registry.services import adapters as svc
+from registry.services import bases, jobs, lineage, quotas
 from registry.services.pagination import Page
 from registry.services.permissions import Principal
 from registry.ui import charts
@@ -133,17 +134,10 @@ def ui_actor(request: Request) -> Principal | None:
     if not value:
         return None
     try:
-        with get_sessionmaker(request)() as session:
-            principal = accounts.authenticate(session, value)
-            if session.dirty:
-                try:
-                    session.commit()
-                except SQLAlchemyError:
-                    session.rollback()
+        principal = authenticate_token(request, value)
     except LoregError:
         request.state.ui_clear_cookie = True
         return None
-    principal = principal.with_request_id(getattr(request.state, "request_id", None))
     request.state.ui_actor = principal
     return principal
 
@@ -277,9 +271,7 @@ def login(request: Request, form: FormDep) -> Response:
     try:
         if not token:
             raise Unauthenticated("paste an API token")
-        with get_sessionmaker(request)() as session:
-            principal = accounts.authenticate(session, token)
-            session.commit()
+        principal = authenticate_token(request, token)
     except LoregError:
         ctx = {"next": target, "error": "That token is not valid (unknown, expired or revoked)."}
         return render(request, "login.html", ctx, status=401)
