@@ -40,13 +40,14 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
     if retention_hours is None:
         retention_hours = config.gc_deleted_version_retention_hours
     engine = create_engine_for(config.effective_database_url)
+    sessions = make_sessionmaker(engine)
     try:
         report = gc_service.run(
-            make_sessionmaker(engine), open_store(config), dry_run=dry_run,
+            sessions, open_store(config), dry_run=dry_run,
             grace=timedelta(hours=grace_hours), retention=timedelta(hours=retention_hours),
         )
         if not dry_run:
-            with make_sessionmaker(engine)() as session:
+            with sessions() as session:
                 gc_service.record_run(session, report, "loreg gc")
                 session.commit()
     finally:
