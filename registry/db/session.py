@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -58,3 +60,17 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit (services return them)."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def is_postgres(session: Session) -> bool:
+    """Whether ``session`` talks to PostgreSQL (row locks, advisory locks, SKIP LOCKED)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def dialect_insert(session: Session) -> Any:
+    """The dialect's ``insert`` construct, which has ``on_conflict_do_nothing``.
+
+    Both dialects we support spell the conflict clause the same way, so callers write one
+    statement for both.
+    """
+    return pg_insert if is_postgres(session) else sqlite_insert

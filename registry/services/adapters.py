@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
 from registry.db.base import utcnow
@@ -46,6 +44,7 @@ from registry.db.models import (
     VersionTargetModule,
     Visibility,
 )
+from registry.db.session import dialect_insert, is_postgres
 from registry.errors import Conflict, Incompatible, InvalidInput, NotFound
 from registry.formats.compat import check_compatibility
 from registry.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES, WEIGHTS_NAME, describe_adapter
@@ -271,13 +270,9 @@ def user_names(session: Session, ids: Sequence[int | None]) -> dict[int, str]:
 # --------------------------------------------------------------------------- locking
 
 
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _lock_adapter(session: Session, adapter_id: int) -> None:
     """Serialise writers of one adapter until the transaction ends (see module docstring)."""
-    if _is_postgres(session):
+    if is_postgres(session):
         session.execute(select(Adapter.id).where(Adapter.id == adapter_id).with_for_update())
     # On SQLite this UPDATE takes the write lock; on PostgreSQL it is merely a timestamp.
     session.execute(
@@ -297,7 +292,7 @@ def _create_or_lock_adapter(
         "description": "", "created_by": principal.user_id, "created_at": now,
         "updated_at": now,
     }
-    insert = pg_insert if _is_postgres(session) else sqlite_insert
+    insert = dialect_insert(session)
     created = session.execute(
         insert(Adapter).values(**values)
         .on_conflict_do_nothing(index_elements=["namespace_id", "name"])

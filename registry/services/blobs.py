@@ -19,8 +19,6 @@ from collections.abc import Iterable
 from typing import BinaryIO
 
 from sqlalchemy import exists, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from registry.db.base import utcnow
@@ -32,6 +30,7 @@ from registry.db.models import (
     VersionFile,
     Visibility,
 )
+from registry.db.session import dialect_insert
 from registry.errors import InvalidInput, NotFound
 from registry.services import audit
 from registry.services.permissions import (
@@ -105,18 +104,25 @@ def store_blob(store: BlobStore, digest: str, source: BinaryIO, *, max_size: int
     return store.put(digest, source, max_size=max_size)
 
 
+def insert_blob_row(session: Session, digest: str, size: int) -> bool:
+    """Insert a stored blob's row unless it exists; True when this call created it.
+
+    Safe against a concurrent insert of the same digest: the conflict is ignored.
+    """
+    stmt = (dialect_insert(session)(Blob)
+            .values(digest=digest, size=size, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["digest"])
+            .returning(Blob.digest))
+    return session.execute(stmt).first() is not None
+
+
 def record_blob(session: Session, actor: Actor, digest: str, size: int) -> tuple[Blob, bool]:
     """Add the row for a blob the store has verified; ``(blob, created)``.
 
     Concurrent uploads of one digest both succeed: the insert ignores a conflicting row.
     """
     validate_digest(digest)
-    values = {"digest": digest, "size": size, "created_at": utcnow()}
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (insert(Blob).values(**values).on_conflict_do_nothing(index_elements=["digest"])
-            .returning(Blob.digest))
-    created = session.execute(stmt).first() is not None
+    created = insert_blob_row(session, digest, size)
     blob = session.get(Blob, digest, populate_existing=True)
     assert blob is not None
     if created:

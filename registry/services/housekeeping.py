@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db.models import AuditEvent
 from registry.db.ops import WorkerHeartbeat
+from registry.db.session import is_postgres
 from registry.services import gc, webhooks
 from registry.storage import BlobStore
 
@@ -153,7 +154,7 @@ class Housekeeping:
         if last is not None and _now() - last < self.gc_interval:
             return None
         with self.sessions() as lock_session:
-            if lock_session.get_bind().dialect.name == "postgresql":
+            if is_postgres(lock_session):
                 got = lock_session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"),
                                           {"k": GC_LOCK_KEY})
                 if not got:

@@ -40,8 +40,6 @@ from pydantic import (
     field_validator,
 )
 from sqlalchemy import CursorResult, and_, false, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from registry.db.models import (
@@ -57,8 +55,9 @@ from registry.db.models import (
     Namespace,
     User,
 )
+from registry.db.session import is_postgres
 from registry.errors import Conflict, InvalidInput, LoregError, NotFound, PermissionDenied
-from registry.services import adapters, audit, events
+from registry.services import adapters, audit, blobs, events
 from registry.services.permissions import (
     Actor,
     Principal,
@@ -283,7 +282,7 @@ def _lock_dedupe_key(session: Session, dedupe_key: str) -> None:
     no-op UPDATE takes (the driver opens the transaction before it; a SELECT alone would
     run outside one), the same as ``BEGIN IMMEDIATE``; other writers wait for our commit
     (busy timeout)."""
-    if _is_postgres(session):
+    if is_postgres(session):
         key = int.from_bytes(hashlib.sha256(dedupe_key.encode()).digest()[:8], "big",
                              signed=True)
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
@@ -595,10 +594,6 @@ def _rowcount(result: Any) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
 
 
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def claim(
     session: Session,
     worker_id: str,
@@ -627,7 +622,7 @@ def claim(
         progress_message="starting",
         updated_at=now,
     )
-    if _is_postgres(session):
+    if is_postgres(session):
         job_id = session.scalar(base.limit(1).with_for_update(skip_locked=True))
         if job_id is None:
             return None
@@ -692,7 +687,7 @@ def record_progress(
 def _lock_owned(session: Session, job_id: str, worker_id: str) -> Job:
     """The job row, locked on PostgreSQL, if this worker still holds its lease."""
     query = select(Job).where(Job.id == job_id)
-    if _is_postgres(session):
+    if is_postgres(session):
         query = query.with_for_update()
     job = session.scalar(query.execution_options(populate_existing=True))
     if job is None or job.status != JobStatus.RUNNING.value or job.lease_owner != worker_id:
@@ -752,11 +747,8 @@ def finish(
 
 def ensure_blob(session: Session, digest: str, size: int) -> None:
     """Record a stored blob (idempotent, safe against a concurrent insert on PostgreSQL)."""
-    if session.get(Blob, digest) is not None:
-        return
-    insert = pg_insert if _is_postgres(session) else sqlite_insert
-    session.execute(insert(Blob).values(digest=digest, size=size, created_at=_now())
-                    .on_conflict_do_nothing())
+    if session.get(Blob, digest) is None:
+        blobs.insert_blob_row(session, digest, size)
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
@@ -797,7 +789,7 @@ def requeue_expired(session: Session, *, now: datetime | None = None) -> list[st
     now = now or _now()
     query = select(Job).where(Job.status == JobStatus.RUNNING.value,
                               Job.lease_expires_at < now).limit(100)
-    if _is_postgres(session):
+    if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
     touched: list[str] = []
     for job in session.scalars(query).all():

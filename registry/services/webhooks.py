@@ -36,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db.models import Namespace
+from registry.db.session import is_postgres
 from registry.db.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent
 from registry.errors import InvalidInput, NotFound
 from registry.services import accounts, audit, events
@@ -255,10 +256,6 @@ class DeliveryStats:
     delivery_ids: list[int] = field(default_factory=list)
 
 
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _subscribes(hook: Webhook, event_type: str) -> bool:
     return "*" in hook.events or event_type in hook.events
 
@@ -268,7 +265,7 @@ def dispatch_events(session: Session, *, now: datetime | None = None, limit: int
     now = now or _now()
     query = (select(WebhookEvent).where(WebhookEvent.dispatched_at.is_(None))
              .order_by(WebhookEvent.created_at).limit(limit))
-    if _is_postgres(session):
+    if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
     pending = list(session.scalars(query))
     hooks_by_ns: dict[int, list[Webhook]] = {}
@@ -324,7 +321,7 @@ def _take(
              .order_by(WebhookDelivery.next_attempt_at).limit(limit))
     if only is not None:
         query = query.where(WebhookDelivery.id == only)
-    if _is_postgres(session):
+    if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
     sends: list[_Send] = []
     for delivery in session.scalars(query).all():
