@@ -4,8 +4,9 @@
 becomes ``{"ts", "level", "logger", "event", "message", ...}`` (``event`` is ``"log"`` for
 plain messages, so every line has one) plus:
 
-- ``request_id``: the API request being served (``X-Request-ID``; from the API's
-  context variable, so any log line made while handling a request carries it);
+- ``request_id``: the API request being served (``X-Request-ID``), from
+  :data:`request_id_var`, which the API's middleware sets, so any log line made while
+  handling a request carries it;
 - ``job_id``: the job being run, from :data:`job_id_var` (set it around a job's work) or
   from the record's own fields;
 - any ``extra={...}`` fields given to the logging call;
@@ -22,6 +23,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+#: The API request a log line belongs to (the API's request-context middleware sets it).
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "loreg_request_id", default=None
+)
+
 #: The job a log line belongs to (the worker sets it while running a job).
 job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "loreg_job_id", default=None
@@ -29,13 +35,6 @@ job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 _STANDARD = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {
     "message", "asctime", "taskName"}
-
-
-def _request_id() -> str | None:
-    app = sys.modules.get("registry.api.app")  # no import: logging sits below the API
-    var = getattr(app, "request_id_var", None)
-    value = var.get() if var is not None else None
-    return value if isinstance(value, str) else None
 
 
 class JsonFormatter(logging.Formatter):
@@ -62,7 +61,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 doc.setdefault(key, value)
-        if doc.get("request_id") is None and (rid := _request_id()) is not None:
+        if doc.get("request_id") is None and (rid := request_id_var.get()) is not None:
             doc["request_id"] = rid
         if doc.get("job_id") is None and (jid := job_id_var.get()) is not None:
             doc["job_id"] = jid

@@ -8,7 +8,6 @@ this file.
 
 from __future__ import annotations
 
-import contextvars
 import importlib
 import logging
 import pkgutil
@@ -33,6 +32,7 @@ from registry.api.metrics import install_metrics
 from registry.api.schemas.common import ErrorResponse
 from registry.config import Settings
 from registry.db.session import create_engine_for, make_sessionmaker
+from registry.logging import request_id_var
 from registry.storage import BlobStore, open_store
 
 log = logging.getLogger("registry.api")
@@ -41,10 +41,6 @@ API_PREFIX = "/api/v1"
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
-#: The current request's id, for log records made anywhere below a request.
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "loreg_request_id", default=None
-)
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid input",
