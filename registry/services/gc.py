@@ -62,6 +62,7 @@ from registry.db.models import (
     VersionFile,
 )
 from registry.storage import BlobStore
+from registry.storage.s3 import S3BlobStore
 
 log = logging.getLogger("registry.gc")
 
@@ -286,12 +287,10 @@ def _abort_stale_uploads(store: BlobStore, cutoff: datetime, dry_run: bool,
                          report: GcReport) -> None:
     """S3 only: abort multipart uploads initiated before ``cutoff`` (their parts cost money
     and are invisible to listings)."""
-    pending = getattr(store, "pending_uploads", None)
-    abort = getattr(store, "_abort", None)
-    if pending is None or abort is None:
+    if not isinstance(store, S3BlobStore):
         return
     try:
-        uploads = pending()
+        uploads = store.pending_uploads()
     except Exception as exc:
         report.errors.append({"error": f"listing multipart uploads: {exc}"})
         return
@@ -302,7 +301,7 @@ def _abort_stale_uploads(store: BlobStore, cutoff: datetime, dry_run: bool,
         entry = {"key": upload.get("Key"), "upload_id": upload.get("UploadId"),
                  "initiated": initiated.isoformat()}
         if not dry_run:
-            abort(upload["Key"], upload["UploadId"])
+            store.abort_upload(upload["Key"], upload["UploadId"])
         report.aborted_uploads.append(entry)
 
 

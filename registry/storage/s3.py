@@ -197,7 +197,7 @@ class S3BlobStore(BlobStoreBase):
         except BaseException:
             # No part may land after the abort: cancel the queued ones, wait for the rest.
             pool.shutdown(wait=True, cancel_futures=True)
-            self._abort(key, upload_id)
+            self.abort_upload(key, upload_id)
             raise
         finally:
             pool.shutdown(wait=True)
@@ -211,7 +211,8 @@ class S3BlobStore(BlobStoreBase):
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_body(body)
             )["ETag"]
 
-    def _abort(self, key: str, upload_id: str) -> None:
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload (ours on failure; stale ones found by garbage collection)."""
         with contextlib.suppress(ClientError, BotoCoreError):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
