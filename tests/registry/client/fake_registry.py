@@ -7,7 +7,6 @@ Range support, redirects to a second "store" origin (which records whether a tok
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -16,9 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+from registry.storage import sha256_digest
 
 
 @dataclass
@@ -77,7 +74,7 @@ def _make_handler(state: State, *, store: bool) -> type[BaseHTTPRequestHandler]:
                     return self._json(200, prev)
                 number = (prev["number"] + 1) if prev else 1
                 v = {"namespace": m.group(1), "name": m.group(2), "number": number,
-                     "digest": digest_of(json.dumps(body["files"]).encode()),
+                     "digest": sha256_digest(json.dumps(body["files"]).encode()),
                      "files": body["files"], "labels": body.get("labels", {})}
                 state.versions[key] = v
                 return self._json(201, v)
@@ -90,7 +87,7 @@ def _make_handler(state: State, *, store: bool) -> type[BaseHTTPRequestHandler]:
                 return self._error(404, "not_found", "no route")
             length = int(self.headers["Content-Length"])
             data = self.rfile.read(length)
-            if digest_of(data) != m.group(1):
+            if sha256_digest(data) != m.group(1):
                 return self._error(400, "digest_mismatch", "bytes do not match")
             with state.lock:
                 state.blobs[m.group(1)] = data

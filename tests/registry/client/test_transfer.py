@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from registry.client import Client, Conflict, ConnectionFailed, IntegrityError, NotFound
-from tests.registry.client.fake_registry import FakeRegistry, digest_of
+from registry.storage import sha256_digest
+from tests.registry.client.fake_registry import FakeRegistry
 
 
 def _same_tree(a: Path, b: Path) -> None:
@@ -66,7 +67,7 @@ def test_a_corrupt_cached_blob_is_fetched_again(
     client.push(adapter_dir, "acme/bot")
     client.pull("acme/bot", tmp_path / "a")
     big = (adapter_dir / "adapter_model.safetensors").read_bytes()
-    cached = client.cache.path(digest_of(big))
+    cached = client.cache.path(sha256_digest(big))
     data = bytearray(cached.read_bytes())
     data[1000] ^= 0xFF
     cached.write_bytes(bytes(data))
@@ -131,7 +132,7 @@ def test_an_interrupted_pull_leaves_no_folder_and_the_next_pull_resumes(
             c.pull("acme/bot", dest)
         assert not dest.exists()
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
-        partial = c.cache.partial_path(digest_of(big))
+        partial = c.cache.partial_path(sha256_digest(big))
         assert partial.exists() and 0 < partial.stat().st_size < len(big)
 
     fake.state.cut_times = 0
@@ -186,7 +187,7 @@ def test_bytes_that_do_not_match_their_digest_are_rejected(
     client: Client, fake: FakeRegistry, adapter_dir: Path, tmp_path: Path
 ) -> None:
     client.push(adapter_dir, "acme/bot")
-    readme = digest_of(b"hello\n")
+    readme = sha256_digest(b"hello\n")
     fake.state.blobs[readme] = b"HELLO\n"
     with pytest.raises(IntegrityError):
         client.pull("acme/bot", tmp_path / "out")
