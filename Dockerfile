@@ -45,9 +45,7 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "torch${TORCH_VERSION:+==${TORC
 
 WORKDIR /opt/loreg/src
 COPY pyproject.toml README.md ./
-COPY registry ./registry
-COPY cli ./cli
-COPY migrations ./migrations
+COPY loreg ./loreg
 RUN pip install . && rm -rf /opt/loreg/src/build
 
 USER loreg

@@ -4,7 +4,7 @@ Writes a synthetic sharded safetensors checkpoint (default 1 GiB in 4 shards, BF
 tensors of a Llama-like shape mix) under a temp folder, warms the page cache, then times
 over the same files:
 
-- ``loreg``: ``registry.formats.base.fingerprint`` in a subprocess (its own time and its
+- ``loreg``: ``loreg.formats.base.fingerprint`` in a subprocess (its own time and its
   peak RSS, from ``resource.getrusage(RUSAGE_CHILDREN)``);
 - ``sha256sum``: coreutils over the shard files;
 - ``hashlib``: one Python pass of ``hashlib.sha256`` over the raw bytes (one core's floor).
@@ -114,7 +114,7 @@ def sha256sum(paths: list[Path]) -> float:
 CHILD = """
 import resource, sys, time
 from pathlib import Path
-from registry.formats.base import fingerprint
+from loreg.formats.base import fingerprint
 t = time.perf_counter()
 m = fingerprint(Path(sys.argv[1]))
 secs = time.perf_counter() - t

@@ -8,7 +8,7 @@ the same files:
    space; ``cp`` would copy inside the kernel and is no fair floor);
 2. PEFT: ``AutoModelForCausalLM.from_pretrained`` + ``PeftModel.from_pretrained`` +
    ``merge_and_unload`` + ``save_pretrained``;
-3. loreg: ``registry.merge.merge_checkpoint`` (fingerprint computed in the same pass).
+3. loreg: ``loreg.merge.merge_checkpoint`` (fingerprint computed in the same pass).
 
 It prints the wall time of each process (interpreter start and imports included), the time of
 the operation itself as measured inside the process (after imports), the CPU time (user +
@@ -177,7 +177,7 @@ def child_peft(base: Path, adapter: Path, out: Path) -> None:
 
 def child_loreg(base: Path, adapter: Path, out: Path, device: str, fingerprint: bool) -> None:
     sys.path.insert(0, str(REPO))
-    from registry.merge import merge_checkpoint
+    from loreg.merge import merge_checkpoint
 
     t = time.perf_counter()
     result = merge_checkpoint(

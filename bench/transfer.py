@@ -146,7 +146,7 @@ def main() -> None:
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         print(f"version: {len(files)} files, {size / MB:.1f} MB; S3 = moto server at {endpoint}")
 
-        from registry.client import Client
+        from loreg.client import Client
 
         client_home = tmp / "client-home"
         client = Client(url, token, home=client_home)

@@ -1,7 +1,7 @@
 """The typed error hierarchy every layer raises.
 
 Services, formats, merge and storage raise these; the API maps each class to an HTTP
-status in exactly one place (``registry.api.errors``) and the CLI maps them to exit codes.
+status in exactly one place (``loreg.api.errors``) and the CLI maps them to exit codes.
 ``code`` is the stable machine-readable string that clients switch on.
 """
 

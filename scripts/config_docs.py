@@ -1,4 +1,4 @@
-"""The LOREG_* table of docs/configuration.md, generated from ``registry.config.Settings``.
+"""The LOREG_* table of docs/configuration.md, generated from ``loreg.config.Settings``.
 
     python scripts/config_docs.py          # rewrite the table in docs/configuration.md
     python scripts/config_docs.py --check  # exit 1 if it is out of date (the tests do this)
@@ -56,7 +56,7 @@ def _type(field: Any) -> str:
 
 def render() -> str:
     sys.path.insert(0, str(ROOT))
-    from registry.config import Settings
+    from loreg.config import Settings
 
     prefix = Settings.model_config.get("env_prefix", "LOREG_")
     rows = ["| Variable | Type | Default | Meaning |", "|---|---|---|---|"]

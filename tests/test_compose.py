@@ -18,7 +18,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from registry.config import Settings
+from loreg.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 _INTERP = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
@@ -78,7 +78,7 @@ def test_dockerfile_one_image_with_cuda_variant(services: dict[str, Any]) -> Non
     assert re.search(r"^FROM \$\{BASE_IMAGE\}", dockerfile, re.MULTILINE)
     assert "--index-url" in dockerfile and "torch" in dockerfile
     # every package the wheel ships is copied into the image
-    for package in ("registry", "cli", "migrations"):
+    for package in ("loreg",):
         assert re.search(rf"^COPY {package} ", dockerfile, re.MULTILINE), package
     worker_args = services["worker"]["build"]["args"]
     assert "cuda" in worker_args["BASE_IMAGE"]
@@ -169,7 +169,7 @@ def test_health_checks(services: dict[str, Any]) -> None:
     assert match, api_check
     port, path = int(match.group(1)), match.group(2)
     assert path in ("/readyz", "/healthz")
-    from registry.api.routers.health import router
+    from loreg.api.routers.health import router
 
     assert path in {getattr(r, "path", None) for r in router.routes}
     # the check probes the port the server listens on, and that port is published
@@ -193,13 +193,13 @@ def test_api_migrates_before_serving(services: dict[str, Any]) -> None:
     assert "serve" in serve and "--no-worker" in serve
     assert serve[serve.index("--host") + 1] == "0.0.0.0"
 
-    from cli.main import cli
+    from loreg.cli.main import cli
 
     assert "upgrade" in cli.commands["db"].commands  # type: ignore[attr-defined]
 
 
 def test_cli_commands_the_services_run(services: dict[str, Any]) -> None:
-    from cli.main import cli
+    from loreg.cli.main import cli
 
     for name in ("serve", "worker"):
         if name not in cli.commands:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from registry.config import Settings
-from registry.services import gc, webhooks
-from registry.services.housekeeping import Housekeeping
-from registry.storage import open_store_url
+from loreg.config import Settings
+from loreg.services import gc, webhooks
+from loreg.services.housekeeping import Housekeeping
+from loreg.storage import open_store_url
 
 
 def test_service_defaults_match_the_settings(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from registry.logging import JsonFormatter, configure_logging, job_id_var, request_id_var
+from loreg.logging import JsonFormatter, configure_logging, job_id_var, request_id_var
 
 
 def _line(**extra: object) -> dict[str, object]:

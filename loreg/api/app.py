@@ -1,7 +1,7 @@
 """The application factory: one engine, sessionmaker and store per app; middleware; routes.
 
-Routers: ``registry.api.routers.health`` is mounted at the root (``/healthz``, ``/readyz``);
-every other module in ``registry.api.routers`` that defines ``router`` is mounted under
+Routers: ``loreg.api.routers.health`` is mounted at the root (``/healthz``, ``/readyz``);
+every other module in ``loreg.api.routers`` that defines ``router`` is mounted under
 ``/api/v1``, in module-name order, so adding a resource means adding a module, not editing
 this file.
 """
@@ -22,20 +22,20 @@ from sqlalchemy import Engine
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry.api import routers as routers_pkg
-from registry.api.errors import (
+from loreg.api import routers as routers_pkg
+from loreg.api.errors import (
     DOCUMENTED_ERROR_STATUSES,
     install_error_handlers,
     internal_error_response,
 )
-from registry.api.metrics import install_metrics
-from registry.api.schemas.common import ErrorResponse
-from registry.config import Settings
-from registry.db.session import create_engine_for, make_sessionmaker
-from registry.logging import request_id_var
-from registry.storage import BlobStore, open_store
+from loreg.api.metrics import install_metrics
+from loreg.api.schemas.common import ErrorResponse
+from loreg.config import Settings
+from loreg.db.session import create_engine_for, make_sessionmaker
+from loreg.logging import request_id_var
+from loreg.storage import BlobStore, open_store
 
-log = logging.getLogger("registry.api")
+log = logging.getLogger("loreg.api")
 
 API_PREFIX = "/api/v1"
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -159,12 +159,12 @@ def create_app(
     app.add_middleware(RequestContextMiddleware)
     install_metrics(app)
 
-    from registry.api.routers import health
+    from loreg.api.routers import health
 
     app.include_router(health.router)
     for _name, router in discover_routers():
         app.include_router(router, prefix=API_PREFIX)
-    from registry.ui.routes import router as ui_router
+    from loreg.ui.routes import router as ui_router
 
     app.include_router(ui_router, prefix="/ui")
     return app

@@ -11,10 +11,10 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.config import Settings
-from registry.services import accounts
+from loreg.config import Settings
+from loreg.services import accounts
 
-log = logging.getLogger("registry.api")
+log = logging.getLogger("loreg.api")
 
 CREDENTIALS_FILE = "credentials.json"
 

@@ -21,13 +21,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.config import Settings
-from registry.errors import Unauthenticated
-from registry.services import accounts
-from registry.services.permissions import Principal
-from registry.storage import BlobStore
+from loreg.config import Settings
+from loreg.errors import Unauthenticated
+from loreg.services import accounts
+from loreg.services.permissions import Principal
+from loreg.storage import BlobStore
 
-log = logging.getLogger("registry.api")
+log = logging.getLogger("loreg.api")
 
 #: Documents the scheme in OpenAPI; the header itself is parsed in ``get_optional_user``.
 bearer_scheme = HTTPBearer(auto_error=False, bearerFormat="lrg_...",

@@ -1,7 +1,7 @@
 """The one place that maps errors to HTTP: domain errors, validation errors, everything else.
 
-Every error answer has the body ``{"error": {"code", "message", "details"}}`` (DESIGN.md
-section 8). Anything unexpected is logged with its stack trace and the request id, and the
+Every error answer has the body ``{"error": {"code", "message", "details"}}`` (docs/design.md
+§8). Anything unexpected is logged with its stack trace and the request id, and the
 client gets a generic 500 in the same shape without any trace; the goal is that no input
 ever reaches that path.
 """
@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from registry.errors import (
+from loreg.errors import (
     Conflict,
     Incompatible,
     InvalidInput,
@@ -31,7 +31,7 @@ from registry.errors import (
     Unavailable,
 )
 
-log = logging.getLogger("registry.api")
+log = logging.getLogger("loreg.api")
 
 STATUS_BY_ERROR: dict[type, int] = {
     InvalidInput: 400,
@@ -44,7 +44,7 @@ STATUS_BY_ERROR: dict[type, int] = {
     Unavailable: 503,
 }
 
-# Codes for errors that do not come from registry.errors (routing, HTTP-level problems).
+# Codes for errors that do not come from loreg.errors (routing, HTTP-level problems).
 CODE_BY_STATUS: dict[int, str] = {
     400: InvalidInput.code,
     401: Unauthenticated.code,

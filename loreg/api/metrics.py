@@ -35,12 +35,12 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry.db.models import Blob, Job, JobStatus, JobType
-from registry.db.ops import WorkerHeartbeat
-from registry.db.webhooks import DeliveryStatus, WebhookDelivery
+from loreg.db.models import Blob, Job, JobStatus, JobType
+from loreg.db.ops import WorkerHeartbeat
+from loreg.db.webhooks import DeliveryStatus, WebhookDelivery
 
-log = logging.getLogger("registry.api")
-access_log = logging.getLogger("registry.access")
+log = logging.getLogger("loreg.api")
+access_log = logging.getLogger("loreg.access")
 
 UNMATCHED = "<unmatched>"
 BLOB_ROUTE_SUFFIX = "/blobs/{digest}"

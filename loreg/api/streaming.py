@@ -20,7 +20,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, BinaryIO, TypeVar, cast
 
-from registry.errors import InvalidInput, TooLarge
+from loreg.errors import InvalidInput, TooLarge
 
 T = TypeVar("T")
 

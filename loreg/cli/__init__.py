@@ -1,1 +1,1 @@
-"""The ``loreg`` command line (click), thin over ``registry.client`` and ``registry.merge``."""
+"""The ``loreg`` command line (click), thin over ``loreg.client`` and ``loreg.merge``."""

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cli.common import client, emit, info, json_option, settings, table
+from loreg.cli.common import client, emit, info, json_option, settings, table
 
 
 @click.command()
@@ -16,8 +16,8 @@ from cli.common import client, emit, info, json_option, settings, table
 @json_option
 def login(url: str | None, token: str | None, as_json: bool) -> None:
     """Check a token against a registry and store it for later commands."""
-    from registry.client import Client
-    from registry.client.credentials import credentials_path, load_credentials
+    from loreg.client import Client
+    from loreg.client.credentials import credentials_path, load_credentials
 
     s = settings()
     stored = load_credentials(s.home)

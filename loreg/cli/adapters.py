@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli.common import client, emit, human_bytes, info, json_option, progress_factory, table
+from loreg.cli.common import client, emit, human_bytes, info, json_option, progress_factory, table
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import client, emit, human_bytes, json_option, progress_factory, table
+from loreg.cli.common import client, emit, human_bytes, json_option, progress_factory, table
 
 
 @click.group()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli import account, adapters, bases, jobs, serve
+from loreg.cli import account, adapters, bases, jobs, serve
 
 
 def register(group: click.Group) -> None:

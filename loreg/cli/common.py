@@ -1,7 +1,7 @@
 """What every loreg command shares: settings, the client, ``--json``, progress, errors.
 
-The one place that turns exceptions into messages and exit codes is ``run`` (DESIGN.md
-section 10): 0 success, 1 error, 2 usage error, 3 incompatible or invalid. With ``--json``
+The one place that turns exceptions into messages and exit codes is ``run`` (docs/design.md
+§10): 0 success, 1 error, 2 usage error, 3 incompatible or invalid. With ``--json``
 stdout holds exactly one JSON document: the result, or the API's error object.
 """
 
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from registry.client import Client
-    from registry.client.transfer import Bar
-    from registry.config import Settings
+    from loreg.client import Client
+    from loreg.client.transfer import Bar
+    from loreg.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,7 +72,7 @@ def parse_weights(value: str | None, n: int) -> list[float] | None:
 
 def settings(ctx: click.Context | None = None) -> Settings:
     """The settings, read once per invocation at the root context and passed down."""
-    from registry.config import Settings
+    from loreg.config import Settings
 
     ctx = ctx or click.get_current_context()
     root = ctx.find_root()
@@ -85,7 +85,7 @@ def settings(ctx: click.Context | None = None) -> Settings:
 
 def client(ctx: click.Context | None = None) -> Client:
     """A client built from the settings (LOREG_URL/LOREG_TOKEN, else the stored login)."""
-    from registry.client import Client
+    from loreg.client import Client
 
     ctx = ctx or click.get_current_context()
     root = ctx.find_root()
@@ -187,8 +187,8 @@ def _error_object(code: str, message: str, details: Any = None) -> dict[str, Any
 
 def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
     """(exit code, error object) for any exception; the only mapping in the CLI."""
-    from registry.client.errors import ApiError, JobFailed
-    from registry.errors import Incompatible, LoregError
+    from loreg.client.errors import ApiError, JobFailed
+    from loreg.errors import Incompatible, LoregError
 
     if isinstance(exc, JobFailed):
         job = exc.details if isinstance(exc.details, dict) else {}
@@ -202,7 +202,7 @@ def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
         return (EXIT_INVALID if exc.status == 422 else EXIT_ERROR), exc.to_dict()
     if isinstance(exc, LoregError):
         invalid = isinstance(exc, Incompatible) or type(exc).__module__.startswith(
-            "registry.formats"
+            "loreg.formats"
         )
         return (EXIT_INVALID if invalid else EXIT_ERROR), {"error": exc.to_dict()}
     if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError |

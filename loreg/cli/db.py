@@ -6,7 +6,7 @@ import json
 
 import click
 
-from registry.config import Settings
+from loreg.config import Settings
 
 
 def _shown(url: str) -> str:
@@ -25,8 +25,8 @@ def db() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def upgrade(as_json: bool) -> None:
     """Apply all migrations to the configured database (safe to run again)."""
-    from registry.db.migrate import current
-    from registry.db.migrate import upgrade as run_upgrade
+    from loreg.db.migrate import current
+    from loreg.db.migrate import upgrade as run_upgrade
 
     settings = Settings()
     url = settings.effective_database_url
@@ -42,7 +42,7 @@ def upgrade(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def current_cmd(as_json: bool) -> None:
     """Show the configured database's schema revision and the newest one this code knows."""
-    from registry.db.migrate import current, head
+    from loreg.db.migrate import current, head
 
     url = Settings().effective_database_url
     revision, newest = current(url), head()

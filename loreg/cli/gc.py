@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import click
 
-from cli.common import emit, human_bytes, json_option, settings
+from loreg.cli.common import emit, human_bytes, json_option, settings
 
 
 @click.command()
@@ -30,9 +30,9 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
     lose their files (the version record stays). Only blobs and store objects older than
     the grace period are touched.
     """
-    from registry.db.session import create_engine_for, make_sessionmaker
-    from registry.services import gc as gc_service
-    from registry.storage import open_store
+    from loreg.db.session import create_engine_for, make_sessionmaker
+    from loreg.services import gc as gc_service
+    from loreg.storage import open_store
 
     config = settings()
     if grace_hours is None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli.common import (
+from loreg.cli.common import (
     DTYPES,
     METHODS,
     JobProgress,

@@ -1,18 +1,19 @@
 """Entry point of the ``loreg`` command: the root group and its exit-code contract.
 
-Exit codes (DESIGN.md section 10): 0 success, 1 error, 2 usage error, 3 incompatible/invalid.
+Exit codes (docs/design.md §10): 0 success, 1 error, 2 usage error, 3 incompatible/invalid.
 """
 
 from __future__ import annotations
 
 import click
 
-from cli import commands as client_commands
-from cli import db as db_commands
-from cli import gc as gc_command
-from cli import validate as validate_command
-from cli import worker as worker_command
-from cli.common import run
+from loreg.cli import commands as client_commands
+from loreg.cli import db as db_commands
+from loreg.cli import gc as gc_command
+from loreg.cli import merge as merge_command
+from loreg.cli import validate as validate_command
+from loreg.cli import worker as worker_command
+from loreg.cli.common import run
 
 
 @click.group()
@@ -26,7 +27,7 @@ client_commands.register(cli)
 cli.add_command(validate_command.validate)
 cli.add_command(worker_command.worker)
 cli.add_command(gc_command.gc)
-cli.add_command(__import__("cli.merge", fromlist=["merge"]).merge)
+cli.add_command(merge_command.merge)
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """``loreg merge``: merge adapters into a base model.
 
 ``loreg merge ADAPTER_DIR... --base BASE_DIR -o OUT --local`` runs the streaming engine
-(``registry.merge``) on this machine, no server involved. Without ``--local`` the arguments
+(``loreg.merge``) on this machine, no server involved. Without ``--local`` the arguments
 are registry references and the merge runs on the registry's workers; that mode is wired in
 ``_remote`` (server merges come with the client).
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from cli.common import DTYPES, METHODS, emit, info, json_mode, json_option, parse_weights
+from loreg.cli.common import DTYPES, METHODS, emit, info, json_mode, json_option, parse_weights
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -88,7 +88,7 @@ def merge(adapters: tuple[str, ...], base: str, output: Path | None, local: bool
 def _remote(refs: tuple[str, ...], base: str, output: Path | None, weights: str | None,
             method: str, dtype: str | None, no_wait: bool, extra: dict[str, Any]) -> None:
     """The server mode: a merge job on the registry's workers, outputs downloaded to -o."""
-    from cli.jobs import merge_remote
+    from loreg.cli.jobs import merge_remote
 
     merge_remote(refs, base, weights, method, dtype, output, no_wait,
                  extra={k: v for k, v in extra.items() if v is not None})
@@ -98,7 +98,7 @@ def _local(adapters: list[Path], base: Path, output: Path, weights: list[float],
            kwargs: dict[str, Any]) -> None:
     from tqdm import tqdm
 
-    from registry.merge import merge_checkpoint
+    from loreg.merge import merge_checkpoint
 
     for path in [*adapters, base]:
         if not path.is_dir():

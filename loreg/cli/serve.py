@@ -9,13 +9,13 @@ from typing import Any
 
 import click
 
-from cli.common import info, json_option, settings
-from registry.logging import configure_logging
+from loreg.cli.common import info, json_option, settings
+from loreg.logging import configure_logging
 
 
 def _start_worker(s: Any) -> Any:
     """Start the in-process worker; returns something with ``stop()`` (or ``None``)."""
-    import registry.worker as worker_pkg
+    import loreg.worker as worker_pkg
 
     for name in ("start_in_process", "start_background", "start"):
         fn = getattr(worker_pkg, name, None)
@@ -36,9 +36,9 @@ def serve(host: str, port: int, no_worker: bool, log_level: str, as_json: bool) 
     """Run the registry (SQLite + a local blob folder under LOREG_HOME when unconfigured)."""
     import uvicorn
 
-    from registry.api.app import create_app
-    from registry.api.bootstrap import credentials_path, ensure_admin
-    from registry.db.migrate import upgrade
+    from loreg.api.app import create_app
+    from loreg.api.bootstrap import credentials_path, ensure_admin
+    from loreg.db.migrate import upgrade
 
     s = settings()
     configure_logging(log_level)

@@ -1,6 +1,6 @@
 """``loreg validate ADAPTER_DIR --base BASE_DIR``: the compatibility check, offline.
 
-Exit codes (DESIGN.md section 10): 0 compatible, 3 incompatible, 1 unreadable input,
+Exit codes (docs/design.md §10): 0 compatible, 3 incompatible, 1 unreadable input,
 2 usage error. With ``--json`` stdout holds exactly one JSON document.
 """
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import click
 
-from registry.errors import LoregError
-from registry.formats.base import fingerprint, read_manifest
-from registry.formats.compat import check_compatibility
-from registry.formats.peft import read_adapter
+from loreg.errors import LoregError
+from loreg.formats.base import fingerprint, read_manifest
+from loreg.formats.compat import check_compatibility
+from loreg.formats.peft import read_adapter
 
 EXIT_INCOMPATIBLE = 3
 

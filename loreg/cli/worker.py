@@ -9,8 +9,8 @@ from types import FrameType
 
 import click
 
-from cli.common import settings
-from registry.logging import configure_logging
+from loreg.cli.common import settings
+from loreg.logging import configure_logging
 
 
 @click.command()
@@ -25,7 +25,7 @@ def worker(device: str | None, once: bool) -> None:
     Logs one JSON line per event on stderr. SIGTERM/SIGINT finish by handing the running
     job back to the queue.
     """
-    from registry.worker.loop import Worker
+    from loreg.worker.loop import Worker
 
     configure_logging("info")  # JSON lines for every logger; loreg.worker's own below
     handler = logging.StreamHandler(sys.stderr)

@@ -1,11 +1,11 @@
 """The loreg Python client: everything the CLI does, importable.
 
-    from registry.client import Client
+    from loreg.client import Client
     client = Client("http://127.0.0.1:8080", token="lrg_...")
     client.push("./my-adapter", "acme/support-bot:prod", base="meta-llama/Llama-3.1-8B")
     client.pull("acme/support-bot:prod", "./support-bot")
 
-Errors are the typed exceptions of ``registry.client.errors`` (``NotFound``,
+Errors are the typed exceptions of ``loreg.client.errors`` (``NotFound``,
 ``Incompatible`` ...), each carrying the API's ``code``, ``message``, ``details`` and ``status``.
 """
 
@@ -15,11 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.client import jobs as _jobs
-from registry.client._http import Http
-from registry.client.cache import BlobCache
-from registry.client.credentials import load_credentials, save_credentials
-from registry.client.errors import (
+from loreg.client import jobs as _jobs
+from loreg.client._http import Http
+from loreg.client.cache import BlobCache
+from loreg.client.credentials import load_credentials, save_credentials
+from loreg.client.errors import (
     ApiError,
     Conflict,
     ConnectionFailed,
@@ -33,8 +33,8 @@ from registry.client.errors import (
     TooLarge,
     Unauthenticated,
 )
-from registry.client.jobs import JobCallback
-from registry.client.transfer import (
+from loreg.client.jobs import JobCallback
+from loreg.client.transfer import (
     DEFAULT_WORKERS,
     FileEntry,
     ProgressFactory,
@@ -48,18 +48,18 @@ from registry.client.transfer import (
 )
 
 if TYPE_CHECKING:
-    from registry.config import Settings
+    from loreg.config import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 def split_ref(ref: str) -> tuple[str, str, str, str]:
     """``ns/name[:tag|@N|@sha256:..]`` -> (namespace, name, kind, value); checked locally."""
-    from registry.services.refs import parse_ref
+    from loreg.services.refs import parse_ref
 
     try:
         parsed = parse_ref(ref)
-    except Exception as exc:  # registry.errors.InvalidInput -> the client's own class
+    except Exception as exc:  # loreg.errors.InvalidInput -> the client's own class
         raise InvalidInput(str(exc), code="invalid_reference", details={"ref": ref}) from None
     return parsed.namespace, parsed.name, parsed.kind, parsed.value
 
@@ -174,7 +174,7 @@ class Client:
         description: str | None = None,
     ) -> dict[str, Any]:
         """Compute the base's manifest and fingerprint locally, upload its files, register it."""
-        from registry.client.bases import build_base_registration
+        from loreg.client.bases import build_base_registration
 
         body, entries, paths = build_base_registration(
             Path(folder), name, progress=progress, index=self.cache.hash_index(),
@@ -232,7 +232,7 @@ class Client:
         return list(_jobs.paginate(self.http, f"/adapters/{ns}/{nm}/versions", {}, key="versions"))
 
     def get_version(self, ref: str) -> dict[str, Any]:
-        """The version a reference names (any form of DESIGN.md section 3), with its files."""
+        """The version a reference names (any form of docs/design.md §3), with its files."""
         ns, nm, kind, value = split_ref(ref)
         if kind == "tag":
             resolved = self.http.json("GET", "/resolve", params={"ref": ref})

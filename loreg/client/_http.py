@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from registry.client.errors import ApiError, ConnectionFailed, ServerError
+from loreg.client.errors import ApiError, ConnectionFailed, ServerError
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """Base-model registration, client side: manifest + fingerprint computed here, not uploaded.
 
-The fingerprint (DESIGN.md section 3) is computed locally by ``registry.formats`` so the
+The fingerprint (docs/design.md §3) is computed locally by ``loreg.formats`` so the
 registry can record a base without holding its weights (``--no-upload``); with upload, the
 checkpoint's files go up as blobs so workers can merge into it.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from registry.client.cache import HashIndex
-from registry.client.transfer import (
+from loreg.client.cache import HashIndex
+from loreg.client.transfer import (
     DEFAULT_WORKERS,
     FileEntry,
     ProgressFactory,
@@ -46,7 +46,7 @@ def build_base_registration(
     workers: int = DEFAULT_WORKERS,
 ) -> tuple[dict[str, Any], list[FileEntry], dict[str, Path]]:
     """(request body, file entries, path by relative name) for ``POST /bases``."""
-    from registry.formats.base import fingerprint
+    from loreg.formats.base import fingerprint
 
     folder = Path(folder)
     files = list_folder(folder)

@@ -1,7 +1,7 @@
 """Typed exceptions for API errors, so callers switch on a class or a code, never on text.
 
 The server answers every error as ``{"error": {"code", "message", "details"}}`` with a status
-(DESIGN.md section 8). ``ApiError.from_response`` picks the class by status; ``code`` keeps the
+(docs/design.md §8). ``ApiError.from_response`` picks the class by status; ``code`` keeps the
 server's precise string (``blob_not_found``, ``digest_mismatch`` ...).
 """
 

@@ -1,4 +1,4 @@
-"""Job helpers: submit, wait with progress, download outputs (DESIGN.md section 6)."""
+"""Job helpers: submit, wait with progress, download outputs (docs/design.md §6)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from registry.client._http import Http
-from registry.client.cache import BlobCache
-from registry.client.errors import JobFailed
-from registry.client.transfer import ProgressFactory, PullResult, files_of, materialize
+from loreg.client._http import Http
+from loreg.client.cache import BlobCache
+from loreg.client.errors import JobFailed
+from loreg.client.transfer import ProgressFactory, PullResult, files_of, materialize
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 

@@ -1,4 +1,4 @@
-"""Push and pull: the wire protocol of DESIGN.md section 5, seen from the client.
+"""Push and pull: the wire protocol of docs/design.md §5, seen from the client.
 
 Push: hash every file (streamed; unchanged files come from the hash index), ask the registry
 which digests it lacks, upload only those in parallel, then create the version from the
@@ -24,9 +24,9 @@ from typing import Any, Protocol
 
 import httpx
 
-from registry.client._http import Http
-from registry.client.cache import CHUNK, BlobCache, HashIndex, hash_file
-from registry.client.errors import ApiError, Conflict, IntegrityError, InvalidInput, ServerError
+from loreg.client._http import Http
+from loreg.client.cache import CHUNK, BlobCache, HashIndex, hash_file
+from loreg.client.errors import ApiError, Conflict, IntegrityError, InvalidInput, ServerError
 
 DEFAULT_WORKERS = 4
 UPLOAD_CHUNK = 1024 * 1024

@@ -1,7 +1,7 @@
-"""Metadata database: models, engine/session helpers, migrations (``registry.db.migrate``)."""
+"""Metadata database: models, engine/session helpers, migrations (``loreg.db.migrate``)."""
 
-from registry.db.base import Base, JSONType, UTCDateTime, utcnow
-from registry.db.models import (
+from loreg.db.base import Base, JSONType, UTCDateTime, utcnow
+from loreg.db.models import (
     Adapter,
     AdapterVersion,
     ApiToken,
@@ -27,9 +27,9 @@ from registry.db.models import (
     VersionTargetModule,
     Visibility,
 )
-from registry.db.ops import WorkerHeartbeat
-from registry.db.session import create_engine_for, make_sessionmaker
-from registry.db.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent
+from loreg.db.ops import WorkerHeartbeat
+from loreg.db.session import create_engine_for, make_sessionmaker
+from loreg.db.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent
 
 metadata = Base.metadata
 

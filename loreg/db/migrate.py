@@ -13,8 +13,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-import migrations
-from registry.db.session import create_engine_for
+from loreg import migrations
+from loreg.db.session import create_engine_for
 
 
 def alembic_config(url: str) -> Config:

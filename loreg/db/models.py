@@ -1,4 +1,4 @@
-"""The metadata schema: every table of the registry (DESIGN.md sections 3-7).
+"""The metadata schema: every table of the registry (docs/design.md §3-7).
 
 Reading order: identity (namespaces, users, memberships, tokens), content (blobs, base
 models, adapters, versions and their side tables, tags, lineage), then work (jobs, job
@@ -7,7 +7,7 @@ artifacts) and the audit log.
 Conventions:
 - Enumerations are short strings guarded by CHECK constraints (portable; no native ENUM
   types to migrate). The ``StrEnum`` classes below list the allowed values.
-- Timestamps are timezone-aware UTC (:class:`registry.db.base.UTCDateTime`).
+- Timestamps are timezone-aware UTC (:class:`loreg.db.base.UTCDateTime`).
 - Blob references point at ``blobs.digest`` with ON DELETE RESTRICT: garbage collection
   cannot drop a blob that a version, base model or job artifact still uses.
 - Rows that own others (adapter -> versions -> files) cascade on delete; references to
@@ -36,9 +36,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from registry.db.base import Base, JSONType, enum_check, utcnow
+from loreg.db.base import Base, JSONType, enum_check, utcnow
 
-#: Lengths. Names follow DESIGN.md section 3; digests are ``sha256:`` + 64 hex digits.
+#: Lengths. Names follow docs/design.md §3; digests are ``sha256:`` + 64 hex digits.
 NAME_MAX = 96
 BASE_NAME_MAX = 256
 DIGEST_LEN = 71
@@ -300,7 +300,7 @@ class AdapterVersion(Base):
     number: Mapped[int] = mapped_column(Integer)
     digest: Mapped[str] = mapped_column(String(DIGEST_LEN), index=True)
 
-    # adapter_config.json, searchable parts (DESIGN.md section 4)
+    # adapter_config.json, searchable parts (docs/design.md §4)
     peft_type: Mapped[str] = mapped_column(String(32))
     r: Mapped[int] = mapped_column(Integer, index=True)
     lora_alpha: Mapped[float] = mapped_column(Float)

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from registry.db.base import Base, utcnow
+from loreg.db.base import Base, utcnow
 
 
 class WorkerHeartbeat(Base):

@@ -1,8 +1,8 @@
 """Webhooks: per-namespace subscriptions, the event outbox and the delivery log.
 
 The outbox (:class:`WebhookEvent`) is written in the same transaction as the change it
-describes (``registry.services.events.emit``), so an event exists exactly when its change
-committed. A delivery pass (``registry.services.webhooks.deliver_pending``, run by the
+describes (``loreg.services.events.emit``), so an event exists exactly when its change
+committed. A delivery pass (``loreg.services.webhooks.deliver_pending``, run by the
 worker) fans each new event out to the matching webhooks as :class:`WebhookDelivery` rows
 and posts them, retrying with exponential backoff; each delivery keeps its attempt log.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from registry.db.base import Base, JSONType, enum_check, utcnow
+from loreg.db.base import Base, JSONType, enum_check, utcnow
 
 URL_MAX = 2048
 EVENT_TYPE_MAX = 64

@@ -29,9 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
-from registry.errors import InvalidInput
-from registry.formats.safetensors import read_header
-from registry.formats.types import BaseManifest, DType, SafetensorsHeader, TensorInfo
+from loreg.errors import InvalidInput
+from loreg.formats.safetensors import read_header
+from loreg.formats.types import BaseManifest, DType, SafetensorsHeader, TensorInfo
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from registry.formats.peft import module_matches
-from registry.formats.types import AdapterDescription, BaseManifest, LoraModule
+from loreg.formats.peft import module_matches
+from loreg.formats.types import AdapterDescription, BaseManifest, LoraModule
 
 Severity = Literal["error", "warning", "note"]
 Shape = tuple[int, ...]

@@ -29,9 +29,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
 
-from registry.errors import InvalidInput
-from registry.formats.safetensors import read_header
-from registry.formats.types import (
+from loreg.errors import InvalidInput
+from loreg.formats.safetensors import read_header
+from loreg.formats.types import (
     AdapterDescription,
     LoraKind,
     LoraModule,

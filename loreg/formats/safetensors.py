@@ -18,8 +18,8 @@ import struct
 from collections.abc import Callable
 from typing import IO, Any, ClassVar
 
-from registry.errors import InvalidInput
-from registry.formats.types import SafetensorsHeader, TensorInfo
+from loreg.errors import InvalidInput
+from loreg.formats.types import SafetensorsHeader, TensorInfo
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 """Largest header accepted (the reference implementation's limit)."""

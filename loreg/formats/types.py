@@ -1,7 +1,7 @@
 """The descriptions the formats package produces and the merge engine consumes.
 
-This module is the contract between ``registry.formats`` (which fills these in from files
-and headers) and ``registry.merge`` / the services (which read them). Plain frozen
+This module is the contract between ``loreg.formats`` (which fills these in from files
+and headers) and ``loreg.merge`` / the services (which read them). Plain frozen
 dataclasses, no behaviour beyond small derived properties.
 """
 
@@ -128,7 +128,7 @@ class AdapterDescription:
 class BaseManifest:
     """A base model's tensors, from headers alone, plus its fingerprints.
 
-    ``fingerprint`` is DESIGN.md section 3's sha256 over sorted (name, dtype, shape,
+    ``fingerprint`` is docs/design.md §3's sha256 over sorted (name, dtype, shape,
     sha256 of bytes); ``None`` when only headers were read. ``structure_hash`` covers names,
     dtypes and shapes only.
     """

@@ -1,21 +1,21 @@
 """Pure tensor math: LoRA delta weights, multi-adapter combinations, streaming merge, export.
 
-Imports torch, safetensors and ``registry.formats`` only (no DB, web or storage code), so the
+Imports torch, safetensors and ``loreg.formats`` only (no DB, web or storage code), so the
 worker and the offline CLI (``loreg merge --local``) run the same engine.
 """
 
-from registry.merge.combine import CombineResult, combine_adapters
-from registry.merge.device import resolve_device
-from registry.merge.export import ExportResult, export_adapter
-from registry.merge.methods import METHODS
-from registry.merge.stream import (
+from loreg.merge.combine import CombineResult, combine_adapters
+from loreg.merge.device import resolve_device
+from loreg.merge.export import ExportResult, export_adapter
+from loreg.merge.methods import METHODS
+from loreg.merge.stream import (
     CancelFn,
     FingerprintMismatch,
     MergeResult,
     ProgressFn,
     merge_checkpoint,
 )
-from registry.merge.writer import OutputFile
+from loreg.merge.writer import OutputFile
 
 __all__ = [
     "METHODS",

@@ -1,7 +1,7 @@
 """Combine several LoRA adapters on the same base into one new PEFT adapter folder.
 
 Every method is defined on the adapters' dense deltas ``dW_i = scale_i * B_i @ A_i`` (in the
-base weight's layout), weighted by ``w_i`` (see ``registry.merge.methods``):
+base weight's layout), weighted by ``w_i`` (see ``loreg.merge.methods``):
 
 - ``linear`` and ``cat`` are exact: ``A = [A_1; A_2; ...]``, ``B = [w_1 s_1 B_1, w_2 s_2 B_2,
   ...]`` so ``B @ A = sum_i w_i dW_i``; the rank is the sum of the ranks and the new
@@ -34,12 +34,12 @@ from typing import Any
 
 import torch
 
-from registry.errors import Incompatible, InvalidInput
-from registry.formats.types import LoraModule
-from registry.merge.delta import delta_weight, from_weight_layout, implied_weight_shape
-from registry.merge.device import resolve_device, to_device, to_host
-from registry.merge.methods import check_method, combine_deltas, tensor_seed, truncated_svd
-from registry.merge.sources import (
+from loreg.errors import Incompatible, InvalidInput
+from loreg.formats.types import LoraModule
+from loreg.merge.delta import delta_weight, from_weight_layout, implied_weight_shape
+from loreg.merge.device import resolve_device, to_device, to_host
+from loreg.merge.methods import check_method, combine_deltas, tensor_seed, truncated_svd
+from loreg.merge.sources import (
     FLOAT_DTYPES,
     ST_DTYPES,
     AdapterSource,
@@ -49,7 +49,7 @@ from registry.merge.sources import (
     tensor_bytes,
     torch_dtype,
 )
-from registry.merge.writer import (
+from loreg.merge.writer import (
     OutputFile,
     ShardedSafetensorsWriter,
     TensorSpec,

@@ -18,8 +18,8 @@ import math
 
 import torch
 
-from registry.errors import Incompatible
-from registry.formats.types import LoraKind, LoraModule
+from loreg.errors import Incompatible
+from loreg.formats.types import LoraKind, LoraModule
 
 
 def matrix_form(kind: LoraKind, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

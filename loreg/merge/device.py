@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from registry.errors import InvalidInput, Unavailable
+from loreg.errors import InvalidInput, Unavailable
 
 DeviceName = Literal["auto", "cuda", "cpu"]
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cuda", "cpu")

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.formats.safetensors import read_header_file
-from registry.merge.sources import (
+from loreg.formats.safetensors import read_header_file
+from loreg.merge.sources import (
     FLOAT_DTYPES,
     AdapterSource,
     StagedDir,
@@ -23,7 +23,7 @@ from registry.merge.sources import (
     tensor_bytes,
     torch_dtype,
 )
-from registry.merge.writer import OutputFile, ShardedSafetensorsWriter, TensorSpec, adapter_writer
+from loreg.merge.writer import OutputFile, ShardedSafetensorsWriter, TensorSpec, adapter_writer
 
 
 @dataclass(frozen=True)

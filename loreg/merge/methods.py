@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from registry.errors import InvalidInput
+from loreg.errors import InvalidInput
 
 Method = Literal["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
 METHODS: tuple[str, ...] = (

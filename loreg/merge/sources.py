@@ -18,11 +18,11 @@ from types import TracebackType
 
 import torch
 
-from registry.errors import Conflict, Incompatible, InvalidInput
-from registry.formats.base import read_headers
-from registry.formats.peft import read_adapter
-from registry.formats.types import AdapterDescription, SafetensorsHeader, TensorInfo
-from registry.merge.writer import INCOMPLETE, OutputFile, ShardedSafetensorsWriter
+from loreg.errors import Conflict, Incompatible, InvalidInput
+from loreg.formats.base import read_headers
+from loreg.formats.peft import read_adapter
+from loreg.formats.types import AdapterDescription, SafetensorsHeader, TensorInfo
+from loreg.merge.writer import INCOMPLETE, OutputFile, ShardedSafetensorsWriter
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,

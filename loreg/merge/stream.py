@@ -28,10 +28,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from registry.errors import Incompatible, InvalidInput
-from registry.formats.base import FingerprintBuilder
-from registry.formats.types import LoraModule, TensorInfo
-from registry.merge.delta import (
+from loreg.errors import Incompatible, InvalidInput
+from loreg.formats.base import FingerprintBuilder
+from loreg.formats.types import LoraModule, TensorInfo
+from loreg.merge.delta import (
     bias_delta,
     delta_weight,
     dora_merge,
@@ -39,14 +39,14 @@ from registry.merge.delta import (
     implied_weight_shape,
     to_weight_layout,
 )
-from registry.merge.device import resolve_device, to_device, to_host
-from registry.merge.methods import (
+from loreg.merge.device import resolve_device, to_device, to_host
+from loreg.merge.methods import (
     check_method,
     combine_deltas,
     tensor_seed,
     truncated_svd,
 )
-from registry.merge.sources import (
+from loreg.merge.sources import (
     CONFIG_DTYPE_NAMES,
     COPY_CHUNK,
     FLOAT_DTYPES,
@@ -64,7 +64,7 @@ from registry.merge.sources import (
     tensor_bytes,
     torch_dtype,
 )
-from registry.merge.writer import (
+from loreg.merge.writer import (
     BytesLike,
     OutputFile,
     ShardedSafetensorsWriter,
@@ -523,7 +523,7 @@ def merge_checkpoint(
     """Merge ``adapters`` (folder, weight) into the checkpoint at ``base_dir``; write ``out_dir``.
 
     With one adapter of weight 1 the result is PEFT's ``merge_and_unload()``. With several,
-    ``method`` combines their dense deltas (see ``registry.merge.methods``); ``density``,
+    ``method`` combines their dense deltas (see ``loreg.merge.methods``); ``density``,
     ``majority_sign_method`` and ``seed`` are the TIES/DARE parameters, ``svd_rank`` /
     ``svd_clamp`` those of ``svd``. ``dtype`` (float16, bfloat16, float32) casts every
     floating tensor; by default merged tensors keep the base's dtype and untouched ones are

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from registry.errors import InvalidInput, LoregError
+from loreg.errors import InvalidInput, LoregError
 
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 

@@ -1,1 +1,1 @@
-"""Alembic environment and revisions of the metadata schema (run via ``registry.db.migrate``)."""
+"""Alembic environment and revisions of the metadata schema (run via ``loreg.db.migrate``)."""

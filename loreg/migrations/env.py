@@ -1,6 +1,6 @@
-"""Alembic environment: the target is ``registry.db`` metadata; the URL comes from the caller.
+"""Alembic environment: the target is ``loreg.db`` metadata; the URL comes from the caller.
 
-``registry.db.migrate`` passes the URL in ``config.attributes["url"]``. Developers running the
+``loreg.db.migrate`` passes the URL in ``config.attributes["url"]``. Developers running the
 ``alembic`` command (repo-root alembic.ini) pass it with ``-x url=...`` or
 ``LOREG_DATABASE_URL`` via the settings.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from registry.db import create_engine_for, metadata
+from loreg.db import create_engine_for, metadata
 
 config = context.config
 
@@ -19,7 +19,7 @@ def _url() -> str:
     url = config.attributes.get("url") or context.get_x_argument(as_dictionary=True).get("url")
     if url:
         return str(url)
-    from registry.config import Settings  # developer entry point only
+    from loreg.config import Settings  # developer entry point only
 
     return Settings().effective_database_url
 

@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from registry.db.models import ApiToken, Membership, Namespace, NamespaceKind, User
-from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
-from registry.services import audit
-from registry.services.permissions import (
+from loreg.db.models import ApiToken, Membership, Namespace, NamespaceKind, User
+from loreg.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from loreg.services import audit
+from loreg.services.permissions import (
     ROLES,
     Actor,
     Level,
@@ -30,7 +30,7 @@ from registry.services.permissions import (
     require_site_admin,
     require_user,
 )
-from registry.services.refs import validate_name
+from loreg.services.refs import validate_name
 
 TOKEN_PREFIX = "lrg_"
 #: How stale ``last_used_at`` may get before a request refreshes it (keeps reads read-only).

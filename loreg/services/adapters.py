@@ -1,8 +1,8 @@
-"""Adapters and their versions: push (DESIGN.md section 5 step 3), show, search, tags, delete.
+"""Adapters and their versions: push (docs/design.md §5 step 3), show, search, tags, delete.
 
 Push reads ``adapter_config.json`` (small: the whole blob) and the safetensors header of
 ``adapter_model.safetensors`` (ranged reads, never the tensors) from the store, describes the
-adapter with ``registry.formats``, checks it against the base model's stored manifest, and
+adapter with ``loreg.formats``, checks it against the base model's stored manifest, and
 adds the version, its files, side tables, tags, a queued validation job and the audit event
 to the caller's session; the route commits. Identical content (same canonical manifest
 digest) answers the existing version.
@@ -29,8 +29,8 @@ from typing import Any
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from registry.db.base import utcnow
-from registry.db.models import (
+from loreg.db.base import utcnow
+from loreg.db.models import (
     Adapter,
     AdapterVersion,
     BaseModelRecord,
@@ -44,16 +44,16 @@ from registry.db.models import (
     VersionTargetModule,
     Visibility,
 )
-from registry.db.session import dialect_insert, is_postgres
-from registry.errors import Conflict, Incompatible, InvalidInput, NotFound
-from registry.formats.compat import check_compatibility
-from registry.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES, WEIGHTS_NAME, describe_adapter
-from registry.formats.peft import parse_config as parse_adapter_config
-from registry.formats.safetensors import read_header
-from registry.services import audit, bases, events, quotas
-from registry.services.accounts import get_namespace
-from registry.services.manifests import FileEntry, check_entries, manifest_digest, require_blobs
-from registry.services.pagination import (
+from loreg.db.session import dialect_insert, is_postgres
+from loreg.errors import Conflict, Incompatible, InvalidInput, NotFound
+from loreg.formats.compat import check_compatibility
+from loreg.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES, WEIGHTS_NAME, describe_adapter
+from loreg.formats.peft import parse_config as parse_adapter_config
+from loreg.formats.safetensors import read_header
+from loreg.services import audit, bases, events, quotas
+from loreg.services.accounts import get_namespace
+from loreg.services.manifests import FileEntry, check_entries, manifest_digest, require_blobs
+from loreg.services.pagination import (
     DEFAULT_LIMIT,
     Page,
     check_limit,
@@ -61,7 +61,7 @@ from registry.services.pagination import (
     decode_cursor,
     page_of,
 )
-from registry.services.permissions import (
+from loreg.services.permissions import (
     Actor,
     Principal,
     adapter_not_found,
@@ -72,7 +72,7 @@ from registry.services.permissions import (
     require_write_adapter,
     require_write_namespace,
 )
-from registry.services.refs import (
+from loreg.services.refs import (
     DEFAULT_TAG,
     parse_adapter_name,
     parse_ref,
@@ -80,7 +80,7 @@ from registry.services.refs import (
     validate_base_name,
     validate_tag,
 )
-from registry.storage import BlobStore
+from loreg.storage import BlobStore
 
 MAX_DESCRIPTION = 10_000
 MAX_LABELS = 64
@@ -239,7 +239,7 @@ def get_version(
 
 
 def resolve(session: Session, actor: Actor, ref: str) -> AdapterVersion:
-    """Any reference form of DESIGN.md section 3 -> a live version the actor may read."""
+    """Any reference form of docs/design.md §3 -> a live version the actor may read."""
     parsed = parse_ref(ref)
     adapter = get_adapter(session, actor, parsed.namespace, parsed.name)
     version = _find_version(session, adapter, parsed.kind, parsed.value)
@@ -559,7 +559,7 @@ def push_version(
     session.flush()
     _apply_tags(session, principal, adapter, version, tags)
 
-    from registry.services import jobs
+    from loreg.services import jobs
 
     job = jobs.enqueue_validation(session, version, submitted_by=principal.user_id)
     audit.record(

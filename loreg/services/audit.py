@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.db.models import AuditEvent, User
-from registry.errors import InvalidInput
-from registry.services.permissions import Actor, require_site_admin
+from loreg.db.models import AuditEvent, User
+from loreg.errors import InvalidInput
+from loreg.services.permissions import Actor, require_site_admin
 
 MAX_LIMIT = 500
 

@@ -24,24 +24,24 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from registry.db.models import BaseModelFile, BaseModelRecord
-from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from registry.formats.base import structure_hash as compute_structure_hash
-from registry.formats.base import tied_aliases
-from registry.formats.safetensors import DTYPE_BITS
-from registry.formats.types import BaseManifest
-from registry.services import audit
-from registry.services.manifests import FileEntry, check_entries, require_blobs
-from registry.services.pagination import (
+from loreg.db.models import BaseModelFile, BaseModelRecord
+from loreg.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from loreg.formats.base import structure_hash as compute_structure_hash
+from loreg.formats.base import tied_aliases
+from loreg.formats.safetensors import DTYPE_BITS
+from loreg.formats.types import BaseManifest
+from loreg.services import audit
+from loreg.services.manifests import FileEntry, check_entries, require_blobs
+from loreg.services.pagination import (
     DEFAULT_LIMIT,
     Page,
     check_limit,
     decode_cursor,
     page_of,
 )
-from registry.services.permissions import Actor, is_site_admin, require_scope
-from registry.services.refs import validate_base_name
-from registry.storage import validate_digest
+from loreg.services.permissions import Actor, is_site_admin, require_scope
+from loreg.services.refs import validate_base_name
+from loreg.storage import validate_digest
 
 MAX_TENSORS = 500_000
 MAX_TENSOR_NAME = 1024
@@ -51,7 +51,7 @@ MAX_DESCRIPTION = 10_000
 
 @dataclass
 class BaseSpec:
-    """What a client registers (the output of ``registry.formats.base`` on its folder)."""
+    """What a client registers (the output of ``loreg.formats.base`` on its folder)."""
 
     name: str
     tensors: Mapping[str, tuple[str, Sequence[int]]]

@@ -21,8 +21,8 @@ from typing import BinaryIO
 from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
-from registry.db.base import utcnow
-from registry.db.models import (
+from loreg.db.base import utcnow
+from loreg.db.models import (
     Adapter,
     AdapterVersion,
     BaseModelFile,
@@ -30,17 +30,17 @@ from registry.db.models import (
     VersionFile,
     Visibility,
 )
-from registry.db.session import dialect_insert
-from registry.errors import InvalidInput, NotFound
-from registry.services import audit
-from registry.services.permissions import (
+from loreg.db.session import dialect_insert
+from loreg.errors import InvalidInput, NotFound
+from loreg.services import audit
+from loreg.services.permissions import (
     Actor,
     Principal,
     is_site_admin,
     readable_namespace_ids,
     require_scope,
 )
-from registry.storage import BlobStore, validate_digest
+from loreg.storage import BlobStore, validate_digest
 
 MAX_CHECK_DIGESTS = 10_000
 
@@ -163,7 +163,7 @@ def require_readable_blob(session: Session, actor: Actor, digest: str) -> Blob:
         via_base = session.scalar(select(exists().where(BaseModelFile.blob_digest == digest)))
         if via_base:
             return blob
-        from registry.services import jobs
+        from loreg.services import jobs
 
         if jobs.artifact_digests_visible_to(session, actor, digest):
             return blob

@@ -2,7 +2,7 @@
 
 ``emit`` only adds a row to the caller's session: the event commits with the change it
 describes, or disappears with it on rollback. Nothing is sent here; the worker's delivery
-pass (``registry.services.webhooks.deliver_pending``) fans committed events out to the
+pass (``loreg.services.webhooks.deliver_pending``) fans committed events out to the
 namespace's webhooks and posts them. Services call ``emit`` with one line, e.g.::
 
     events.emit(session, events.VERSION_CREATED, adapter.namespace, events.version_payload(v))
@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.db.models import Adapter, AdapterVersion, Job, Namespace, Tag
-from registry.db.webhooks import WebhookEvent
-from registry.errors import InvalidInput
+from loreg.db.models import Adapter, AdapterVersion, Job, Namespace, Tag
+from loreg.db.webhooks import WebhookEvent
+from loreg.errors import InvalidInput
 
 VERSION_CREATED = "version.created"
 VERSION_VALIDATED = "version.validated"

@@ -51,7 +51,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from registry.db.models import (
+from loreg.db.models import (
     Adapter,
     AdapterVersion,
     BaseModelFile,
@@ -61,10 +61,10 @@ from registry.db.models import (
     Namespace,
     VersionFile,
 )
-from registry.storage import BlobStore
-from registry.storage.s3 import S3BlobStore
+from loreg.storage import BlobStore
+from loreg.storage.s3 import S3BlobStore
 
-log = logging.getLogger("registry.gc")
+log = logging.getLogger("loreg.gc")
 
 #: Defaults for direct calls; servers pass LOREG_GC_GRACE_HOURS and
 #: LOREG_GC_DELETED_VERSION_RETENTION_HOURS (same defaults, a test keeps them equal).
@@ -308,7 +308,7 @@ def _abort_stale_uploads(store: BlobStore, cutoff: datetime, dry_run: bool,
 def record_run(session: Session, report: GcReport, by: str, **extra: Any) -> None:
     """An audit event ``gc.run`` (caller commits); scheduled collections count from the
     newest one, so a manual ``loreg gc`` also postpones the next scheduled run."""
-    from registry.services import audit
+    from loreg.services import audit
 
     audit.record(session, None, "gc.run", "registry", "blobs", {
         "by": by, "blobs": len(report.blobs), "orphan_objects": len(report.orphan_objects),

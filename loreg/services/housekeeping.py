@@ -27,16 +27,16 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.db.models import AuditEvent
-from registry.db.ops import WorkerHeartbeat
-from registry.db.session import is_postgres
-from registry.services import gc, webhooks
-from registry.storage import BlobStore
+from loreg.db.models import AuditEvent
+from loreg.db.ops import WorkerHeartbeat
+from loreg.db.session import is_postgres
+from loreg.services import gc, webhooks
+from loreg.storage import BlobStore
 
 if TYPE_CHECKING:
-    from registry.config import Settings
+    from loreg.config import Settings
 
-log = logging.getLogger("registry.housekeeping")
+log = logging.getLogger("loreg.housekeeping")
 
 GC_LOCK_KEY = 0x6C6F726567  # "loreg"
 HEARTBEAT_FORGET = timedelta(days=1)

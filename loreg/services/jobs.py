@@ -42,7 +42,7 @@ from pydantic import (
 from sqlalchemy import CursorResult, and_, false, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from registry.db.models import (
+from loreg.db.models import (
     Adapter,
     AdapterVersion,
     BaseModelFile,
@@ -55,10 +55,10 @@ from registry.db.models import (
     Namespace,
     User,
 )
-from registry.db.session import is_postgres
-from registry.errors import Conflict, InvalidInput, LoregError, NotFound, PermissionDenied
-from registry.services import adapters, audit, blobs, events
-from registry.services.permissions import (
+from loreg.db.session import is_postgres
+from loreg.errors import Conflict, InvalidInput, LoregError, NotFound, PermissionDenied
+from loreg.services import adapters, audit, blobs, events
+from loreg.services.permissions import (
     Actor,
     Principal,
     can_read_adapter,
@@ -67,7 +67,7 @@ from registry.services.permissions import (
     require_user,
     require_write_namespace,
 )
-from registry.services.refs import validate_base_name, validate_name
+from loreg.services.refs import validate_base_name, validate_name
 
 #: Statuses that end a job.
 TERMINAL = frozenset({JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})

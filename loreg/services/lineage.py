@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from registry.db.models import Adapter, AdapterVersion, Lineage
-from registry.services.permissions import Actor, can_read_adapter
+from loreg.db.models import Adapter, AdapterVersion, Lineage
+from loreg.services.permissions import Actor, can_read_adapter
 
 #: At most this many children are listed (a popular parent may have many).
 MAX_CHILDREN = 100

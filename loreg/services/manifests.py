@@ -1,6 +1,6 @@
 """File lists of versions and base models: path rules, the canonical digest, blob checks.
 
-``manifest_digest`` is *the* definition of a version's digest (DESIGN.md section 3): the
+``manifest_digest`` is *the* definition of a version's digest (docs/design.md §3): the
 sha256 of the canonical manifest, so the client, the server and the worker agree on it.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from registry.errors import InvalidInput
-from registry.services.blobs import blob_sizes
-from registry.storage import validate_digest
+from loreg.errors import InvalidInput
+from loreg.services.blobs import blob_sizes
+from loreg.storage import validate_digest
 
 MAX_FILES = 1000
 MAX_PATH_LEN = 512
@@ -57,7 +57,7 @@ def validate_path(path: str) -> str:
 
 def check_entries(files: Sequence[FileEntry], *, max_total: int | None = None) -> list[FileEntry]:
     """Validate a file list; return it sorted by path. Raises ``InvalidInput``/``TooLarge``."""
-    from registry.errors import TooLarge
+    from loreg.errors import TooLarge
 
     if len(files) > MAX_FILES:
         raise InvalidInput(f"at most {MAX_FILES} files", details={"count": len(files)})

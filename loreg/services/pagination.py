@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from registry.errors import InvalidInput
+from loreg.errors import InvalidInput
 
 T = TypeVar("T")
 

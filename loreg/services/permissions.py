@@ -23,8 +23,8 @@ from enum import IntEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.db.models import Adapter, Membership, Namespace, NamespaceKind, Visibility
-from registry.errors import NotFound, PermissionDenied, Unauthenticated
+from loreg.db.models import Adapter, Membership, Namespace, NamespaceKind, Visibility
+from loreg.errors import NotFound, PermissionDenied, Unauthenticated
 
 
 class Level(IntEnum):

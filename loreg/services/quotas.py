@@ -11,8 +11,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from registry.db.models import Adapter, AdapterVersion, Namespace
-from registry.errors import InvalidInput, TooLarge
+from loreg.db.models import Adapter, AdapterVersion, Namespace
+from loreg.errors import InvalidInput, TooLarge
 
 
 class QuotaExceeded(TooLarge):

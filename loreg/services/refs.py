@@ -1,4 +1,4 @@
-"""Names and references (DESIGN.md section 3), parsed once at the edge.
+"""Names and references (docs/design.md §3), parsed once at the edge.
 
 Every name that reaches a query or a storage key went through one of these functions, so a
 name can never be a path: anything outside the grammar is an ``InvalidInput`` (HTTP 400).
@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from registry.errors import InvalidInput
+from loreg.errors import InvalidInput
 
 MAX_NAME_LEN = 96
 MAX_BASE_NAME_LEN = 96 * 2 + 1
@@ -132,7 +132,7 @@ def parse_version_selector(value: str) -> tuple[RefKind, str]:
 
 
 def parse_ref(ref: str) -> Ref:
-    """Parse any reference form of DESIGN.md section 3."""
+    """Parse any reference form of docs/design.md §3."""
     if not isinstance(ref, str) or not ref:
         raise InvalidInput("reference must not be empty", details={"field": "ref"})
     if len(ref) > 400:

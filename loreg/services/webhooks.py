@@ -1,6 +1,6 @@
 """Webhooks per namespace: CRUD, signing, and the delivery pass the worker runs.
 
-Delivery is at-least-once, from the outbox that ``registry.services.events.emit`` writes in
+Delivery is at-least-once, from the outbox that ``loreg.services.events.emit`` writes in
 the transaction of each change:
 
 1. *Fan-out*: each committed, undispatched event becomes one ``WebhookDelivery`` per active
@@ -35,14 +35,14 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.db.models import Namespace
-from registry.db.session import is_postgres
-from registry.db.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent
-from registry.errors import InvalidInput, NotFound
-from registry.services import accounts, audit, events
-from registry.services.permissions import Actor, require_admin_namespace
+from loreg.db.models import Namespace
+from loreg.db.session import is_postgres
+from loreg.db.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent
+from loreg.errors import InvalidInput, NotFound
+from loreg.services import accounts, audit, events
+from loreg.services.permissions import Actor, require_admin_namespace
 
-log = logging.getLogger("registry.webhooks")
+log = logging.getLogger("loreg.webhooks")
 
 SIGNATURE_HEADER = "X-Loreg-Signature"
 EVENT_HEADER = "X-Loreg-Event"

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from registry.errors import InvalidInput
-from registry.storage.base import (
+from loreg.errors import InvalidInput
+from loreg.storage.base import (
     BlobNotFound,
     BlobStore,
     BlobTooLarge,
@@ -24,7 +24,7 @@ from registry.storage.base import (
 )
 
 if TYPE_CHECKING:
-    from registry.config import Settings
+    from loreg.config import Settings
 
 __all__ = [
     "BlobNotFound",
@@ -74,14 +74,14 @@ def open_store_url(
             raise InvalidInput(
                 "storage URL must be file:///absolute/path", details={"url": url}
             )
-        from registry.storage.local import LocalBlobStore
+        from loreg.storage.local import LocalBlobStore
 
         return LocalBlobStore(Path(unquote(parts.path)))
     if parts.scheme == "s3":
         if not parts.netloc:
             raise InvalidInput("storage URL must be s3://bucket[/prefix]", details={"url": url})
         bucket, prefix = parts.netloc, unquote(parts.path).strip("/")
-        from registry.storage.s3 import S3BlobStore
+        from loreg.storage.s3 import S3BlobStore
 
         return S3BlobStore(
             bucket, prefix, endpoint_url=s3_endpoint_url, region=s3_region,

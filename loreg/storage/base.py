@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from registry.errors import InvalidInput, NotFound, TooLarge, Unavailable
+from loreg.errors import InvalidInput, NotFound, TooLarge, Unavailable
 
 #: How much ``put``/``download`` ask of a stream at a time.
 CHUNK_SIZE = 1024 * 1024

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from registry.storage.base import (
+from loreg.storage.base import (
     BlobNotFound,
     BlobStoreBase,
     DigestVerifier,

@@ -20,7 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from registry.storage.base import (
+from loreg.storage.base import (
     CHUNK_SIZE,
     BlobNotFound,
     BlobStoreBase,

@@ -1,5 +1,5 @@
 """The web UI: server-rendered pages under ``/ui`` over the same services as the API.
 
-``registry.ui.routes.router`` is mounted by ``registry.api.app.create_app``; templates and
+``loreg.ui.routes.router`` is mounted by ``loreg.api.app.create_app``; templates and
 static files ship as package data. See ``routes`` for how sign-in, cookies and CSRF work.
 """

@@ -1,6 +1,6 @@
 """``/ui``: server-rendered pages over the same services the API calls.
 
-Auth. ``POST /ui/login`` checks a pasted API token with ``registry.api.deps.authenticate_token``
+Auth. ``POST /ui/login`` checks a pasted API token with ``loreg.api.deps.authenticate_token``
 (as the API checks a Bearer token) and keeps it in the ``loreg_ui`` cookie: ``HttpOnly``,
 ``SameSite=Lax``, ``Path=/ui``, and ``Secure`` when the request came over https
 (``request.url.scheme``; behind a TLS-terminating proxy, run uvicorn with ``--proxy-headers``
@@ -17,7 +17,7 @@ a fixed label keyed by the session cookie's value, which another site can neithe
 
 Errors. No page answers 500 for a malformed or unknown id: lookups that fail (missing,
 hidden, or not even a valid name) render the friendly 404 page; other domain errors
-render an error page with the status the API would use (``registry.api.errors``).
+render an error page with the status the API would use (``loreg.api.errors``).
 """
 
 from __future__ import annotations
@@ -39,18 +39,18 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.exc import DataError
 from starlette.templating import Jinja2Templates
 
-from registry.api.deps import SessionDep, SettingsDep, StoreDep, authenticate_token
-from registry.api.errors import status_for
-from registry.api.streaming import iter_file
-from registry.db.models import AdapterVersion, Job, JobStatus, Visibility
-from registry.errors import InvalidInput, LoregError, NotFound, Unauthenticated
-from registry.services import adapters as svc
-from registry.services import bases, jobs, lineage, quotas
-from registry.services.pagination import Page
-from registry.services.permissions import Principal
-from registry.ui import charts
+from loreg.api.deps import SessionDep, SettingsDep, StoreDep, authenticate_token
+from loreg.api.errors import status_for
+from loreg.api.streaming import iter_file
+from loreg.db.models import AdapterVersion, Job, JobStatus, Visibility
+from loreg.errors import InvalidInput, LoregError, NotFound, Unauthenticated
+from loreg.services import adapters as svc
+from loreg.services import bases, jobs, lineage, quotas
+from loreg.services.pagination import Page
+from loreg.services.permissions import Principal
+from loreg.ui import charts
 
-log = logging.getLogger("registry.ui")
+log = logging.getLogger("loreg.ui")
 
 DASH = "\N{EN DASH}"  # shown for an empty value
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from registry.config import Settings
-    from registry.worker.loop import InProcessWorker
+    from loreg.config import Settings
+    from loreg.worker.loop import InProcessWorker
 
 
 def start_in_process(settings: Settings, **kwargs: Any) -> InProcessWorker:
     """Run a worker on a daemon thread of this process; returns a handle with ``stop()``."""
-    from registry.worker.loop import start_in_process as start
+    from loreg.worker.loop import start_in_process as start
 
     return start(settings, **kwargs)
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from registry.errors import InvalidInput
-from registry.storage import BlobStore
+from loreg.errors import InvalidInput
+from loreg.storage import BlobStore
 
 _COMPLETE = ".complete"  # marker; its mtime is the entry's last use
 

@@ -21,11 +21,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.config import Settings
-from registry.db.models import BaseModelFile, VersionFile
-from registry.services import jobs as jobs_service
-from registry.storage import BlobStore
-from registry.worker.cache import BaseCache, CachedFile, _safe_relpath
+from loreg.config import Settings
+from loreg.db.models import BaseModelFile, VersionFile
+from loreg.services import jobs as jobs_service
+from loreg.storage import BlobStore
+from loreg.worker.cache import BaseCache, CachedFile, _safe_relpath
 
 logger = logging.getLogger("loreg.worker")
 

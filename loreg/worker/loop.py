@@ -32,15 +32,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.config import Settings
-from registry.db.models import Blob, Job
-from registry.errors import LoregError, Unavailable
-from registry.logging import job_id_var
-from registry.services import jobs as jobs_service
-from registry.services.housekeeping import Housekeeping
-from registry.storage import BlobStore, open_store
-from registry.worker.cache import BaseCache
-from registry.worker.context import (
+from loreg.config import Settings
+from loreg.db.models import Blob, Job
+from loreg.errors import LoregError, Unavailable
+from loreg.logging import job_id_var
+from loreg.services import jobs as jobs_service
+from loreg.services.housekeeping import Housekeeping
+from loreg.storage import BlobStore, open_store
+from loreg.worker.cache import BaseCache
+from loreg.worker.context import (
     JobCancelled,
     JobContext,
     Outcome,
@@ -52,7 +52,7 @@ Handler = Callable[[JobContext], Outcome]
 
 
 def default_handlers() -> dict[str, Handler]:
-    from registry.worker.handlers import HANDLERS
+    from loreg.worker.handlers import HANDLERS
 
     return dict(HANDLERS)
 
@@ -63,7 +63,7 @@ def new_worker_id() -> str:
 
 def resolve_device_name(device: str) -> str:
     """``auto`` -> ``cuda`` if available, else ``cpu``; asking for a missing CUDA is an error."""
-    from registry.merge.device import resolve_device
+    from loreg.merge.device import resolve_device
 
     return str(resolve_device(device))
 
@@ -138,7 +138,7 @@ class Worker:
         handlers: dict[str, Handler] | None = None,
         types: Sequence[str] | None = None,
     ) -> None:
-        from registry.db import create_engine_for, make_sessionmaker
+        from loreg.db import create_engine_for, make_sessionmaker
 
         self.settings = settings
         self._engine = None

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from registry.db.models import ApiToken
+from loreg.db.models import ApiToken
 from tests.fixtures.api import RegistryServer, unique_name
 
 

@@ -25,8 +25,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from registry.api.app import discover_routers
-from registry.api.errors import DOCUMENTED_ERROR_STATUSES
+from loreg.api.app import discover_routers
+from loreg.api.errors import DOCUMENTED_ERROR_STATUSES
 from tests.fixtures.api import RegistryServer
 
 #: Examples per backend for the whole schema (at least ``MIN_PER_OPERATION`` each).

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from tests.api.test_authz_matrix import Case, World, build_world, expect, run_matrix
 from tests.factories.pushes import Models, build_models, folder_files, push, register_base, upload
 from tests.fixtures.api import RegistryServer, unique_name
-from tests.registry.api.test_authz_matrix import Case, World, build_world, expect, run_matrix
 
 READERS = {"reader": 200, "writer": 200, "org_admin": 200, "org_admin_write_token": 200,
            "org_admin_read_token": 200, "site_admin": 200, "site_admin_write_token": 200,

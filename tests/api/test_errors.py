@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from registry.api.app import create_app
-from registry.api.errors import STATUS_BY_ERROR, status_for
-from registry.config import Settings
-from registry.db import migrate
-from registry.errors import (
+from loreg.api.app import create_app
+from loreg.api.errors import STATUS_BY_ERROR, status_for
+from loreg.config import Settings
+from loreg.db import migrate
+from loreg.errors import (
     Conflict,
     Incompatible,
     InvalidInput,
@@ -23,7 +23,7 @@ from registry.errors import (
     Unauthenticated,
     Unavailable,
 )
-from registry.storage import BlobTooLarge, DigestMismatch, StorageUnavailable
+from loreg.storage import BlobTooLarge, DigestMismatch, StorageUnavailable
 from tests.fixtures.api import RegistryServer
 
 
@@ -134,7 +134,7 @@ def test_unexpected_errors_are_generic_500s(tmp_path: Path,
         raise RuntimeError("secret internal detail")
 
     with TestClient(app, raise_server_exceptions=False) as client, \
-            caplog.at_level(logging.ERROR, logger="registry.api"):
+            caplog.at_level(logging.ERROR, logger="loreg.api"):
         r = client.get("/boom", headers={"X-Request-ID": "trace-me"})
     assert r.status_code == 500
     error = _assert_shape(r.json(), "internal_error")

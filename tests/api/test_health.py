@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.config import Settings
+from loreg.config import Settings
 from tests.fixtures.api import RegistryServer, start_registry
 from tests.fixtures.postgres import free_port
 

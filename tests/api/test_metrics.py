@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry.worker.loop import Worker
+from loreg.worker.loop import Worker
 from tests.factories.pushes import Models, build_models, push, register_base
 from tests.fixtures.api import RegistryServer, unique_name
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from registry.services.webhooks import verify_signature
+from loreg.services.webhooks import verify_signature
 from tests.fixtures.api import RegistryServer
 from tests.fixtures.webhooks import Receiver
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from cli.common import emit, json_mode, json_option
+from loreg.cli.common import emit, json_mode, json_option
 from tests.cli.harness import LOREG, LoregEnv, free_port
 
 

@@ -29,7 +29,7 @@ def test_flow(registry: LoregEnv, models: Models, tmp_path: Path) -> None:
     assert me["user"] == "admin"
 
     # base register: the fingerprint is the formats package's
-    from registry.formats.base import fingerprint
+    from loreg.formats.base import fingerprint
 
     base = r.json("base", "register", str(models.base.path), "--name", "test/tiny-llama")
     assert base["fingerprint"] == fingerprint(models.base.path).fingerprint

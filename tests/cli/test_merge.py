@@ -14,7 +14,7 @@ from tests.factories.tiny_models import make_llama, make_lora_adapter
 
 
 def _loreg(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from cli.main import main; sys.argv[0] = 'loreg'; main()"
+    code = "import sys; from loreg.cli.main import main; sys.argv[0] = 'loreg'; main()"
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
     )

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.client import Client
-from tests.registry.client.fake_registry import FakeRegistry
+from loreg.client import Client
+from tests.client.fake_registry import FakeRegistry
 
 
 @pytest.fixture

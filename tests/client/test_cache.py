@@ -4,8 +4,8 @@ import os
 import time
 from pathlib import Path
 
-from registry.client.cache import BlobCache, HashIndex, hash_file, hash_stream_file
-from registry.storage import sha256_digest
+from loreg.client.cache import BlobCache, HashIndex, hash_file, hash_stream_file
+from loreg.storage import sha256_digest
 
 
 def test_hash_stream_file_matches_hashlib(tmp_path: Path) -> None:

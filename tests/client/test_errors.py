@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from registry.client import errors
+from loreg.client import errors
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from registry.client import Client, Conflict, ConnectionFailed, IntegrityError, NotFound
-from registry.storage import sha256_digest
-from tests.registry.client.fake_registry import FakeRegistry
+from loreg.client import Client, Conflict, ConnectionFailed, IntegrityError, NotFound
+from loreg.storage import sha256_digest
+from tests.client.fake_registry import FakeRegistry
 
 
 def _same_tree(a: Path, b: Path) -> None:

@@ -12,9 +12,9 @@ from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import inspect
 
-from cli.main import cli
-from registry.db import create_engine_for, metadata
-from registry.db.migrate import alembic_config, current, head, is_up_to_date, upgrade
+from loreg.cli.main import cli
+from loreg.db import create_engine_for, metadata
+from loreg.db.migrate import alembic_config, current, head, is_up_to_date, upgrade
 
 
 def test_migrations_match_models(db_url: str) -> None:

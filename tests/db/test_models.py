@@ -9,7 +9,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from registry.db import (
+from loreg.db import (
     Adapter,
     AdapterVersion,
     Blob,

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from types import ModuleType
 
-from registry.config import Settings
+from loreg.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

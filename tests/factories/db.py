@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from registry.db import (
+from loreg.db import (
     Adapter,
     AdapterVersion,
     Blob,
@@ -24,7 +24,7 @@ from registry.db import (
     VersionTargetModule,
     Visibility,
 )
-from registry.storage import sha256_digest
+from loreg.storage import sha256_digest
 
 _counter = itertools.count(1)
 

@@ -1,6 +1,6 @@
 """Real PEFT adapters and their base models, pushed to a live registry over raw HTTP.
 
-The three-call protocol of DESIGN.md section 5, spelled out with httpx (no client SDK), so
+The three-call protocol of docs/design.md §5, spelled out with httpx (no client SDK), so
 API tests exercise exactly the wire: ``POST /uploads``, ``PUT /blobs/{digest}`` for each
 missing digest, ``POST /adapters/{ns}/{name}/versions``.
 """
@@ -58,7 +58,7 @@ def push(client: httpx.Client, folder: Path, target: str, **body: Any) -> httpx.
 
 def base_body(model: TinyModel, name: str) -> dict[str, Any]:
     """The ``POST /bases`` body for a tiny checkpoint, as the client builds it."""
-    from registry.formats.base import fingerprint
+    from loreg.formats.base import fingerprint
 
     manifest = fingerprint(model.path)
     return {

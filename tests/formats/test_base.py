@@ -10,19 +10,19 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from registry.formats.base import (
+from loreg.formats.base import (
     BaseFormatError,
     FingerprintBuilder,
     fingerprint,
     read_manifest,
     structure_hash,
 )
-from registry.formats.safetensors import SafetensorsError
+from loreg.formats.safetensors import SafetensorsError
 from tests.factories import make_gpt2, make_llama
 
 
 def _reference_fingerprint(folder: Path) -> str:
-    """The documented canonical encoding, computed independently of registry.formats.base."""
+    """The documented canonical encoding, computed independently of loreg.formats.base."""
     tensors: dict[str, torch.Tensor] = {}
     for f in sorted(folder.glob("*.safetensors")):
         tensors.update(load_file(str(f)))

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
-from cli.main import cli
-from registry.formats.base import fingerprint, read_manifest
-from registry.formats.compat import check_compatibility
-from registry.formats.peft import read_adapter
+from loreg.cli.main import cli
+from loreg.formats.base import fingerprint, read_manifest
+from loreg.formats.compat import check_compatibility
+from loreg.formats.peft import read_adapter
 from tests.factories import (
     TinyModel,
     make_bert_seq_cls,

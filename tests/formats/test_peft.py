@@ -10,14 +10,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from registry.formats.peft import (
+from loreg.formats.peft import (
     AdapterFormatError,
     describe_adapter,
     get_pattern_key,
     read_adapter,
     resolve_rank_alpha,
 )
-from registry.formats.safetensors import read_header
+from loreg.formats.safetensors import read_header
 from tests.factories import (
     TinyAdapter,
     TinyModel,

@@ -13,8 +13,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from registry.errors import InvalidInput
-from registry.formats.safetensors import (
+from loreg.errors import InvalidInput
+from loreg.formats.safetensors import (
     DTYPE_SIZES,
     MAX_HEADER_BYTES,
     BadTensorOffsets,

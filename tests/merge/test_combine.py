@@ -9,9 +9,9 @@ import pytest
 import torch
 from peft.utils import merge_utils
 
-from registry.errors import Incompatible
-from registry.merge.combine import combine_adapters
-from registry.merge.methods import tensor_seed
+from loreg.errors import Incompatible
+from loreg.merge.combine import combine_adapters
+from loreg.merge.methods import tensor_seed
 from tests.factories.merge_inputs import load_peft, peft_deltas
 from tests.factories.tiny_models import TinyModel, make_gpt2, make_llama, make_lora_adapter
 

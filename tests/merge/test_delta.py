@@ -7,8 +7,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from registry.formats.types import LoraKind, LoraModule
-from registry.merge.delta import delta_weight, dora_merge, lora_scale
+from loreg.formats.types import LoraKind, LoraModule
+from loreg.merge.delta import delta_weight, dora_merge, lora_scale
 
 
 class _Net(nn.Module):

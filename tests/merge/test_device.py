@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from registry.errors import InvalidInput, Unavailable
-from registry.merge.device import resolve_device
-from registry.merge.stream import merge_checkpoint
+from loreg.errors import InvalidInput, Unavailable
+from loreg.merge.device import resolve_device
+from loreg.merge.stream import merge_checkpoint
 from tests.factories.tiny_models import make_llama, make_lora_adapter
 
 

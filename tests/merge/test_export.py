@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from registry.merge.export import export_adapter
+from loreg.merge.export import export_adapter
 from tests.factories.merge_inputs import load_peft
 from tests.factories.tiny_models import make_llama, make_lora_adapter
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from peft.utils import merge_utils
 
-from registry.errors import InvalidInput
-from registry.merge.methods import combine_deltas, tensor_seed, truncated_svd
+from loreg.errors import InvalidInput
+from loreg.merge.methods import combine_deltas, tensor_seed, truncated_svd
 
 
 def _deltas(n: int = 3, shape: tuple[int, ...] = (12, 10)) -> list[torch.Tensor]:

@@ -19,10 +19,10 @@ import torch
 from peft.utils import merge_utils
 from safetensors.torch import load_file
 
-from registry.errors import Conflict, Incompatible
-from registry.formats.base import fingerprint
-from registry.merge.methods import tensor_seed
-from registry.merge.stream import FingerprintMismatch, merge_checkpoint
+from loreg.errors import Conflict, Incompatible
+from loreg.formats.base import fingerprint
+from loreg.merge.methods import tensor_seed
+from loreg.merge.stream import FingerprintMismatch, merge_checkpoint
 from tests.factories.merge_inputs import (
     load_peft,
     peft_deltas,

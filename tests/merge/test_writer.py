@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from registry.merge.writer import (
+from loreg.merge.writer import (
     INDEX_NAME,
     SafetensorsStreamWriter,
     ShardedSafetensorsWriter,

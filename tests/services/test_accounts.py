@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.api.bootstrap import credentials_path, ensure_admin
-from registry.config import Settings
-from registry.db.models import ApiToken, AuditEvent, Namespace, User
-from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
-from registry.services import accounts
-from registry.services.permissions import Principal
+from loreg.api.bootstrap import credentials_path, ensure_admin
+from loreg.config import Settings
+from loreg.db.models import ApiToken, AuditEvent, Namespace, User
+from loreg.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from loreg.services import accounts
+from loreg.services.permissions import Principal
 
 
 @pytest.fixture

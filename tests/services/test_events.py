@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.db import Job, WebhookEvent, create_engine_for, make_sessionmaker
-from registry.errors import InvalidInput
-from registry.services import events, jobs
-from registry.worker.loop import Worker
+from loreg.db import Job, WebhookEvent, create_engine_for, make_sessionmaker
+from loreg.errors import InvalidInput
+from loreg.services import events, jobs
+from loreg.worker.loop import Worker
 from tests.factories.db import make_adapter, make_namespace, make_version
 from tests.factories.pushes import build_models, push, register_base
 from tests.fixtures.api import RegistryServer, unique_name

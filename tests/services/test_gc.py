@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.db import (
+from loreg.db import (
     AdapterVersion,
     AuditEvent,
     BaseModelFile,
@@ -31,9 +31,9 @@ from registry.db import (
     create_engine_for,
     make_sessionmaker,
 )
-from registry.db.migrate import upgrade
-from registry.services import gc
-from registry.storage import BlobStore, blob_key, open_store_url, sha256_digest
+from loreg.db.migrate import upgrade
+from loreg.services import gc
+from loreg.storage import BlobStore, blob_key, open_store_url, sha256_digest
 from tests.factories.db import make_adapter, make_namespace, make_version
 from tests.fixtures.s3 import S3Endpoint
 
@@ -244,7 +244,7 @@ def test_blob_shared_with_a_live_version_stays(backend: Backend, scene: Scene) -
 
 
 def test_cli(backend: Backend, scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cli.main import cli
+    from loreg.cli.main import cli
 
     for key, value in backend.env().items():
         monkeypatch.setenv(key, value)

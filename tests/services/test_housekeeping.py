@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.db import AuditEvent, Blob, WorkerHeartbeat
-from registry.services import events, webhooks
-from registry.services.housekeeping import Housekeeping
-from registry.services.permissions import Principal
-from registry.storage import BlobStore, open_store_url, sha256_digest
+from loreg.db import AuditEvent, Blob, WorkerHeartbeat
+from loreg.services import events, webhooks
+from loreg.services.housekeeping import Housekeeping
+from loreg.services.permissions import Principal
+from loreg.storage import BlobStore, open_store_url, sha256_digest
 from tests.factories.db import make_namespace, make_user
 from tests.fixtures.webhooks import Receiver
 

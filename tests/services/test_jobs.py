@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.db import (
+from loreg.db import (
     Adapter,
     AdapterVersion,
     BaseModelFile,
@@ -22,9 +22,9 @@ from registry.db import (
     Namespace,
     User,
 )
-from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from registry.services import jobs
-from registry.services.permissions import Principal
+from loreg.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from loreg.services import jobs
+from loreg.services.permissions import Principal
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from registry.errors import InvalidInput, TooLarge
-from registry.services.manifests import FileEntry, check_entries, manifest_digest
+from loreg.errors import InvalidInput, TooLarge
+from loreg.services.manifests import FileEntry, check_entries, manifest_digest
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from registry.errors import InvalidInput
-from registry.services.pagination import cursor_int, decode_cursor, encode_cursor
+from loreg.errors import InvalidInput
+from loreg.services.pagination import cursor_int, decode_cursor, encode_cursor
 
 
 def test_roundtrip() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import Session
 
-from registry.db.models import Adapter, Membership, Namespace, User
-from registry.errors import NotFound, PermissionDenied, Unauthenticated
-from registry.services import permissions as perm
-from registry.services.permissions import Level, Principal
+from loreg.db.models import Adapter, Membership, Namespace, User
+from loreg.errors import NotFound, PermissionDenied, Unauthenticated
+from loreg.services import permissions as perm
+from loreg.services.permissions import Level, Principal
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from registry.db import AdapterVersion, Namespace, WebhookEvent, create_engine_for
-from registry.db.migrate import upgrade
-from registry.db.session import make_sessionmaker
-from registry.errors import TooLarge
-from registry.services import quotas
+from loreg.db import AdapterVersion, Namespace, WebhookEvent, create_engine_for
+from loreg.db.migrate import upgrade
+from loreg.db.session import make_sessionmaker
+from loreg.errors import TooLarge
+from loreg.services import quotas
 from tests.factories.db import make_adapter, make_namespace, make_version
 from tests.factories.pushes import Models, build_models, push, register_base
 from tests.fixtures.api import RegistryServer, unique_name

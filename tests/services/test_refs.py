@@ -1,11 +1,11 @@
-"""Names and references: the grammar of DESIGN.md section 3, and nothing path-like."""
+"""Names and references: the grammar of docs/design.md §3, and nothing path-like."""
 
 from __future__ import annotations
 
 import pytest
 
-from registry.errors import InvalidInput
-from registry.services.refs import (
+from loreg.errors import InvalidInput
+from loreg.services.refs import (
     parse_ref,
     parse_version_selector,
     validate_base_name,

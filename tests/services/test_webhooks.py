@@ -11,15 +11,15 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.db import (
+from loreg.db import (
     DeliveryStatus,
     Namespace,
     User,
     WebhookDelivery,
 )
-from registry.errors import InvalidInput, PermissionDenied
-from registry.services import events, webhooks
-from registry.services.permissions import Principal
+from loreg.errors import InvalidInput, PermissionDenied
+from loreg.services import events, webhooks
+from loreg.services.permissions import Principal
 from tests.factories.db import add_member, make_adapter, make_namespace, make_user, make_version
 from tests.fixtures.webhooks import Receiver
 

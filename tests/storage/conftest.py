@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from registry.storage.base import BlobStore, blob_key
-from registry.storage.local import LocalBlobStore
-from registry.storage.s3 import MIN_PART_SIZE, S3BlobStore
+from loreg.storage.base import BlobStore, blob_key
+from loreg.storage.local import LocalBlobStore
+from loreg.storage.s3 import MIN_PART_SIZE, S3BlobStore
 from tests.fixtures.s3 import S3Endpoint
 
 #: The smallest part S3 allows, so a 20 MB blob takes several parts.

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from registry.errors import InvalidInput, NotFound, TooLarge
-from registry.storage import (
+from loreg.errors import InvalidInput, NotFound, TooLarge
+from loreg.storage import (
     BlobNotFound,
     BlobStore,
     BlobTooLarge,
@@ -22,7 +22,7 @@ from registry.storage import (
     InvalidRange,
     sha256_digest,
 )
-from tests.registry.storage.conftest import Harness
+from tests.storage.conftest import Harness
 
 MB = 1000 * 1000
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from registry.storage import DigestMismatch, StorageUnavailable
-from registry.storage.local import LocalBlobStore
-from tests.registry.storage.test_contract import ChunkedSource, blob
+from loreg.storage import DigestMismatch, StorageUnavailable
+from loreg.storage.local import LocalBlobStore
+from tests.storage.test_contract import ChunkedSource, blob
 
 
 def test_layout(tmp_path: Path) -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from registry.config import Settings
-from registry.errors import InvalidInput
-from registry.storage import BlobStore, open_store, open_store_url
-from registry.storage.local import LocalBlobStore
-from registry.storage.s3 import S3BlobStore
+from loreg.config import Settings
+from loreg.errors import InvalidInput
+from loreg.storage import BlobStore, open_store, open_store_url
+from loreg.storage.local import LocalBlobStore
+from loreg.storage.s3 import S3BlobStore
 from tests.fixtures.s3 import S3Endpoint
 
 

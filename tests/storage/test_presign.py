@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 
-from registry.config import Settings
-from registry.storage import open_store
-from registry.storage.s3 import S3BlobStore
+from loreg.config import Settings
+from loreg.storage import open_store
+from loreg.storage.s3 import S3BlobStore
 from tests.fixtures.s3 import S3Endpoint
-from tests.registry.storage.test_contract import blob
+from tests.storage.test_contract import blob
 
 
 def test_presigned_url_names_the_public_endpoint(s3_bucket: S3Endpoint, tmp_path: Path) -> None:

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from botocore.config import Config
 
-from registry.storage import StorageUnavailable
-from registry.storage.s3 import MIN_PART_SIZE, S3BlobStore
+from loreg.storage import StorageUnavailable
+from loreg.storage.s3 import MIN_PART_SIZE, S3BlobStore
 from tests.fixtures.postgres import free_port
 from tests.fixtures.s3 import S3Endpoint
-from tests.registry.storage.conftest import SMALL_PART, s3_harness
-from tests.registry.storage.test_contract import MB, ChunkedSource, blob
+from tests.storage.conftest import SMALL_PART, s3_harness
+from tests.storage.test_contract import MB, ChunkedSource, blob
 
 
 def test_20mb_round_trip_uses_several_parts(s3_bucket: S3Endpoint) -> None:

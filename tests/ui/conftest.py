@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry.db.models import AdapterVersion, Lineage
-from registry.services import jobs
-from registry.worker.loop import Worker
+from loreg.db.models import AdapterVersion, Lineage
+from loreg.services import jobs
+from loreg.worker.loop import Worker
 from tests.factories.pushes import Models, build_models, push, register_base
 from tests.fixtures.api import Account, RegistryServer, unique_name
 
@@ -74,7 +74,7 @@ class World:
 def _version_id(server: RegistryServer, ns: str, name: str, number: int) -> int:
     from sqlalchemy import select
 
-    from registry.db.models import Adapter, Namespace
+    from loreg.db.models import Adapter, Namespace
 
     with server.app.state.sessionmaker() as s:
         vid = s.scalar(

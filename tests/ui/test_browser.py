@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.registry.ui.conftest import World
+from tests.ui.conftest import World
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "artifacts" / "screenshots"

@@ -9,9 +9,9 @@ import re
 import httpx
 import pytest
 
-from registry.ui.routes import COOKIE, csrf_token
+from loreg.ui.routes import COOKIE, csrf_token
 from tests.fixtures.api import RegistryServer
-from tests.registry.ui.conftest import World
+from tests.ui.conftest import World
 
 
 def _html(r: httpx.Response, status: int = 200) -> str:
@@ -53,7 +53,7 @@ def test_adapter_list_search_and_filters(world: World) -> None:
 
 
 def test_pagination_uses_the_service_cursor(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("registry.ui.routes.PAGE_SIZE", 2)
+    monkeypatch.setattr("loreg.ui.routes.PAGE_SIZE", 2)
     ui = world.ui()
     first = _html(ui.get("/ui/adapters", params={"namespace": world.org}))
     m = re.search(r'href="(/ui/adapters\?[^"]*cursor=[^"]+)" rel="next"', first)
@@ -164,8 +164,8 @@ def test_private_adapter_visibility(world: World) -> None:
 
 
 def test_private_lineage_is_not_shown_to_outsiders(world: World) -> None:
-    from registry.db.models import Lineage
-    from tests.registry.ui.conftest import _version_id
+    from loreg.db.models import Lineage
+    from tests.ui.conftest import _version_id
 
     with world.server.app.state.sessionmaker() as s:
         s.add(Lineage(child_version_id=_version_id(world.server, world.org, "secret", 1),
@@ -263,7 +263,7 @@ def test_finished_job_outputs_download(world: World) -> None:
         "/jobs", json={"type": "export", "params": {"adapter": world.secret}})
     assert r.status_code in (200, 201), r.text
     job_id = r.json()["id"]
-    from registry.worker.loop import Worker
+    from loreg.worker.loop import Worker
 
     worker = Worker(world.server.settings, sessions=world.server.app.state.sessionmaker,
                     store=world.server.app.state.store, types=["export"], device="cpu")

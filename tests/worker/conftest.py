@@ -20,14 +20,14 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.config import Settings
-from registry.db import AdapterVersion, BaseModelRecord, Job, create_engine_for, make_sessionmaker
-from registry.db.migrate import upgrade
-from registry.formats.base import fingerprint
-from registry.services import accounts, adapters, bases, blobs, jobs
-from registry.services.manifests import FileEntry
-from registry.services.permissions import Principal
-from registry.storage import BlobStore, open_store
+from loreg.config import Settings
+from loreg.db import AdapterVersion, BaseModelRecord, Job, create_engine_for, make_sessionmaker
+from loreg.db.migrate import upgrade
+from loreg.formats.base import fingerprint
+from loreg.services import accounts, adapters, bases, blobs, jobs
+from loreg.services.manifests import FileEntry
+from loreg.services.permissions import Principal
+from loreg.storage import BlobStore, open_store
 from tests.factories import TinyAdapter, TinyModel, make_llama, make_lora_adapter
 
 REPO = Path(__file__).resolve().parents[3]
@@ -136,7 +136,7 @@ class Stack:
         """``python -m cli.main worker ARGS`` in its own process (its own LOREG_HOME)."""
         with open(log, "ab") as out:
             return subprocess.Popen(
-                [sys.executable, "-c", "from cli.main import main; main()", "worker", *args],
+                [sys.executable, "-c", "from loreg.cli.main import main; main()", "worker", *args],
                 cwd=REPO, env=self.env(home, **settings), stdout=out, stderr=out,
             )
 

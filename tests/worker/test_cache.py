@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from registry.storage import DigestMismatch, sha256_digest
-from registry.storage.local import LocalBlobStore
-from registry.worker.cache import BaseCache, CachedFile
+from loreg.storage import DigestMismatch, sha256_digest
+from loreg.storage.local import LocalBlobStore
+from loreg.worker.cache import BaseCache, CachedFile
 
 
 def _put(store: LocalBlobStore, data: bytes) -> CachedFile:

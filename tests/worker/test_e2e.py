@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from registry.client import Client
-from registry.merge.stream import merge_checkpoint
+from loreg.client import Client
+from loreg.merge.stream import merge_checkpoint
 from tests.fixtures.api import settings_for, start_registry
-from tests.registry.worker.conftest import Models, Stack, sha256_file
-from tests.registry.worker.test_loop import assert_matches_peft
+from tests.worker.conftest import Models, Stack, sha256_file
+from tests.worker.test_loop import assert_matches_peft
 
 pytestmark = pytest.mark.slow
 

@@ -15,13 +15,13 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from registry.db.ops import WorkerHeartbeat
-from registry.logging import JsonFormatter, job_id_var
-from registry.services import jobs
-from registry.worker.context import JobContext, Outcome
-from registry.worker.loop import Worker
+from loreg.db.ops import WorkerHeartbeat
+from loreg.logging import JsonFormatter, job_id_var
+from loreg.services import jobs
+from loreg.worker.context import JobContext, Outcome
+from loreg.worker.loop import Worker
 from tests.factories import load_model
-from tests.registry.worker.conftest import Models, Stack
+from tests.worker.conftest import Models, Stack
 
 
 def merged_state(folder: Path) -> dict[str, torch.Tensor]:
@@ -151,7 +151,7 @@ def test_housekeeping_and_job_id_logging_during_a_job(stack: Stack, models: Mode
     seen: dict[str, Any] = {}
 
     def slow_export(ctx: JobContext) -> Outcome:
-        record = logging.LogRecord("registry.test", logging.INFO, __file__, 0, "inside", None,
+        record = logging.LogRecord("loreg.test", logging.INFO, __file__, 0, "inside", None,
                                    None)
         seen["log"] = json.loads(JsonFormatter().format(record))
         deadline = time.monotonic() + 20

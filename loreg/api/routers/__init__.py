@@ -1,1 +1,1 @@
-"""One module per resource, each exposing ``router``; ``registry.api.app`` mounts them all."""
+"""One module per resource, each exposing ``router``; ``loreg.api.app`` mounts them all."""

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.api.schemas.bases import BaseOut, BaseSummary, TensorSpec
-from registry.api.schemas.versions import (
+from loreg.api.schemas.bases import BaseOut, BaseSummary, TensorSpec
+from loreg.api.schemas.versions import (
     AdapterOut,
     BaseRef,
     FileOut,
@@ -18,9 +18,9 @@ from registry.api.schemas.versions import (
     TagOut,
     VersionOut,
 )
-from registry.db.models import AdapterVersion, BaseModelRecord, Tag, Visibility
-from registry.services import adapters as svc
-from registry.services import bases as base_svc
+from loreg.db.models import AdapterVersion, BaseModelRecord, Tag, Visibility
+from loreg.services import adapters as svc
+from loreg.services import bases as base_svc
 
 
 def version_out(session: Session, version: AdapterVersion) -> VersionOut:

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 from sqlalchemy.orm import Session
 
-from registry.api.deps import CurrentUser, OptionalUser, SessionDep
-from registry.api.schemas.accounts import (
+from loreg.api.deps import CurrentUser, OptionalUser, SessionDep
+from loreg.api.schemas.accounts import (
     MemberAdd,
     MemberOut,
     OrgCreate,
@@ -22,10 +22,10 @@ from registry.api.schemas.accounts import (
     UserOut,
     WhoAmI,
 )
-from registry.api.schemas.common import NAME_MAX, NAME_PATTERN, as_utc
-from registry.db.models import ApiToken, Namespace
-from registry.services import accounts
-from registry.services.permissions import Principal
+from loreg.api.schemas.common import NAME_MAX, NAME_PATTERN, as_utc
+from loreg.db.models import ApiToken, Namespace
+from loreg.services import accounts
+from loreg.services.permissions import Principal
 
 router = APIRouter(tags=["accounts"])
 

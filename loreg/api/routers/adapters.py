@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from registry.api.deps import CurrentUser, OptionalUser, SessionDep
-from registry.api.routers._views import adapters_out
-from registry.api.schemas.versions import AdapterList, AdapterOut, AdapterPatch
-from registry.services import adapters as svc
-from registry.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from loreg.api.deps import CurrentUser, OptionalUser, SessionDep
+from loreg.api.routers._views import adapters_out
+from loreg.api.schemas.versions import AdapterList, AdapterOut, AdapterPatch
+from loreg.services import adapters as svc
+from loreg.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(tags=["adapters"])
 

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from registry.api.deps import CurrentUser, SessionDep
-from registry.api.schemas.audit import AuditEventOut, AuditPage
-from registry.api.schemas.common import NO_NUL_PATTERN, as_utc
-from registry.services import audit
+from loreg.api.deps import CurrentUser, SessionDep
+from loreg.api.schemas.audit import AuditEventOut, AuditPage
+from loreg.api.schemas.common import NO_NUL_PATTERN, as_utc
+from loreg.services import audit
 
 router = APIRouter(tags=["audit"])
 

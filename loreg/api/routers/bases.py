@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from registry.api.deps import OptionalUser, SessionDep
-from registry.api.routers._views import base_out, bases_out
-from registry.api.schemas.bases import BaseCreate, BaseList, BaseOut, TensorSpec
-from registry.services import bases
-from registry.services.manifests import FileEntry
-from registry.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from loreg.api.deps import OptionalUser, SessionDep
+from loreg.api.routers._views import base_out, bases_out
+from loreg.api.schemas.bases import BaseCreate, BaseList, BaseOut, TensorSpec
+from loreg.services import bases
+from loreg.services.manifests import FileEntry
+from loreg.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(tags=["bases"])
 

@@ -2,7 +2,7 @@
 read one (307 to a presigned URL where the store signs, else streamed with Range support).
 
 The upload never holds the body in memory: chunks flow from the request through a small
-bounded queue into ``BlobStore.put`` running in a worker thread (``registry.api.streaming``).
+bounded queue into ``BlobStore.put`` running in a worker thread (``loreg.api.streaming``).
 The ``blobs`` row is added only after the store verified the digest.
 """
 
@@ -15,12 +15,12 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from registry.api.deps import OptionalUser, SessionDep, SettingsDep, StoreDep
-from registry.api.errors import error_response
-from registry.api.schemas.blobs import BlobInfo
-from registry.api.streaming import iter_file, stream_to_sync
-from registry.errors import InvalidInput, TooLarge
-from registry.services import blobs
+from loreg.api.deps import OptionalUser, SessionDep, SettingsDep, StoreDep
+from loreg.api.errors import error_response
+from loreg.api.schemas.blobs import BlobInfo
+from loreg.api.streaming import iter_file, stream_to_sync
+from loreg.errors import InvalidInput, TooLarge
+from loreg.services import blobs
 
 router = APIRouter(tags=["blobs"])
 

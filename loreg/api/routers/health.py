@@ -8,11 +8,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
-from registry.api.errors import error_response
-from registry.api.schemas.common import ErrorResponse
-from registry.api.schemas.health import Health, Readiness
+from loreg.api.errors import error_response
+from loreg.api.schemas.common import ErrorResponse
+from loreg.api.schemas.health import Health, Readiness
 
-log = logging.getLogger("registry.api")
+log = logging.getLogger("loreg.api")
 
 router = APIRouter(tags=["health"])
 

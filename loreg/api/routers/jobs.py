@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.api.deps import CurrentUser, SessionDep, SettingsDep
-from registry.api.schemas.jobs import (
+from loreg.api.deps import CurrentUser, SessionDep, SettingsDep
+from loreg.api.schemas.jobs import (
     JobCreate,
     JobOut,
     JobOutputFile,
@@ -19,8 +19,8 @@ from registry.api.schemas.jobs import (
     JobStatusName,
     JobTypeName,
 )
-from registry.db.models import Job, User
-from registry.services import jobs
+from loreg.db.models import Job, User
+from loreg.services import jobs
 
 router = APIRouter(tags=["jobs"])
 

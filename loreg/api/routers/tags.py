@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from registry.api.deps import CurrentUser, OptionalUser, SessionDep
-from registry.api.routers._views import tag_out
-from registry.api.schemas.versions import TagList, TagOut, TagSet
-from registry.services import adapters as svc
+from loreg.api.deps import CurrentUser, OptionalUser, SessionDep
+from loreg.api.routers._views import tag_out
+from loreg.api.schemas.versions import TagList, TagOut, TagSet
+from loreg.services import adapters as svc
 
 router = APIRouter(tags=["tags"])
 

@@ -1,12 +1,12 @@
-"""``POST /uploads``: which of these blobs does the registry lack? (DESIGN.md section 5.1)"""
+"""``POST /uploads``: which of these blobs does the registry lack? (docs/design.md §5.1)"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from registry.api.deps import OptionalUser, SessionDep
-from registry.api.schemas.blobs import UploadCheck, UploadCheckResult
-from registry.services import blobs
+from loreg.api.deps import OptionalUser, SessionDep
+from loreg.api.schemas.blobs import UploadCheck, UploadCheckResult
+from loreg.services import blobs
 
 router = APIRouter(tags=["blobs"])
 

@@ -9,15 +9,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from registry.api.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep, StoreDep
-from registry.api.routers._views import version_out, versions_out
-from registry.api.schemas.versions import PushRequest, PushResponse, VersionList, VersionOut
-from registry.errors import Conflict
-from registry.services import adapters as svc
-from registry.services.manifests import FileEntry
-from registry.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from loreg.api.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep, StoreDep
+from loreg.api.routers._views import version_out, versions_out
+from loreg.api.schemas.versions import PushRequest, PushResponse, VersionList, VersionOut
+from loreg.errors import Conflict
+from loreg.services import adapters as svc
+from loreg.services.manifests import FileEntry
+from loreg.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
-log = logging.getLogger("registry.api")
+log = logging.getLogger("loreg.api")
 router = APIRouter(tags=["versions"])
 
 PUSH_ATTEMPTS = 5

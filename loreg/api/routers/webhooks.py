@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from registry.api.deps import CurrentUser, SessionDep, SettingsDep, get_sessionmaker
-from registry.api.schemas.webhooks import (
+from loreg.api.deps import CurrentUser, SessionDep, SettingsDep, get_sessionmaker
+from loreg.api.schemas.webhooks import (
     DeliveryList,
     DeliveryOut,
     WebhookCreate,
@@ -17,9 +17,9 @@ from registry.api.schemas.webhooks import (
     WebhookOut,
     WebhookUpdate,
 )
-from registry.db.webhooks import Webhook, WebhookDelivery, WebhookEvent
-from registry.errors import NotFound
-from registry.services import webhooks as svc
+from loreg.db.webhooks import Webhook, WebhookDelivery, WebhookEvent
+from loreg.errors import NotFound
+from loreg.services import webhooks as svc
 
 router = APIRouter(tags=["webhooks"])
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from registry.api.schemas.common import Name, Schema, Text
+from loreg.api.schemas.common import Name, Schema, Text
 
 Scope = Literal["read", "write", "admin"]
 

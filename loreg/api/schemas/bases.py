@@ -1,4 +1,4 @@
-"""Wire shapes of base models (what ``registry.client.bases.manifest_body`` sends)."""
+"""Wire shapes of base models (what ``loreg.client.bases.manifest_body`` sends)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry.api.schemas.versions import FileOut
+from loreg.api.schemas.versions import FileOut
 
 
 class TensorSpec(BaseModel):
@@ -19,7 +19,7 @@ class TensorSpec(BaseModel):
 
 class BaseCreate(BaseModel):
     """Register a base model: its manifest (from headers) and fingerprint, computed
-    client-side by ``registry.formats.base``; optionally its files, uploaded as blobs."""
+    client-side by ``loreg.formats.base``; optionally its files, uploaded as blobs."""
 
     model_config = ConfigDict(extra="ignore")
 

@@ -1,4 +1,4 @@
-"""Wire shapes of the upload check (DESIGN.md section 5, step 1)."""
+"""Wire shapes of the upload check (docs/design.md §5, step 1)."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from registry.errors import InvalidInput
+from loreg.errors import InvalidInput
 
-#: DESIGN.md section 3, as a JSON-schema pattern (``..`` is refused by the services).
+#: docs/design.md §3, as a JSON-schema pattern (``..`` is refused by the services).
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 NAME_MAX = 96
 
@@ -28,7 +28,7 @@ class ErrorBody(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """The body of every error answer (DESIGN.md section 8)."""
+    """The body of every error answer (docs/design.md §8)."""
 
     error: ErrorBody
 

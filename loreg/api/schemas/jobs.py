@@ -1,4 +1,4 @@
-"""Request and response bodies of ``/api/v1/jobs`` (DESIGN.md section 6)."""
+"""Request and response bodies of ``/api/v1/jobs`` (docs/design.md §6)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry.api.schemas.common import Schema
+from loreg.api.schemas.common import Schema
 
 JobTypeName = Literal["validate", "merge", "export", "combine"]
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]

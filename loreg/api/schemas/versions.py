@@ -19,7 +19,7 @@ class FileOut(BaseModel):
 
 
 class PushRequest(BaseModel):
-    """Create a version from uploaded blobs (DESIGN.md section 5, step 3)."""
+    """Create a version from uploaded blobs (docs/design.md §5, step 3)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -46,7 +46,7 @@ class LineageOut(BaseModel):
 
 
 class VersionOut(BaseModel):
-    """Everything DESIGN.md section 4 records about a version, with its files."""
+    """Everything docs/design.md §4 records about a version, with its files."""
 
     namespace: str
     name: str

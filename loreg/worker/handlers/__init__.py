@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from registry.worker.context import JobContext, Outcome
-from registry.worker.handlers import combine, export, merge, validate
+from loreg.worker.context import JobContext, Outcome
+from loreg.worker.handlers import combine, export, merge, validate
 
 HANDLERS: dict[str, Callable[[JobContext], Outcome]] = {
     "combine": combine.run,

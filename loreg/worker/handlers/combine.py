@@ -14,17 +14,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from registry.db.models import Lineage, User
-from registry.errors import Unavailable
-from registry.services.permissions import Principal
-from registry.worker.context import JobContext, Outcome
+from loreg.db.models import Lineage, User
+from loreg.errors import Unavailable
+from loreg.services.permissions import Principal
+from loreg.worker.context import JobContext, Outcome
 
 KNOBS = ("method", "density", "majority_sign_method", "svd_rank", "svd_clamp", "seed")
 
 
 def engine() -> Callable[..., Any]:
-    """The merge engine's offline combine (``registry.merge.combine_adapters``)."""
-    for module in ("registry.merge", "registry.merge.combine"):
+    """The merge engine's offline combine (``loreg.merge.combine_adapters``)."""
+    for module in ("loreg.merge", "loreg.merge.combine"):
         try:
             fn = getattr(importlib.import_module(module), "combine_adapters", None)
         except ImportError:
@@ -52,8 +52,8 @@ def run(ctx: JobContext) -> Outcome:
     submitted_by = ctx.submitted_by
 
     def commit(session: Session, artifacts: Sequence[Any]) -> dict[str, Any]:
-        from registry.services import adapters as adapters_service
-        from registry.services.manifests import FileEntry
+        from loreg.services import adapters as adapters_service
+        from loreg.services.manifests import FileEntry
 
         user = session.get(User, submitted_by) if submitted_by is not None else None
         if user is None:

@@ -8,8 +8,8 @@ copied as they are. The result loads with
 
 from __future__ import annotations
 
-from registry.merge import export_adapter
-from registry.worker.context import JobContext, Outcome
+from loreg.merge import export_adapter
+from loreg.worker.context import JobContext, Outcome
 
 
 def run(ctx: JobContext) -> Outcome:

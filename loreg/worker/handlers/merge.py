@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from registry.errors import Incompatible
-from registry.merge.stream import FingerprintMismatch, merge_checkpoint
-from registry.worker.context import JobContext, Outcome
+from loreg.errors import Incompatible
+from loreg.merge.stream import FingerprintMismatch, merge_checkpoint
+from loreg.worker.context import JobContext, Outcome
 
 DEFAULT_SHARD_BYTES = 5 * 10**9
 

@@ -19,12 +19,12 @@ import torch
 from safetensors import safe_open
 from sqlalchemy.orm import Session
 
-from registry.db.models import AdapterVersion, BaseModelRecord, ValidationState
-from registry.formats.compat import check_compatibility
-from registry.formats.peft import read_adapter
-from registry.formats.types import AdapterDescription, LoraModule
-from registry.services import events
-from registry.worker.context import JobContext, Outcome
+from loreg.db.models import AdapterVersion, BaseModelRecord, ValidationState
+from loreg.formats.compat import check_compatibility
+from loreg.formats.peft import read_adapter
+from loreg.formats.types import AdapterDescription, LoraModule
+from loreg.services import events
+from loreg.worker.context import JobContext, Outcome
 
 ADAPTER_FILE = "adapter_model.safetensors"
 
@@ -96,7 +96,7 @@ def run(ctx: JobContext) -> Outcome:
     folder = ctx.fetch_version(version_id, "adapter")
     ctx.check_cancel()
     ctx.progress(0.4, "reading tensors", force=True)
-    from registry.services.bases import manifest_of
+    from loreg.services.bases import manifest_of
 
     problems: list[dict[str, Any]] = []
     compat: dict[str, Any] | None = None

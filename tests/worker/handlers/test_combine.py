@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import load_file
 from sqlalchemy import select
 
-from registry.db import AdapterVersion, Lineage, VersionFile
-from registry.merge.combine import combine_adapters
-from registry.worker.loop import Worker
+from loreg.db import AdapterVersion, Lineage, VersionFile
+from loreg.merge.combine import combine_adapters
+from loreg.worker.loop import Worker
 from tests.factories import make_lora_adapter
-from tests.registry.worker.conftest import Models, Stack
+from tests.worker.conftest import Models, Stack
 
 
 def _ba(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -9,9 +9,9 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from registry.worker.loop import Worker
+from loreg.worker.loop import Worker
 from tests.factories import load_model
-from tests.registry.worker.conftest import Models, Stack
+from tests.worker.conftest import Models, Stack
 
 
 def test_export_float16(stack: Stack, models: Models, tmp_path: Path) -> None:

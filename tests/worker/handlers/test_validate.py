@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from registry.db import AdapterVersion
-from registry.worker.handlers.validate import delta_norm
-from registry.worker.loop import Worker
-from tests.registry.worker.conftest import Models, Stack
+from loreg.db import AdapterVersion
+from loreg.worker.handlers.validate import delta_norm
+from loreg.worker.loop import Worker
+from tests.worker.conftest import Models, Stack
 
 
 def _run(stack: Stack) -> None:
