@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # loreg in five minutes, from nothing but the installed package:
 #   builds a tiny base model and a LoRA adapter, starts `loreg serve` on the embedded default
-#   (SQLite + a blob folder, in a throwaway LOREG_HOME), registers the base, pushes the adapter,
-#   lists, pulls, merges on the registry's worker, and prints where the merged model is.
+#   (SQLite + a blob folder, in a throwaway LOREG_HOME inside WORKDIR), registers the base,
+#   pushes the adapter, lists, pulls, merges on the registry's worker, merges again on this
+#   machine (`loreg merge --local`), checks both merges agree, and prints where everything is.
 #
 #   bash examples/quickstart.sh [WORKDIR]        # WORKDIR defaults to a new temp folder
 #
+# WORKDIR ends up holding base/ and adapter/ (the inputs, reusable by hand), merged/ (the
+# registry's merge), merged-local/ (the local merge), pulled/ and home/ (the registry's data).
 # Uses transformers + peft to build the models when they are installed, else torch alone
 # (writing the same files). Exits non-zero on any failure; the server is always stopped.
 set -euo pipefail
 
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LOREG=${LOREG:-$(command -v loreg || true)}
+if [ -z "$LOREG" ] && [ -x "$HERE/../.venv/bin/loreg" ]; then
+  LOREG="$HERE/../.venv/bin/loreg"   # the clone's virtual environment, not activated
+fi
 if [ -z "$LOREG" ]; then
-  echo "quickstart: the 'loreg' command is not on PATH (pip install loreg)" >&2
+  echo "quickstart: no 'loreg' command: install it (README, 'Set up'), then" \
+       "'source .venv/bin/activate', or set LOREG=/path/to/loreg" >&2
   exit 1
 fi
 # The interpreter that runs loreg has torch (and maybe transformers + peft).
@@ -22,8 +30,10 @@ PYTHON=${PYTHON:-$(head -1 "$LOREG" | sed -n 's/^#!//p')}
 WORK=${1:-$(mktemp -d "${TMPDIR:-/tmp}/loreg-quickstart.XXXXXX")}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
+# What an earlier run in the same WORKDIR left: the registry's data and the outputs.
+rm -rf "$WORK/home" "$WORK/pulled" "$WORK/merged" "$WORK/merged-local" "$WORK/serve.log"
 export LOREG_HOME="$WORK/home"
-unset LOREG_DATABASE_URL LOREG_STORAGE_URL LOREG_TOKEN || true
+unset LOREG_DATABASE_URL LOREG_STORAGE_URL LOREG_TOKEN LOREG_OFFLINE || true
 
 SERVER_PID=""
 cleanup() {
@@ -38,9 +48,10 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "building a tiny base model and a LoRA adapter in $WORK"
 "$PYTHON" - "$WORK" <<'PY'
-import json, sys
+import json, sys, warnings
 from pathlib import Path
 
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")  # numpy is optional
 import torch
 
 work = Path(sys.argv[1])
@@ -66,7 +77,7 @@ if LlamaForCausalLM is not None:
     get_peft_model(model, lora).save_pretrained(adapter_dir)
     print("built with transformers + peft")
 else:
-    from safetensors.torch import save_file
+    from loreg.merge import save_tensors
 
     head = H // HEADS
     shapes = {"q_proj": (H, H), "k_proj": (KV * head, H), "v_proj": (KV * head, H),
@@ -88,14 +99,14 @@ else:
         tensors[f"{p}.post_attention_layernorm.weight"] = torch.ones(H)
     base_dir.mkdir(parents=True, exist_ok=True)
     adapter_dir.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(base_dir / "model.safetensors"), metadata={"format": "pt"})
+    save_tensors(tensors, base_dir / "model.safetensors", metadata={"format": "pt"})
     (base_dir / "config.json").write_text(json.dumps({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": V,
         "hidden_size": H, "intermediate_size": I, "num_hidden_layers": LAYERS,
         "num_attention_heads": HEADS, "num_key_value_heads": KV,
         "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
         "torch_dtype": "float32"}, indent=2))
-    save_file(lora, str(adapter_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_tensors(lora, adapter_dir / "adapter_model.safetensors", metadata={"format": "pt"})
     (adapter_dir / "adapter_config.json").write_text(json.dumps({
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": R, "lora_alpha": 8,
         "target_modules": TARGETS, "lora_dropout": 0.0, "bias": "none",
@@ -138,9 +149,39 @@ step "pulling it back"
 cmp "$WORK/adapter/adapter_model.safetensors" "$WORK/pulled/adapter_model.safetensors"
 
 step "merging it into the base on the registry's worker"
-rm -rf "$WORK/merged"
 "$LOREG" merge admin/tiny-lora:v1 --base quickstart/tiny-llama -o "$WORK/merged"
 
+step "merging it again on this machine, no server involved (loreg merge --local)"
+"$LOREG" merge "$WORK/adapter" --base "$WORK/base" -o "$WORK/merged-local" --local
+
+step "checking that both merges wrote the same tensors"
+"$PYTHON" - "$WORK/merged" "$WORK/merged-local" <<'PY'
+import sys, warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")  # numpy is optional
+import torch
+from safetensors import safe_open
+
+
+def tensors(folder: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open is not iterable
+                out[key] = f.get_tensor(key)
+    return out
+
+
+server, local = (tensors(Path(p)) for p in sys.argv[1:3])
+assert server.keys() == local.keys(), "the two merges hold different tensors"
+differ = [k for k in server if not torch.equal(server[k], local[k])]
+assert not differ, f"the two merges differ in {differ}"
+print(f"{len(server)} tensors, identical")
+PY
+
 step "done"
-echo "merged model: $WORK/merged"
-ls -l "$WORK/merged"
+echo "base model folder:        $WORK/base"
+echo "adapter folder:           $WORK/adapter"
+echo "merged by the registry:   $WORK/merged"
+echo "merged on this machine:   $WORK/merged-local"

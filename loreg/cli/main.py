@@ -5,6 +5,8 @@ Exit codes (docs/design.md §10): 0 success, 1 error, 2 usage error, 3 incompati
 
 from __future__ import annotations
 
+import warnings
+
 import click
 
 from loreg.cli import commands as client_commands
@@ -31,4 +33,7 @@ cli.add_command(merge_command.merge)
 
 
 def main() -> None:
+    # numpy is optional (torch's CPU wheel does not install it); torch warns about its absence
+    # on import, which would be noise on every command.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
     run(cli)

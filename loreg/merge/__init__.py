@@ -8,6 +8,7 @@ from loreg.merge.combine import CombineResult, combine_adapters
 from loreg.merge.device import resolve_device
 from loreg.merge.export import ExportResult, export_adapter
 from loreg.merge.methods import METHODS
+from loreg.merge.sources import save_tensors
 from loreg.merge.stream import (
     CancelFn,
     FingerprintMismatch,
@@ -30,4 +31,5 @@ __all__ = [
     "export_adapter",
     "merge_checkpoint",
     "resolve_device",
+    "save_tensors",
 ]

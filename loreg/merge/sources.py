@@ -9,9 +9,11 @@ reads the resident set stays at the few tensors in flight.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +24,13 @@ from loreg.errors import Conflict, Incompatible, InvalidInput
 from loreg.formats.base import read_headers
 from loreg.formats.peft import read_adapter
 from loreg.formats.types import AdapterDescription, SafetensorsHeader, TensorInfo
-from loreg.merge.writer import INCOMPLETE, OutputFile, ShardedSafetensorsWriter
+from loreg.merge.writer import (
+    INCOMPLETE,
+    OutputFile,
+    SafetensorsStreamWriter,
+    ShardedSafetensorsWriter,
+    TensorSpec,
+)
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -65,7 +73,6 @@ def return_large_frees_to_os() -> None:
         return
     _heap_configured = True
     try:
-        import ctypes
         import ctypes.util
 
         name = ctypes.util.find_library("c")
@@ -105,20 +112,57 @@ def pread_into(fd: int, offset: int, buffer: memoryview) -> None:
         offset += n
 
 
+def byte_view(tensor: torch.Tensor) -> memoryview:
+    """A writable view of a contiguous CPU tensor's bytes, without a copy and without numpy.
+
+    numpy is not a dependency (torch's CPU wheel does not bring it), so ``Tensor.numpy()``
+    is off limits. The view is a ctypes array over the tensor's memory that holds a
+    reference to the tensor, so the memory lives as long as any view of it does.
+    """
+    if tensor.device.type != "cpu" or not tensor.is_contiguous():
+        raise ValueError("byte_view needs a contiguous CPU tensor")
+    nbytes = tensor.numel() * tensor.element_size()
+    if nbytes == 0:
+        return memoryview(bytearray())
+    array = (ctypes.c_ubyte * nbytes).from_address(tensor.data_ptr())
+    array._owner = tensor  # type: ignore[attr-defined]  # keeps the memory alive
+    return memoryview(array).cast("B")
+
+
 def read_tensor(fd: int, info: TensorInfo, *, pin: bool = False) -> torch.Tensor:
     """One tensor's bytes from an open file as a tensor of its own dtype and shape."""
     raw = torch.empty(info.nbytes, dtype=torch.uint8, pin_memory=pin)
     if info.nbytes:
-        pread_into(fd, info.start, memoryview(raw.numpy()))  # type: ignore[arg-type]
+        pread_into(fd, info.start, byte_view(raw))
     return raw.view(torch_dtype(info.dtype)).reshape(info.shape)
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
-    """The raw bytes of a contiguous CPU tensor, without a copy."""
-    t = tensor.contiguous()
-    if t.numel() == 0:
-        return memoryview(b"")
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
+    """The raw bytes of a CPU tensor (made contiguous if it is not), without a copy."""
+    return byte_view(tensor.contiguous())
+
+
+def save_tensors(
+    tensors: Mapping[str, torch.Tensor], path: Path, *, metadata: dict[str, str] | None = None
+) -> OutputFile:
+    """Write in-memory tensors as one safetensors file (via ``PATH.incomplete``).
+
+    What ``safetensors.torch.save_file`` does, without the numpy it needs for it.
+    """
+    specs = []
+    for name, t in sorted(tensors.items()):
+        if t.dtype not in ST_DTYPES:
+            raise InvalidInput(f"tensor {name!r}: dtype {t.dtype} has no safetensors name")
+        specs.append(TensorSpec(name, ST_DTYPES[t.dtype], tuple(t.shape)))
+    writer = SafetensorsStreamWriter(Path(path), specs, metadata=metadata)
+    try:
+        for spec in specs:
+            if spec.nbytes:
+                writer.write(spec.name, tensor_bytes(tensors[spec.name].detach().cpu()))
+        return writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 @dataclass
