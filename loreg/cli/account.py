@@ -10,18 +10,22 @@ from loreg.cli.common import client, emit, info, json_option, settings, table
 
 
 @click.command()
+@click.argument("url_arg", metavar="[URL]", required=False)
 @click.option("--url", help="The registry's URL (default: LOREG_URL, the stored login, or "
               "http://127.0.0.1:8080).")
 @click.option("--token", help="An API token (lrg_...); prompted for when not given.")
 @json_option
-def login(url: str | None, token: str | None, as_json: bool) -> None:
-    """Check a token against a registry and store it for later commands."""
+def login(url_arg: str | None, url: str | None, token: str | None, as_json: bool) -> None:
+    """Check a token against the registry at URL and store both for later commands."""
     from loreg.client import Client
     from loreg.client.credentials import credentials_path, load_credentials
 
+    if url_arg and url and url_arg != url:
+        raise click.UsageError("give the URL once: as an argument or with --url")
     s = settings()
     stored = load_credentials(s.home)
-    url = url or (s.url if "url" in s.model_fields_set else None) or stored.url or s.url
+    url = (url_arg or url or (s.url if "url" in s.model_fields_set else None) or stored.url
+           or s.url)
     if token is None:
         token = s.token
     if token is None:
@@ -110,9 +114,22 @@ def user() -> None:
 @click.option("--email")
 @json_option
 def user_create(name: str, admin: bool, email: str | None, as_json: bool) -> None:
-    """Create a user (and its namespace)."""
-    out = client().create_user(name, admin=admin, email=email)
-    emit(out, f"created user {name}" + (" (admin)" if admin else ""))
+    """Create a user (and its namespace); prints the user's first token, once."""
+    c = client()
+    out = c.create_user(name, admin=admin, email=email)
+    token = out.get("token") if isinstance(out.get("token"), dict) else None
+    value = token.get("token") if token else None
+
+    def human() -> None:
+        info(f"created user {name}" + (" (admin)" if admin else ""))
+        if not value:
+            return
+        click.echo(str(value))
+        scope = token.get("scope") if token else None
+        info(f"that is {name}'s token (scope {scope}): store it now, it is not shown again; "
+             f"{name} logs in with `loreg login {c.url} --token TOKEN`")
+
+    emit(out, human)
 
 
 @click.group()

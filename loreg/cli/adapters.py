@@ -67,7 +67,7 @@ def pull(ref: str, output: Path | None, force: bool, as_json: bool) -> None:
     result = client().pull(ref, output, force=force, progress=progress_factory())
 
     def human() -> None:
-        click.echo(str(result.path))
+        click.echo(str(result.path.absolute()))
         info(f"{len(result.files)} file(s): {human_bytes(result.downloaded_bytes)} downloaded, "
              f"{human_bytes(result.cached_bytes)} from the cache")
 

@@ -8,6 +8,7 @@ stdout holds exactly one JSON document: the result, or the API's error object.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -77,6 +78,7 @@ def settings(ctx: click.Context | None = None) -> Settings:
     ctx = ctx or click.get_current_context()
     root = ctx.find_root()
     obj = root.ensure_object(dict)
+    obj["command"] = ctx.command  # the command running, for error messages (``flag_for``)
     if "settings" not in obj:
         obj["settings"] = Settings()
     s: Settings = obj["settings"]
@@ -218,11 +220,63 @@ def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
     )
 
 
-def report_error(exc: BaseException, *, as_json: bool | None = None) -> int:
+#: API fields whose command-line option has another name.
+_FIELD_PARAMS = {"expires_in_days": "expires_in", "max_shard_bytes": "shard_size",
+                 "label": "labels", "tags": "tags", "q": "q", "adapters": "refs"}
+
+
+def flag_for(command: click.Command | None, field: str) -> str | None:
+    """The option (``--base``) or argument (``REF``) of ``command`` an API field comes from."""
+    if command is None:
+        return None
+    leaf = field.removeprefix("params.")
+    leaf = "weights" if re.fullmatch(r"adapters\.\d+\.weight", leaf) else leaf.split(".")[0]
+    names = {leaf, _FIELD_PARAMS.get(leaf, leaf)}
+    for param in command.params:
+        if param.name not in names:
+            continue
+        if isinstance(param, click.Option):
+            longs = [o for o in param.opts if o.startswith("--")]
+            return longs[0] if longs else param.opts[0]
+        return param.human_readable_name
+    return None
+
+
+def name_flags(obj: dict[str, Any], command: click.Command | None) -> dict[str, Any]:
+    """The error object with API field names replaced by the command's flags (``--base``)."""
+    err = obj.get("error")
+    details = err.get("details") if isinstance(err, dict) else None
+    fields: list[str] = []
+    if isinstance(details, dict) and isinstance(details.get("field"), str):
+        fields.append(details["field"])
+    if isinstance(details, dict) and isinstance(details.get("errors"), list):
+        fields += [str(e["field"]) for e in details["errors"]
+                   if isinstance(e, dict) and isinstance(e.get("field"), str)]
+    if not fields or not isinstance(err, dict):
+        return obj
+    message = str(err.get("message", ""))
+    for field in dict.fromkeys(fields):
+        flag = flag_for(command, field)
+        if flag is None:
+            continue
+        for quoted in (f"'{field}'", f'"{field}"', f"`{field}`", f"params.{field}"):
+            message = message.replace(quoted, flag)
+        message = re.sub(rf"(?<![\w.\-'\"`]){re.escape(field)}(?=:)", flag, message)
+        if message.startswith(field + " "):
+            message = flag + message[len(field):]
+        if flag not in message:
+            message = f"{message} ({flag})"
+    return {**obj, "error": {**err, "message": message}}
+
+
+def report_error(exc: BaseException, *, as_json: bool | None = None,
+                 command: click.Command | None = None) -> int:
     """Print an error (JSON object on stdout with --json, else a message on stderr).
 
-    ``as_json`` for callers outside the command's context (``run``); else ``json_mode()``."""
+    ``as_json`` for callers outside the command's context (``run``); else ``json_mode()``.
+    ``command`` names the flags that API fields in the message stand for."""
     code, obj = _classify(exc)
+    obj = name_flags(obj, command)
     if json_mode() if as_json is None else as_json:
         click.echo(json.dumps(obj, default=str))
     else:
@@ -257,8 +311,9 @@ def run(group: click.Group, args: Sequence[str] | None = None) -> None:
     # Errors arrive here after the command's context is gone, and usage errors can come
     # before the --json option is parsed: decide from the arguments.
     as_json = "--json" in argv
+    state: dict[str, Any] = {}  # the root context's obj: settings, client, the command run
     try:
-        rv = group.main(args=argv, prog_name="loreg", standalone_mode=False)
+        rv = group.main(args=argv, prog_name="loreg", standalone_mode=False, obj=state)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -277,6 +332,6 @@ def run(group: click.Group, args: Sequence[str] | None = None) -> None:
     except SystemExit:
         raise
     except BaseException as exc:
-        sys.exit(report_error(exc, as_json=as_json))
+        sys.exit(report_error(exc, as_json=as_json, command=state.get("command")))
     # standalone_mode=False turns ``ctx.exit(n)`` into a return value.
     sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else EXIT_OK)

@@ -40,6 +40,16 @@ def _print_submitted(job: dict[str, Any]) -> None:
     info(_job_line(job))
 
 
+def check_output(output: Path | None, no_wait: bool, command: str) -> None:
+    """-o and --no-wait exclude each other; one of them is needed."""
+    if no_wait and output is not None:
+        raise click.UsageError(
+            "--no-wait returns before the job has written anything, so -o has nothing to "
+            "fetch: drop -o, then fetch the outputs with `loreg jobs wait ID -o DIR`")
+    if output is None and not no_wait:
+        raise click.UsageError(f"{command} needs -o DIR (or --no-wait)")
+
+
 def run_and_download(job: dict[str, Any], output: Path, force: bool, no_wait: bool) -> None:
     """Shared tail of merge/export: wait, then fetch the outputs into ``output``."""
     if no_wait:
@@ -49,15 +59,14 @@ def run_and_download(job: dict[str, Any], output: Path, force: bool, no_wait: bo
     done = wait_for(job)
     result = client().download_job_outputs(str(done["id"]), output, force=force,
                                            progress=progress_factory())
-    emit({"job": done, "output": result.to_dict()}, str(result.path))
+    emit({"job": done, "output": result.to_dict()}, str(result.path.absolute()))
 
 
 def merge_remote(refs: tuple[str, ...], base: str, weights: str | None, method: str | None,
                  dtype: str | None, output: Path | None, no_wait: bool, force: bool = False,
                  extra: dict[str, Any] | None = None) -> None:
     """``loreg merge REF... --base NAME -o DIR``: a merge job on the registry's workers."""
-    if output is None and not no_wait:
-        raise click.UsageError("merge needs -o DIR (or --no-wait)")
+    check_output(output, no_wait, "merge")
     job = client().merge(list(refs), base, weights=parse_weights(weights, len(refs)),
                          method=method, dtype=dtype, **(extra or {}))
     run_and_download(job, output or Path("."), force, no_wait)
@@ -104,8 +113,7 @@ def combine(refs: tuple[str, ...], target: str, method: str, weights: str | None
 def export(ref: str, dtype: str | None, output: Path | None, force: bool, no_wait: bool,
            as_json: bool) -> None:
     """Export one version as a PEFT folder, optionally cast to another dtype."""
-    if output is None and not no_wait:
-        raise click.UsageError("export needs -o DIR (or --no-wait)")
+    check_output(output, no_wait, "export")
     job = client().export(ref, dtype=dtype)
     run_and_download(job, output or Path("."), force, no_wait)
 
@@ -167,7 +175,7 @@ def jobs_wait(job_id: str, output: Path | None, force: bool, as_json: bool) -> N
     if output is not None:
         result = client().download_job_outputs(job_id, output, force=force,
                                                progress=progress_factory())
-        emit({"job": done, "output": result.to_dict()}, str(result.path))
+        emit({"job": done, "output": result.to_dict()}, str(result.path.absolute()))
         return
     emit(done, _job_line(done))
 

@@ -68,6 +68,9 @@ def merge(adapters: tuple[str, ...], base: str, output: Path | None, local: bool
     With --local, ADAPTERS are PEFT adapter folders and --base a checkpoint folder; the
     result loads with transformers' from_pretrained.
     """
+    if local and no_wait:
+        raise click.UsageError("--no-wait is for merges on the registry; --local merges "
+                               "here and waits")
     if not local:
         _remote(adapters, base, output, weights, method, dtype, no_wait, {
             "density": density, "majority_sign_method": majority_sign_method,
@@ -117,7 +120,7 @@ def _local(adapters: list[Path], base: Path, output: Path, weights: list[float],
     finally:
         bar.close()
     doc = {
-        "output": str(result.out_dir),
+        "output": str(result.out_dir.absolute()),
         "base_fingerprint": result.fingerprint,
         "method": result.method,
         "device": result.device,
@@ -127,6 +130,6 @@ def _local(adapters: list[Path], base: Path, output: Path, weights: list[float],
         "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in result.files],
     }
     if not json_mode():
-        info(f"merged {len(adapters)} adapter(s) into {base} on {result.device}"
+        info(f"merged {len(adapters)} adapter(s) into {base.absolute()} on {result.device}"
              f" in {result.seconds:.1f}s; base fingerprint {result.fingerprint}")
-    emit(doc, str(result.out_dir))
+    emit(doc, str(result.out_dir.absolute()))

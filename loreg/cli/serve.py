@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 import threading
 import time
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import click
 
 from loreg.cli.common import info, json_option, settings
+from loreg.errors import LoregError
 from loreg.logging import configure_logging
 
 
@@ -42,6 +45,7 @@ def serve(host: str, port: int, no_worker: bool, log_level: str, as_json: bool) 
 
     s = settings()
     configure_logging(log_level)
+    sock = bind(host, port)  # first: a busy port is a clear error before any other work
     s.home.mkdir(parents=True, exist_ok=True)
     upgrade(s.effective_database_url)
     app = create_app(s)
@@ -81,13 +85,46 @@ def serve(host: str, port: int, no_worker: bool, log_level: str, as_json: bool) 
 
     threading.Thread(target=announce, name="announce", daemon=True).start()
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         stop = getattr(worker, "stop", None)
         if callable(stop):
             stop()
     if not announced.is_set() and not server.started:
         raise click.ClickException(f"could not start serving on {host}:{port}")
+
+
+class CannotListen(LoregError):
+    """``loreg serve`` cannot listen where it was asked to."""
+
+    code = "cannot_listen"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on ``host:port``, or an error that says what to do instead."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CannotListen(
+                f"port {port} on {host} is already in use (another `loreg serve`?): stop "
+                f"that, or pass --port N and point the clients at it (LOREG_URL=http://"
+                f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:N)"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise CannotListen(
+                f"no permission to listen on port {port}: pass --port with a number above 1023"
+            ) from None
+        raise CannotListen(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): pass --host 127.0.0.1 "
+            "(this machine only) or --host 0.0.0.0 (every interface)"
+        ) from None
+    return sock
 
 
 def _redact(url: str) -> str:

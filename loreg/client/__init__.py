@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from loreg.client import jobs as _jobs
 from loreg.client._http import Http
+from loreg.client.advice import FROM_ARGUMENT, FROM_ENV, FROM_STORED, Origin
 from loreg.client.cache import BlobCache
 from loreg.client.credentials import load_credentials, save_credentials
 from loreg.client.errors import (
@@ -88,6 +89,7 @@ class Client:
         retries: int = 4,
         backoff: float = 0.25,
         workers: int = DEFAULT_WORKERS,
+        origin: Origin | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
@@ -95,6 +97,10 @@ class Client:
         if home is None:
             home = Path.home() / ".local" / "share" / "loreg"
         self.home = home
+        self.origin = origin or Origin(
+            home, url_from=FROM_ARGUMENT, token_from=FROM_ARGUMENT if token else None
+        )
+        self.http.explain = lambda exc: self.origin.explain(exc, self.url)
         self.cache = BlobCache.under_home(home)
         self.workers = workers
 
@@ -107,11 +113,15 @@ class Client:
         stored = load_credentials(settings.home)
         explicit_url = "url" in settings.model_fields_set
         url = settings.url if explicit_url else (stored.url or settings.url)
+        url_from = FROM_ENV if explicit_url else (FROM_STORED if stored.url else FROM_DEFAULT)
         token = settings.token
+        token_from = FROM_ENV if token is not None else None
         same_host = _same_registry(stored.url or DEFAULT_URL, url)
         if token is None and stored.token and same_host:
-            token = stored.token
-        return cls(url, token, home=settings.home, **kwargs)
+            token, token_from = stored.token, FROM_STORED
+        origin = Origin(settings.home, url_from=url_from, token_from=token_from,
+                        stored_url=stored.url if stored.token else None)
+        return cls(url, token, home=settings.home, origin=origin, **kwargs)
 
     def close(self) -> None:
         self.http.close()

@@ -25,6 +25,7 @@ T = TypeVar("T")
 API_PREFIX = "/api/v1"
 REDIRECTS = {301, 302, 303, 307, 308}
 USER_AGENT = "loreg-client/0.1"
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -68,6 +69,8 @@ class Http:
         )
         self._bare: httpx.Client | None = None
         self._lock = threading.Lock()
+        #: Rewrites a final error into one that says what to do (``loreg.client.advice``).
+        self.explain: Callable[[ApiError], ApiError] | None = None
 
     @property
     def bare(self) -> httpx.Client:
@@ -92,16 +95,33 @@ class Http:
         time.sleep(min(delay, 10.0) * (0.75 + random.random() / 2))
 
     def retrying(self, fn: Callable[[], T], *, idempotent: bool = True) -> T:
-        """Run ``fn``; retry connection failures and 5xx (non-idempotent: connect errors only)."""
+        """Run ``fn``; retry connection failures and 5xx (non-idempotent: connect errors only).
+
+        A refused connection to this machine's loopback is not retried: nothing listens
+        there, and waiting seconds to say so helps nobody.
+        """
+        try:
+            return self._retrying(fn, idempotent=idempotent)
+        except ApiError as exc:
+            better = self.explain(exc) if self.explain is not None else exc
+            if better is exc:
+                raise
+            raise better from exc.__cause__
+
+    def _retrying(self, fn: Callable[[], T], *, idempotent: bool) -> T:
         attempt = 0
         while True:
             try:
                 return fn()
             except (httpx.TransportError, ServerError, ConnectionFailed) as exc:
-                retryable = idempotent or isinstance(exc, httpx.ConnectError)
-                if isinstance(exc, ConnectionFailed) and exc.__cause__ is not None:
-                    retryable = idempotent or isinstance(exc.__cause__, httpx.ConnectError)
+                cause = exc.__cause__ if isinstance(exc, ConnectionFailed) else exc
+                refused = isinstance(cause, httpx.ConnectError)
+                retryable = idempotent or refused
+                if refused and self.api.base_url.host in LOOPBACK:
+                    retryable = False
                 if not retryable or attempt >= self.retries:
+                    if isinstance(exc, ApiError):
+                        raise
                     raise self._wrap(exc) from exc
                 self.sleep_before(attempt)
                 attempt += 1
