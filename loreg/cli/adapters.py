@@ -7,7 +7,17 @@ from typing import Any
 
 import click
 
-from loreg.cli.common import client, emit, human_bytes, info, json_option, progress_factory, table
+from loreg.cli.common import (
+    as_text,
+    client,
+    emit,
+    fields,
+    human_bytes,
+    info,
+    json_option,
+    progress_factory,
+    table,
+)
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -50,6 +60,9 @@ def push(folder: Path, target: str, base: str | None, labels: tuple[str, ...],
 
     def human() -> None:
         click.echo(f"pushed {version_ref(v)}  {v.get('digest', '')}")
+        compat = v.get("compatibility")
+        if isinstance(compat, dict) and compat.get("match"):
+            click.echo(f"base {v.get('base')}, match: {base_match_text(compat)}")
         info(f"uploaded {result.uploaded_files} file(s), {human_bytes(result.uploaded_bytes)} "
              f"of {human_bytes(result.total_bytes)}")
 
@@ -118,29 +131,64 @@ def ls(namespace: str | None, base: str | None, target: str | None, label: tuple
 def show(ref: str, as_json: bool) -> None:
     """Show one version: what it is, its base, files, labels, validation state."""
     v = client().get_version(ref)
+    emit(v, lambda: show_version(v))
 
-    def human() -> None:
-        fields = [
-            ("version", version_ref(v)), ("digest", v.get("digest")),
-            ("base", v.get("base") or v.get("base_model")),
-            ("peft type", v.get("peft_type")), ("rank", v.get("r")),
-            ("alpha", v.get("lora_alpha")), ("targets", v.get("target_modules")),
-            ("dtype", v.get("dtype")), ("parameters", v.get("num_parameters")),
-            ("size", human_bytes(v.get("size_bytes"))),
-            ("validation", v.get("validation_state") or v.get("state")),
-            ("tags", v.get("tags")), ("labels", v.get("labels")),
-            ("created", v.get("created_at")), ("by", v.get("created_by")),
-        ]
-        for key, value in fields:
-            if value not in (None, "", [], {}):
-                click.echo(f"{key + ':':<12} {value}")
-        files = v.get("files") or []
-        if files:
-            click.echo("files:")
-            for f in files:
-                click.echo(f"  {f['path']}  {human_bytes(f.get('size'))}  {f['digest']}")
 
-    emit(v, human)
+def show_version(v: dict[str, Any]) -> None:
+    """What a version is, as text: what PEFT needs to load it, then where it came from."""
+    base = v.get("base_model") if isinstance(v.get("base_model"), dict) else {}
+    base_name = v.get("base") or (base or {}).get("name")
+    fingerprint = (base or {}).get("fingerprint")
+    compat = v.get("compatibility") if isinstance(v.get("compatibility"), dict) else {}
+    rows: list[tuple[str, Any]] = [
+        ("version", version_ref(v)), ("digest", v.get("digest")),
+        ("base", f"{base_name} ({fingerprint})" if fingerprint else base_name),
+    ]
+    if compat.get("match"):
+        rows.append(("base match", base_match_text(compat)))
+    if v.get("description"):
+        rows.append(("description", v["description"]))
+    rows += [
+        ("peft type", v.get("peft_type") + (f" (task {v['task_type']})"
+                                            if v.get("task_type") else "")
+         if v.get("peft_type") else None),
+        ("rank", v.get("r")), ("alpha", v.get("lora_alpha")),
+        ("rank pattern", v.get("rank_pattern") or {}),
+        ("alpha pattern", v.get("alpha_pattern") or {}),
+        ("rsLoRA", bool(v.get("use_rslora"))), ("DoRA", bool(v.get("use_dora"))),
+        ("targets", v.get("target_modules")),
+        ("modules to save", v.get("modules_to_save") or []),
+    ]
+    if v.get("fan_in_fan_out"):
+        rows.append(("fan_in_fan_out", True))
+    rows += [
+        ("dtype", v.get("dtype")),
+        ("parameters", f"{v['num_parameters']:,}" if isinstance(v.get("num_parameters"), int)
+         else v.get("num_parameters")),
+        ("size", human_bytes(v.get("size_bytes"))),
+        ("validation", v.get("validation_state") or v.get("state")),
+        ("tags", v.get("tags") or []),
+        ("labels", v.get("labels") or {}),
+    ]
+    for parent in v.get("lineage") or []:
+        rows.append(("parent", f"{parent.get('parent')} (weight {as_text(parent.get('weight'))},"
+                               f" {parent.get('method')})"))
+    rows.append(("created", f"{v.get('created_at')}"
+                            + (f" by {v['created_by']}" if v.get("created_by") else "")))
+    fields([(k, val) for k, val in rows if val is not None])
+    files = v.get("files") or []
+    if files:
+        click.echo("files:")
+        width = max(len(f["path"]) for f in files)
+        for f in files:
+            click.echo(f"  {f['path']:<{width}}  {human_bytes(f.get('size')):>9}  {f['digest']}")
+
+
+def base_match_text(compat: dict[str, Any]) -> str:
+    """``exact`` / ``structural`` / ``unverified``, with what would make it exact."""
+    match = str(compat.get("match"))
+    hint = compat.get("match_hint")
+    return f"{match} ({hint})" if hint else match
 
 
 @click.command()

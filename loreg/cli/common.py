@@ -129,6 +129,36 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def as_text(value: Any) -> str:
+    """A value as a person reads it: lists joined, mappings as key=value, no Python reprs."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(as_text(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        if not value:
+            return "none"
+        return ", ".join(f"{k}={_nested(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _nested(value: Any) -> str:
+    """A value inside a mapping: scalars as text, structures as compact JSON."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return as_text(value)
+
+
+def fields(rows: Sequence[tuple[str, Any]], width: int = 16) -> None:
+    """``key:  value`` lines, values through ``as_text``."""
+    for key, value in rows:
+        click.echo(f"{key + ':':<{width}} {value if isinstance(value, str) else as_text(value)}")
+
+
 def human_bytes(n: int | float | None) -> str:
     if n is None:
         return ""

@@ -13,6 +13,7 @@ from loreg.cli.common import (
     JobProgress,
     client,
     emit,
+    fields,
     info,
     json_option,
     parse_weights,
@@ -155,10 +156,10 @@ def jobs_show(job_id: str, as_json: bool) -> None:
     j = client().get_job(job_id)
 
     def human() -> None:
-        for key in ("id", "type", "status", "progress", "progress_message", "attempts",
-                    "created_at", "started_at", "finished_at", "error", "result", "params"):
-            if j.get(key) not in (None, "", {}):
-                click.echo(f"{key + ':':<17} {j[key]}")
+        fields([(key.replace("_", " "), j[key]) for key in (
+            "id", "type", "status", "progress", "progress_message", "attempts", "created_at",
+            "started_at", "finished_at", "error", "result", "params",
+        ) if j.get(key) not in (None, "", {})], width=17)
 
     emit(j, human)
 

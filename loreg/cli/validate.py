@@ -20,6 +20,18 @@ from loreg.formats.peft import read_adapter
 EXIT_INCOMPATIBLE = 3
 
 
+def _match_hint(match: str) -> str | None:
+    """How to turn an offline check's match into ``exact`` (docs/cli.md, "Base match")."""
+    if match == "unverified":
+        return ("shapes checked, weights not: pass --expected-fingerprint with the fingerprint "
+                "of the base the adapter was trained on (`loreg base show NAME` prints it) "
+                "for an exact match")
+    if match == "structural":
+        return ("same shapes, other weights: validate against the base whose fingerprint is "
+                "the expected one for an exact match")
+    return None
+
+
 @click.command()
 @click.argument("adapter_dir", type=click.Path(path_type=Path))
 @click.option(
@@ -55,12 +67,13 @@ def validate(
         else:
             click.echo(f"error: {e}", err=True)
         sys.exit(1)
+    report.match_hint = report.match_hint or _match_hint(report.match)
     if as_json:
         doc = report.to_dict()
-        doc["adapter"] = str(adapter_dir)
-        doc["base"] = str(base_dir)
+        doc["adapter"] = str(adapter_dir.absolute())
+        doc["base"] = str(base_dir.absolute())
         click.echo(json.dumps(doc, indent=2))
     else:
-        click.echo(f"{adapter_dir} on {base_dir}")
+        click.echo(f"{adapter_dir.absolute()} on {base_dir.absolute()}")
         click.echo(report.format())
     sys.exit(0 if report.ok else EXIT_INCOMPATIBLE)

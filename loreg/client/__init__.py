@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from loreg.client import jobs as _jobs
 from loreg.client._http import Http
-from loreg.client.advice import FROM_ARGUMENT, FROM_ENV, FROM_STORED, Origin
+from loreg.client.advice import FROM_ARGUMENT, FROM_DEFAULT, FROM_ENV, FROM_STORED, Origin
 from loreg.client.cache import BlobCache
 from loreg.client.credentials import load_credentials, save_credentials
 from loreg.client.errors import (

@@ -72,6 +72,7 @@ class CompatibilityReport:
     base_structure_hash: str | None = None
     expected_fingerprint: str | None = None
     prefix_rewrite: tuple[str, str] | None = None  # (adapter prefix, base prefix) detected
+    match_hint: str | None = None  # what would make the match ``exact``, when it is not
 
     @property
     def ok(self) -> bool:
@@ -93,6 +94,7 @@ class CompatibilityReport:
             "base_structure_hash": self.base_structure_hash,
             "expected_fingerprint": self.expected_fingerprint,
             "prefix_rewrite": list(self.prefix_rewrite) if self.prefix_rewrite else None,
+            "match_hint": self.match_hint,
             "problems": [f.to_dict() for f in self.problems],
             "warnings": [f.to_dict() for f in self.warnings],
             "notes": [f.to_dict() for f in self.notes],
@@ -107,6 +109,8 @@ class CompatibilityReport:
             f" module(s) checked, base match: {self.match}"
         )
         lines = [f"{verdict}: {counts}"]
+        if self.match_hint:
+            lines.append(f"  base match {self.match}: {self.match_hint}")
         for label, items in (
             ("error", self.problems),
             ("warning", self.warnings),

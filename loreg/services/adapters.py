@@ -46,10 +46,11 @@ from loreg.db.models import (
 )
 from loreg.db.session import dialect_insert, is_postgres
 from loreg.errors import Conflict, Incompatible, InvalidInput, NotFound
-from loreg.formats.compat import check_compatibility
+from loreg.formats.compat import CompatibilityReport, check_compatibility
 from loreg.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES, WEIGHTS_NAME, describe_adapter
 from loreg.formats.peft import parse_config as parse_adapter_config
 from loreg.formats.safetensors import read_header
+from loreg.formats.types import AdapterDescription
 from loreg.services import audit, bases, events, quotas
 from loreg.services.accounts import get_namespace
 from loreg.services.manifests import FileEntry, check_entries, manifest_digest, require_blobs
@@ -329,6 +330,26 @@ def _stated_base(session: Session, config: dict[str, Any]) -> BaseModelRecord | 
         return None
 
 
+def check_against_stated(
+    described: AdapterDescription, base: BaseModelRecord, stated: BaseModelRecord | None
+) -> CompatibilityReport:
+    """Check an adapter against ``base``, knowing which registered base it says it was
+    trained on: its config's ``base_model_name_or_path`` when that is registered, else the
+    base the pusher named. ``exact`` when that base's fingerprint is the one checked."""
+    expected = stated if stated is not None else base
+    report = check_compatibility(
+        described, bases.manifest_of(base), expected_fingerprint=expected.fingerprint,
+        expected_structure_hash=None if expected.id == base.id else expected.structure_hash,
+    )
+    if report.match != "exact" and expected.id != base.id:
+        report.match_hint = (
+            f"{CONFIG_NAME} names the registered base '{expected.name}' ({expected.fingerprint}),"
+            f" it was checked against '{base.name}' ({base.fingerprint}); push it with base"
+            f" '{expected.name}' (loreg push --base {expected.name}) for an exact match"
+        )
+    return report
+
+
 def _read_adapter(
     session: Session, store: BlobStore, files: Sequence[FileEntry], base_name: str | None
 ) -> _Described:
@@ -354,8 +375,9 @@ def _read_adapter(
     header = read_header(read_range, name=WEIGHTS_NAME, size=weights.size)
     described = describe_adapter(config, header, size_bytes=weights.size)
 
+    stated = _stated_base(session, config)
     if base_name is None:
-        base = _stated_base(session, config)
+        base = stated
         if base is None:
             raise InvalidInput(
                 "name the base model this adapter was trained on ('base'); "
@@ -370,7 +392,7 @@ def _read_adapter(
                 f"base model '{base_name}' is not registered (loreg base register DIR --name NAME)",
                 details={"field": "base", "base": base_name},
             )
-    report = check_compatibility(described, bases.manifest_of(base))
+    report = check_against_stated(described, base, stated)
     if not report.ok:
         text = report.format()
         if len(text) > 4000:

@@ -106,13 +106,20 @@ def run(ctx: JobContext) -> Outcome:
     except Exception as exc:  # unreadable adapter: that is the finding
         problems.append(_finding("unreadable", str(exc)[:1000]))
     else:
+        pushed: dict[str, Any] = {}
         with ctx.sessions() as s:
             version = s.get(AdapterVersion, version_id)
             base = (s.get(BaseModelRecord, version.base_model_id)
                     if version is not None and version.base_model_id is not None else None)
             manifest = manifest_of(base) if base is not None else None
+            # What the push established the adapter was trained on (docs/design.md §4).
+            stored = version.compatibility_report if version is not None else None
+            if isinstance(stored, dict):
+                pushed = stored
         if manifest is not None:
-            report = check_compatibility(desc, manifest)
+            report = check_compatibility(
+                desc, manifest, expected_fingerprint=pushed.get("expected_fingerprint"))
+            report.match_hint = pushed.get("match_hint")
             compat = report.to_dict()
             problems += [f.to_dict() for f in report.problems]
         tensor_problems, stats = check_tensors(folder, desc)
