@@ -136,10 +136,14 @@ def show(ref: str, as_json: bool) -> None:
 
 def show_version(v: dict[str, Any]) -> None:
     """What a version is, as text: what PEFT needs to load it, then where it came from."""
-    base = v.get("base_model") if isinstance(v.get("base_model"), dict) else {}
-    base_name = v.get("base") or (base or {}).get("name")
-    fingerprint = (base or {}).get("fingerprint")
-    compat = v.get("compatibility") if isinstance(v.get("compatibility"), dict) else {}
+    base: dict[str, Any] = v["base_model"] if isinstance(v.get("base_model"), dict) else {}
+    base_name = v.get("base") or base.get("name")
+    fingerprint = base.get("fingerprint")
+    compat: dict[str, Any] = (v["compatibility"] if isinstance(v.get("compatibility"), dict)
+                              else {})
+    peft_type = v.get("peft_type")
+    if peft_type and v.get("task_type"):
+        peft_type = f"{peft_type} (task {v['task_type']})"
     rows: list[tuple[str, Any]] = [
         ("version", version_ref(v)), ("digest", v.get("digest")),
         ("base", f"{base_name} ({fingerprint})" if fingerprint else base_name),
@@ -149,9 +153,7 @@ def show_version(v: dict[str, Any]) -> None:
     if v.get("description"):
         rows.append(("description", v["description"]))
     rows += [
-        ("peft type", v.get("peft_type") + (f" (task {v['task_type']})"
-                                            if v.get("task_type") else "")
-         if v.get("peft_type") else None),
+        ("peft type", peft_type),
         ("rank", v.get("r")), ("alpha", v.get("lora_alpha")),
         ("rank pattern", v.get("rank_pattern") or {}),
         ("alpha pattern", v.get("alpha_pattern") or {}),
