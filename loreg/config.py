@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         default=None,
         description="Client side: API token, overrides the stored login.",
     )
+    offline: bool = Field(
+        default=False,
+        description="Client side: never contact the registry (like HF_HUB_OFFLINE). "
+        "`loreg pull` serves versions pulled before from the local cache (by digest, or by "
+        "the tag or number they were pulled by) and fails clearly for anything else.",
+    )
 
     worker_device: Literal["auto", "cuda", "cpu"] = "auto"
     job_lease_seconds: int = Field(default=60, ge=1)

@@ -28,13 +28,16 @@ from loreg.client.errors import (
     IntegrityError,
     InvalidInput,
     JobFailed,
+    NotCached,
     NotFound,
+    Offline,
     PermissionDenied,
     ServerError,
     TooLarge,
     Unauthenticated,
 )
 from loreg.client.jobs import JobCallback
+from loreg.client.offline import VersionIndex, ref_forms
 from loreg.client.transfer import (
     DEFAULT_WORKERS,
     FileEntry,
@@ -90,10 +93,13 @@ class Client:
         backoff: float = 0.25,
         workers: int = DEFAULT_WORKERS,
         origin: Origin | None = None,
+        offline: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
-        self.http = Http(self.url, token, timeout=timeout, retries=retries, backoff=backoff)
+        self.offline = offline
+        self.http = Http(self.url, token, timeout=timeout, retries=retries, backoff=backoff,
+                         offline=offline)
         if home is None:
             home = Path.home() / ".local" / "share" / "loreg"
         self.home = home
@@ -102,6 +108,7 @@ class Client:
         )
         self.http.explain = lambda exc: self.origin.explain(exc, self.url)
         self.cache = BlobCache.under_home(home)
+        self.versions = VersionIndex(self.cache.root)
         self.workers = workers
 
     @classmethod
@@ -121,6 +128,7 @@ class Client:
             token, token_from = stored.token, FROM_STORED
         origin = Origin(settings.home, url_from=url_from, token_from=token_from,
                         stored_url=stored.url if stored.token else None)
+        kwargs.setdefault("offline", settings.offline)
         return cls(url, token, home=settings.home, origin=origin, **kwargs)
 
     def close(self) -> None:
@@ -330,15 +338,40 @@ class Client:
         force: bool = False,
         progress: ProgressFactory | None = None,
     ) -> PullResult:
-        """Download the version ``ref`` names into ``dest`` (default ``./NAME``), atomically."""
-        _, nm, _, _ = split_ref(ref)
-        version = self.get_version(ref)
-        files = files_of(version)
+        """Download the version ``ref`` names into ``dest`` (default ``./NAME``), atomically.
+
+        Offline (``LOREG_OFFLINE``), the version comes from the local cache, where an earlier
+        pull left it (``loreg.client.offline``), or the pull fails with ``NotCached``.
+        """
+        ns, nm, kind, value = split_ref(ref)
+        key = ref_forms(ns, nm, kind, value)
+        if self.offline:
+            version = self.versions.lookup(self.url, key,
+                                           digest=value if kind == "digest" else None)
+            files = files_of(version)
+            missing = [f.path for f in files if not self.cache.path(f.digest).is_file()]
+            if missing:
+                raise NotCached(
+                    f"LOREG_OFFLINE is set and {key} is only partly in the local cache "
+                    f"(missing: {', '.join(missing)}): pull it once with the registry "
+                    "reachable (unset LOREG_OFFLINE)",
+                    details={"ref": key, "missing": missing},
+                )
+        else:
+            version = self.get_version(ref)
+            files = files_of(version)
         target = Path(dest) if dest is not None else Path.cwd() / nm
-        return materialize(
+        result = materialize(
             self.http, self.cache, files, target, force=force, progress=progress,
             workers=self.workers, version=version,
         )
+        if not self.offline:
+            digest = str(version.get("digest"))
+            keys = [key, ref_forms(ns, nm, "digest", digest)]
+            if version.get("number") is not None:
+                keys.append(ref_forms(ns, nm, "number", str(version["number"])))
+            self.versions.record(self.url, keys, version)
+        return result
 
     # --- jobs ----------------------------------------------------------------------------
 
@@ -461,7 +494,9 @@ __all__ = [
     "IntegrityError",
     "InvalidInput",
     "JobFailed",
+    "NotCached",
     "NotFound",
+    "Offline",
     "PermissionDenied",
     "PullResult",
     "PushResult",

@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from loreg.client.errors import ApiError, ConnectionFailed, ServerError
+from loreg.client.errors import ApiError, ConnectionFailed, Offline, ServerError
 
 T = TypeVar("T")
 
@@ -44,8 +44,10 @@ class Http:
         retries: int = 4,
         backoff: float = 0.25,
         max_connections: int = 16,
+        offline: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
+        self.offline = offline
         self.token = token
         self.retries = retries
         self.backoff = backoff
@@ -134,6 +136,15 @@ class Http:
             details={"url": self.url},
         )
 
+    def refuse_offline(self) -> None:
+        """With ``LOREG_OFFLINE`` set nothing goes over the network."""
+        if self.offline:
+            raise Offline(
+                f"LOREG_OFFLINE is set, and this needs the registry at {self.url}: unset "
+                "LOREG_OFFLINE (offline, `loreg pull` serves versions pulled before)",
+                details={"url": self.url},
+            )
+
     # --- plain requests ------------------------------------------------------------------
 
     def request(
@@ -148,6 +159,7 @@ class Http:
         idempotent: bool | None = None,
     ) -> httpx.Response:
         """One API call (``path`` under /api/v1); 2xx/3xx returned, errors raised typed."""
+        self.refuse_offline()
         if idempotent is None:
             idempotent = method.upper() in {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
         clean = {k: v for k, v in (params or {}).items() if v is not None}
@@ -180,6 +192,7 @@ class Http:
         The token is sent only to the registry's own origin; a redirect elsewhere goes
         through the bare client.
         """
+        self.refuse_offline()
         own = _origin(self.api.base_url)
         client = self.api
         url: str | httpx.URL = path

@@ -138,6 +138,19 @@ class IntegrityError(ApiError):
     default_code = "digest_mismatch"
 
 
+class Offline(ApiError):
+    """``LOREG_OFFLINE`` is set and this needs the registry."""
+
+    status_code = 0
+    default_code = "offline"
+
+
+class NotCached(Offline):
+    """Offline, and the version asked for was never pulled into the local cache."""
+
+    default_code = "not_cached"
+
+
 class JobFailed(ApiError):
     """A job ended ``failed`` or ``cancelled``; ``details`` holds the job."""
 
@@ -163,7 +176,9 @@ __all__ = [
     "IntegrityError",
     "InvalidInput",
     "JobFailed",
+    "NotCached",
     "NotFound",
+    "Offline",
     "PermissionDenied",
     "ServerError",
     "TooLarge",
