@@ -10,7 +10,7 @@
 # Every setting comes from LOREG_* variables (docs/configuration.md); S3 credentials come
 # the usual boto3 way (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, or a role).
 
-ARG BASE_IMAGE=python:3.11-slim
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
 # Where torch comes from: the CPU wheels by default (small, no CUDA libraries); a CUDA

@@ -71,6 +71,41 @@ def test_images(services: dict[str, Any]) -> None:
         assert services[name]["image"]
 
 
+def _pinned(image: str) -> bool:
+    """``name:TAG`` with a version in the tag (or a digest): never ``latest`` nor bare."""
+    if "@sha256:" in image:
+        return True
+    name, sep, tag = image.rpartition(":")
+    return bool(sep and name and "/" not in tag and tag != "latest" and re.search(r"\d", tag))
+
+
+def test_every_image_is_pinned(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        assert _pinned(service["image"]), f"{name}: {service['image']!r} is not pinned"
+        base = ((service.get("build") or {}).get("args") or {}).get("BASE_IMAGE")
+        assert base is None or _pinned(base), f"{name}: base image {base!r} is not pinned"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    default = re.search(r"^ARG BASE_IMAGE=(\S+)", dockerfile, re.MULTILINE)
+    assert default and _pinned(default.group(1))
+    # A minor-version tag (python:3.11-slim) moves with every patch release: pin the patch.
+    assert re.search(r":\d+\.\d+\.\d+", default.group(1))
+
+
+def test_built_images_carry_the_package_version(services: dict[str, Any]) -> None:
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for name in ("api", "worker"):
+        assert services[name]["image"].endswith(f":{version}"), name
+
+
+def test_pinning_rule() -> None:
+    assert _pinned("postgres:16.8-alpine") and _pinned("minio/mc:RELEASE.2025-04-16T18-13-26Z")
+    assert _pinned("localhost:5000/loreg:0.1.0")
+    for floating in ("minio/minio:latest", "minio/minio", "localhost:5000/loreg", "postgres:alpine"):
+        assert not _pinned(floating), floating
+
+
 def test_dockerfile_one_image_with_cuda_variant(services: dict[str, Any]) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     args = set(re.findall(r"^ARG (\w+)", dockerfile, re.MULTILINE))
