@@ -102,8 +102,9 @@ def test_built_images_carry_the_package_version(services: dict[str, Any]) -> Non
 def test_pinning_rule() -> None:
     assert _pinned("postgres:16.8-alpine") and _pinned("minio/mc:RELEASE.2025-04-16T18-13-26Z")
     assert _pinned("localhost:5000/loreg:0.1.0")
-    for floating in ("minio/minio:latest", "minio/minio", "localhost:5000/loreg", "postgres:alpine"):
-        assert not _pinned(floating), floating
+    floating = ("minio/minio:latest", "minio/minio", "localhost:5000/loreg", "postgres:alpine")
+    for image in floating:
+        assert not _pinned(image), image
 
 
 def test_dockerfile_one_image_with_cuda_variant(services: dict[str, Any]) -> None:
