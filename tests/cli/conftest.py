@@ -58,3 +58,14 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LoregEn
         env.start_server()
     yield env
     env.stop_all()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoregEnv]:
+    """One registry on the embedded default for a whole module (tests that only read it, or
+    write under names of their own)."""
+    env = LoregEnv(home=tmp_path_factory.mktemp("served") / "home",
+                   extra={"LOREG_WORKER_POLL_SECONDS": "0.2"})
+    env.start_server()
+    yield env
+    env.stop_all()
