@@ -323,7 +323,7 @@ def _detail_lines(details: Any) -> str:
     if not isinstance(details, dict):
         return ""
     lines = []
-    for key in ("problems", "errors", "modules", "mismatches"):
+    for key in ("problems", "modules", "mismatches"):  # ("errors" are in the message)
         items = details.get(key)
         if isinstance(items, list):
             for item in items[:20]:

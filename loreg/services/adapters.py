@@ -344,7 +344,7 @@ def check_against_stated(
     if report.match != "exact" and expected.id != base.id:
         report.match_hint = (
             f"{CONFIG_NAME} names the registered base '{expected.name}' ({expected.fingerprint}),"
-            f" it was checked against '{base.name}' ({base.fingerprint}); push it with base"
+            f" but it was checked against '{base.name}' ({base.fingerprint}): push it against"
             f" '{expected.name}' (loreg push --base {expected.name}) for an exact match"
         )
     return report
