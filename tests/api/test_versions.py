@@ -277,3 +277,40 @@ def test_concurrent_pushes_get_consecutive_numbers(
                                                             if r.status_code != 201]
     assert sorted(r.json()["number"] for r in results) == list(range(1, 21))
     assert client.get("/resolve", params={"ref": f"{org}/race"}).json()["number"] == 20
+
+
+def test_the_base_match_of_a_push(world: dict[str, Any], models: Models, tmp_path: Path,
+                                  registry_server: RegistryServer) -> None:
+    """``exact`` when the base the adapter states (its config's base_model_name_or_path when
+    registered, else ``base``) is the one checked; ``structural`` with a hint otherwise."""
+    from tests.factories.tiny_models import make_llama
+
+    client, org = world["client"], world["org"]
+    same_shapes = make_llama(tmp_path / "same-shapes", seed=5)  # other weights
+    lookalike = f"test/{unique_name('lookalike')}"
+    assert register_base(client, same_shapes, lookalike).status_code == 201
+
+    # the config names no registered base: "base" is the statement
+    r = push(client, models.adapter.path, f"{org}/m1", base=world["base"])
+    assert r.status_code == 201, r.text
+    compat = r.json()["compatibility"]
+    assert compat["match"] == "exact" and compat["match_hint"] is None
+    assert compat["base_fingerprint"] == compat["expected_fingerprint"]
+
+    # the config names a registered base: that is the statement, whatever "base" says
+    stating = tmp_path / "stating"
+    stating.mkdir()
+    for f in models.adapter.path.iterdir():
+        (stating / f.name).write_bytes(f.read_bytes())
+    config = json.loads((stating / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = world["base"]
+    (stating / "adapter_config.json").write_text(json.dumps(config))
+    r = push(client, stating, f"{org}/m2")  # no "base": the config's is used
+    assert r.status_code == 201, r.text
+    assert r.json()["compatibility"]["match"] == "exact"
+    r = push(client, stating, f"{org}/m3", base=lookalike)
+    assert r.status_code == 201, r.text
+    compat = r.json()["compatibility"]
+    assert compat["match"] == "structural"
+    assert [w["code"] for w in compat["warnings"]] == ["structural_match_only"]
+    assert world["base"] in compat["match_hint"] and lookalike in compat["match_hint"]

@@ -238,6 +238,19 @@ def test_exact_and_structural_match(llama_adapter: Path, bases: dict[str, TinyMo
     ]
 
 
+def test_a_match_hint_is_reported_under_the_verdict(
+    llama_adapter: Path, bases: dict[str, TinyModel]
+) -> None:
+    report = check_compatibility(read_adapter(llama_adapter), read_manifest(bases["llama"].path))
+    assert report.match_hint is None and report.to_dict()["match_hint"] is None
+    assert "base match unverified:" not in report.format()
+    report.match_hint = "pass the fingerprint for an exact match"
+    lines = report.format().splitlines()
+    assert lines[0].endswith("base match: unverified")
+    assert lines[1] == "  base match unverified: pass the fingerprint for an exact match"
+    assert report.to_dict()["match_hint"] == "pass the fingerprint for an exact match"
+
+
 def test_cli_validate(llama_adapter: Path, bases: dict[str, TinyModel], tmp_path: Path) -> None:
     runner = CliRunner()
     ok = runner.invoke(cli, ["validate", str(llama_adapter), "--base", str(bases["llama"].path)])
