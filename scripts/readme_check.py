@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -161,14 +162,30 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def expect_outputs(clone: Path) -> None:
-    """What the by-hand block must have left: both merged models, loadable folders."""
-    for name in ("merged", "merged-local"):
-        folder = clone / name
-        shards = list(folder.glob("*.safetensors"))
-        if not (folder / "config.json").is_file() or not shards:
-            raise SystemExit(f"readme-check: FAILED: the by-hand block left no merged model "
-                             f"in ./{name} (config.json + *.safetensors)")
+def merges(blocks: list[Block]) -> list[tuple[str, bool]]:
+    """(output folder, --local?) of every ``loreg merge ... -o DIR`` in the by-hand blocks."""
+    found = []
+    for block in blocks:
+        if block.stage != "by-hand":
+            continue
+        for line in block.text.splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:2] == ["loreg", "merge"] and "-o" in words[:-1]:
+                found.append((words[words.index("-o") + 1], "--local" in words))
+    return found
+
+
+def expect_outputs(clone: Path, blocks: list[Block]) -> None:
+    """The by-hand blocks merge on the registry and with --local; both left a model."""
+    found = merges(blocks)
+    if not any(local for _, local in found) or all(local for _, local in found):
+        raise SystemExit("readme-check: FAILED: the by-hand blocks must merge on the registry "
+                         "and with --local (`loreg merge ... -o DIR`)")
+    for out, _ in found:
+        folder = clone / out
+        if not (folder / "config.json").is_file() or not list(folder.glob("*.safetensors")):
+            raise SystemExit(f"readme-check: FAILED: no merged model in {out} "
+                             "(config.json + *.safetensors) after the by-hand block")
 
 
 def after_install(clone: Path, home: Path) -> None:
@@ -192,7 +209,7 @@ def after_install(clone: Path, home: Path) -> None:
     finally:
         for proc in servers:
             stop(proc)
-    expect_outputs(clone)
+    expect_outputs(clone, blocks)
 
 
 def private_network() -> list[str]:

@@ -67,7 +67,8 @@ def validate(
         else:
             click.echo(f"error: {e}", err=True)
         sys.exit(1)
-    report.match_hint = report.match_hint or _match_hint(report.match)
+    if report.ok:  # how to get an exact match matters once the adapter fits at all
+        report.match_hint = report.match_hint or _match_hint(report.match)
     if as_json:
         doc = report.to_dict()
         doc["adapter"] = str(adapter_dir.absolute())

@@ -50,9 +50,9 @@ def test_quickstart_and_by_hand_use_the_same_folders_and_both_merges() -> None:
     folder = m.group(1).rstrip("/")
     by_hand = _blocks("by-hand")
     assert f"{folder}/base" in by_hand and f"{folder}/adapter" in by_hand
-    merges = [line for line in by_hand.splitlines() if line.startswith("loreg merge ")]
-    assert any("--local" in line for line in merges)  # on this machine
-    assert any("--local" not in line for line in merges)  # on the registry's worker
+    merges = _checker().merges(_checker().extract(README))  # what CI checks after the run
+    assert any(local for _, local in merges)  # on this machine
+    assert any(not local for _, local in merges)  # on the registry's worker
     # a second terminal is a new shell: it activates the venv itself
     assert by_hand.startswith("source .venv/bin/activate")
     assert "loreg serve" in _blocks("serve") and "second terminal" in README
