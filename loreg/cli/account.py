@@ -33,7 +33,7 @@ def login(url_arg: str | None, url: str | None, token: str | None, as_json: bool
     with Client(url, token, home=s.home) as c:
         me = c.login()
     emit(
-        {"url": url, "user": me, "credentials": str(credentials_path(s.home))},
+        {"url": url, "user": me, "credentials": str(credentials_path(s.home).absolute())},
         f"logged in to {url} as {_user_name(me)}",
     )
 

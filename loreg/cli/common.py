@@ -252,7 +252,7 @@ def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
 
 #: API fields whose command-line option has another name.
 _FIELD_PARAMS = {"expires_in_days": "expires_in", "max_shard_bytes": "shard_size",
-                 "label": "labels", "tags": "tags", "q": "q", "adapters": "refs"}
+                 "label": "labels", "adapters": "refs"}
 
 
 def flag_for(command: click.Command | None, field: str) -> str | None:
@@ -276,16 +276,16 @@ def name_flags(obj: dict[str, Any], command: click.Command | None) -> dict[str, 
     """The error object with API field names replaced by the command's flags (``--base``)."""
     err = obj.get("error")
     details = err.get("details") if isinstance(err, dict) else None
-    fields: list[str] = []
+    named: list[str] = []
     if isinstance(details, dict) and isinstance(details.get("field"), str):
-        fields.append(details["field"])
+        named.append(details["field"])
     if isinstance(details, dict) and isinstance(details.get("errors"), list):
-        fields += [str(e["field"]) for e in details["errors"]
-                   if isinstance(e, dict) and isinstance(e.get("field"), str)]
-    if not fields or not isinstance(err, dict):
+        named += [str(e["field"]) for e in details["errors"]
+                  if isinstance(e, dict) and isinstance(e.get("field"), str)]
+    if not named or not isinstance(err, dict):
         return obj
     message = str(err.get("message", ""))
-    for field in dict.fromkeys(fields):
+    for field in dict.fromkeys(named):
         flag = flag_for(command, field)
         if flag is None:
             continue

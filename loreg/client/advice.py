@@ -45,6 +45,8 @@ class Origin:
 
     def explain(self, exc: ApiError, url: str) -> ApiError:
         """``exc`` with a message that names the source and the fix; others unchanged."""
+        if getattr(exc, "advised", False):  # explained once already
+            return exc
         if isinstance(exc, ConnectionFailed) and isinstance(exc.__cause__, httpx.TransportError):
             message = (
                 f"cannot reach the registry at {url} ({self._url_source()}): "
@@ -57,6 +59,7 @@ class Origin:
             return exc
         out = type(exc)(message, code=exc.code, details=exc.details, status=exc.status)
         out.__cause__ = exc.__cause__
+        setattr(out, "advised", True)  # noqa: B010 - a mark, not a field of the class
         return out
 
     def _unauthenticated(self, exc: ApiError, url: str) -> str:

@@ -82,5 +82,6 @@ def test_unauthenticated_messages(tmp_path: Path, origin: dict, expected: list[s
     out = Origin(tmp_path, **origin).explain(err, "http://r")
     assert isinstance(out, Unauthenticated) and out.code == "unauthenticated"
     assert "\n" not in out.message
+    assert Origin(tmp_path, **origin).explain(out, "http://r") is out  # once is enough
     for text in expected:
         assert text in out.message, (text, out.message)
