@@ -245,6 +245,12 @@ def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
         return EXIT_ERROR, _error_object("os_error", str(exc))
     if isinstance(exc, TimeoutError):
         return EXIT_ERROR, _error_object("timeout", str(exc) or "timed out")
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return EXIT_ERROR, _error_object(
+            "missing_dependency",
+            f"this installation of loreg lacks the Python package {exc.name!r} it needs: "
+            f"reinstall loreg into {sys.prefix} (from a clone: `pip install -e .`)",
+        )
     return EXIT_ERROR, _error_object(
         "internal_error", f"unexpected error ({type(exc).__name__}): {exc}"
     )

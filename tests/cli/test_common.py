@@ -76,3 +76,16 @@ def test_json_mode_is_per_invocation() -> None:
     assert json.loads(runner.invoke(hello, ["--json"]).output) == {"greeting": "hello"}
     assert runner.invoke(hello, []).output == "hello\n"
     assert not json_mode()  # outside any invocation
+
+
+def test_a_broken_installation_says_to_reinstall(tmp_path: Path) -> None:
+    """A runtime dependency missing from the environment: one line, what to do."""
+    shim = tmp_path / "shim"
+    (shim / "tqdm").mkdir(parents=True)
+    (shim / "tqdm" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'tqdm'\", name='tqdm')\n")
+    env = _env(tmp_path)
+    res = env.run("merge", str(tmp_path), "--base", str(tmp_path), "-o", str(tmp_path / "o"),
+                  "--local", check=1, env=env.env(PYTHONPATH=str(shim)))
+    assert res.stderr.count("\n") == 1 and "lacks the Python package 'tqdm'" in res.stderr
+    assert "reinstall loreg" in res.stderr and "Traceback" not in res.stderr
