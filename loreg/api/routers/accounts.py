@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.orm import Session
 
 from loreg.api.deps import CurrentUser, OptionalUser, SessionDep
@@ -12,19 +12,24 @@ from loreg.api.schemas.accounts import (
     MemberAdd,
     MemberOut,
     OrgCreate,
+    OrgList,
     OrgOut,
+    OrgSummary,
     TokenCreate,
     TokenCreated,
     TokenList,
     TokenOut,
     UserCreate,
     UserCreated,
+    UserList,
+    UserListItem,
     UserOut,
     WhoAmI,
 )
 from loreg.api.schemas.common import NAME_MAX, NAME_PATTERN, as_utc
 from loreg.db.models import ApiToken, Namespace
 from loreg.services import accounts
+from loreg.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from loreg.services.permissions import Principal
 
 router = APIRouter(tags=["accounts"])
@@ -50,6 +55,34 @@ def create_user(body: UserCreate, session: SessionDep, actor: CurrentUser) -> Us
         token = _token_created(row, value)
     session.commit()
     return UserCreated(user=UserOut.model_validate(user), token=token)
+
+
+@router.get("/users", response_model=UserList, summary="List users (site administrators)")
+def list_users(
+    session: SessionDep, actor: CurrentUser,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> UserList:
+    """Every account by name, with its admin flag and email. Needs a site administrator's
+    admin-scoped token."""
+    page = accounts.list_users(session, actor, cursor=cursor, limit=limit)
+    return UserList(users=[UserListItem.model_validate(u) for u in page.items],
+                    next_cursor=page.next_cursor)
+
+
+@router.get("/orgs", response_model=OrgList, summary="List organisations")
+def list_orgs(
+    session: SessionDep, actor: CurrentUser,
+    mine: Annotated[bool, Query(description="Only organisations the caller belongs to")] = False,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> OrgList:
+    """Organisations in creation order, each with the caller's role in it (null when the
+    caller is not a member). Member lists are on ``GET /orgs/{name}``."""
+    page = accounts.list_orgs(session, actor, mine=mine, cursor=cursor, limit=limit)
+    return OrgList(orgs=[OrgSummary.model_validate({
+        "name": o.org.name, "description": o.org.description, "created_at": o.org.created_at,
+        "role": o.role}) for o in page.items], next_cursor=page.next_cursor)
 
 
 def _org_out(session: Session, actor: Principal | None, org: Namespace) -> OrgOut:

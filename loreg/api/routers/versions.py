@@ -94,6 +94,19 @@ def delete_version(
     return version_out(session, version)
 
 
+@router.post("/adapters/{namespace}/{name}/versions/{ref}/restore", response_model=VersionOut,
+             summary="Restore a deleted version")
+def restore_version(
+    namespace: str, name: str, ref: str, session: SessionDep, actor: CurrentUser,
+) -> VersionOut:
+    """Undo a delete: the version (by number or ``sha256:<hex>``) resolves again. Tags it lost
+    when it was deleted are not put back; an automatic ``latest`` follows it if it is now the
+    newest. 409 when the version is not deleted."""
+    version = svc.restore_version(session, actor, namespace, name, ref)
+    session.commit()
+    return version_out(session, version)
+
+
 @router.get("/resolve", response_model=VersionOut,
             summary="Resolve ns/name, ns/name:tag, ns/name@N or ns/name@sha256:<hex>")
 def resolve(
