@@ -1,4 +1,4 @@
-"""``loreg base register / ls / show``: base models and their fingerprints."""
+"""``loreg base register / manifest / ls / show``: base models and their fingerprints."""
 
 from __future__ import annotations
 
@@ -59,6 +59,32 @@ def show(name: str, as_json: bool) -> None:
             click.echo(f"tensors:         {len(tensors)}")
 
     emit(b, human)
+
+
+@base.command("manifest")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", help="Put this name (org/name) in the body, ready for POST /bases.")
+@json_option
+def manifest(folder: Path, name: str | None, as_json: bool) -> None:
+    """Print the JSON body that registers FOLDER's checkpoint (POST /api/v1/bases).
+
+    Fingerprint, structure hash, every tensor's dtype and shape: computed here, from the
+    files, with nothing sent anywhere. Registering from it records the base without weights
+    (like 'base register --no-upload'); the output is JSON whatever the flags."""
+    import json
+
+    from loreg.client.bases import manifest_body
+    from loreg.formats.base import fingerprint
+
+    if name is not None:
+        from loreg.services.refs import validate_base_name
+
+        try:
+            validate_base_name(name)
+        except Exception as exc:
+            raise click.BadParameter(str(exc), param_hint="--name") from None
+    body = manifest_body(fingerprint(folder))
+    click.echo(json.dumps({"name": name, **body} if name else body, indent=2))
 
 
 COMMANDS = [base]
