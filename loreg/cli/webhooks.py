@@ -11,8 +11,11 @@ from loreg.errors import LoregError
 #: Mirrors loreg.services.events.EVENT_TYPES (the server checks; this only helps typing).
 EVENTS = ["version.created", "version.validated", "tag.moved", "job.succeeded", "job.failed"]
 
-_HINTS = {NOT_FOUND: "check the namespace and the id with 'loreg webhook ls NAMESPACE'",
-          FORBIDDEN: "webhooks need the namespace's admin role and an admin-scoped token"}
+
+
+def _hints(namespace: str) -> dict[int, str]:
+    return {NOT_FOUND: f"check the namespace and the id with 'loreg webhook ls {namespace}'",
+            FORBIDDEN: "webhooks need the namespace's admin role and an admin-scoped token"}
 
 
 class WebhookTestFailed(LoregError):
@@ -38,7 +41,7 @@ def webhook() -> None:
 def create(namespace: str, url: str, events: tuple[str, ...], secret: str | None,
            description: str | None, inactive: bool, as_json: bool) -> None:
     """Create a webhook on NAMESPACE; prints its signing secret once."""
-    with hinted(_HINTS):
+    with hinted(_hints(namespace)):
         out = client().create_webhook(namespace, url, events=list(events) or None,
                                       secret=secret, description=description,
                                       active=not inactive)
@@ -57,7 +60,7 @@ def create(namespace: str, url: str, events: tuple[str, ...], secret: str | None
 @json_option
 def ls(namespace: str, as_json: bool) -> None:
     """List NAMESPACE's webhooks."""
-    with hinted(_HINTS):
+    with hinted(_hints(namespace)):
         items = client().list_webhooks(namespace)
     emit(items, lambda: table(
         [[h["id"], h["url"], ",".join(h["events"]), "yes" if h["active"] else "no",
@@ -71,7 +74,7 @@ def ls(namespace: str, as_json: bool) -> None:
 @json_option
 def test(namespace: str, webhook_id: int, as_json: bool) -> None:
     """Send a signed 'ping' now; exit 1 when the receiver did not answer 2xx."""
-    with hinted(_HINTS):
+    with hinted(_hints(namespace)):
         d = client().test_webhook(namespace, webhook_id)
     if d.get("status") != "delivered":
         why = (f"HTTP {d['last_status_code']}" if d.get("last_status_code")
@@ -92,7 +95,7 @@ def test(namespace: str, webhook_id: int, as_json: bool) -> None:
 def deliveries(namespace: str, webhook_id: int, status: str | None, limit: int,
                as_json: bool) -> None:
     """The delivery log of one webhook, newest first."""
-    with hinted(_HINTS):
+    with hinted(_hints(namespace)):
         items = client().list_deliveries(namespace, webhook_id, status=status, limit=limit)
     emit(items, lambda: table(
         [[d["id"], d["event_type"], d["status"], d["attempts"], d.get("last_status_code") or "",
@@ -107,7 +110,7 @@ def deliveries(namespace: str, webhook_id: int, status: str | None, limit: int,
 @json_option
 def delete(namespace: str, webhook_id: int, as_json: bool) -> None:
     """Delete a webhook (its pending deliveries are dropped)."""
-    with hinted(_HINTS):
+    with hinted(_hints(namespace)):
         client().delete_webhook(namespace, webhook_id)
     emit({"deleted": webhook_id, "namespace": namespace},
          f"deleted webhook {webhook_id} of {namespace}")

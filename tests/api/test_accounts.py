@@ -212,7 +212,8 @@ def test_list_users_and_orgs(registry_server: RegistryServer) -> None:
     listed = {o["name"]: o["role"] for o in a.get("/orgs", params={"limit": 200}).json()["orgs"]}
     assert listed[org] == "admin"
     assert {o["name"] for o in a.get("/orgs", params={"mine": True}).json()["orgs"]} == {org}
-    seen_by_bob = {o["name"]: o["role"] for o in b.get("/orgs", params={"limit": 200}).json()["orgs"]}
+    bobs = b.get("/orgs", params={"limit": 200}).json()["orgs"]
+    seen_by_bob = {o["name"]: o["role"] for o in bobs}
     assert seen_by_bob[org] is None
     assert b.get("/orgs", params={"mine": True}).json()["orgs"] == []
     assert registry_server.client(None).get("/orgs").status_code == 401
