@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.orm import Session
 
 from loreg.api.deps import CurrentUser, OptionalUser, SessionDep
+from loreg.api.openapi import errors
 from loreg.api.schemas.accounts import (
     MemberAdd,
     MemberOut,
@@ -45,8 +46,12 @@ def _token_created(token: ApiToken, value: str) -> TokenCreated:
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserCreated,
-             summary="Create a user (site administrators)")
+             summary="Create a user (site administrators)", responses=errors(403, 409))
 def create_user(body: UserCreate, session: SessionDep, actor: CurrentUser) -> UserCreated:
+    """Create a user and their personal namespace. Site administrators only (admin-scoped
+    token). Unless `create_token` is false, the answer carries the user's first token, shown
+    once.
+    """
     user = accounts.create_user(session, actor, body.name, is_admin=body.admin, email=body.email)
     token = None
     if body.create_token:
@@ -57,7 +62,8 @@ def create_user(body: UserCreate, session: SessionDep, actor: CurrentUser) -> Us
     return UserCreated(user=UserOut.model_validate(user), token=token)
 
 
-@router.get("/users", response_model=UserList, summary="List users (site administrators)")
+@router.get("/users", response_model=UserList, summary="List users (site administrators)",
+            responses=errors(403))
 def list_users(
     session: SessionDep, actor: CurrentUser,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
@@ -95,24 +101,34 @@ def _org_out(session: Session, actor: Principal | None, org: Namespace) -> OrgOu
 
 
 @router.post("/orgs", status_code=status.HTTP_201_CREATED, response_model=OrgOut,
-             summary="Create an organisation (the caller becomes its admin)")
+             summary="Create an organisation (the caller becomes its admin)",
+             responses=errors(403, 409))
 def create_org(body: OrgCreate, session: SessionDep, actor: CurrentUser) -> OrgOut:
+    """Create an organisation namespace; the caller becomes its first admin. 409 when a user or
+    organisation already has the name.
+    """
     org = accounts.create_org(session, actor, body.name, description=body.description)
     out = _org_out(session, actor, org)
     session.commit()
     return out
 
 
-@router.get("/orgs/{name}", response_model=OrgOut, summary="Show an organisation")
+@router.get("/orgs/{name}", response_model=OrgOut, summary="Show an organisation",
+            responses=errors(404))
 def get_org(name: OrgName, session: SessionDep, actor: OptionalUser) -> OrgOut:
     """Public facts about an organisation; the member list only for members and admins."""
     return _org_out(session, actor, accounts.get_org(session, name))
 
 
 @router.post("/orgs/{name}/members", response_model=MemberOut,
-             summary="Add a member or change their role (organisation admins)")
+             summary="Add a member or change their role (organisation admins)",
+             responses=errors(403, 404, 409))
 def add_member(name: OrgName, body: MemberAdd, session: SessionDep,
                actor: CurrentUser) -> MemberOut:
+    """Add a user to an organisation with a role (read, write, admin), or change their role.
+    Needs the organisation's admin role and an admin-scoped token; 409 when it would demote
+    the last admin.
+    """
     membership = accounts.add_member(session, actor, name, body.user, body.role)
     out = MemberOut.model_validate({"user": body.user, "role": membership.role})
     session.commit()
@@ -120,17 +136,24 @@ def add_member(name: OrgName, body: MemberAdd, session: SessionDep,
 
 
 @router.delete("/orgs/{name}/members/{user}", status_code=status.HTTP_204_NO_CONTENT,
-               response_class=Response, summary="Remove a member")
+               response_class=Response, summary="Remove a member", responses=errors(403, 404, 409))
 def remove_member(name: OrgName, user: UserName, session: SessionDep,
                   actor: CurrentUser) -> Response:
+    """Remove a member. Organisation admins may remove anyone; any member may remove
+    themselves. 409 for the last admin.
+    """
     accounts.remove_member(session, actor, name, user)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated,
-             summary="Create a token for the caller (the value is shown once)")
+             summary="Create a token for the caller (the value is shown once)",
+             responses=errors(403))
 def create_token(body: TokenCreate, session: SessionDep, actor: CurrentUser) -> TokenCreated:
+    """Create a token for the caller, at most as powerful as the token used (scope read, write
+    or admin; optional expiry). The value is in the answer once and never again.
+    """
     token, value = accounts.create_token(
         session, actor, body.name, scope=body.scope, expires_in_days=body.expires_in_days,
         expires_at=as_utc(body.expires_at, "expires_at"),
@@ -141,13 +164,17 @@ def create_token(body: TokenCreate, session: SessionDep, actor: CurrentUser) -> 
 
 @router.get("/tokens", response_model=TokenList, summary="List the caller's tokens")
 def list_tokens(session: SessionDep, actor: CurrentUser) -> TokenList:
+    """The caller's tokens (never their values): name, scope, prefix, expiry, last use."""
     return TokenList(tokens=[TokenOut.model_validate(t)
                              for t in accounts.list_tokens(session, actor)])
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
-               response_class=Response, summary="Revoke a token")
+               response_class=Response, summary="Revoke a token", responses=errors(403, 404))
 def revoke_token(token_id: TokenId, session: SessionDep, actor: CurrentUser) -> Response:
+    """Revoke one of the caller's tokens (site administrators: anyone's). It stops working at
+    once.
+    """
     accounts.revoke_token(session, actor, token_id)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -155,6 +182,9 @@ def revoke_token(token_id: TokenId, session: SessionDep, actor: CurrentUser) -> 
 
 @router.get("/whoami", response_model=WhoAmI, summary="Who the token belongs to")
 def whoami(session: SessionDep, actor: CurrentUser) -> WhoAmI:
+    """The user behind the token, the token's scope and id, and the caller's organisations with
+    their roles.
+    """
     return WhoAmI.model_validate({
         "user": actor.username, "is_admin": actor.is_admin, "namespace": actor.username,
         "scope": actor.scope, "token_id": actor.token_id,
