@@ -515,9 +515,12 @@ def _as_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _side_by_side(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+def _side_by_side(a: dict[str, Any], b: dict[str, Any], *, ordered: bool = False
+                  ) -> list[dict[str, Any]]:
+    """Rows of (key, a, b, differs): keys sorted, or in ``a``'s order when ``ordered``."""
+    keys = list(dict.fromkeys([*a, *b])) if ordered else sorted(set(a) | set(b))
     rows = []
-    for key in sorted(set(a) | set(b)):
+    for key in keys:
         left, right = _as_text(a.get(key)), _as_text(b.get(key))
         rows.append({"key": key, "a": left, "b": right, "differs": left != right})
     return rows
@@ -573,7 +576,7 @@ def compare_versions(a: AdapterVersion, b: AdapterVersion) -> dict[str, Any]:
     targets = [{"module": m, "a": m in ta, "b": m in tb, "differs": (m in ta) != (m in tb)}
                for m in sorted(ta | tb)]
     return {
-        "facts": _side_by_side(_facts(a), _facts(b)),
+        "facts": _side_by_side(_facts(a), _facts(b), ordered=True),
         "config": _side_by_side(a.adapter_config or {}, b.adapter_config or {}),
         "targets": targets,
         "labels": _side_by_side(a.labels or {}, b.labels or {}),

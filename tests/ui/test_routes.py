@@ -5,14 +5,13 @@ rules, and the session cookie has the right flags."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
 from loreg.ui.routes import COOKIE, csrf_token
-from tests.factories.pushes import push
+from tests.factories.cards import HOSTILE_CARD, push_with_card
 from tests.fixtures.api import RegistryServer
 from tests.ui.conftest import World, world_models
 
@@ -96,30 +95,11 @@ def test_version_page_has_the_module_picture(world: World) -> None:
     assert "sha256:" in page
 
 
-EVIL_CARD = """---
-license: apache-2.0
----
-# Support bot
-
-<!-- a template comment that must not show -->
-Trained on **tickets-v3**. See [the run](https://ci.example.com/runs/42).
-
-<script>window.pwned = 1</script>
-<img src=x onerror="window.pwned = 2">
-[click](javascript:window.pwned=3) ![pixel](https://tracker.example/p.png)
-
-| metric | value |
-|---|---|
-| accuracy | 0.91 |
-"""
-
-
 def test_model_card_is_rendered_and_sanitised(world: World, tmp_path: Path) -> None:
-    folder = tmp_path / "carded"
-    shutil.copytree(world_models(world).adapter.path, folder)
-    (folder / "README.md").write_text(EVIL_CARD)
     client = world.server.client(world.owner.token)
-    r = push(client, folder, f"{world.org}/carded", base=world.base, public=True)
+    adapter = world_models(world).adapter.path
+    r = push_with_card(client, adapter, tmp_path, f"{world.org}/carded", world.base,
+                       HOSTILE_CARD)
     assert r.status_code == 201, r.text
     ui = world.ui()
     for path in (f"/ui/adapters/{world.org}/carded", f"/ui/adapters/{world.org}/carded/versions/1"):
@@ -141,11 +121,8 @@ def test_model_card_is_rendered_and_sanitised(world: World, tmp_path: Path) -> N
     assert "<h3>Model Card for Model ID</h3>" in peft_card and "library_name: peft" in peft_card
     assert "Provide a quick summary" not in peft_card
     # a version without README.md says so
-    bare = tmp_path / "bare"
-    shutil.copytree(world_models(world).adapter.path, bare)
-    (bare / "README.md").unlink()
-    assert push(client, bare, f"{world.org}/bare", base=world.base,
-                public=True).status_code == 201
+    assert push_with_card(client, adapter, tmp_path, f"{world.org}/bare", world.base,
+                          None).status_code == 201
     assert "has no README.md" in _html(ui.get(f"/ui/adapters/{world.org}/bare"))
 
 
