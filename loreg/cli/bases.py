@@ -64,16 +64,21 @@ def show(name: str, as_json: bool) -> None:
 @base.command("manifest")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--name", help="Put this name (org/name) in the body, ready for POST /bases.")
+@click.option("--files", "with_files", is_flag=True,
+              help="Also list every file of FOLDER (path, sha256 digest, size): upload them "
+              "as blobs first and workers can merge into the base.")
 @json_option
-def manifest(folder: Path, name: str | None, as_json: bool) -> None:
+def manifest(folder: Path, name: str | None, with_files: bool, as_json: bool) -> None:
     """Print the JSON body that registers FOLDER's checkpoint (POST /api/v1/bases).
 
     Fingerprint, structure hash, every tensor's dtype and shape: computed here, from the
-    files, with nothing sent anywhere. Registering from it records the base without weights
-    (like 'base register --no-upload'); the output is JSON whatever the flags."""
+    files, with nothing sent anywhere. Without --files the registry records the base
+    without weights (like 'base register --no-upload'). The output is JSON whatever the
+    flags; docs/api.md shows the whole flow with curl."""
     import json
 
     from loreg.client.bases import manifest_body
+    from loreg.client.transfer import hash_files, list_folder
     from loreg.formats.base import fingerprint
 
     if name is not None:
@@ -83,8 +88,11 @@ def manifest(folder: Path, name: str | None, as_json: bool) -> None:
             validate_base_name(name)
         except Exception as exc:
             raise click.BadParameter(str(exc), param_hint="--name") from None
-    body = manifest_body(fingerprint(folder))
-    click.echo(json.dumps({"name": name, **body} if name else body, indent=2))
+    body: dict[str, object] = {"name": name} if name else {}
+    body.update(manifest_body(fingerprint(folder)))
+    if with_files:
+        body["files"] = [e.to_dict() for e in hash_files(list_folder(folder))]
+    click.echo(json.dumps(body, indent=2))
 
 
 COMMANDS = [base]
