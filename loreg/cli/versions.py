@@ -76,6 +76,11 @@ def version_ref_arg(value: str) -> str:
     return value
 
 
+def _adapter_of(ref: str) -> str:
+    """``ns/name`` of a reference, for messages."""
+    return ref.split("@", 1)[0].split(":", 1)[0]
+
+
 @click.command()
 @click.argument("ref", metavar="REF")
 @click.option("--reason", required=True, help="Why (kept with the version and in the audit log).")
@@ -87,7 +92,8 @@ def delete(ref: str, reason: str, as_json: bool) -> None:
     if not reason.strip():
         raise click.BadParameter("give a reason, e.g. --reason 'trained on leaked data'",
                                  param_hint="--reason")
-    with hinted({NOT_FOUND: "list the live versions with 'loreg versions ns/name'",
+    name = _adapter_of(version_ref_arg(ref))
+    with hinted({NOT_FOUND: f"list the live versions with 'loreg versions {name}'",
                  FORBIDDEN: "a protected tag points at it: ask a namespace admin"}):
         v = client().delete_version(version_ref_arg(ref), reason)
     emit(v, f"deleted {v['ref']} ({reason}); undo with: loreg restore {v['ref']}")
@@ -98,7 +104,8 @@ def delete(ref: str, reason: str, as_json: bool) -> None:
 @json_option
 def restore(ref: str, as_json: bool) -> None:
     """Restore a deleted version (by number or digest). Tags it lost are not put back."""
-    with hinted({NOT_FOUND: "list deleted versions with 'loreg versions ns/name --deleted'",
+    name = _adapter_of(version_ref_arg(ref))
+    with hinted({NOT_FOUND: f"list deleted versions with 'loreg versions {name} --deleted'",
                  CONFLICT: "nothing to restore"}):
         v = client().restore_version(version_ref_arg(ref))
     emit(v, f"restored {v['ref']}")

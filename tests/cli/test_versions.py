@@ -59,13 +59,14 @@ def test_delete_and_restore(embedded: LoregEnv, models: Models, bot: str) -> Non
 
     # bad input, each a one-line error that says what to do, with the contract's exit code
     one_line_error(r.run("restore", "admin/del@2", check=1), "not deleted", "nothing to restore")
-    one_line_error(r.run("restore", "admin/del@9", check=1), "--deleted")
+    one_line_error(r.run("restore", "admin/del@9", check=1),
+                   "loreg versions admin/del --deleted")
     one_line_error(r.run("restore", "admin/del:latest", check=1), "by number or digest")
     assert "names no version" in r.run("delete", "admin/del", "--reason", "x", check=2).stderr
     assert "give a reason" in r.run("delete", "admin/del@1", "--reason", " ", check=2).stderr
     r.run("delete", "admin/del@1", check=2)  # --reason is required
     err = r.run("delete", "admin/del@7", "--reason", "x", "--json", check=1).json["error"]
-    assert "loreg versions" in err["message"]
+    assert "loreg versions admin/del" in err["message"]
 
 
 def test_tags_protect_and_delete(embedded: LoregEnv, bot: str) -> None:
