@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)   # the UI's browser tests drive Debian's Chromium
+for tool in curl jq; do   # docs/api.md's walkthrough runs as a test
+  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -15,7 +15,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
@@ -23,13 +22,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loreg.api import routers as routers_pkg
-from loreg.api.errors import (
-    DOCUMENTED_ERROR_STATUSES,
-    install_error_handlers,
-    internal_error_response,
-)
+from loreg.api.errors import install_error_handlers, internal_error_response
 from loreg.api.metrics import install_metrics
-from loreg.api.schemas.common import ErrorResponse
+from loreg.api.openapi import TAGS, document_errors, install_docs, operation_id
 from loreg.config import Settings
 from loreg.db.session import create_engine_for, make_sessionmaker
 from loreg.logging import request_id_var
@@ -38,20 +33,18 @@ from loreg.storage import BlobStore, open_store
 log = logging.getLogger("loreg.api")
 
 API_PREFIX = "/api/v1"
+API_DESCRIPTION = """\
+Every call is under `/api/v1`. Send a token as `Authorization: Bearer lrg_...` (create one
+with `loreg token create NAME` or `POST /api/v1/tokens`). Reads of public adapters need none.
+
+Every error answers `{"error": {"code", "message", "details"}}`; switch on `code`. Lists are
+paged: pass a page's `next_cursor` back as `cursor`.
+
+A push is three calls: `POST /uploads` (which digests are missing), `PUT /blobs/{digest}`
+for each missing file, `POST /adapters/{namespace}/{name}/versions` with the file list.
+"""
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-
-
-_ERROR_DESCRIPTIONS = {
-    400: "Invalid input",
-    401: "Missing, invalid, expired or revoked token",
-    403: "Not allowed",
-    404: "Not found (or not visible to the caller)",
-    409: "Conflict with the current state",
-    413: "Too large",
-    422: "Incompatible",
-    503: "A backing service is unavailable",
-}
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -139,16 +132,16 @@ def create_app(
         if owns_engine:
             engine.dispose()
 
-    error_responses: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[code]}
-        for code in DOCUMENTED_ERROR_STATUSES
-    }
     app = FastAPI(
         title="loreg",
         summary="A registry for LoRA adapters.",
+        description=API_DESCRIPTION,
         version=_version(),
         lifespan=lifespan,
-        responses=error_responses,
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -162,11 +155,14 @@ def create_app(
     from loreg.api.routers import health
 
     app.include_router(health.router)
-    for _name, router in discover_routers():
+    routers = [router for _name, router in discover_routers()]
+    for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     from loreg.ui.routes import router as ui_router
 
     app.include_router(ui_router, prefix="/ui")
+    install_docs(app)
+    document_errors(app, [health.router, *routers])
     return app
 
 

@@ -61,9 +61,6 @@ CODE_BY_STATUS: dict[int, str] = {
     503: Unavailable.code,
 }
 
-#: Statuses every API operation may answer with the error shape (documented in OpenAPI).
-DOCUMENTED_ERROR_STATUSES: tuple[int, ...] = (400, 401, 403, 404, 409, 413, 422, 503)
-
 
 def status_for(exc: LoregError) -> int:
     """HTTP status of a domain error: the nearest mapped class in its MRO (subclasses inherit)."""

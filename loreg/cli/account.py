@@ -7,6 +7,8 @@ from typing import Any
 import click
 
 from loreg.cli.common import client, emit, info, json_option, settings, table
+from loreg.cli.hints import CONFLICT, FORBIDDEN, NOT_FOUND, hinted
+from loreg.client.errors import PermissionDenied
 
 
 @click.command()
@@ -156,6 +158,58 @@ def org_add_member(org_name: str, user_name: str, role: str, as_json: bool) -> N
     """Add USER to ORG with a role (or change their role)."""
     out = client().add_member(org_name, user_name, role)
     emit(out, f"{user_name} is now {role} in {org_name}")
+
+
+@user.command("ls")
+@json_option
+def user_ls(as_json: bool) -> None:
+    """List every user (site administrators)."""
+    with hinted({FORBIDDEN: "listing users needs a site administrator's admin-scoped token"}):
+        items = client().list_users()
+    emit(items, lambda: table(
+        [[u["name"], "yes" if u.get("is_admin") else "", u.get("email") or "",
+          "yes" if u.get("disabled") else "", str(u.get("created_at") or "")[:10]]
+         for u in items],
+        ["NAME", "ADMIN", "EMAIL", "DISABLED", "CREATED"]))
+
+
+@org.command("ls")
+@click.option("--mine", is_flag=True, help="Only organisations you belong to.")
+@json_option
+def org_ls(mine: bool, as_json: bool) -> None:
+    """List organisations, with your role in each."""
+    items = client().list_orgs(mine=mine)
+    emit(items, lambda: table(
+        [[o["name"], o.get("role") or "-", o.get("description") or ""] for o in items],
+        ["ORG", "YOUR ROLE", "DESCRIPTION"]))
+
+
+@org.command("members")
+@click.argument("org_name", metavar="ORG")
+@json_option
+def org_members(org_name: str, as_json: bool) -> None:
+    """List ORG's members and their roles (members and site administrators)."""
+    with hinted({NOT_FOUND: "list organisations with 'loreg org ls'"}):
+        out = client().get_org(org_name)
+    members = out.get("members")
+    if members is None:
+        raise PermissionDenied(
+            f"only members of '{org_name}' and site administrators see its members: "
+            f"ask an admin of '{org_name}' to add you", code="permission_denied")
+    emit(members, lambda: table([[m["user"], m["role"]] for m in members], ["USER", "ROLE"]))
+
+
+@org.command("remove-member")
+@click.argument("org_name", metavar="ORG")
+@click.argument("user_name", metavar="USER")
+@json_option
+def org_remove_member(org_name: str, user_name: str, as_json: bool) -> None:
+    """Remove USER from ORG (organisation admins; anyone may remove themselves)."""
+    with hinted({NOT_FOUND: f"see the members with 'loreg org members {org_name}'",
+                 CONFLICT: "make another member admin first "
+                           f"(loreg org add-member {org_name} USER --role admin)"}):
+        client().remove_member(org_name, user_name)
+    emit({"org": org_name, "removed": user_name}, f"removed {user_name} from {org_name}")
 
 
 COMMANDS = [login, whoami, token, user, org]

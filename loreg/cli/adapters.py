@@ -18,6 +18,8 @@ from loreg.cli.common import (
     progress_factory,
     table,
 )
+from loreg.cli.hints import FORBIDDEN, NOT_FOUND, hinted
+from loreg.cli.versions import adapter_name
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -46,7 +48,8 @@ def version_ref(v: dict[str, Any]) -> str:
 @click.option("--tag", "tags", multiple=True, help="Another tag to set; repeatable.")
 @click.option("--description")
 @click.option("--public/--private", "public", default=None,
-              help="Visibility of the adapter (new adapters are private).")
+              help="Visibility of a new adapter (default private). An existing adapter keeps "
+              "its own: a conflicting flag is refused; see 'loreg adapter set'.")
 @json_option
 def push(folder: Path, target: str, base: str | None, labels: tuple[str, ...],
          tags: tuple[str, ...], description: str | None, public: bool | None,
@@ -195,18 +198,94 @@ def base_match_text(compat: dict[str, Any]) -> str:
 
 @click.command()
 @click.argument("ref", metavar="REF")
-@click.argument("tag")
-@click.option("--delete", is_flag=True, help="Remove TAG from REF's adapter instead.")
+@click.argument("tag", required=False)
+@click.option("--delete", is_flag=True,
+              help="Remove the tag instead: 'loreg tag ns/name:TAG --delete'.")
+@click.option("--protect/--unprotect", "protect", default=None,
+              help="Protect the tag (only namespace admins may then move or delete it), "
+              "or lift that.")
 @json_option
-def tag(ref: str, tag: str, delete: bool, as_json: bool) -> None:
-    """Point TAG at the version REF names (moves it if it exists)."""
+def tag(ref: str, tag: str | None, delete: bool, protect: bool | None, as_json: bool) -> None:
+    """Point TAG at the version REF names (moves it if it exists).
+
+    \b
+    loreg tag acme/bot@7 prod               # prod -> version 7
+    loreg tag acme/bot@7 prod --protect     # ... and only admins may move it
+    loreg tag acme/bot:prod --delete        # remove the tag
+    """
     c = client()
     if delete:
-        c.delete_tag(ref, tag)
-        emit({"deleted": tag, "adapter": ref}, f"deleted tag {tag}")
+        if protect is not None:
+            raise click.UsageError("--delete takes no --protect/--unprotect")
+        ns_name, tag_name = _tag_to_delete(ref, tag)
+        with hinted({NOT_FOUND: f"list the tags with 'loreg tags {ns_name}'",
+                     FORBIDDEN: "the tag is protected: ask a namespace admin"}):
+            c.delete_tag(ns_name, tag_name)
+        emit({"deleted": tag_name, "adapter": ns_name}, f"deleted tag {ns_name}:{tag_name}")
         return
-    out = c.set_tag(ref, tag)
-    emit(out, f"{tag} -> {ref}")
+    if tag is None:
+        raise click.UsageError("give the TAG to set: loreg tag REF TAG "
+                               "(or remove one: loreg tag ns/name:TAG --delete)")
+    with hinted({FORBIDDEN: "the tag is protected, or protecting needs a namespace admin"}):
+        out = c.set_tag(ref, tag, protected=protect)
+    lock = " (protected)" if out.get("protected") else ""
+    emit(out, f"{tag} -> {ref}{lock}")
 
 
-COMMANDS = [push, pull, ls, show, tag]
+def _tag_to_delete(ref: str, tag: str | None) -> tuple[str, str]:
+    """``(ns/name, tag)`` from ``ns/name:TAG`` or ``REF TAG``."""
+    from loreg.client import split_ref
+
+    ns, name, kind, value = split_ref(ref)
+    if tag is not None:
+        return f"{ns}/{name}", tag
+    if kind != "tag" or ":" not in ref:
+        raise click.UsageError(f"name the tag to delete: loreg tag {ns}/{name}:TAG --delete")
+    return f"{ns}/{name}", value
+
+
+@click.group()
+def adapter() -> None:
+    """An adapter as a whole: show it, change its visibility or description."""
+
+
+@adapter.command("show")
+@click.argument("name", metavar="NS/NAME")
+@json_option
+def adapter_show(name: str, as_json: bool) -> None:
+    """Show an adapter: visibility, description, versions, tags."""
+    with hinted({NOT_FOUND: "check the name with 'loreg ls'"}):
+        a = client().get_adapter(adapter_name(name))
+
+    def human() -> None:
+        latest = a.get("latest") or {}
+        click.echo(f"adapter:     {a['namespace']}/{a['name']}")
+        click.echo(f"visibility:  {a.get('visibility')}")
+        if a.get("description"):
+            click.echo(f"description: {a['description']}")
+        click.echo(f"versions:    {a.get('versions_count')} (latest: {latest.get('number', '-')})")
+        tags = a.get("tags") or {}
+        if tags:
+            click.echo("tags:        " + ", ".join(f"{k} -> {v}" for k, v in sorted(tags.items())))
+
+    emit(a, human)
+
+
+@adapter.command("set")
+@click.argument("name", metavar="NS/NAME")
+@click.option("--public/--private", "public", default=None,
+              help="Make every version readable by anyone, or by members only "
+              "(needs the namespace's admin role).")
+@click.option("--description", help="Replace the description.")
+@json_option
+def adapter_set(name: str, public: bool | None, description: str | None, as_json: bool) -> None:
+    """Change an adapter's visibility or description (applies to all its versions)."""
+    if public is None and description is None:
+        raise click.UsageError("nothing to change: give --public, --private or --description")
+    with hinted({NOT_FOUND: "check the name with 'loreg ls'",
+                 FORBIDDEN: "changing visibility needs the namespace's admin role"}):
+        a = client().update_adapter(adapter_name(name), public=public, description=description)
+    emit(a, f"{a['namespace']}/{a['name']} is {a.get('visibility')}")
+
+
+COMMANDS = [push, pull, ls, show, tag, adapter]

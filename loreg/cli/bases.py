@@ -1,4 +1,4 @@
-"""``loreg base register / ls / show``: base models and their fingerprints."""
+"""``loreg base register / manifest / ls / show``: base models and their fingerprints."""
 
 from __future__ import annotations
 
@@ -59,6 +59,40 @@ def show(name: str, as_json: bool) -> None:
             click.echo(f"tensors:         {len(tensors)}")
 
     emit(b, human)
+
+
+@base.command("manifest")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", help="Put this name (org/name) in the body, ready for POST /bases.")
+@click.option("--files", "with_files", is_flag=True,
+              help="Also list every file of FOLDER (path, sha256 digest, size): upload them "
+              "as blobs first and workers can merge into the base.")
+@json_option
+def manifest(folder: Path, name: str | None, with_files: bool, as_json: bool) -> None:
+    """Print the JSON body that registers FOLDER's checkpoint (POST /api/v1/bases).
+
+    Fingerprint, structure hash, every tensor's dtype and shape: computed here, from the
+    files, with nothing sent anywhere. Without --files the registry records the base
+    without weights (like 'base register --no-upload'). The output is JSON whatever the
+    flags; docs/api.md shows the whole flow with curl."""
+    import json
+
+    from loreg.client.bases import manifest_body
+    from loreg.client.transfer import hash_files, list_folder
+    from loreg.formats.base import fingerprint
+
+    if name is not None:
+        from loreg.services.refs import validate_base_name
+
+        try:
+            validate_base_name(name)
+        except Exception as exc:
+            raise click.BadParameter(str(exc), param_hint="--name") from None
+    body: dict[str, object] = {"name": name} if name else {}
+    body.update(manifest_body(fingerprint(folder)))
+    if with_files:
+        body["files"] = [e.to_dict() for e in hash_files(list_folder(folder))]
+    click.echo(json.dumps(body, indent=2))
 
 
 COMMANDS = [base]

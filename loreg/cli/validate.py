@@ -1,4 +1,7 @@
-"""``loreg validate ADAPTER_DIR --base BASE_DIR``: the compatibility check, offline.
+"""``loreg validate ADAPTER_DIR --base BASE_DIR|NAME``: the compatibility check.
+
+Against a folder it runs offline; against a registered base name it fetches that base's
+manifest (tensor names, dtypes, shapes) from the registry: no weights are downloaded.
 
 Exit codes (docs/design.md §10): 0 compatible, 3 incompatible, 1 unreadable input,
 2 usage error. With ``--json`` stdout holds exactly one JSON document.
@@ -12,10 +15,11 @@ from pathlib import Path
 
 import click
 
-from loreg.errors import LoregError
+from loreg.errors import InvalidInput, LoregError
 from loreg.formats.base import fingerprint, read_manifest
 from loreg.formats.compat import check_compatibility
 from loreg.formats.peft import read_adapter
+from loreg.formats.types import BaseManifest
 
 EXIT_INCOMPATIBLE = 3
 
@@ -36,10 +40,11 @@ def _match_hint(match: str) -> str | None:
 @click.argument("adapter_dir", type=click.Path(path_type=Path))
 @click.option(
     "--base",
-    "base_dir",
+    "base_arg",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Base model checkpoint folder (safetensors, single file or shards).",
+    metavar="DIR_OR_NAME",
+    help="Base model checkpoint folder (safetensors, single file or shards), or the name of "
+    "a base registered in the registry (its manifest is fetched; no weights).",
 )
 @click.option(
     "--expected-fingerprint",
@@ -48,12 +53,12 @@ def _match_hint(match: str) -> str | None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def validate(
-    adapter_dir: Path, base_dir: Path, expected_fingerprint: str | None, as_json: bool
+    adapter_dir: Path, base_arg: str, expected_fingerprint: str | None, as_json: bool
 ) -> None:
     """Check that ADAPTER_DIR (a PEFT LoRA folder) fits the base model in --base."""
     try:
         adapter = read_adapter(adapter_dir)
-        manifest = fingerprint(base_dir) if expected_fingerprint else read_manifest(base_dir)
+        manifest, base_label = _base_manifest(base_arg, expected_fingerprint)
         report = check_compatibility(adapter, manifest, expected_fingerprint=expected_fingerprint)
     except LoregError as e:
         if as_json:
@@ -72,9 +77,47 @@ def validate(
     if as_json:
         doc = report.to_dict()
         doc["adapter"] = str(adapter_dir.absolute())
-        doc["base"] = str(base_dir.absolute())
+        doc["base"] = base_label
         click.echo(json.dumps(doc, indent=2))
     else:
-        click.echo(f"{adapter_dir.absolute()} on {base_dir.absolute()}")
+        click.echo(f"{adapter_dir.absolute()} on {base_label}")
         click.echo(report.format())
     sys.exit(0 if report.ok else EXIT_INCOMPATIBLE)
+
+
+def _base_manifest(base_arg: str, expected_fingerprint: str | None) -> tuple[BaseManifest, str]:
+    """(manifest, how to name it) for a folder, else for a registered base's name."""
+    folder = Path(base_arg)
+    if folder.exists():
+        manifest = fingerprint(folder) if expected_fingerprint else read_manifest(folder)
+        return manifest, str(folder.absolute())
+    from loreg.services.refs import validate_base_name
+
+    try:
+        validate_base_name(base_arg)
+    except InvalidInput:
+        raise InvalidInput(
+            f"--base {base_arg!r}: no such folder, and not a base model name (org/name): "
+            "give a checkpoint folder or a name from 'loreg base ls'"
+        ) from None
+    return _registered_manifest(base_arg)
+
+
+def _registered_manifest(name: str) -> tuple[BaseManifest, str]:
+    from loreg.cli.common import client
+    from loreg.cli.hints import NOT_FOUND, hinted
+
+    with hinted({NOT_FOUND: f"no folder '{name}' here either; register it with "
+                            f"'loreg base register DIR --name {name}' or see 'loreg base ls'"}):
+        body = client().get_base(name)
+    tensors = {n: (str(t["dtype"]), tuple(int(d) for d in t["shape"]))
+               for n, t in (body.get("tensors") or {}).items()}
+    manifest = BaseManifest(
+        tensors=tensors,
+        structure_hash=str(body.get("structure_hash") or ""),
+        fingerprint=body.get("fingerprint"),
+        num_parameters=int(body.get("num_parameters") or 0),
+        size_bytes=int(body.get("size_bytes") or 0),
+        aliases=dict(body.get("aliases") or {}),
+    )
+    return manifest, f"{name} (registered, {str(body.get('fingerprint') or '')[:19]})"

@@ -166,6 +166,23 @@ class Client:
     def add_member(self, org: str, user: str, role: str) -> dict[str, Any]:
         return self._post(f"/orgs/{org}/members", {"user": user, "role": role}, idempotent=True)
 
+    def list_users(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every account (site administrators)."""
+        return list(_jobs.paginate(self.http, "/users", {}, key="users", limit=limit))
+
+    def list_orgs(self, *, mine: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        """Organisations with the caller's role in each (``mine``: only the caller's)."""
+        params = {"mine": "true" if mine else None}
+        return list(_jobs.paginate(self.http, "/orgs", params, key="orgs", limit=limit))
+
+    def get_org(self, name: str) -> dict[str, Any]:
+        """An organisation; ``members`` is filled for its members and site administrators."""
+        org: dict[str, Any] = self.http.json("GET", f"/orgs/{_segment(name)}")
+        return org
+
+    def remove_member(self, org: str, user: str) -> None:
+        self.http.json("DELETE", f"/orgs/{_segment(org)}/members/{_segment(user)}")
+
     def create_token(
         self, name: str, *, scope: str = "write", expires_in_days: int | None = None
     ) -> dict[str, Any]:
@@ -245,9 +262,39 @@ class Client:
                                                  idempotent=True)
         return adapter
 
-    def list_versions(self, name: str) -> list[dict[str, Any]]:
+    def list_versions(self, name: str, *, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """Versions of ``ns/name``, newest first (deleted ones too when asked)."""
         ns, nm, _, _ = split_ref(name)
-        return list(_jobs.paginate(self.http, f"/adapters/{ns}/{nm}/versions", {}, key="versions"))
+        params = {"include_deleted": "true" if include_deleted else None}
+        return list(_jobs.paginate(self.http, f"/adapters/{ns}/{nm}/versions", params,
+                                   key="versions"))
+
+    def delete_version(self, ref: str, reason: str) -> dict[str, Any]:
+        """Soft-delete the version ``ref`` names; its tags go, ``latest`` falls back."""
+        ns, nm, selector = self._version_selector(ref)
+        out: dict[str, Any] = self.http.json(
+            "DELETE", f"/adapters/{ns}/{nm}/versions/{selector}", params={"reason": reason})
+        return out
+
+    def restore_version(self, ref: str) -> dict[str, Any]:
+        """Undo a delete; ``ref`` names the version by number or digest (``ns/name@N``)."""
+        ns, nm, kind, value = split_ref(ref)
+        if kind == "tag":
+            raise InvalidInput(
+                f"{ref!r}: name the deleted version by number or digest (ns/name@N); "
+                "list them with 'loreg versions ns/name --deleted'",
+                code="invalid_reference", details={"ref": ref})
+        out: dict[str, Any] = self.http.json(
+            "POST", f"/adapters/{ns}/{nm}/versions/{value}/restore", idempotent=True)
+        return out
+
+    def _version_selector(self, ref: str) -> tuple[str, str, str]:
+        """(namespace, name, number or digest) of the version any reference names."""
+        ns, nm, kind, value = split_ref(ref)
+        if kind == "tag":
+            v = self.get_version(ref)
+            value = str(v.get("number"))
+        return ns, nm, value
 
     def get_version(self, ref: str) -> dict[str, Any]:
         """The version a reference names (any form of docs/design.md §3), with its files."""
@@ -272,14 +319,15 @@ class Client:
         ns, nm, _, _ = split_ref(name)
         return list(_jobs.paginate(self.http, f"/adapters/{ns}/{nm}/tags", {}, key="tags"))
 
-    def set_tag(self, ref: str, tag: str) -> dict[str, Any]:
-        """Point ``tag`` at the version ``ref`` names (moving it if it exists)."""
-        ns, nm, kind, value = split_ref(ref)
-        version = value
-        if kind == "tag":
-            v = self.get_version(ref)
-            version = str(v.get("number") or v.get("digest"))
+    def set_tag(self, ref: str, tag: str, *, protected: bool | None = None) -> dict[str, Any]:
+        """Point ``tag`` at the version ``ref`` names (moving it if it exists).
+
+        ``protected=True`` protects it (only namespace admins may then move or delete it);
+        ``False`` lifts that; ``None`` leaves it as it is."""
+        ns, nm, version = self._version_selector(ref)
         body: dict[str, Any] = {"version": int(version) if version.isdigit() else version}
+        if protected is not None:
+            body["protected"] = protected
         out: dict[str, Any] = self.http.json(
             "PUT", f"/adapters/{ns}/{nm}/tags/{tag}", json=body
         )
@@ -288,6 +336,54 @@ class Client:
     def delete_tag(self, name: str, tag: str) -> None:
         ns, nm, _, _ = split_ref(name)
         self.http.json("DELETE", f"/adapters/{ns}/{nm}/tags/{tag}")
+
+    # --- webhooks and the audit log ------------------------------------------------------
+
+    def create_webhook(
+        self, namespace: str, url: str, *, events: Sequence[str] | None = None,
+        secret: str | None = None, description: str | None = None, active: bool = True,
+    ) -> dict[str, Any]:
+        """A webhook on ``namespace``; the answer carries its signing ``secret`` (shown once)."""
+        body: dict[str, Any] = {"url": url, "active": active}
+        if events:
+            body["events"] = list(events)
+        if secret is not None:
+            body["secret"] = secret
+        if description is not None:
+            body["description"] = description
+        return self._post(f"/namespaces/{_segment(namespace)}/webhooks", body)
+
+    def list_webhooks(self, namespace: str) -> list[dict[str, Any]]:
+        out = self.http.json("GET", f"/namespaces/{_segment(namespace)}/webhooks")
+        return list(out["webhooks"])
+
+    def test_webhook(self, namespace: str, webhook_id: int) -> dict[str, Any]:
+        """Send a signed ``ping`` now; answers the delivery record (status, response code)."""
+        return self._post(f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}/test",
+                          {})
+
+    def list_deliveries(
+        self, namespace: str, webhook_id: int, *, status: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        out = self.http.json(
+            "GET", f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}/deliveries",
+            params={"status": status, "limit": limit})
+        return list(out["deliveries"])
+
+    def delete_webhook(self, namespace: str, webhook_id: int) -> None:
+        self.http.json("DELETE",
+                       f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}")
+
+    def audit_events(
+        self, *, actor: str | None = None, action: str | None = None,
+        target_type: str | None = None, target: str | None = None,
+        since: str | None = None, until: str | None = None, limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Audit events, newest first (site administrators)."""
+        params = {"actor": actor, "action": action, "target_type": target_type,
+                  "target": target, "since": since, "until": until}
+        return list(_jobs.paginate(self.http, "/audit", params, key="events", limit=limit))
 
     # --- push / pull ---------------------------------------------------------------------
 
@@ -457,6 +553,15 @@ class Client:
     def _post(self, path: str, body: dict[str, Any], *, idempotent: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = self.http.json("POST", path, json=body, idempotent=idempotent)
         return out
+
+
+def _segment(value: str) -> str:
+    """One path segment: a name can never add a path of its own (``..``, ``/``)."""
+    from urllib.parse import quote
+
+    if not value or value in {".", ".."}:
+        raise InvalidInput(f"{value!r} is not a valid name", code="invalid_name")
+    return quote(value, safe="")
 
 
 def _same_registry(a: str, b: str) -> bool:

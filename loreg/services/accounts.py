@@ -19,6 +19,14 @@ from sqlalchemy.orm import Session
 from loreg.db.models import ApiToken, Membership, Namespace, NamespaceKind, User
 from loreg.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from loreg.services import audit
+from loreg.services.pagination import (
+    DEFAULT_LIMIT,
+    Page,
+    check_limit,
+    cursor_int,
+    decode_cursor,
+    page_of,
+)
 from loreg.services.permissions import (
     ROLES,
     Actor,
@@ -121,6 +129,23 @@ def create_user(
     return user
 
 
+def list_users(
+    session: Session, actor: Actor, *, cursor: str | None = None, limit: int = DEFAULT_LIMIT,
+) -> Page[User]:
+    """Every account, by name (site admins: the list says who can sign in at all)."""
+    require_site_admin(actor)
+    check_limit(limit)
+    stmt = select(User)
+    after = decode_cursor("users", cursor)
+    if after is not None:
+        name = after.get("name")
+        if not isinstance(name, str):
+            raise InvalidInput("invalid cursor", details={"field": "cursor"})
+        stmt = stmt.where(User.name > name)
+    rows = list(session.scalars(stmt.order_by(User.name).limit(limit + 1)))
+    return page_of(rows, limit, "users", lambda u: {"name": u.name})
+
+
 # --------------------------------------------------------------------------- organisations
 
 
@@ -136,6 +161,37 @@ def create_org(session: Session, actor: Actor, name: str, *, description: str = 
     session.flush()
     audit.record(session, actor, "org.create", "org", name)
     return ns
+
+
+@dataclass(frozen=True)
+class OrgInfo:
+    org: Namespace
+    role: str | None
+
+
+def list_orgs(
+    session: Session, actor: Actor, *, mine: bool = False, cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Page[OrgInfo]:
+    """Organisations by id, each with the caller's role (``None`` when not a member).
+
+    Names and descriptions are public facts (``GET /orgs/{name}`` shows them to anyone);
+    ``mine`` keeps only the caller's own organisations."""
+    principal = require_user(actor)
+    check_limit(limit)
+    role = (select(Membership.role)
+            .where(Membership.namespace_id == Namespace.id,
+                   Membership.user_id == principal.user_id)
+            .scalar_subquery())
+    stmt = select(Namespace, role).where(Namespace.kind == NamespaceKind.ORG.value)
+    if mine:
+        stmt = stmt.where(role.is_not(None))
+    after = cursor_int(decode_cursor("orgs", cursor), "id")
+    if after is not None:
+        stmt = stmt.where(Namespace.id > after)
+    rows = [OrgInfo(ns, r) for ns, r in session.execute(
+        stmt.order_by(Namespace.id).limit(limit + 1))]
+    return page_of(rows, limit, "orgs", lambda o: {"id": o.org.id})
 
 
 @dataclass(frozen=True)

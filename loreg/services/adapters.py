@@ -491,6 +491,7 @@ def push_version(
     adapter = find_adapter(session, parsed.namespace, parsed.name)
     if adapter is not None:
         require_write_adapter(session, principal, adapter)
+        _refuse_visibility_change(adapter, spec.public)
     else:
         require_write_namespace(session, principal, ns)
 
@@ -537,8 +538,8 @@ def push_version(
     if adapter_created:
         audit.record(session, principal, "adapter.create", "adapter", str(parsed),
                      {"visibility": adapter.visibility})
-    elif spec.public is not None and (adapter.visibility == Visibility.PUBLIC.value) != spec.public:
-        _set_visibility(session, principal, adapter, spec.public)
+    else:
+        _refuse_visibility_change(adapter, spec.public)
     if description and not adapter.description:
         adapter.description = description
 
@@ -593,6 +594,21 @@ def push_version(
 
 
 # --------------------------------------------------------------------------- adapters
+
+
+def _refuse_visibility_change(adapter: Adapter, public: bool | None) -> None:
+    """A push states visibility for a new adapter only: publishing or hiding the versions an
+    adapter already has is an explicit change (``PATCH`` the adapter), never a side effect."""
+    if public is None or (adapter.visibility == Visibility.PUBLIC.value) == public:
+        return
+    full = f"{adapter.namespace.name}/{adapter.name}"
+    wanted = "public" if public else "private"
+    raise Conflict(
+        f"'{full}' is {adapter.visibility}; a push does not change the visibility of an "
+        f"existing adapter. Push without public/private, or change it first with "
+        f"'loreg adapter set {full} --{wanted}' (PATCH /api/v1/adapters/{full})",
+        details={"adapter": full, "visibility": adapter.visibility, "requested": wanted},
+    )
 
 
 def _set_visibility(session: Session, principal: Principal, adapter: Adapter, public: bool) -> None:
@@ -806,6 +822,34 @@ def delete_version(
     return version
 
 
+def restore_version(
+    session: Session, actor: Actor, namespace: str, name: str, selector: str,
+) -> AdapterVersion:
+    """Undo a soft delete: the version resolves again under its number and digest. Tags it
+    lost stay gone; an automatic ``latest`` moves to it when it is now the newest."""
+    adapter = get_adapter(session, actor, namespace, name)
+    principal = require_write_adapter(session, actor, adapter)
+    kind, value = parse_version_selector(selector)
+    if kind == "tag":
+        raise InvalidInput("name a deleted version by number or digest (a tag cannot point "
+                           "at a deleted version)", details={"field": "ref", "ref": selector})
+    _lock_adapter(session, adapter.id)
+    version = _find_version(session, adapter, kind, value, include_deleted=True)
+    if version is None:
+        raise _version_not_found(adapter, selector)
+    session.refresh(version)
+    if version.deleted_at is None:
+        raise Conflict(f"{version_ref(version)} is not deleted",
+                       details={"number": version.number})
+    version.deleted_at = None
+    version.deleted_by = None
+    version.delete_reason = None
+    session.flush()
+    _apply_tags(session, principal, adapter, version, [])
+    audit.record(session, principal, "version.restore", "version", version_ref(version), {})
+    return version
+
+
 # --------------------------------------------------------------------------- tags
 
 
@@ -885,6 +929,7 @@ __all__ = [
     "list_versions",
     "push_version",
     "resolve",
+    "restore_version",
     "search",
     "set_tag",
     "update_adapter",

@@ -182,12 +182,37 @@ def norm_grid(modules: Mapping[str, Any]) -> NormGrid | None:
     return NormGrid(kinds, layers, cells, min(values, default=0.0), max(values, default=0.0))
 
 
+def log_position(value: float, low: float, high: float) -> float:
+    """Where ``value`` sits in 0..1 on a log scale from ``low`` to ``high`` (both > 0).
+
+    Delta norms span orders of magnitude (an MLP projection can change the base 100 times
+    more than a k_proj); on a linear scale every small module would get the same pale
+    colour. Zero (or negative) norms sit at 0."""
+    if value <= 0 or low <= 0:
+        return 0.0
+    if high <= low:
+        return 0.5
+    return min(1.0, max(0.0, math.log(value / low) / math.log(high / low)))
+
+
+def positive_low(grid: NormGrid) -> float:
+    """The smallest norm above zero: the bottom of the log scale."""
+    return min((c.norm for c in grid.cells.values() if c.norm is not None and c.norm > 0),
+               default=0.0)
+
+
 _KIND_ORDER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def _kind_order(kind: str) -> tuple[int, str]:
     last = kind.rsplit(".", 1)[-1]
     return (_KIND_ORDER.index(last) if last in _KIND_ORDER else len(_KIND_ORDER), kind)
+
+
+def module_sort_key(name: str) -> tuple[int, tuple[int, str]]:
+    """Layer, then module type in model order (q, k, v, o, gate, up, down)."""
+    layer, kind = split_module(name)
+    return (-1 if layer is None else layer, _kind_order(kind))
 
 
 def fmt_norm(value: float | None) -> str:
@@ -210,7 +235,7 @@ def heatmap_svg(grid: NormGrid, title: str) -> Markup:
     legend_y = TOP + n_rows * CELL_H + 34
     width = LABEL_W + max(plot_w, 260) + 20
     height = legend_y + 46
-    span = grid.high - grid.low
+    low = positive_low(grid)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" role="img" '
         f'aria-label="{escape(title)}" viewBox="0 0 {width} {height}" width="{width}" '
@@ -235,26 +260,30 @@ def heatmap_svg(grid: NormGrid, title: str) -> Markup:
                 continue
             if cell.norm is None:
                 fill, cls = "#ffffff", "hm-cell hm-missing"
+            elif cell.norm <= 0:
+                fill, cls = color_for(0.0), "hm-cell hm-zero"
             else:
-                t = 0.5 if span <= 0 else (cell.norm - grid.low) / span
-                fill, cls = color_for(t), "hm-cell"
+                fill, cls = color_for(log_position(cell.norm, low, grid.high)), "hm-cell"
             parts.append(
                 f'<rect class="{cls}" x="{x}" y="{y}" width="{cell_w - 2}" height="{CELL_H - 2}" '
                 f'fill="{fill}"><title>{escape(cell.module)}: ‖ΔW‖ = '
                 f'{fmt_norm(cell.norm)}</title></rect>'
             )
-    # legend: a gradient bar with its min and max
+    # legend: a gradient bar, log scale: the smallest non-zero norm, the geometric middle,
+    # the largest
     stops = "".join(f'<stop offset="{k / (len(_SCALE) - 1):.3f}" stop-color="{c}"/>'
                     for k, c in enumerate(_SCALE))
     parts.append(f'<defs><linearGradient id="hm-grad">{stops}</linearGradient></defs>')
     parts.append(f'<text class="hm-axis" x="{LABEL_W - 8}" y="{legend_y + 13}" '
-                 f'text-anchor="end">‖ΔW‖ (Frobenius)</text>')
+                 f'text-anchor="end">‖ΔW‖, log scale</text>')
     parts.append(f'<rect x="{LABEL_W}" y="{legend_y}" width="200" height="16" '
                  f'fill="url(#hm-grad)" stroke="#555"/>')
-    parts.append(f'<text class="hm-tick" x="{LABEL_W}" y="{legend_y + 32}">'
-                 f'{fmt_norm(grid.low)}</text>')
-    parts.append(f'<text class="hm-tick" x="{LABEL_W + 200}" y="{legend_y + 32}" '
-                 f'text-anchor="end">{fmt_norm(grid.high)}</text>')
+    middle = math.sqrt(low * grid.high) if low > 0 else None
+    for x, value, anchor in ((LABEL_W, low, "start"), (LABEL_W + 100, middle, "middle"),
+                             (LABEL_W + 200, grid.high, "end")):
+        if value is not None and (value > 0 or anchor == "start"):
+            parts.append(f'<text class="hm-tick hm-legend" x="{x}" y="{legend_y + 32}" '
+                         f'text-anchor="{anchor}">{fmt_norm(value)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 

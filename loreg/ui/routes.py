@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,11 +49,14 @@ from loreg.services import adapters as svc
 from loreg.services import bases, jobs, lineage, quotas
 from loreg.services.pagination import Page
 from loreg.services.permissions import Principal
+from loreg.storage import BlobStore
 from loreg.ui import charts
+from loreg.ui.markdown import MAX_CARD_BYTES, card_file, render_card
 
 log = logging.getLogger("loreg.ui")
 
 DASH = "\N{EN DASH}"  # shown for an empty value
+TIMES = "\N{MULTIPLICATION SIGN}"
 
 COOKIE = "loreg_ui"
 COOKIE_PATH = "/ui"
@@ -411,7 +415,7 @@ def _report(v: AdapterVersion) -> dict[str, Any] | None:
 @friendly("adapter")
 def adapter_page(
     request: Request, ns: str, name: str, session: SessionDep, actor: UiActor,
-    vcursor: Text = None,
+    store: StoreDep, vcursor: Text = None,
 ) -> Response:
     adapter = svc.get_adapter(session, actor, ns, name)
     try:
@@ -445,6 +449,7 @@ def adapter_page(
         "pull": f"loreg pull {full}:{pull_tag}" if current is not None else None,
         "lineage": _lineage(session, actor, current) if current is not None else None,
         "report": _report(current) if current is not None else None,
+        "card": _model_card(store, current) if current is not None else None,
         "title": full,
     })
 
@@ -452,7 +457,7 @@ def adapter_page(
 @router.get("/adapters/{ns}/{name}/versions/{n}")
 @friendly("version")
 def version_page(request: Request, ns: str, name: str, n: str, session: SessionDep,
-                 actor: UiActor) -> Response:
+                 actor: UiActor, store: StoreDep) -> Response:
     if not n.isascii() or not n.isdigit() or len(n) > 9 or int(n) < 1:
         return not_found(request, "version")
     v = svc.get_version(session, actor, ns, name, str(int(n)))
@@ -470,8 +475,142 @@ def version_page(request: Request, ns: str, name: str, n: str, session: SessionD
         "row": _version_row(v, users, {v.id: tags}), "tags": tags,
         "pull": f"loreg pull {full}@{v.number}", "report": report, "grid": grid,
         "chart": chart, "fmt_norm": charts.fmt_norm, "lineage": _lineage(session, actor, v),
-        "title": f"{full}@{v.number}",
+        "card": _model_card(store, v), "title": f"{full}@{v.number}",
     })
+
+
+def _model_card(store: BlobStore, v: AdapterVersion) -> dict[str, Any] | None:
+    """The version's README.md rendered (sanitised), or why it is not shown."""
+    by_path = {f.path: f for f in v.files}
+    name = card_file(list(by_path))
+    if name is None:
+        return None
+    f = by_path[name]
+    if f.size > MAX_CARD_BYTES:
+        return {"path": name, "html": None,
+                "note": f"{name} is {human_size(f.size)}: too large to show here."}
+    try:
+        text = store.read_range(f.blob_digest, 0, f.size).decode("utf-8", errors="replace")
+    except (LoregError, OSError) as exc:
+        log.warning("model card of %s unreadable: %s", svc.version_ref(v), exc)
+        return {"path": name, "html": None, "note": f"{name} cannot be read right now."}
+    card = render_card(text)
+    return {"path": name, "html": card.html, "metadata": card.metadata, "note": None}
+
+
+def _number(value: str | None) -> int | None:
+    value = _opt(value)
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 9 or int(value) < 1:
+        raise InvalidInput("a version is a number", details={"value": value})
+    return int(value)
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _side_by_side(a: dict[str, Any], b: dict[str, Any], *, ordered: bool = False
+                  ) -> list[dict[str, Any]]:
+    """Rows of (key, a, b, differs): keys sorted, or in ``a``'s order when ``ordered``."""
+    keys = list(dict.fromkeys([*a, *b])) if ordered else sorted(set(a) | set(b))
+    rows = []
+    for key in keys:
+        left, right = _as_text(a.get(key)), _as_text(b.get(key))
+        rows.append({"key": key, "a": left, "b": right, "differs": left != right})
+    return rows
+
+
+def _modules(v: AdapterVersion) -> list[str]:
+    targets = v.target_modules
+    if isinstance(targets, list):
+        return sorted(str(t) for t in targets)
+    return [str(targets)] if targets else []
+
+
+def _norms(v: AdapterVersion) -> dict[str, float | None]:
+    report = v.validation_report if isinstance(v.validation_report, dict) else {}
+    modules = report.get("modules") if isinstance(report.get("modules"), dict) else {}
+    out: dict[str, float | None] = {}
+    for name, stats in (modules or {}).items():
+        raw = stats.get("delta_norm") if isinstance(stats, dict) else None
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            out[str(name)] = float(raw)
+        else:
+            out[str(name)] = None
+    return out
+
+
+def _facts(v: AdapterVersion) -> dict[str, Any]:
+    return {
+        "base model": v.base_model.name if v.base_model is not None else v.base_model_name,
+        "PEFT type": v.peft_type, "rank": v.r, "alpha": f"{v.lora_alpha:g}",
+        "rsLoRA": "yes" if v.use_rslora else "no", "DoRA": "yes" if v.use_dora else "no",
+        "rank pattern": v.rank_pattern or None, "alpha pattern": v.alpha_pattern or None,
+        "modules to save": v.modules_to_save or None, "dtype": v.dtype,
+        "parameters": human_count(v.num_parameters), "size": human_size(v.size_bytes),
+        "validation": v.validation_state, "created": when(v.created_at),
+    }
+
+
+def compare_versions(a: AdapterVersion, b: AdapterVersion) -> dict[str, Any]:
+    """What differs between two versions: facts, config, targets, labels, module norms."""
+    na, nb = _norms(a), _norms(b)
+    norm_rows = []
+    for module in sorted(set(na) | set(nb), key=charts.module_sort_key):
+        x, y = na.get(module), nb.get(module)
+        ratio = DASH
+        if x is not None and y is not None and x > 0:
+            ratio = f"{y / x:.3g}{TIMES}"
+        differs = (x is None) != (y is None) or (
+            x is not None and y is not None and not math.isclose(x, y, rel_tol=1e-6))
+        norm_rows.append({"module": module, "a": charts.fmt_norm(x) if module in na else DASH,
+                          "b": charts.fmt_norm(y) if module in nb else DASH,
+                          "ratio": ratio, "differs": differs})
+    ta, tb = set(_modules(a)), set(_modules(b))
+    targets = [{"module": m, "a": m in ta, "b": m in tb, "differs": (m in ta) != (m in tb)}
+               for m in sorted(ta | tb)]
+    return {
+        "facts": _side_by_side(_facts(a), _facts(b), ordered=True),
+        "config": _side_by_side(a.adapter_config or {}, b.adapter_config or {}),
+        "targets": targets,
+        "labels": _side_by_side(a.labels or {}, b.labels or {}),
+        "norms": norm_rows,
+        "norms_missing": [v.number for v, n in ((a, na), (b, nb)) if not n],
+    }
+
+
+@router.get("/adapters/{ns}/{name}/compare")
+@friendly("version")
+def compare_page(
+    request: Request, ns: str, name: str, session: SessionDep, actor: UiActor,
+    a: Text = None, b: Text = None,
+) -> Response:
+    adapter = svc.get_adapter(session, actor, ns, name)
+    full = f"{adapter.namespace.name}/{adapter.name}"
+    numbers = [v.number for v in svc.list_versions(session, actor, ns, name,
+                                                   limit=200).items]
+    left, right = _number(a), _number(b)
+    if right is None:
+        right = numbers[0] if numbers else None
+    if left is None and right is not None:
+        older = [n for n in numbers if n < right]
+        left = older[0] if older else None
+    ctx: dict[str, Any] = {"full": full, "ns": adapter.namespace.name, "name": adapter.name,
+                           "numbers": numbers, "a": left, "b": right,
+                           "title": f"Compare versions of {full}"}
+    if left is None or right is None:
+        return render(request, "compare.html", {**ctx, "cmp": None})
+    va = svc.get_version(session, actor, ns, name, str(left))
+    vb = svc.get_version(session, actor, ns, name, str(right))
+    return render(request, "compare.html", {**ctx, "cmp": compare_versions(va, vb),
+                                            "va": va, "vb": vb,
+                                            "title": f"{full}: v{left} vs v{right}"})
 
 
 # --------------------------------------------------------------------------- bases

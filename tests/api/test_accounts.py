@@ -187,3 +187,33 @@ def test_last_used_is_recorded(registry_server: RegistryServer) -> None:
     rows = registry_server.client(alice.token).get("/tokens").json()["tokens"]
     (row,) = [t for t in rows if t["id"] == alice.token_id]
     assert row["last_used_at"] is not None
+
+
+def test_list_users_and_orgs(registry_server: RegistryServer) -> None:
+    alice = registry_server.make_user(scope="admin")
+    bob = registry_server.make_user()
+    org = registry_server.make_org(alice)
+    a, b = registry_server.client(alice.token), registry_server.client(bob.token)
+
+    # users: site administrators only, paged by name
+    assert b.get("/users").status_code == 403
+    names: list[str] = []
+    cursor = None
+    while True:
+        page = registry_server.admin.get("/users", params={"limit": 1, "cursor": cursor}).json()
+        names += [u["name"] for u in page["users"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert names == sorted(names) and {"admin", alice.name, bob.name} <= set(names)
+    assert registry_server.admin.get("/users", params={"cursor": "nope"}).status_code == 400
+
+    # orgs: every organisation with the caller's role; mine=true keeps the caller's own
+    listed = {o["name"]: o["role"] for o in a.get("/orgs", params={"limit": 200}).json()["orgs"]}
+    assert listed[org] == "admin"
+    assert {o["name"] for o in a.get("/orgs", params={"mine": True}).json()["orgs"]} == {org}
+    bobs = b.get("/orgs", params={"limit": 200}).json()["orgs"]
+    seen_by_bob = {o["name"]: o["role"] for o in bobs}
+    assert seen_by_bob[org] is None
+    assert b.get("/orgs", params={"mine": True}).json()["orgs"] == []
+    assert registry_server.client(None).get("/orgs").status_code == 401

@@ -26,7 +26,6 @@ from schemathesis.checks import (
 )
 
 from loreg.api.app import discover_routers
-from loreg.api.errors import DOCUMENTED_ERROR_STATUSES
 from tests.fixtures.api import RegistryServer
 
 #: Examples per backend for the whole schema (at least ``MIN_PER_OPERATION`` each).
@@ -45,9 +44,10 @@ def test_openapi_documents_the_error_shape(registry_server: RegistryServer) -> N
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     for path, item in doc["paths"].items():
         for method, op in item.items():
-            for status in DOCUMENTED_ERROR_STATUSES:
-                ref = op["responses"][str(status)]["content"]["application/json"]["schema"]
-                assert ref == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path)
+            for status, response in op["responses"].items():
+                if status[0] in "45":
+                    ref = response["content"]["application/json"]["schema"]
+                    assert ref == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path)
     assert {"/healthz", "/readyz", "/api/v1/whoami", "/api/v1/orgs"} <= set(doc["paths"])
 
 

@@ -145,6 +145,9 @@ CASES: list[Case] = [
          expect=expect(404, site_admin=204, site_admin_write_token=403,
                        site_admin_read_token=403)),
     Case("audit log", "GET", "/audit", expect(403, site_admin=200)),
+    Case("list users", "GET", "/users", expect(403, site_admin=200)),
+    Case("list orgs", "GET", "/orgs", expect(200)),
+    Case("list my orgs", "GET", "/orgs?mine=true", expect(200)),
 ]
 
 

@@ -73,6 +73,12 @@ def test_content_authorisation_matrix(
                          json={"version": 1, "protected": True}).status_code == 200
         return {"tag": name}
 
+    def fresh_deleted_version(w: World, p: str) -> dict[str, Any]:
+        n = fresh_version(w, p)["n"]
+        assert admin.delete(f"/adapters/{org}/priv/versions/{n}",
+                            params={"reason": "matrix"}).status_code == 200
+        return {"n": n}
+
     def new_name(w: World, p: str) -> dict[str, Any]:
         return {**fresh_files(w, p), "new": unique_name("n")}
 
@@ -129,6 +135,13 @@ def test_content_authorisation_matrix(
         Case("delete version", "DELETE", "/adapters/{org}/priv/versions/{n}?reason=gone",
              prepare=fresh_version,
              expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS)),
+        Case("restore version", "POST", "/adapters/{org}/priv/versions/{n}/restore",
+             prepare=fresh_deleted_version,
+             expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS)),
+        Case("push that would publish", "POST", "/adapters/{org}/priv/versions",
+             json={"files": "{files}", "base": "{base}", "public": True},
+             prepare=lambda w, p: {**fresh_files(w, p), **common},
+             expect=expect(409, outsider=404, reader=403, **READ_ONLY_TOKENS)),
     ]
     failures = run_matrix(world, cases)
     assert not failures, "\n".join(failures)

@@ -41,7 +41,7 @@ def world(registry_server: RegistryServer, models: Models) -> dict[str, Any]:
     assert register_base(client, models.base, f"test/{base}").status_code == 201
     assert register_base(client, models.other_base, f"test/{other}").status_code == 201
     return {"owner": owner, "org": org, "client": client, "base": f"test/{base}",
-            "other_base": f"test/{other}"}
+            "other_base": f"test/{other}", "admin": registry_server.admin}
 
 
 def _pull(client: httpx.Client, version: dict[str, Any], dest: Path) -> None:
@@ -242,6 +242,48 @@ def test_deleted_version_is_soft(world: dict[str, Any], models: Models) -> None:
               base=world["base"])
     assert v3.status_code == 201 and v3.json()["number"] == 3
     assert client.delete(f"/adapters/{org}/d/versions/1").status_code == 400  # no reason
+
+
+def test_restore_undoes_a_delete(world: dict[str, Any], models: Models) -> None:
+    client, org = world["client"], world["org"]
+    push(client, models.adapter.path, f"{org}/r", base=world["base"])
+    v2 = push(client, models.adapter_r8.path, f"{org}/r", base=world["base"]).json()
+    assert client.delete(f"/adapters/{org}/r/versions/2",
+                         params={"reason": "oops"}).status_code == 200
+    assert client.get("/resolve", params={"ref": f"{org}/r"}).json()["number"] == 1
+    # restore by digest; latest (automatic) follows the newest again
+    r = client.post(f"/adapters/{org}/r/versions/{v2['digest']}/restore")
+    assert r.status_code == 200, r.text
+    assert r.json()["number"] == 2 and r.json()["deleted_at"] is None
+    assert r.json()["delete_reason"] is None
+    assert client.get("/resolve", params={"ref": f"{org}/r"}).json()["number"] == 2
+    assert client.get(f"/adapters/{org}/r/versions/2").status_code == 200
+    # a live version is a conflict; an unknown one a 404; a tag is not a version selector
+    again = client.post(f"/adapters/{org}/r/versions/2/restore")
+    assert again.status_code == 409 and "not deleted" in again.json()["error"]["message"]
+    assert client.post(f"/adapters/{org}/r/versions/9/restore").status_code == 404
+    assert client.post(f"/adapters/{org}/r/versions/latest/restore").status_code == 400
+    actions = [e["action"] for e in world["admin"].get(
+        "/audit", params={"target": f"{org}/r@2"}).json()["events"]]
+    assert actions[:2] == ["version.restore", "version.delete"]
+
+
+def test_push_does_not_flip_visibility(world: dict[str, Any], models: Models) -> None:
+    client, org = world["client"], world["org"]
+    assert push(client, models.adapter.path, f"{org}/vis", base=world["base"],
+                public=True).json()["number"] == 1
+    r = push(client, models.adapter_r8.path, f"{org}/vis", base=world["base"], public=False)
+    assert r.status_code == 409
+    err = r.json()["error"]
+    assert "loreg adapter set" in err["message"] and err["details"]["visibility"] == "public"
+    # the same content again with the conflicting flag: refused too, nothing changed
+    assert push(client, models.adapter.path, f"{org}/vis", base=world["base"],
+                public=False).status_code == 409
+    assert client.get(f"/adapters/{org}/vis").json()["public"] is True
+    assert client.get(f"/adapters/{org}/vis/versions").json()["versions"][0]["number"] == 1
+    # the flag that agrees, or none, pushes as usual
+    assert push(client, models.adapter_r8.path, f"{org}/vis", base=world["base"],
+                public=True).status_code == 201
 
 
 def test_concurrent_pushes_get_consecutive_numbers(

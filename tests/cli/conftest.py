@@ -61,10 +61,10 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LoregEn
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoregEnv]:
-    """One registry on the embedded default for a whole module (tests that only read it, or
-    write under names of their own)."""
-    env = LoregEnv(home=tmp_path_factory.mktemp("served") / "home",
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoregEnv]:
+    """One embedded registry (``loreg serve``, only LOREG_HOME set) shared by a module's tests:
+    for commands whose behaviour does not depend on the backend (it is the API's)."""
+    env = LoregEnv(home=tmp_path_factory.mktemp("registry") / "home",
                    extra={"LOREG_WORKER_POLL_SECONDS": "0.2"})
     env.start_server()
     yield env

@@ -43,6 +43,18 @@ class Result:
         return json.loads(self.stdout)
 
 
+def one_line_error(res: Result, *words: str) -> str:
+    """The error a person sees: one line on stderr starting with 'error:' that says the given
+    things, nothing on stdout, no traceback."""
+    assert res.stdout == "", res.stdout
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: "), res.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
 @dataclass
 class LoregEnv:
     home: Path

@@ -33,9 +33,9 @@ def _stating(adapter: Path, base_name: str, dest: Path) -> Path:
 
 @pytest.mark.slow
 def test_push_reports_exact_or_structural_and_how_to_get_exact(
-    served: LoregEnv, models: Models, tmp_path: Path
+    embedded: LoregEnv, models: Models, tmp_path: Path
 ) -> None:
-    r = served
+    r = embedded
     r.run("base", "register", str(models.base.path), "--name", "match/trained-on")
     # the same architecture with other weights
     other = make_llama(tmp_path / "other-base", seed=7)
@@ -75,9 +75,9 @@ def test_push_reports_exact_or_structural_and_how_to_get_exact(
 
 @pytest.mark.slow
 def test_show_prints_text_not_python_reprs(
-    served: LoregEnv, models: Models, tmp_path: Path
+    embedded: LoregEnv, models: Models, tmp_path: Path
 ) -> None:
-    r = served
+    r = embedded
     r.run("base", "register", str(models.base.path), "--name", "admin/show-base")
     adapter = make_lora_adapter(
         models.base, tmp_path / "dora", use_dora=True, use_rslora=True,
@@ -107,8 +107,8 @@ def test_show_prints_text_not_python_reprs(
 
 
 @pytest.mark.slow
-def test_printed_paths_are_absolute(served: LoregEnv, models: Models, tmp_path: Path) -> None:
-    r = served
+def test_printed_paths_are_absolute(embedded: LoregEnv, models: Models, tmp_path: Path) -> None:
+    r = embedded
     r.run("base", "register", str(models.base.path), "--name", "admin/paths-base")
     r.run("push", str(models.adapter.path), "admin/paths-a:v1", "--base", "admin/paths-base")
     res = r.run("pull", "admin/paths-a:v1", "-o", "pulled", cwd=tmp_path)
@@ -134,8 +134,8 @@ def test_no_wait_with_an_output_folder_is_a_usage_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_job_parameters_are_named_as_flags(served: LoregEnv, models: Models) -> None:
-    r = served
+def test_job_parameters_are_named_as_flags(embedded: LoregEnv, models: Models) -> None:
+    r = embedded
     r.run("base", "register", str(models.base.path), "--name", "admin/flags-base")
     r.run("push", str(models.adapter.path), "admin/flags-a:v1", "--base", "admin/flags-base")
     res = r.run("merge", "admin/flags-a:v1", "--base", "admin/flags-base", "--method", "ties",

@@ -24,6 +24,7 @@ def ui_models(tmp_path_factory: pytest.TempPathFactory) -> Models:
 @dataclass
 class World:
     server: RegistryServer
+    models: Models
     owner: Account  # admin of the org, pushed everything
     member: Account  # read member of the org
     outsider: Account  # a user with no role in the org
@@ -113,10 +114,14 @@ def build_world(server: RegistryServer, models: Models, root: Path) -> World:
                           name, n), position=pos, weight=w, method="ties",
                           params={"density": 0.5}))
         s.commit()
-    world = World(server, owner, member, outsider, org, base, f"{org}/alpha", f"{org}/beta",
+    world = World(server, models, owner, member, outsider, org, base, f"{org}/alpha", f"{org}/beta",
                   f"{org}/gamma", f"{org}/secret")
     assert world.run_validations() >= 5
     return world
+
+
+def world_models(world: World) -> Models:
+    return world.models
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.factories.cards import HOSTILE_CARD, push_with_card
 from tests.ui.conftest import World
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -194,5 +195,87 @@ def test_pages_read_without_javascript(world: World, browser: Any) -> None:
         expect(page.locator("svg.lineage")).to_be_visible()
         page.get_by_role("link", name="Skip to content").focus()
         expect(page.get_by_role("link", name="Skip to content")).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_model_card_and_version_comparison(world: World, page: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    client = world.server.client(world.owner.token)
+    target = f"{world.org}/carded"
+    r = push_with_card(client, world.models.adapter.path, tmp_path, target, world.base,
+                       HOSTILE_CARD)
+    assert r.status_code == 201, r.text
+
+    # the model card: rendered Markdown, and none of its HTML ran or loaded anything
+    requests: list[str] = []
+    page.on("request", lambda req: requests.append(req.url))
+    page.goto(world.server.url(f"/ui/adapters/{target}"))
+    card = page.get_by_test_id("model-card")
+    expect(card.get_by_role("heading", name="Support bot")).to_be_visible()
+    expect(card.get_by_role("link", name="the run")).to_have_attribute(
+        "href", "https://ci.example.com/runs/42")
+    expect(card.locator("table td", has_text="0.91")).to_be_visible()
+    expect(card.locator("script, img, iframe")).to_have_count(0)
+    expect(card).to_contain_text("<script>window.pwned = 1</script>")  # shown as text
+    assert page.evaluate("typeof window.pwned") == "undefined"
+    expect(card.get_by_role("link", name="click")).to_have_count(0)  # javascript: dropped
+    assert not [u for u in requests if "tracker.example" in u or "ci.example" in u]
+    shot(page, "model-card")
+
+    # the comparison page from the adapter page: v1 against v2 side by side
+    page.goto(world.server.url(f"/ui/adapters/{world.alpha}"))
+    page.get_by_test_id("compare-link").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(
+        f"Compare versions of {world.alpha}")
+    norms = page.get_by_test_id("norms")
+    expect(norms.locator("thead th")).to_have_text(["Module", "v1", "v2", "v2 / v1"])
+    expect(norms.locator("tbody tr")).to_have_count(8)
+    expect(norms.locator("tbody tr.differs").first).to_be_visible()
+    expect(page.get_by_test_id("facts").get_by_role("row", name="rank 4 4")).to_be_visible()
+    expect(page.get_by_test_id("targets").locator("tbody tr")).to_have_count(4)
+    expect(page.get_by_test_id("labels")).to_contain_text("alpaca")
+    shot(page, "compare-versions")
+    # swap the two with the form
+    page.get_by_label("From").select_option("2")
+    page.get_by_label("to").select_option("1")
+    page.get_by_role("button", name="Compare").click()
+    expect(norms.locator("thead th")).to_have_text(["Module", "v2", "v1", "v1 / v2"])
+
+
+def test_api_docs_work_with_no_network(world: World, browser: Any) -> None:
+    """``/docs`` in a browser that may reach nothing but the registry: Swagger UI loads,
+    renders every operation and asks for nothing elsewhere."""
+    from playwright.sync_api import expect
+
+    own = world.server.base_url
+    elsewhere: list[str] = []
+
+    def only_the_registry(route: Any) -> None:
+        if route.request.url.startswith(own):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        context.route("**/*", only_the_registry)
+        page = context.new_page()
+        page.goto(world.server.url("/docs"))
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("loreg")
+        expect(page.locator(".opblock").first).to_be_visible(timeout=20_000)
+        assert page.locator(".opblock").count() >= 45
+        expect(page.locator("#operations-tag-versions")).to_contain_text(
+            "Push a version from uploaded blobs")  # the tag's description
+        page.locator(".opblock", has_text="/api/v1/adapters/{namespace}/{name}/versions").filter(
+            has_text="Push a version").first.click()
+        expect(page.get_by_text("Three files, a tag and labels").first).to_be_attached()
+        shot(page, "api-docs")
+        assert elsewhere == [], elsewhere
+        # and / leads to the web page
+        page.goto(own + "/")
+        assert page.url.endswith("/ui/") and "Adapters" in page.title()
     finally:
         context.close()

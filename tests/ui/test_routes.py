@@ -5,13 +5,15 @@ rules, and the session cookie has the right flags."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 import pytest
 
 from loreg.ui.routes import COOKIE, csrf_token
+from tests.factories.cards import HOSTILE_CARD, push_with_card
 from tests.fixtures.api import RegistryServer
-from tests.ui.conftest import World
+from tests.ui.conftest import World, world_models
 
 
 def _html(r: httpx.Response, status: int = 200) -> str:
@@ -91,6 +93,66 @@ def test_version_page_has_the_module_picture(world: World) -> None:
     assert len(rows) == 8  # 2 layers x q/k/v/o
     assert f"loreg pull {world.alpha}@1" in page
     assert "sha256:" in page
+
+
+def test_model_card_is_rendered_and_sanitised(world: World, tmp_path: Path) -> None:
+    client = world.server.client(world.owner.token)
+    adapter = world_models(world).adapter.path
+    r = push_with_card(client, adapter, tmp_path, f"{world.org}/carded", world.base,
+                       HOSTILE_CARD)
+    assert r.status_code == 201, r.text
+    ui = world.ui()
+    for path in (f"/ui/adapters/{world.org}/carded", f"/ui/adapters/{world.org}/carded/versions/1"):
+        page = _html(ui.get(path))
+        card = page.split('data-testid="model-card">', 1)[1].split("</article>", 1)[0]
+        assert "<h3>Support bot</h3>" in card and "<strong>tickets-v3</strong>" in card
+        link = '<a href="https://ci.example.com/runs/42" rel="nofollow noopener noreferrer">'
+        assert link in card
+        assert "<td>0.91</td>" in card  # tables
+        # nothing executable or fetched passes: tags are text, the script link is not a link
+        assert "<script" not in card and "<img" not in card and "onerror=" not in card.replace(
+            "onerror=&quot;", "")
+        assert "&lt;script&gt;" in card and 'href="javascript' not in card.lower()
+        assert "template comment" not in card
+        assert 'src="https://tracker.example' not in page
+        assert "license: apache-2.0" in page  # front matter, shown as text
+    # PEFT's own card (YAML front matter, template comments) renders too
+    peft_card = _html(ui.get(f"/ui/adapters/{world.beta}/versions/1"))
+    assert "<h3>Model Card for Model ID</h3>" in peft_card and "library_name: peft" in peft_card
+    assert "Provide a quick summary" not in peft_card
+    # a version without README.md says so
+    assert push_with_card(client, adapter, tmp_path, f"{world.org}/bare", world.base,
+                          None).status_code == 201
+    assert "has no README.md" in _html(ui.get(f"/ui/adapters/{world.org}/bare"))
+
+
+def test_compare_page(world: World) -> None:
+    ui = world.ui()
+    page = _html(ui.get(f"/ui/adapters/{world.alpha}/compare"))  # defaults: v1 against v2
+    assert "Compare versions of" in page and 'value="1" selected' in page
+    facts = page.split('data-testid="facts"', 1)[1].split("</table>", 1)[0]
+    assert "rank" in facts and "<code>4</code>" in facts
+    norms = page.split('data-testid="norms"', 1)[1].split("</table>", 1)[0]
+    assert norms.count("self_attn.q_proj") == 2  # two layers
+    assert "\N{MULTIPLICATION SIGN}" in norms  # a ratio each
+    assert 'class="differs"' in norms  # other weights: other norms
+    labels = page.split('data-testid="labels"', 1)[1].split("</table>", 1)[0]
+    assert "dataset" in labels and "alpaca" in labels
+    adapter_page = _html(ui.get(f"/ui/adapters/{world.alpha}"))
+    assert f'href="/ui/adapters/{world.alpha}/compare"' in adapter_page
+    assert "Compare with v1" in _html(ui.get(f"/ui/adapters/{world.alpha}/versions/2"))
+
+    # two adapters' worth of difference: targets and rank (beta has r=8 on q/v only)
+    explicit = _html(ui.get(f"/ui/adapters/{world.alpha}/compare", params={"a": "2", "b": "1"}))
+    assert 'value="2" selected' in explicit
+    one = _html(ui.get(f"/ui/adapters/{world.beta}/compare"))
+    assert "only one version" in one
+    # bad input and hidden things are the friendly 404, never a 500
+    for params in ({"a": "x"}, {"a": "0"}, {"b": "99"}, {"a": "-1"}):
+        _html(ui.get(f"/ui/adapters/{world.alpha}/compare", params=params), 404)
+    _html(ui.get(f"/ui/adapters/{world.secret}/compare"), 404)
+    _html(world.ui(world.outsider).get(f"/ui/adapters/{world.secret}/compare"), 404)
+    assert world.secret in _html(world.ui(world.member).get(f"/ui/adapters/{world.secret}/compare"))
 
 
 def test_base_pages(world: World) -> None:

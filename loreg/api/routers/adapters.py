@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from loreg.api.deps import CurrentUser, OptionalUser, SessionDep
+from loreg.api.openapi import errors
 from loreg.api.routers._views import adapters_out
 from loreg.api.schemas.versions import AdapterList, AdapterOut, AdapterPatch
 from loreg.services import adapters as svc
@@ -31,6 +32,10 @@ def search_adapters(
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> AdapterList:
+    """Adapters the caller may read, newest first, with their latest version. Version filters
+    (`base`, `target`, `rank_min`/`rank_max`, `label`) must all hold for one live version;
+    `text` searches names and descriptions. Page with `cursor`.
+    """
     filters = svc.SearchFilters(namespace=namespace, base=base, target=target,
                                 rank_min=rank_min, rank_max=rank_max, labels=label or [],
                                 text=text)
@@ -38,17 +43,25 @@ def search_adapters(
     return AdapterList(adapters=adapters_out(session, page.items), next_cursor=page.next_cursor)
 
 
-@router.get("/adapters/{namespace}/{name}", response_model=AdapterOut, summary="Show an adapter")
+@router.get("/adapters/{namespace}/{name}", response_model=AdapterOut, summary="Show an adapter",
+            responses=errors(404))
 def show_adapter(namespace: str, name: str, session: SessionDep, actor: OptionalUser) -> AdapterOut:
+    """One adapter: visibility, description, version count, latest version and tags. Private
+    adapters are a 404 to anyone who may not read them.
+    """
     adapter = svc.get_adapter(session, actor, namespace, name)
     return adapters_out(session, svc.summarize(session, [adapter]))[0]
 
 
 @router.patch("/adapters/{namespace}/{name}", response_model=AdapterOut,
-              summary="Change visibility (namespace admins) or description (writers)")
+              summary="Change visibility (namespace admins) or description (writers)",
+              responses=errors(403, 404))
 def update_adapter(
     namespace: str, name: str, body: AdapterPatch, session: SessionDep, actor: CurrentUser
 ) -> AdapterOut:
+    """Change the description (writers) or the visibility (`public`: namespace admins).
+    Visibility applies to every version; a push never changes it.
+    """
     adapter = svc.update_adapter(session, actor, namespace, name, public=body.public,
                                  description=body.description)
     session.commit()

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from loreg.api.deps import CurrentUser, SessionDep
+from loreg.api.openapi import errors
 from loreg.api.schemas.audit import AuditEventOut, AuditPage
 from loreg.api.schemas.common import NO_NUL_PATTERN, as_utc
 from loreg.services import audit
@@ -15,7 +16,8 @@ from loreg.services import audit
 router = APIRouter(tags=["audit"])
 
 
-@router.get("/audit", response_model=AuditPage, summary="List audit events, newest first")
+@router.get("/audit", response_model=AuditPage, summary="List audit events, newest first",
+            responses=errors(403))
 def list_audit_events(
     session: SessionDep,
     actor: CurrentUser,
@@ -31,6 +33,9 @@ def list_audit_events(
                                         description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=audit.MAX_LIMIT)] = 100,
 ) -> AuditPage:
+    """Every write recorded by the registry, newest first, filtered by actor, action (or prefix
+    as `org.*`), target and time. Site administrators (admin-scoped token).
+    """
     rows = audit.list_events(
         session, actor, actor_name=actor_name, action=action, target_type=target_type,
         target=target, since=as_utc(since, "since"), until=as_utc(until, "until"),

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from loreg.api.deps import OptionalUser, SessionDep
+from loreg.api.openapi import errors
 from loreg.api.routers._views import base_out, bases_out
 from loreg.api.schemas.bases import BaseCreate, BaseList, BaseOut, TensorSpec
 from loreg.services import bases
@@ -17,11 +18,17 @@ router = APIRouter(tags=["bases"])
 
 
 @router.post("/bases", status_code=201, response_model=BaseOut,
-             responses={200: {"model": BaseOut, "description": "Already registered identically"}},
+             responses={**errors(403, 409),
+                        200: {"model": BaseOut, "description": "Already registered identically"}},
              summary="Register a base model (200 when already registered identically)")
 def register_base(
     body: BaseCreate, session: SessionDep, actor: OptionalUser, response: Response
 ) -> BaseOut:
+    """Register a base model from its manifest: tensor names, dtypes and shapes, fingerprint
+    and structure hash (`loreg base manifest DIR` prints this body). With `files` (uploaded
+    blobs) workers can merge into it; without, it is only checked against. 200 when the same
+    base is already registered; 409 when the name is taken by another fingerprint.
+    """
     tensors = {
         name: (t.dtype, t.shape) if isinstance(t, TensorSpec) else (t[0], t[1])
         for name, t in body.tensors.items()
@@ -48,10 +55,13 @@ def list_bases(
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> BaseList:
+    """Registered base models by name (`q`: name contains). Bases are public facts."""
     page = bases.list_bases(session, query=q, cursor=cursor, limit=limit)
     return BaseList(bases=bases_out(session, page.items), next_cursor=page.next_cursor)
 
 
-@router.get("/bases/{name:path}", response_model=BaseOut, summary="Show a base model")
+@router.get("/bases/{name:path}", response_model=BaseOut, summary="Show a base model",
+            responses=errors(404))
 def show_base(name: str, session: SessionDep, actor: OptionalUser) -> BaseOut:
+    """One base model with its full manifest (every tensor's dtype and shape) and files."""
     return base_out(session, bases.get_base(session, name))

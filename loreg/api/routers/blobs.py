@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from loreg.api.deps import OptionalUser, SessionDep, SettingsDep, StoreDep
 from loreg.api.errors import error_response
+from loreg.api.openapi import errors
 from loreg.api.schemas.blobs import BlobInfo
 from loreg.api.streaming import iter_file, stream_to_sync
 from loreg.errors import InvalidInput, TooLarge
@@ -39,7 +40,8 @@ def _content_length(request: Request) -> int | None:
 
 @router.put(
     "/blobs/{digest}", status_code=201, response_model=BlobInfo,
-    responses={200: {"model": BlobInfo, "description": "The blob existed already (verified)"}},
+    responses={**errors(403, 413),
+               200: {"model": BlobInfo, "description": "The blob existed already (verified)"}},
     summary="Upload a blob (body: its bytes; verified against the digest)",
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
@@ -48,6 +50,10 @@ async def put_blob(
     digest: str, request: Request, session: SessionDep, actor: OptionalUser,
     settings: SettingsDep, store: StoreDep,
 ) -> Response:
+    """Stream a file's bytes (the request body) to the store while hashing them. The digest in
+    the path must match or nothing is kept (400). 201 when stored, 200 when the registry
+    already had it. Needs a write-scoped token.
+    """
     blobs.authorize_upload(actor, digest)
     limit = settings.max_blob_bytes
     expected = _content_length(request)
@@ -104,8 +110,10 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return start, min(end, size - 1)
 
 
-@router.head("/blobs/{digest}", summary="Blob size and digest, without the bytes")
+@router.head("/blobs/{digest}", summary="Blob size and digest, without the bytes",
+             responses=errors(404))
 def head_blob(digest: str, session: SessionDep, actor: OptionalUser) -> Response:
+    """Whether a blob the caller may read exists, and its size (`Content-Length`)."""
     blob = blobs.require_readable_blob(session, actor, digest)
     return Response(status_code=200, media_type="application/octet-stream",
                     headers={**_blob_headers(digest), "Content-Length": str(blob.size)})
@@ -114,15 +122,18 @@ def head_blob(digest: str, session: SessionDep, actor: OptionalUser) -> Response
 @router.get(
     "/blobs/{digest}",
     summary="Download a blob: 307 to the store, or the bytes (Range supported)",
-    responses={200: {"content": {"application/octet-stream": {}}},
+    responses={**errors(404, 416), 200: {"content": {"application/octet-stream": {}}},
                206: {"description": "Partial content"},
-               307: {"description": "Redirect to a presigned URL"},
-               416: {"description": "Range not satisfiable"}},
+               307: {"description": "Redirect to a presigned URL"}},
 )
 def get_blob(
     digest: str, request: Request, session: SessionDep, actor: OptionalUser,
     settings: SettingsDep, store: StoreDep,
 ) -> Response:
+    """Download a blob. On S3 the answer is a 307 to a presigned URL (follow it without the
+    registry token); on local storage the bytes, with `Range` support (206). A blob is
+    readable when a version, base or job output the caller may read holds it.
+    """
     blob = blobs.require_readable_blob(session, actor, digest)
     size = blob.size
     session.close()

@@ -19,12 +19,16 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", response_model=Health, summary="The process is up")
 def healthz() -> Health:
+    """200 while the process serves requests; checks nothing else (a liveness probe)."""
     return Health(status="ok")
 
 
 @router.get("/readyz", response_model=Readiness, summary="The database and store are reachable",
             responses={503: {"model": ErrorResponse, "description": "Not ready"}})
 def readyz(request: Request) -> Readiness | JSONResponse:
+    """200 when the database and the blob store answer; 503 with what failed otherwise (a
+    readiness probe).
+    """
     checks: dict[str, str] = {}
     engine: Engine = request.app.state.engine
     try:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loreg.api.deps import CurrentUser, SessionDep, SettingsDep
+from loreg.api.openapi import errors
 from loreg.api.schemas.jobs import (
     JobCreate,
     JobOut,
@@ -47,9 +48,14 @@ def job_out(session: Session, job: Job, *, deduplicated: bool = False) -> JobOut
 
 @router.post("/jobs", response_model=JobOut, status_code=status.HTTP_201_CREATED,
              summary="Queue a job (or get the identical one already queued, running or done)",
-             responses={200: {"model": JobOut, "description": "An identical job existed"}})
+             responses={**errors(403, 404, 409),
+                        200: {"model": JobOut, "description": "An identical job existed"}})
 def submit_job(body: JobCreate, session: SessionDep, user: CurrentUser,
                settings: SettingsDep, response: Response) -> JobOut:
+    """Queue a job: `validate`, `merge`, `export` or `combine`, with its `params`. The
+    references are resolved now; an identical job already queued, running or done is
+    answered instead (200). Poll `GET /jobs/{job_id}` for its status.
+    """
     submitted = jobs.submit(session, user, body.type, body.params, priority=body.priority,
                             max_attempts=settings.job_max_attempts)
     session.commit()
@@ -71,28 +77,41 @@ def list_jobs(
                                         description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=jobs.MAX_LIST)] = 50,
 ) -> JobPage:
+    """Jobs the caller may see, newest first, filtered by status, type, submitter or namespace."""
     rows = jobs.list_jobs(session, user, status=status_, type=type_, submitted_by=submitted_by,
                           namespace=namespace, mine=mine, limit=limit, before=cursor)
     return JobPage(jobs=[job_out(session, j) for j in rows],
                    next_cursor=rows[-1].id if len(rows) == limit else None)
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's status and result")
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's status and result",
+            responses=errors(404))
 def get_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobOut:
+    """A job's status (`queued`, `running`, `succeeded`, `failed`, `cancelled`), progress (0..1
+    with a message), attempts, error and result.
+    """
     return job_out(session, jobs.get(session, user, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut,
-             summary="Cancel a queued job, or ask a running one to stop")
+             summary="Cancel a queued job, or ask a running one to stop",
+             responses=errors(403, 404, 409))
 def cancel_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobOut:
+    """Cancel a queued job, or ask a running one to stop at its next step. 409 when it has
+    already ended.
+    """
     job = jobs.cancel(session, user, job_id)
     session.commit()
     return job_out(session, job)
 
 
 @router.get("/jobs/{job_id}/outputs", response_model=JobOutputs,
-            summary="A finished job's output files (download each from /blobs/{digest})")
+            summary="A finished job's output files (download each from /blobs/{digest})",
+            responses=errors(404, 409))
 def job_outputs(job_id: str, session: SessionDep, user: CurrentUser) -> JobOutputs:
+    """The output files of a succeeded job (path, digest, size); download each from
+    `/blobs/{digest}`. 409 while the job has not succeeded.
+    """
     job, artifacts = jobs.outputs(session, user, job_id)
     files = [JobOutputFile(path=a.path, digest=a.blob_digest, size=a.size) for a in artifacts]
     return JobOutputs(job_id=job.id, files=files, total_size=sum(f.size for f in files))

@@ -30,6 +30,16 @@ class UserOut(Schema):
     created_at: datetime
 
 
+class UserListItem(UserOut):
+    email: str | None = None
+    disabled: bool = False
+
+
+class UserList(BaseModel):
+    users: list[UserListItem]
+    next_cursor: str | None = Field(default=None, description="Pass as 'cursor' for the next page.")
+
+
 class TokenOut(Schema):
     id: int
     name: str
@@ -67,6 +77,18 @@ class OrgOut(BaseModel):
     members: list[MemberOut] | None = Field(
         default=None, description="Only for members and site administrators."
     )
+
+
+class OrgSummary(BaseModel):
+    name: str
+    description: str
+    created_at: datetime
+    role: Scope | None = Field(description="The caller's role in it; null when not a member.")
+
+
+class OrgList(BaseModel):
+    orgs: list[OrgSummary]
+    next_cursor: str | None = Field(default=None, description="Pass as 'cursor' for the next page.")
 
 
 class MemberAdd(BaseModel):
