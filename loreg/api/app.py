@@ -167,6 +167,9 @@ def create_app(
     from loreg.ui.routes import router as ui_router
 
     app.include_router(ui_router, prefix="/ui")
+    from loreg.api.hub import router as hub_router
+
+    app.include_router(hub_router)  # last: its /{ns}/{name}/... paths must not shadow others
     return app
 
 
