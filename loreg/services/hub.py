@@ -252,7 +252,8 @@ def front_matter(text: str) -> dict[str, Any] | None:
 
 
 def card_data(store: BlobStore, snap: Snapshot) -> dict[str, Any]:
-    """The README's front matter (when it parses), with the registered base filled in."""
+    """The README's front matter (when it parses), with ``base_model`` set to the registered
+    base the version was checked against."""
     data: dict[str, Any] = {}
     readme = next((f for f in snap.files if f.path == README), None)
     if readme is not None and readme.size <= MAX_CARD_BYTES:
@@ -262,8 +263,8 @@ def card_data(store: BlobStore, snap: Snapshot) -> dict[str, Any]:
         except InvalidInput:
             data = {}
     if snap.version is not None:
-        if snap.version.base_model is not None:
-            data.setdefault("base_model", snap.version.base_model.name)
+        if snap.version.base_model is not None:  # what loreg checked, over what the card says
+            data["base_model"] = snap.version.base_model.name
         data.setdefault("library_name", "peft")
     return json.loads(json.dumps(data, default=str))  # YAML dates and the like become text
 
