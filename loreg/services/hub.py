@@ -550,7 +550,9 @@ def commit(
     message = req.summary.strip()
     if req.description.strip():
         message += "\n\n" + req.description.strip()
+    # main is what the commit made, even when that content is an older version's
     spec = adapters.PushSpec(files=files, base=_base_from_card(session, store, files, req),
+                             tags=[DEFAULT_TAG],
                              description=message[: adapters.MAX_DESCRIPTION] or None)
     return adapters.push_version(session, store, actor, namespace, name, spec,
                                  max_version_bytes=max_version_bytes)
