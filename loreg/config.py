@@ -122,6 +122,17 @@ class Settings(BaseSettings):
     max_version_bytes: int = Field(default=100 * GiB, ge=1)
     presign_expires_seconds: int = Field(default=3600, ge=1)
 
+    vllm_cache_dir: Path | None = Field(
+        default=None,
+        description="vLLM resolver plugin: where adapters are downloaded (one folder per "
+        "version digest); HOME/vllm-adapters when unset.",
+    )
+    vllm_base: str | None = Field(
+        default=None,
+        description="vLLM resolver plugin: the registered base the served model is, when "
+        "vLLM serves it under another name.",
+    )
+
     hub_multipart_threshold_bytes: int = Field(
         default=5 * GiB,
         ge=1,
