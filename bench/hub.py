@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from transfer import BIN, MB, build_version, free_port, timed, wait_http  # noqa: E402
+from transfer import BIN, MB, build_version, free_port, timed, wait_http
 
 
 def main() -> None:

@@ -49,8 +49,8 @@ def main() -> int:
         return 0
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM, LlamaConfig
     from transfer import BIN, free_port, wait_http
+    from transformers import AutoModelForCausalLM, LlamaConfig
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
 

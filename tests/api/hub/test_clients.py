@@ -58,8 +58,8 @@ base_name, repo = sys.argv[1], sys.argv[2]
 torch.manual_seed(0)
 model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_name),
                        LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-rows = [{"input_ids": torch.randint(0, 100, (8,)), "attention_mask": torch.ones(8, dtype=torch.long)}
-        for _ in range(8)]
+rows = [{"input_ids": torch.randint(0, 100, (8,)),
+         "attention_mask": torch.ones(8, dtype=torch.long)} for _ in range(8)]
 for r in rows:
     r["labels"] = r["input_ids"].clone()
 args = TrainingArguments(output_dir="trainer-out", max_steps=2, per_device_train_batch_size=2,

@@ -137,7 +137,8 @@ def test_unknown_revision_and_file(registry_server: RegistryServer, published: d
 def test_public_repo_reads_anonymously_and_ranges(registry_server: RegistryServer,
                                                  published: dict, hf_cache: Path) -> None:
     ns, name = published["repo"].split("/")
-    assert registry_server.admin.patch(f"/adapters/{ns}/{name}", json={"public": True}).status_code == 200
+    made_public = registry_server.admin.patch(f"/adapters/{ns}/{name}", json={"public": True})
+    assert made_public.status_code == 200
     path = hf_hub_download(published["repo"], "adapter_config.json",
                            endpoint=registry_server.base_url, token=False, cache_dir=hf_cache)
     data = Path(path).read_bytes()
