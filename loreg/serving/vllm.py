@@ -120,7 +120,7 @@ def register() -> bool:
 
     resolver = AdapterResolver.from_settings(Settings())
 
-    class LoregResolver(LoRAResolver):  # type: ignore[misc, valid-type]
+    class LoregResolver(LoRAResolver):
         async def resolve_lora(self, base_model_name: str, lora_name: str) -> Any:
             found = await asyncio.to_thread(resolver.resolve, base_model_name, lora_name)
             if found is None:
