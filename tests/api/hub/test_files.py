@@ -151,3 +151,45 @@ def test_public_repo_reads_anonymously_and_ranges(registry_server: RegistryServe
     assert head.headers["x-linked-size"] == str(len(data))
     assert head.headers["x-linked-etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
     assert re.fullmatch(r"[0-9a-f]{40}", head.headers["x-repo-commit"])
+
+
+def test_merged_checkpoint_by_repo_id(registry_server: RegistryServer, models: Models,
+                                      hf_cache: Path, tmp_path: Path) -> None:
+    """``_merges/JOB_ID``: a merge job's output, downloadable like a model repo."""
+    import os
+    import subprocess
+    import sys
+
+    from loreg.client import Client
+
+    alice = registry_server.make_user()
+    base = f"acme/{unique_name('full')}"
+    client = Client(registry_server.base_url, alice.token, home=tmp_path / "client")
+    client.register_base(models.base.path, base)
+    client.push(models.adapter.path, f"{alice.name}/m", base=base)
+    job = client.merge([f"{alice.name}/m"], base, max_shard_bytes=1 << 20)
+    repo = f"_merges/{job['id']}"
+    with pytest.raises(RepositoryNotFoundError):  # not finished: not there yet
+        hf_api(registry_server, alice.token).model_info(repo)
+    s = registry_server.settings
+    env = {**os.environ, "LOREG_HOME": str(s.home),
+           "LOREG_DATABASE_URL": s.effective_database_url,
+           "LOREG_STORAGE_URL": s.effective_storage_url}
+    if s.s3_endpoint_url:
+        env.update(LOREG_S3_ENDPOINT_URL=s.s3_endpoint_url, LOREG_S3_REGION="us-east-1")
+    for _ in range(4):
+        if client.get_job(job["id"])["status"] == "succeeded":
+            break
+        subprocess.run([str(Path(sys.executable).parent / "loreg"), "worker", "--once"], env=env,
+                       check=True, capture_output=True, timeout=300)
+    assert client.get_job(job["id"])["status"] == "succeeded"
+    client.download_job_outputs(job["id"], tmp_path / "outputs")
+    got = snapshot_download(repo, endpoint=registry_server.base_url, token=alice.token,
+                            cache_dir=hf_cache)
+    assert tree_digests(Path(got)) == tree_digests(tmp_path / "outputs")
+    assert "config.json" in tree_digests(Path(got))
+    outsider = registry_server.make_user()
+    for token in (outsider.token, None):
+        with pytest.raises(RepositoryNotFoundError):
+            hf_api(registry_server, token).model_info(repo)
+    client.close()
