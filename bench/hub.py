@@ -18,18 +18,15 @@ against loreg pull: >= 0.8x wanted).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from transfer import BIN, MB, build_version, free_port, timed, wait_http
+from transfer import MB, Stack, build_version, s3_registry, timed
 
 
 def main() -> None:
@@ -39,91 +36,60 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="loreg-bench-hub-"))
-    procs: list[subprocess.Popen[bytes]] = []
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOREG_", "HF_"))}
-    env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1"})
-    os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                           "AWS_DEFAULT_REGION")})
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     try:
-        s3_port = free_port()
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
-        endpoint = f"http://127.0.0.1:{s3_port}"
-        wait_http(endpoint + "/moto-api/")
-        import boto3
-        from boto3.s3.transfer import TransferConfig
-
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        s3.create_bucket(Bucket="loreg")
-        s3.create_bucket(Bucket="raw")
-
-        home = tmp / "home"
-        api_port = free_port()
-        env.update({"LOREG_HOME": str(home), "LOREG_STORAGE_URL": "s3://loreg/blobs",
-                    "LOREG_S3_ENDPOINT_URL": endpoint})
-        log = open(tmp / "serve.log", "wb")  # noqa: SIM115
-        procs.append(subprocess.Popen(
-            [str(BIN / "loreg"), "serve", "--port", str(api_port), "--no-worker"],
-            stdout=log, stderr=log, env=env))
-        url = f"http://127.0.0.1:{api_port}"
-        wait_http(url + "/healthz")
-        while not (home / "credentials.json").exists():
-            time.sleep(0.1)
-        token = json.loads((home / "credentials.json").read_text())["token"]
-
-        folder, base = tmp / "adapter", tmp / "base"
-        size = build_version(folder, base, args.mb, args.files)
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
-        print(f"version: {len(files)} files, {size / MB:.1f} MB; S3 = moto server at {endpoint}")
-
-        from huggingface_hub import snapshot_download
-
-        from loreg.client import Client
-
-        client = Client(url, token, home=tmp / "client-home")
-        client.register_base(base, "bench/base", upload=False)
-        client.push(folder, "admin/bench", base="bench/base")
-        cfg = TransferConfig()  # boto3 defaults: 8 MB parts, 10 threads
-        for p in files:
-            s3.upload_file(str(p), "raw", p.relative_to(folder).as_posix(), Config=cfg)
-
-        t_hub, hub_dir = timed(lambda: snapshot_download(
-            "admin/bench", endpoint=url, token=token, cache_dir=tmp / "hf-cache"))
-        t_pull, _ = timed(lambda: client.pull("admin/bench", tmp / "pulled"))
-        client.close()
-
-        def raw_down() -> None:
-            for p in files:
-                rel = p.relative_to(folder).as_posix()
-                (tmp / "raw-down" / rel).parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file("raw", rel, str(tmp / "raw-down" / rel), Config=cfg)
-
-        t_raw, _ = timed(raw_down)
-        for p in files:
-            rel = p.relative_to(folder)
-            data = p.read_bytes()
-            for copy in (Path(str(hub_dir)), tmp / "pulled", tmp / "raw-down"):
-                assert (copy / rel).read_bytes() == data, (copy, rel)
-
-        print(f"{'':34}{'seconds':>10}{'MB/s':>10}")
-        for name, t in (("snapshot_download (HF_ENDPOINT)", t_hub),
-                        ("loreg pull (cold cache)", t_pull),
-                        ("boto3 download_file", t_raw)):
-            print(f"{name:34}{t:10.2f}{size / MB / t:10.1f}")
-        print(f"snapshot_download vs loreg pull: {t_pull / t_hub:.2f}x  (>= 0.8 wanted)")
-        print(f"snapshot_download vs boto3:      {t_raw / t_hub:.2f}x")
-        print("all three copies byte-identical")
+        with s3_registry(tmp) as stack:
+            run(args, tmp, stack)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
+    from boto3.s3.transfer import TransferConfig
+    from huggingface_hub import snapshot_download
+
+    from loreg.client import Client
+
+    url, token, s3 = stack.url, stack.token, stack.s3
+    folder, base = tmp / "adapter", tmp / "base"
+    size = build_version(folder, base, args.mb, args.files)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    print(f"version: {len(files)} files, {size / MB:.1f} MB; S3 = moto server at "
+          f"{stack.endpoint}")
+
+    client = Client(url, token, home=tmp / "client-home")
+    client.register_base(base, "bench/base", upload=False)
+    client.push(folder, "admin/bench", base="bench/base")
+    cfg = TransferConfig()  # boto3 defaults: 8 MB parts, 10 threads
+    for p in files:
+        s3.upload_file(str(p), "raw", p.relative_to(folder).as_posix(), Config=cfg)
+
+    t_hub, hub_dir = timed(lambda: snapshot_download(
+        "admin/bench", endpoint=url, token=token, cache_dir=tmp / "hf-cache"))
+    t_pull, _ = timed(lambda: client.pull("admin/bench", tmp / "pulled"))
+    client.close()
+
+    def raw_down() -> None:
+        for p in files:
+            rel = p.relative_to(folder).as_posix()
+            (tmp / "raw-down" / rel).parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file("raw", rel, str(tmp / "raw-down" / rel), Config=cfg)
+
+    t_raw, _ = timed(raw_down)
+    for p in files:
+        rel = p.relative_to(folder)
+        data = p.read_bytes()
+        for copy in (Path(str(hub_dir)), tmp / "pulled", tmp / "raw-down"):
+            assert (copy / rel).read_bytes() == data, (copy, rel)
+
+    print(f"{'':34}{'seconds':>10}{'MB/s':>10}")
+    for name, t in (("snapshot_download (HF_ENDPOINT)", t_hub),
+                    ("loreg pull (cold cache)", t_pull),
+                    ("boto3 download_file", t_raw)):
+        print(f"{name:34}{t:10.2f}{size / MB / t:10.1f}")
+    print(f"snapshot_download vs loreg pull: {t_pull / t_hub:.2f}x  (>= 0.8 wanted)")
+    print(f"snapshot_download vs boto3:      {t_raw / t_hub:.2f}x")
+    print("all three copies byte-identical")
 
 
 if __name__ == "__main__":
