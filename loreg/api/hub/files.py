@@ -60,7 +60,7 @@ def _title(snap: hub.Snapshot) -> str:
     return "merge output" if snap.job is not None else "initial commit"
 
 
-def model_info(request: Request, snap: hub.Snapshot, store: BlobStore) -> dict[str, Any]:
+def model_info(snap: hub.Snapshot, store: BlobStore) -> dict[str, Any]:
     namespace = snap.repo_id.partition("/")[0]
     card = hub.card_data(store, snap)
     tags = ["safetensors"]
@@ -96,16 +96,15 @@ def model_info(request: Request, snap: hub.Snapshot, store: BlobStore) -> dict[s
 
 
 @router.get("/api/models/{namespace}/{name}")
-def get_model_info(namespace: str, name: str, request: Request, session: SessionDep,
-                   actor: OptionalUser, store: StoreDep) -> dict[str, Any]:
-    return model_info(request, hub.snapshot(session, actor, namespace, name), store)
+def get_model_info(namespace: str, name: str, session: SessionDep, actor: OptionalUser,
+                   store: StoreDep) -> dict[str, Any]:
+    return model_info(hub.snapshot(session, actor, namespace, name), store)
 
 
 @router.get("/api/models/{namespace}/{name}/revision/{revision:path}")
-def get_model_info_at(namespace: str, name: str, revision: str, request: Request,
-                      session: SessionDep, actor: OptionalUser,
-                      store: StoreDep) -> dict[str, Any]:
-    return model_info(request, hub.snapshot(session, actor, namespace, name, revision), store)
+def get_model_info_at(namespace: str, name: str, revision: str, session: SessionDep,
+                      actor: OptionalUser, store: StoreDep) -> dict[str, Any]:
+    return model_info(hub.snapshot(session, actor, namespace, name, revision), store)
 
 
 def _tree(snap: hub.Snapshot, path: str, recursive: bool, expand: bool) -> list[dict[str, Any]]:
@@ -209,7 +208,7 @@ def resolve_file(
                         headers={**headers, "Content-Length": str(f.size)})
     wanted = _parse_range(request.headers.get("range"), f.size)
     if wanted == "unsatisfiable":
-        return hub_error(request, 416, "the requested range is outside the file",
+        return hub_error(416, "the requested range is outside the file",
                          {"Content-Range": f"bytes */{f.size}"})
     if wanted is None:
         return StreamingResponse(iter_file(store.open(f.digest), length=f.size),
@@ -226,6 +225,6 @@ def resolve_file(
 
 @router.get("/api/datasets/{rest:path}")
 @router.get("/api/spaces/{rest:path}")
-def other_repo_types(rest: str, request: Request) -> JSONResponse:
-    return hub_error(request, 404, "Repository not found: loreg hosts model repositories only",
+def other_repo_types(rest: str) -> JSONResponse:
+    return hub_error(404, "Repository not found: loreg hosts model repositories only",
                      {"X-Error-Code": "RepoNotFound"})

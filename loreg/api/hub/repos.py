@@ -51,11 +51,11 @@ class _YamlBody(BaseModel):
 
 
 @router.post("/api/validate-yaml")
-def validate_yaml(body: _YamlBody, request: Request) -> JSONResponse:
+def validate_yaml(body: _YamlBody) -> JSONResponse:
     try:
         hub.front_matter(body.content)
     except InvalidInput as exc:
-        return hub_error(request, 400, "Invalid metadata in README.md",
+        return hub_error(400, "Invalid metadata in README.md",
                          errors=[{"message": exc.message}], warnings=[])
     return JSONResponse({"errors": [], "warnings": []})
 
@@ -101,7 +101,7 @@ async def create_repo(request: Request, session: SessionDep,
     repo_id, created = await run_in_threadpool(create)
     url = f"{base_url(request)}/{repo_id}"
     if not created:
-        return hub_error(request, 409, "You already created this model repo", url=url)
+        return hub_error(409, "You already created this model repo", url=url)
     return JSONResponse({"url": url, "name": repo_id, "id": repo_id})
 
 
@@ -109,8 +109,8 @@ async def create_repo(request: Request, session: SessionDep,
                   methods=["GET", "POST"])
 @router.api_route("/api/models/{namespace}/{name}/xet-read-token/{revision}",
                   methods=["GET", "POST"])
-def xet_token(namespace: str, name: str, revision: str, request: Request) -> JSONResponse:
-    return hub_error(request, 400, "loreg does not speak the Xet storage protocol: set "
+def xet_token(namespace: str, name: str, revision: str) -> JSONResponse:
+    return hub_error(400, "loreg does not speak the Xet storage protocol: set "
                      "HF_HUB_DISABLE_XET=1 in the client's environment and retry")
 
 

@@ -30,8 +30,9 @@ _CODES: dict[type, str] = {
 }
 
 
-def hub_error(request: Request, status: int, message: str,
-              headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+def hub_error(status: int, message: str, headers: dict[str, str] | None = None,
+              **extra: Any) -> JSONResponse:
+    """The Hub's error body; ``extra`` keys sit beside ``error`` (``errors``, ``url``)."""
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
@@ -52,7 +53,7 @@ def _domain_error(request: Request, exc: LoregError) -> JSONResponse:
         if "authorization" in request.headers:
             # what the client takes as "bad token", not as "repository not found"
             headers["X-Error-Message"] = "Invalid credentials in Authorization header"
-    return hub_error(request, status, exc.message, headers)
+    return hub_error(status, exc.message, headers)
 
 
 class HubRoute(APIRoute):
@@ -69,10 +70,10 @@ class HubRoute(APIRoute):
             except RequestValidationError as exc:
                 first: dict[str, Any] = next(iter(exc.errors()), {})
                 where = ".".join(str(p) for p in first.get("loc", ())) or "request"
-                return hub_error(request, 400, f"invalid request: {where}: "
+                return hub_error(400, f"invalid request: {where}: "
                                  f"{first.get('msg', 'invalid')}")
             except StarletteHTTPException as exc:
                 message = exc.detail if isinstance(exc.detail, str) else "request failed"
-                return hub_error(request, exc.status_code, message, dict(exc.headers or {}))
+                return hub_error(exc.status_code, message, dict(exc.headers or {}))
 
         return run
