@@ -94,6 +94,22 @@ def test_hub_authorisation_matrix(registry_server: RegistryServer, models: Model
         Case("hub lfs verify (private)", "POST",
              root + "/{org}/priv.git/info/lfs/objects/verify", write,
              json={"oid": weights["digest"][7:], "size": weights["size"]}),
+        # answered alike for everyone: loreg has no Xet and no datasets; an upload URL is a
+        # capability (its signature), whatever the caller sends
+        Case("hub xet token", "GET", root + "/api/models/{org}/priv/xet-write-token/main",
+             expect(400, anonymous=400, bad_token=400)),
+        Case("hub datasets", "GET", root + "/api/datasets/{org}/priv",
+             expect(404, anonymous=404, bad_token=404)),
+        Case("hub lfs upload, forged URL", "PUT",
+             root + "/api/lfs/objects/" + "ab" * 32 + "?size=3&tid=1&exp=9999999999&sig="
+             + "0" * 64, expect(401, anonymous=401)),
+        Case("hub lfs part, forged URL", "PUT",
+             root + "/api/lfs/objects/" + "ab" * 32 + "/parts/1?size=3&tid=1&exp=9999999999"
+             "&chunk=5242880&sig=" + "0" * 64, expect(401, anonymous=401)),
+        Case("hub lfs completion, forged URL", "POST",
+             root + "/api/lfs/objects/" + "ab" * 32 + "?size=3&tid=1&exp=9999999999"
+             "&chunk=5242880&sig=" + "0" * 64, expect(401, anonymous=401),
+             json={"oid": "ab" * 32, "parts": [{"partNumber": 1, "etag": "x"}]}),
     ]
     failures = run_matrix(world, cases)
 
