@@ -26,8 +26,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -107,8 +110,30 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="loreg-bench-"))
+    try:
+        with s3_registry(tmp) as stack:
+            run(args, tmp, stack)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class Stack:
+    """moto's S3 server and ``loreg serve`` on it, both as processes."""
+
+    url: str
+    token: str
+    endpoint: str
+    s3: Any
+    env: dict[str, str]
+
+
+@contextmanager
+def s3_registry(tmp: Path) -> Iterator[Stack]:
+    """Start moto (buckets ``loreg`` and ``raw``) and ``loreg serve`` (SQLite + S3, no
+    worker) under ``tmp``; stop both at the end."""
     procs: list[subprocess.Popen[bytes]] = []
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOREG_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOREG_", "HF_"))}
     env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_DEFAULT_REGION": "us-east-1"})
     os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
@@ -121,7 +146,6 @@ def main() -> None:
         endpoint = f"http://127.0.0.1:{s3_port}"
         wait_http(endpoint + "/moto-api/")
         import boto3
-        from boto3.s3.transfer import TransferConfig
 
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         s3.create_bucket(Bucket="loreg")
@@ -140,78 +164,7 @@ def main() -> None:
         while not (home / "credentials.json").exists():
             time.sleep(0.1)
         token = json.loads((home / "credentials.json").read_text())["token"]
-
-        folder, base = tmp / "adapter", tmp / "base"
-        size = build_version(folder, base, args.mb, args.files)
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
-        print(f"version: {len(files)} files, {size / MB:.1f} MB; S3 = moto server at {endpoint}")
-
-        from loreg.client import Client
-
-        client_home = tmp / "client-home"
-        client = Client(url, token, home=client_home)
-        client.register_base(base, "bench/base", upload=False)
-
-        t_push, pushed = timed(lambda: client.push(folder, "admin/bench:v1", base="bench/base"))
-        t_repush, repushed = timed(lambda: client.push(folder, "admin/bench:v1",
-                                                       base="bench/base"))
-        cli_env = {**env, "LOREG_URL": url, "LOREG_TOKEN": token,
-                   "LOREG_HOME": str(client_home)}
-        t_cli_repush, cli_out = timed(lambda: subprocess.run(
-            [str(BIN / "loreg"), "push", str(folder), "admin/bench:v1", "--base", "bench/base",
-             "--json"], env=cli_env, capture_output=True, text=True, check=True).stdout)
-        cli_doc = json.loads(str(cli_out))
-        t_cli_start, _ = timed(lambda: subprocess.run(
-            [str(BIN / "loreg"), "--version"], env=cli_env, capture_output=True, check=True))
-
-        shutil.rmtree(client_home / "cache" / "blobs", ignore_errors=True)
-        t_pull, pulled = timed(lambda: client.pull("admin/bench:v1", tmp / "pulled"))
-        t_pull_cached, pulled_cached = timed(lambda: client.pull("admin/bench:v1",
-                                                                 tmp / "pulled2"))
-        client.close()
-
-        cfg = TransferConfig()  # boto3 defaults: 8 MB parts, 10 threads
-
-        def raw_up() -> None:
-            for p in files:
-                s3.upload_file(str(p), "raw", p.relative_to(folder).as_posix(), Config=cfg)
-
-        def raw_down() -> None:
-            out = tmp / "raw-down"
-            for p in files:
-                rel = p.relative_to(folder).as_posix()
-                (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file("raw", rel, str(out / rel), Config=cfg)
-
-        t_raw_up, _ = timed(raw_up)
-        t_raw_down, _ = timed(raw_down)
-
-        for p in files:
-            rel = p.relative_to(folder)
-            assert (tmp / "pulled" / rel).read_bytes() == p.read_bytes(), rel
-
-        def rate(t: float) -> float:
-            return size / MB / t
-
-        print(f"{'':24}{'seconds':>10}{'MB/s':>10}")
-        rows = [("loreg push", t_push), ("boto3 upload_file", t_raw_up),
-                ("loreg pull (cold cache)", t_pull), ("boto3 download_file", t_raw_down)]
-        for name, t in rows:
-            print(f"{name:24}{t:10.2f}{rate(t):10.1f}")
-        print(f"push ratio loreg/boto3: {t_raw_up / t_push:.2f}x  (>= 0.8 wanted)")
-        print(f"pull ratio loreg/boto3: {t_raw_down / t_pull:.2f}x  (>= 0.8 wanted)")
-        print(f"pull with warm cache: {t_pull_cached:.2f} s, "
-              f"{pulled_cached.downloaded_bytes} bytes downloaded")  # type: ignore[attr-defined]
-        print(f"re-push (client API): {t_repush:.3f} s, "
-              f"{repushed.uploaded_bytes} bytes uploaded, "  # type: ignore[attr-defined]
-              f"same version: {repushed.version['number'] == pushed.version['number']}")  # type: ignore[attr-defined]
-        print(f"re-push (loreg CLI, process start included): {t_cli_repush:.3f} s, "
-              f"{cli_doc['uploaded_bytes']} bytes uploaded, "
-              f"version {cli_doc['version']['number']}; bare `loreg --version`: "
-              f"{t_cli_start:.3f} s")
-        print(f"first push uploaded {pushed.uploaded_bytes / MB:.1f} MB "  # type: ignore[attr-defined]
-              f"in {pushed.uploaded_files} files; pull downloaded "  # type: ignore[attr-defined]
-              f"{pulled.downloaded_bytes / MB:.1f} MB")  # type: ignore[attr-defined]
+        yield Stack(url, token, endpoint, s3, env)
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -219,7 +172,83 @@ def main() -> None:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
+    url, token, endpoint, s3, env = stack.url, stack.token, stack.endpoint, stack.s3, stack.env
+    from boto3.s3.transfer import TransferConfig
+
+    folder, base = tmp / "adapter", tmp / "base"
+    size = build_version(folder, base, args.mb, args.files)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    print(f"version: {len(files)} files, {size / MB:.1f} MB; S3 = moto server at {endpoint}")
+
+    from loreg.client import Client
+
+    client_home = tmp / "client-home"
+    client = Client(url, token, home=client_home)
+    client.register_base(base, "bench/base", upload=False)
+
+    t_push, pushed = timed(lambda: client.push(folder, "admin/bench:v1", base="bench/base"))
+    t_repush, repushed = timed(lambda: client.push(folder, "admin/bench:v1",
+                                                   base="bench/base"))
+    cli_env = {**env, "LOREG_URL": url, "LOREG_TOKEN": token,
+               "LOREG_HOME": str(client_home)}
+    t_cli_repush, cli_out = timed(lambda: subprocess.run(
+        [str(BIN / "loreg"), "push", str(folder), "admin/bench:v1", "--base", "bench/base",
+         "--json"], env=cli_env, capture_output=True, text=True, check=True).stdout)
+    cli_doc = json.loads(str(cli_out))
+    t_cli_start, _ = timed(lambda: subprocess.run(
+        [str(BIN / "loreg"), "--version"], env=cli_env, capture_output=True, check=True))
+
+    shutil.rmtree(client_home / "cache" / "blobs", ignore_errors=True)
+    t_pull, pulled = timed(lambda: client.pull("admin/bench:v1", tmp / "pulled"))
+    t_pull_cached, pulled_cached = timed(lambda: client.pull("admin/bench:v1",
+                                                             tmp / "pulled2"))
+    client.close()
+
+    cfg = TransferConfig()  # boto3 defaults: 8 MB parts, 10 threads
+
+    def raw_up() -> None:
+        for p in files:
+            s3.upload_file(str(p), "raw", p.relative_to(folder).as_posix(), Config=cfg)
+
+    def raw_down() -> None:
+        out = tmp / "raw-down"
+        for p in files:
+            rel = p.relative_to(folder).as_posix()
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file("raw", rel, str(out / rel), Config=cfg)
+
+    t_raw_up, _ = timed(raw_up)
+    t_raw_down, _ = timed(raw_down)
+
+    for p in files:
+        rel = p.relative_to(folder)
+        assert (tmp / "pulled" / rel).read_bytes() == p.read_bytes(), rel
+
+    def rate(t: float) -> float:
+        return size / MB / t
+
+    print(f"{'':24}{'seconds':>10}{'MB/s':>10}")
+    rows = [("loreg push", t_push), ("boto3 upload_file", t_raw_up),
+            ("loreg pull (cold cache)", t_pull), ("boto3 download_file", t_raw_down)]
+    for name, t in rows:
+        print(f"{name:24}{t:10.2f}{rate(t):10.1f}")
+    print(f"push ratio loreg/boto3: {t_raw_up / t_push:.2f}x  (>= 0.8 wanted)")
+    print(f"pull ratio loreg/boto3: {t_raw_down / t_pull:.2f}x  (>= 0.8 wanted)")
+    print(f"pull with warm cache: {t_pull_cached:.2f} s, "
+          f"{pulled_cached.downloaded_bytes} bytes downloaded")  # type: ignore[attr-defined]
+    print(f"re-push (client API): {t_repush:.3f} s, "
+          f"{repushed.uploaded_bytes} bytes uploaded, "  # type: ignore[attr-defined]
+          f"same version: {repushed.version['number'] == pushed.version['number']}")  # type: ignore[attr-defined]
+    print(f"re-push (loreg CLI, process start included): {t_cli_repush:.3f} s, "
+          f"{cli_doc['uploaded_bytes']} bytes uploaded, "
+          f"version {cli_doc['version']['number']}; bare `loreg --version`: "
+          f"{t_cli_start:.3f} s")
+    print(f"first push uploaded {pushed.uploaded_bytes / MB:.1f} MB "  # type: ignore[attr-defined]
+          f"in {pushed.uploaded_files} files; pull downloaded "  # type: ignore[attr-defined]
+          f"{pulled.downloaded_bytes / MB:.1f} MB")  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -128,6 +128,35 @@ class Settings(BaseSettings):
     max_version_bytes: int = Field(default=100 * GiB, ge=1)
     presign_expires_seconds: int = Field(default=3600, ge=1)
 
+    vllm_cache_dir: Path | None = Field(
+        default=None,
+        description="vLLM resolver plugin: where adapters are downloaded (one folder per "
+        "version digest); HOME/vllm-adapters when unset.",
+    )
+    vllm_base: str | None = Field(
+        default=None,
+        description="vLLM resolver plugin: the registered base the served model is, when "
+        "vLLM serves it under another name.",
+    )
+
+    hub_multipart_threshold_bytes: int = Field(
+        default=5 * GiB,
+        ge=1,
+        description="Hugging Face Hub protocol: files at least this large are uploaded with "
+        "the LFS multipart transfer when the client offers it (else one PUT).",
+    )
+    hub_multipart_chunk_bytes: int = Field(
+        default=512 * 1024**2,
+        ge=5 * 1024**2,
+        description="Hugging Face Hub protocol: the part size of an LFS multipart upload.",
+    )
+    hub_max_commit_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=1024,
+        description="Hugging Face Hub protocol: the largest commit request (NDJSON, with any "
+        "small files inline).",
+    )
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'loreg.db'}"

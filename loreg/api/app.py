@@ -163,6 +163,9 @@ def create_app(
     app.include_router(ui_router, prefix="/ui")
     install_docs(app)
     document_errors(app, [health.router, *routers])
+    from loreg.api.hub import router as hub_router
+
+    app.include_router(hub_router)  # last: its /{ns}/{name}/... paths must not shadow others
     return app
 
 

@@ -611,6 +611,22 @@ def _refuse_visibility_change(adapter: Adapter, public: bool | None) -> None:
     )
 
 
+def create_adapter(
+    session: Session, actor: Actor, namespace: str, name: str, *, public: bool | None = None,
+) -> tuple[Adapter, bool]:
+    """An adapter without versions yet (what the Hub protocol's ``create_repo`` makes), or
+    the existing one: ``(adapter, created)``. Needs write access to the namespace."""
+    parsed = parse_adapter_name(namespace, name)
+    principal = require_scope(actor, "write")
+    ns = get_namespace(session, parsed.namespace)
+    require_write_namespace(session, principal, ns)
+    adapter, created = _create_or_lock_adapter(session, principal, ns, parsed.name, public)
+    if created:
+        audit.record(session, principal, "adapter.create", "adapter", str(parsed),
+                     {"visibility": adapter.visibility})
+    return adapter, created
+
+
 def _set_visibility(session: Session, principal: Principal, adapter: Adapter, public: bool) -> None:
     require_admin_adapter(session, principal, adapter)
     value = (Visibility.PUBLIC if public else Visibility.PRIVATE).value
@@ -921,6 +937,7 @@ __all__ = [
     "PushOutcome",
     "PushSpec",
     "SearchFilters",
+    "create_adapter",
     "delete_tag",
     "delete_version",
     "get_adapter",

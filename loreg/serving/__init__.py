@@ -1,0 +1,1 @@
+"""Integrations that serve adapters from loreg (docs/serving.md)."""
