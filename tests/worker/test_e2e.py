@@ -6,6 +6,8 @@
 - crash safety: ``kill -9`` a worker mid-merge; another takes the job over after the lease
   expires, the job shows 2 attempts and only the second attempt's (complete) output;
 - two workers on ten jobs: every job runs exactly once;
+- the work folder a killed attempt leaves behind: ``loreg gc --dry-run`` lists it, the next
+  worker on that home removes it at start-up;
 - a database outage mid-merge: PostgreSQL stopped for 5 s while a worker merges; the worker
   stays up, the job succeeds with the output of a clean merge.
 """
@@ -17,6 +19,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -213,3 +216,47 @@ def test_worker_survives_postgres_outage_mid_merge(outage_stack: OutageStack, mo
     assert {a.path: a.blob_digest for a in job.artifacts} == want
     events = [e["event"] for e in _events(log)]
     assert "worker.database_unavailable" in events and "worker.database_back" in events, events
+
+
+def test_dead_attempt_folder_is_reported_and_swept_on_the_same_home(
+        pg_stack: Stack, models: Models, tmp_path: Path) -> None:
+    """``kill -9`` mid-merge leaves the attempt's folder with its half-written output;
+    ``loreg gc --dry-run`` lists it, and the next worker on that home removes it at start."""
+    stack = pg_stack
+    stack.register_base(models.base.path, "org/tiny")
+    stack.push(models.adapter.path, "admin", "tiny-lora", "org/tiny")
+    job_id = stack.submit("merge", {"base": "org/tiny", "adapters": ["admin/tiny-lora"],
+                                    "max_shard_bytes": 20_000})
+    home = tmp_path / "home"
+    work = home / "worker" / "work"
+    a = stack.spawn_worker(home, log=tmp_path / "a.log", worker_test_delay_seconds=0.25,
+                           job_lease_seconds=2)
+    try:
+        stack.wait(job_id, lambda j: j.type == "merge" and j.status == "running"
+                   and j.progress > 0.3, timeout=120)
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait(10)
+    finally:
+        _stop(a)
+    (dead,) = list(work.iterdir())
+    assert dead.name.startswith(f"{job_id}-1-")
+    assert (dead / "out.incomplete").is_dir()
+
+    gc = subprocess.run(
+        [sys.executable, "-c", "from loreg.cli.main import main; main()", "gc", "--dry-run",
+         "--json"], env=stack.env(home), capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0, gc.stderr
+    listed = json.loads(gc.stdout)["work_folders"]
+    assert [(f["path"], f["job_id"], f["attempt"]) for f in listed] == [(str(dead), job_id, 1)]
+    assert listed[0]["size"] > 0 and dead.is_dir()  # a dry run removes nothing
+
+    log_b = tmp_path / "b.log"
+    b = stack.spawn_worker(home, log=log_b, job_lease_seconds=2)
+    try:
+        job = stack.wait(job_id, lambda j: j.status in ("succeeded", "failed"), timeout=120)
+    finally:
+        _stop(b)
+    assert job.status == "succeeded" and job.attempts == 2, job.error
+    swept = [e for e in _events(log_b) if e["event"] == "worker.work_folders_removed"]
+    assert swept and swept[0]["folders"] == [str(dead)]
+    assert not dead.exists() and list(work.iterdir()) == []
