@@ -61,6 +61,7 @@ LEASE_SECONDS = 8
 OUTAGE_SECONDS = 5.0
 SHARD_BYTES = 20_000
 MERGE_DELAY = 0.15  # seconds per merged tensor: a merge takes a few seconds
+PUSH_INTERVAL = 2.0
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -250,7 +251,9 @@ class Pusher(threading.Thread):
                 self.reported.append((str(out.version["ref"]), adapter.path))
                 break
             i += 1
-            self.stopping.wait(0.7)
+            # each push queues a validation job: a pace the two workers keep up with, so
+            # the merges behind those jobs in the queue still get their turn
+            self.stopping.wait(PUSH_INTERVAL)
 
 
 @dataclass
@@ -290,7 +293,7 @@ class Chaos:
         if not any(j.type == "merge" and j.status in ("queued", "running")
                    for j in self.topo.jobs()):
             self.submit_merge()
-        job: Job = _wait(lambda: self.running_merge(min_progress), 120, "a running merge")
+        job: Job = _wait(lambda: self.running_merge(min_progress), 300, "a running merge")
         return job
 
     def count(self, fault: str) -> None:

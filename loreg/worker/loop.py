@@ -405,8 +405,14 @@ class Worker:
         finally:
             self._current = None
             keeper.stop()
-            if uploaded is not None:
-                self._discard_blobs(ctx, uploaded.new_digests)
+            if uploaded is not None and uploaded.new_digests:
+                if ctx.lost_event.is_set():
+                    # another attempt owns the job and may be uploading these very digests
+                    # (a merge's outputs are deterministic): deleting them could pull objects
+                    # from under it; GC removes them once unreferenced past its grace period
+                    ctx.log("job.outputs_left_for_gc", blobs=len(uploaded.new_digests))
+                else:
+                    self._discard_blobs(ctx, uploaded.new_digests)
 
     def _failed(self, ctx: JobContext, exc: Exception) -> None:
         """Record a failed attempt according to what failed (``faults.classify``)."""
@@ -464,6 +470,7 @@ class Worker:
                     s.commit()
             except jobs_service.LeaseLost:
                 dependency_ok(self.health, "database", worker=self.worker_id)
+                ctx.lost_event.set()
                 ctx.log("job.abandoned", reason="lease lost before the outcome was recorded")
                 self.health.job_ended(ctx.job_type, "abandoned")
                 return None
@@ -512,7 +519,10 @@ class Worker:
                 sent += size
                 ctx.progress(0.9 + 0.09 * sent / total, f"uploaded {rel}")
         except BaseException:
-            self._discard_blobs(ctx, up.new_digests)
+            if ctx.lost_event.is_set():  # see _attempt: another attempt owns these digests
+                ctx.log("job.outputs_left_for_gc", blobs=len(up.new_digests))
+            else:
+                self._discard_blobs(ctx, up.new_digests)
             up.new_digests.clear()
             raise
         return up

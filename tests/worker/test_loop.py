@@ -8,6 +8,7 @@ and lose no result."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import threading
@@ -20,7 +21,9 @@ import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
+from sqlalchemy import update
 
+from loreg.db import Blob, Job
 from loreg.db.ops import WorkerHeartbeat
 from loreg.logging import JsonFormatter, job_id_var
 from loreg.services import jobs
@@ -339,3 +342,41 @@ def test_stopping_while_the_database_is_down_does_not_hang(
     cluster.start()
     job = stack.job(job_id)
     assert job.status == "running" and job.lease_owner == w.worker_id  # re-leased later
+
+
+def test_lost_lease_leaves_uploaded_outputs_to_gc(
+        stack: Stack, models: Models, caplog: pytest.LogCaptureFixture) -> None:
+    """Another attempt takes the job over while this one uploads its outputs: it may be
+    uploading the very same (deterministic) objects, so the loser deletes nothing; its
+    outcome is dropped, and GC collects what nothing references."""
+    seed(stack, models)
+    job_id = stack.submit("export", {"adapter": "admin/tiny-lora"})
+    assert isinstance(stack.store, LocalBlobStore)
+
+    class TakenOverDuringUpload(LocalBlobStore):
+        def put_file(self, digest: str, path: Path, *, max_size: int | None = None) -> int:
+            size = super().put_file(digest, path, max_size=max_size)
+            with stack.sessions() as s:
+                s.execute(update(Job).where(Job.id == job_id).values(lease_owner="other"))
+                s.commit()
+            return size
+
+    def handler(ctx: JobContext) -> Outcome:
+        out = ctx.workdir / "out"
+        out.mkdir()
+        (out / "weights.bin").write_bytes(b"deterministic output")
+        return Outcome(result={}, output_dir=out)
+
+    w = Worker(stack.settings, sessions=stack.sessions,
+               store=TakenOverDuringUpload(stack.store.root), handlers={"export": handler})
+    with caplog.at_level(logging.INFO, logger="loreg.worker"):
+        w.run(once=True)
+    job = stack.job(job_id)
+    assert job.status == "running" and job.lease_owner == "other" and job.artifacts == []
+    digest = "sha256:" + hashlib.sha256(b"deterministic output").hexdigest()
+    assert stack.store.exists(digest)
+    with stack.sessions() as s:
+        assert s.get(Blob, digest) is None  # unreferenced: GC's, after its grace period
+    events = [e["event"] for e in _events(caplog)]
+    assert "job.abandoned" in events and "job.outputs_left_for_gc" in events, events
+    assert "job.outputs_discarded" not in events
