@@ -79,6 +79,30 @@ class Settings(BaseSettings):
         gt=0,
         description="Idle worker's queue poll interval.",
     )
+    worker_backoff_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait between two tries of a worker that cannot reach the "
+        "database or the blob store (the wait doubles from the poll interval up to this).",
+    )
+    worker_health_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the worker's health endpoint (`GET /healthz`, `GET /metrics`); "
+        "none when unset.",
+    )
+    worker_health_host: str = Field(
+        default="127.0.0.1",
+        description="Address the worker's health endpoint listens on (`0.0.0.0` for "
+        "probes from outside the host or pod).",
+    )
+    worker_stall_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="The worker's `/healthz` answers 503 when its loop or running job has "
+        "shown no sign of progress for this long (a hung worker: restart it).",
+    )
     worker_test_delay_seconds: float = Field(
         default=0.0,
         ge=0,

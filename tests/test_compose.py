@@ -213,6 +213,25 @@ def test_health_checks(services: dict[str, Any]) -> None:
     assert any(str(p).endswith(f":{port}") for p in services["api"]["ports"])
 
 
+def test_worker_health_check_probes_its_health_endpoint(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    check = " ".join(worker["healthcheck"]["test"])
+    match = re.search(r"http://127\.0\.0\.1:(\d+)/healthz", check)
+    assert match, check
+    env = env_of(worker)
+    settings = Settings.model_validate({"worker_health_port": env["LOREG_WORKER_HEALTH_PORT"],
+                                        "worker_health_host": env.get(
+                                            "LOREG_WORKER_HEALTH_HOST", "127.0.0.1")})
+    assert settings.worker_health_port == int(match.group(1))
+    assert settings.worker_health_host in ("127.0.0.1", "0.0.0.0")
+
+
+def test_long_running_services_restart(services: dict[str, Any]) -> None:
+    for name in ("postgres", "minio", "api", "worker"):
+        assert services[name]["restart"] in ("always", "unless-stopped"), name
+    assert services["minio-init"]["restart"] == "no"
+
+
 def test_start_order(services: dict[str, Any]) -> None:
     api_deps = services["api"]["depends_on"]
     assert api_deps["postgres"]["condition"] == "service_healthy"

@@ -4,6 +4,10 @@ Every error answer has the body ``{"error": {"code", "message", "details"}}`` (d
 §8). Anything unexpected is logged with its stack trace and the request id, and the
 client gets a generic 500 in the same shape without any trace; the goal is that no input
 ever reaches that path.
+
+Every 503 (the database or the store cannot be reached) carries ``Retry-After``, so clients
+and proxies back off and come back instead of giving up: an outage of a backing service is
+a wait, never a 500.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loreg.errors import (
@@ -74,12 +79,19 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
+#: Seconds a 503 asks the client to wait before trying again (``Retry-After``).
+RETRY_AFTER_SECONDS = 5
+
+
 def error_response(
     status: int, code: str, message: str, details: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
+    out = dict(headers) if headers else {}
+    if status == 503 and not any(k.lower() == "retry-after" for k in out):
+        out["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return JSONResponse(error_body(code, message, details), status_code=status,
-                        headers=dict(headers) if headers else None)
+                        headers=out or None)
 
 
 def request_id_of(request: Request) -> str | None:
@@ -164,6 +176,12 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     raise exc
 
 
+async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
+    """No database connection became free in time (the database is slow or down): 503."""
+    log.warning("database connection pool timed out (request id %s)", request_id_of(request))
+    return error_response(503, Unavailable.code, "the database is unavailable")
+
+
 def internal_error_response(request_id: str | None) -> JSONResponse:
     """The generic 500: says which request failed so an operator can find the logged trace."""
     return error_response(500, "internal_error", "internal server error",
@@ -176,3 +194,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeout, _pool_timeout)

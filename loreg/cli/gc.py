@@ -2,6 +2,9 @@
 
 Run it where the server's configuration is (``LOREG_DATABASE_URL``, ``LOREG_STORAGE_URL``...),
 e.g. ``docker compose exec api loreg gc --dry-run``. Workers also run it on a schedule.
+
+It also removes (or with ``--dry-run`` lists) the work folders of dead job attempts under
+this machine's ``LOREG_HOME`` (``worker/work/``); workers sweep their own home too.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
 
     Expired job outputs are dropped first; soft-deleted versions past the retention period
     lose their files (the version record stays). Only blobs and store objects older than
-    the grace period are touched.
+    the grace period are touched. Work folders of dead job attempts under LOREG_HOME
+    (a worker killed mid-job) are removed too.
     """
     from loreg.db.session import create_engine_for, make_sessionmaker
     from loreg.services import gc as gc_service
     from loreg.storage import open_store
+    from loreg.worker.workdirs import sweep
 
     config = settings()
     if grace_hours is None:
@@ -52,6 +57,9 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
                 session.commit()
     finally:
         engine.dispose()
+    folders = sweep(config.home / "worker" / "work", dry_run=dry_run)
+    data = report.to_dict()
+    data["work_folders"] = [f.to_dict() for f in folders]
 
     def human() -> None:
         verb = "would delete" if dry_run else "deleted"
@@ -67,9 +75,12 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
         for up in report.aborted_uploads:
             click.echo(f"{'would abort' if dry_run else 'aborted'} abandoned upload "
                        f"{up['key']} (started {up['initiated']})")
+        for folder in folders:
+            click.echo(f"{verb} work folder {folder.path} of a dead attempt "
+                       f"({human_bytes(folder.size)})")
         for err in report.errors:
             click.echo(f"error: {err}", err=True)
         click.echo(f"{verb} {len(report.blobs) + len(report.orphan_objects)} blobs, "
                    f"{human_bytes(report.bytes_freed)}")
 
-    emit(report.to_dict(), human)
+    emit(data, human)

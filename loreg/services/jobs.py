@@ -760,16 +760,28 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
 
 def fail(
     session: Session, job_id: str, worker_id: str, error: dict[str, Any], *,
-    retry: bool = False,
+    retry: bool = False, count_attempt: bool = True,
 ) -> Job:
     """Record a failed attempt: back to the queue when ``retry`` and attempts remain,
-    else ``failed`` with this error."""
+    else ``failed`` with this error.
+
+    ``count_attempt=False`` hands the job back without spending the attempt (its worker was
+    stopped, or the database or store went away under it: not the job's fault), however
+    many attempts it has had.
+    """
     now = _now()
     job = _lock_owned(session, job_id, worker_id)
-    if retry and job.attempts < job.max_attempts and not job.cancel_requested:
+    if retry and not job.cancel_requested and (
+            not count_attempt or job.attempts < job.max_attempts):
+        message = str(error.get("message", ""))
+        if count_attempt:
+            return _take_running(session, job_id, worker_id, status=JobStatus.QUEUED.value,
+                                 error=error, progress=0.0,
+                                 progress_message=f"retrying after: {message}"[:1000])
         return _take_running(session, job_id, worker_id, status=JobStatus.QUEUED.value,
-                             error=error, progress=0.0,
-                             progress_message=f"retrying after: {error.get('message', '')}"[:1000])
+                             error=error, progress=0.0, attempts=Job.attempts - 1,
+                             progress_message=f"handed back (not counted as an attempt): "
+                                              f"{message}"[:1000])
     return events.job_finished(session, _take_running(
         session, job_id, worker_id, status=JobStatus.FAILED.value, error=error,
         finished_at=now, progress_message=str(error.get("message", "failed"))[:1000]))

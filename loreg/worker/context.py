@@ -5,6 +5,10 @@ call ``check_cancel()`` often (the merge engine calls it between tensors), write
 outputs under ``workdir`` and return an ``Outcome``. The loop uploads the outputs and
 records everything in one transaction, including the handler's own ``commit`` step
 (a combine's new version, a validation's report), so a job's effects appear all at once.
+
+Progress is best effort: while the database is unreachable the handler keeps working and
+its progress goes unrecorded (the first failure of an outage is logged once); reading its
+inputs from the database, though, raises, and the worker hands the job back.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from loreg.config import Settings
 from loreg.db.models import BaseModelFile, VersionFile
 from loreg.services import jobs as jobs_service
 from loreg.storage import BlobStore
+from loreg.worker import faults
 from loreg.worker.cache import BaseCache, CachedFile, _safe_relpath
+from loreg.worker.health import WorkerHealth
 
 logger = logging.getLogger("loreg.worker")
 
@@ -44,8 +50,26 @@ class WorkerStopping(Exception):
 def log_event(event: str, **fields: Any) -> None:
     """One structured JSON log line (``{"event": ..., "job_id": ..., ...}``)."""
     record = {"ts": round(time.time(), 3), "event": event, **fields}
-    level = logging.WARNING if event.endswith(("failed", "error", "lost")) else logging.INFO
+    level = (logging.WARNING if event.endswith(("failed", "error", "lost", "unavailable"))
+             else logging.INFO)
     logger.log(level, json.dumps(record, default=str, sort_keys=False))
+
+
+def dependency_failed(health: WorkerHealth | None, dependency: str, exc: BaseException,
+                      **fields: Any) -> None:
+    """Note a failed use of the database or the store; logs the first failure of an outage
+    (``worker.database_unavailable``, ``worker.store_unavailable``)."""
+    if health is None or health.down(dependency):
+        log_event(f"worker.{dependency}_unavailable", error=f"{type(exc).__name__}: {exc}"[:500],
+                  **fields)
+
+
+def dependency_ok(health: WorkerHealth | None, dependency: str, **fields: Any) -> None:
+    """Note a successful use; logs the end of an outage (``worker.database_back``) with its
+    length."""
+    seconds = health.up(dependency) if health is not None else None
+    if seconds is not None:
+        log_event(f"worker.{dependency}_back", down_seconds=round(seconds, 3), **fields)
 
 
 @dataclass
@@ -75,6 +99,7 @@ class JobContext:
     device: str
     workdir: Path
     submitted_by: int | None = None
+    health: WorkerHealth | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     lost_event: threading.Event = field(default_factory=threading.Event)
     shutdown_event: threading.Event = field(default_factory=threading.Event)
@@ -87,6 +112,8 @@ class JobContext:
 
     def check_cancel(self) -> None:
         """Raise if the job was cancelled or its lease lost (seen by the lease thread)."""
+        if self.health is not None:
+            self.health.beat()
         if self.lost_event.is_set():
             raise jobs_service.LeaseLost(f"job {self.job_id} lease lost",
                                          details={"job_id": self.job_id})
@@ -96,17 +123,30 @@ class JobContext:
             raise WorkerStopping(self.job_id)
 
     def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:
-        """Record progress (throttled); never goes backwards within an attempt."""
+        """Record progress (throttled); never goes backwards within an attempt.
+
+        Best effort: with the database unreachable nothing is recorded and the work goes on.
+        """
+        if self.health is not None:
+            self.health.beat()
         fraction = max(self._last_fraction, min(1.0, max(0.0, fraction)))
         now = time.monotonic()
         if not force and now - self._last_progress < PROGRESS_INTERVAL:
             return
         self._last_progress = now
         self._last_fraction = fraction
-        with self.sessions() as s:
-            owned = jobs_service.record_progress(s, self.job_id, self.worker_id, fraction,
-                                                 message)
-            s.commit()
+        try:
+            with self.sessions() as s:
+                owned = jobs_service.record_progress(s, self.job_id, self.worker_id, fraction,
+                                                     message)
+                s.commit()
+        except Exception as exc:
+            if not faults.database_unavailable(exc):
+                raise
+            dependency_failed(self.health, "database", exc, worker=self.worker_id,
+                              job_id=self.job_id)
+            return
+        dependency_ok(self.health, "database", worker=self.worker_id)
         if not owned:
             self.lost_event.set()
 

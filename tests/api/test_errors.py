@@ -1,4 +1,5 @@
-"""One error shape for everything: domain errors, validation, routing, the unexpected."""
+"""One error shape for everything: domain errors, validation, routing, the unexpected;
+a database outage is a 503 with ``Retry-After``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from loreg.api.app import create_app
-from loreg.api.errors import STATUS_BY_ERROR, status_for
+from loreg.api.errors import RETRY_AFTER_SECONDS, STATUS_BY_ERROR, status_for
 from loreg.config import Settings
 from loreg.db import migrate
 from loreg.errors import (
@@ -24,7 +25,9 @@ from loreg.errors import (
     Unavailable,
 )
 from loreg.storage import BlobTooLarge, DigestMismatch, StorageUnavailable
-from tests.fixtures.api import RegistryServer
+from tests.fixtures.api import RegistryServer, start_registry
+from tests.fixtures.postgres import PgCluster
+from tests.fixtures.s3 import S3Endpoint
 
 
 def _assert_shape(body: object, code: str | None = None) -> dict[str, object]:
@@ -154,3 +157,30 @@ def test_nul_bytes_are_refused_not_500(registry_server: RegistryServer) -> None:
         assert r.status_code == 400, (key, r.text)
     r = registry_server.admin.post("/users", json={"name": "nul-user", "email": "a\x00@b"})
     assert r.status_code == 400, r.text
+
+
+@pytest.mark.slow
+def test_database_outage_is_503_with_retry_after_then_recovers(
+        tmp_path: Path, pg_cluster: PgCluster, s3_bucket: S3Endpoint) -> None:
+    """PostgreSQL stopped under a running API: every answer that needs it is a 503 with
+    ``Retry-After`` (never a 500), and the API serves again by itself once it is back."""
+    settings = Settings(home=tmp_path, database_url=pg_cluster.create_database(),
+                        storage_url=f"s3://{s3_bucket.bucket}/loreg",
+                        s3_endpoint_url=s3_bucket.endpoint_url, s3_region="us-east-1")
+    with start_registry(settings) as server:
+        api = server.admin
+        assert api.get("/whoami").status_code == 200
+        pg_cluster.stop()
+        try:
+            for path in ("/whoami", "/adapters", "/jobs"):
+                r = api.get(path)
+                assert r.status_code == 503, (path, r.text)
+                _assert_shape(r.json(), "unavailable")
+                assert r.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
+            r = server.get("/readyz")
+            assert r.status_code == 503 and r.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
+            assert server.get("/healthz").status_code == 200  # alive: do not restart it
+        finally:
+            pg_cluster.start()
+        assert api.get("/whoami").status_code == 200
+        assert server.get("/readyz").status_code == 200

@@ -333,6 +333,25 @@ def test_fail_retries_then_gives_up(maker: sessionmaker[Session]) -> None:
         assert job.error == {"code": "unavailable", "message": "s3 down"}
 
 
+def test_an_uncounted_hand_back_does_not_spend_an_attempt(
+        maker: sessionmaker[Session]) -> None:
+    """A job handed back because of an outage goes back to the queue even on its last
+    attempt, and the attempt is not counted."""
+    (job_id,) = _queue(maker, 1, max_attempts=1)
+    outage = {"code": "database_unavailable", "message": "the database went away"}
+    with maker() as s:
+        for _ in range(3):
+            assert jobs.claim(s, "w", lease_seconds=30) is not None
+            job = jobs.fail(s, job_id, "w", outage, retry=True, count_attempt=False)
+            s.commit()
+            assert job.status == "queued" and job.attempts == 0
+            assert job.progress_message.startswith("handed back (not counted")
+        jobs.claim(s, "w", lease_seconds=30)
+        job = jobs.fail(s, job_id, "w", {"code": "x", "message": "bad input"})
+        s.commit()
+        assert job.status == "failed" and job.attempts == 1
+
+
 def test_simultaneous_identical_submits_make_one_job(
     maker: sessionmaker[Session], world: dict[str, Principal], monkeypatch: pytest.MonkeyPatch
 ) -> None:

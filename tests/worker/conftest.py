@@ -1,8 +1,10 @@
 """A registry's back end (DB + blob store) seeded through the services, for worker tests.
 
-``stack`` runs on SQLite + a local folder; ``pg_stack`` on PostgreSQL + S3 (moto). Both
-give helpers to upload a folder, register a base with its files, push a PEFT adapter and
-submit jobs as a user, and build ``loreg worker`` subprocess environments.
+``stack`` runs on SQLite + a local folder; ``pg_stack`` on PostgreSQL + S3 (moto);
+``outage_stack`` on a PostgreSQL cluster of the test's own (``outage_stack.cluster``), which
+the test may stop and start, + S3. All give helpers to upload a folder, register a base with
+its files, push a PEFT adapter and submit jobs as a user, and build ``loreg worker``
+subprocess environments.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from loreg.services.manifests import FileEntry
 from loreg.services.permissions import Principal
 from loreg.storage import BlobStore, open_store
 from tests.factories import TinyAdapter, TinyModel, make_llama, make_lora_adapter
+from tests.fixtures.postgres import PgCluster
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -171,6 +174,23 @@ def pg_stack(tmp_path: Path, postgres_url: str, s3_bucket: Any) -> Iterator[Stac
                         s3_endpoint_url=s3_bucket.endpoint_url, s3_region="us-east-1",
                         job_lease_seconds=5, worker_device="cpu", worker_poll_seconds=0.1)
     yield from _make_stack(settings)
+
+
+@dataclass
+class OutageStack(Stack):
+    """A ``Stack`` whose PostgreSQL cluster the test may ``stop()`` and ``start()``."""
+
+    cluster: PgCluster | None = None
+
+
+@pytest.fixture
+def outage_stack(tmp_path: Path, pg_cluster: PgCluster, s3_bucket: Any) -> Iterator[OutageStack]:
+    settings = Settings(home=tmp_path / "server", database_url=pg_cluster.create_database(),
+                        storage_url=f"s3://{s3_bucket.bucket}/loreg",
+                        s3_endpoint_url=s3_bucket.endpoint_url, s3_region="us-east-1",
+                        job_lease_seconds=10, worker_device="cpu", worker_poll_seconds=0.1)
+    for stack in _make_stack(settings):
+        yield OutageStack(**vars(stack), cluster=pg_cluster)
 
 
 @dataclass

@@ -5,7 +5,11 @@
   it with PEFT's ``merge_and_unload()``;
 - crash safety: ``kill -9`` a worker mid-merge; another takes the job over after the lease
   expires, the job shows 2 attempts and only the second attempt's (complete) output;
-- two workers on ten jobs: every job runs exactly once.
+- two workers on ten jobs: every job runs exactly once;
+- the work folder a killed attempt leaves behind: ``loreg gc --dry-run`` lists it, the next
+  worker on that home removes it at start-up;
+- a database outage mid-merge: PostgreSQL stopped for 5 s while a worker merges; the worker
+  stays up, the job succeeds with the output of a clean merge.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,7 @@ import pytest
 from loreg.client import Client
 from loreg.merge.stream import merge_checkpoint
 from tests.fixtures.api import settings_for, start_registry
-from tests.worker.conftest import Models, Stack, sha256_file
+from tests.worker.conftest import Models, OutageStack, Stack, sha256_file
 from tests.worker.test_loop import assert_matches_peft
 
 pytestmark = pytest.mark.slow
@@ -171,3 +176,87 @@ def test_two_workers_ten_jobs_each_once(pg_stack: Stack, models: Models,
         assert len(starts[job_id]) == 1, starts[job_id]
     # Which worker ran how many depends on start-up timing on a loaded machine; what matters
     # is that every job started exactly once, checked above.
+
+
+def _clean_merge_digests(models: Models, dest: Path, max_shard_bytes: int) -> dict[str, str]:
+    ref = merge_checkpoint(models.base.path, [(models.adapter.path, 1.0)], dest,
+                           device="cpu", max_shard_bytes=max_shard_bytes)
+    return {f.path: "sha256:" + f.sha256.removeprefix("sha256:") for f in ref.files}
+
+
+def test_worker_survives_postgres_outage_mid_merge(outage_stack: OutageStack, models: Models,
+                                                   tmp_path: Path) -> None:
+    stack = outage_stack
+    assert stack.cluster is not None
+    stack.register_base(models.base.path, "org/tiny")
+    stack.push(models.adapter.path, "admin", "tiny-lora", "org/tiny")
+    job_id = stack.submit("merge", {"base": "org/tiny", "adapters": ["admin/tiny-lora"],
+                                    "max_shard_bytes": 20_000})
+    log = tmp_path / "worker.log"
+    proc = stack.spawn_worker(tmp_path / "home", log=log, worker_test_delay_seconds=0.5,
+                              job_lease_seconds=10, worker_backoff_max_seconds=2)
+    try:
+        stack.wait(job_id, lambda j: j.type == "merge" and j.status == "running"
+                   and j.progress > 0.2, timeout=120)
+        stack.engine.dispose()  # the test's own connections would only see errors
+        stack.cluster.stop()
+        time.sleep(5)
+        assert proc.poll() is None, "the worker exited while the database was down:\n" \
+            + log.read_text()[-3000:]
+        stack.cluster.start()
+        job = stack.wait(job_id, lambda j: j.status in ("succeeded", "failed", "cancelled"),
+                         timeout=120)
+        assert proc.poll() is None, "the worker exited after the outage:\n" \
+            + log.read_text()[-3000:]
+    finally:
+        _stop(proc)
+    assert job.status == "succeeded", (job.error, log.read_text()[-3000:])
+    assert job.attempts == 1, job.error  # the outage did not cost the job an attempt
+    want = _clean_merge_digests(models, tmp_path / "ref", 20_000)
+    assert {a.path: a.blob_digest for a in job.artifacts} == want
+    events = [e["event"] for e in _events(log)]
+    assert "worker.database_unavailable" in events and "worker.database_back" in events, events
+
+
+def test_dead_attempt_folder_is_reported_and_swept_on_the_same_home(
+        pg_stack: Stack, models: Models, tmp_path: Path) -> None:
+    """``kill -9`` mid-merge leaves the attempt's folder with its half-written output;
+    ``loreg gc --dry-run`` lists it, and the next worker on that home removes it at start."""
+    stack = pg_stack
+    stack.register_base(models.base.path, "org/tiny")
+    stack.push(models.adapter.path, "admin", "tiny-lora", "org/tiny")
+    job_id = stack.submit("merge", {"base": "org/tiny", "adapters": ["admin/tiny-lora"],
+                                    "max_shard_bytes": 20_000})
+    home = tmp_path / "home"
+    work = home / "worker" / "work"
+    a = stack.spawn_worker(home, log=tmp_path / "a.log", worker_test_delay_seconds=0.25,
+                           job_lease_seconds=2)
+    try:
+        stack.wait(job_id, lambda j: j.type == "merge" and j.status == "running"
+                   and j.progress > 0.3, timeout=120)
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait(10)
+    finally:
+        _stop(a)
+    (dead,) = list(work.iterdir())
+    assert dead.name.startswith(f"{job_id}-1-")
+    assert (dead / "out.incomplete").is_dir()
+
+    gc = subprocess.run(
+        [sys.executable, "-c", "from loreg.cli.main import main; main()", "gc", "--dry-run",
+         "--json"], env=stack.env(home), capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0, gc.stderr
+    listed = json.loads(gc.stdout)["work_folders"]
+    assert [(f["path"], f["job_id"], f["attempt"]) for f in listed] == [(str(dead), job_id, 1)]
+    assert listed[0]["size"] > 0 and dead.is_dir()  # a dry run removes nothing
+
+    log_b = tmp_path / "b.log"
+    b = stack.spawn_worker(home, log=log_b, job_lease_seconds=2)
+    try:
+        job = stack.wait(job_id, lambda j: j.status in ("succeeded", "failed"), timeout=120)
+    finally:
+        _stop(b)
+    assert job.status == "succeeded" and job.attempts == 2, job.error
+    swept = [e for e in _events(log_b) if e["event"] == "worker.work_folders_removed"]
+    assert swept and swept[0]["folders"] == [str(dead)]
+    assert not dead.exists() and list(work.iterdir()) == []

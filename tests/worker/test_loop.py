@@ -1,27 +1,38 @@
 """The worker loop with real handlers on SQLite + a local store: merge results equal PEFT's,
 a base whose bytes do not match its fingerprint fails clearly, cancellation stops a running
-merge and leaves nothing behind, and a stopping worker hands its job back."""
+merge and leaves nothing behind, and a stopping worker hands its job back. Faults: a
+deterministic error fails at once, an infrastructure error retries up to the attempt limit,
+and outages of the store or the database (a real PostgreSQL stopped mid-job) cost no attempt
+and lose no result."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
+from sqlalchemy import update
 
+from loreg.db import Blob, Job
 from loreg.db.ops import WorkerHeartbeat
 from loreg.logging import JsonFormatter, job_id_var
 from loreg.services import jobs
+from loreg.storage.base import StorageUnavailable
+from loreg.storage.local import LocalBlobStore
 from loreg.worker.context import JobContext, Outcome
 from loreg.worker.loop import Worker
 from tests.factories import load_model
-from tests.worker.conftest import Models, Stack
+from tests.worker.conftest import Models, OutageStack, Stack
 
 
 def merged_state(folder: Path) -> dict[str, torch.Tensor]:
@@ -171,3 +182,201 @@ def test_housekeeping_and_job_id_logging_during_a_job(stack: Stack, models: Mode
     assert seen["heartbeat"] == job_id
     assert seen["log"]["job_id"] == job_id
     assert job_id_var.get() is None  # reset after the job
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def _events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [json.loads(r.getMessage()) for r in caplog.records
+            if r.name == "loreg.worker" and r.getMessage().startswith("{")]
+
+
+def _raising(exc: Exception, calls: list[int]) -> Callable[[JobContext], Outcome]:
+    def handler(ctx: JobContext) -> Outcome:
+        calls.append(ctx.attempt)
+        raise exc
+    return handler
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("Numpy is not available"),
+                                 ModuleNotFoundError("No module named 'numpy'")])
+def test_deterministic_error_fails_the_job_at_once(stack: Stack, models: Models,
+                                                   exc: Exception) -> None:
+    seed(stack, models)
+    job_id = stack.submit("export", {"adapter": "admin/tiny-lora"})
+    calls: list[int] = []
+    w = worker(stack, handlers={"export": _raising(exc, calls)})
+    w.run(once=True)
+    job = stack.job(job_id)
+    assert job.status == "failed" and job.attempts == 1 and job.max_attempts == 3
+    assert calls == [1]
+    assert job.error is not None and str(exc) in job.error["message"]
+
+
+def test_infrastructure_error_retries_up_to_the_attempt_limit(stack: Stack,
+                                                               models: Models) -> None:
+    seed(stack, models)
+    job_id = stack.submit("export", {"adapter": "admin/tiny-lora"})
+    calls: list[int] = []
+    disk_full = OSError(errno.ENOSPC, "No space left on device")
+    w = worker(stack, handlers={"export": _raising(disk_full, calls)})
+    w.run(once=True)
+    job = stack.job(job_id)
+    assert calls == [1, 2, 3]
+    assert job.status == "failed" and job.attempts == 3
+    assert job.error is not None and "No space left on device" in job.error["message"]
+    assert not any((stack.settings.home / "worker" / "work").iterdir())
+
+
+def test_store_outage_hands_the_job_back_without_counting(
+        stack: Stack, models: Models, caplog: pytest.LogCaptureFixture) -> None:
+    """The store's folder vanishes mid-job: the worker waits for it to come back, hands the
+    job back without spending the attempt, and the next try succeeds."""
+    seed(stack, models)
+    job_id = stack.submit("export", {"adapter": "admin/tiny-lora"})
+    store = stack.store
+    assert isinstance(store, LocalBlobStore)
+    blob_dir = store.blob_dir
+    away = blob_dir.with_name(blob_dir.name + ".away")
+    calls: list[int] = []
+
+    def handler(ctx: JobContext) -> Outcome:
+        calls.append(ctx.attempt)
+        if len(calls) == 1:
+            blob_dir.rename(away)
+            threading.Timer(1.0, away.rename, args=(blob_dir,)).start()
+            raise StorageUnavailable("blob store unreachable")
+        return Outcome(result={"tries": len(calls)})
+
+    w = worker(stack, handlers={"export": handler})
+    with caplog.at_level(logging.INFO, logger="loreg.worker"):
+        w.run(once=True)
+    job = stack.job(job_id)
+    assert job.status == "succeeded", job.error
+    assert calls == [1, 1] and job.attempts == 1  # the outage cost no attempt
+    events = [e["event"] for e in _events(caplog)]
+    assert "worker.store_unavailable" in events and "worker.store_back" in events, events
+    assert events.index("worker.store_back") < events.index("job.requeued")
+
+
+def test_database_outage_while_recording_the_outcome(
+        outage_stack: OutageStack, models: Models, caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL goes away between the work and its recording: the worker keeps the
+    result and records it once the database is back, with logged retries."""
+    stack = outage_stack
+    cluster = stack.cluster
+    assert cluster is not None
+    seed(stack, models)
+    job_id = stack.submit("export", {"adapter": "admin/tiny-lora"})
+
+    def handler(ctx: JobContext) -> Outcome:
+        cluster.stop()
+        threading.Timer(3.0, cluster.start).start()
+        return Outcome(result={"kept": True})
+
+    w = worker(stack, handlers={"export": handler})
+    with caplog.at_level(logging.INFO, logger="loreg.worker"):
+        assert w.run(once=True) == 1
+    job = stack.job(job_id)
+    assert job.status == "succeeded" and job.attempts == 1
+    assert job.result is not None and job.result["kept"] is True
+    events = [e["event"] for e in _events(caplog)]
+    assert "job.record_retry" in events and "worker.database_unavailable" in events
+    assert events.index("worker.database_back") < events.index("job.succeeded")
+
+
+def test_database_outage_during_the_job_hands_it_back_without_counting(
+        outage_stack: OutageStack, models: Models, caplog: pytest.LogCaptureFixture) -> None:
+    stack = outage_stack
+    cluster = stack.cluster
+    assert cluster is not None
+    seed(stack, models)
+    job_id = stack.submit("export", {"adapter": "admin/tiny-lora"})
+    calls: list[int] = []
+
+    def handler(ctx: JobContext) -> Outcome:
+        calls.append(ctx.attempt)
+        if len(calls) == 1:
+            cluster.stop()
+            threading.Timer(3.0, cluster.start).start()
+        version_id = int(ctx.params["inputs"][0]["version_id"])
+        ctx.fetch_version(version_id, "a")  # reads the database: fails during the outage
+        return Outcome(result={})
+
+    w = worker(stack, handlers={"export": handler})
+    with caplog.at_level(logging.INFO, logger="loreg.worker"):
+        w.run(once=True)
+    job = stack.job(job_id)
+    assert job.status == "succeeded", job.error
+    assert calls == [1, 1] and job.attempts == 1
+    interrupted = [e for e in _events(caplog) if e["event"] == "job.interrupted"]
+    assert interrupted and interrupted[0]["reason"] == "database unavailable"
+
+
+def test_stopping_while_the_database_is_down_does_not_hang(
+        outage_stack: OutageStack, models: Models, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker told to stop while it cannot record an outcome leaves the job to be
+    re-leased when its lease expires, instead of waiting forever."""
+    stack = outage_stack
+    cluster = stack.cluster
+    assert cluster is not None
+    seed(stack, models)
+    job_id = stack.submit("export", {"adapter": "admin/tiny-lora"})
+    w = worker(stack, handlers={})
+
+    def handler(ctx: JobContext) -> Outcome:
+        cluster.stop()
+        threading.Timer(1.0, w.stop).start()
+        return Outcome(result={})
+
+    w.handlers["export"] = handler
+    w.types = ["export"]
+    with caplog.at_level(logging.INFO, logger="loreg.worker"):
+        thread = threading.Thread(target=w.run)
+        thread.start()
+        thread.join(30)
+    assert not thread.is_alive()
+    events = [e["event"] for e in _events(caplog)]
+    assert "job.outcome_unrecorded" in events, events
+    cluster.start()
+    job = stack.job(job_id)
+    assert job.status == "running" and job.lease_owner == w.worker_id  # re-leased later
+
+
+def test_lost_lease_leaves_uploaded_outputs_to_gc(
+        stack: Stack, models: Models, caplog: pytest.LogCaptureFixture) -> None:
+    """Another attempt takes the job over while this one uploads its outputs: it may be
+    uploading the very same (deterministic) objects, so the loser deletes nothing; its
+    outcome is dropped, and GC collects what nothing references."""
+    seed(stack, models)
+    job_id = stack.submit("export", {"adapter": "admin/tiny-lora"})
+    assert isinstance(stack.store, LocalBlobStore)
+
+    class TakenOverDuringUpload(LocalBlobStore):
+        def put_file(self, digest: str, path: Path, *, max_size: int | None = None) -> int:
+            size = super().put_file(digest, path, max_size=max_size)
+            with stack.sessions() as s:
+                s.execute(update(Job).where(Job.id == job_id).values(lease_owner="other"))
+                s.commit()
+            return size
+
+    def handler(ctx: JobContext) -> Outcome:
+        out = ctx.workdir / "out"
+        out.mkdir()
+        (out / "weights.bin").write_bytes(b"deterministic output")
+        return Outcome(result={}, output_dir=out)
+
+    w = Worker(stack.settings, sessions=stack.sessions,
+               store=TakenOverDuringUpload(stack.store.root), handlers={"export": handler})
+    with caplog.at_level(logging.INFO, logger="loreg.worker"):
+        w.run(once=True)
+    job = stack.job(job_id)
+    assert job.status == "running" and job.lease_owner == "other" and job.artifacts == []
+    digest = "sha256:" + hashlib.sha256(b"deterministic output").hexdigest()
+    assert stack.store.exists(digest)
+    with stack.sessions() as s:
+        assert s.get(Blob, digest) is None  # unreferenced: GC's, after its grace period
+    events = [e["event"] for e in _events(caplog)]
+    assert "job.abandoned" in events and "job.outputs_left_for_gc" in events, events
+    assert "job.outputs_discarded" not in events
