@@ -256,7 +256,10 @@ def test_incompatible_adapter_fails_before_writing(tmp_path: Path) -> None:
     adapter = make_lora_adapter(bigger, tmp_path / "adapter")
     with pytest.raises(Incompatible) as info:
         merge_checkpoint(base.path, [(adapter.path, 1.0)], tmp_path / "out", device="cpu")
-    assert info.value.details and "base_shape" in info.value.details[0]
+    # the same report validate gives, before a byte is written
+    problems = info.value.details["problems"]
+    assert any(p["code"] == "shape_mismatch" for p in problems), problems
+    assert "nothing was written" in info.value.message
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "out.incomplete").exists()
 
