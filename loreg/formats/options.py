@@ -14,7 +14,7 @@ every field is in exactly one of three groups:
 A field in none of the groups is *unknown* (a newer PEFT, or a hand edit): refused when it
 holds anything but an empty value (``null``, ``false``, ``0``, ``""``, ``[]``, ``{}``), since
 loreg cannot know what it does. The groups were written against PEFT 0.21's ``LoraConfig``
-and ``AdaLoraConfig`` (docs/merging.md lists them).
+``AdaLoraConfig`` and ``TrainableTokensConfig`` (docs/merging.md lists them).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ APPLIED = frozenset(
         "trainable_token_indices",
         # AdaLoRA: the initial rank fixes the scale (alpha / init_r) of every module
         "init_r",
+        # trainable-tokens adapters (peft_type TRAINABLE_TOKENS)
+        "token_indices",
     }
 )
 
@@ -53,6 +55,7 @@ NEUTRAL = frozenset(
         "auto_mapping",
         "peft_version",
         "lora_dropout",
+        "init_weights",  # trainable tokens: how the rows started
         "init_lora_weights",  # see _INIT_REWRITES_BASE for the values that are refused
         "layers_to_transform",  # which modules were adapted: the tensors say it
         "layers_pattern",

@@ -11,6 +11,8 @@ upload after two ranged reads. Keys are interpreted the way PEFT writes them:
   embedding / lm_head targets, e.g. after the vocabulary grew);
 - ``<module>.token_adapter.trainable_tokens_delta``: trainable tokens
   (``trainable_token_indices``), the new values of some embedding rows;
+- ``<embedding or output layer>.weight`` without a wrapper: PEFT saves those whole when the
+  vocabulary was resized during training, and loading puts them in place;
 - with ``bias="all"`` / ``"lora_only"``: ``<module>[.base_layer].bias``, trained biases that
   replace the base's;
 - AdaLoRA (``peft_type: ADALORA``): ``<module>.lora_A`` / ``lora_B`` / ``lora_E`` (no
@@ -67,11 +69,11 @@ _LORA_KEY = re.compile(
     r")$"
 )
 _ADALORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<which>lora_[ABE])(?:\.weight)?$")
-_TOKENS = re.compile(r"^(?P<module>.+)\.token_adapter\.trainable_tokens_delta$")
+_TOKENS = re.compile(r"^(?P<module>.+?)(?:\.token_adapter)?\.trainable_tokens_delta$")
 _BASE_LAYER = re.compile(r"^(?P<module>.+)\.base_layer\.(?P<param>[^.]+)$")
 _MTS = re.compile(r"^(?P<module>.+)\.modules_to_save\.(?:(?P<an>[^.]+)\.)?(?P<param>[^.]+)$")
 _ORIGINAL = re.compile(r"^(?P<module>.+)\.original_module\.(?P<param>.+)$")
-PEFT_TYPES = ("LORA", "ADALORA")
+PEFT_TYPES = ("LORA", "ADALORA", "TRAINABLE_TOKENS")
 ADALORA_EPS = 1e-5  # PEFT divides by ranknum + 1e-5
 _CONVERT_HINT = (
     "convert it to a LoRA adapter first with PEFT's save_as_lora(path, peft_model, rank=...)"
@@ -147,10 +149,17 @@ def _check_config(config: Any) -> dict[str, Any]:
         raise AdapterFormatError(f"{CONFIG_NAME} has no peft_type (is this a PEFT adapter?)")
     if str(peft_type).upper() not in PEFT_TYPES:
         raise AdapterFormatError(
-            f"unsupported peft_type {peft_type!r}: loreg merges LoRA and AdaLoRA adapters only;"
+            f"unsupported peft_type {peft_type!r}: loreg merges LoRA, AdaLoRA and trainable-tokens"
+            " adapters only;"
             f" {_CONVERT_HINT}",
             details={"peft_type": str(peft_type)},
         )
+    if str(peft_type).upper() == "TRAINABLE_TOKENS":
+        if _token_indices(config) is None:
+            raise AdapterFormatError(
+                f"{CONFIG_NAME}: a trainable-tokens adapter needs token_indices"
+            )
+        return config
     adalora = str(peft_type).upper() == "ADALORA"
     rank_field = "init_r" if adalora else "r"
     r = config.get(rank_field, 12 if adalora else None)
@@ -203,6 +212,8 @@ def _token_indices(config: dict[str, Any]) -> dict[str, tuple[int, ...]] | None:
     """``trainable_token_indices`` as {layer name or "": indices}; "" is PEFT's list form,
     which means the model's input embedding layer."""
     raw = config.get("trainable_token_indices")
+    if str(config.get("peft_type", "")).upper() == "TRAINABLE_TOKENS":
+        raw = config.get("token_indices")  # PEFT's TrainableTokensConfig: one list for all layers
     if raw is None:
         return None
 
@@ -282,7 +293,8 @@ def describe_adapter(
 ) -> AdapterDescription:
     """Describe an adapter from its parsed config and its weights' header alone."""
     config = _check_config(config)
-    adalora = str(config["peft_type"]).upper() == "ADALORA"
+    peft_type = str(config["peft_type"]).upper()
+    adalora = peft_type == "ADALORA"
     use_rslora = bool(config.get("use_rslora", False)) and not adalora
     use_dora = bool(config.get("use_dora", False))
     fan_in_fan_out = bool(config.get("fan_in_fan_out", False))
@@ -373,6 +385,13 @@ def describe_adapter(
             saved[owner][name] = key
             saved_origin.setdefault(owner, "modules_to_save")
             continue
+        module, _, param = name.rpartition(".")
+        if param == "weight" and _looks_like_vocab_layer(module):
+            # PEFT saves embedding / output layers whole when the vocabulary was resized
+            # (save_embedding_layers); loading puts them in place of the base's
+            saved.setdefault(module, {})[name] = key
+            saved_origin.setdefault(module, "embedding_layer")
+            continue
         if trains_biases and name.endswith(".bias") and "." in name:
             # bias="all" / "lora_only": PEFT trained and saved these biases; they replace the base's
             module = name.rsplit(".", 1)[0]
@@ -454,11 +473,11 @@ def describe_adapter(
     if adalora:
         options += _adalora_findings(config)
     return AdapterDescription(
-        peft_type=str(config["peft_type"]).upper(),
+        peft_type=peft_type,
         task_type=config.get("task_type"),
         base_model_name_or_path=config.get("base_model_name_or_path"),
-        r=int(config["init_r"] if adalora else config["r"]),
-        lora_alpha=float(config.get("lora_alpha", 8)),
+        r=int(config.get("init_r", 12) if adalora else config.get("r", 0)),
+        lora_alpha=float(config.get("lora_alpha", 8 if "r" in config else 0)),
         use_rslora=use_rslora,
         use_dora=use_dora,
         rank_pattern={}

@@ -190,32 +190,35 @@ def _plan(
     problems: list[dict[str, Any]] = []
     for i, src in enumerate(adapters):
         direct = {t for sm in src.desc.saved_modules.values() for t in sm.tensors}
-        for saved in src.desc.saved_modules.values():
-            for tname, key in saved.tensors.items():
-                plan = plans.get(tname)
-                if (
-                    plan is None
-                    and saved.origin == "base_layer"
-                    and aliases.get(tname) in direct
-                    and saved.shapes[tname] == _saved_shape(src, aliases[tname])
-                ):
-                    # PEFT saved the tied output layer's copy of a replaced embedding: the
-                    # checkpoint stores one tensor, which the embedding's copy replaces.
-                    continue
-                if plan is None:
-                    problems.append(
-                        {"adapter": str(src.path), "tensor": tname, "problem": "not in base"}
-                    )
-                    continue
-                if plan.replace is not None:
-                    raise Incompatible(
-                        f"{tname} is replaced by more than one adapter's modules_to_save;"
-                        " merge those adapters separately",
-                        details={"tensor": tname},
-                    )
-                plan.replace = (i, key)
-                shape = saved.shapes[tname]
-                plan.out = TensorSpec(tname, plan.out.dtype, tuple(shape))
+        saved_items = [
+            (tname, key, saved.shapes[tname], saved.origin)
+            for saved in src.desc.saved_modules.values()
+            for tname, key in saved.tensors.items()
+        ]
+        # Tied copies last: PEFT loads the output layer's copy of a replaced embedding into
+        # the one shared tensor after the embedding's own, so it is the one that counts.
+        for tname, key, shape, origin in sorted(saved_items, key=lambda t: t[0] in aliases):
+            target = aliases.get(tname)
+            tied_copy = (
+                tname not in plans
+                and origin == "base_layer"
+                and target in direct
+                and shape == _saved_shape(src, target)
+            )
+            plan = plans.get(target) if tied_copy and target else plans.get(tname)
+            if plan is None:
+                problems.append(
+                    {"adapter": str(src.path), "tensor": tname, "problem": "not in base"}
+                )
+                continue
+            if plan.replace is not None and not (tied_copy and plan.replace[0] == i):
+                raise Incompatible(
+                    f"{plan.info.name} is replaced by more than one adapter's modules_to_save;"
+                    " merge those adapters separately",
+                    details={"tensor": plan.info.name},
+                )
+            plan.replace = (i, key)
+            plan.out = TensorSpec(plan.info.name, plan.out.dtype, tuple(shape))
         for module in src.desc.modules.values():
             if module.kind == "parameter":
                 continue

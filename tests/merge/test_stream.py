@@ -23,9 +23,11 @@ from loreg.errors import Conflict, Incompatible
 from loreg.formats.base import fingerprint
 from loreg.merge.methods import tensor_seed
 from loreg.merge.stream import FingerprintMismatch, merge_checkpoint
+from tests.factories.adapter_kinds import KINDS, build_kind
 from tests.factories.merge_inputs import (
     load_peft,
     peft_deltas,
+    peft_merged_checkpoint,
     peft_merged_state,
     perturb_saved_modules,
 )
@@ -139,6 +141,33 @@ def test_grown_vocabulary_updates_config(tmp_path: Path) -> None:
     with torch.no_grad():
         want = load_peft(base, [adapter.path], vocab=136)(input_ids=ids).logits
         torch.testing.assert_close(merged(input_ids=ids).logits, want, rtol=1e-5, atol=1e-5)
+
+
+# what each kind must change (so a merge that skipped that part would fail)
+_CHANGES = {"moe": ".experts.", "tokens": "embed_tokens", "adalora": "q_proj", "bias": ".bias"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_adapter_kinds_equal_merge_and_unload(tmp_path: Path, kind: str) -> None:
+    """MoE expert parameters, trainable tokens, AdaLoRA, trained biases: every tensor equals
+    PEFT's merge_and_unload() saved by transformers, and the merged folder gives its logits."""
+    case = build_kind(kind, tmp_path / "in")
+    result = merge_checkpoint(case.base.path, [(case.adapter, 1.0)], tmp_path / "out",
+                              device="cpu", max_shard_bytes=30_000)
+    out = _merged(tmp_path / "out")
+    peft_model, ref = peft_merged_checkpoint(case.base, case.adapter, tmp_path / "peft",
+                                             vocab=case.vocab)
+    assert set(out) == set(ref)
+    _assert_matches(out, ref, torch.float32)
+    base = _merged(case.base.path)
+    changed = {n for n, t in out.items() if t.shape != base[n].shape or not torch.equal(t, base[n])}
+    assert any(_CHANGES[kind.split("-")[0]] in n for n in changed), sorted(changed)
+    assert result.changed_tensors >= len(changed)
+    merged = load_model(tmp_path / "out")
+    ids = torch.tensor([list(case.input_ids)])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, peft_model(input_ids=ids).logits,
+                                   rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
