@@ -476,7 +476,7 @@ def describe_adapter(
         peft_type=peft_type,
         task_type=config.get("task_type"),
         base_model_name_or_path=config.get("base_model_name_or_path"),
-        r=int(config.get("init_r", 12) if adalora else config.get("r", 0)),
+        r=_recorded_rank(config, peft_type, token_modules),
         lora_alpha=float(config.get("lora_alpha", 8 if "r" in config else 0)),
         use_rslora=use_rslora,
         use_dora=use_dora,
@@ -505,6 +505,18 @@ def describe_adapter(
         option_findings=tuple(options),
         target_parameters=tuple(target_parameters),
     )
+
+
+def _recorded_rank(
+    config: dict[str, Any], peft_type: str, token_modules: dict[str, TokenModule]
+) -> int:
+    """The rank the registry records: ``r``, AdaLoRA's ``init_r``, or for a trainable-tokens
+    adapter (which has no rank) its number of token rows."""
+    if peft_type == "ADALORA":
+        return int(config.get("init_r", 12))
+    if peft_type == "TRAINABLE_TOKENS":
+        return max((len(t.indices) for t in token_modules.values()), default=1)
+    return int(config["r"])
 
 
 def _indices_for(
