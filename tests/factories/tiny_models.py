@@ -221,11 +221,16 @@ def make_moe(
     *,
     num_layers: int = 2,
     num_experts: int = 4,
+    hidden_size: int = 32,
+    expert_size: int = 24,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     max_shard_size: str | int | None = None,
 ) -> TinyModel:
     """A tiny mixture-of-experts causal LM of ``family`` (one of ``MOE_FAMILIES``).
+
+    ``expert_size`` is the experts' intermediate size (``hidden_size == 2 * expert_size``
+    makes ``gate_up_proj`` square).
 
     transformers 5 saves Qwen3-MoE and Mixtral experts per expert (``experts.0.gate_proj``
     / ``block_sparse_moe.experts.0.w1``...), gpt-oss and Llama 4 fused (``experts.gate_up_proj``).
@@ -235,7 +240,7 @@ def make_moe(
     seed_everything(seed)
     common: dict[str, Any] = {
         "vocab_size": 128,
-        "hidden_size": 32,
+        "hidden_size": hidden_size,
         "num_hidden_layers": num_layers,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
@@ -243,20 +248,24 @@ def make_moe(
         "tie_word_embeddings": False,
     }
     if family == "qwen3_moe":
-        config = tf.Qwen3MoeConfig(**common, moe_intermediate_size=24, intermediate_size=48,
+        config = tf.Qwen3MoeConfig(**common, moe_intermediate_size=expert_size,
+                                   intermediate_size=2 * expert_size,
                                    num_experts=num_experts, num_experts_per_tok=2, head_dim=8)
         model = tf.Qwen3MoeForCausalLM(config)
     elif family == "mixtral":
-        config = tf.MixtralConfig(**common, intermediate_size=24, num_local_experts=num_experts,
+        config = tf.MixtralConfig(**common, intermediate_size=expert_size,
+                                  num_local_experts=num_experts,
                                   num_experts_per_tok=2)
         model = tf.MixtralForCausalLM(config)
     elif family == "gpt_oss":
-        config = tf.GptOssConfig(**common, intermediate_size=24, num_local_experts=num_experts,
+        config = tf.GptOssConfig(**common, intermediate_size=expert_size,
+                                 num_local_experts=num_experts,
                                  num_experts_per_tok=2, head_dim=8,
                                  layer_types=["full_attention"] * num_layers)
         model = tf.GptOssForCausalLM(config)
     elif family == "llama4_text":
-        config = tf.Llama4TextConfig(**common, intermediate_size=24, intermediate_size_mlp=40,
+        config = tf.Llama4TextConfig(**common, intermediate_size=expert_size,
+                                     intermediate_size_mlp=40,
                                      num_local_experts=num_experts, num_experts_per_tok=1,
                                      head_dim=8, interleave_moe_layer_step=1)
         model = tf.Llama4ForCausalLM(config)
@@ -353,10 +362,9 @@ def make_lora_adapter(
         lora_bias=lora_bias,
         fan_in_fan_out=fan_in_fan_out,
         task_type=task_type,
-        init_lora_weights=False,
         lora_dropout=0.0,
         base_model_name_or_path=str(base.path),
-        **extra,
+        **{"init_lora_weights": False, **extra},
     )
     seed_everything(seed)
     peft_model = get_peft_model(model, lora_config, adapter_name=adapter_name)
