@@ -32,12 +32,14 @@ from tests.factories.merge_inputs import (
     perturb_saved_modules,
 )
 from tests.factories.tiny_models import (
+    MOE_TARGET_PARAMETERS,
     TinyModel,
     load_model,
     make_bert_seq_cls,
     make_gpt2,
     make_llama,
     make_lora_adapter,
+    make_moe,
     make_t5,
 )
 
@@ -338,3 +340,51 @@ def test_two_adapters_saving_the_same_module_are_refused(tmp_path: Path) -> None
             base.path, [(a0.path, 1.0), (a1.path, 1.0)], tmp_path / "out", device="cpu"
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_two_expert_adapters_weighted(tmp_path: Path) -> None:
+    """Parameter LoRA merges linearly: base + sum w_i * (PEFT's merge of adapter i - base)."""
+    base = make_moe(tmp_path / "base", "mixtral")
+    paths = [
+        make_lora_adapter(base, tmp_path / f"a{i}", target_modules=["q_proj"], seed=i, r=2 + i,
+                          target_parameters=MOE_TARGET_PARAMETERS["mixtral"]).path
+        for i in range(2)
+    ]
+    weights = [0.7, -0.4]
+    merge_checkpoint(base.path, list(zip(paths, weights, strict=True)), tmp_path / "out",
+                     device="cpu")
+    out = _merged(tmp_path / "out")
+    original = _merged(base.path)
+    singles = [peft_merged_checkpoint(base, p, tmp_path / f"peft{i}")[1]
+               for i, p in enumerate(paths)]
+    for name, t in out.items():
+        want = original[name] + sum(w * (s[name] - original[name])
+                                    for w, s in zip(weights, singles, strict=True))
+        torch.testing.assert_close(t, want, rtol=1e-5, atol=1e-6, msg=name)
+    assert any(".experts." in n and not torch.equal(out[n], original[n]) for n in out)
+    with pytest.raises(Incompatible, match="method linear or cat only"):
+        merge_checkpoint(base.path, list(zip(paths, weights, strict=True)), tmp_path / "ties",
+                         method="ties", density=0.5, device="cpu")
+    assert not (tmp_path / "ties").exists()
+
+
+def test_trainable_tokens_refusals(tmp_path: Path) -> None:
+    base = make_llama(tmp_path / "base")
+    a = make_lora_adapter(base, tmp_path / "a", target_modules=["q_proj"],
+                          trainable_token_indices=[3, 5]).path
+    b = make_lora_adapter(base, tmp_path / "b", target_modules=["v_proj"], seed=1,
+                          trainable_token_indices=[5, 9]).path
+    c = make_lora_adapter(base, tmp_path / "c", target_modules=["v_proj"], seed=2,
+                          trainable_token_indices=[10, 11]).path
+    with pytest.raises(Incompatible, match="weight 1 only"):
+        merge_checkpoint(base.path, [(a, 0.5)], tmp_path / "half", device="cpu")
+    with pytest.raises(Incompatible, match="same rows"):
+        merge_checkpoint(base.path, [(a, 1.0), (b, 1.0)], tmp_path / "overlap", device="cpu")
+    assert not (tmp_path / "half").exists() and not (tmp_path / "overlap").exists()
+    # disjoint rows of two adapters: both written, as PEFT merges both
+    merge_checkpoint(base.path, [(a, 1.0), (c, 1.0)], tmp_path / "both", device="cpu")
+    rows = _merged(tmp_path / "both")["model.embed_tokens.weight"]
+    for path, ids in ((a, [3, 5]), (c, [10, 11])):
+        delta = load_file(path / "adapter_model.safetensors")[
+            "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"]
+        assert torch.equal(rows[ids], delta)
