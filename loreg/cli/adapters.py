@@ -118,6 +118,7 @@ def ls(namespace: str | None, base: str | None, target: str | None, label: tuple
 def show(ref: str, as_json: bool) -> None:
     """Show one version: what it is, its base, files, labels, validation state."""
     v = client().get_version(ref)
+    config = v.get("adapter_config") or {}
 
     def human() -> None:
         fields = [
@@ -125,6 +126,8 @@ def show(ref: str, as_json: bool) -> None:
             ("base", v.get("base") or v.get("base_model")),
             ("peft type", v.get("peft_type")), ("rank", v.get("r")),
             ("alpha", v.get("lora_alpha")), ("targets", v.get("target_modules")),
+            ("tgt params", config.get("target_parameters")),
+            ("token ids", config.get("trainable_token_indices") or config.get("token_indices")),
             ("dtype", v.get("dtype")), ("parameters", v.get("num_parameters")),
             ("size", human_bytes(v.get("size_bytes"))),
             ("validation", v.get("validation_state") or v.get("state")),
