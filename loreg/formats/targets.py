@@ -9,7 +9,9 @@ is ``[out, r * experts]`` with expert ``e``'s columns at ``e, e+E, e+2E, ...`` (
 it to ``[out, r, E]``). Expert ``e``'s delta is ``scale * B_e @ A_e``, laid out
 ``[out, in]`` when the parameter is stored ``[E, out, in]`` and transposed when it is stored
 ``[E, in, out]`` (``is_transposed`` experts such as gpt-oss'); which one follows from the
-shapes, and a square parameter, where both would fit, is refused.
+shapes. A square parameter fits both: a checkpoint that stores it per expert settles it
+(stacked ``nn.Linear`` weights are ``[out, in]``), and so does another parameter of the same
+module (transformers lays out all of a module's experts one way); otherwise it is refused.
 
 Which wrapper adapts which parameter is not in the adapter (PEFT nests them in the order the
 module registered its parameters): each wrapper is matched to the one parameter its shapes
@@ -310,6 +312,27 @@ def _fits(module: LoraModule, shape: Shape, r: int) -> list[bool]:
     return layouts
 
 
+def _narrow(
+    options: list[list[tuple[str, bool]]], stored: list[StoredParameter]
+) -> list[list[tuple[str, bool]]]:
+    """Drop the layouts the checkpoint and the module rule out.
+
+    A parameter the checkpoint stores per expert is a stack of ``nn.Linear`` weights
+    (``[out, in]``; the conversion rules stack and concatenate, never transpose), so it is
+    ``[E, out, in]``. And one experts module stores all its parameters one way (transformers'
+    ``is_transposed`` is a property of the module), so its wrappers share one layout.
+    """
+    per_expert = {
+        sp.name.rsplit(".", 1)[1] for sp in stored if sp.pieces[0].expert is not None
+    }
+    kept = [
+        o for o in options
+        if all(swapped for p, swapped in o if p in per_expert)
+        and len({swapped for _, swapped in o}) == 1
+    ]
+    return kept
+
+
 def bind_parameters(
     adapter: AdapterDescription,
     manifest: BaseManifest,
@@ -346,6 +369,7 @@ def bind_parameters(
                 layouts.append([(p, sw) for sw in fits])
             else:
                 options.extend([list(combo) for combo in itertools.product(*layouts)])
+        options = _narrow(options, [stored[f"{path}.{p}"] for p in usable])
         if len(options) == 1:
             for m, (p, swapped) in zip(wrappers, options[0], strict=True):
                 full = f"{path}.{p}"

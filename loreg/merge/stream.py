@@ -98,6 +98,7 @@ TOKENIZER_FILES = frozenset(
 )
 _QUEUE_DEPTH = 2  # items between stages: bounds memory to a few tensors in flight
 _BLOCK_ELEMENTS = 1 << 19  # rows per block: ~2 MiB of float32, fits in cache
+_EXPERT_CACHE = 8  # parameter LoRA factors kept between the tensors of one layer's experts
 
 
 class FingerprintMismatch(Incompatible):
@@ -499,6 +500,7 @@ class _Merger:
         self.svd_clamp = svd_clamp
         self.seed = seed
         self.device = device
+        self._experts: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _load(self, i: int, key: str) -> torch.Tensor:
         return to_device(self.adapters[i].tensor(key), self.device).to(torch.float32)
@@ -541,10 +543,19 @@ class _Merger:
         """``(alpha, left, right)``: expert ``expert``'s delta ``alpha * left @ right`` in the
         parameter's layout (``[out, in]`` when swapped, else ``[in, out]``)."""
         m = bp.module
-        a, b = self._load_a(i, m), self._load(i, m.b_key)
-        experts, r = m.num_experts, m.r
-        a_e = a.reshape(experts, r, a.shape[-1])[expert]  # rows e*r .. e*r+r-1
-        b_e = b.reshape(b.shape[0], r, experts)[:, :, expert]  # columns e, e+E, ...
+        key = (i, m.a_key)
+        if key not in self._experts:
+            # one read per wrapper: the experts of a layer come one tensor after another
+            a, b = self._load_a(i, m), self._load(i, m.b_key)
+            experts, r = m.num_experts, m.r
+            self._experts[key] = (
+                a.reshape(experts, r, a.shape[-1]),  # expert e: rows e*r .. e*r+r-1
+                b.reshape(b.shape[0], r, experts).permute(2, 0, 1).contiguous(),  # e, e+E, ...
+            )
+            while len(self._experts) > _EXPERT_CACHE:
+                self._experts.pop(next(iter(self._experts)))
+        a3, b3 = self._experts[key]
+        a_e, b_e = a3[expert], b3[expert]
         alpha = self.weights[i] * m.scale
         return (alpha, b_e, a_e) if bp.swapped else (alpha, a_e.T, b_e.T)
 

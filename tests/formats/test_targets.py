@@ -20,6 +20,7 @@ from loreg.formats.base import read_manifest
 from loreg.formats.compat import bind, check_compatibility
 from loreg.formats.peft import read_adapter
 from loreg.formats.targets import rule_set_for, stored_parameters
+from loreg.merge import merge_checkpoint
 from tests.factories import (
     MOE_FAMILIES,
     MOE_TARGET_PARAMETERS,
@@ -28,6 +29,7 @@ from tests.factories import (
     make_lora_adapter,
     make_moe,
 )
+from tests.factories.merge_inputs import peft_merged_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,14 +93,37 @@ def test_wrappers_bound_by_shape(tmp_path: Path) -> None:
     assert got["model.layers.0.mlp.experts"] == ("down_proj", True, 4)
 
 
-def test_square_expert_parameters_are_refused(tmp_path: Path) -> None:
-    """gate_up_proj [E, 32, 32]: a LoRA fits it stored [E, out, in] and [E, in, out] alike."""
-    base = make_moe(tmp_path / "base", "qwen3_moe", expert_size=16)
+@pytest.mark.parametrize(
+    ("family", "expert_size", "targets"),
+    [("qwen3_moe", 16, ["mlp.experts.gate_up_proj"]),  # [E, 32, 32], stored per expert
+     ("gpt_oss", 32, MOE_TARGET_PARAMETERS["gpt_oss"])],  # down [E, 32, 32] next to gate_up
+)
+def test_square_expert_parameters_settled_by_the_checkpoint(
+    tmp_path: Path, family: str, expert_size: int, targets: list[str]
+) -> None:
+    """A LoRA on a square parameter fits it stored [E, out, in] and [E, in, out] alike; the
+    per-expert checkpoint, or the module's other parameter, tells which, as PEFT sees it."""
+    base = make_moe(tmp_path / "base", family, expert_size=expert_size)
     adapter = make_lora_adapter(base, tmp_path / "adapter", target_modules=["q_proj"],
-                                target_parameters=["mlp.experts.gate_up_proj"])
+                                target_parameters=targets)
     report = check_compatibility(read_adapter(adapter.path), read_manifest(base.path))
-    assert not report.ok
-    assert {f.code for f in report.problems} == {"ambiguous_parameter"}
+    assert report.ok, report.format()
+    merge_checkpoint(base.path, [(adapter.path, 1.0)], tmp_path / "out", device="cpu")
+    got: dict[str, torch.Tensor] = {}
+    for f in (tmp_path / "out").glob("*.safetensors"):
+        got.update(load_file(str(f)))
+    _, want = peft_merged_checkpoint(base, adapter.path, tmp_path / "peft")
+    for name, tensor in want.items():
+        torch.testing.assert_close(got[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_lone_square_fused_parameter_is_refused(tmp_path: Path) -> None:
+    """gpt-oss' down_proj [E, 32, 32] alone, stored fused: nothing tells the layout."""
+    base = make_moe(tmp_path / "base", "gpt_oss", expert_size=32)
+    adapter = make_lora_adapter(base, tmp_path / "adapter", target_modules=["q_proj"],
+                                target_parameters=["mlp.experts.down_proj"])
+    report = check_compatibility(read_adapter(adapter.path), read_manifest(base.path))
+    assert {f.code for f in report.problems} == {"ambiguous_parameter"}, report.format()
     assert "refuses rather than guess" in report.problems[0].message
 
 
