@@ -31,7 +31,7 @@ from loreg.formats.peft import (
     module_matches,
     resolve_rank_alpha,
 )
-from loreg.formats.targets import Binding, bind_parameters
+from loreg.formats.targets import Binding, bind_parameters, renamed_tensors
 from loreg.formats.types import AdapterDescription, BaseManifest, LoraModule
 
 Severity = Literal["error", "warning", "note"]
@@ -156,13 +156,16 @@ def _is_vocab_layer(name: str) -> bool:
 
 
 class _Base:
-    """Base tensor lookup with tied-weight aliases and an optional prefix rewrite."""
+    """Base tensor lookup with tied-weight aliases, the checkpoint's renamings (transformers'
+    conversion rules) and an optional prefix rewrite."""
 
-    def __init__(self, manifest: BaseManifest) -> None:
+    def __init__(self, manifest: BaseManifest, renames: dict[str, str] | None = None) -> None:
         self.m = manifest
         self.rewrite: tuple[str, str] | None = None
+        self.renames = renames or {}
 
     def raw(self, name: str) -> Shape | None:
+        name = self.renames.get(name, name)
         if name in self.m.tensors:
             return self.m.tensors[name][1]
         alias = self.m.aliases.get(name)
@@ -171,6 +174,8 @@ class _Base:
         return None
 
     def name(self, name: str) -> str:
+        if name in self.renames:
+            return self.renames[name]
         if self.rewrite and name.startswith(self.rewrite[0]):
             return self.rewrite[1] + name[len(self.rewrite[0]) :]
         return name
@@ -545,6 +550,16 @@ def _rank_alpha(adapter: AdapterDescription) -> Callable[[str], tuple[int, float
     return resolve
 
 
+def checkpoint_names(adapter: AdapterDescription, base: BaseManifest) -> dict[str, str]:
+    """The base tensors the adapter names that the checkpoint stores under another name,
+    by transformers' conversion rules for the base's model type: {model name: stored name}."""
+    names = [m.base_weight for m in adapter.modules.values() if m.kind != "parameter"]
+    names += [m.base_bias for m in adapter.modules.values() if m.bias_key is not None]
+    names += [t for sm in adapter.saved_modules.values() for t in sm.shapes]
+    names += [tm.base_weight for tm in adapter.token_modules.values()]
+    return renamed_tensors(base, names)
+
+
 def bind(adapter: AdapterDescription, base: BaseManifest) -> Binding:
     """The adapter's parameter LoRA modules bound to the base's parameters (see targets)."""
     return bind_parameters(adapter, base, _rank_alpha(adapter))
@@ -648,7 +663,17 @@ def check_compatibility(
         base_structure_hash=base.structure_hash,
         expected_fingerprint=expected_fingerprint,
     )
-    lookup = _Base(base)
+    lookup = _Base(base, checkpoint_names(adapter, base))
+    for model_name, stored in sorted(lookup.renames.items()):
+        report.add(
+            Finding(
+                "note",
+                "renamed_in_checkpoint",
+                f"{model_name} is stored as {stored} in this checkpoint (the model type's"
+                " conversion rules); the delta is applied there",
+                tensor=stored,
+            )
+        )
 
     # 1. Names: every adapter module must exist in the base, or a renamed prefix explains it.
     wanted = [

@@ -263,7 +263,8 @@ def _parameter_candidates(targets: list[str], module: str) -> tuple[str, ...]:
     """The parameters of ``module`` that ``target_parameters`` selects, as PEFT matches
     them: ``module.param`` equal to a target or ending with ``"." + target``."""
     found: list[str] = []
-    for t in targets:
+    # targets naming the module come first: a bare name (``down_proj``) matches any module
+    for t in sorted(targets, key=lambda t: "." not in t):
         param = t.rpartition(".")[2]
         key = f"{module}.{param}"
         if (key == t or key.endswith("." + t)) and param not in found:
@@ -413,6 +414,8 @@ def describe_adapter(
             if target_parameters and p.kind == "linear"
             else ()
         )
+        if candidates and not _is_parameter_wrapper(config, mod_name, p.a, candidates):
+            candidates = ()
         if adalora:
             r = _adalora_rank(config, mod_name)
             alpha = float(config.get("lora_alpha", 8))
@@ -517,6 +520,29 @@ def _recorded_rank(
     if peft_type == "TRAINABLE_TOKENS":
         return max((len(t.indices) for t in token_modules.values()), default=1)
     return int(config["r"])
+
+
+def _is_parameter_wrapper(
+    config: dict[str, Any], mod_name: str, a: TensorInfo, candidates: tuple[str, ...]
+) -> bool:
+    """Is this LoRA module PEFT's wrapper of a parameter (``target_parameters``) rather
+    than a LoRA layer (``target_modules``)? Both save ``<module>.lora_A.weight``.
+
+    A bare target name (``down_proj``) matches a parameter of that name on any module, so
+    candidates alone do not decide it: a wrapper nested in another is one; a module that
+    ``target_modules`` selects is a LoRA layer; a LoRA on a 2-D ``weight`` is the same math
+    either way (a LoRA layer, for loreg). With ``all-linear`` (which PEFT may keep as a
+    string) a wrapper is told by ``lora_A`` holding several experts' rows.
+    """
+    if mod_name.endswith(".base_layer"):
+        return True
+    if candidates == ("weight",):
+        return False
+    targets = config.get("target_modules")
+    if targets == "all-linear":
+        r, _ = resolve_rank_alpha(config, mod_name)
+        return bool(a.shape) and a.shape[0] != r
+    return not module_matches(targets, mod_name)
 
 
 def _indices_for(

@@ -289,6 +289,20 @@ def stored_parameters(
     return found, missing
 
 
+def renamed_tensors(manifest: BaseManifest, names: Sequence[str]) -> dict[str, str]:
+    """Model tensor names the checkpoint stores under another name (transformers' renamings,
+    e.g. Mixtral's ``mlp.gate.weight`` stored as ``block_sparse_moe.gate.weight``)."""
+    wanted = [n for n in names if n not in manifest.tensors and n not in manifest.aliases]
+    if not wanted:
+        return {}
+    found, _ = stored_parameters(manifest, wanted)
+    return {
+        n: sp.pieces[0].tensor
+        for n, sp in found.items()
+        if len(sp.pieces) == 1 and sp.pieces[0].expert is None and sp.pieces[0].tensor != n
+    }
+
+
 # --------------------------------------------------------------------------- binding
 
 

@@ -30,7 +30,7 @@ import torch
 
 from loreg.errors import Incompatible, InvalidInput
 from loreg.formats.base import FingerprintBuilder, manifest_from_headers
-from loreg.formats.compat import bind, check_compatibility
+from loreg.formats.compat import bind, check_compatibility, checkpoint_names
 from loreg.formats.targets import BoundParameter, Piece
 from loreg.formats.types import BaseManifest, LoraModule, TensorInfo, TokenModule
 from loreg.merge.delta import (
@@ -190,6 +190,8 @@ def _plan(
     aliases = manifest.aliases
     problems: list[dict[str, Any]] = []
     for i, src in enumerate(adapters):
+        stored_as = checkpoint_names(src.desc, manifest)  # names the checkpoint renamed
+
         direct = {t for sm in src.desc.saved_modules.values() for t in sm.tensors}
         saved_items = [
             (tname, key, saved.shapes[tname], saved.origin)
@@ -201,12 +203,13 @@ def _plan(
         for tname, key, shape, origin in sorted(saved_items, key=lambda t: t[0] in aliases):
             target = aliases.get(tname)
             tied_copy = (
-                tname not in plans
+                plans.get(stored_as.get(tname, tname)) is None
                 and origin == "base_layer"
                 and target in direct
                 and shape == _saved_shape(src, target)
             )
-            plan = plans.get(target) if tied_copy and target else plans.get(tname)
+            stored = target if tied_copy and target else stored_as.get(tname, tname)
+            plan = plans.get(stored)
             if plan is None:
                 problems.append(
                     {"adapter": str(src.path), "tensor": tname, "problem": "not in base"}
@@ -223,7 +226,7 @@ def _plan(
         for module in src.desc.modules.values():
             if module.kind == "parameter":
                 continue
-            plan = plans.get(module.base_weight)
+            plan = plans.get(stored_as.get(module.base_weight, module.base_weight))
             if plan is None:
                 problems.append(
                     {
@@ -235,7 +238,7 @@ def _plan(
                 continue
             plan.loras.append((i, module))
             if module.bias_key is not None:
-                bias = plans.get(module.base_bias)
+                bias = plans.get(stored_as.get(module.base_bias, module.base_bias))
                 if bias is None:
                     problems.append(
                         {
@@ -265,8 +268,8 @@ def _plan(
                     f" merged with weight 1 only, not {weights[i]}",
                     details={"adapter": str(src.path), "weight": weights[i]},
                 )
-            tname = aliases.get(tm.base_weight, tm.base_weight)
-            plans[tname].tokens.append((i, tm))
+            tname = stored_as.get(tm.base_weight, tm.base_weight)
+            plans[aliases.get(tname, tname)].tokens.append((i, tm))
     for plan in plans.values():
         for i, module in plan.loras:
             if plan.info.dtype not in FLOAT_DTYPES:
@@ -571,6 +574,13 @@ class _Merger:
         if base.numel() == 0:
             return out
         whole = [(i, bp) for i, bp, piece in plan.experts if piece.expert is None]
+        if whole and base.dim() == 2:  # a 2-D parameter: one "expert", [out, in]
+            block = base.to(torch.float32, copy=True)
+            for i, bp in whole:
+                alpha, left, right = self._expert_factors(i, bp, 0)
+                block.addmm_(left, right, alpha=alpha)
+            out.copy_(block)
+            return out
         if whole:
             experts = base.shape[0]
             for e in range(experts):

@@ -2,7 +2,8 @@
 PEFT-oracle tests of the engine, the CLI and the workers share.
 
 - ``moe-<family>``: LoRA on the fused expert parameters (``target_parameters``) of the MoE
-  families transformers 5 ships, plus LoRA on ``q_proj``;
+  families transformers 5 ships, plus LoRA on ``q_proj`` (or on every linear layer, the
+  router included);
 - ``tokens-*``: trainable tokens on tied and untied embeddings: next to LoRA
   (``trainable_token_indices``, as a list or per layer, with a grown vocabulary) and alone
   (PEFT's ``TrainableTokensConfig``);
@@ -39,6 +40,7 @@ class KindCase:
 
 KINDS = (
     *(f"moe-{f}" for f in MOE_FAMILIES),
+    "moe-mixtral-all-linear",
     "tokens-untied",
     "tokens-tied",
     "tokens-peft-type-untied",
@@ -58,6 +60,13 @@ KINDS = (
 def build_kind(kind: str, root: Path) -> KindCase:
     """Base and adapter for ``kind`` (one of ``KINDS``) under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
+    if kind == "moe-mixtral-all-linear":
+        # all-linear reaches the router, mlp.gate, which Mixtral checkpoints store as
+        # block_sparse_moe.gate: renamed by transformers' rules, like the experts
+        base = make_moe(root / "base", "mixtral")
+        adapter = make_lora_adapter(base, root / "adapter", target_modules="all-linear",
+                                    target_parameters=MOE_TARGET_PARAMETERS["mixtral"])
+        return KindCase(base, adapter.path)
     if kind.startswith("moe-"):
         family = kind.removeprefix("moe-")
         base = make_moe(root / "base", family)

@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from loreg.formats.base import read_manifest
+from loreg.formats.compat import bind
 from loreg.formats.peft import (
     AdapterFormatError,
     describe_adapter,
@@ -400,8 +402,10 @@ def test_adapter_kind_descriptions_equal_peft(kind: str, tmp_path: Path) -> None
             if layer.tied_adapter is None:
                 own_rows.add(short.removesuffix(".token_adapter"))
     assert set(desc.modules) == set(lora_layers)
+    # a parameter's rank, alpha and experts are settled against the base (formats.targets)
+    bound = {bp.module.name: bp.module for bp in bind(desc, read_manifest(case.base.path)).bound}
     for name, layer in lora_layers.items():
-        mod = desc.modules[name]
+        mod = bound.get(name, desc.modules[name])
         scaling = layer.scaling["default"]
         if desc.peft_type == "ADALORA":
             scaling = scaling / (float(layer.ranknum["default"]) + 1e-5)
