@@ -144,6 +144,8 @@ def show_version(v: dict[str, Any]) -> None:
     fingerprint = base.get("fingerprint")
     compat: dict[str, Any] = (v["compatibility"] if isinstance(v.get("compatibility"), dict)
                               else {})
+    config: dict[str, Any] = (v["adapter_config"] if isinstance(v.get("adapter_config"), dict)
+                              else {})
     peft_type = v.get("peft_type")
     if peft_type and v.get("task_type"):
         peft_type = f"{peft_type} (task {v['task_type']})"
@@ -163,6 +165,8 @@ def show_version(v: dict[str, Any]) -> None:
         ("rsLoRA", bool(v.get("use_rslora"))), ("DoRA", bool(v.get("use_dora"))),
         ("targets", v.get("target_modules")),
         ("modules to save", v.get("modules_to_save") or []),
+        ("target params", config.get("target_parameters")),
+        ("token ids", config.get("trainable_token_indices") or config.get("token_indices")),
     ]
     if v.get("fan_in_fan_out"):
         rows.append(("fan_in_fan_out", True))

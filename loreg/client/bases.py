@@ -46,7 +46,7 @@ def build_base_registration(
     workers: int = DEFAULT_WORKERS,
 ) -> tuple[dict[str, Any], list[FileEntry], dict[str, Path]]:
     """(request body, file entries, path by relative name) for ``POST /bases``."""
-    from loreg.formats.base import fingerprint
+    from loreg.formats.base import fingerprint, folder_config
 
     folder = Path(folder)
     files = list_folder(folder)
@@ -61,4 +61,7 @@ def build_base_registration(
         manifest = fingerprint(folder, report, workers=workers)
     entries = hash_files(files, index=index, progress=progress, workers=workers)
     body: dict[str, Any] = {"name": name, **manifest_body(manifest)}
+    config = folder_config(folder)
+    if config is not None:
+        body["config"] = config  # its model_type picks the checkpoint conversion rules
     return body, entries, dict(files)

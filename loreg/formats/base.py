@@ -178,16 +178,22 @@ def tied_aliases(config: Mapping[str, Any] | None, tensors: Mapping[str, Any]) -
     return {}
 
 
-def _folder_tied_aliases(folder: Path, tensors: Mapping[str, Any]) -> dict[str, str]:
-    """``tied_aliases`` with the folder's config.json (none, or unreadable: no aliases)."""
+def folder_config(folder: Path) -> dict[str, Any] | None:
+    """The folder's config.json as a dict (none, or unreadable: None)."""
     cfg_path = Path(folder) / "config.json"
-    if not cfg_path.is_file() or "lm_head.weight" in tensors:
-        return {}
+    if not cfg_path.is_file():
+        return None
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, OSError):
-        return {}
-    return tied_aliases(cfg if isinstance(cfg, dict) else None, tensors)
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def model_type_of(config: Mapping[str, Any] | None) -> str | None:
+    """config.json's ``model_type`` (a string), if any."""
+    value = config.get("model_type") if isinstance(config, Mapping) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _manifest(
@@ -214,10 +220,16 @@ def read_manifest(folder: Path) -> BaseManifest:
     return _build_manifest(folder, read_headers(folder))[0]
 
 
+def manifest_from_headers(folder: Path, headers: dict[str, SafetensorsHeader]) -> BaseManifest:
+    """``read_manifest`` for headers already read (``read_headers(folder)``)."""
+    return _build_manifest(folder, headers)[0]
+
+
 def _build_manifest(
     folder: Path, headers: dict[str, SafetensorsHeader]
 ) -> tuple[BaseManifest, dict[str, TensorInfo]]:
     tensors, files, infos = _manifest(folder, headers)
+    config = folder_config(folder)
     manifest = BaseManifest(
         tensors=dict(sorted(tensors.items())),
         structure_hash=structure_hash(tensors),
@@ -225,7 +237,8 @@ def _build_manifest(
         num_parameters=sum(i.numel for i in infos.values()),
         size_bytes=sum(h.file_size for h in headers.values()),
         files=dict(sorted(files.items())),
-        aliases=_folder_tied_aliases(folder, tensors),
+        aliases=tied_aliases(config, tensors),
+        model_type=model_type_of(config),
     )
     return manifest, infos
 
@@ -306,4 +319,5 @@ def fingerprint(
         size_bytes=manifest.size_bytes,
         files=manifest.files,
         aliases=manifest.aliases,
+        model_type=manifest.model_type,
     )

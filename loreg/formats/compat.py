@@ -9,16 +9,29 @@ GPT-2 ``Conv1D``; ``[r, vocab]`` / ``[dim, r]`` for embeddings), its rank with t
 that embedding / output layers may have grown along the vocabulary dimension. Nothing in the
 adapter may be left unmapped: PEFT silently ignores keys it cannot place, which is how a
 renamed prefix turns into base-model output.
+
+The same rule covers the config: a field loreg does not apply (``loreg.formats.options``) is
+an error, never skipped. ``adapter_findings`` holds the checks that need no base (export and
+combine run them); ``check_compatibility`` runs them too, so validate, push and merge refuse
+exactly the same adapters. LoRA on parameters (``target_parameters``) is bound to the base's
+parameters by ``loreg.formats.targets``; trainable tokens must name rows the base has.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from loreg.formats.peft import module_matches
+from loreg.formats.peft import (
+    adalora_scale,
+    lora_scale,
+    module_matches,
+    resolve_rank_alpha,
+)
+from loreg.formats.targets import Binding, bind_parameters, renamed_tensors
 from loreg.formats.types import AdapterDescription, BaseManifest, LoraModule
 
 Severity = Literal["error", "warning", "note"]
@@ -68,6 +81,7 @@ class CompatibilityReport:
     match: MatchKind = "unverified"
     modules_checked: int = 0
     saved_modules_checked: int = 0
+    token_modules_checked: int = 0
     base_fingerprint: str | None = None
     base_structure_hash: str | None = None
     expected_fingerprint: str | None = None
@@ -90,6 +104,7 @@ class CompatibilityReport:
             "match": self.match,
             "modules_checked": self.modules_checked,
             "saved_modules_checked": self.saved_modules_checked,
+            "token_modules_checked": self.token_modules_checked,
             "base_fingerprint": self.base_fingerprint,
             "base_structure_hash": self.base_structure_hash,
             "expected_fingerprint": self.expected_fingerprint,
@@ -106,7 +121,13 @@ class CompatibilityReport:
         counts = (
             f"{len(self.problems)} problem(s), {len(self.warnings)} warning(s),"
             f" {self.modules_checked} LoRA module(s) and {self.saved_modules_checked} saved"
-            f" module(s) checked, base match: {self.match}"
+            f" module(s) checked"
+            + (
+                f", {self.token_modules_checked} trainable-token layer(s)"
+                if self.token_modules_checked
+                else ""
+            )
+            + f", base match: {self.match}"
         )
         lines = [f"{verdict}: {counts}"]
         if self.match_hint:
@@ -139,13 +160,16 @@ def _is_vocab_layer(name: str) -> bool:
 
 
 class _Base:
-    """Base tensor lookup with tied-weight aliases and an optional prefix rewrite."""
+    """Base tensor lookup with tied-weight aliases, the checkpoint's renamings (transformers'
+    conversion rules) and an optional prefix rewrite."""
 
-    def __init__(self, manifest: BaseManifest) -> None:
+    def __init__(self, manifest: BaseManifest, renames: dict[str, str] | None = None) -> None:
         self.m = manifest
         self.rewrite: tuple[str, str] | None = None
+        self.renames = renames or {}
 
     def raw(self, name: str) -> Shape | None:
+        name = self.renames.get(name, name)
         if name in self.m.tensors:
             return self.m.tensors[name][1]
         alias = self.m.aliases.get(name)
@@ -154,6 +178,8 @@ class _Base:
         return None
 
     def name(self, name: str) -> str:
+        if name in self.renames:
+            return self.renames[name]
         if self.rewrite and name.startswith(self.rewrite[0]):
             return self.rewrite[1] + name[len(self.rewrite[0]) :]
         return name
@@ -280,6 +306,18 @@ def _check_lora(
                 found=(a_rank or 0, b_rank or 0),
             )
         )
+    if mod.e_key is not None:
+        e_shape = adapter.tensors[mod.e_key].shape if mod.e_key in adapter.tensors else None
+        if e_shape != (a_rank, 1):
+            report.add(
+                Finding(
+                    "error",
+                    "shape_mismatch",
+                    f"AdaLoRA lora_E is {_fmt(e_shape)}, expected [{a_rank}, 1]",
+                    module=mod.name,
+                    tensor=mod.e_key,
+                )
+            )
     r = a_rank if a_rank is not None else mod.r
     exp = _lora_expectations(mod, w, r)
     if isinstance(exp, str):
@@ -465,6 +503,152 @@ def _check_coverage(adapter: AdapterDescription, base: _Base, report: Compatibil
         )
 
 
+def adapter_findings(adapter: AdapterDescription) -> list[Finding]:
+    """Problems visible in the adapter alone: tensors and config fields loreg does not apply.
+
+    Every path runs these (merge, export and combine too, not only validate and push): an
+    adapter is never merged, exported or combined without a part of it.
+    """
+    found: list[Finding] = []
+    for opt in adapter.option_findings:
+        found.append(
+            Finding("error", opt.code, opt.message, details={"field": opt.field})
+        )
+    for key in adapter.unmapped_keys:
+        found.append(
+            Finding(
+                "error",
+                "unmapped_tensor",
+                f"adapter tensor {key!r} is none of the tensors loreg applies (LoRA A/B and"
+                " bias, DoRA magnitude, AdaLoRA E, trainable-token rows, modules_to_save or"
+                " base-layer copies, trained biases): loreg refuses the adapter rather than"
+                " merge it without this tensor. Remove it if it is junk, or merge with PEFT if"
+                " PEFT applies it",
+                tensor=key,
+                found=adapter.tensors[key].shape if key in adapter.tensors else None,
+            )
+        )
+    for tm in adapter.token_modules.values():
+        if len(tm.shape) != 2 or tm.shape[0] != len(tm.indices):
+            found.append(
+                Finding(
+                    "error",
+                    "shape_mismatch",
+                    f"trainable tokens {tm.key} is {_fmt(tm.shape)} but the config lists"
+                    f" {len(tm.indices)} token id(s) for it: one row per id expected",
+                    module=tm.name,
+                    tensor=tm.key,
+                    found=tm.shape,
+                )
+            )
+    return found
+
+
+def _rank_alpha(adapter: AdapterDescription) -> Callable[[str], tuple[int, float, float]]:
+    def resolve(name: str) -> tuple[int, float, float]:
+        if adapter.peft_type == "ADALORA":
+            return adapter.r, adapter.lora_alpha, adalora_scale(adapter.config, adapter.r)
+        r, alpha = resolve_rank_alpha(adapter.config, name)
+        return r, alpha, lora_scale(r, alpha, adapter.use_rslora)
+
+    return resolve
+
+
+def checkpoint_names(adapter: AdapterDescription, base: BaseManifest) -> dict[str, str]:
+    """The base tensors the adapter names that the checkpoint stores under another name,
+    by transformers' conversion rules for the base's model type: {model name: stored name}."""
+    names = [m.base_weight for m in adapter.modules.values() if m.kind != "parameter"]
+    names += [m.base_bias for m in adapter.modules.values() if m.bias_key is not None]
+    names += [t for sm in adapter.saved_modules.values() for t in sm.shapes]
+    names += [tm.base_weight for tm in adapter.token_modules.values()]
+    return renamed_tensors(base, names)
+
+
+def bind(adapter: AdapterDescription, base: BaseManifest) -> Binding:
+    """The adapter's parameter LoRA modules bound to the base's parameters (see targets)."""
+    return bind_parameters(adapter, base, _rank_alpha(adapter))
+
+
+def _check_tokens(
+    adapter: AdapterDescription, base: _Base, report: CompatibilityReport
+) -> None:
+    """Trainable tokens: the layer exists, is 2-D, has the row width and the rows named."""
+    def resolved(name: str) -> str:
+        return base.m.aliases.get(name, name)
+
+    lora_targets = {resolved(base.name(m.base_weight)) for m in adapter.modules.values()}
+    for tm in adapter.token_modules.values():
+        report.token_modules_checked += 1
+        saved = next(
+            (
+                sm.shapes[tm.base_weight]
+                for sm in adapter.saved_modules.values()
+                if tm.base_weight in sm.shapes
+            ),
+            None,
+        )
+        w = saved if saved is not None else base.shape(tm.base_weight)
+        where = base.name(tm.base_weight)
+        if w is None:
+            report.add(
+                Finding(
+                    "error",
+                    "missing_base_module",
+                    f"no base tensor {where!r} for the trainable tokens of this layer",
+                    module=tm.name,
+                    tensor=where,
+                )
+            )
+            continue
+        if len(w) != 2 or len(tm.shape) != 2 or tm.shape[1] != w[1]:
+            report.add(
+                Finding(
+                    "error",
+                    "shape_mismatch",
+                    f"trainable tokens {tm.key} is {_fmt(tm.shape)}, the rows of {where}"
+                    f" {_fmt(w)} are {w[1:] if len(w) == 2 else 'not rows'} wide",
+                    module=tm.name,
+                    tensor=where,
+                    expected=(len(tm.indices), w[1]) if len(w) == 2 else None,
+                    found=tm.shape,
+                )
+            )
+            continue
+        beyond = [i for i in tm.indices if i >= w[0]]
+        if beyond:
+            report.add(
+                Finding(
+                    "error",
+                    "token_out_of_range",
+                    f"trainable token id(s) {beyond[:5]} are beyond {where}'s {w[0]} rows",
+                    module=tm.name,
+                    tensor=where,
+                )
+            )
+        if resolved(where) in lora_targets:
+            report.add(
+                Finding(
+                    "error",
+                    "tokens_and_lora",
+                    f"{where} has both trainable tokens and LoRA; PEFT does not build such an"
+                    " adapter and loreg does not know in which order to apply them",
+                    module=tm.name,
+                    tensor=where,
+                )
+            )
+        if where in base.m.aliases:
+            report.add(
+                Finding(
+                    "note",
+                    "tokens_on_tied_layer",
+                    f"{where} is tied to {base.m.aliases[where]} (the checkpoint stores one"
+                    " tensor): its trainable-token rows are written there, as PEFT's merge does",
+                    module=tm.name,
+                    tensor=base.m.aliases[where],
+                )
+            )
+
+
 def check_compatibility(
     adapter: AdapterDescription,
     base: BaseManifest,
@@ -483,15 +667,30 @@ def check_compatibility(
         base_structure_hash=base.structure_hash,
         expected_fingerprint=expected_fingerprint,
     )
-    lookup = _Base(base)
+    lookup = _Base(base, checkpoint_names(adapter, base))
+    for model_name, stored in sorted(lookup.renames.items()):
+        report.add(
+            Finding(
+                "note",
+                "renamed_in_checkpoint",
+                f"{model_name} is stored as {stored} in this checkpoint (the model type's"
+                " conversion rules); the delta is applied there",
+                tensor=stored,
+            )
+        )
 
     # 1. Names: every adapter module must exist in the base, or a renamed prefix explains it.
     wanted = [
         m.base_weight
         for m in adapter.modules.values()
-        if m.base_weight not in _saved_names(adapter)
+        if m.base_weight not in _saved_names(adapter) and m.kind != "parameter"
     ]
     wanted += [t for sm in adapter.saved_modules.values() for t in sm.shapes]
+    wanted += [
+        tm.base_weight
+        for tm in adapter.token_modules.values()
+        if tm.base_weight not in _saved_names(adapter)
+    ]
     unresolved = [n for n in wanted if lookup.raw(n) is None]
     if unresolved:
         found = _find_rewrite(unresolved, lookup)
@@ -529,21 +728,30 @@ def check_compatibility(
     # 2. Shapes and ranks.
     for mod in adapter.modules.values():
         report.modules_checked += 1
-        _check_lora(mod, adapter, lookup, report)
-    _check_saved(adapter, lookup, report)
-
-    # 3. Leftovers: nothing may be silently ignored.
-    for key in adapter.unmapped_keys:
-        report.add(
-            Finding(
-                "error",
-                "unmapped_tensor",
-                f"adapter tensor {key!r} is neither a LoRA weight, a DoRA magnitude, nor a"
-                " modules_to_save entry: PEFT would ignore it",
-                tensor=key,
-                found=adapter.tensors[key].shape if key in adapter.tensors else None,
+        if mod.kind != "parameter":
+            _check_lora(mod, adapter, lookup, report)
+    binding = bind(adapter, base)
+    for code, module, message in binding.problems:
+        report.add(Finding("error", code, message, module=module))
+    for bp in binding.bound:
+        if bp.stored.rule_set is not None and bp.stored.pieces[0].expert is not None:
+            report.add(
+                Finding(
+                    "note",
+                    "experts_stored_per_expert",
+                    f"{bp.parameter} ({bp.num_experts} experts) is stored as"
+                    f" {len(bp.stored.pieces)} per-expert tensors, e.g."
+                    f" {bp.stored.pieces[0].tensor}; the delta is split onto them",
+                    module=bp.module.name,
+                    tensor=bp.parameter,
+                )
             )
-        )
+    _check_saved(adapter, lookup, report)
+    _check_tokens(adapter, lookup, report)
+
+    # 3. Leftovers: nothing may be silently ignored, in the tensors or in the config.
+    for finding in adapter_findings(adapter):
+        report.add(finding)
     if adapter.ignored_keys:
         report.add(
             Finding(
@@ -554,7 +762,7 @@ def check_compatibility(
                 details={"keys": list(adapter.ignored_keys)},
             )
         )
-    if not adapter.modules and not adapter.saved_modules:
+    if not adapter.modules and not adapter.saved_modules and not adapter.token_modules:
         report.add(Finding("error", "empty_adapter", "the adapter has no LoRA weights at all"))
     _check_coverage(adapter, lookup, report)
     for sm in adapter.saved_modules.values():

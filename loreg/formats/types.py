@@ -43,7 +43,7 @@ class SafetensorsHeader:
     file_size: int  # data_start + total tensor bytes
 
 
-LoraKind = Literal["linear", "embedding", "conv"]
+LoraKind = Literal["linear", "embedding", "conv", "parameter"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,17 @@ class LoraModule:
     ``base_model.model.`` prefix removed), e.g. ``model.layers.0.self_attn.q_proj``;
     the base tensor it changes is ``name + ".weight"`` (``base_weight``).
     Keys (``a_key`` ...) are the exact keys in ``adapter_model.safetensors``.
+
+    ``kind == "parameter"``: LoRA on a parameter (PEFT's ``target_parameters``, e.g. the
+    fused 3-D expert weights of a mixture of experts). ``name`` is then the wrapper's path as
+    PEFT saved it (``model.layers.0.mlp.experts``, plus one ``.base_layer`` per wrapper it is
+    nested in when several parameters of one module are targeted); ``parameters`` are the
+    parameter names the config's ``target_parameters`` allow for it, and which one it is
+    follows from the base's shapes (``loreg.formats.targets``). ``lora_A`` is
+    ``[r * num_experts, in]``, ``lora_B`` ``[out, r * num_experts]``.
+
+    AdaLoRA modules carry ``e_key`` (``lora_E``, one singular value per rank): the delta is
+    ``scale * B @ (A * E)``.
     """
 
     name: str
@@ -69,10 +80,26 @@ class LoraModule:
     magnitude_key: str | None = None  # DoRA lora_magnitude_vector
     magnitude_shape: tuple[int, ...] | None = None
     bias_key: str | None = None  # lora_B.bias when lora_bias=True
+    e_key: str | None = None  # AdaLoRA lora_E [r, 1]
+    num_experts: int = 1  # parameter LoRA: lora_A holds r rows per expert
+    parameters: tuple[str, ...] = ()  # parameter LoRA: candidate parameter names
 
     @property
     def base_weight(self) -> str:
         return f"{self.name}.weight"
+
+    @property
+    def module_path(self) -> str:
+        """The adapted module's path without PEFT's nesting (``.base_layer`` suffixes)."""
+        name = self.name
+        while name.endswith(".base_layer"):
+            name = name[: -len(".base_layer")]
+        return name
+
+    @property
+    def nesting(self) -> int:
+        """How many parameter wrappers this one sits inside (0: the outermost)."""
+        return (len(self.name) - len(self.module_path)) // len(".base_layer")
 
     @property
     def base_bias(self) -> str:
@@ -92,6 +119,36 @@ class SavedModule:
     # "modules_to_save", or "base_layer": PEFT saved the wrapped layer's own weights (it does
     # so for embedding/lm_head targets, e.g. after the vocabulary grew); both replace the base.
     origin: str = "modules_to_save"
+
+
+@dataclass(frozen=True)
+class TokenModule:
+    """PEFT's trainable tokens (``trainable_token_indices``): rows of an embedding replaced.
+
+    ``name`` is the embedding (or tied output) layer's path in base naming; the base tensor is
+    ``name + ".weight"``, whose rows ``indices`` are replaced by the rows of ``key``
+    (``[len(indices), dim]``), in order, as PEFT's ``index_copy`` does on merge.
+    """
+
+    name: str
+    key: str
+    indices: tuple[int, ...]
+    shape: tuple[int, ...]
+
+    @property
+    def base_weight(self) -> str:
+        return f"{self.name}.weight"
+
+
+@dataclass(frozen=True)
+class OptionFinding:
+    """A config field loreg does not apply: ``code`` is ``unsupported_option`` (a PEFT
+    feature loreg does not merge) or ``unknown_option`` (a field no PEFT release it knows
+    writes)."""
+
+    field: str
+    code: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -122,6 +179,10 @@ class AdapterDescription:
     ignored_keys: tuple[str, ...] = ()
     # Keys that are none of the above: compatibility reports each as a problem.
     unmapped_keys: tuple[str, ...] = ()
+    token_modules: dict[str, TokenModule] = field(default_factory=dict)
+    # Config fields whose meaning loreg does not apply: every path refuses the adapter.
+    option_findings: tuple[OptionFinding, ...] = ()
+    target_parameters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,3 +203,6 @@ class BaseManifest:
     # Tied weights the checkpoint omits: ``lm_head.weight`` -> ``model.embed_tokens.weight``
     # (from config.json's ``tie_word_embeddings``); the alias is not in ``tensors``.
     aliases: dict[str, str] = field(default_factory=dict)
+    # config.json's ``model_type`` when known: picks the checkpoint conversion rules that map
+    # a model's fused parameters onto the tensors the checkpoint stores.
+    model_type: str | None = None

@@ -113,11 +113,13 @@ def combine_adapters(
     writer: ShardedSafetensorsWriter | None = None
     try:
         for src in sources:
+            src.require_applicable("combine")
             if src.desc.use_dora or any(m.magnitude_key for m in src.desc.modules.values()):
                 raise Incompatible(
                     f"{src.path} is a DoRA adapter: its delta depends on the base weights, so"
                     " it can be merged into a base but not combined into a LoRA adapter"
                 )
+            _refuse_uncombinable(src)
         out_st = output_dtype(dtype) or sources[0].desc.dtype
         if out_st not in FLOAT_DTYPES:
             out_st = "F32"
@@ -145,17 +147,21 @@ def combine_adapters(
             def load(i: int, key: str) -> torch.Tensor:
                 return to_device(sources[i].tensor(key), dev).to(torch.float32)
 
+            def load_a(i: int, m: LoraModule) -> torch.Tensor:
+                a = load(i, m.a_key)  # AdaLoRA: fold the singular values in (A * E)
+                return a * load(i, m.e_key) if m.e_key is not None else a
+
             if method in EXACT_METHODS:
                 a_parts, b_parts = [], []
                 for i, m in group:
-                    a, b = load(i, m.a_key), load(i, m.b_key)
+                    a, b = load_a(i, m), load(i, m.b_key)
                     a_parts.append(a)
                     b_parts.append(b * (weights[i] * m.scale))
                 a_new = torch.cat(a_parts, dim=0)
                 b_new = torch.cat(b_parts, dim=1)
             else:
                 deltas = [
-                    delta_weight(m, load(i, m.a_key), load(i, m.b_key), shape) for i, m in group
+                    delta_weight(m, load_a(i, m), load(i, m.b_key), shape) for i, m in group
                 ]
                 combined = combine_deltas(
                     deltas,
@@ -207,7 +213,12 @@ def combine_adapters(
                     f"{PEFT_PREFIX}{name}.lora_B.bias",
                     torch.zeros(by_module[name][0][1].b_shape[0], device=dev),
                 )
-        config = _config(sources[0].desc.config, ranks, saved_config, any_bias)
+        trained_bias = next(
+            (str(src.desc.config["bias"]) for src in sources
+             if src.desc.config.get("bias") not in (None, "none")),
+            "none",
+        )
+        config = _config(sources[0].desc.config, ranks, saved_config, any_bias, trained_bias)
         specs: list[TensorSpec] = []
         host: dict[str, torch.Tensor] = {}
         for key in sorted(tensors):
@@ -251,11 +262,38 @@ def combine_adapters(
     )
 
 
+def _refuse_uncombinable(src: AdapterSource) -> None:
+    """Kinds of adapter parts that ``combine`` does not carry into a new adapter."""
+    if src.desc.token_modules:
+        raise Incompatible(
+            f"{src.path} has trainable tokens (rows that replace embedding rows, not a delta);"
+            " combine does not carry them into a new adapter yet: merge it into the base instead"
+        )
+    if any(m.kind == "parameter" for m in src.desc.modules.values()):
+        raise Incompatible(
+            f"{src.path} adapts parameters (target_parameters, e.g. fused experts); combine does"
+            " not build such adapters yet: merge it into the base instead"
+        )
+
+
+# AdaLoRA's own fields: the combined adapter is a plain LoRA adapter
+_ADALORA_FIELDS = (
+    "init_r", "target_r", "tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight",
+    "total_step",
+)
+
+
 def _config(
-    base_config: dict[str, Any], ranks: dict[str, int], modules_to_save: list[str], bias: bool
+    base_config: dict[str, Any],
+    ranks: dict[str, int],
+    modules_to_save: list[str],
+    bias: bool,
+    trained_bias: str,
 ) -> dict[str, Any]:
     """The new adapter_config.json: per-module rank, ``lora_alpha = r`` (scale 1)."""
     config = json.loads(json.dumps(base_config))
+    for key in _ADALORA_FIELDS:
+        config.pop(key, None)
     common = Counter(ranks.values()).most_common(1)[0][0] if ranks else 1
     config.update(
         {
@@ -269,6 +307,7 @@ def _config(
             "target_modules": sorted(ranks),
             "modules_to_save": modules_to_save or None,
             "lora_bias": bias,
+            "bias": trained_bias,
         }
     )
     for key in ("layers_to_transform", "layers_pattern", "exclude_modules"):

@@ -42,6 +42,7 @@ def export_adapter(adapter_dir: Path, out_dir: Path, *, dtype: str | None = None
     staged: StagedDir | None = None
     writer: ShardedSafetensorsWriter | None = None
     try:
+        src.require_applicable("export")
         infos = sorted(src.desc.tensors.values(), key=lambda i: i.start)
         specs = [
             TensorSpec(i.name, target if target and i.dtype in FLOAT_DTYPES else i.dtype, i.shape)

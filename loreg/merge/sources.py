@@ -22,6 +22,7 @@ import torch
 
 from loreg.errors import Conflict, Incompatible, InvalidInput
 from loreg.formats.base import read_headers
+from loreg.formats.compat import adapter_findings
 from loreg.formats.peft import read_adapter
 from loreg.formats.types import AdapterDescription, SafetensorsHeader, TensorInfo
 from loreg.merge.writer import (
@@ -208,6 +209,18 @@ class AdapterSource:
         self.desc: AdapterDescription = read_adapter(self.path)
         self.weights = self.path / "adapter_model.safetensors"
         self._fd: int | None = None
+
+    def require_applicable(self, what: str) -> None:
+        """Refuse (``Incompatible``) an adapter with tensors or config fields loreg would not
+        apply: the same findings validate and push report."""
+        findings = adapter_findings(self.desc)
+        if findings:
+            lines = "\n".join(f"  error[{f.code}] {f.message}" for f in findings[:20])
+            raise Incompatible(
+                f"{self.path}: loreg cannot {what} this adapter without leaving part of it out;"
+                f" nothing was written:\n{lines}",
+                details={"problems": [f.to_dict() for f in findings]},
+            )
 
     def tensor(self, key: str) -> torch.Tensor:
         if self._fd is None:

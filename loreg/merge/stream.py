@@ -29,8 +29,10 @@ from typing import Any, ClassVar
 import torch
 
 from loreg.errors import Incompatible, InvalidInput
-from loreg.formats.base import FingerprintBuilder
-from loreg.formats.types import LoraModule, TensorInfo
+from loreg.formats.base import FingerprintBuilder, manifest_from_headers
+from loreg.formats.compat import bind, check_compatibility, checkpoint_names
+from loreg.formats.targets import BoundParameter, Piece
+from loreg.formats.types import BaseManifest, LoraModule, TensorInfo, TokenModule
 from loreg.merge.delta import (
     bias_delta,
     delta_weight,
@@ -96,6 +98,7 @@ TOKENIZER_FILES = frozenset(
 )
 _QUEUE_DEPTH = 2  # items between stages: bounds memory to a few tensors in flight
 _BLOCK_ELEMENTS = 1 << 19  # rows per block: ~2 MiB of float32, fits in cache
+_EXPERT_CACHE = 8  # parameter LoRA factors kept between the tensors of one layer's experts
 
 
 class FingerprintMismatch(Incompatible):
@@ -131,45 +134,99 @@ class _Plan:
     replace: tuple[int, str] | None = None  # (adapter index, adapter key)
     loras: list[tuple[int, LoraModule]] = field(default_factory=list)
     biases: list[tuple[int, LoraModule]] = field(default_factory=list)
+    experts: list[tuple[int, BoundParameter, Piece]] = field(default_factory=list)
+    tokens: list[tuple[int, TokenModule]] = field(default_factory=list)
 
     @property
     def computed(self) -> bool:
         """Does this tensor need the whole tensor in memory (merged or replaced)?"""
-        return self.replace is not None or bool(self.loras) or bool(self.biases)
+        return (
+            self.replace is not None
+            or bool(self.loras)
+            or bool(self.biases)
+            or bool(self.experts)
+            or bool(self.tokens)
+        )
 
     @property
     def cast(self) -> bool:
         return self.out.dtype != self.info.dtype
 
 
+def _check_sources(
+    base: BaseCheckpoint, adapters: Sequence[AdapterSource]
+) -> BaseManifest:
+    """Validate's compatibility check for every adapter, before a byte is written.
+
+    The manifest comes from the base's headers and config.json (tied weights, model type),
+    exactly as ``loreg validate`` reads it; any problem refuses the merge with that report.
+    """
+    manifest = manifest_from_headers(base.path, base.headers)
+    for src in adapters:
+        report = check_compatibility(src.desc, manifest)
+        if not report.ok:
+            text = report.format()
+            if len(text) > 6000:
+                text = text[:6000] + "\n  ..."
+            raise Incompatible(
+                f"{src.path} does not fit the base at {base.path}; nothing was written:\n{text}",
+                details=report.to_dict(),
+            )
+    return manifest
+
+
 def _plan(
-    base: BaseCheckpoint, adapters: Sequence[AdapterSource], out_dtype: str | None
+    base: BaseCheckpoint,
+    adapters: Sequence[AdapterSource],
+    out_dtype: str | None,
+    manifest: BaseManifest,
+    weights: Sequence[float],
+    method: str,
 ) -> list[_Plan]:
     plans: dict[str, _Plan] = {}
     for rel, info in base.order:
         dtype = out_dtype if out_dtype is not None and info.dtype in FLOAT_DTYPES else info.dtype
         plans[info.name] = _Plan(rel, info, TensorSpec(info.name, dtype, info.shape))
+    aliases = manifest.aliases
     problems: list[dict[str, Any]] = []
     for i, src in enumerate(adapters):
-        for saved in src.desc.saved_modules.values():
-            for tname, key in saved.tensors.items():
-                plan = plans.get(tname)
-                if plan is None:
-                    problems.append(
-                        {"adapter": str(src.path), "tensor": tname, "problem": "not in base"}
-                    )
-                    continue
-                if plan.replace is not None:
-                    raise Incompatible(
-                        f"{tname} is replaced by more than one adapter's modules_to_save;"
-                        " merge those adapters separately",
-                        details={"tensor": tname},
-                    )
-                plan.replace = (i, key)
-                shape = saved.shapes[tname]
-                plan.out = TensorSpec(tname, plan.out.dtype, tuple(shape))
+        stored_as = checkpoint_names(src.desc, manifest)  # names the checkpoint renamed
+
+        direct = {t for sm in src.desc.saved_modules.values() for t in sm.tensors}
+        saved_items = [
+            (tname, key, saved.shapes[tname], saved.origin)
+            for saved in src.desc.saved_modules.values()
+            for tname, key in saved.tensors.items()
+        ]
+        # Tied copies last: PEFT loads the output layer's copy of a replaced embedding into
+        # the one shared tensor after the embedding's own, so it is the one that counts.
+        for tname, key, shape, origin in sorted(saved_items, key=lambda t: t[0] in aliases):
+            target = aliases.get(tname)
+            tied_copy = (
+                plans.get(stored_as.get(tname, tname)) is None
+                and origin == "base_layer"
+                and target in direct
+                and shape == _saved_shape(src, target)
+            )
+            stored = target if tied_copy and target else stored_as.get(tname, tname)
+            plan = plans.get(stored)
+            if plan is None:
+                problems.append(
+                    {"adapter": str(src.path), "tensor": tname, "problem": "not in base"}
+                )
+                continue
+            if plan.replace is not None and not (tied_copy and plan.replace[0] == i):
+                raise Incompatible(
+                    f"{plan.info.name} is replaced by more than one adapter's modules_to_save;"
+                    " merge those adapters separately",
+                    details={"tensor": plan.info.name},
+                )
+            plan.replace = (i, key)
+            plan.out = TensorSpec(plan.info.name, plan.out.dtype, tuple(shape))
         for module in src.desc.modules.values():
-            plan = plans.get(module.base_weight)
+            if module.kind == "parameter":
+                continue
+            plan = plans.get(stored_as.get(module.base_weight, module.base_weight))
             if plan is None:
                 problems.append(
                     {
@@ -181,7 +238,7 @@ def _plan(
                 continue
             plan.loras.append((i, module))
             if module.bias_key is not None:
-                bias = plans.get(module.base_bias)
+                bias = plans.get(stored_as.get(module.base_bias, module.base_bias))
                 if bias is None:
                     problems.append(
                         {
@@ -192,6 +249,27 @@ def _plan(
                     )
                 else:
                     bias.biases.append((i, module))
+        binding = bind(src.desc, manifest)
+        if binding.bound and method not in ("linear", "cat"):
+            raise Incompatible(
+                f"{src.path} adapts parameters (target_parameters); loreg merges those with"
+                f" method linear or cat only, not {method}",
+                details={"method": method},
+            )
+        for bp in binding.bound:
+            for piece in bp.stored.pieces:
+                plans[piece.tensor].experts.append((i, bp, piece))
+        # The input embedding's rows first, then those of the output layer tied to it: the
+        # order of PEFT's merge, which writes both into the one tensor.
+        for tm in sorted(src.desc.token_modules.values(), key=lambda t: t.name in aliases):
+            if weights[i] != 1.0:
+                raise Incompatible(
+                    f"{src.path} has trainable tokens, which replace embedding rows: it can be"
+                    f" merged with weight 1 only, not {weights[i]}",
+                    details={"adapter": str(src.path), "weight": weights[i]},
+                )
+            tname = stored_as.get(tm.base_weight, tm.base_weight)
+            plans[aliases.get(tname, tname)].tokens.append((i, tm))
     for plan in plans.values():
         for i, module in plan.loras:
             if plan.info.dtype not in FLOAT_DTYPES:
@@ -206,11 +284,35 @@ def _plan(
                         "lora_shape": list(want),
                     }
                 )
+        if (plan.experts or plan.tokens) and plan.info.dtype not in FLOAT_DTYPES:
+            problems.append({"tensor": plan.info.name, "problem": f"dtype {plan.info.dtype}"})
+        if plan.experts and (plan.loras or plan.replace or plan.tokens):
+            problems.append(
+                {"tensor": plan.info.name, "problem": "parameter LoRA and other changes"}
+            )
+        if plan.tokens and plan.loras:
+            problems.append({"tensor": plan.info.name, "problem": "trainable tokens and LoRA"})
+        owners = {i for i, _ in plan.tokens}
+        if len(owners) > 1:
+            rows = [set(tm.indices) for _, tm in plan.tokens]
+            if any(a & b for n, a in enumerate(rows) for b in rows[n + 1 :]):
+                raise Incompatible(
+                    f"several adapters replace the same rows of {plan.info.name} (trainable"
+                    " tokens); PEFT refuses to merge overlapping token ids, and so does loreg",
+                    details={"tensor": plan.info.name},
+                )
     if problems:
         raise Incompatible(
             f"{len(problems)} adapter tensor(s) do not fit the base", details=problems
         )
     return list(plans.values())
+
+
+def _saved_shape(src: AdapterSource, tname: str) -> tuple[int, ...] | None:
+    for sm in src.desc.saved_modules.values():
+        if tname in sm.shapes:
+            return sm.shapes[tname]
+    return None
 
 
 def _new_vocab_size(plans: Sequence[_Plan], config: dict[str, Any]) -> int | None:
@@ -401,9 +503,17 @@ class _Merger:
         self.svd_clamp = svd_clamp
         self.seed = seed
         self.device = device
+        self._experts: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _load(self, i: int, key: str) -> torch.Tensor:
         return to_device(self.adapters[i].tensor(key), self.device).to(torch.float32)
+
+    def _load_a(self, i: int, m: LoraModule) -> torch.Tensor:
+        """lora_A, with AdaLoRA's singular values folded in (``A * E``, row by row)."""
+        a = self._load(i, m.a_key)
+        if m.e_key is not None:
+            a = a * self._load(i, m.e_key).reshape(-1, *([1] * (a.dim() - 1)))
+        return a
 
     def compute(self, plan: _Plan, base: torch.Tensor) -> torch.Tensor:
         if plan.replace is not None:
@@ -412,7 +522,9 @@ class _Merger:
         base = to_device(base, self.device)
         out_dtype = torch_dtype(plan.out.dtype)
         dora = any(m.magnitude_key is not None for _, m in plan.loras)
-        if plan.loras and self.method in ("linear", "cat") and not dora:
+        if plan.experts:
+            out = self._experts_sum(plan, base, out_dtype)
+        elif plan.loras and self.method in ("linear", "cat") and not dora and not plan.tokens:
             out = self._blocked_sum(plan, base, out_dtype)
         else:
             w = base.to(torch.float32, copy=True)
@@ -421,14 +533,76 @@ class _Merger:
             for i, module in plan.biases:  # bias tensors are planned apart from weights
                 assert module.bias_key is not None
                 w.add_(bias_delta(module, self._load(i, module.bias_key)), alpha=self.weights[i])
+            for i, tm in plan.tokens:  # PEFT's index_copy: these rows take the new values
+                rows = self._load(i, tm.key).to(w.dtype)
+                index = torch.tensor(tm.indices, dtype=torch.long, device=w.device)
+                w.index_copy_(0, index, rows)
             out = w.to(out_dtype)
         return to_host(out)
+
+    def _expert_factors(
+        self, i: int, bp: BoundParameter, expert: int
+    ) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """``(alpha, left, right)``: expert ``expert``'s delta ``alpha * left @ right`` in the
+        parameter's layout (``[out, in]`` when swapped, else ``[in, out]``)."""
+        m = bp.module
+        key = (i, m.a_key)
+        if key not in self._experts:
+            # one read per wrapper: the experts of a layer come one tensor after another
+            a, b = self._load_a(i, m), self._load(i, m.b_key)
+            experts, r = m.num_experts, m.r
+            self._experts[key] = (
+                a.reshape(experts, r, a.shape[-1]),  # expert e: rows e*r .. e*r+r-1
+                b.reshape(b.shape[0], r, experts).permute(2, 0, 1).contiguous(),  # e, e+E, ...
+            )
+            while len(self._experts) > _EXPERT_CACHE:
+                self._experts.pop(next(iter(self._experts)))
+        a3, b3 = self._experts[key]
+        a_e, b_e = a3[expert], b3[expert]
+        alpha = self.weights[i] * m.scale
+        return (alpha, b_e, a_e) if bp.swapped else (alpha, a_e.T, b_e.T)
+
+    def _experts_sum(
+        self, plan: _Plan, base: torch.Tensor, out_dtype: torch.dtype
+    ) -> torch.Tensor:
+        """Add parameter-LoRA deltas, one expert at a time (float32 per expert, in place).
+
+        A tensor that is the whole fused parameter ``[E, d1, d2]`` gets every expert's delta;
+        a per-expert tensor (``param[e, rows]``) gets the rows of expert ``e``'s delta.
+        """
+        out = torch.empty(base.shape, dtype=out_dtype, device=base.device)
+        if base.numel() == 0:
+            return out
+        whole = [(i, bp) for i, bp, piece in plan.experts if piece.expert is None]
+        if whole and base.dim() == 2:  # a 2-D parameter: one "expert", [out, in]
+            block = base.to(torch.float32, copy=True)
+            for i, bp in whole:
+                alpha, left, right = self._expert_factors(i, bp, 0)
+                block.addmm_(left, right, alpha=alpha)
+            out.copy_(block)
+            return out
+        if whole:
+            experts = base.shape[0]
+            for e in range(experts):
+                block = base[e].to(torch.float32, copy=True)
+                for i, bp in whole:
+                    alpha, left, right = self._expert_factors(i, bp, e)
+                    block.addmm_(left, right, alpha=alpha)
+                out[e].copy_(block)
+            return out
+        block = base.to(torch.float32, copy=True)
+        for i, bp, piece in plan.experts:
+            assert piece.expert is not None and piece.rows is not None
+            alpha, left, right = self._expert_factors(i, bp, piece.expert)
+            block.addmm_(left[piece.rows[0] : piece.rows[1]], right, alpha=alpha)
+        out.copy_(block)
+        return out
 
     def _factors(self, plan: _Plan) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
         """``(alpha, left, right)`` with ``delta = alpha * left @ right`` in W's 2-D layout."""
         factors = []
         for i, m in plan.loras:
-            a, b = self._load(i, m.a_key), self._load(i, m.b_key)
+            a, b = self._load_a(i, m), self._load(i, m.b_key)
             alpha = self.weights[i] * m.scale
             if m.kind == "conv":
                 factors.append((alpha, b.reshape(b.shape[0], -1), a.reshape(a.shape[0], -1)))
@@ -465,7 +639,7 @@ class _Merger:
         shape = tuple(w.shape)
         deltas: list[torch.Tensor] = []
         for i, m in plan.loras:
-            delta = delta_weight(m, self._load(i, m.a_key), self._load(i, m.b_key), shape)
+            delta = delta_weight(m, self._load_a(i, m), self._load(i, m.b_key), shape)
             if m.magnitude_key is not None:
                 mag = self._load(i, m.magnitude_key)
                 delta = dora_merge(w, delta, mag, m.kind, fan_in_fan_out=m.fan_in_fan_out) - w
@@ -611,7 +785,8 @@ def _merge(
     writer: ShardedSafetensorsWriter | None = None
     wthread: _WriterThread | None = None
     try:
-        plans = _plan(base, sources, out_st_dtype)
+        manifest = _check_sources(base, sources)
+        plans = _plan(base, sources, out_st_dtype, manifest, weights, method)
         config = _read_config(base.path)
         new_vocab = _new_vocab_size(plans, config) if config is not None else None
         staged = StagedDir(Path(out_dir))

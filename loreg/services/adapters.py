@@ -410,7 +410,12 @@ def _target_modules(described: Any) -> list[str]:
     names: set[str] = set()
     if isinstance(described.target_modules, list):
         names.update(str(t) for t in described.target_modules)
-    names.update(m.rsplit(".", 1)[-1] for m in described.modules)
+    for module in described.modules.values():
+        if module.kind == "parameter":  # LoRA on parameters: searchable by parameter name
+            names.update(module.parameters)
+        else:
+            names.add(module.name.rsplit(".", 1)[-1])
+    names.update(m.rsplit(".", 1)[-1] for m in described.token_modules)
     return sorted(n for n in names if 0 < len(n) <= 512)
 
 

@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 
 from loreg.db.models import BaseModelFile, BaseModelRecord
 from loreg.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from loreg.formats.base import model_type_of, tied_aliases
 from loreg.formats.base import structure_hash as compute_structure_hash
-from loreg.formats.base import tied_aliases
 from loreg.formats.safetensors import DTYPE_BITS
 from loreg.formats.types import BaseManifest
 from loreg.services import audit
@@ -152,6 +152,7 @@ def manifest_of(base: BaseModelRecord) -> BaseManifest:
         size_bytes=base.size_bytes,
         files=dict(extras.get("tensor_files") or {}),
         aliases=dict(extras.get("aliases") or {}),
+        model_type=model_type_of(extras.get("config")),
     )
 
 

@@ -21,6 +21,7 @@ from tests.factories.pushes import (
     register_base,
     upload,
 )
+from tests.factories.tampered import UNKNOWN_OPTION, UNKNOWN_TENSOR, tamper
 from tests.factories.tiny_models import make_lora_adapter
 from tests.fixtures.api import RegistryServer, unique_name
 
@@ -160,6 +161,21 @@ def test_incompatible_push_is_422_naming_module_and_shapes(
     assert "model.layers.0.self_attn.q_proj" in err["message"]
     # nothing half-written: no adapter, no version
     assert client.get(f"/adapters/{org}/wrong").status_code == 404
+
+
+@pytest.mark.parametrize("kind", ["tensor", "option"])
+def test_push_with_unknown_tensor_or_option_is_422(
+    world: dict[str, Any], models: Models, tmp_path: Path, kind: str
+) -> None:
+    client, org = world["client"], world["org"]
+    bad = tamper(models.adapter.path, tmp_path / "bad", kind)
+    r = push(client, bad, f"{org}/tampered", base=world["base"])
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    codes = {p["code"] for p in err["details"]["problems"]}
+    assert codes == ({"unmapped_tensor"} if kind == "tensor" else {"unknown_option"})
+    assert (UNKNOWN_TENSOR if kind == "tensor" else UNKNOWN_OPTION) in err["message"]
+    assert client.get(f"/adapters/{org}/tampered").status_code == 404
 
 
 def test_bad_manifests_are_4xx_and_write_nothing(

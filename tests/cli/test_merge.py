@@ -10,7 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.factories.tiny_models import make_llama, make_lora_adapter
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.factories.adapter_kinds import build_kind
+from tests.factories.merge_inputs import peft_merged_checkpoint
+from tests.factories.tiny_models import load_model, make_llama, make_lora_adapter
 
 
 def _loreg(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,3 +56,34 @@ def test_local_merge_json_and_usage_errors(tmp_path: Path) -> None:
     assert wrong.returncode == 3, wrong.stdout + wrong.stderr
     assert json.loads(wrong.stdout)["error"]["code"] == "fingerprint_mismatch"
     assert not (tmp_path / "z").exists()
+
+
+CLI_KINDS = ["moe-qwen3_moe", "moe-mixtral", "moe-gpt_oss", "moe-llama4_text", "tokens-tied",
+             "tokens-per-layer-untied", "tokens-grown-tied", "tokens-peft-type-tied",
+             "adalora-allocated", "bias-all"]
+
+
+@pytest.mark.parametrize("kind", CLI_KINDS)
+def test_local_merge_of_adapter_kinds_equals_peft(tmp_path: Path, kind: str) -> None:
+    """``loreg validate`` accepts each kind and ``loreg merge --local`` writes PEFT's
+    merge_and_unload(): every tensor, and the logits after from_pretrained."""
+    case = build_kind(kind, tmp_path / "in")
+    checked = _loreg("validate", str(case.adapter), "--base", str(case.base.path), "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)["compatible"] is True
+    out = tmp_path / "out"
+    done = _loreg("merge", str(case.adapter), "--base", str(case.base.path), "-o", str(out),
+                  "--local", "--device", "cpu", "--json")
+    assert done.returncode == 0, done.stderr
+    got: dict[str, torch.Tensor] = {}
+    for f in sorted(out.glob("*.safetensors")):
+        got.update(load_file(str(f)))
+    peft_model, want = peft_merged_checkpoint(case.base, case.adapter, tmp_path / "peft",
+                                              vocab=case.vocab)
+    assert set(got) == set(want)
+    for name, tensor in got.items():
+        torch.testing.assert_close(tensor, want[name], rtol=1e-5, atol=1e-6, msg=name)
+    ids = torch.tensor([list(case.input_ids)])
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(out)(input_ids=ids).logits,
+                                   peft_model(input_ids=ids).logits, rtol=1e-5, atol=1e-5)

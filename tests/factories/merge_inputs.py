@@ -58,6 +58,22 @@ def peft_merged_state(
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def peft_merged_checkpoint(
+    base: TinyModel, adapter: Path, out: Path, *, vocab: int | None = None
+) -> tuple[Any, dict[str, torch.Tensor]]:
+    """PEFT's ``merge_and_unload()`` model and its tensors as ``save_pretrained`` stores them.
+
+    transformers saves in the checkpoint's own layout (per-expert tensors for Qwen3-MoE and
+    Mixtral, tied weights once), so the tensors compare name by name with a loreg merge.
+    """
+    model = load_peft(base, [adapter], vocab=vocab).merge_and_unload()
+    model.save_pretrained(str(out))
+    tensors: dict[str, torch.Tensor] = {}
+    for f in sorted(out.glob("*.safetensors")):
+        tensors.update(load_file(str(f)))
+    return model, tensors
+
+
 def peft_deltas(peft_model: Any, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
     """``{base weight name: {adapter name: get_delta_weight}}`` for every LoRA layer."""
     from peft.tuners.lora import LoraLayer

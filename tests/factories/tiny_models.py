@@ -203,6 +203,81 @@ def make_t5(
     return _finish(model, path, "t5", dtype=dtype, max_shard_size=max_shard_size)
 
 
+# Mixture-of-experts families transformers 5 ships, as tiny configs. Sizes are chosen so no
+# expert weight is square (hidden 32, expert intermediate 24): the layout of a LoRA on a
+# fused expert parameter then follows from its shapes.
+MOE_FAMILIES = ("qwen3_moe", "mixtral", "gpt_oss", "llama4_text")
+MOE_TARGET_PARAMETERS = {
+    "qwen3_moe": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+    "mixtral": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+    "gpt_oss": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+    "llama4_text": ["feed_forward.experts.gate_up_proj", "feed_forward.experts.down_proj"],
+}
+
+
+def make_moe(
+    path: Path,
+    family: str,
+    *,
+    num_layers: int = 2,
+    num_experts: int = 4,
+    hidden_size: int = 32,
+    expert_size: int = 24,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    max_shard_size: str | int | None = None,
+) -> TinyModel:
+    """A tiny mixture-of-experts causal LM of ``family`` (one of ``MOE_FAMILIES``).
+
+    ``expert_size`` is the experts' intermediate size (``hidden_size == 2 * expert_size``
+    makes ``gate_up_proj`` square).
+
+    transformers 5 saves Qwen3-MoE and Mixtral experts per expert (``experts.0.gate_proj``
+    / ``block_sparse_moe.experts.0.w1``...), gpt-oss and Llama 4 fused (``experts.gate_up_proj``).
+    """
+    import transformers as tf
+
+    seed_everything(seed)
+    common: dict[str, Any] = {
+        "vocab_size": 128,
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 64,
+        "tie_word_embeddings": False,
+    }
+    if family == "qwen3_moe":
+        config = tf.Qwen3MoeConfig(**common, moe_intermediate_size=expert_size,
+                                   intermediate_size=2 * expert_size,
+                                   num_experts=num_experts, num_experts_per_tok=2, head_dim=8)
+        model = tf.Qwen3MoeForCausalLM(config)
+    elif family == "mixtral":
+        config = tf.MixtralConfig(**common, intermediate_size=expert_size,
+                                  num_local_experts=num_experts,
+                                  num_experts_per_tok=2)
+        model = tf.MixtralForCausalLM(config)
+    elif family == "gpt_oss":
+        config = tf.GptOssConfig(**common, intermediate_size=expert_size,
+                                 num_local_experts=num_experts,
+                                 num_experts_per_tok=2, head_dim=8,
+                                 layer_types=["full_attention"] * num_layers)
+        model = tf.GptOssForCausalLM(config)
+    elif family == "llama4_text":
+        config = tf.Llama4TextConfig(**common, intermediate_size=expert_size,
+                                     intermediate_size_mlp=40,
+                                     num_local_experts=num_experts, num_experts_per_tok=1,
+                                     head_dim=8, interleave_moe_layer_step=1)
+        model = tf.Llama4ForCausalLM(config)
+    else:
+        raise ValueError(f"unknown MoE family {family!r}")
+    with torch.no_grad():  # some experts start as zeros: make every weight matter
+        for param in model.parameters():
+            if param.dim() == 3 and not param.abs().sum():
+                param.normal_(std=0.02)
+    return _finish(model, path, family, dtype=dtype, max_shard_size=max_shard_size)
+
+
 def load_model(path: Path, *, dtype: torch.dtype | None = None) -> Any:
     """Load a saved tiny model with the class named in its ``config.json``."""
     import transformers
@@ -216,12 +291,14 @@ def load_model(path: Path, *, dtype: torch.dtype | None = None) -> Any:
 
 
 _DEFAULT_TARGETS = {
+    **{family: ["q_proj"] for family in MOE_FAMILIES},
     "llama": DEFAULT_LLAMA_TARGETS,
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "bert-seq-cls": ["query", "key", "value", "dense"],
     "t5": ["q", "k", "v", "o", "wi", "wo"],
 }
 _DEFAULT_TASK = {
+    **{family: "CAUSAL_LM" for family in MOE_FAMILIES},
     "llama": "CAUSAL_LM",
     "gpt2": "CAUSAL_LM",
     "bert-seq-cls": "SEQ_CLS",
@@ -285,13 +362,19 @@ def make_lora_adapter(
         lora_bias=lora_bias,
         fan_in_fan_out=fan_in_fan_out,
         task_type=task_type,
-        init_lora_weights=False,
         lora_dropout=0.0,
         base_model_name_or_path=str(base.path),
-        **extra,
+        **{"init_lora_weights": False, **extra},
     )
     seed_everything(seed)
     peft_model = get_peft_model(model, lora_config, adapter_name=adapter_name)
+    if extra.get("trainable_token_indices") is not None:
+        # PEFT starts the token rows as copies of the base's; change them as training would
+        # (named_parameters lists a tied layer's shared rows once: tied copies stay equal).
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "trainable_tokens_delta" in name:
+                    param.add_(torch.randn_like(param) * 0.5)
     if lora_bias:
         # PEFT initialises lora_B.bias to zero; randomise it so it matters in merges.
         with torch.no_grad():
@@ -314,3 +397,82 @@ def make_lora_adapter(
                 f.replace(path / f.name)
             sub.rmdir()
     return TinyAdapter(path=path, base=base, model=peft_model, lora_config=lora_config)
+
+
+def make_adalora_adapter(
+    base: TinyModel,
+    path: Path,
+    *,
+    init_r: int = 6,
+    lora_alpha: float = 8,
+    target_modules: list[str] | None = None,
+    masks: dict[str, list[bool]] | None = None,
+    seed: int = 0,
+) -> TinyAdapter:
+    """A PEFT AdaLoRA adapter with random A, E and B, saved into ``path``.
+
+    ``masks`` ({module suffix: rank mask}) stands for a finished rank allocation: PEFT saves
+    those modules with the kept ranks only and records the masks in ``rank_pattern``.
+    """
+    from peft import AdaLoraConfig, get_peft_model
+
+    model = load_model(base.path)
+    config = AdaLoraConfig(
+        init_r=init_r,
+        target_r=max(1, init_r // 2),
+        lora_alpha=lora_alpha,  # type: ignore[arg-type]
+        target_modules=target_modules or ["q_proj", "v_proj"],
+        total_step=100,
+        task_type=_DEFAULT_TASK[base.kind],
+        base_model_name_or_path=str(base.path),
+    )
+    seed_everything(seed)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.normal_(std=0.3)
+    if masks:
+        pattern = {}
+        for name, _ in peft_model.named_parameters():
+            if ".lora_E." not in name:
+                continue
+            module = name.removeprefix("base_model.model.").split(".lora_E.")[0]
+            for suffix, mask in masks.items():
+                if module.endswith(suffix):
+                    pattern[f"{module}.lora_E"] = list(mask)
+        peft_model.peft_config["default"].rank_pattern = pattern
+    peft_model.eval()
+    path.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(path))
+    return TinyAdapter(path=path, base=base, model=peft_model, lora_config=config)
+
+
+def make_trainable_tokens_adapter(
+    base: TinyModel,
+    path: Path,
+    *,
+    token_indices: list[int],
+    target_modules: list[str] | None = None,
+    seed: int = 0,
+) -> TinyAdapter:
+    """A PEFT trainable-tokens adapter (``peft_type: TRAINABLE_TOKENS``, no LoRA at all)
+    whose rows were changed as training would."""
+    from peft import TrainableTokensConfig, get_peft_model
+
+    model = load_model(base.path)
+    config = TrainableTokensConfig(
+        target_modules=target_modules or ["embed_tokens"],
+        token_indices=token_indices,
+        base_model_name_or_path=str(base.path),
+    )
+    seed_everything(seed)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "trainable_tokens_delta" in name:
+                param.add_(torch.randn_like(param) * 0.5)
+    peft_model.eval()
+    path.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(path))
+    return TinyAdapter(path=path, base=base, model=peft_model, lora_config=config)

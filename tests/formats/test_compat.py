@@ -21,6 +21,7 @@ from tests.factories import (
     make_lora_adapter,
     make_t5,
 )
+from tests.factories.tampered import with_config
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +177,7 @@ def test_classifier_with_other_label_count(bases: dict[str, TinyModel], root: Pa
     }
 
 
-def test_rank_disagrees_with_config(
+def test_rank_disagreeswith_config(
     llama_adapter: Path, tmp_path: Path, bases: dict[str, TinyModel]
 ) -> None:
     dst = _rename_adapter(llama_adapter, tmp_path / "rank", "x", "x")
@@ -288,3 +289,33 @@ def test_cli_validate(llama_adapter: Path, bases: dict[str, TinyModel], tmp_path
 
     usage = runner.invoke(cli, ["validate", str(llama_adapter)])
     assert usage.exit_code == 2
+
+
+def test_trainable_tokens_checked_against_the_base(bases: dict[str, TinyModel],
+                                                   tmp_path: Path) -> None:
+    llama = bases["llama"]
+    adapter = make_lora_adapter(llama, tmp_path / "tokens", target_modules=["q_proj"],
+                                trainable_token_indices=[3, 5, 7])
+    report = check_compatibility(read_adapter(adapter.path), read_manifest(llama.path))
+    assert report.ok and report.token_modules_checked == 1, report.format()
+    assert "1 trainable-token layer(s)" in report.format()
+
+    beyond = with_config(adapter.path, tmp_path / "beyond", trainable_token_indices=[3, 5, 700])
+    report = check_compatibility(read_adapter(beyond), read_manifest(llama.path))
+    assert [f.code for f in report.problems] == ["token_out_of_range"]
+    assert "[700]" in report.problems[0].message
+
+    fewer = with_config(adapter.path, tmp_path / "fewer", trainable_token_indices=[3, 5])
+    report = check_compatibility(read_adapter(fewer), read_manifest(llama.path))
+    assert [f.code for f in report.problems] == ["shape_mismatch"]
+    assert "2 token id(s)" in report.problems[0].message
+
+
+def test_tokens_on_a_tied_output_layer_are_noted(tmp_path: Path) -> None:
+    tied = make_llama(tmp_path / "tied", tie_word_embeddings=True)
+    adapter = make_lora_adapter(tied, tmp_path / "adapter", target_modules=["q_proj"],
+                                trainable_token_indices={"lm_head": [6, 9]})
+    report = check_compatibility(read_adapter(adapter.path), read_manifest(tied.path))
+    assert report.ok, report.format()
+    (note,) = [f for f in report.notes if f.code == "tokens_on_tied_layer"]
+    assert note.tensor == "model.embed_tokens.weight"

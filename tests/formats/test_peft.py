@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from loreg.formats.base import read_manifest
+from loreg.formats.compat import bind
 from loreg.formats.peft import (
     AdapterFormatError,
     describe_adapter,
@@ -21,12 +23,14 @@ from loreg.formats.safetensors import read_header
 from tests.factories import (
     TinyAdapter,
     TinyModel,
+    load_model,
     make_bert_seq_cls,
     make_gpt2,
     make_llama,
     make_lora_adapter,
     make_t5,
 )
+from tests.factories.adapter_kinds import KINDS, build_kind
 
 PREFIX = "base_model.model."
 
@@ -316,6 +320,25 @@ def test_legacy_bin_is_refused_with_instructions(
         (b"{not json", "not valid JSON"),
         (b"[]", "not a JSON object"),
         (json.dumps({"peft_type": "IA3", "r": 4}).encode(), "unsupported peft_type"),
+        (json.dumps({"peft_type": "LOHA", "r": 4}).encode(), "save_as_lora"),
+        (json.dumps({"peft_type": "ADALORA", "init_r": 0}).encode(), "init_r"),
+        (
+            json.dumps({"peft_type": "ADALORA", "rank_pattern": {"q.lora_E": [1, 0]}}).encode(),
+            "masks",
+        ),
+        (
+            json.dumps({"peft_type": "LORA", "r": 4, "trainable_token_indices": [3, 3]}).encode(),
+            "twice",
+        ),
+        (
+            json.dumps({"peft_type": "LORA", "r": 4, "trainable_token_indices": "3"}).encode(),
+            "token ids",
+        ),
+        (
+            json.dumps({"peft_type": "LORA", "r": 4, "target_parameters": "experts"}).encode(),
+            "target_parameters",
+        ),
+        (json.dumps({"peft_type": "TRAINABLE_TOKENS"}).encode(), "token_indices"),
         (json.dumps({"r": 4}).encode(), "no peft_type"),
         (json.dumps({"peft_type": "LORA", "r": 0}).encode(), "positive integer"),
         (json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": "x"}).encode(), "lora_alpha"),
@@ -351,3 +374,48 @@ def test_missing_files(tmp_path: Path) -> None:
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
     with pytest.raises(AdapterFormatError, match=r"no adapter_model\.safetensors"):
         read_adapter(tmp_path)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_adapter_kind_descriptions_equal_peft(kind: str, tmp_path: Path) -> None:
+    """Every LoRA layer PEFT builds from the folder is described with PEFT's rank and
+    scaling (AdaLoRA: ``scaling / (ranknum + 1e-5)``), experts and parameter; every
+    trainable-tokens layer with PEFT's token ids; nothing is left unmapped or unknown."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer, ParamWrapper
+    from peft.tuners.trainable_tokens import TrainableTokensLayer
+
+    case = build_kind(kind, tmp_path / "in")
+    desc = read_adapter(case.adapter)
+    assert desc.unmapped_keys == () and desc.option_findings == ()
+    model = load_model(case.base.path)
+    if case.vocab is not None:
+        model.resize_token_embeddings(case.vocab)
+    peft = PeftModel.from_pretrained(model, str(case.adapter))
+    lora_layers, token_layers, own_rows = {}, {}, set()
+    for name, layer in peft.named_modules():
+        short = name.removeprefix(PREFIX)
+        if isinstance(layer, LoraLayer) and "default" in layer.lora_A:
+            lora_layers[short] = layer
+        elif isinstance(layer, TrainableTokensLayer):
+            token_layers[short.removesuffix(".token_adapter")] = layer
+            if layer.tied_adapter is None:
+                own_rows.add(short.removesuffix(".token_adapter"))
+    assert set(desc.modules) == set(lora_layers)
+    # a parameter's rank, alpha and experts are settled against the base (formats.targets)
+    bound = {bp.module.name: bp.module for bp in bind(desc, read_manifest(case.base.path)).bound}
+    for name, layer in lora_layers.items():
+        mod = bound.get(name, desc.modules[name])
+        scaling = layer.scaling["default"]
+        if desc.peft_type == "ADALORA":
+            scaling = scaling / (float(layer.ranknum["default"]) + 1e-5)
+            assert mod.e_key is not None
+        assert mod.scale == pytest.approx(scaling, rel=1e-6), name
+        assert mod.r == layer.r["default"], name
+        if isinstance(layer, ParamWrapper):
+            assert mod.kind == "parameter" and layer.parameter_name in mod.parameters
+            assert mod.num_experts == layer.num_experts
+    # layers with their own rows, and tied layers PEFT saved a copy of the rows for
+    assert own_rows <= set(desc.token_modules) <= set(token_layers)
+    for name, tm in desc.token_modules.items():
+        assert list(tm.indices) == list(token_layers[name].token_indices["default"])

@@ -10,10 +10,18 @@ import torch
 from peft.utils import merge_utils
 
 from loreg.errors import Incompatible
+from loreg.formats.peft import read_adapter
 from loreg.merge.combine import combine_adapters
 from loreg.merge.methods import tensor_seed
+from tests.factories.adapter_kinds import build_kind
 from tests.factories.merge_inputs import load_peft, peft_deltas
-from tests.factories.tiny_models import TinyModel, make_gpt2, make_llama, make_lora_adapter
+from tests.factories.tiny_models import (
+    TinyModel,
+    make_adalora_adapter,
+    make_gpt2,
+    make_llama,
+    make_lora_adapter,
+)
 
 WEIGHTS = [0.7, -0.4]
 
@@ -103,4 +111,32 @@ def test_dora_is_refused_and_nothing_written(tmp_path: Path) -> None:
     a1 = make_lora_adapter(base, tmp_path / "a1", seed=3)
     with pytest.raises(Incompatible):
         combine_adapters([(a0.path, 1.0), (a1.path, 1.0)], tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("method", ["cat", "svd"])
+def test_adalora_combines_into_plain_lora(tmp_path: Path, method: str) -> None:
+    """AdaLoRA's singular values and its alpha / init_r scale are folded into a plain LoRA
+    adapter: its deltas are PEFT's AdaLoRA deltas, weighted; its config is LoRA's."""
+    base = make_llama(tmp_path / "base")
+    ada = make_adalora_adapter(base, tmp_path / "ada",
+                               masks={"q_proj": [True, False, True, True, False, False]})
+    want = {n: by["a0"] for n, by in peft_deltas(load_peft(base, [ada.path]), ["a0"]).items()}
+    combine_adapters([(ada.path, 0.5)], tmp_path / "out", method=method, device="cpu",
+                     svd_rank=6)
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and "init_r" not in config and "tinit" not in config
+    desc = read_adapter(tmp_path / "out")
+    assert desc.option_findings == () and desc.unmapped_keys == ()
+    got = _combined_deltas(base, tmp_path / "out")
+    assert set(got) == set(want)
+    for name, delta in want.items():
+        torch.testing.assert_close(got[name], 0.5 * delta, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("kind", ["moe-gpt_oss", "tokens-untied"])
+def test_kinds_combine_does_not_carry_are_refused(tmp_path: Path, kind: str) -> None:
+    case = build_kind(kind, tmp_path / "in")
+    with pytest.raises(Incompatible, match="merge it into the base instead"):
+        combine_adapters([(case.adapter, 1.0)], tmp_path / "out", device="cpu")
     assert not (tmp_path / "out").exists()

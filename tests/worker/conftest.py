@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from loreg.config import Settings
 from loreg.db import AdapterVersion, BaseModelRecord, Job, create_engine_for, make_sessionmaker
 from loreg.db.migrate import upgrade
-from loreg.formats.base import fingerprint
+from loreg.formats.base import fingerprint, folder_config
 from loreg.services import accounts, adapters, bases, blobs, jobs
 from loreg.services.manifests import FileEntry
 from loreg.services.permissions import Principal
@@ -72,7 +72,8 @@ class Stack:
         assert manifest.fingerprint is not None
         files = self.upload_dir(folder)
         spec = bases.BaseSpec(name=name, tensors=manifest.tensors,
-                              fingerprint=manifest.fingerprint, files=files)
+                              fingerprint=manifest.fingerprint, files=files,
+                              config=folder_config(folder))
         with self.sessions() as s:
             record, _ = bases.register_base(s, self.admin, spec)
             s.commit()

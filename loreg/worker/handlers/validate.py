@@ -20,8 +20,9 @@ from safetensors import safe_open
 from sqlalchemy.orm import Session
 
 from loreg.db.models import AdapterVersion, BaseModelRecord, ValidationState
-from loreg.formats.compat import check_compatibility
+from loreg.formats.compat import adapter_findings, bind, check_compatibility
 from loreg.formats.peft import read_adapter
+from loreg.formats.targets import BoundParameter
 from loreg.formats.types import AdapterDescription, LoraModule
 from loreg.services import events
 from loreg.worker.context import JobContext, Outcome
@@ -39,13 +40,29 @@ def delta_norm(a: torch.Tensor, b: torch.Tensor, scale: float) -> float:
     return abs(scale) * math.sqrt(max(float(gram.sum()), 0.0))
 
 
+def experts_delta_norm(a: torch.Tensor, b: torch.Tensor, scale: float, experts: int) -> float:
+    """||delta||_F of a parameter LoRA over all experts: A's rows and B's columns are
+    grouped per expert as PEFT lays them out (``[E*r, in]`` / ``[out, r, E]``)."""
+    r = a.shape[0] // experts
+    a3 = a.double().reshape(experts, r, -1)
+    b3 = b.double().reshape(b.shape[0], r, experts).permute(2, 0, 1)  # [E, out, r]
+    gram = (b3.transpose(1, 2) @ b3) * (a3 @ a3.transpose(1, 2))
+    return abs(scale) * math.sqrt(max(float(gram.sum()), 0.0))
+
+
 def _finding(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"severity": "error", "code": code, "message": message, **extra}
 
 
-def check_tensors(folder: Path, desc: AdapterDescription) -> tuple[list[dict[str, Any]],
-                                                                     dict[str, Any]]:
-    """(problems, per-module stats) from the adapter's tensors."""
+def check_tensors(
+    folder: Path, desc: AdapterDescription, bound: dict[str, BoundParameter] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(problems, per-module stats) from the adapter's tensors.
+
+    ``bound``: parameter LoRA modules bound to the base (their rank and experts come from
+    the base's shapes); unbound ones are left to the compatibility report.
+    """
+    bound = bound or {}
     problems: list[dict[str, Any]] = []
     stats: dict[str, Any] = {}
     with safe_open(str(folder / ADAPTER_FILE), framework="pt") as f:
@@ -62,10 +79,16 @@ def check_tensors(folder: Path, desc: AdapterDescription) -> tuple[list[dict[str
                 problems.append(_finding("missing_tensor", f"{name}: lora A or B is missing",
                                          module=name))
                 continue
+            if module.kind == "parameter":
+                if name not in bound:
+                    continue
+                module = bound[name].module
             a = f.get_tensor(module.a_key).float()
             b = f.get_tensor(module.b_key).float()
-            rank_a = a.shape[0]
-            rank_b = b.shape[1] if b.dim() >= 2 else -1
+            if module.e_key is not None and module.e_key in keys:  # AdaLoRA: A * E
+                a = a * f.get_tensor(module.e_key).float().reshape(-1, 1)
+            rank_a = a.shape[0] // module.num_experts
+            rank_b = b.shape[1] // module.num_experts if b.dim() >= 2 else -1
             if module.kind == "embedding":
                 rank_b = b.shape[-1]
             if rank_a != module.r or rank_b != module.r:
@@ -75,7 +98,11 @@ def check_tensors(folder: Path, desc: AdapterDescription) -> tuple[list[dict[str
                     module=name, expected=module.r, found=[rank_a, rank_b]))
                 continue
             try:
-                norm = delta_norm(a, b, module.scale)
+                norm = (
+                    experts_delta_norm(a, b, module.scale, module.num_experts)
+                    if module.kind == "parameter"
+                    else delta_norm(a, b, module.scale)
+                )
             except RuntimeError:
                 norm = float("nan")
             stats[name] = {
@@ -83,9 +110,9 @@ def check_tensors(folder: Path, desc: AdapterDescription) -> tuple[list[dict[str
                 "scale": module.scale, "a_norm": float(a.norm()), "b_norm": float(b.norm()),
                 "delta_norm": norm,
             }
-    for key in getattr(desc, "unmapped_keys", ()):
-        problems.append(_finding("unmapped_key", f"{key} maps to no module PEFT would load",
-                                 tensor=key))
+            if module.kind == "parameter":
+                stats[name].update(parameter=bound[name].parameter,
+                                   experts=module.num_experts)
     return problems, stats
 
 
@@ -116,13 +143,17 @@ def run(ctx: JobContext) -> Outcome:
             stored = version.compatibility_report if version is not None else None
             if isinstance(stored, dict):
                 pushed = stored
+        bound: dict[str, BoundParameter] = {}
         if manifest is not None:
             report = check_compatibility(
                 desc, manifest, expected_fingerprint=pushed.get("expected_fingerprint"))
             report.match_hint = pushed.get("match_hint")
             compat = report.to_dict()
             problems += [f.to_dict() for f in report.problems]
-        tensor_problems, stats = check_tensors(folder, desc)
+            bound = {bp.module.name: bp for bp in bind(desc, manifest).bound}
+        else:  # no base to check against: the adapter-only findings still apply
+            problems += [f.to_dict() for f in adapter_findings(desc)]
+        tensor_problems, stats = check_tensors(folder, desc, bound)
         problems += tensor_problems
     ctx.check_cancel()
     state = ValidationState.VALID.value if not problems else ValidationState.INVALID.value

@@ -6,12 +6,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from loreg.db import AdapterVersion
 from loreg.worker.handlers.validate import delta_norm
 from loreg.worker.loop import Worker
+from tests.factories import load_model
+from tests.factories.adapter_kinds import build_kind
 from tests.worker.conftest import Models, Stack
 
 
@@ -56,3 +59,36 @@ def test_nan_adapter_is_invalid(stack: Stack, models: Models, tmp_path: Path) ->
 def test_delta_norm_matches_dense() -> None:
     a, b = torch.randn(4, 16), torch.randn(8, 4)
     assert abs(delta_norm(a, b, 0.5) - float((0.5 * b @ a).norm())) < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["moe-qwen3_moe", "moe-gpt_oss", "adalora-allocated",
+                                  "tokens-tied"])
+def test_adapter_kinds_are_valid_with_peft_norms(stack: Stack, tmp_path: Path,
+                                                 kind: str) -> None:
+    """Expert parameters, AdaLoRA and trainable tokens validate as ``valid``; each LoRA
+    module's delta norm is that of PEFT's own ``get_delta_weight`` (all experts at once)."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    case = build_kind(kind, tmp_path / "in")
+    stack.register_base(case.base.path, "org/kind")
+    version = stack.push(case.adapter, "admin", "kind", "org/kind")
+    _run(stack)
+    with stack.sessions() as s:
+        v = s.get(AdapterVersion, version.id)
+        assert v is not None and v.validation_state == "valid", v.validation_report
+        modules = (v.validation_report or {})["modules"]
+    peft = PeftModel.from_pretrained(load_model(case.base.path), str(case.adapter))
+    want = {}
+    for name, layer in peft.named_modules():
+        if isinstance(layer, LoraLayer) and "default" in layer.lora_A:
+            key = name.removeprefix("base_model.model.")
+            want[key] = float(layer.get_delta_weight("default").detach().double().norm())
+    assert set(modules) == set(want)
+    for name, norm in want.items():
+        assert abs(modules[name]["delta_norm"] - norm) < 1e-4 * max(1.0, norm), name
+    if kind.startswith("moe"):
+        experts = [m for m in modules.values() if "parameter" in m]
+        assert {m["parameter"].rsplit(".", 1)[1] for m in experts} == {"gate_up_proj",
+                                                                       "down_proj"}
+        assert all(m["experts"] == 4 for m in experts)
