@@ -24,6 +24,7 @@ from loreg.formats.compat import check_compatibility
 from loreg.formats.peft import read_adapter
 from loreg.formats.types import AdapterDescription, LoraModule
 from loreg.services import events
+from loreg.services.adapters import REPORT_FINDINGS_MAX
 from loreg.worker.context import JobContext, Outcome
 
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -113,7 +114,7 @@ def run(ctx: JobContext) -> Outcome:
             manifest = manifest_of(base) if base is not None else None
         if manifest is not None:
             report = check_compatibility(desc, manifest)
-            compat = report.to_dict()
+            compat = report.to_dict(limit=REPORT_FINDINGS_MAX)
             problems += [f.to_dict() for f in report.problems]
         tensor_problems, stats = check_tensors(folder, desc)
         problems += tensor_problems
@@ -121,7 +122,8 @@ def run(ctx: JobContext) -> Outcome:
     state = ValidationState.VALID.value if not problems else ValidationState.INVALID.value
     report_doc = {
         "state": state,
-        "problems": problems,
+        "problems": problems[:REPORT_FINDINGS_MAX],
+        "problems_total": len(problems),
         "modules": stats,
         "compatibility": compat,
         "job_id": ctx.job_id,
