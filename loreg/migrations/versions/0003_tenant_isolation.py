@@ -12,6 +12,10 @@ Blobs of base models and job outputs need no grant: base models are readable by 
 signed-in caller, and job outputs by whoever may see the job. ``ui_sessions`` starts empty:
 browsers signed in with the old token cookie sign in again.
 
+Webhook delivery logs no longer show what receivers answered: the response bodies earlier
+versions kept in ``last_error`` and ``attempt_log`` (``HTTP 500: <body>``) are cut back to
+the status (``HTTP 500``).
+
 Revision ID: 0003_tenant_isolation
 Revises: 0002
 Create Date: 2026-01-03
@@ -24,6 +28,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0003_tenant_isolation"
 down_revision: str | None = "0002"
@@ -31,6 +36,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TS = sa.DateTime(timezone=True)
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def upgrade() -> None:
@@ -70,6 +76,7 @@ def upgrade() -> None:
     op.create_index(op.f("ix_ui_sessions_expires_at"), "ui_sessions", ["expires_at"])
 
     _grant_existing_blobs()
+    _forget_receiver_bodies()
 
 
 def _grant_existing_blobs() -> None:
@@ -103,6 +110,32 @@ def _grant_existing_blobs() -> None:
     rows = [{"digest": d, "namespace_id": n, "created_at": now} for d, n in sorted(pairs)]
     for i in range(0, len(rows), 1000):
         op.bulk_insert(table, rows[i : i + 1000])
+
+
+def _status_only(error: object) -> object:
+    """``HTTP 500: <body>`` -> ``HTTP 500``; anything else unchanged."""
+    if isinstance(error, str) and error.startswith("HTTP ") and ": " in error:
+        return error.split(": ", 1)[0]
+    return error
+
+
+def _forget_receiver_bodies() -> None:
+    bind = op.get_bind()
+    deliveries = sa.table(
+        "webhook_deliveries",
+        sa.column("id", sa.Integer()),
+        sa.column("last_error", sa.Text()),
+        sa.column("attempt_log", JSON),
+    )
+    rows = bind.execute(sa.select(deliveries.c.id, deliveries.c.last_error,
+                                  deliveries.c.attempt_log)).all()
+    for delivery_id, last_error, log in rows:
+        entries = log if isinstance(log, list) else []
+        cleaned = [{**e, "error": _status_only(e.get("error"))} if isinstance(e, dict) else e
+                   for e in entries]
+        if _status_only(last_error) != last_error or cleaned != entries:
+            bind.execute(sa.update(deliveries).where(deliveries.c.id == delivery_id)
+                         .values(last_error=_status_only(last_error), attempt_log=cleaned))
 
 
 def downgrade() -> None:
