@@ -366,7 +366,10 @@ def test_readers_may_mount_what_they_can_read(
     # deleted: the org keeps what it proved it had (its members still mount the blobs);
     # nobody outside it ever could
     assert owner.delete(f"/adapters/{org}/shared/versions/1?reason=oops").status_code == 200
-    again = rc.post(f"/adapters/{reader.name}/copy-2/versions", json=body)
+    late = registry_server.make_user()
+    registry_server.add_member(org, late, "read")
+    again = registry_server.client(late.token).post(f"/adapters/{late.name}/copy/versions",
+                                                    json=body)
     assert again.status_code == 201, again.text
     refused = stranger.post(f"/adapters/{who}/copy/versions", json=body)
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "blob_unknown"
