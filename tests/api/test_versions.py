@@ -437,3 +437,34 @@ def test_incompatibility_reports_are_capped(
     assert r.status_code == 422, r.text[:500]
     report = r.json()["error"]["details"]
     assert len(report["problems"]) == 100 < report["problems_total"]
+
+
+def test_disguised_file_names_and_unstorable_text_are_refused_alike(
+    world: dict[str, Any], models: Models
+) -> None:
+    """Control and bidi-override characters in file names, and NUL in labels or free text,
+    are a clear 400 on SQLite and PostgreSQL alike, and nothing is created."""
+    client, org = world["client"], world["org"]
+    files = folder_files(models.adapter.path)
+    upload(client, models.adapter.path, files)
+    extra = dict(files[0])
+    for name in ("evil\u202egnp.safetensors", "a\u2066b.json", "x\x1b[31m.txt",
+                 "zero\u200bwidth.bin", "line\u2028sep", "del\x7f", "c1\x85ctl"):
+        r = client.post(f"/adapters/{org}/names/versions", json={
+            "files": [*files, {**extra, "path": name}], "base": world["base"]})
+        assert r.status_code == 400, (repr(name), r.text)
+        error = r.json()["error"]
+        assert error["code"] == "invalid_input" and "rename the file" in error["message"]
+    for body in ({"labels": {"dataset": "alpaca\x00"}}, {"description": "about\x00"}):
+        r = client.post(f"/adapters/{org}/names/versions",
+                        json={"files": files, "base": world["base"], **body})
+        assert r.status_code == 400, r.text
+        assert "NUL character" in r.json()["error"]["message"]
+    assert client.get(f"/adapters/{org}/names").status_code == 404
+    for query in ({"label": "dataset=a\x00"}, {"text": "a\x00"}, {"target": "q\x00"}):
+        r = client.get("/adapters", params=query)
+        assert r.status_code == 400 and "NUL character" in r.json()["error"]["message"], query
+    # an ordinary non-ASCII name is fine
+    r = client.post(f"/adapters/{org}/names/versions", json={
+        "files": [*files, {**extra, "path": "notes/résumé-数据.md"}], "base": world["base"]})
+    assert r.status_code == 201, r.text

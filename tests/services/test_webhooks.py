@@ -233,3 +233,22 @@ def test_bad_urls_refused(maker: sessionmaker[Session], world: World, url: str) 
 def test_bad_events_refused(maker: sessionmaker[Session], world: World) -> None:
     with maker() as s, pytest.raises(InvalidInput):
         create(s, world.admin, world.org, url="http://x/y", events_=["nope"])
+
+
+def test_every_delivery_checks_the_destination_again(
+    maker: sessionmaker[Session], world: World, receiver: Receiver
+) -> None:
+    """A URL accepted once (the operator allowed loopback then, or the name resolved to a
+    public address then) is checked again before each attempt: refused, nothing is sent."""
+    with maker() as s:
+        create(s, world.admin, world.org, url=receiver.url)
+        s.commit()
+    _emit_version(maker, world.org)
+    stats = webhooks.deliver_pending(maker)  # the default policy: nothing internal
+    assert (stats.attempted, stats.retrying) == (1, 1)
+    assert receiver.requests == []
+    with maker() as s:
+        [delivery] = s.scalars(select(WebhookDelivery)).all()
+        assert delivery.last_status_code is None
+        assert delivery.last_error is not None
+        assert delivery.last_error.startswith("refusing to send requests to 127.0.0.1")
