@@ -59,6 +59,9 @@ class BodyLimitMiddleware:
     def limit_for(self, scope: Scope) -> int:
         if _header(scope, b"authorization"):
             method, path = scope.get("method", ""), scope.get("path", "")
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):  # served under a prefix (behind a proxy)
+                path = path[len(root):]
             for rule in self.rules:
                 if rule.method == method and rule.pattern.fullmatch(path):
                     return rule.limit(self.settings)
