@@ -6,13 +6,15 @@ Nothing below the entry points (CLI, app factory, worker) reads the environment;
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GiB = 1024**3
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _default_home() -> Path:
@@ -148,9 +150,61 @@ class Settings(BaseSettings):
         "doubles from 10 s up to this).",
     )
 
+    webhook_allow_networks: str = Field(
+        default="",
+        description="Comma-separated networks (CIDR, e.g. `10.0.0.0/8,192.168.0.0/16`) that "
+        "webhook receivers may be in although they are not public addresses (on-premises "
+        "receivers); loopback, private, link-local, multicast and reserved addresses are "
+        "refused otherwise.",
+    )
+
     max_blob_bytes: int = Field(default=100 * GiB, ge=1)
     max_version_bytes: int = Field(default=100 * GiB, ge=1)
     presign_expires_seconds: int = Field(default=3600, ge=1)
+    max_json_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body other than a blob upload or a base model "
+        "registration (JSON and forms); larger bodies get a 413 before authentication "
+        "and before parsing.",
+    )
+    max_base_manifest_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of a base model registration (its tensor manifest), "
+        "for requests that carry a token; anonymous bodies get the JSON limit.",
+    )
+    max_adapter_tensors: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most tensors an adapter's safetensors header may list; a push over it "
+        "is refused before any per-tensor work.",
+    )
+    ui_session_hours: float = Field(
+        default=24.0 * 7,
+        gt=0,
+        description="How long a web UI sign-in lasts (signing out, or revoking the token "
+        "it used, ends it sooner).",
+    )
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _check_networks(cls, value: str) -> str:
+        for item in value.split(","):
+            if item.strip():
+                try:
+                    ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"{item.strip()!r} is not a network (use CIDR: 10.0.0.0/8)"
+                    ) from None
+        return value
+
+    @property
+    def webhook_allowed_networks(self) -> tuple[IPNetwork, ...]:
+        """``webhook_allow_networks`` parsed."""
+        return tuple(ipaddress.ip_network(item.strip(), strict=False)
+                     for item in self.webhook_allow_networks.split(",") if item.strip())
 
     vllm_cache_dir: Path | None = Field(
         default=None,

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loreg.api import routers as routers_pkg
 from loreg.api.errors import install_error_handlers, internal_error_response
+from loreg.api.limits import BodyLimitMiddleware
 from loreg.api.metrics import install_metrics
 from loreg.api.openapi import TAGS, document_errors, install_docs, operation_id
 from loreg.config import Settings
@@ -128,6 +129,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _remove_upload_leftovers(store)
         yield
         if owns_engine:
             engine.dispose()
@@ -149,6 +151,7 @@ def create_app(
     app.state.store = store
 
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware)
     install_metrics(app)
 
@@ -167,6 +170,21 @@ def create_app(
 
     app.include_router(hub_router)  # last: its /{ns}/{name}/... paths must not shadow others
     return app
+
+
+def _remove_upload_leftovers(store: BlobStore) -> None:
+    """At start-up: delete the temp files of uploads that a crashed process left behind
+    (only those no live process is writing; see ``loreg.storage.local``)."""
+    from loreg.services.gc import sweep_temp_files
+
+    try:
+        removed = sweep_temp_files(store)
+    except Exception as exc:  # the store is down: GC retries later, serving goes on
+        log.warning("could not remove leftover upload temp files: %s", exc)
+        return
+    if removed:
+        log.warning("removed %d upload temp file(s) left by an interrupted process (%d bytes)",
+                    len(removed), sum(t["size"] for t in removed))
 
 
 def _version() -> str:

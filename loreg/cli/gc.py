@@ -32,7 +32,8 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
     Expired job outputs are dropped first; soft-deleted versions past the retention period
     lose their files (the version record stays). Only blobs and store objects older than
     the grace period are touched. Work folders of dead job attempts under LOREG_HOME
-    (a worker killed mid-job) are removed too.
+    (a worker killed mid-job), upload temp files that crashed uploads left behind and
+    abandoned S3 multipart uploads older than the grace period go too.
     """
     from loreg.db.session import create_engine_for, make_sessionmaker
     from loreg.services import gc as gc_service
@@ -72,6 +73,9 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
             click.echo(f"{verb} blob {blob['digest']} ({human_bytes(blob['size'])})")
         for obj in report.orphan_objects:
             click.echo(f"{verb} orphan object {obj['digest']} ({human_bytes(obj['size'])})")
+        for tmp in report.temp_files:
+            click.echo(f"{verb} upload temp file {tmp['name']} left by a crashed upload "
+                       f"({human_bytes(tmp['size'])})")
         for up in report.aborted_uploads:
             click.echo(f"{'would abort' if dry_run else 'aborted'} abandoned upload "
                        f"{up['key']} (started {up['initiated']})")

@@ -254,6 +254,7 @@ def fetch_blob(
             if _copy_cached(cache, digest, size, dest, bar, stats):
                 return cache.path(digest)
             reported = [0]
+            overlong = [False]
 
             def attempt() -> str:
                 f.seek(0, os.SEEK_END)
@@ -281,13 +282,21 @@ def fetch_blob(
                         f.truncate(0)
                         raise ServerError("registry answered a different byte range")
                     f.seek(0, os.SEEK_END)
+                    room = size - f.tell()
                     for chunk in resp.iter_bytes():
-                        f.write(chunk)
-                        h.update(chunk)
-                        bar.update(len(chunk))
-                        reported[0] += len(chunk)
+                        # Never past the declared size: a server that keeps sending gets no
+                        # more disk (or time) than the blob is worth; the digest decides.
+                        take = chunk[:room]
+                        f.write(take)
+                        h.update(take)
+                        room -= len(take)
+                        bar.update(len(take))
+                        reported[0] += len(take)
                         if stats is not None:
-                            stats.downloaded += len(chunk)
+                            stats.downloaded += len(take)
+                        if len(take) < len(chunk):
+                            overlong[0] = True
+                            break
                     f.flush()
                 if f.tell() != size:
                     raise ServerError(
@@ -301,9 +310,13 @@ def fetch_blob(
                 f.flush()
             if computed != digest:
                 f.truncate(0)
+                _discard_partial(partial)
+                more = (f" (the registry sent more than the {size} bytes the manifest "
+                        "declares)" if overlong[0] else "")
                 raise IntegrityError(
-                    f"blob {digest} arrived with digest {computed}; discarded",
-                    details={"expected": digest, "actual": computed},
+                    f"blob {digest} arrived with digest {computed}{more}; discarded. "
+                    "Check that LOREG_URL points at the registry you trust, then pull again",
+                    details={"expected": digest, "actual": computed, "size": size},
                 )
             os.fsync(f.fileno())
             blob = cache.commit_partial(digest, computed)
@@ -311,6 +324,12 @@ def fetch_blob(
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
     shutil.copyfile(blob, dest)
     return blob
+
+
+def _discard_partial(partial: Path) -> None:
+    """Drop a partial download whose bytes failed verification (nothing of it is usable)."""
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
 
 
 def _copy_cached(

@@ -1,5 +1,6 @@
 """Metadata database: models, engine/session helpers, migrations (``loreg.db.migrate``)."""
 
+from loreg.db.access import BlobGrant, UiSession
 from loreg.db.base import Base, JSONType, UTCDateTime, utcnow
 from loreg.db.models import (
     Adapter,
@@ -42,6 +43,7 @@ __all__ = [
     "BaseModelFile",
     "BaseModelRecord",
     "Blob",
+    "BlobGrant",
     "DeliveryStatus",
     "JSONType",
     "Job",
@@ -56,6 +58,7 @@ __all__ = [
     "Tag",
     "TokenScope",
     "UTCDateTime",
+    "UiSession",
     "User",
     "ValidationState",
     "VersionFile",

@@ -97,8 +97,16 @@ class CompatibilityReport:
             finding.severity
         ].append(finding)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; stored with the version and returned in 422 errors."""
+    def to_dict(self, *, limit: int | None = None) -> dict[str, Any]:
+        """JSON-ready; stored with the version and returned in 422 errors.
+
+        With ``limit``, each list keeps its first ``limit`` findings; ``*_total`` always
+        count them all, so a report's size is bounded whatever the adapter.
+        """
+
+        def first(items: list[Finding]) -> list[dict[str, Any]]:
+            return [f.to_dict() for f in (items if limit is None else items[:limit])]
+
         return {
             "compatible": self.ok,
             "match": self.match,
@@ -110,9 +118,12 @@ class CompatibilityReport:
             "expected_fingerprint": self.expected_fingerprint,
             "prefix_rewrite": list(self.prefix_rewrite) if self.prefix_rewrite else None,
             "match_hint": self.match_hint,
-            "problems": [f.to_dict() for f in self.problems],
-            "warnings": [f.to_dict() for f in self.warnings],
-            "notes": [f.to_dict() for f in self.notes],
+            "problems": first(self.problems),
+            "warnings": first(self.warnings),
+            "notes": first(self.notes),
+            "problems_total": len(self.problems),
+            "warnings_total": len(self.warnings),
+            "notes_total": len(self.notes),
         }
 
     def format(self) -> str:

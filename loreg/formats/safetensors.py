@@ -109,6 +109,12 @@ class BadTensorOffsets(SafetensorsError):
     code: ClassVar[str] = "safetensors_bad_offsets"
 
 
+class TooManyTensors(SafetensorsError):
+    """More tensors than the caller accepts: every later step costs work per tensor."""
+
+    code: ClassVar[str] = "safetensors_too_many_tensors"
+
+
 def dtype_nbytes(dtype: str, shape: tuple[int, ...]) -> int:
     """Byte length of a tensor; raises ``ValueError`` for sub-byte dtypes not ending on a byte."""
     bits = math.prod(shape) * DTYPE_BITS[dtype]
@@ -138,7 +144,8 @@ def _reader(
 
 
 def read_header(
-    source: IO[bytes] | ReadRange, *, name: str, size: int | None = None
+    source: IO[bytes] | ReadRange, *, name: str, size: int | None = None,
+    max_tensors: int | None = None,
 ) -> SafetensorsHeader:
     """Parse and strictly validate the header of a safetensors file.
 
@@ -147,6 +154,10 @@ def read_header(
     seeking for a file object. Without it (a callable and no size) the checks that need the
     file's end (truncation, trailing bytes) are skipped and ``file_size`` is what the
     header implies. Reads at most ``8 + header length`` bytes.
+
+    ``max_tensors`` bounds the entries a header may list (``TooManyTensors`` beyond it),
+    checked by a byte count before the JSON is parsed and exactly after, so a hostile
+    header costs one scan of its bytes, not the work of describing every tensor.
     """
     read_range, size = _reader(source, name, size)
     if size is not None and size < 8:
@@ -181,6 +192,11 @@ def read_header(
         )
     if not raw.startswith(b"{"):
         raise MalformedSafetensorsHeader("header does not start with '{'", file=name)
+    if max_tensors is not None:
+        # Every plain-spelled entry has this key, and the quoted token cannot occur inside a
+        # JSON string, so the count bounds the entries from above (escaped spellings are
+        # caught by the exact count after parsing).
+        _check_tensor_count(raw.count(b'"data_offsets"'), max_tensors, name)
     try:
         doc = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -201,6 +217,8 @@ def read_header(
             raise MalformedSafetensorsHeader("__metadata__ must map strings to strings", file=name)
         metadata = dict(raw_meta)
 
+    if max_tensors is not None:
+        _check_tensor_count(len(doc), max_tensors, name)
     entries: list[tuple[int, int, str, str, tuple[int, ...]]] = []
     for tname, entry in doc.items():
         entries.append(_parse_entry(tname, entry, name))
@@ -249,6 +267,15 @@ def read_header(
     return SafetensorsHeader(
         tensors=tensors, metadata=metadata, data_start=data_start, file_size=data_start + total
     )
+
+
+def _check_tensor_count(count: int, max_tensors: int, name: str) -> None:
+    if count > max_tensors:
+        raise TooManyTensors(
+            f"the header lists {count} tensors, over the limit of {max_tensors} tensors per "
+            "file (ask the registry's operator to raise it if the adapter is genuine)",
+            file=name,
+        )
 
 
 def _parse_entry(tname: str, entry: Any, file: str) -> tuple[int, int, str, str, tuple[int, ...]]:

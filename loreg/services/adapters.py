@@ -51,7 +51,7 @@ from loreg.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES, WEIGHTS_NAME, desc
 from loreg.formats.peft import parse_config as parse_adapter_config
 from loreg.formats.safetensors import read_header
 from loreg.formats.types import AdapterDescription
-from loreg.services import audit, bases, events, quotas
+from loreg.services import audit, bases, blobs, events, quotas
 from loreg.services.accounts import get_namespace
 from loreg.services.manifests import FileEntry, check_entries, manifest_digest, require_blobs
 from loreg.services.pagination import (
@@ -81,6 +81,7 @@ from loreg.services.refs import (
     validate_base_name,
     validate_tag,
 )
+from loreg.services.text import storable
 from loreg.storage import BlobStore
 
 MAX_DESCRIPTION = 10_000
@@ -88,6 +89,8 @@ MAX_LABELS = 64
 MAX_TAGS = 32
 MAX_LABEL_VALUE = 512
 MAX_TEXT_QUERY = 256
+#: Findings of each kind a compatibility report keeps (the rest are counted, not listed).
+REPORT_FINDINGS_MAX = 100
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 LabelValue = str | int | float | bool
 
@@ -151,6 +154,8 @@ def check_labels(labels: Any) -> dict[str, LabelValue]:
         if len(label_text(value)) > MAX_LABEL_VALUE:
             raise InvalidInput(f"label {key!r}: value longer than {MAX_LABEL_VALUE}",
                                details={"label": key})
+        if isinstance(value, str):
+            storable(value, field=f"label {key!r}")
         out[key] = value
     return out
 
@@ -161,6 +166,8 @@ def _check_description(description: str | None) -> str | None:
     ):
         raise InvalidInput(f"description must be at most {MAX_DESCRIPTION} characters",
                            details={"field": "description"})
+    if description is not None:
+        storable(description, field="description")
     return description
 
 
@@ -169,7 +176,7 @@ def _parse_label_filter(item: str) -> tuple[str, str]:
     if not sep or not _LABEL_KEY.fullmatch(key) or len(value) > MAX_LABEL_VALUE:
         raise InvalidInput(f"invalid label filter {item[:100]!r}: expected key=value",
                            details={"field": "label"})
-    return key, value
+    return key, storable(value, field="label filter")
 
 
 # --------------------------------------------------------------------------- lookups
@@ -351,7 +358,8 @@ def check_against_stated(
 
 
 def _read_adapter(
-    session: Session, store: BlobStore, files: Sequence[FileEntry], base_name: str | None
+    session: Session, store: BlobStore, files: Sequence[FileEntry], base_name: str | None,
+    *, max_tensors: int | None = None,
 ) -> _Described:
     """Config + header through the store, described and checked against the base."""
     by_path = {f.path: f for f in files}
@@ -372,7 +380,8 @@ def _read_adapter(
     def read_range(start: int, length: int) -> bytes:
         return store.read_range(weights.digest, start, length)
 
-    header = read_header(read_range, name=WEIGHTS_NAME, size=weights.size)
+    header = read_header(read_range, name=WEIGHTS_NAME, size=weights.size,
+                         max_tensors=max_tensors)
     described = describe_adapter(config, header, size_bytes=weights.size)
 
     stated = _stated_base(session, config)
@@ -399,7 +408,7 @@ def _read_adapter(
             text = text[:4000] + "\n  ..."
         raise Incompatible(
             f"adapter is incompatible with base model '{base.name}':\n{text}",
-            details=report.to_dict(),
+            details=report.to_dict(limit=REPORT_FINDINGS_MAX),
         )
     return _Described(described, report, base)
 
@@ -488,17 +497,23 @@ def push_version(
     spec: PushSpec,
     *,
     max_version_bytes: int | None = None,
+    max_tensors: int | None = None,
 ) -> PushOutcome:
-    """Create a version from a manifest of uploaded blobs (or answer the identical one)."""
+    """Create a version from a manifest of uploaded blobs (or answer the identical one).
+
+    The caller must hold every blob it names (``loreg.services.blobs``); the new version's
+    namespace then holds them too. ``max_tensors`` bounds the tensors the adapter's header
+    may list (``LOREG_MAX_ADAPTER_TENSORS``), so one push costs bounded work.
+    """
     parsed = parse_adapter_name(namespace, name)
     principal = require_scope(actor, "write")
     ns = get_namespace(session, parsed.namespace)
+    # The namespace decides, before the adapter is even looked up: whoever may not write
+    # here gets the same answer whether or not a (private) adapter of that name exists.
+    require_write_namespace(session, principal, ns)
     adapter = find_adapter(session, parsed.namespace, parsed.name)
     if adapter is not None:
-        require_write_adapter(session, principal, adapter)
         _refuse_visibility_change(adapter, spec.public)
-    else:
-        require_write_namespace(session, principal, ns)
 
     if not isinstance(spec.tags, list) or len(spec.tags) > MAX_TAGS:
         raise InvalidInput(f"at most {MAX_TAGS} tags", details={"field": "tags"})
@@ -529,9 +544,9 @@ def push_version(
         _lock_adapter(session, adapter.id)
         return _answer_existing(session, principal, adapter, same, tags)
 
-    require_blobs(session, files)
+    require_blobs(session, principal, files)
     quotas.check_quota(session, ns, sum(f.size for f in files))
-    described = _read_adapter(session, store, files, spec.base)
+    described = _read_adapter(session, store, files, spec.base, max_tensors=max_tensors)
     desc = described.description
 
     # ---- writes start here: lock (or create) the adapter, then allocate the number
@@ -577,7 +592,7 @@ def push_version(
         created_by=principal.user_id,
         created_at=utcnow(),
         validation_state=ValidationState.PENDING.value,
-        compatibility_report=described.report.to_dict(),
+        compatibility_report=described.report.to_dict(limit=REPORT_FINDINGS_MAX),
         files=[VersionFile(path=f.path, blob_digest=f.digest, size=f.size) for f in files],
         target_module_rows=[VersionTargetModule(module=m) for m in target_modules],
         label_rows=[VersionLabel(key=k, value=label_text(v)) for k, v in labels.items()],
@@ -585,6 +600,7 @@ def push_version(
     version.adapter = adapter
     session.add(version)
     session.flush()
+    blobs.grant(session, (f.digest for f in files), adapter.namespace_id)
     _apply_tags(session, principal, adapter, version, tags)
 
     from loreg.services import jobs
@@ -738,6 +754,7 @@ def search(
     if filters.target is not None:
         if not filters.target or len(filters.target) > 512:
             raise InvalidInput("invalid target module", details={"field": "target"})
+        storable(filters.target, field="target")
         vconds.append(exists().where(
             VersionTargetModule.version_id == AdapterVersion.id,
             VersionTargetModule.module == filters.target,
@@ -762,6 +779,7 @@ def search(
     if filters.text:
         if len(filters.text) > MAX_TEXT_QUERY:
             raise InvalidInput("text query is too long", details={"field": "text"})
+        storable(filters.text, field="text query")
         needle = filters.text.lower()
         stmt = stmt.where(or_(
             func.lower(Adapter.name).contains(needle, autoescape=True),
@@ -811,6 +829,7 @@ def delete_version(
     principal = require_write_adapter(session, actor, adapter)
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 1000:
         raise InvalidInput("give a reason (1-1000 characters)", details={"field": "reason"})
+    storable(reason, field="reason")
     kind, value = parse_version_selector(selector)
     version = _find_version(session, adapter, kind, value)
     if version is None:

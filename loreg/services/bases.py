@@ -41,6 +41,7 @@ from loreg.services.pagination import (
 )
 from loreg.services.permissions import Actor, is_site_admin, require_scope
 from loreg.services.refs import validate_base_name
+from loreg.services.text import storable
 from loreg.storage import validate_digest
 
 MAX_TENSORS = 500_000
@@ -182,10 +183,11 @@ def register_base(session: Session, actor: Actor, spec: BaseSpec) -> tuple[BaseM
         )
     if len(spec.description) > MAX_DESCRIPTION:
         raise InvalidInput("description is too long", details={"limit": MAX_DESCRIPTION})
+    storable(spec.description, field="description")
     if spec.config is not None and not isinstance(spec.config, dict):
         raise InvalidInput("config must be a JSON object", details={"field": "config"})
     files = check_entries(spec.files)
-    require_blobs(session, files)
+    require_blobs(session, principal, files)
     extras = {
         "aliases": _check_aliases(spec.aliases, spec.config, tensors),
         "tensor_files": _check_tensor_files(spec.tensor_files, tensors, files),

@@ -25,7 +25,11 @@ A run, in order:
    store object is deleted;
 4. store objects with no blob row, last modified before the grace period, are deleted;
    on S3, multipart uploads abandoned for longer than the grace period (an API process
-   that died mid-upload) are aborted, which frees their parts.
+   that died mid-upload) are aborted, which frees their parts;
+5. in a local store, upload temp files that no process is writing (an API process that
+   died mid-upload; ``LocalBlobStore`` tells them apart by a lock) and older than the grace
+   period are deleted. The API also removes them, whatever their age, when it starts
+   (:func:`sweep_temp_files`).
 
 The **grace period** (default 24 hours) protects uploads in flight: the store object of
 an upload is written before its row, and a push references its blobs only after they are
@@ -62,6 +66,7 @@ from loreg.db.models import (
     VersionFile,
 )
 from loreg.storage import BlobStore
+from loreg.storage.local import LocalBlobStore
 from loreg.storage.s3 import S3BlobStore
 
 log = logging.getLogger("loreg.gc")
@@ -89,12 +94,14 @@ class GcReport:
     blobs: list[dict[str, Any]] = field(default_factory=list)
     orphan_objects: list[dict[str, Any]] = field(default_factory=list)
     aborted_uploads: list[dict[str, Any]] = field(default_factory=list)
+    temp_files: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def bytes_freed(self) -> int:
-        return sum(b["size"] for b in self.blobs) + sum(o["size"] for o in self.orphan_objects)
+        return (sum(b["size"] for b in self.blobs) + sum(o["size"] for o in self.orphan_objects)
+                + sum(t["size"] for t in self.temp_files))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -275,12 +282,32 @@ def run(
         report.orphan_objects.append(entry)
 
     _abort_stale_uploads(store, cutoff, dry_run, report)
+    try:
+        report.temp_files = sweep_temp_files(store, older_than=cutoff, dry_run=dry_run)
+    except Exception as exc:
+        report.errors.append({"error": f"removing upload temp files: {exc}"})
 
     log.info("gc%s: %d blobs, %d orphan objects, %d bytes; %d expired job outputs, "
              "%d purged versions", " (dry run)" if dry_run else "", len(report.blobs),
              len(report.orphan_objects), report.bytes_freed,
              len(report.expired_job_outputs), len(report.purged_versions))
     return report
+
+
+def sweep_temp_files(
+    store: BlobStore, *, older_than: datetime | None = None, dry_run: bool = False
+) -> list[dict[str, Any]]:
+    """Remove (or with ``dry_run`` list) the upload temp files of a local store that crashed
+    uploads left: no process holds their lock. ``older_than`` keeps younger ones (GC's grace
+    period); ``None`` takes all (the API's start-up). Other stores have none."""
+    if not isinstance(store, LocalBlobStore):
+        return []
+    removed = []
+    for tmp in store.leftover_temp_files(older_than=older_than):
+        entry = {"name": tmp.name, "size": tmp.size, "last_modified": tmp.modified.isoformat()}
+        if dry_run or store.remove_temp_file(tmp.name, older_than=older_than):
+            removed.append(entry)
+    return removed
 
 
 def _abort_stale_uploads(store: BlobStore, cutoff: datetime, dry_run: bool,
@@ -315,5 +342,6 @@ def record_run(session: Session, report: GcReport, by: str, **extra: Any) -> Non
         "bytes_freed": report.bytes_freed,
         "expired_job_outputs": len(report.expired_job_outputs),
         "purged_versions": len(report.purged_versions),
-        "aborted_uploads": len(report.aborted_uploads), "errors": len(report.errors),
+        "aborted_uploads": len(report.aborted_uploads), "temp_files": len(report.temp_files),
+        "errors": len(report.errors),
         **extra})

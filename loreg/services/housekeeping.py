@@ -31,6 +31,7 @@ from loreg.db.models import AuditEvent
 from loreg.db.ops import WorkerHeartbeat
 from loreg.db.session import is_postgres
 from loreg.services import gc, webhooks
+from loreg.services.egress import STRICT, EgressPolicy
 from loreg.storage import BlobStore
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class Housekeeping:
     gc_retention: timedelta = gc.DEFAULT_RETENTION
     webhook_max_attempts: int = webhooks.MAX_ATTEMPTS
     webhook_backoff_max: float = webhooks.BACKOFF_MAX
+    webhook_policy: EgressPolicy = STRICT
     delivery_log_retention: timedelta = timedelta(days=30)
     enabled: bool = True
     _last: dict[str, float] = field(default_factory=dict)
@@ -80,6 +82,7 @@ class Housekeeping:
             gc_retention=timedelta(hours=settings.gc_deleted_version_retention_hours),
             webhook_max_attempts=settings.webhook_max_attempts,
             webhook_backoff_max=settings.webhook_backoff_max_seconds,
+            webhook_policy=EgressPolicy.from_settings(settings),
         )
 
     def __post_init__(self) -> None:
@@ -129,7 +132,8 @@ class Housekeeping:
 
     def deliver_webhooks(self) -> webhooks.DeliveryStats:
         return webhooks.deliver_pending(self.sessions, max_attempts=self.webhook_max_attempts,
-                                        backoff_max=self.webhook_backoff_max)
+                                        backoff_max=self.webhook_backoff_max,
+                                        policy=self.webhook_policy)
 
     def heartbeat(self, current_job_id: str | None = None) -> None:
         with self.sessions() as s:

@@ -60,14 +60,17 @@ from loreg.errors import Conflict, InvalidInput, LoregError, NotFound, Permissio
 from loreg.services import adapters, audit, blobs, events
 from loreg.services.permissions import (
     Actor,
+    Level,
     Principal,
     can_read_adapter,
     is_site_admin,
     require_read_adapter,
+    require_scope,
     require_user,
     require_write_namespace,
 )
 from loreg.services.refs import validate_base_name, validate_name
+from loreg.services.text import storable
 
 #: Statuses that end a job.
 TERMINAL = frozenset({JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})
@@ -377,9 +380,16 @@ def submit(
     priority: int = 0,
     max_attempts: int = 3,
 ) -> Submitted:
-    """Queue a job, or return the identical one already queued, running or succeeded."""
-    principal = require_user(actor)
+    """Queue a job, or return the identical one already queued, running or succeeded.
+
+    Needs a write-scoped token (a job spends worker time and stores outputs) and read
+    access to every input (each is resolved with the submitter's rights).
+    """
+    principal = require_scope(actor, "write")
     parsed = parse_params(job_type, params)
+    if isinstance(parsed, CombineParams):
+        adapters.check_labels(parsed.labels)
+        storable(parsed.description, field="description")
     if not -1000 <= priority <= 1000:
         raise InvalidInput("priority must be between -1000 and 1000",
                            details={"field": "priority"})
@@ -525,16 +535,18 @@ def _may_cancel(actor: Actor, job: Job) -> bool:
 
 
 def can_cancel(session: Session, actor: Actor, job: Job) -> bool:
-    """Whether ``cancel`` would act on ``job``: it is unfinished, and ``actor`` submitted it
-    or is a site administrator. The UI shows its cancel button on this."""
-    return job.status not in TERMINAL and _may_cancel(actor, job)
+    """Whether ``cancel`` would act on ``job``: it is unfinished, ``actor`` submitted it or
+    is a site administrator, and acts with a write-scoped token. The UI shows its cancel
+    button on this."""
+    return (job.status not in TERMINAL and _may_cancel(actor, job)
+            and actor is not None and actor.scope_level >= Level.WRITE)
 
 
 def cancel(session: Session, actor: Actor, job_id: str) -> Job:
     """Cancel: a queued job is cancelled at once; a running one is asked to stop (its worker
     sees the flag within a few seconds). Cancelling a finished job is a ``Conflict``."""
     job = get(session, actor, job_id)
-    principal = require_user(actor)
+    principal = require_scope(actor, "write")
     if not can_cancel(session, principal, job):
         if not _may_cancel(principal, job):
             raise PermissionDenied("only the job's submitter or an administrator may cancel it",
@@ -574,16 +586,28 @@ def outputs(session: Session, actor: Actor, job_id: str) -> tuple[Job, list[JobA
     return job, list(job.artifacts)
 
 
-def artifact_digests_visible_to(session: Session, actor: Actor, digest: str) -> bool:
-    """Whether ``digest`` is an output of a succeeded job the actor may see (for blob GETs)."""
-    if actor is None:
-        return False
-    jobs = session.scalars(
-        select(Job).join(JobArtifact, JobArtifact.job_id == Job.id)
-        .where(JobArtifact.blob_digest == digest, Job.status == JobStatus.SUCCEEDED.value)
-        .limit(20)
-    )
-    return any(can_see(session, actor, j) for j in jobs)
+def outputs_visible_to(session: Session, actor: Actor, digests: Sequence[str]) -> set[str]:
+    """Those of ``digests`` that are outputs of a succeeded job the actor may see (blob
+    reads and references go through here)."""
+    if actor is None or not digests:
+        return set()
+    found: set[str] = set()
+    verdicts: dict[str, bool] = {}
+    for i in range(0, len(digests), 500):
+        rows = session.execute(
+            select(JobArtifact.blob_digest, Job)
+            .join(Job, Job.id == JobArtifact.job_id)
+            .where(JobArtifact.blob_digest.in_(list(digests[i : i + 500])),
+                   Job.status == JobStatus.SUCCEEDED.value)
+        )
+        for digest, job in rows:
+            if digest in found:
+                continue
+            if job.id not in verdicts:
+                verdicts[job.id] = can_see(session, actor, job)
+            if verdicts[job.id]:
+                found.add(digest)
+    return found
 
 
 # --------------------------------------------------------------------------- worker side

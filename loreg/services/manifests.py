@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from loreg.errors import InvalidInput
-from loreg.services.blobs import blob_sizes
+from loreg.services.blobs import held_blobs
+from loreg.services.permissions import Actor
 from loreg.storage import validate_digest
 
 MAX_FILES = 1000
 MAX_PATH_LEN = 512
 _BAD_PATH_CHARS = set('\\:*?"<>|')
+#: Unicode categories refused in paths: control (Cc), format (Cf: the bidi overrides and
+#: isolates that make ``evil\u202egnp.exe`` display as ``evilexe.png``, zero-width
+#: characters), line and paragraph separators (Zl, Zp) and lone surrogates (Cs).
+_BAD_PATH_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
 @dataclass(frozen=True)
@@ -37,20 +43,26 @@ class BlobsMissing(InvalidInput):
     code = "blob_unknown"
 
 
+def _bad_char(c: str) -> bool:
+    return c in _BAD_PATH_CHARS or unicodedata.category(c) in _BAD_PATH_CATEGORIES
+
+
 def validate_path(path: str) -> str:
-    """A relative POSIX path inside the version's folder: no ``..``, no absolute paths."""
+    """A relative POSIX path inside the version's folder: no ``..``, no absolute paths, no
+    character that hides or disguises what a file is called (controls, bidi overrides)."""
     if not isinstance(path, str) or not path or len(path) > MAX_PATH_LEN:
         raise InvalidInput("file paths must be 1-512 characters", details={"path": str(path)[:100]})
     parts = path.split("/")
     if (
         path.startswith("/")
         or any(p in ("", ".", "..") for p in parts)
-        or any(ord(c) < 32 or c in _BAD_PATH_CHARS for c in path)
+        or any(_bad_char(c) for c in path)
     ):
         raise InvalidInput(
             f"invalid file path {path[:100]!r}: use a relative path without '..', '.', empty "
-            "parts, backslashes or control characters",
-            details={"path": path[:200]},
+            "parts, backslashes, control characters or invisible formatting characters "
+            "(such as right-to-left overrides); rename the file and push again",
+            details={"path": path[:200].encode("unicode_escape").decode("ascii")},
         )
     return path
 
@@ -88,9 +100,15 @@ def manifest_digest(files: Iterable[FileEntry]) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def require_blobs(session: Session, files: Sequence[FileEntry]) -> None:
-    """Every file's blob exists (verified) and has the stated size."""
-    sizes = blob_sizes(session, (f.digest for f in files))
+def require_blobs(session: Session, actor: Actor, files: Sequence[FileEntry]) -> None:
+    """Every file's blob exists (verified), ``actor`` holds it (``loreg.services.blobs``),
+    and it has the stated size.
+
+    A blob the actor does not hold fails exactly like one never uploaded (same code, same
+    message), and a size mismatch names only the sizes the caller stated: the answer reveals
+    nothing about blobs the caller has not proven it has.
+    """
+    sizes = held_blobs(session, actor, (f.digest for f in files))
     missing = [f.digest for f in files if f.digest not in sizes]
     if missing:
         raise BlobsMissing(
@@ -98,10 +116,10 @@ def require_blobs(session: Session, files: Sequence[FileEntry]) -> None:
             "PUT /api/v1/blobs/<digest> first",
             details={"missing": sorted(set(missing))},
         )
-    wrong = [
-        {"path": f.path, "digest": f.digest, "size": f.size, "stored_size": sizes[f.digest]}
-        for f in files
-        if sizes[f.digest] != f.size
-    ]
+    wrong = [{"path": f.path, "digest": f.digest, "size": f.size}
+             for f in files if sizes[f.digest] != f.size]
     if wrong:
-        raise InvalidInput("file sizes do not match their blobs", details={"files": wrong})
+        raise InvalidInput(
+            "file sizes do not match their blobs: state each file's exact size in bytes",
+            details={"files": wrong},
+        )

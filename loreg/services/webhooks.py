@@ -15,6 +15,13 @@ Each request is a JSON ``POST`` with headers ``X-Loreg-Event`` (type), ``X-Loreg
 (stable across retries: deduplicate on it), ``X-Loreg-Delivery`` and
 ``X-Loreg-Signature: sha256=<hex>``, the HMAC-SHA256 of the exact body bytes with the
 webhook's secret (check it with :func:`verify_signature`).
+
+Receivers are reached through ``loreg.services.egress``: a URL whose host is (or resolves
+to) a loopback, private, link-local, multicast or reserved address is refused when it is
+stored and before every attempt, unless the operator allows its network; the connection goes
+to the address that was checked; redirects are not followed. A delivery records the
+receiver's status code, never its response body: what a receiver answers is not for the
+users who configure webhooks to read.
 """
 
 from __future__ import annotations
@@ -38,8 +45,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from loreg.db.models import Namespace
 from loreg.db.session import is_postgres
 from loreg.db.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent
-from loreg.errors import InvalidInput, NotFound
-from loreg.services import accounts, audit, events
+from loreg.errors import InvalidInput, LoregError, NotFound
+from loreg.services import accounts, audit, egress, events
+from loreg.services.egress import EgressPolicy
 from loreg.services.permissions import Actor, require_admin_namespace
 
 log = logging.getLogger("loreg.webhooks")
@@ -94,7 +102,14 @@ def event_body(event: WebhookEvent, namespace_name: str | None) -> bytes:
 # --------------------------------------------------------------------------- CRUD
 
 
-def _validate_url(url: str) -> str:
+def _validate_url(url: str, policy: EgressPolicy) -> str:
+    """A well-formed http(s) URL whose host is not a refused address (``egress``)."""
+    url = _well_formed_url(url)
+    egress.check_url(url, policy, require_resolution=False)
+    return url
+
+
+def _well_formed_url(url: str) -> str:
     url = url.strip()
     bad = InvalidInput("webhook URL must be an absolute http:// or https:// URL "
                        "(at most 2048 characters, no spaces)", details={"url": url[:200]})
@@ -134,10 +149,12 @@ def create(
     secret: str | None = None,
     active: bool = True,
     description: str = "",
+    policy: EgressPolicy = egress.STRICT,
 ) -> tuple[Webhook, str]:
     """A new webhook (namespace admins only); returns it with its secret.
 
     Without ``secret`` one is generated; it is shown in this answer and never again.
+    ``policy``: which non-public networks the URL may point into (``egress``).
     """
     ns = accounts.get_namespace(session, namespace)
     principal = require_admin_namespace(session, actor, ns)
@@ -147,7 +164,7 @@ def create(
     if secret is not None and not 16 <= len(secret) <= 256:
         raise InvalidInput("a webhook secret must be 16 to 256 characters")
     value = secret or "whsec_" + secrets.token_urlsafe(32)
-    hook = Webhook(namespace_id=ns.id, url=_validate_url(url), secret=value,
+    hook = Webhook(namespace_id=ns.id, url=_validate_url(url, policy), secret=value,
                    events=_validate_events(events_), active=active,
                    description=description[:2000], created_by=principal.user_id)
     session.add(hook)
@@ -179,10 +196,11 @@ def update(
     session: Session, actor: Actor, namespace: str, webhook_id: int, *,
     url: str | None = None, events_: Sequence[str] | None = None,
     active: bool | None = None, description: str | None = None,
+    policy: EgressPolicy = egress.STRICT,
 ) -> Webhook:
     hook = get(session, actor, namespace, webhook_id)
     if url is not None:
-        hook.url = _validate_url(url)
+        hook.url = _validate_url(url, policy)
     if events_ is not None:
         hook.events = _validate_events(events_)
     if active is not None:
@@ -336,15 +354,24 @@ def _take(
     return sends
 
 
-def _post(client: httpx.Client, send: _Send, timeout: float) -> tuple[int | None, str | None]:
+def _post(
+    client: httpx.Client, send: _Send, timeout: float, policy: EgressPolicy
+) -> tuple[int | None, str | None]:
+    """Post one delivery: ``(status code, error)``. The error names the status or what kept
+    the request from being made; the receiver's body is never read into it."""
     try:
-        response = client.post(send.url, content=send.body, headers=send.headers,
-                               timeout=timeout, follow_redirects=False)
+        response = egress.post(client, send.url, content=send.body, headers=send.headers,
+                               timeout=timeout, policy=policy)
+    except LoregError as exc:  # refused or unresolvable destination: nothing was sent
+        return None, exc.message[:1000]
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         return None, f"{type(exc).__name__}: {exc}"[:1000]
     if 200 <= response.status_code < 300:
         return response.status_code, None
-    return response.status_code, f"HTTP {response.status_code}: {response.text[:200]}"
+    if 300 <= response.status_code < 400:
+        return response.status_code, (f"HTTP {response.status_code}: redirects are not "
+                                      "followed; point the webhook at the final URL")
+    return response.status_code, f"HTTP {response.status_code}"
 
 
 def _record(
@@ -391,11 +418,13 @@ def deliver_pending(
     backoff_max: float = BACKOFF_MAX,
     max_attempts: int = MAX_ATTEMPTS,
     only: int | None = None,
+    policy: EgressPolicy = egress.STRICT,
 ) -> DeliveryStats:
     """One delivery pass: fan out new events, post what is due, record the outcomes.
 
     Safe to run from several workers at once. Manages its own transactions (it is a job
     boundary, like a worker's handler). ``only`` restricts it to one delivery (test pings).
+    ``policy``: the non-public networks receivers may be in (checked before every post).
     """
     stats = DeliveryStats()
     fixed_now = now
@@ -408,11 +437,11 @@ def deliver_pending(
     if not sends:
         return stats
     own_client = client is None
-    http = client or httpx.Client()
+    http = client or egress.client()
     try:
         for send in sends:
             started = time.monotonic()
-            status_code, error = _post(http, send, timeout)
+            status_code, error = _post(http, send, timeout, policy)
             elapsed = time.monotonic() - started
             with sessions() as session:
                 outcome = _record(session, send, status_code, error, elapsed,

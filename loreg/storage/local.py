@@ -3,6 +3,12 @@
 A put writes a temp file in ``<root>/tmp`` (same filesystem, so the rename is atomic),
 hashes while writing, fsyncs, and renames into place only when the digest matches. A crash
 leaves at most a temp file, never a finished-looking blob; ``iterate`` ignores ``tmp``.
+
+A put holds an exclusive ``flock`` on its temp file while it writes; the kernel drops the
+lock when the process dies, however it dies. So a temp file nobody holds a lock on is a
+crashed put's leftover, whatever its age, and :meth:`LocalBlobStore.leftover_temp_files`
+can find them safely while other processes upload into the same folder (the API at
+start-up and GC remove them).
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ import contextlib
 import io
 import os
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -32,6 +40,37 @@ from loreg.storage.base import (
     iter_chunks,
     validate_digest,
 )
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no leftover detection by lock (GC's age rule still applies)
+    fcntl = None  # type: ignore[assignment]
+
+TEMP_PREFIX = "put-"
+TEMP_SUFFIX = ".tmp"
+#: A temp file younger than this is never taken for a leftover: its writer may be between
+#: creating it and locking it.
+TEMP_MIN_AGE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class TempFile:
+    """An upload temp file that no process is writing."""
+
+    name: str
+    size: int
+    modified: datetime
+
+
+def _try_lock(fd: int) -> bool:
+    """Whether this process could take the exclusive lock (so nobody else holds it)."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 class LocalBlobStore(BlobStoreBase):
@@ -63,11 +102,15 @@ class LocalBlobStore(BlobStoreBase):
             return drain_and_verify(digest, source, max_size)
         verifier = DigestVerifier(digest, max_size)
         try:
-            fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix="put-", suffix=".tmp")
+            fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix=TEMP_PREFIX,
+                                            suffix=TEMP_SUFFIX)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write to {self.tmp_dir}: {exc.strerror}") from exc
+        # The lock lives as long as ``fd`` (writes go through a duplicate), so the file is
+        # never unlocked before it has been renamed into place or removed.
+        _try_lock(fd)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(os.dup(fd), "wb") as out:
                 for chunk in iter_chunks(source):  # the source's own errors pass unchanged
                     verifier.update(chunk)
                     with _store_errors("cannot write blob"):
@@ -85,8 +128,72 @@ class LocalBlobStore(BlobStoreBase):
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
             raise
+        finally:
+            os.close(fd)
         fsync_dir(path.parent)
         return size
+
+    def leftover_temp_files(self, *, older_than: datetime | None = None) -> list[TempFile]:
+        """Upload temp files that no live process is writing (crashed puts), optionally
+        only those last modified before ``older_than``."""
+        found = []
+        for path in self._temp_paths():
+            leftover = self._leftover(path, older_than)
+            if leftover is not None:
+                found.append(leftover)
+        return sorted(found, key=lambda t: t.name)
+
+    def remove_temp_file(self, name: str, *, older_than: datetime | None = None) -> bool:
+        """Delete one leftover temp file, checking again under its lock that nobody writes
+        it; whether it was deleted."""
+        path = self.tmp_dir / name
+        if path.parent != self.tmp_dir or not self._is_temp_name(name):
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if not self._old_enough(st.st_mtime, older_than) or not _try_lock(fd):
+                return False
+            with _store_errors("cannot delete a temp file"):
+                path.unlink(missing_ok=True)
+            return True
+        finally:
+            os.close(fd)
+
+    def _temp_paths(self) -> list[Path]:
+        try:
+            return [Path(e.path) for e in os.scandir(self.tmp_dir)
+                    if self._is_temp_name(e.name) and e.is_file(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot list {self.tmp_dir}: {exc.strerror}") from exc
+
+    @staticmethod
+    def _is_temp_name(name: str) -> bool:
+        return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+    @staticmethod
+    def _old_enough(mtime: float, older_than: datetime | None) -> bool:
+        if time.time() - mtime < TEMP_MIN_AGE_SECONDS:
+            return False
+        return older_than is None or mtime < older_than.timestamp()
+
+    def _leftover(self, path: Path, older_than: datetime | None) -> TempFile | None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # renamed into place or removed meanwhile
+            return None
+        try:
+            st = os.fstat(fd)
+            if not self._old_enough(st.st_mtime, older_than) or not _try_lock(fd):
+                return None
+            return TempFile(path.name, st.st_size, datetime.fromtimestamp(st.st_mtime, tz=UTC))
+        finally:
+            os.close(fd)  # releases the probe's lock
 
     def open(self, digest: str, start: int = 0, end: int | None = None) -> BinaryIO:
         path = self.path_for(digest)

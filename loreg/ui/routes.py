@@ -1,14 +1,15 @@
 """``/ui``: server-rendered pages over the same services the API calls.
 
 Auth. ``POST /ui/login`` checks a pasted API token with ``loreg.api.deps.authenticate_token``
-(as the API checks a Bearer token) and keeps it in the ``loreg_ui`` cookie: ``HttpOnly``,
-``SameSite=Lax``, ``Path=/ui``, and ``Secure`` when the request came over https
-(``request.url.scheme``; behind a TLS-terminating proxy, run uvicorn with ``--proxy-headers``
-so the scheme is right). On plain ``http://127.0.0.1`` a Secure cookie would not be sent
-back by browsers, hence the scheme test. Every request re-authenticates the cookie's token,
-so a revoked or expired token signs the browser out at once; the actor is then passed to the
-same service functions as the API's, so what a page shows is exactly what the API would
-answer to that token.
+(as the API checks a Bearer token) and starts a server-side session
+(``loreg.services.ui_sessions``): the ``loreg_ui`` cookie holds a random session id, never
+the token. The cookie is ``HttpOnly``, ``SameSite=Lax``, ``Path=/ui``, and ``Secure`` when
+the request came over https (``request.url.scheme``; behind a TLS-terminating proxy, run
+uvicorn with ``--proxy-headers`` so the scheme is right). On plain ``http://127.0.0.1`` a
+Secure cookie would not be sent back by browsers, hence the scheme test. Every request looks
+the session up and re-checks its token, so signing out, or a revoked or expired token, signs
+the browser out at once; the actor is then passed to the same service functions as the
+API's, so what a page shows is exactly what the API would answer to that token.
 
 CSRF. Forms that change state (sign out, cancel a job) carry ``csrf``: an HMAC-SHA256 of
 a fixed label keyed by the session cookie's value, which another site can neither read
@@ -29,7 +30,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -37,16 +38,23 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.templating import Jinja2Templates
 
-from loreg.api.deps import SessionDep, SettingsDep, StoreDep, authenticate_token
+from loreg.api.deps import (
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    authenticate_token,
+    get_request_id,
+    get_sessionmaker,
+)
 from loreg.api.errors import status_for
 from loreg.api.streaming import iter_file
 from loreg.db.models import AdapterVersion, Job, JobStatus, Visibility
 from loreg.errors import InvalidInput, LoregError, NotFound, Unauthenticated
 from loreg.services import adapters as svc
-from loreg.services import bases, jobs, lineage, quotas
+from loreg.services import bases, jobs, lineage, quotas, ui_sessions
 from loreg.services.pagination import Page
 from loreg.services.permissions import Principal
 from loreg.storage import BlobStore
@@ -60,7 +68,6 @@ TIMES = "\N{MULTIPLICATION SIGN}"
 
 COOKIE = "loreg_ui"
 COOKIE_PATH = "/ui"
-COOKIE_MAX_AGE = 7 * 24 * 3600
 PAGE_SIZE = 25
 MAX_FORM_BYTES = 16 * 1024
 _CSRF_LABEL = b"loreg-ui-csrf-v1"
@@ -138,12 +145,25 @@ def ui_actor(request: Request) -> Principal | None:
     if not value:
         return None
     try:
-        principal = authenticate_token(request, value)
+        principal = _session_principal(request, value)
     except LoregError:
         request.state.ui_clear_cookie = True
         return None
     request.state.ui_actor = principal
     return principal
+
+
+def _session_principal(request: Request, value: str) -> Principal:
+    """The principal of the cookie's session, in its own short transaction (it may record
+    the token's last use, like a Bearer request)."""
+    with get_sessionmaker(request)() as session:
+        principal = ui_sessions.authenticate(session, value)
+        if session.dirty:
+            try:
+                session.commit()
+            except SQLAlchemyError:
+                session.rollback()
+    return principal.with_request_id(get_request_id(request) or None)
 
 
 UiActor = Annotated[Principal | None, Depends(ui_actor)]
@@ -266,7 +286,7 @@ def login_form(request: Request, actor: UiActor,
 
 
 @router.post("/login")
-def login(request: Request, form: FormDep) -> Response:
+def login(request: Request, form: FormDep, settings: SettingsDep) -> Response:
     request.state.ui_actor = None
     target = _safe_next(form.get("next"))
     if not _same_origin(request):
@@ -279,10 +299,15 @@ def login(request: Request, form: FormDep) -> Response:
     except LoregError:
         ctx = {"next": target, "error": "That token is not valid (unknown, expired or revoked)."}
         return render(request, "login.html", ctx, status=401)
+    lifetime = timedelta(hours=settings.ui_session_hours)
+    with get_sessionmaker(request)() as session:
+        session_id = ui_sessions.start(session, principal, lifetime=lifetime)
+        session.commit()
     log.info("ui sign-in by %s", principal.username)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE, path=COOKIE_PATH,
-                        secure=request.url.scheme == "https", httponly=True, samesite="lax")
+    response.set_cookie(COOKIE, session_id, max_age=int(lifetime.total_seconds()),
+                        path=COOKIE_PATH, secure=request.url.scheme == "https", httponly=True,
+                        samesite="lax")
     return _finish(request, response)
 
 
@@ -293,6 +318,10 @@ def logout(request: Request, form: FormDep) -> Response:
                    or not hmac.compare_digest(form.get("csrf", ""), csrf_token(cookie))):
         return error_page(request, 403, "Forbidden", "The sign-out form has expired; reload "
                           "the page and try again.")
+    if cookie:
+        with get_sessionmaker(request)() as session:
+            ui_sessions.end(session, cookie)
+            session.commit()
     response = RedirectResponse("/ui/adapters", status_code=303)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, secure=request.url.scheme == "https",
                            httponly=True, samesite="lax")

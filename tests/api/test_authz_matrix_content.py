@@ -1,4 +1,5 @@
-"""The authorisation matrix, continued for adapters, versions, tags, blobs and bases.
+"""The authorisation matrix, continued for adapters, versions, tags, blobs, bases, jobs and
+webhook destinations.
 
 Same principals, world and runner as ``test_authz_matrix`` (imported, not copied). The
 world gains a registered base, a private adapter ``{org}/priv`` and a public one
@@ -15,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_authz_matrix import Case, World, build_world, expect, run_matrix
+from tests.api.test_authz_matrix import (
+    PRINCIPALS,
+    Case,
+    World,
+    build_world,
+    expect,
+    run_matrix,
+)
 from tests.factories.pushes import Models, build_models, folder_files, push, register_base, upload
 from tests.fixtures.api import RegistryServer, unique_name
 
@@ -51,10 +59,20 @@ def test_content_authorisation_matrix(
     seeds = itertools.count(1000)
 
     def fresh_files(w: World, p: str) -> dict[str, Any]:
+        """New files, uploaded by the principal itself where its token can upload (a push
+        may name only blobs its caller holds), else by the admin."""
         folder = models.variant(tmp_path, next(seeds)).path
         files = folder_files(folder)
-        upload(admin, folder, files)
+        spec = PRINCIPALS[p]
+        uploader = w.client(p) if spec is not None and spec[1] != "read" else admin
+        upload(uploader, folder, files)
         return {"files": files}
+
+    def fresh_job(w: World, p: str) -> dict[str, Any]:
+        n = fresh_version(w, p)["n"]
+        r = admin.post("/jobs", json={"type": "export", "params": {"adapter": f"{org}/priv@{n}"}})
+        assert r.status_code == 201, r.text
+        return {"job": r.json()["id"]}
 
     def fresh_version(w: World, p: str) -> dict[str, Any]:
         r = push(admin, models.variant(tmp_path, next(seeds)).path, f"{org}/priv", base=base)
@@ -86,7 +104,8 @@ def test_content_authorisation_matrix(
         return lambda w, p: extra
 
     common = {"priv_digest": priv_digest, "pub_digest": pub_digest, "base": base}
-    push_expect = expect(201, outsider=404, reader=403, **READ_ONLY_TOKENS)
+    # an outsider learns nothing from a push: 403 whether or not the adapter exists
+    push_expect = expect(201, outsider=403, reader=403, **READ_ONLY_TOKENS)
     admin_only = expect(403, outsider=404, org_admin=200, site_admin=200)
     cases = [
         # reads of a private adapter: members and site admins; 404 to everyone else
@@ -142,6 +161,17 @@ def test_content_authorisation_matrix(
              json={"files": "{files}", "base": "{base}", "public": True},
              prepare=lambda w, p: {**fresh_files(w, p), **common},
              expect=expect(409, outsider=404, reader=403, **READ_ONLY_TOKENS)),
+        # jobs: a write-scoped token and read access to every input (a reader's role is
+        # enough: the job computes from what it may read)
+        Case("submit export job", "POST", "/jobs",
+             json={"type": "export", "params": {"adapter": "{org}/priv@{n}"}},
+             prepare=fresh_version, expect=expect(201, outsider=404, **READ_ONLY_TOKENS)),
+        Case("cancel someone's job", "POST", "/jobs/{job}/cancel", prepare=fresh_job,
+             expect=expect(403, outsider=404, site_admin=200, site_admin_write_token=200)),
+        # webhooks: namespace admins, and never to an internal address
+        Case("webhook to loopback", "POST", "/namespaces/{org}/webhooks",
+             json={"url": "http://127.0.0.1:9/hook"},
+             expect=expect(403, org_admin=400, site_admin=400)),
     ]
     failures = run_matrix(world, cases)
     assert not failures, "\n".join(failures)

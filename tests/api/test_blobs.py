@@ -182,12 +182,22 @@ def test_download_and_ranges(registry_server: RegistryServer) -> None:
     assert r.status_code == 200 and r.content == data
 
 
-def test_unreferenced_blob_is_hidden_from_non_admins(registry_server: RegistryServer) -> None:
+def test_unreferenced_blob_is_readable_only_by_its_uploader(
+    registry_server: RegistryServer
+) -> None:
+    """The upload proved possession; to anyone else the blob does not exist."""
     user = registry_server.make_user()
+    other = registry_server.make_user()
     client = registry_server.client(user.token)
     data = os.urandom(1000)
     d = digest(data)
     assert client.put(f"/blobs/{d}", content=data).status_code == 201
-    r = client.get(f"/blobs/{d}")
-    assert r.status_code == 404 and r.json()["error"]["code"] == "blob_not_found"
-    assert client.get(f"/blobs/{digest(b'never')}").status_code == 404
+    assert client.head(f"/blobs/{d}").status_code == 200
+    stranger = registry_server.client(other.token)
+
+    def answer(dig: str) -> tuple[int, str]:
+        r = stranger.get(f"/blobs/{dig}")
+        return r.status_code, r.text.replace(dig, "<digest>")
+
+    assert answer(d) == answer(digest(b"never"))
+    assert answer(d)[0] == 404 and '"blob_not_found"' in answer(d)[1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from tests.factories.pushes import (
     Models,
+    adapter_with_tensors,
     build_models,
     folder_files,
     push,
@@ -372,3 +374,192 @@ def test_the_base_match_of_a_push(world: dict[str, Any], models: Models, tmp_pat
     assert compat["match"] == "structural"
     assert [w["code"] for w in compat["warnings"]] == ["structural_match_only"]
     assert world["base"] in compat["match_hint"] and lookalike in compat["match_hint"]
+
+
+def _same_answer(a: httpx.Response, b: httpx.Response, *pairs: tuple[str, str]) -> None:
+    """Two answers are the same but for the names in ``pairs`` (what the caller typed)."""
+    ta, tb = a.text, b.text
+    for x, y in pairs:
+        ta = ta.replace(x, "<name>")
+        tb = tb.replace(y, "<name>")
+    assert (a.status_code, ta) == (b.status_code, tb)
+
+
+def test_a_digest_is_not_a_capability(
+    world: dict[str, Any], models: Models, tmp_path: Path, registry_server: RegistryServer
+) -> None:
+    """Knowing a private blob's digest (and size) gets an outsider nothing: a version naming
+    it fails exactly as for a digest never uploaded, without the stored size; the blob stays
+    a 404 and /uploads asks for it. Uploading the bytes (proof of possession) is the way."""
+    victim, org = world["client"], world["org"]
+    r = push(victim, models.adapter.path, f"{org}/secret", base=world["base"])
+    assert r.status_code == 201, r.text
+    loot = next(f for f in r.json()["files"] if f["path"] == "adapter_model.safetensors")
+
+    thief_account = registry_server.make_user()
+    thief = registry_server.client(thief_account.token)
+    mine = models.variant(tmp_path, 77).path
+    files = folder_files(mine)
+    upload(thief, mine, files)
+    ghost = {"path": "loot.bin", "digest": "sha256:" + "ab" * 32, "size": loot["size"]}
+    target = f"{thief_account.name}/loot"
+
+    def claim(extra: dict[str, Any]) -> httpx.Response:
+        return thief.post(f"/adapters/{target}/versions",
+                          json={"files": [*files, extra], "base": world["base"]})
+
+    stolen = claim({"path": "loot.bin", "digest": loot["digest"], "size": loot["size"]})
+    never = claim(ghost)
+    assert stolen.status_code == 400 and stolen.json()["error"]["code"] == "blob_unknown"
+    _same_answer(stolen, never, (loot["digest"], ghost["digest"]))
+    # a wrong size changes nothing (no "stored_size" to learn the real one from)
+    wrong = claim({"path": "loot.bin", "digest": loot["digest"], "size": loot["size"] + 1})
+    _same_answer(wrong, claim({**ghost, "size": loot["size"] + 1}),
+                 (loot["digest"], ghost["digest"]))
+    assert "stored_size" not in wrong.text and str(loot["size"] + 1) not in wrong.text
+    # not readable, and /uploads is no existence oracle
+    _same_answer(thief.get(f"/blobs/{loot['digest']}"), thief.get(f"/blobs/{ghost['digest']}"),
+                 (loot["digest"], ghost["digest"]))
+    assert thief.head(f"/blobs/{loot['digest']}").status_code == 404
+    asked = thief.post("/uploads", json={"digests": [loot["digest"], ghost["digest"]]})
+    assert asked.json()["missing"] == [loot["digest"], ghost["digest"]]
+    assert thief.get(f"/adapters/{target}").status_code == 404  # nothing was created
+
+    # whoever has the bytes proves it by uploading them; then the version goes through
+    data = (models.adapter.path / "adapter_model.safetensors").read_bytes()
+    assert thief.put(f"/blobs/{loot['digest']}", content=data).status_code == 200
+    assert thief.post("/uploads", json={"digests": [loot["digest"]]}).json()["missing"] == []
+    ok = claim({"path": "loot.bin", "digest": loot["digest"], "size": loot["size"]})
+    assert ok.status_code == 201, ok.text
+
+
+def test_readers_may_mount_what_they_can_read(
+    world: dict[str, Any], models: Models, tmp_path: Path, registry_server: RegistryServer
+) -> None:
+    """OCI's cross-repository mount: blobs of a version the caller may read (its org's
+    private one, anyone's public one) need no upload; a soft delete keeps them mountable
+    for the namespace that had them."""
+    owner, org = world["client"], world["org"]
+    r = push(owner, models.adapter.path, f"{org}/shared", base=world["base"])
+    assert r.status_code == 201, r.text
+    files = r.json()["files"]
+    reader = registry_server.make_user()
+    registry_server.add_member(org, reader, "read")
+    rc = registry_server.client(reader.token)
+    digests = [f["digest"] for f in files]
+    assert rc.post("/uploads", json={"digests": digests}).json()["missing"] == []
+    body = {"files": [{k: f[k] for k in ("path", "digest", "size")} for f in files],
+            "base": world["base"]}
+    assert rc.post(f"/adapters/{reader.name}/copy/versions", json=body).status_code == 201
+    # a public version's blobs: anyone
+    pub = push(owner, models.adapter_r8.path, f"{org}/open", base=world["base"], public=True)
+    stranger = registry_server.client(registry_server.make_user().token)
+    pub_body = {"files": [{k: f[k] for k in ("path", "digest", "size")}
+                          for f in pub.json()["files"]], "base": world["base"]}
+    who = stranger.get("/whoami").json()["user"]
+    assert stranger.post(f"/adapters/{who}/fork/versions", json=pub_body).status_code == 201
+    # deleted: the org keeps what it proved it had (its members still mount the blobs);
+    # nobody outside it ever could
+    assert owner.delete(f"/adapters/{org}/shared/versions/1?reason=oops").status_code == 200
+    late = registry_server.make_user()
+    registry_server.add_member(org, late, "read")
+    again = registry_server.client(late.token).post(f"/adapters/{late.name}/copy/versions",
+                                                    json=body)
+    assert again.status_code == 201, again.text
+    refused = stranger.post(f"/adapters/{who}/copy/versions", json=body)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "blob_unknown"
+
+
+def test_push_answers_alike_whether_a_private_adapter_exists(
+    world: dict[str, Any], models: Models, registry_server: RegistryServer
+) -> None:
+    """An outsider pushing into an org learns nothing about the org's private adapters."""
+    owner, org = world["client"], world["org"]
+    assert push(owner, models.adapter.path, f"{org}/hidden", base=world["base"]
+                ).status_code == 201
+    outsider = registry_server.client(registry_server.make_user().token)
+    files = folder_files(models.adapter.path)
+    upload(outsider, models.adapter.path, files)
+    body = {"files": files, "base": world["base"]}
+    exists = outsider.post(f"/adapters/{org}/hidden/versions", json=body)
+    absent = outsider.post(f"/adapters/{org}/nothing-here/versions", json=body)
+    assert exists.status_code == 403, exists.text
+    _same_answer(exists, absent, ("hidden", "nothing-here"))
+    # a reader of the org may see it exists; they still cannot push
+    reader = registry_server.make_user()
+    registry_server.add_member(org, reader, "read")
+    r = registry_server.client(reader.token).post(f"/adapters/{org}/hidden/versions", json=body)
+    assert r.status_code == 403
+
+
+def test_a_header_listing_300k_tensors_is_refused_cheaply(
+    world: dict[str, Any], models: Models, tmp_path: Path
+) -> None:
+    """Bounded work per push: the tensor count is checked before any per-tensor work, and
+    the answer is small."""
+    client, org = world["client"], world["org"]
+    tensors = {f"base_model.model.t{i}.lora_A.weight": ("F16", [1]) for i in range(300_000)}
+    folder = adapter_with_tensors(models.adapter, tmp_path / "huge", tensors)
+    header_bytes = (folder / "adapter_model.safetensors").stat().st_size
+    assert header_bytes > 25_000_000
+    files = folder_files(folder)
+    upload(client, folder, files)
+    started = time.monotonic()
+    r = client.post(f"/adapters/{org}/huge/versions", json={"files": files,
+                                                             "base": world["base"]})
+    elapsed = time.monotonic() - started
+    assert r.status_code == 400, r.text[:500]
+    assert r.json()["error"]["code"] == "safetensors_too_many_tensors"
+    assert "300000 tensors" in r.json()["error"]["message"]
+    assert len(r.content) < 2000
+    assert elapsed < 5, elapsed  # the unbounded parse and check took ~10 s of CPU
+
+
+def test_incompatibility_reports_are_capped(
+    world: dict[str, Any], models: Models, tmp_path: Path
+) -> None:
+    client, org = world["client"], world["org"]
+    tensors: dict[str, tuple[str, list[int]]] = {}
+    for i in range(150):  # layers the tiny base does not have: one problem each, at least
+        prefix = f"base_model.model.model.layers.{100 + i}.self_attn.q_proj"
+        tensors[f"{prefix}.lora_A.weight"] = ("F32", [4, 32])
+        tensors[f"{prefix}.lora_B.weight"] = ("F32", [32, 4])
+    folder = adapter_with_tensors(models.adapter, tmp_path / "many", tensors)
+    files = folder_files(folder)
+    upload(client, folder, files)
+    r = client.post(f"/adapters/{org}/many/versions", json={"files": files,
+                                                             "base": world["base"]})
+    assert r.status_code == 422, r.text[:500]
+    report = r.json()["error"]["details"]
+    assert len(report["problems"]) == 100 < report["problems_total"]
+
+
+def test_disguised_file_names_and_unstorable_text_are_refused_alike(
+    world: dict[str, Any], models: Models
+) -> None:
+    """Control and bidi-override characters in file names, and NUL in labels or free text,
+    are a clear 400 on SQLite and PostgreSQL alike, and nothing is created."""
+    client, org = world["client"], world["org"]
+    files = folder_files(models.adapter.path)
+    upload(client, models.adapter.path, files)
+    extra = dict(files[0])
+    for name in ("evil\u202egnp.safetensors", "a\u2066b.json", "x\x1b[31m.txt",
+                 "zero\u200bwidth.bin", "line\u2028sep", "del\x7f", "c1\x85ctl"):
+        r = client.post(f"/adapters/{org}/names/versions", json={
+            "files": [*files, {**extra, "path": name}], "base": world["base"]})
+        assert r.status_code == 400, (repr(name), r.text)
+        error = r.json()["error"]
+        assert error["code"] == "invalid_input" and "rename the file" in error["message"]
+    for body in ({"labels": {"dataset": "alpaca\x00"}}, {"description": "about\x00"}):
+        r = client.post(f"/adapters/{org}/names/versions",
+                        json={"files": files, "base": world["base"], **body})
+        assert r.status_code == 400, r.text
+        assert "NUL character" in r.json()["error"]["message"]
+    assert client.get(f"/adapters/{org}/names").status_code == 404
+    for query in ({"label": "dataset=a\x00"}, {"text": "a\x00"}, {"target": "q\x00"}):
+        r = client.get("/adapters", params=query)
+        assert r.status_code == 400 and "NUL character" in r.json()["error"]["message"], query
+    # an ordinary non-ASCII name is fine
+    r = client.post(f"/adapters/{org}/names/versions", json={
+        "files": [*files, {**extra, "path": "notes/résumé-数据.md"}], "base": world["base"]})
+    assert r.status_code == 201, r.text

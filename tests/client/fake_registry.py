@@ -27,6 +27,8 @@ class State:
     cut_times: int = 0
     ranges: bool = True
     redirect_to: str | None = None  # base URL of the store server
+    flood: int = 0  # a hostile server: append this many junk bytes to every blob GET body
+    corrupt: bool = False  # a hostile server: serve junk instead of a blob's bytes
     served_bytes: int = 0
     uploaded_bytes: int = 0
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
@@ -139,6 +141,10 @@ def _make_handler(state: State, *, store: bool) -> type[BaseHTTPRequestHandler]:
             else:
                 self.send_response(200)
             body = data[start:]
+            if state.corrupt:
+                body = b"\xff" * len(body)
+            if state.flood:
+                return self._flood(body)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             with state.lock:
@@ -161,6 +167,25 @@ def _make_handler(state: State, *, store: bool) -> type[BaseHTTPRequestHandler]:
             with state.lock:
                 state.served_bytes += len(body)
             return None
+
+        def _flood(self, body: bytes) -> None:
+            """Send ``body`` and then ``state.flood`` junk bytes, declaring them all."""
+            self.send_header("Content-Length", str(len(body) + state.flood))
+            self.end_headers()
+            junk = b"\xee" * (1024 * 1024)
+            sent = 0
+            try:
+                self.wfile.write(body)
+                sent = len(body)
+                while sent < len(body) + state.flood:
+                    piece = junk[: len(body) + state.flood - sent]
+                    self.wfile.write(piece)
+                    sent += len(piece)
+            except OSError:  # the client hung up: what a well-behaved client does here
+                self.close_connection = True
+            finally:
+                with state.lock:
+                    state.served_bytes += sent
 
     return Handler
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,35 @@ def test_unreachable_registry_is_connection_failed(tmp_path: Path) -> None:
     ):
         c.whoami()
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_hostile_server_flooding_a_tiny_blob_gets_nowhere(
+    client: Client, fake: FakeRegistry, tmp_path: Path
+) -> None:
+    """The registry declares a 5-byte blob and sends 300 MB: the client reads no further
+    than the declared size, verifies, and keeps nothing it cannot use."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_bytes(b"hello")  # 5 bytes
+    client.push(folder, "acme/tiny")
+    fake.state.corrupt = True
+    fake.state.flood = 300 * 1024 * 1024
+    cache = tmp_path / "home" / "cache"
+    started = time.monotonic()
+    with pytest.raises(IntegrityError) as err:
+        client.pull("acme/tiny", tmp_path / "out")
+    assert time.monotonic() - started < 10
+    assert "more than the 5 bytes" in str(err.value)
+    assert not (tmp_path / "out").exists()
+    leftovers = [p for p in cache.rglob("*") if p.is_file() and p.name != "hashes.json"]
+    assert leftovers == []  # no partial file kept: nothing of it was usable
+    assert fake.state.served_bytes < 100 * 1024 * 1024  # it stopped reading long before
+
+    # right bytes followed by a flood: the 5 bytes verify; the rest is never read
+    fake.state.corrupt = False
+    fake.state.served_bytes = 0
+    out = client.pull("acme/tiny", tmp_path / "out")
+    assert (out.path / "adapter_config.json").read_bytes() == b"hello"
+    assert out.downloaded_bytes == 5
+    assert [p.stat().st_size for p in cache.rglob("*") if p.is_file()
+            and p.name != "hashes.json"] == [5]

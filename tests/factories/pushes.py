@@ -8,6 +8,8 @@ missing digest, ``POST /adapters/{ns}/{name}/versions``.
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,3 +111,34 @@ def build_models(root: Path) -> Models:
                                      target_modules=["q_proj", "v_proj"], seed=1),
         other_adapter=make_lora_adapter(other, root / "other-adapter", r=4),
     )
+
+
+_DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4}
+
+
+def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> None:
+    """A safetensors file of zero-filled tensors, written directly (fast even for a header
+    listing hundreds of thousands of tensors, where a real library would be slow)."""
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, (dtype, shape) in tensors.items():
+        n = _DTYPE_BYTES[dtype]
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        f.write(bytes(offset))
+
+
+def adapter_with_tensors(src: TinyAdapter, folder: Path,
+                         tensors: dict[str, tuple[str, list[int]]]) -> Path:
+    """``src``'s adapter_config.json beside a weights file listing ``tensors``."""
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_bytes((src.path / "adapter_config.json").read_bytes())
+    write_safetensors(folder / "adapter_model.safetensors", tensors)
+    return folder

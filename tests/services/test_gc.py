@@ -6,6 +6,7 @@ period, so everything written by the test counts as old unless it is dated later
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -286,3 +287,29 @@ def test_abandoned_multipart_uploads_are_aborted(backend: Backend) -> None:
     report = gc.run(backend.maker, store, now=NOW, grace=GRACE)
     assert len(report.aborted_uploads) == 1
     assert store.pending_uploads() == []  # type: ignore[attr-defined]
+
+
+def test_crashed_upload_temp_files_are_collected_after_the_grace_period(
+    backend: Backend,
+) -> None:
+    if backend.root is None:
+        pytest.skip("local store only (S3 leftovers are multipart uploads, above)")
+    tmp = backend.root / "tmp"
+    old = tmp / "put-old.tmp"
+    young = tmp / "put-young.tmp"
+    busy = tmp / "put-busy.tmp"
+    for path in (old, young, busy):
+        path.write_bytes(b"x" * 100)
+    for path, when in ((old, REAL_NOW - timedelta(hours=1)),
+                       (young, NOW - timedelta(hours=1)),  # inside the grace period
+                       (busy, REAL_NOW - timedelta(hours=1))):
+        os.utime(path, (when.timestamp(), when.timestamp()))
+    with open(busy, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # a live upload holds its lock
+        dry = gc.run(backend.maker, backend.store, dry_run=True, now=NOW, grace=GRACE)
+        assert [t["name"] for t in dry.temp_files] == ["put-old.tmp"]
+        assert old.exists()
+        report = gc.run(backend.maker, backend.store, now=NOW, grace=GRACE)
+        assert [t["name"] for t in report.temp_files] == ["put-old.tmp"]
+        assert report.bytes_freed >= 100
+    assert sorted(p.name for p in tmp.iterdir()) == ["put-busy.tmp", "put-young.tmp"]

@@ -16,7 +16,7 @@ from loreg.services.housekeeping import Housekeeping
 from loreg.services.permissions import Principal
 from loreg.storage import BlobStore, open_store_url, sha256_digest
 from tests.factories.db import make_namespace, make_user
-from tests.fixtures.webhooks import Receiver
+from tests.fixtures.webhooks import LOOPBACK, Receiver
 
 
 @pytest.fixture
@@ -33,10 +33,10 @@ def test_tick_heartbeats_and_delivers(maker: sessionmaker[Session], store: BlobS
         s.commit()
         admin = Principal(user_id=owner.id, username=owner.name, namespace_id=owner.namespace_id,
                           is_admin=True, scope="admin")
-        webhooks.create(s, admin, ns.name, url=receiver.url)
+        webhooks.create(s, admin, ns.name, url=receiver.url, policy=LOOPBACK)
         events.emit(s, events.JOB_SUCCEEDED, ns, {"job_id": "j"})
         s.commit()
-    hk = Housekeeping(maker, store, "w-1", "cpu")
+    hk = Housekeeping(maker, store, "w-1", "cpu", webhook_policy=LOOPBACK)
     hk.tick(current_job_id=None)
     with maker() as s:
         beat = s.get(WorkerHeartbeat, "w-1")

@@ -3,6 +3,7 @@ delivery log, fan-out by namespace and event type, permissions."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,11 @@ from loreg.errors import InvalidInput, PermissionDenied
 from loreg.services import events, webhooks
 from loreg.services.permissions import Principal
 from tests.factories.db import add_member, make_adapter, make_namespace, make_user, make_version
-from tests.fixtures.webhooks import Receiver
+from tests.fixtures.webhooks import LOOPBACK, Receiver
+
+#: The receiver listens on loopback: these tests run as an operator who allows it.
+deliver = functools.partial(webhooks.deliver_pending, policy=LOOPBACK)
+create = functools.partial(webhooks.create, policy=LOOPBACK)
 
 
 def principal(user: User, scope: str = "admin") -> Principal:
@@ -58,12 +63,12 @@ def _emit_version(maker: sessionmaker[Session], org: str) -> str:
 
 def test_signed_delivery(maker: sessionmaker[Session], world: World, receiver: Receiver) -> None:
     with maker() as s:
-        _hook, secret = webhooks.create(s, world.admin, world.org, url=receiver.url)
+        _hook, secret = create(s, world.admin, world.org, url=receiver.url)
         s.commit()
     assert secret.startswith("whsec_")
     event_id = _emit_version(maker, world.org)
 
-    stats = webhooks.deliver_pending(maker)
+    stats = deliver(maker)
     assert (stats.dispatched_events, stats.delivered) == (1, 1)
     [(headers, body)] = receiver.requests
     assert webhooks.verify_signature(secret, body, headers["x-loreg-signature"])
@@ -78,7 +83,7 @@ def test_signed_delivery(maker: sessionmaker[Session], world: World, receiver: R
     assert document["data"]["ref"].startswith(world.org + "/")
 
     # nothing more to do
-    assert webhooks.deliver_pending(maker).attempted == 0
+    assert deliver(maker).attempted == 0
 
 
 def test_fails_twice_then_acknowledged_once(
@@ -86,26 +91,26 @@ def test_fails_twice_then_acknowledged_once(
 ) -> None:
     receiver.statuses = [500, 503]
     with maker() as s:
-        hook, secret = webhooks.create(s, world.admin, world.org, url=receiver.url,
+        hook, secret = create(s, world.admin, world.org, url=receiver.url,
                                        events_=["version.created"])
         s.commit()
     event_id = _emit_version(maker, world.org)
 
     t0 = datetime.now(UTC)
-    first = webhooks.deliver_pending(maker, now=t0, backoff_base=60)
+    first = deliver(maker, now=t0, backoff_base=60)
     assert (first.attempted, first.retrying) == (1, 1)
     # backoff: not due again until a minute later
-    assert webhooks.deliver_pending(maker, now=t0 + timedelta(seconds=30)).attempted == 0
-    second = webhooks.deliver_pending(maker, now=t0 + timedelta(seconds=61), backoff_base=60)
+    assert deliver(maker, now=t0 + timedelta(seconds=30)).attempted == 0
+    second = deliver(maker, now=t0 + timedelta(seconds=61), backoff_base=60)
     assert (second.attempted, second.retrying) == (1, 1)
     with maker() as s:
         d = s.scalars(select(WebhookDelivery)).one()
         # exponential: the second wait is twice the first
         assert d.next_attempt_at is not None
         assert d.next_attempt_at - (t0 + timedelta(seconds=61)) >= timedelta(seconds=119)
-    third = webhooks.deliver_pending(maker, now=t0 + timedelta(hours=1), backoff_base=60)
+    third = deliver(maker, now=t0 + timedelta(hours=1), backoff_base=60)
     assert third.delivered == 1
-    assert webhooks.deliver_pending(maker, now=t0 + timedelta(days=1)).attempted == 0
+    assert deliver(maker, now=t0 + timedelta(days=1)).attempted == 0
 
     assert len(receiver.requests) == 3
     bodies = {body for _h, body in receiver.requests}
@@ -129,12 +134,12 @@ def test_gives_up_after_max_attempts(
 ) -> None:
     receiver.statuses = [500] * 10
     with maker() as s:
-        webhooks.create(s, world.admin, world.org, url=receiver.url)
+        create(s, world.admin, world.org, url=receiver.url)
         s.commit()
     _emit_version(maker, world.org)
     now = datetime.now(UTC)
     for i in range(5):
-        webhooks.deliver_pending(maker, now=now + timedelta(hours=i), max_attempts=3,
+        deliver(maker, now=now + timedelta(hours=i), max_attempts=3,
                                  backoff_base=1)
     assert len(receiver.requests) == 3
     with maker() as s:
@@ -147,10 +152,10 @@ def test_unreachable_receiver_is_logged_and_retried(
     maker: sessionmaker[Session], world: World
 ) -> None:
     with maker() as s:
-        webhooks.create(s, world.admin, world.org, url="http://127.0.0.1:9/nothing-here")
+        create(s, world.admin, world.org, url="http://127.0.0.1:9/nothing-here")
         s.commit()
     _emit_version(maker, world.org)
-    stats = webhooks.deliver_pending(maker, timeout=2)
+    stats = deliver(maker, timeout=2)
     assert stats.retrying == 1
     with maker() as s:
         d = s.scalars(select(WebhookDelivery)).one()
@@ -162,10 +167,10 @@ def test_fan_out_by_namespace_type_and_active(
     maker: sessionmaker[Session], world: World, receiver: Receiver
 ) -> None:
     with maker() as s:
-        webhooks.create(s, world.admin, world.org, url=receiver.url + "/all")
-        webhooks.create(s, world.admin, world.org, url=receiver.url + "/jobs",
+        create(s, world.admin, world.org, url=receiver.url + "/all")
+        create(s, world.admin, world.org, url=receiver.url + "/jobs",
                         events_=["job.failed", "job.succeeded"])
-        _off, _ = webhooks.create(s, world.admin, world.org, url=receiver.url + "/off",
+        _off, _ = create(s, world.admin, world.org, url=receiver.url + "/off",
                                  active=False)
         other = make_namespace(s)
         s.commit()
@@ -174,7 +179,7 @@ def test_fan_out_by_namespace_type_and_active(
     with maker() as s:
         events.emit(s, events.JOB_FAILED, world.org, {"job_id": "j1"})
         s.commit()
-    stats = webhooks.deliver_pending(maker)
+    stats = deliver(maker)
     assert stats.dispatched_events == 3
     paths = sorted(h["x-loreg-event"] + " " + str(i) for i, (h, _b) in
                    enumerate(receiver.requests))
@@ -190,16 +195,16 @@ def test_test_delivery_pings_one_webhook(
     maker: sessionmaker[Session], world: World, receiver: Receiver
 ) -> None:
     with maker() as s:
-        hook, secret = webhooks.create(s, world.admin, world.org, url=receiver.url)
-        webhooks.create(s, world.admin, world.org, url=receiver.url + "/other")
+        hook, secret = create(s, world.admin, world.org, url=receiver.url)
+        create(s, world.admin, world.org, url=receiver.url + "/other")
         delivery_id = webhooks.queue_test(s, world.admin, world.org, hook.id)
         s.commit()
-    stats = webhooks.attempt(maker, delivery_id)
+    stats = webhooks.attempt(maker, delivery_id, policy=LOOPBACK)
     assert stats.delivered == 1
     [(headers, body)] = receiver.requests
     assert headers["x-loreg-event"] == "ping"
     assert webhooks.verify_signature(secret, body, headers["x-loreg-signature"])
-    assert webhooks.deliver_pending(maker).attempted == 0
+    assert deliver(maker).attempted == 0
 
 
 def test_only_namespace_admins_manage_webhooks(
@@ -207,10 +212,10 @@ def test_only_namespace_admins_manage_webhooks(
 ) -> None:
     with maker() as s:
         with pytest.raises(PermissionDenied):
-            webhooks.create(s, world.writer, world.org, url=receiver.url)
+            create(s, world.writer, world.org, url=receiver.url)
         with pytest.raises(PermissionDenied):
             webhooks.list_webhooks(s, world.writer, world.org)
-        hook, _ = webhooks.create(s, world.admin, world.org, url=receiver.url)
+        hook, _ = create(s, world.admin, world.org, url=receiver.url)
         with pytest.raises(PermissionDenied):
             webhooks.delete(s, world.writer, world.org, hook.id)
         webhooks.delete(s, world.admin, world.org, hook.id)
@@ -222,9 +227,28 @@ def test_only_namespace_admins_manage_webhooks(
                                  "http://x/\x00"])
 def test_bad_urls_refused(maker: sessionmaker[Session], world: World, url: str) -> None:
     with maker() as s, pytest.raises(InvalidInput):
-        webhooks.create(s, world.admin, world.org, url=url)
+        create(s, world.admin, world.org, url=url)
 
 
 def test_bad_events_refused(maker: sessionmaker[Session], world: World) -> None:
     with maker() as s, pytest.raises(InvalidInput):
-        webhooks.create(s, world.admin, world.org, url="http://x/y", events_=["nope"])
+        create(s, world.admin, world.org, url="http://x/y", events_=["nope"])
+
+
+def test_every_delivery_checks_the_destination_again(
+    maker: sessionmaker[Session], world: World, receiver: Receiver
+) -> None:
+    """A URL accepted once (the operator allowed loopback then, or the name resolved to a
+    public address then) is checked again before each attempt: refused, nothing is sent."""
+    with maker() as s:
+        create(s, world.admin, world.org, url=receiver.url)
+        s.commit()
+    _emit_version(maker, world.org)
+    stats = webhooks.deliver_pending(maker)  # the default policy: nothing internal
+    assert (stats.attempted, stats.retrying) == (1, 1)
+    assert receiver.requests == []
+    with maker() as s:
+        [delivery] = s.scalars(select(WebhookDelivery)).all()
+        assert delivery.last_status_code is None
+        assert delivery.last_error is not None
+        assert delivery.last_error.startswith("refusing to send requests to 127.0.0.1")

@@ -5,6 +5,12 @@ from __future__ import annotations
 import io
 import os
 import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -80,3 +86,112 @@ def test_open_full_blob_is_a_real_file(tmp_path: Path) -> None:
         assert f.seekable()
         f.seek(50)
         assert f.read() == data[50:]
+
+
+_CRASHING_PUT = """
+import sys, time
+from pathlib import Path
+from loreg.storage.local import LocalBlobStore
+
+class Stalls:
+    sent = False
+    def read(self, size=-1):
+        if not self.sent:
+            self.sent = True
+            return b"x" * 1000
+        time.sleep(3600)
+        return b""
+
+LocalBlobStore(Path(sys.argv[1])).put("sha256:" + "0" * 64, Stalls())
+"""
+
+
+def _temp_files(root: Path) -> list[Path]:
+    return sorted((root / "tmp").glob("put-*.tmp"))
+
+
+def _wait_for(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_leftovers_of_a_killed_put_are_told_from_live_uploads(tmp_path: Path) -> None:
+    """A put killed with SIGKILL leaves its temp file unlocked; a live put (here, in another
+    thread) holds its lock, so only the dead one is a leftover, whatever their ages."""
+    store = LocalBlobStore(tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", _CRASHING_PUT, str(tmp_path)])
+    try:
+        _wait_for(lambda: bool(_temp_files(tmp_path)), "the child's temp file")
+        time.sleep(0.5)  # it reads its first part and stalls
+    finally:
+        child.kill()
+        child.wait()
+    [dead] = _temp_files(tmp_path)
+
+    release = threading.Event()
+
+    class Waits:
+        def __init__(self) -> None:
+            self.parts = [b"y" * 1000]
+
+        def read(self, size: int = -1) -> bytes:
+            if self.parts:
+                return self.parts.pop()
+            release.wait(30)
+            return b""
+
+    digest, _ = blob(10)
+    failed: list[BaseException] = []
+
+    def live_put() -> None:
+        try:
+            store.put(digest, Waits())
+        except BaseException as exc:  # the bytes do not match the digest: expected
+            failed.append(exc)
+
+    thread = threading.Thread(target=live_put)
+    thread.start()
+    try:
+        _wait_for(lambda: len(_temp_files(tmp_path)) == 2, "the live put's temp file")
+        [live] = [p for p in _temp_files(tmp_path) if p != dead]
+        for p in (dead, live):
+            _age(p, 3600)
+        assert [t.name for t in store.leftover_temp_files()] == [dead.name]
+        assert store.leftover_temp_files()[0].size == dead.stat().st_size
+        assert not store.remove_temp_file(live.name)
+        assert store.remove_temp_file(dead.name)
+        assert _temp_files(tmp_path) == [live]
+    finally:
+        release.set()
+        thread.join(30)
+    assert isinstance(failed[0], DigestMismatch)
+    assert _temp_files(tmp_path) == []  # the live put cleaned up after itself
+
+
+def test_only_old_enough_leftovers_are_taken(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    fresh = tmp_path / "tmp" / "put-fresh.tmp"
+    fresh.write_bytes(b"abc")
+    old = tmp_path / "tmp" / "put-old.tmp"
+    old.write_bytes(b"abcd")
+    _age(old, 7200)
+    stray = tmp_path / "tmp" / "notes.txt"  # not an upload temp file: never touched
+    stray.write_bytes(b"x")
+    _age(stray, 7200)
+    # a file a moment old may be a put between creating and locking it
+    assert [t.name for t in store.leftover_temp_files()] == ["put-old.tmp"]
+    _age(fresh, 60)
+    cutoff = datetime.now(UTC) - timedelta(minutes=30)
+    assert [t.name for t in store.leftover_temp_files(older_than=cutoff)] == ["put-old.tmp"]
+    assert not store.remove_temp_file("put-fresh.tmp", older_than=cutoff)
+    assert not store.remove_temp_file("../notes.txt")
+    assert store.remove_temp_file("put-old.tmp", older_than=cutoff)
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == ["notes.txt",
+                                                                    "put-fresh.tmp"]

@@ -250,15 +250,26 @@ def test_login_cookie_flags_and_logout(world: World) -> None:
         assert "samesite=lax" in cookie.lower() and "path=/ui" in cookie.lower()
         page = _html(ui.get("/ui/adapters"))
         assert world.member.name in page and "Sign out" in page
+        # the cookie holds a random session id, never the token
+        session_id = ui.cookies[COOKIE]
+        assert session_id.startswith("lrs_") and world.member.token not in cookie
         # sign out needs the session's CSRF token
         r = ui.post("/ui/logout", data={"csrf": "forged"})
         assert r.status_code == 403
         assert world.member.name in ui.get("/ui/adapters").text
-        r = ui.post("/ui/logout", data={"csrf": csrf_token(world.member.token)})
+        r = ui.post("/ui/logout", data={"csrf": csrf_token(session_id)})
         assert r.status_code == 303
         assert f"{COOKIE}=" in r.headers["set-cookie"] and "Max-Age=0" in r.headers["set-cookie"]
         assert COOKIE not in ui.cookies
         assert "Sign in" in ui.get("/ui/adapters").text
+    # signing out revoked the session on the server: a copy of the cookie is worthless
+    with httpx.Client(base_url=world.server.base_url, timeout=30,
+                      cookies={COOKIE: session_id}) as replay:
+        r = replay.get("/ui/adapters")
+        assert "Sign in" in _html(r) and world.member.name not in r.text
+        assert replay.get(f"/ui/adapters/{world.secret}").status_code == 404
+    # and the API token the browser signed in with still works for the API
+    assert world.server.client(world.member.token).get("/whoami").status_code == 200
     # over https (as a TLS-terminating proxy on loopback reports it) the cookie is Secure
     r = httpx.post(world.server.url("/ui/login"), data={"token": world.member.token},
                    headers={"X-Forwarded-Proto": "https"}, timeout=30)
@@ -308,12 +319,12 @@ def test_jobs_pages_progress_and_cancel(world: World) -> None:
     member = world.ui(world.member)
     page = _html(member.get(f"/ui/jobs/{job_id}"))
     assert "Cancel job" not in page
-    r = member.post(f"/ui/jobs/{job_id}/cancel", data={"csrf": csrf_token(world.member.token)})
+    r = member.post(f"/ui/jobs/{job_id}/cancel", data={"csrf": csrf_token(member.cookies[COOKIE])})
     assert r.status_code == 403
     # the submitter may, with the form's token only
     r = owner.post(f"/ui/jobs/{job_id}/cancel", data={"csrf": "forged"})
     assert r.status_code == 403
-    r = owner.post(f"/ui/jobs/{job_id}/cancel", data={"csrf": csrf_token(world.owner.token)})
+    r = owner.post(f"/ui/jobs/{job_id}/cancel", data={"csrf": csrf_token(owner.cookies[COOKIE])})
     assert r.status_code == 303
     doc = owner.get(f"/ui/jobs/{job_id}/progress.json").json()
     assert doc["cancel_requested"] is True

@@ -50,7 +50,8 @@ def push_version(
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         try:
             outcome = svc.push_version(session, store, actor, namespace, name, spec,
-                                       max_version_bytes=settings.max_version_bytes)
+                                       max_version_bytes=settings.max_version_bytes,
+                                       max_tensors=settings.max_adapter_tensors)
             session.commit()
             break
         except (IntegrityError, OperationalError) as exc:

@@ -21,6 +21,7 @@ from loreg.api.schemas.webhooks import (
 from loreg.db.webhooks import Webhook, WebhookDelivery, WebhookEvent
 from loreg.errors import NotFound
 from loreg.services import webhooks as svc
+from loreg.services.egress import EgressPolicy
 
 router = APIRouter(tags=["webhooks"])
 
@@ -51,14 +52,15 @@ def _check_id(webhook_id: int) -> int:
 @router.post(BASE, status_code=201, response_model=WebhookCreated,
              summary="Create a webhook (its secret is shown once)", responses=errors(403, 404))
 def create_webhook(namespace: str, body: WebhookCreate, session: SessionDep,
-                   actor: CurrentUser) -> WebhookCreated:
+                   settings: SettingsDep, actor: CurrentUser) -> WebhookCreated:
     """Create a webhook on a namespace for some event types (or `*`). Its signing secret is in
     the answer once; receivers verify `X-Loreg-Signature` (HMAC-SHA256 of the body) with it.
     Namespace admins.
     """
     hook, secret = svc.create(session, actor, namespace, url=body.url, events_=body.events,
                               secret=body.secret, active=body.active,
-                              description=body.description)
+                              description=body.description,
+                              policy=EgressPolicy.from_settings(settings))
     session.commit()
     return WebhookCreated(**_out(hook, namespace).model_dump(), secret=secret)
 
@@ -83,10 +85,11 @@ def get_webhook(namespace: str, webhook_id: int, session: SessionDep,
               summary="Change a webhook's URL, events, active flag or description",
               responses=errors(403, 404))
 def update_webhook(namespace: str, webhook_id: int, body: WebhookUpdate, session: SessionDep,
-                   actor: CurrentUser) -> WebhookOut:
+                   settings: SettingsDep, actor: CurrentUser) -> WebhookOut:
     """Change a webhook's URL, events, active flag or description. Namespace admins."""
     hook = svc.update(session, actor, namespace, _check_id(webhook_id), url=body.url,
-                      events_=body.events, active=body.active, description=body.description)
+                      events_=body.events, active=body.active, description=body.description,
+                      policy=EgressPolicy.from_settings(settings))
     session.commit()
     return _out(hook, namespace)
 
@@ -127,7 +130,8 @@ def test_webhook(namespace: str, webhook_id: int, request: Request, session: Ses
     session.commit()
     svc.attempt(get_sessionmaker(request), delivery_id,
                 max_attempts=settings.webhook_max_attempts,
-                backoff_max=settings.webhook_backoff_max_seconds)
+                backoff_max=settings.webhook_backoff_max_seconds,
+                policy=EgressPolicy.from_settings(settings))
     session.expire_all()
     delivery = session.get(WebhookDelivery, delivery_id)
     assert delivery is not None

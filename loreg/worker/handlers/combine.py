@@ -67,8 +67,10 @@ def run(ctx: JobContext) -> Outcome:
             labels=dict(p.get("labels") or {}),
             description=p.get("description") or None,
         )
-        pushed = adapters_service.push_version(session, ctx.store, actor, target["namespace"],
-                                               target["name"], spec)
+        pushed = adapters_service.push_version(
+            session, ctx.store, actor, target["namespace"], target["name"], spec,
+            max_version_bytes=ctx.settings.max_version_bytes,
+            max_tensors=ctx.settings.max_adapter_tensors)
         version = pushed.version
         if pushed.created:
             for pos, i in enumerate(inputs):

@@ -25,6 +25,7 @@ from loreg.formats.peft import read_adapter
 from loreg.formats.targets import BoundParameter
 from loreg.formats.types import AdapterDescription, LoraModule
 from loreg.services import events
+from loreg.services.adapters import REPORT_FINDINGS_MAX
 from loreg.worker.context import JobContext, Outcome
 
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -148,7 +149,7 @@ def run(ctx: JobContext) -> Outcome:
             report = check_compatibility(
                 desc, manifest, expected_fingerprint=pushed.get("expected_fingerprint"))
             report.match_hint = pushed.get("match_hint")
-            compat = report.to_dict()
+            compat = report.to_dict(limit=REPORT_FINDINGS_MAX)
             problems += [f.to_dict() for f in report.problems]
             bound = {bp.module.name: bp for bp in bind(desc, manifest).bound}
         else:  # no base to check against: the adapter-only findings still apply
@@ -159,7 +160,8 @@ def run(ctx: JobContext) -> Outcome:
     state = ValidationState.VALID.value if not problems else ValidationState.INVALID.value
     report_doc = {
         "state": state,
-        "problems": problems,
+        "problems": problems[:REPORT_FINDINGS_MAX],
+        "problems_total": len(problems),
         "modules": stats,
         "compatibility": compat,
         "job_id": ctx.job_id,
