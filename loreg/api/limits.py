@@ -9,9 +9,11 @@ acceptable:
   application sees the client as gone, stops, and the caller gets the ``413``.
 
 Limits: every body gets ``LOREG_MAX_JSON_BYTES`` (JSON and forms) except the routes in
-:data:`LARGE_BODY_ROUTES`, which get their own limit **when the request carries a token**
-(anonymous callers can never upload, so they never get more than the JSON limit). A new
-route that takes large bodies (another upload protocol) adds a :class:`BodyRule` there.
+:data:`LARGE_BODY_ROUTES`, which get their own limit **when the request carries a
+credential**: a token, or for the Hub protocol's signed upload URLs a ``sig`` query
+parameter (the route checks that signature before it reads a byte of the body). Anonymous
+callers can never upload, so they never get more than the JSON limit. A new route that takes
+large bodies (another upload protocol) adds a :class:`BodyRule` there.
 """
 
 from __future__ import annotations
@@ -30,17 +32,30 @@ from loreg.errors import InvalidInput, TooLarge
 @dataclass(frozen=True)
 class BodyRule:
     """Requests ``method`` to a path matching ``pattern`` may carry ``limit(settings)``
-    bytes (when they carry a token)."""
+    bytes when they carry a token (or, with ``signed``, a signed URL's ``sig``)."""
 
     method: str
     pattern: re.Pattern[str]
     limit: Callable[[Settings], int]
+    signed: bool = False
 
 
 LARGE_BODY_ROUTES: list[BodyRule] = [
     BodyRule("PUT", re.compile(r"/api/v1/blobs/[^/]+"), lambda s: s.max_blob_bytes),
     BodyRule("POST", re.compile(r"/api/v1/bases/?"), lambda s: s.max_base_manifest_bytes),
+    # The Hugging Face Hub protocol: NDJSON commits, and LFS uploads to signed URLs.
+    BodyRule("POST", re.compile(r"/api/models/[^/]+/[^/]+/commit/.+"),
+             lambda s: s.hub_max_commit_bytes),
+    BodyRule("PUT", re.compile(r"/api/lfs/objects/[^/]+"), lambda s: s.max_blob_bytes,
+             signed=True),
+    BodyRule("PUT", re.compile(r"/api/lfs/objects/[^/]+/parts/\d+"),
+             lambda s: s.max_blob_bytes, signed=True),
 ]
+
+
+def _signed(scope: Scope) -> bool:
+    query = scope.get("query_string", b"")
+    return any(pair.startswith(b"sig=") for pair in query.split(b"&"))
 
 
 def _header(scope: Scope, name: bytes) -> list[bytes]:
@@ -57,13 +72,16 @@ class BodyLimitMiddleware:
         self.rules = LARGE_BODY_ROUTES if rules is None else rules
 
     def limit_for(self, scope: Scope) -> int:
-        if _header(scope, b"authorization"):
+        token = bool(_header(scope, b"authorization"))
+        signed = _signed(scope)
+        if token or signed:
             method, path = scope.get("method", ""), scope.get("path", "")
             root = scope.get("root_path", "")
             if root and path.startswith(root):  # served under a prefix (behind a proxy)
                 path = path[len(root):]
             for rule in self.rules:
-                if rule.method == method and rule.pattern.fullmatch(path):
+                if (rule.method == method and rule.pattern.fullmatch(path)
+                        and (token or (signed and rule.signed))):
                     return rule.limit(self.settings)
         return self.settings.max_json_bytes
 

@@ -136,6 +136,23 @@ def test_large_body_routes_need_a_token(registry_server: RegistryServer) -> None
     assert raw_request(registry_server.base_url, "PUT", blob, body_bytes=big).status == 413
 
 
+
+def test_signed_upload_urls_take_large_bodies_after_checking_the_signature(
+    registry_server: RegistryServer,
+) -> None:
+    """The Hub protocol's LFS uploads go to signed URLs without a token: the signature lifts
+    the JSON limit, and a forged one is refused before the body is read."""
+    big = 64 * MB
+    path = "/api/lfs/objects/" + "0" * 64
+    unsigned = raw_request(registry_server.base_url, "PUT", f"{path}?size={big}",
+                           body_bytes=big)
+    assert unsigned.status == 413
+    forged = raw_request(registry_server.base_url, "PUT",
+                         f"{path}?size={big}&tid=1&exp=9999999999&chunk=0&sig=" + "0" * 64,
+                         body_bytes=big)
+    assert forged.status in (400, 401, 403), forged.head
+    assert forged.seconds < 5 and forged.sent < big  # answered without reading it all
+
 def _rss_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
