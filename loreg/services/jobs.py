@@ -690,8 +690,12 @@ def renew_lease(
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False)
     )) == 1
-    cancel_requested = bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
-    return LeaseState(owned=owned, cancel_requested=cancel_requested)
+    return LeaseState(owned=owned, cancel_requested=cancel_requested(session, job_id))
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    """Whether someone asked to cancel the job (its worker polls this while it runs)."""
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
 def record_progress(

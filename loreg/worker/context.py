@@ -123,7 +123,9 @@ class JobContext:
             raise WorkerStopping(self.job_id)
 
     def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:
-        """Record progress (throttled); never goes backwards within an attempt.
+        """Record progress (throttled); never goes backwards within an attempt. Also notices
+        a cancellation, so a job stops at its next progress report rather than at the
+        lease thread's next renewal.
 
         Best effort: with the database unreachable nothing is recorded and the work goes on.
         """
@@ -139,6 +141,7 @@ class JobContext:
             with self.sessions() as s:
                 owned = jobs_service.record_progress(s, self.job_id, self.worker_id, fraction,
                                                      message)
+                cancel = owned and jobs_service.cancel_requested(s, self.job_id)
                 s.commit()
         except Exception as exc:
             if not faults.database_unavailable(exc):
@@ -149,6 +152,9 @@ class JobContext:
         dependency_ok(self.health, "database", worker=self.worker_id)
         if not owned:
             self.lost_event.set()
+        elif cancel and not self.cancel_event.is_set():  # seen here before the lease thread
+            self.log("job.cancel_seen")
+            self.cancel_event.set()
 
     # ------------------------------------------------------------------ inputs
 

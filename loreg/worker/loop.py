@@ -1,12 +1,13 @@
 """The worker: claim a job, hold its lease, run its handler, publish its outputs.
 
 One job at a time per worker. While a handler runs, a lease thread renews the job's lease
-every few seconds and refreshes two flags from the DB: *cancel requested* and *lease lost*;
-handlers (and the merge engine, between tensors) check them, so a cancellation stops the
-work within a few seconds. Outputs are uploaded as blobs first and then recorded (artifacts,
-result, status) in one transaction that also checks the lease is still ours: a worker that
-was presumed dead cannot publish over the attempt that replaced it, and outputs of a killed
-attempt are never visible (blobs without rows are garbage, not outputs).
+every few seconds and refreshes two flags from the DB: *cancel requested* and *lease lost*
+(every progress report notices them too); handlers (and the merge engine, between tensors)
+check them, so a cancellation stops the work within a few seconds. Outputs are uploaded as
+blobs first and then recorded (artifacts, result, status) in one transaction that also
+checks the lease is still ours: a worker that was presumed dead cannot publish over the
+attempt that replaced it, and outputs of a killed attempt are never visible (blobs without
+rows are garbage, not outputs).
 
 Failures (``loreg.worker.faults``): a deterministic error (an input the job cannot use, a
 missing module, a bug) fails the job at once; an infrastructure error (the store, the disk,

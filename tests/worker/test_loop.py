@@ -29,7 +29,7 @@ from loreg.logging import JsonFormatter, job_id_var
 from loreg.services import jobs
 from loreg.storage.base import StorageUnavailable
 from loreg.storage.local import LocalBlobStore
-from loreg.worker.context import JobContext, Outcome
+from loreg.worker.context import JobCancelled, JobContext, Outcome
 from loreg.worker.loop import Worker
 from tests.factories import load_model
 from tests.worker.conftest import Models, OutageStack, Stack
@@ -380,3 +380,30 @@ def test_lost_lease_leaves_uploaded_outputs_to_gc(
     events = [e["event"] for e in _events(caplog)]
     assert "job.abandoned" in events and "job.outputs_left_for_gc" in events, events
     assert "job.outputs_discarded" not in events
+
+
+def test_cancel_is_seen_at_the_next_progress_report(stack: Stack, models: Models) -> None:
+    """A cancellation stops the job at its next progress report, not only at the lease
+    thread's next renewal (seconds later)."""
+    seed(stack, models)
+    settings = stack.settings.model_copy(update={"job_lease_seconds": 60})  # renewals: 2 s
+    job_id = stack.submit("export", {"adapter": "admin/tiny-lora"})
+    seen: list[str] = []
+
+    def handler(ctx: JobContext) -> Outcome:
+        with stack.sessions() as s:
+            jobs.cancel(s, stack.admin, ctx.job_id)
+            s.commit()
+        ctx.progress(0.5, "halfway", force=True)
+        try:
+            ctx.check_cancel()
+        except JobCancelled:
+            seen.append("at progress")
+            raise
+        return Outcome(result={})
+
+    w = Worker(settings, sessions=stack.sessions, store=stack.store,
+               handlers={"export": handler})
+    w.run(once=True)
+    assert seen == ["at progress"]
+    assert stack.job(job_id).status == "cancelled"
