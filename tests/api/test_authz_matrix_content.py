@@ -160,7 +160,7 @@ def test_content_authorisation_matrix(
         Case("push that would publish", "POST", "/adapters/{org}/priv/versions",
              json={"files": "{files}", "base": "{base}", "public": True},
              prepare=lambda w, p: {**fresh_files(w, p), **common},
-             expect=expect(409, outsider=404, reader=403, **READ_ONLY_TOKENS)),
+             expect=expect(409, outsider=403, reader=403, **READ_ONLY_TOKENS)),
         # jobs: a write-scoped token and read access to every input (a reader's role is
         # enough: the job computes from what it may read)
         Case("submit export job", "POST", "/jobs",

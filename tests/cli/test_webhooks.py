@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterator
+
+import pytest
 
 from tests.cli.harness import LoregEnv, one_line_error
-from tests.fixtures.webhooks import Receiver
+from tests.fixtures.webhooks import LOOPBACK_NETWORKS, Receiver
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoregEnv]:
+    """An embedded registry whose operator allows webhooks to loopback (the test receiver)."""
+    env = LoregEnv(home=tmp_path_factory.mktemp("registry") / "home",
+                   extra={"LOREG_WEBHOOK_ALLOW_NETWORKS": LOOPBACK_NETWORKS})
+    env.start_server()
+    yield env
+    env.stop_all()
 
 
 def test_webhook_lifecycle(embedded: LoregEnv, receiver: Receiver) -> None:
