@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from loreg.background import gc, webhooks
+from loreg.background.housekeeping import Housekeeping
 from loreg.config import Settings
-from loreg.services import gc, webhooks
-from loreg.services.housekeeping import Housekeeping
 from loreg.storage import open_store_url
 
 

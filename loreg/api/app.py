@@ -26,6 +26,7 @@ from loreg.api.errors import install_error_handlers, internal_error_response
 from loreg.api.limits import BodyLimitMiddleware
 from loreg.api.metrics import install_metrics
 from loreg.api.openapi import TAGS, document_errors, install_docs, operation_id
+from loreg.background.gc import sweep_leftover_uploads
 from loreg.config import Settings
 from loreg.db.session import create_engine_for, make_sessionmaker
 from loreg.logging import request_id_var
@@ -175,10 +176,8 @@ def create_app(
 def _remove_upload_leftovers(store: BlobStore) -> None:
     """At start-up: delete the temp files of uploads that a crashed process left behind
     (only those no live process is writing; see ``loreg.storage.local``)."""
-    from loreg.services.gc import sweep_temp_files
-
     try:
-        removed = sweep_temp_files(store)
+        _aborted, removed = sweep_leftover_uploads(store)
     except Exception as exc:  # the store is down: GC retries later, serving goes on
         log.warning("could not remove leftover upload temp files: %s", exc)
         return

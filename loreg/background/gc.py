@@ -24,12 +24,12 @@ A run, in order:
    a version committed meanwhile makes the delete fail, and the blob stays), then the
    store object is deleted;
 4. store objects with no blob row, last modified before the grace period, are deleted;
-   on S3, multipart uploads abandoned for longer than the grace period (an API process
-   that died mid-upload) are aborted, which frees their parts;
-5. in a local store, upload temp files that no process is writing (an API process that
-   died mid-upload; ``LocalBlobStore`` tells them apart by a lock) and older than the grace
-   period are deleted. The API also removes them, whatever their age, when it starts
-   (:func:`sweep_temp_files`).
+5. uploads an interrupted put left behind (an API process that died mid-upload) and older
+   than the grace period are removed, through ``BlobStore.leftover_uploads``: on S3,
+   abandoned multipart uploads are aborted, which frees their parts; in a local store,
+   upload temp files that no process is writing (``LocalBlobStore`` tells them apart by a
+   lock) are deleted. The API also removes the local ones, whatever their age, when it
+   starts (:func:`sweep_leftover_uploads`).
 
 The **grace period** (default 24 hours) protects uploads in flight: the store object of
 an upload is written before its row, and a push references its blobs only after they are
@@ -65,9 +65,8 @@ from loreg.db.models import (
     Namespace,
     VersionFile,
 )
-from loreg.storage import BlobStore
-from loreg.storage.local import LocalBlobStore
-from loreg.storage.s3 import S3BlobStore
+from loreg.services import audit
+from loreg.storage import BlobStore, LeftoverUpload
 
 log = logging.getLogger("loreg.gc")
 
@@ -281,11 +280,11 @@ def run(
             continue
         report.orphan_objects.append(entry)
 
-    _abort_stale_uploads(store, cutoff, dry_run, report)
     try:
-        report.temp_files = sweep_temp_files(store, older_than=cutoff, dry_run=dry_run)
+        report.aborted_uploads, report.temp_files = sweep_leftover_uploads(
+            store, older_than=cutoff, dry_run=dry_run)
     except Exception as exc:
-        report.errors.append({"error": f"removing upload temp files: {exc}"})
+        report.errors.append({"error": f"removing interrupted uploads: {exc}"})
 
     log.info("gc%s: %d blobs, %d orphan objects, %d bytes; %d expired job outputs, "
              "%d purged versions", " (dry run)" if dry_run else "", len(report.blobs),
@@ -294,49 +293,36 @@ def run(
     return report
 
 
-def sweep_temp_files(
+def sweep_leftover_uploads(
     store: BlobStore, *, older_than: datetime | None = None, dry_run: bool = False
-) -> list[dict[str, Any]]:
-    """Remove (or with ``dry_run`` list) the upload temp files of a local store that crashed
-    uploads left: no process holds their lock. ``older_than`` keeps younger ones (GC's grace
-    period); ``None`` takes all (the API's start-up). Other stores have none."""
-    if not isinstance(store, LocalBlobStore):
-        return []
-    removed = []
-    for tmp in store.leftover_temp_files(older_than=older_than):
-        entry = {"name": tmp.name, "size": tmp.size, "last_modified": tmp.modified.isoformat()}
-        if dry_run or store.remove_temp_file(tmp.name, older_than=older_than):
-            removed.append(entry)
-    return removed
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Remove (or with ``dry_run`` list) what interrupted uploads left in the store:
+    ``(aborted multipart uploads, removed temp files)``.
 
-
-def _abort_stale_uploads(store: BlobStore, cutoff: datetime, dry_run: bool,
-                         report: GcReport) -> None:
-    """S3 only: abort multipart uploads initiated before ``cutoff`` (their parts cost money
-    and are invisible to listings)."""
-    if not isinstance(store, S3BlobStore):
-        return
-    try:
-        uploads = store.pending_uploads()
-    except Exception as exc:
-        report.errors.append({"error": f"listing multipart uploads: {exc}"})
-        return
-    for upload in uploads:
-        initiated = upload.get("Initiated")
-        if not isinstance(initiated, datetime) or initiated >= cutoff:
+    ``older_than`` keeps younger ones (GC's grace period); ``None`` takes only those the
+    store knows are abandoned (the API's start-up: local temp files no process holds).
+    """
+    aborted: list[dict[str, Any]] = []
+    temp_files: list[dict[str, Any]] = []
+    for upload in store.leftover_uploads(older_than=older_than):
+        if not dry_run and not store.discard_upload(upload, older_than=older_than):
             continue
-        entry = {"key": upload.get("Key"), "upload_id": upload.get("UploadId"),
-                 "initiated": initiated.isoformat()}
-        if not dry_run:
-            store.abort_upload(upload["Key"], upload["UploadId"])
-        report.aborted_uploads.append(entry)
+        if upload.kind == "multipart":
+            aborted.append({"key": upload.name, "upload_id": upload.upload_id,
+                            "initiated": upload.started.isoformat()})
+        else:
+            temp_files.append(_temp_file_entry(upload))
+    return aborted, temp_files
+
+
+def _temp_file_entry(upload: LeftoverUpload) -> dict[str, Any]:
+    return {"name": upload.name, "size": upload.size or 0,
+            "last_modified": upload.started.isoformat()}
 
 
 def record_run(session: Session, report: GcReport, by: str, **extra: Any) -> None:
     """An audit event ``gc.run`` (caller commits); scheduled collections count from the
     newest one, so a manual ``loreg gc`` also postpones the next scheduled run."""
-    from loreg.services import audit
-
     audit.record(session, None, "gc.run", "registry", "blobs", {
         "by": by, "blobs": len(report.blobs), "orphan_objects": len(report.orphan_objects),
         "bytes_freed": report.bytes_freed,

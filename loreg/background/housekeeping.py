@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from loreg.background import gc, webhooks
 from loreg.db.models import AuditEvent
 from loreg.db.ops import WorkerHeartbeat
 from loreg.db.session import is_postgres
-from loreg.services import gc, webhooks
 from loreg.services.egress import STRICT, EgressPolicy
 from loreg.storage import BlobStore
 

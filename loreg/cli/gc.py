@@ -35,8 +35,8 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
     (a worker killed mid-job), upload temp files that crashed uploads left behind and
     abandoned S3 multipart uploads older than the grace period go too.
     """
+    from loreg.background import gc as gc_service
     from loreg.db.session import create_engine_for, make_sessionmaker
-    from loreg.services import gc as gc_service
     from loreg.storage import open_store
     from loreg.worker.workdirs import sweep
 

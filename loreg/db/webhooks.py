@@ -2,7 +2,7 @@
 
 The outbox (:class:`WebhookEvent`) is written in the same transaction as the change it
 describes (``loreg.services.events.emit``), so an event exists exactly when its change
-committed. A delivery pass (``loreg.services.webhooks.deliver_pending``, run by the
+committed. A delivery pass (``loreg.background.webhooks.deliver_pending``, run by the
 worker) fans each new event out to the matching webhooks as :class:`WebhookDelivery` rows
 and posts them, retrying with exponential backoff; each delivery keeps its attempt log.
 """

@@ -1,8 +1,9 @@
-"""Requests to URLs users choose (webhook receivers), without server-side request forgery.
+"""Which URLs users may choose (webhook receivers): the guard against server-side request
+forgery.
 
 A user who may set a URL must not make loreg reach what only loreg can reach: its own API,
 the metadata service of the cloud it runs in, the database, anything on loopback or on the
-private network. So every such request:
+private network. So every such request (sent by ``loreg.background.egress``):
 
 1. resolves the host name (every numeric spelling, ``0x7f000001``, ``2130706433``,
    ``[::ffff:127.0.0.1]``, resolves like a name) and refuses the request when *any* address
@@ -21,12 +22,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from loreg.config import IPNetwork, Settings
 from loreg.errors import InvalidInput
@@ -136,7 +133,7 @@ def resolve(host: str, port: int, policy: EgressPolicy) -> list[IPAddress]:
     return addresses
 
 
-def _host_port(url: str) -> tuple[str, int]:
+def host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     host = parts.hostname
     if parts.scheme not in ("http", "https") or not host:
@@ -148,35 +145,9 @@ def _host_port(url: str) -> tuple[str, int]:
 def check_url(url: str, policy: EgressPolicy, *, require_resolution: bool = True) -> None:
     """Refuse a URL whose host resolves to a refused address. With ``require_resolution``
     False a name that does not resolve now passes (it is checked again at each request)."""
-    host, port = _host_port(url)
+    host, port = host_port(url)
     try:
         resolve(host, port, policy)
     except DestinationUnresolved:
         if require_resolution:
             raise
-
-
-def client() -> httpx.Client:
-    """An HTTP client for :func:`post`: no proxies from the environment, no redirects."""
-    return httpx.Client(trust_env=False, follow_redirects=False)
-
-
-def post(
-    http: httpx.Client, url: str, *, content: bytes, headers: Mapping[str, str],
-    timeout: float, policy: EgressPolicy,
-) -> httpx.Response:
-    """POST to ``url``, connecting only to an address :func:`resolve` checked just now.
-
-    Raises ``DestinationRefused``/``DestinationUnresolved`` before any connection, and
-    httpx errors as usual. Never follows a redirect.
-    """
-    host, port = _host_port(url)
-    address = resolve(host, port, policy)[0]
-    original = httpx.URL(url)
-    pinned = original.copy_with(host=str(address))
-    extensions: dict[str, Any] = {}
-    if original.scheme == "https":
-        extensions["sni_hostname"] = original.raw_host.decode("ascii")
-    sent = {**headers, "Host": original.netloc.decode("ascii")}
-    return http.post(pinned, content=content, headers=sent, timeout=timeout,
-                     follow_redirects=False, extensions=extensions)

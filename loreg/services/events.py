@@ -2,7 +2,7 @@
 
 ``emit`` only adds a row to the caller's session: the event commits with the change it
 describes, or disappears with it on rollback. Nothing is sent here; the worker's delivery
-pass (``loreg.services.webhooks.deliver_pending``) fans committed events out to the
+pass (``loreg.background.webhooks.deliver_pending``) fans committed events out to the
 namespace's webhooks and posts them. Services call ``emit`` with one line, e.g.::
 
     events.emit(session, events.VERSION_CREATED, adapter.namespace, events.version_payload(v))

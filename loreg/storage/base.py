@@ -26,9 +26,10 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from loreg.errors import InvalidInput, NotFound, TooLarge, Unavailable
 
@@ -234,6 +235,23 @@ def drain_and_verify(digest: str, source: Readable, max_size: int | None) -> int
     return verifier.verify()
 
 
+@dataclass(frozen=True)
+class LeftoverUpload:
+    """Bytes an interrupted put left in the store, invisible to ``iterate``: a local upload
+    temp file no process is writing, or an S3 multipart upload never completed.
+
+    ``name`` is the temp file's name or the upload's key; ``started`` when it was last
+    written or initiated; ``size`` the bytes it holds where the store knows it cheaply;
+    ``upload_id`` the S3 upload id.
+    """
+
+    kind: Literal["temp_file", "multipart"]
+    name: str
+    started: datetime
+    size: int | None = None
+    upload_id: str | None = None
+
+
 @runtime_checkable
 class BlobStore(Protocol):
     """Content-addressed blob storage (local folder or S3).
@@ -286,6 +304,23 @@ class BlobStore(Protocol):
 
         Unordered; ignores stray keys that are not blobs.
         """
+        ...
+
+    def leftover_uploads(self, *, older_than: datetime | None = None) -> list[LeftoverUpload]:
+        """Uploads interrupted puts left behind, for GC: those the store knows no live put
+        is writing, started before ``older_than`` (timezone-aware).
+
+        A local store tells live from dead by a lock, whatever the age. S3 cannot: it lists
+        every pending multipart upload initiated before ``older_than``, and none when
+        ``older_than`` is ``None`` (a live upload of another process may be among them).
+        """
+        ...
+
+    def discard_upload(
+        self, upload: LeftoverUpload, *, older_than: datetime | None = None
+    ) -> bool:
+        """Remove one of ``leftover_uploads``, checking again that it is still abandoned
+        (and older than ``older_than``); whether it was removed."""
         ...
 
     def presigned_url(self, digest: str, *, expires_in: int) -> str | None:

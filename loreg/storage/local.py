@@ -29,6 +29,7 @@ from loreg.storage.base import (
     BlobStoreBase,
     DigestVerifier,
     InvalidRange,
+    LeftoverUpload,
     RangeReader,
     Readable,
     StorageUnavailable,
@@ -162,6 +163,17 @@ class LocalBlobStore(BlobStoreBase):
             return True
         finally:
             os.close(fd)
+
+    def leftover_uploads(self, *, older_than: datetime | None = None) -> list[LeftoverUpload]:
+        return [LeftoverUpload("temp_file", t.name, t.modified, size=t.size)
+                for t in self.leftover_temp_files(older_than=older_than)]
+
+    def discard_upload(
+        self, upload: LeftoverUpload, *, older_than: datetime | None = None
+    ) -> bool:
+        if upload.kind != "temp_file":
+            return False
+        return self.remove_temp_file(upload.name, older_than=older_than)
 
     def _temp_paths(self) -> list[Path]:
         try:

@@ -27,6 +27,7 @@ from loreg.storage.base import (
     BlobTooLarge,
     DigestVerifier,
     InvalidRange,
+    LeftoverUpload,
     RangeReader,
     Readable,
     StorageUnavailable,
@@ -290,6 +291,31 @@ class S3BlobStore(BlobStoreBase):
     def check(self) -> None:
         with _translate(None):
             self.client.head_bucket(Bucket=self.bucket)
+
+    def leftover_uploads(self, *, older_than: datetime | None = None) -> list[LeftoverUpload]:
+        if older_than is None:  # S3 cannot tell a live upload from an abandoned one
+            return []
+        found = []
+        for upload in self.pending_uploads():
+            initiated = upload.get("Initiated")
+            if not isinstance(initiated, datetime):
+                continue
+            if initiated.tzinfo is None:
+                initiated = initiated.replace(tzinfo=UTC)
+            if initiated < older_than:
+                found.append(LeftoverUpload("multipart", str(upload["Key"]), initiated,
+                                            upload_id=str(upload["UploadId"])))
+        return found
+
+    def discard_upload(
+        self, upload: LeftoverUpload, *, older_than: datetime | None = None
+    ) -> bool:
+        if upload.kind != "multipart" or upload.upload_id is None:
+            return False
+        if older_than is not None and upload.started >= older_than:
+            return False
+        self.abort_upload(upload.name, upload.upload_id)
+        return True
 
     def pending_uploads(self) -> list[dict[str, Any]]:
         """Multipart uploads in progress under the prefix (tests, operators)."""

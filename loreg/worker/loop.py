@@ -48,12 +48,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from loreg.background.housekeeping import Housekeeping
 from loreg.config import Settings
 from loreg.db.models import Blob, Job, JobStatus
 from loreg.errors import Unavailable
 from loreg.logging import job_id_var
 from loreg.services import jobs as jobs_service
-from loreg.services.housekeeping import Housekeeping
 from loreg.storage import BlobStore, open_store
 from loreg.worker import faults, workdirs
 from loreg.worker.cache import BaseCache

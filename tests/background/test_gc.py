@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from loreg.background import gc
 from loreg.db import (
     AdapterVersion,
     AuditEvent,
@@ -33,7 +34,6 @@ from loreg.db import (
     make_sessionmaker,
 )
 from loreg.db.migrate import upgrade
-from loreg.services import gc
 from loreg.storage import BlobStore, blob_key, open_store_url, sha256_digest
 from tests.factories.db import make_adapter, make_namespace, make_version
 from tests.fixtures.s3 import S3Endpoint

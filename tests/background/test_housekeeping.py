@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from loreg.background.housekeeping import Housekeeping
 from loreg.db import AuditEvent, Blob, WorkerHeartbeat
 from loreg.services import events, webhooks
-from loreg.services.housekeeping import Housekeeping
 from loreg.services.permissions import Principal
 from loreg.storage import BlobStore, open_store_url, sha256_digest
 from tests.factories.db import make_namespace, make_user

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from loreg.storage.local import TEMP_MIN_AGE_SECONDS
 from tests.cli.harness import LoregEnv
 
 pytestmark = pytest.mark.slow
@@ -73,6 +74,9 @@ def test_killed_server_leaves_a_temp_file_that_start_up_and_gc_remove(
                   "the upload's temp file")
         env.kill(env.procs[0])  # SIGKILL, mid-upload
         [left] = _temp_files(env)
+        # a temp file younger than this may belong to a put between creating and locking it
+        _wait_for(lambda: time.time() - left.stat().st_mtime > TEMP_MIN_AGE_SECONDS,
+                  "the temp file to be old enough to tell it from a starting upload")
 
         # the default grace period (24 h) protects it; with none, gc reports it, and a dry
         # run leaves it where it is

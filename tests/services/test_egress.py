@@ -4,8 +4,6 @@ requests pinned to the address that was checked."""
 from __future__ import annotations
 
 import ipaddress
-import socket
-from typing import Any
 
 import pytest
 
@@ -18,7 +16,7 @@ from loreg.services.egress import (
     EgressPolicy,
     why_not_public,
 )
-from tests.fixtures.webhooks import LOOPBACK, run_receiver
+from tests.fixtures.webhooks import LOOPBACK
 
 
 @pytest.mark.parametrize(("address", "kind"), [
@@ -59,31 +57,3 @@ def test_unresolvable_names_pass_storage_but_not_requests() -> None:
     egress.check_url("http://no-such-host.invalid/hook", STRICT, require_resolution=False)
     with pytest.raises(DestinationUnresolved):
         egress.check_url("http://no-such-host.invalid/hook", STRICT)
-
-
-def test_a_post_resolves_once_and_connects_to_that_address(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """No second lookup a rebinding DNS server could answer differently: the name is
-    resolved by the check only, and the request goes to the checked address with the
-    original Host header."""
-    lookups: list[Any] = []
-    real = socket.getaddrinfo
-
-    def counting(host: Any, *args: Any, **kwargs: Any) -> Any:
-        lookups.append(host)
-        return real(host, *args, **kwargs)
-
-    with run_receiver() as receiver:
-        port = receiver.url.split(":")[2].split("/")[0]
-        monkeypatch.setattr(socket, "getaddrinfo", counting)
-        with egress.client() as http:
-            r = egress.post(http, f"http://localhost:{port}/hook", content=b"{}",
-                            headers={"Content-Type": "application/json"}, timeout=10,
-                            policy=LOOPBACK)
-        monkeypatch.undo()
-    assert r.status_code == 200
-    assert [h for h in lookups if h == "localhost"] == ["localhost"]
-    assert [h for h in lookups if h != "localhost"] in ([], ["127.0.0.1"])
-    [(headers, _body)] = receiver.requests
-    assert headers["host"] == f"localhost:{port}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,10 @@ class Harness:
     leftovers: Callable[[], list[str]]
     #: Overwrite a blob's stored bytes (simulates corruption at rest).
     corrupt: Callable[[str, bytes], None]
+    #: Leave what a put interrupted by a crash leaves (a temp file no process holds, a
+    #: multipart upload never completed), started ``age`` seconds ago where the backing
+    #: storage lets the test choose.
+    interrupt_upload: Callable[[float], None]
 
 
 def local_harness(root: Path) -> Harness:
@@ -43,7 +48,13 @@ def local_harness(root: Path) -> Harness:
     def corrupt(digest: str, data: bytes) -> None:
         (root / blob_key(digest)).write_bytes(data)
 
-    return Harness("local", store, leftovers, corrupt)
+    def interrupt_upload(age: float) -> None:
+        tmp = root / "tmp" / "put-crashed.tmp"
+        tmp.write_bytes(b"half a blob")
+        then = time.time() - age
+        os.utime(tmp, (then, then))
+
+    return Harness("local", store, leftovers, corrupt, interrupt_upload)
 
 
 def s3_harness(endpoint: S3Endpoint, prefix: str = "blobs") -> Harness:
@@ -64,7 +75,13 @@ def s3_harness(endpoint: S3Endpoint, prefix: str = "blobs") -> Harness:
     def corrupt(digest: str, data: bytes) -> None:
         raw.put_object(Bucket=endpoint.bucket, Key=blob_key(digest, prefix), Body=data)
 
-    return Harness("s3", store, leftovers, corrupt)
+    def interrupt_upload(age: float) -> None:  # S3 sets the start time itself: now
+        key = blob_key("sha256:" + "ab" * 32, prefix)
+        upload = raw.create_multipart_upload(Bucket=endpoint.bucket, Key=key)
+        raw.upload_part(Bucket=endpoint.bucket, Key=key, UploadId=upload["UploadId"],
+                        PartNumber=1, Body=b"half a blob")
+
+    return Harness("s3", store, leftovers, corrupt, interrupt_upload)
 
 
 @pytest.fixture(params=["local", "s3"])

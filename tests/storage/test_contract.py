@@ -312,6 +312,30 @@ def test_iterate_and_delete(store: BlobStore) -> None:
     assert {d for d, _, _ in store.iterate()} == set(blobs) - {gone}
 
 
+def test_interrupted_uploads_are_listed_and_discarded(harness: Harness) -> None:
+    """What GC asks of every store: the uploads a crash left behind, older than a cutoff,
+    and their removal, which leaves nothing behind in the backing storage."""
+    store = harness.store
+    digest, data = blob(1000)
+    store.put(digest, io.BytesIO(data))  # a completed put leaves nothing to collect
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert store.leftover_uploads(older_than=later) == []
+    before = harness.leftovers()
+
+    harness.interrupt_upload(3600.0)
+    [left] = store.leftover_uploads(older_than=later)
+    assert left.started.tzinfo is not None and left.started < later
+    earlier = left.started - timedelta(seconds=1)
+    assert store.leftover_uploads(older_than=earlier) == []  # younger than the cutoff
+    assert not store.discard_upload(left, older_than=earlier)
+    assert store.leftover_uploads(older_than=later) == [left]  # listing changes nothing
+
+    assert store.discard_upload(left, older_than=later)
+    assert store.leftover_uploads(older_than=later) == []
+    assert harness.leftovers() == before
+    assert store.exists(digest)
+
+
 def test_download_is_atomic_and_verified(harness: Harness, tmp_path: Path) -> None:
     store = harness.store
     digest, data = blob(50_000)

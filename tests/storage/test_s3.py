@@ -53,6 +53,16 @@ def test_failed_multipart_leaves_no_pending_upload(s3_bucket: S3Endpoint, fail: 
     assert isinstance(store, S3BlobStore) and store.pending_uploads() == []
 
 
+def test_uploads_of_unknown_state_are_never_taken_for_leftovers(s3_bucket: S3Endpoint) -> None:
+    """S3 cannot tell a live multipart upload from an abandoned one: without a cutoff (the
+    API's start-up sweep) none is listed, so another process's upload in flight survives."""
+    harness = s3_harness(s3_bucket)
+    harness.interrupt_upload(0.0)
+    assert harness.store.leftover_uploads() == []
+    assert [u["Key"] for u in s3_bucket.client().list_multipart_uploads(
+        Bucket=s3_bucket.bucket).get("Uploads", [])] != []
+
+
 def test_presigned_url_fetches_the_bytes(s3_bucket: S3Endpoint) -> None:
     store = s3_harness(s3_bucket).store
     digest, data = blob(100_000, seed=11)

@@ -18,6 +18,7 @@ from loreg.api.schemas.webhooks import (
     WebhookOut,
     WebhookUpdate,
 )
+from loreg.background import webhooks as delivery_pass
 from loreg.db.webhooks import Webhook, WebhookDelivery, WebhookEvent
 from loreg.errors import NotFound
 from loreg.services import webhooks as svc
@@ -128,11 +129,8 @@ def test_webhook(namespace: str, webhook_id: int, request: Request, session: Ses
     any other delivery."""
     delivery_id = svc.queue_test(session, actor, namespace, _check_id(webhook_id))
     session.commit()
-    svc.attempt(get_sessionmaker(request), delivery_id,
-                max_attempts=settings.webhook_max_attempts,
-                backoff_max=settings.webhook_backoff_max_seconds,
-                policy=EgressPolicy.from_settings(settings))
-    session.expire_all()
-    delivery = session.get(WebhookDelivery, delivery_id)
-    assert delivery is not None
-    return _delivery(delivery, delivery.event)
+    delivery_pass.attempt(get_sessionmaker(request), delivery_id,
+                          max_attempts=settings.webhook_max_attempts,
+                          backoff_max=settings.webhook_backoff_max_seconds,
+                          policy=EgressPolicy.from_settings(settings))
+    return _delivery(*svc.get_delivery(session, delivery_id))
