@@ -1,16 +1,13 @@
 """The application factory: one engine, sessionmaker and store per app; middleware; routes.
 
 Routers: ``loreg.api.routers.health`` is mounted at the root (``/healthz``, ``/readyz``);
-every other module in ``loreg.api.routers`` that defines ``router`` is mounted under
-``/api/v1``, in module-name order, so adding a resource means adding a module, not editing
-this file.
+those in :data:`API_ROUTERS` under ``/api/v1``, in that order; the web pages under
+``/ui``; the Hugging Face Hub protocol last. A new resource module is added to the list.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -21,11 +18,23 @@ from sqlalchemy import Engine
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from loreg.api import routers as routers_pkg
 from loreg.api.errors import install_error_handlers, internal_error_response
 from loreg.api.limits import BodyLimitMiddleware
 from loreg.api.metrics import install_metrics
 from loreg.api.openapi import TAGS, document_errors, install_docs, operation_id
+from loreg.api.routers import (
+    accounts,
+    adapters,
+    audit,
+    bases,
+    blobs,
+    health,
+    jobs,
+    tags,
+    uploads,
+    versions,
+    webhooks,
+)
 from loreg.background.gc import sweep_leftover_uploads
 from loreg.config import Settings
 from loreg.db.session import create_engine_for, make_sessionmaker
@@ -100,17 +109,20 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-def discover_routers() -> list[tuple[str, APIRouter]]:
-    """``(module name, router)`` for every router module under ``/api/v1``."""
-    found = []
-    for info in sorted(pkgutil.iter_modules(routers_pkg.__path__), key=lambda i: i.name):
-        if info.name == "health" or info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{routers_pkg.__name__}.{info.name}")
-        router = getattr(module, "router", None)
-        if isinstance(router, APIRouter):
-            found.append((info.name, router))
-    return found
+#: The routers mounted under ``/api/v1``, in order (a path matches the first router that
+#: declares it).
+API_ROUTERS: tuple[APIRouter, ...] = (
+    accounts.router,
+    adapters.router,
+    audit.router,
+    bases.router,
+    blobs.router,
+    jobs.router,
+    tags.router,
+    uploads.router,
+    versions.router,
+    webhooks.router,
+)
 
 
 def create_app(
@@ -156,17 +168,14 @@ def create_app(
     app.add_middleware(RequestContextMiddleware)
     install_metrics(app)
 
-    from loreg.api.routers import health
-
     app.include_router(health.router)
-    routers = [router for _name, router in discover_routers()]
-    for router in routers:
+    for router in API_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     from loreg.ui.routes import router as ui_router
 
     app.include_router(ui_router, prefix="/ui")
     install_docs(app)
-    document_errors(app, [health.router, *routers])
+    document_errors(app, [health.router, *API_ROUTERS])
     from loreg.api.hub import router as hub_router
 
     app.include_router(hub_router)  # last: its /{ns}/{name}/... paths must not shadow others

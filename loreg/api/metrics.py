@@ -23,7 +23,6 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -31,13 +30,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from loreg.db.models import Blob, Job, JobStatus, JobType
-from loreg.db.ops import WorkerHeartbeat
-from loreg.db.webhooks import DeliveryStatus, WebhookDelivery
+from loreg.db.models import JobType
+from loreg.services import stats
 
 log = logging.getLogger("loreg.api")
 access_log = logging.getLogger("loreg.access")
@@ -171,23 +169,18 @@ class DatabaseCollector(Collector):
 
     def _collect(self, session: Session) -> Iterator[Metric]:
         now = datetime.now(UTC)
-        counts: dict[tuple[str, str], int] = {
-            (t.value, s.value): 0 for t in JobType for s in JobStatus}
-        for job_type, status, n in session.execute(
-                select(Job.type, Job.status, func.count()).group_by(Job.type, Job.status)):
-            counts[(job_type, status)] = int(n)
+        fleet = stats.collect(session)
         jobs = GaugeMetricFamily("loreg_jobs", "Jobs by type and status.",
                                  labels=["type", "status"])
         queue = GaugeMetricFamily("loreg_jobs_queue_depth", "Queued jobs by type.",
                                   labels=["type"])
-        for (job_type, status), n in sorted(counts.items()):
+        for (job_type, status), n in sorted(fleet.jobs.items()):
             jobs.add_metric([str(job_type), str(status)], n)
         for job_type in JobType:
-            queued = counts.get((job_type.value, JobStatus.QUEUED.value), 0)
-            queue.add_metric([job_type.value], queued)
+            queue.add_metric([job_type.value], fleet.queued(job_type.value))
         yield jobs
         yield queue
-        yield self._durations(session)
+        yield self._durations(fleet)
 
         beats = GaugeMetricFamily(
             "loreg_worker_last_heartbeat_timestamp_seconds",
@@ -195,69 +188,44 @@ class DatabaseCollector(Collector):
             labels=["worker", "hostname", "device"])
         busy = GaugeMetricFamily("loreg_worker_busy", "1 while the worker runs a job.",
                                  labels=["worker"])
-        for row in session.scalars(select(WorkerHeartbeat)):
-            beats.add_metric([row.worker_id, row.hostname, row.device],
-                             row.last_seen_at.timestamp())
-            busy.add_metric([row.worker_id], 1 if row.current_job_id else 0)
+        for worker in fleet.workers:
+            beats.add_metric([worker.worker_id, worker.hostname, worker.device],
+                             worker.last_seen)
+            busy.add_metric([worker.worker_id], 1 if worker.busy else 0)
         leases = GaugeMetricFamily(
             "loreg_job_lease_renewed_timestamp_seconds",
             "Last lease renewal of each running job's worker (Unix time).", labels=["worker"])
-        for owner, renewed in session.execute(
-                select(Job.lease_owner, func.max(Job.updated_at))
-                .where(Job.status == JobStatus.RUNNING.value, Job.lease_owner.is_not(None))
-                .group_by(Job.lease_owner)):
-            if renewed is not None:
-                leases.add_metric([str(owner)], _timestamp(renewed))
+        for owner, renewed in fleet.lease_renewals.items():
+            leases.add_metric([owner], renewed)
         yield beats
         yield busy
         yield leases
 
         deliveries = GaugeMetricFamily("loreg_webhook_deliveries",
                                        "Webhook deliveries by status.", labels=["status"])
-        by_status = dict(session.execute(
-            select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)).all())
-        for status in DeliveryStatus:
-            deliveries.add_metric([status.value], int(by_status.get(status.value, 0)))
+        for status, n in fleet.deliveries.items():
+            deliveries.add_metric([status], n)
         yield deliveries
 
-        n_blobs, n_bytes = session.execute(
-            select(func.count(), func.coalesce(func.sum(Blob.size), 0)).select_from(Blob)).one()
         yield GaugeMetricFamily("loreg_blobs", "Blobs recorded in the database.",
-                                value=int(n_blobs))
+                                value=fleet.blobs)
         yield GaugeMetricFamily("loreg_blob_stored_bytes", "Bytes of the recorded blobs.",
-                                value=int(n_bytes))
+                                value=fleet.blob_bytes)
         yield GaugeMetricFamily("loreg_scrape_timestamp_seconds", "When this was computed.",
                                 value=now.timestamp())
 
-    def _durations(self, session: Session) -> Metric:
+    def _durations(self, fleet: stats.RegistryStats) -> Metric:
         hist = HistogramMetricFamily(
             "loreg_job_duration_seconds",
             "Run time (start of the last attempt to finish) of finished jobs.",
             labels=["type", "status"])
-        samples: dict[tuple[str, str], list[float]] = {}
-        for job_type, status, started, finished in session.execute(
-                select(Job.type, Job.status, Job.started_at, Job.finished_at)
-                .where(Job.status.in_([JobStatus.SUCCEEDED.value, JobStatus.FAILED.value]),
-                       Job.started_at.is_not(None), Job.finished_at.is_not(None))):
-            if started is None or finished is None:
-                continue
-            seconds = max((finished - started).total_seconds(), 0.0)
-            samples.setdefault((str(job_type), str(status)), []).append(seconds)
-        for (job_type, status), values in sorted(samples.items()):
+        for (job_type, status), values in sorted(fleet.job_durations.items()):
             buckets: list[tuple[str, float]] = []
             for bound in JOB_DURATION_BUCKETS:
                 buckets.append((str(float(bound)), float(sum(1 for v in values if v <= bound))))
             buckets.append(("+Inf", float(len(values))))
             hist.add_metric([job_type, status], buckets, sum_value=sum(values))
         return hist
-
-
-def _timestamp(value: Any) -> float:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
-    return float(value)
 
 
 def install_metrics(app: FastAPI) -> Metrics:

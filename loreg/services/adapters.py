@@ -10,7 +10,10 @@ digest) answers the existing version.
 Version numbers: the writes start by locking the adapter row (``SELECT ... FOR UPDATE`` on
 PostgreSQL; on SQLite the first write of the transaction takes the database's write lock),
 then the next number is ``max + 1``, so concurrent pushes to one adapter are serialised and
-get consecutive numbers. Numbers of deleted versions are never reused.
+get consecutive numbers. Numbers of deleted versions are never reused. A push that loses a
+race no lock prevents (two first pushes creating one adapter) is run again by
+``push_version`` itself, so every caller (the REST route, the Hub commit, a combine job's
+finish) gets the same retry.
 
 ``latest``: it follows the newest version unless a user set it by hand. A tag row whose
 ``updated_by`` is NULL was set by the registry (automatic); ``PUT .../tags/latest`` pins it;
@@ -21,12 +24,16 @@ live version, and the next push recreates the tag).
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
 from loreg.db.base import utcnow
@@ -84,6 +91,12 @@ from loreg.services.refs import (
 from loreg.services.text import storable
 from loreg.storage import BlobStore
 
+log = logging.getLogger("loreg.services")
+
+#: Attempts of a push that loses a race (see ``push_version``), and the wait before the
+#: n-th retry (``PUSH_BACKOFF * n`` seconds).
+PUSH_ATTEMPTS = 5
+PUSH_BACKOFF = 0.05
 MAX_DESCRIPTION = 10_000
 MAX_LABELS = 64
 MAX_TAGS = 32
@@ -267,12 +280,26 @@ def tags_of(session: Session, version: AdapterVersion) -> list[str]:
 
 
 def user_names(session: Session, ids: Sequence[int | None]) -> dict[int, str]:
+    """User names by id, in one query for a whole page of rows."""
     wanted = {i for i in ids if i is not None}
     if not wanted:
         return {}
     return {i: n for i, n in session.execute(
         select(User.id, User.name).where(User.id.in_(wanted))
     )}
+
+
+def tags_by_version(session: Session, version_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The tags pointing at each version (sorted), in one query for a page of versions."""
+    tags: dict[int, list[str]] = {}
+    if not version_ids:
+        return tags
+    for vid, name in session.execute(
+        select(Tag.version_id, Tag.name).where(Tag.version_id.in_(list(version_ids)))
+        .order_by(Tag.name)
+    ):
+        tags.setdefault(vid, []).append(name)
+    return tags
 
 
 # --------------------------------------------------------------------------- locking
@@ -488,6 +515,10 @@ def _answer_existing(
     return PushOutcome(same, created=False)
 
 
+class ConcurrentPush(Conflict):
+    """A push lost a race with another change of the adapter ``PUSH_ATTEMPTS`` times."""
+
+
 def push_version(
     session: Session,
     store: BlobStore,
@@ -504,7 +535,67 @@ def push_version(
     The caller must hold every blob it names (``loreg.services.blobs``); the new version's
     namespace then holds them too. ``max_tensors`` bounds the tensors the adapter's header
     may list (``LOREG_MAX_ADAPTER_TENSORS``), so one push costs bounded work.
+
+    The push serialises on its adapter; a race the lock cannot cover (two first pushes
+    creating one adapter, a SQLite snapshot gone stale) makes the database refuse a write,
+    and the push is run again, up to ``PUSH_ATTEMPTS`` times (then ``ConcurrentPush``).
+    Each attempt's writes are undone on their own (see :func:`_undoable`): what the caller
+    wrote earlier in the transaction stays.
     """
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        try:
+            with _undoable(session):
+                return _push_once(session, store, actor, namespace, name, spec,
+                                  max_version_bytes=max_version_bytes,
+                                  max_tensors=max_tensors)
+        except (IntegrityError, OperationalError) as exc:
+            if attempt == PUSH_ATTEMPTS:
+                log.warning("push to %s/%s gave up after %d attempts: %s", namespace, name,
+                            attempt, exc)
+                raise ConcurrentPush(
+                    "the adapter is being changed concurrently; try again") from None
+            time.sleep(PUSH_BACKOFF * attempt)
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def _undoable(session: Session) -> Iterator[None]:
+    """A scope whose writes a refused statement undoes, and only those.
+
+    A savepoint, where the transaction has begun. SQLite's driver begins it only at the
+    first write, and a savepoint taken before that would *be* the transaction (releasing it
+    would commit); there, nothing of the caller's is written yet, so rolling the session
+    back undoes exactly this scope's writes.
+    """
+    session.flush()
+    if is_postgres(session) or _sqlite_in_transaction(session):
+        with session.begin_nested():
+            yield
+        return
+    try:
+        yield
+        session.flush()
+    except (IntegrityError, OperationalError):
+        session.rollback()
+        raise
+
+
+def _sqlite_in_transaction(session: Session) -> bool:
+    dbapi = session.connection().connection.dbapi_connection
+    return bool(getattr(dbapi, "in_transaction", False))
+
+
+def _push_once(
+    session: Session,
+    store: BlobStore,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    spec: PushSpec,
+    *,
+    max_version_bytes: int | None,
+    max_tensors: int | None,
+) -> PushOutcome:
     parsed = parse_adapter_name(namespace, name)
     principal = require_scope(actor, "write")
     ns = get_namespace(session, parsed.namespace)
@@ -958,6 +1049,7 @@ def delete_tag(session: Session, actor: Actor, namespace: str, name: str, tag: s
 
 __all__ = [
     "AdapterSummary",
+    "ConcurrentPush",
     "PushOutcome",
     "PushSpec",
     "SearchFilters",

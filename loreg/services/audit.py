@@ -7,7 +7,6 @@ happen, nor a write without its event.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from loreg.db.models import AuditEvent, User
 from loreg.errors import InvalidInput
+from loreg.services.pagination import Page, cursor_int, decode_cursor, page_of
 from loreg.services.permissions import Actor, require_site_admin
 
 MAX_LIMIT = 500
@@ -60,22 +60,23 @@ def list_events(
     target: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    before_id: int | None = None,
+    cursor: str | None = None,
     limit: int = 100,
-) -> Sequence[tuple[AuditEvent, str | None]]:
+) -> Page[tuple[AuditEvent, str | None]]:
     """Newest first, with the actor's user name; only site admins may read the log.
 
-    ``action`` ending in ``.*`` matches a prefix (``org.*``). ``before_id`` is the cursor:
-    pass the last id of a page to get the next one.
+    ``action`` ending in ``.*`` matches a prefix (``org.*``). ``cursor``: the
+    ``next_cursor`` of the previous page.
     """
     require_site_admin(actor)
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}", details={"limit": limit})
+    before_id = cursor_int(decode_cursor("audit", cursor), "id")
     query = (
         select(AuditEvent, User.name)
         .outerjoin(User, User.id == AuditEvent.actor_user_id)
         .order_by(AuditEvent.id.desc())
-        .limit(limit)
+        .limit(limit + 1)
     )
     if actor_name is not None:
         query = query.where(User.name == actor_name)
@@ -94,4 +95,5 @@ def list_events(
         query = query.where(AuditEvent.at < until)
     if before_id is not None:
         query = query.where(AuditEvent.id < before_id)
-    return [(event, name) for event, name in session.execute(query)]
+    rows: list[tuple[AuditEvent, str | None]] = [(e, name) for e, name in session.execute(query)]
+    return page_of(rows, limit, "audit", lambda row: {"id": row[0].id})

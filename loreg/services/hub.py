@@ -554,6 +554,9 @@ def commit(
     spec = adapters.PushSpec(files=files, base=_base_from_card(session, store, files, req),
                              tags=[DEFAULT_TAG],
                              description=message[: adapters.MAX_DESCRIPTION] or None)
-    return adapters.push_version(session, store, actor, namespace, name, spec,
-                                 max_version_bytes=max_version_bytes)
+    try:
+        return adapters.push_version(session, store, actor, namespace, name, spec,
+                                     max_version_bytes=max_version_bytes)
+    except adapters.ConcurrentPush:
+        raise Conflict("the repository is being changed concurrently; try again") from None
 

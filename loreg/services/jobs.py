@@ -1,17 +1,7 @@
-"""Jobs: submit, inspect and cancel them (API side); claim, lease and finish them (worker side).
+"""Jobs, user side: submit, inspect, list and cancel them; list a finished job's outputs.
 
-The queue lives in the ``jobs`` table. A worker *claims* the oldest queued job of the highest
-priority and holds a *lease* on it (owner + expiry) that it renews while it works. A job whose
-lease expires goes back to the queue (its worker died) until ``max_attempts`` is reached, then
-fails with the last error. Claiming is safe with any number of workers:
-
-- PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` picks a row no other claimer holds;
-- SQLite: a conditional ``UPDATE ... WHERE id = ? AND status = 'queued'`` whose row count says
-  whether this claimer won (SQLite serialises writers, so exactly one does).
-
-Every worker-side write is conditional on the lease (``lease_owner = me AND status =
-'running'``): a worker that lost its lease (it stalled and another took over) cannot overwrite
-the new attempt's progress or publish its outputs.
+The queue itself (claim, lease, finish) is ``loreg.services.job_queue``; the parameters of
+each job type are ``loreg.services.job_params``.
 
 Permissions: a job reads only what its submitter can read (every input is resolved with the
 submitter's rights at submit time), and ``combine`` needs write on its target. A job is visible
@@ -19,7 +9,7 @@ to its submitter, to site admins, and to anyone who can read all of its inputs (
 are derived from nothing else); that is what lets deduplication hand one user's finished merge
 to another user who asks for the very same merge.
 
-Nothing here commits: the API route or the worker ends the transaction.
+Nothing here commits: the API route ends the transaction.
 """
 
 from __future__ import annotations
@@ -28,18 +18,10 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from datetime import UTC, datetime
+from typing import Any
 
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
-from sqlalchemy import CursorResult, and_, false, func, or_, select, text, update
+from sqlalchemy import and_, false, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from loreg.db.models import (
@@ -47,7 +29,6 @@ from loreg.db.models import (
     AdapterVersion,
     BaseModelFile,
     BaseModelRecord,
-    Blob,
     Job,
     JobArtifact,
     JobStatus,
@@ -56,8 +37,18 @@ from loreg.db.models import (
     User,
 )
 from loreg.db.session import is_postgres
-from loreg.errors import Conflict, InvalidInput, LoregError, NotFound, PermissionDenied
-from loreg.services import adapters, audit, blobs, events
+from loreg.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from loreg.services import adapters, audit
+from loreg.services.job_params import (
+    CombineParams,
+    ExportParams,
+    JobParams,
+    MergeParams,
+    ValidateParams,
+    parse_params,
+)
+from loreg.services.job_queue import rows_matched
+from loreg.services.pagination import Page, cursor_str, decode_cursor, page_of
 from loreg.services.permissions import (
     Actor,
     Level,
@@ -76,16 +67,7 @@ from loreg.services.text import storable
 TERMINAL = frozenset({JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})
 #: An identical job in one of these is returned instead of queueing a second one.
 DEDUPE_STATUSES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value, JobStatus.SUCCEEDED.value)
-#: Job types whose outputs expire (``finish``): downloads, not registry content.
-EXPIRING_OUTPUTS = (JobType.MERGE.value, JobType.EXPORT.value)
-MAX_ADAPTERS = 32
 MAX_LIST = 500
-MIN_SHARD_BYTES = 4096
-DTYPES = ("float16", "bfloat16", "float32")
-METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
-
-DType = Literal["float16", "bfloat16", "float32"]
-Method = Literal["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
 
 
 def _now() -> datetime:
@@ -94,101 +76,6 @@ def _now() -> datetime:
 
 class JobNotFound(NotFound):
     code = "job_not_found"
-
-
-class LeaseLost(Conflict):
-    """The worker no longer holds the job's lease: another attempt owns it now."""
-
-    code = "lease_lost"
-
-
-# --------------------------------------------------------------------------- parameters
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AdapterInput(_Params):
-    ref: str = Field(max_length=400)
-    weight: float = Field(default=1.0, ge=-100.0, le=100.0, allow_inf_nan=False)
-
-
-class _CombineKnobs(_Params):
-    """The parameters of a multi-adapter method (PEFT ``add_weighted_adapter`` names)."""
-
-    method: Method = "linear"
-    density: float | None = Field(default=None, gt=0.0, le=1.0)
-    majority_sign_method: Literal["total", "frequency"] = "total"
-    svd_rank: int | None = Field(default=None, ge=1, le=65536)
-    svd_clamp: float | None = Field(default=None, gt=0.0, le=1.0)
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
-
-
-def _adapters_field(value: Any) -> Any:
-    """Accept ``["ns/a", ...]`` as shorthand for ``[{"ref": "ns/a"}, ...]``."""
-    if isinstance(value, list):
-        return [{"ref": v} if isinstance(v, str) else v for v in value]
-    return value
-
-
-class MergeParams(_CombineKnobs):
-    base: str | None = Field(default=None, max_length=400)
-    adapters: list[AdapterInput] = Field(min_length=1, max_length=MAX_ADAPTERS)
-    dtype: DType | None = None
-    max_shard_bytes: int | None = Field(default=None, ge=MIN_SHARD_BYTES)
-
-    _norm = field_validator("adapters", mode="before")(_adapters_field)
-
-
-class CombineParams(_CombineKnobs):
-    adapters: list[AdapterInput] = Field(min_length=1, max_length=MAX_ADAPTERS)
-    target: str = Field(max_length=400, validation_alias=AliasChoices("target", "to"))
-    description: str = Field(default="", max_length=10_000)
-    labels: dict[str, str] = Field(default_factory=dict)
-
-    _norm = field_validator("adapters", mode="before")(_adapters_field)
-
-
-class ExportParams(_Params):
-    adapter: str = Field(max_length=400)
-    dtype: DType | None = None
-
-
-class ValidateParams(_Params):
-    adapter: str = Field(max_length=400)
-
-
-_PARAM_MODELS: dict[str, type[_Params]] = {
-    JobType.MERGE.value: MergeParams,
-    JobType.COMBINE.value: CombineParams,
-    JobType.EXPORT.value: ExportParams,
-    JobType.VALIDATE.value: ValidateParams,
-}
-
-
-def parse_params(job_type: str, params: Any) -> _Params:
-    """Validate a job's parameters; ``InvalidInput`` naming each bad field."""
-    model = _PARAM_MODELS.get(job_type)
-    if model is None:
-        raise InvalidInput(
-            f"unknown job type {str(job_type)[:50]!r}",
-            details={"field": "type", "allowed": sorted(_PARAM_MODELS)},
-        )
-    if not isinstance(params, dict):
-        raise InvalidInput("params must be a JSON object", details={"field": "params"})
-    try:
-        return model.model_validate(params)
-    except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        raise InvalidInput(
-            f"invalid parameters for a {job_type} job: "
-            + "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]),
-            details={"errors": errors},
-        ) from None
 
 
 # --------------------------------------------------------------------------- resolving inputs
@@ -295,7 +182,7 @@ def _lock_dedupe_key(session: Session, dedupe_key: str) -> None:
 
 
 def _prepare(
-    session: Session, principal: Principal, job_type: str, params: _Params
+    session: Session, principal: Principal, job_type: str, params: JobParams
 ) -> tuple[dict[str, Any], dict[str, Any], int | None]:
     """Resolve inputs with the submitter's rights: (stored params, identity, namespace id)."""
     stored: dict[str, Any] = params.model_dump(mode="json")
@@ -491,15 +378,16 @@ def list_jobs(
     namespace: str | None = None,
     mine: bool = False,
     limit: int = 50,
-    before: str | None = None,
-) -> list[Job]:
+    cursor: str | None = None,
+) -> Page[Job]:
     """Newest first. Non-admins see their own jobs; admins see all (or ``mine``).
 
-    ``before`` is a job id: the page continues after it (cursor pagination).
+    ``cursor``: the ``next_cursor`` of the previous page.
     """
     principal = require_user(actor)
     if not 1 <= limit <= MAX_LIST:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIST}", details={"field": "limit"})
+    after_id = cursor_str(decode_cursor("jobs", cursor), "id", max_length=64)
     query = select(Job)
     if status:
         bad = [s for s in status if s not in {m.value for m in JobStatus}]
@@ -520,14 +408,14 @@ def list_jobs(
         ns = session.scalar(select(Namespace).where(
             Namespace.name == validate_name(namespace, what="namespace")))
         query = query.where(Job.namespace_id == (ns.id if ns else -1))
-    if before is not None:
-        cursor = session.get(Job, before) if len(before) <= 64 else None
-        if cursor is None:
-            raise InvalidInput("unknown cursor", details={"field": "before"})
-        query = query.where(or_(Job.created_at < cursor.created_at,
-                                and_(Job.created_at == cursor.created_at, Job.id < cursor.id)))
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
-    return list(session.scalars(query))
+    if after_id is not None:
+        after = session.get(Job, after_id)
+        if after is None:
+            raise InvalidInput("unknown cursor", details={"field": "cursor"})
+        query = query.where(or_(Job.created_at < after.created_at,
+                                and_(Job.created_at == after.created_at, Job.id < after.id)))
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    return page_of(list(session.scalars(query)), limit, "jobs", lambda j: {"id": j.id})
 
 
 def _may_cancel(actor: Actor, job: Job) -> bool:
@@ -557,7 +445,7 @@ def cancel(session: Session, actor: Actor, job_id: str) -> Job:
                        details={"job_id": job.id, "status": job.status})
     now = _now()
     # Conditional: the worker may finish it between our read and this write.
-    done = _rowcount(session.execute(
+    done = rows_matched(session.execute(
         update(Job)
         .where(Job.id == job.id, Job.status == JobStatus.QUEUED.value)
         .values(status=JobStatus.CANCELLED.value, cancel_requested=True, finished_at=now,
@@ -608,258 +496,3 @@ def outputs_visible_to(session: Session, actor: Actor, digests: Sequence[str]) -
             if verdicts[job.id]:
                 found.add(digest)
     return found
-
-
-# --------------------------------------------------------------------------- worker side
-
-
-def _rowcount(result: Any) -> int:
-    """Rows an UPDATE matched (``Session.execute`` is typed as returning a plain Result)."""
-    return int(cast(CursorResult[Any], result).rowcount)
-
-
-def claim(
-    session: Session,
-    worker_id: str,
-    *,
-    lease_seconds: float,
-    types: Sequence[str] | None = None,
-    now: datetime | None = None,
-) -> Job | None:
-    """Take the next queued job (highest priority, then oldest) under a lease, or ``None``.
-
-    Marks it running and counts the attempt; the caller commits at once so that other
-    workers see it taken.
-    """
-    now = now or _now()
-    base = select(Job.id).where(Job.status == JobStatus.QUEUED.value)
-    if types:
-        base = base.where(Job.type.in_(list(types)))
-    base = base.order_by(Job.priority.desc(), Job.created_at, Job.id)
-    values = dict(
-        status=JobStatus.RUNNING.value,
-        lease_owner=worker_id,
-        lease_expires_at=now + timedelta(seconds=lease_seconds),
-        attempts=Job.attempts + 1,
-        started_at=func.coalesce(Job.started_at, now),
-        progress=0.0,
-        progress_message="starting",
-        updated_at=now,
-    )
-    if is_postgres(session):
-        job_id = session.scalar(base.limit(1).with_for_update(skip_locked=True))
-        if job_id is None:
-            return None
-        session.execute(update(Job).where(Job.id == job_id).values(**values)
-                        .execution_options(synchronize_session=False))
-    else:
-        job_id = None
-        for candidate in session.scalars(base.limit(8)).all():
-            won = _rowcount(session.execute(
-                update(Job)
-                .where(Job.id == candidate, Job.status == JobStatus.QUEUED.value)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            ))
-            if won == 1:
-                job_id = candidate
-                break
-        if job_id is None:
-            return None
-    job = session.get(Job, job_id, populate_existing=True)
-    assert job is not None
-    return job
-
-
-@dataclass(frozen=True)
-class LeaseState:
-    owned: bool  # False: the job is no longer ours (expired and re-claimed, or finished)
-    cancel_requested: bool
-
-
-def renew_lease(
-    session: Session, job_id: str, worker_id: str, *, lease_seconds: float,
-    now: datetime | None = None,
-) -> LeaseState:
-    """Push the lease expiry forward and report whether cancellation was asked for."""
-    now = now or _now()
-    owned = _rowcount(session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == worker_id,
-               Job.status == JobStatus.RUNNING.value)
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    )) == 1
-    return LeaseState(owned=owned, cancel_requested=cancel_requested(session, job_id))
-
-
-def cancel_requested(session: Session, job_id: str) -> bool:
-    """Whether someone asked to cancel the job (its worker polls this while it runs)."""
-    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
-
-
-def record_progress(
-    session: Session, job_id: str, worker_id: str, progress: float, message: str = ""
-) -> bool:
-    """Write progress (clamped to 0..1); ``False`` if the lease is no longer ours."""
-    value = min(1.0, max(0.0, float(progress)))
-    return _rowcount(session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == worker_id,
-               Job.status == JobStatus.RUNNING.value)
-        .values(progress=value, progress_message=message[:1000])
-        .execution_options(synchronize_session=False)
-    )) == 1
-
-
-def _lock_owned(session: Session, job_id: str, worker_id: str) -> Job:
-    """The job row, locked on PostgreSQL, if this worker still holds its lease."""
-    query = select(Job).where(Job.id == job_id)
-    if is_postgres(session):
-        query = query.with_for_update()
-    job = session.scalar(query.execution_options(populate_existing=True))
-    if job is None or job.status != JobStatus.RUNNING.value or job.lease_owner != worker_id:
-        raise LeaseLost(f"job {job_id} is no longer leased to worker {worker_id}",
-                        details={"job_id": job_id})
-    return job
-
-
-def _take_running(session: Session, job_id: str, worker_id: str, **values: Any) -> Job:
-    """Move a job we hold out of ``running`` (conditional update: single writer wins)."""
-    job = _lock_owned(session, job_id, worker_id)
-    won = _rowcount(session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == worker_id,
-               Job.status == JobStatus.RUNNING.value)
-        .values(lease_owner=None, lease_expires_at=None, updated_at=_now(), **values)
-        .execution_options(synchronize_session=False)
-    ))
-    if won != 1:
-        raise LeaseLost(f"job {job_id} is no longer leased to worker {worker_id}",
-                        details={"job_id": job_id})
-    session.refresh(job)
-    return job
-
-
-@dataclass(frozen=True)
-class Artifact:
-    path: str
-    digest: str
-    size: int
-
-
-def finish(
-    session: Session, job_id: str, worker_id: str, *, result: dict[str, Any],
-    artifacts: Sequence[Artifact] = (), outputs_ttl: timedelta | None = None,
-) -> Job:
-    """Succeed: result, blobs and artifact rows in the caller's one transaction.
-
-    The outputs of merge and export jobs expire ``outputs_ttl`` after now
-    (``LOREG_JOB_OUTPUTS_EXPIRE_HOURS``; ``None``: never); then GC frees them and an
-    identical submit runs the job again. ``LeaseLost`` if another attempt owns the job now:
-    then nothing of ours is recorded.
-    """
-    now = _now()
-    job = _take_running(session, job_id, worker_id, status=JobStatus.SUCCEEDED.value,
-                        result=result, error=None, progress=1.0, progress_message="done",
-                        finished_at=now)
-    for art in artifacts:
-        ensure_blob(session, art.digest, art.size)
-        session.add(JobArtifact(job_id=job.id, path=art.path, blob_digest=art.digest,
-                                size=art.size))
-    if artifacts and outputs_ttl is not None and job.type in EXPIRING_OUTPUTS:
-        job.outputs_expire_at = now + outputs_ttl
-    session.flush()
-    return events.job_finished(session, job)
-
-
-def ensure_blob(session: Session, digest: str, size: int) -> None:
-    """Record a stored blob (idempotent, safe against a concurrent insert on PostgreSQL)."""
-    if session.get(Blob, digest) is None:
-        blobs.insert_blob_row(session, digest, size)
-
-
-def error_dict(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, LoregError):
-        return exc.to_dict()
-    return {"code": "internal", "message": f"{type(exc).__name__}: {exc}"[:2000],
-            "details": None}
-
-
-def fail(
-    session: Session, job_id: str, worker_id: str, error: dict[str, Any], *,
-    retry: bool = False, count_attempt: bool = True,
-) -> Job:
-    """Record a failed attempt: back to the queue when ``retry`` and attempts remain,
-    else ``failed`` with this error.
-
-    ``count_attempt=False`` hands the job back without spending the attempt (its worker was
-    stopped, or the database or store went away under it: not the job's fault), however
-    many attempts it has had.
-    """
-    now = _now()
-    job = _lock_owned(session, job_id, worker_id)
-    if retry and not job.cancel_requested and (
-            not count_attempt or job.attempts < job.max_attempts):
-        message = str(error.get("message", ""))
-        if count_attempt:
-            return _take_running(session, job_id, worker_id, status=JobStatus.QUEUED.value,
-                                 error=error, progress=0.0,
-                                 progress_message=f"retrying after: {message}"[:1000])
-        return _take_running(session, job_id, worker_id, status=JobStatus.QUEUED.value,
-                             error=error, progress=0.0, attempts=Job.attempts - 1,
-                             progress_message=f"handed back (not counted as an attempt): "
-                                              f"{message}"[:1000])
-    return events.job_finished(session, _take_running(
-        session, job_id, worker_id, status=JobStatus.FAILED.value, error=error,
-        finished_at=now, progress_message=str(error.get("message", "failed"))[:1000]))
-
-
-def mark_cancelled(session: Session, job_id: str, worker_id: str) -> Job:
-    return _take_running(session, job_id, worker_id, status=JobStatus.CANCELLED.value,
-                         finished_at=_now(), progress_message="cancelled")
-
-
-def requeue_expired(session: Session, *, now: datetime | None = None) -> list[str]:
-    """Put running jobs whose lease expired back in the queue (or fail/cancel them).
-
-    Returns the ids touched. Safe to run from every worker at once: each row moves under a
-    conditional update on its old lease.
-    """
-    now = now or _now()
-    query = select(Job).where(Job.status == JobStatus.RUNNING.value,
-                              Job.lease_expires_at < now).limit(100)
-    if is_postgres(session):
-        query = query.with_for_update(skip_locked=True)
-    touched: list[str] = []
-    for job in session.scalars(query).all():
-        owner = job.lease_owner
-        lost = {"code": "lease_expired",
-                "message": f"worker {owner} stopped renewing its lease (it died or stalled) "
-                           f"during attempt {job.attempts}",
-                "details": {"worker": owner, "attempt": job.attempts}}
-        values: dict[str, Any]
-        message = str(lost["message"])
-        if job.cancel_requested:
-            values = dict(status=JobStatus.CANCELLED.value, finished_at=now,
-                          progress_message="cancelled")
-        elif job.attempts >= job.max_attempts:
-            values = dict(status=JobStatus.FAILED.value, finished_at=now, error=lost,
-                          progress_message=f"gave up after {job.attempts} attempts: "
-                                           f"{message}"[:1000])
-        else:
-            values = dict(status=JobStatus.QUEUED.value, error=lost, progress=0.0,
-                          progress_message="re-queued: " + message[:900])
-        moved = _rowcount(session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.status == JobStatus.RUNNING.value,
-                   Job.lease_owner == owner, Job.lease_expires_at < now)
-            .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
-            .execution_options(synchronize_session=False)
-        ))
-        if moved:
-            touched.append(job.id)
-            if values["status"] == JobStatus.FAILED.value:
-                events.emit(session, events.JOB_FAILED, job.namespace_id,
-                            {**events.job_payload(job), **values, "status": "failed"})
-    return touched

@@ -69,6 +69,15 @@ def cursor_int(doc: dict[str, Any] | None, key: str) -> int | None:
     return value
 
 
+def cursor_str(doc: dict[str, Any] | None, key: str, *, max_length: int = 256) -> str | None:
+    if doc is None:
+        return None
+    value = doc.get(key)
+    if not isinstance(value, str) or not 0 < len(value) <= max_length:
+        raise InvalidInput("invalid cursor", details={"field": "cursor"})
+    return value
+
+
 def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}", details={"limit": limit})

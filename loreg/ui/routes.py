@@ -710,19 +710,20 @@ _STATUSES = [s.value for s in JobStatus]
 @router.get("/jobs")
 @friendly("job")
 def job_list(request: Request, session: SessionDep, actor: UiActor,
-             status: Text = None, before: Text = None) -> Response:
+             status: Text = None, cursor: Text = None) -> Response:
     if actor is None:
         return login_redirect(request)
     wanted = [status] if status in _STATUSES else None
-    before_id = _opt(before)
     try:
-        rows = jobs.list_jobs(session, actor, status=wanted, limit=PAGE_SIZE, before=before_id)
+        page = jobs.list_jobs(session, actor, status=wanted, limit=PAGE_SIZE,
+                              cursor=_opt(cursor))
     except InvalidInput:
-        rows = jobs.list_jobs(session, actor, status=wanted, limit=PAGE_SIZE)
+        page = jobs.list_jobs(session, actor, status=wanted, limit=PAGE_SIZE)
+    rows = page.items
     users = svc.user_names(session, [j.submitted_by for j in rows])
     params = [("status", status)] if wanted else []
-    next_url = ("/ui/jobs?" + urlencode([*params, ("before", rows[-1].id)])
-                if len(rows) == PAGE_SIZE else None)
+    next_url = ("/ui/jobs?" + urlencode([*params, ("cursor", page.next_cursor)])
+                if page.next_cursor else None)
     return render(request, "jobs.html", {
         "jobs": [(j, users.get(j.submitted_by or -1)) for j in rows], "status": status or "",
         "statuses": _STATUSES, "next_url": next_url, "title": "Jobs",

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from loreg.config import Settings
 from loreg.db.models import BaseModelFile, VersionFile
-from loreg.services import jobs as jobs_service
+from loreg.services import job_queue
 from loreg.storage import BlobStore
 from loreg.worker import faults
 from loreg.worker.cache import BaseCache, CachedFile, _safe_relpath
@@ -115,7 +115,7 @@ class JobContext:
         if self.health is not None:
             self.health.beat()
         if self.lost_event.is_set():
-            raise jobs_service.LeaseLost(f"job {self.job_id} lease lost",
+            raise job_queue.LeaseLost(f"job {self.job_id} lease lost",
                                          details={"job_id": self.job_id})
         if self.cancel_event.is_set():
             raise JobCancelled(self.job_id)
@@ -139,9 +139,9 @@ class JobContext:
         self._last_fraction = fraction
         try:
             with self.sessions() as s:
-                owned = jobs_service.record_progress(s, self.job_id, self.worker_id, fraction,
+                owned = job_queue.record_progress(s, self.job_id, self.worker_id, fraction,
                                                      message)
-                cancel = owned and jobs_service.cancel_requested(s, self.job_id)
+                cancel = owned and job_queue.cancel_requested(s, self.job_id)
                 s.commit()
         except Exception as exc:
             if not faults.database_unavailable(exc):

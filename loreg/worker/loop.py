@@ -53,7 +53,7 @@ from loreg.config import Settings
 from loreg.db.models import Blob, Job, JobStatus
 from loreg.errors import Unavailable
 from loreg.logging import job_id_var
-from loreg.services import jobs as jobs_service
+from loreg.services import job_queue
 from loreg.storage import BlobStore, open_store
 from loreg.worker import faults, workdirs
 from loreg.worker.cache import BaseCache
@@ -129,7 +129,7 @@ class _LeaseKeeper(threading.Thread):
                 self.housekeeping.tick_in_background(current_job_id=self.ctx.job_id)
             try:
                 with self.ctx.sessions() as s:
-                    state = jobs_service.renew_lease(s, self.ctx.job_id, self.ctx.worker_id,
+                    state = job_queue.renew_lease(s, self.ctx.job_id, self.ctx.worker_id,
                                                      lease_seconds=self.lease_seconds)
                     s.commit()
             except Exception as exc:
@@ -154,7 +154,7 @@ class _LeaseKeeper(threading.Thread):
 
 @dataclass
 class _Uploaded:
-    artifacts: list[jobs_service.Artifact]
+    artifacts: list[job_queue.Artifact]
     new_digests: list[str]  # blobs this attempt created (candidates for cleanup)
 
 
@@ -295,7 +295,7 @@ class Worker:
 
     def requeue_expired(self) -> list[str]:
         with self.sessions() as s:
-            ids = jobs_service.requeue_expired(s)
+            ids = job_queue.requeue_expired(s)
             s.commit()
         for job_id in ids:
             log_event("job.lease_expired", job_id=job_id, worker=self.worker_id)
@@ -310,7 +310,7 @@ class Worker:
 
     def claim(self) -> Job | None:
         with self.sessions() as s:
-            job = jobs_service.claim(s, self.worker_id, lease_seconds=self.lease_seconds,
+            job = job_queue.claim(s, self.worker_id, lease_seconds=self.lease_seconds,
                                      types=self.types)
             s.commit()
             return job
@@ -391,15 +391,15 @@ class Worker:
                                 outputs=len(done.artifacts)) is not None:
                     uploaded = None  # published: nothing to clean
             except JobCancelled:
-                self._record(ctx, lambda s: jobs_service.mark_cancelled(
+                self._record(ctx, lambda s: job_queue.mark_cancelled(
                     s, ctx.job_id, ctx.worker_id))
-            except jobs_service.LeaseLost:
+            except job_queue.LeaseLost:
                 ctx.log("job.abandoned", reason="lease lost; another attempt owns the job")
                 self.health.job_ended(ctx.job_type, "abandoned")
             except WorkerStopping:
                 stopped = {"code": "worker_stopped",
                            "message": f"worker {ctx.worker_id} stopped", "details": None}
-                self._record(ctx, lambda s: jobs_service.fail(
+                self._record(ctx, lambda s: job_queue.fail(
                     s, ctx.job_id, ctx.worker_id, stopped, retry=True, count_attempt=False))
             except Exception as exc:
                 self._failed(ctx, exc)
@@ -418,7 +418,7 @@ class Worker:
     def _failed(self, ctx: JobContext, exc: Exception) -> None:
         """Record a failed attempt according to what failed (``faults.classify``)."""
         kind = faults.classify(exc)
-        error = jobs_service.error_dict(exc)
+        error = job_queue.error_dict(exc)
         if kind is Fault.DATABASE:
             dependency_failed(self.health, "database", exc, worker=self.worker_id)
             ctx.log("job.interrupted", reason="database unavailable", error=error)
@@ -427,7 +427,7 @@ class Worker:
                 "message": f"the database became unreachable during attempt {ctx.attempt}; "
                            "the job was handed back without counting the attempt",
                 "details": {"error": str(error.get("message", ""))[:500]}}
-            self._record(ctx, lambda s: jobs_service.fail(
+            self._record(ctx, lambda s: job_queue.fail(
                 s, ctx.job_id, ctx.worker_id, handed_back, retry=True, count_attempt=False))
             return
         if kind is Fault.INFRASTRUCTURE:
@@ -437,11 +437,11 @@ class Worker:
                 self._wait_for_store(ctx)
             ctx.log("job.attempt_failed", error=error, kind=kind.value, retry=True,
                     counted=counted)
-            self._record(ctx, lambda s: jobs_service.fail(
+            self._record(ctx, lambda s: job_queue.fail(
                 s, ctx.job_id, ctx.worker_id, error, retry=True, count_attempt=counted))
             return
         ctx.log("job.attempt_failed", error=error, kind=kind.value, retry=False)
-        self._record(ctx, lambda s: jobs_service.fail(s, ctx.job_id, ctx.worker_id, error))
+        self._record(ctx, lambda s: job_queue.fail(s, ctx.job_id, ctx.worker_id, error))
 
     def _wait_for_store(self, ctx: JobContext) -> None:
         """Until the store answers (or the worker stops); the lease thread keeps renewing."""
@@ -469,7 +469,7 @@ class Worker:
                     job = write(s)
                     status = job.status
                     s.commit()
-            except jobs_service.LeaseLost:
+            except job_queue.LeaseLost:
                 dependency_ok(self.health, "database", worker=self.worker_id)
                 ctx.lost_event.set()
                 ctx.log("job.abandoned", reason="lease lost before the outcome was recorded")
@@ -516,7 +516,7 @@ class Worker:
                 size = self.store.put_file(digest, path)
                 if not existed:
                     up.new_digests.append(digest)
-                up.artifacts.append(jobs_service.Artifact(rel, digest, size))
+                up.artifacts.append(job_queue.Artifact(rel, digest, size))
                 sent += size
                 ctx.progress(0.9 + 0.09 * sent / total, f"uploaded {rel}")
         except BaseException:
@@ -551,7 +551,7 @@ class Worker:
         result = dict(outcome.result)
         result["worker"] = ctx.worker_id
         result["seconds"] = round(time.monotonic() - started, 3)
-        job = jobs_service.finish(s, ctx.job_id, ctx.worker_id, result=result,
+        job = job_queue.finish(s, ctx.job_id, ctx.worker_id, result=result,
                                   artifacts=up.artifacts, outputs_ttl=self.outputs_ttl)
         if outcome.commit is not None:
             extra = outcome.commit(s, up.artifacts)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from loreg.db import Job, WebhookEvent, create_engine_for, make_sessionmaker
 from loreg.errors import InvalidInput
-from loreg.services import events, jobs
+from loreg.services import events, job_queue
 from loreg.worker.loop import Worker
 from tests.factories.db import make_adapter, make_namespace, make_version
 from tests.factories.pushes import build_models, push, register_base
@@ -71,10 +71,10 @@ def test_job_failure_emits_job_failed(maker: sessionmaker[Session]) -> None:
         job = Job(type="merge", params={}, namespace_id=ns.id, max_attempts=1)
         s.add(job)
         s.commit()
-        claimed = jobs.claim(s, "w-1", lease_seconds=60, types=["merge"])
+        claimed = job_queue.claim(s, "w-1", lease_seconds=60, types=["merge"])
         s.commit()
         assert claimed is not None and claimed.id == job.id
-        jobs.fail(s, job.id, "w-1", {"code": "boom", "message": "it broke", "details": None})
+        job_queue.fail(s, job.id, "w-1", {"code": "boom", "message": "it broke", "details": None})
         s.commit()
     with maker() as s:
         [event] = s.scalars(select(WebhookEvent)).all()

@@ -1,5 +1,5 @@
-"""The job queue on SQLite and PostgreSQL: submit (params, permissions, dedupe), claim under
-contention, leases, expiry and re-queueing, finishing, cancellation."""
+"""Jobs on SQLite and PostgreSQL, user side: submit (params, permissions, dedupe), the reuse
+of finished outputs until they expire, cancellation."""
 
 from __future__ import annotations
 
@@ -18,12 +18,11 @@ from loreg.db import (
     BaseModelRecord,
     Blob,
     Job,
-    JobArtifact,
     Namespace,
     User,
 )
 from loreg.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from loreg.services import jobs
+from loreg.services import job_queue, jobs
 from loreg.services.permissions import Principal
 
 DIGEST = "sha256:" + "ab" * 32
@@ -138,8 +137,8 @@ def test_submit_permissions(maker: sessionmaker[Session], world: dict[str, Princ
         assert jobs.get(s, bob, pub.job.id).id == pub.job.id
         with pytest.raises(PermissionDenied):
             jobs.cancel(s, bob, pub.job.id)
-        assert [j.id for j in jobs.list_jobs(s, bob)] == []
-        assert {j.id for j in jobs.list_jobs(s, world["admin"])} == {ok.job.id, pub.job.id}
+        assert [j.id for j in jobs.list_jobs(s, bob).items] == []
+        assert {j.id for j in jobs.list_jobs(s, world["admin"]).items} == {ok.job.id, pub.job.id}
 
 
 @pytest.mark.parametrize(
@@ -184,105 +183,6 @@ def test_enqueue_validation_is_idempotent(maker: sessionmaker[Session],
         assert one.params["inputs"][0]["version_id"] == version.id
 
 
-# --------------------------------------------------------------------------- queue
-
-
-def _queue(maker: sessionmaker[Session], n: int, **kw: object) -> list[str]:
-    ids = []
-    with maker() as s:
-        t0 = datetime.now(UTC)
-        for i in range(n):
-            job = Job(type="validate", params={"i": i},
-                      created_at=t0 + timedelta(milliseconds=i), **kw)
-            s.add(job)
-            s.flush()
-            ids.append(job.id)
-        s.commit()
-    return ids
-
-
-def test_claim_order_priority_then_age(maker: sessionmaker[Session]) -> None:
-    old, new = _queue(maker, 2)
-    (urgent,) = _queue(maker, 1, priority=5)
-    got = []
-    with maker() as s:
-        while (job := jobs.claim(s, "w", lease_seconds=30)) is not None:
-            s.commit()
-            got.append(job.id)
-            assert job.status == "running" and job.attempts == 1 and job.lease_owner == "w"
-    assert got == [urgent, old, new]
-
-
-def test_concurrent_claimers_each_job_once(maker: sessionmaker[Session]) -> None:
-    ids = _queue(maker, 10)
-    claimed: list[tuple[str, str]] = []
-    lock = threading.Lock()
-
-    def work(name: str) -> None:
-        with maker() as s:
-            while True:
-                job = jobs.claim(s, name, lease_seconds=30)
-                s.commit()
-                if job is None:
-                    return
-                with lock:
-                    claimed.append((name, job.id))
-
-    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(j for _, j in claimed) == sorted(ids)
-
-
-def test_lease_expiry_requeues_then_fails(maker: sessionmaker[Session]) -> None:
-    (job_id,) = _queue(maker, 1, max_attempts=2)
-    with maker() as s:
-        assert jobs.claim(s, "w1", lease_seconds=30) is not None
-        s.commit()
-        assert jobs.requeue_expired(s) == []  # still leased
-        later = datetime.now(UTC) + timedelta(seconds=31)
-        assert jobs.requeue_expired(s, now=later) == [job_id]
-        s.commit()
-        job = s.get(Job, job_id, populate_existing=True)
-        assert job is not None and job.status == "queued" and job.lease_owner is None
-        assert job.error is not None and job.error["code"] == "lease_expired"
-        # the stale worker can no longer write
-        assert not jobs.record_progress(s, job_id, "w1", 0.5)
-        assert not jobs.renew_lease(s, job_id, "w1", lease_seconds=30).owned
-        with pytest.raises(jobs.LeaseLost):
-            jobs.finish(s, job_id, "w1", result={})
-        s.rollback()
-        job = jobs.claim(s, "w2", lease_seconds=30)
-        assert job is not None and job.attempts == 2
-        s.commit()
-        assert jobs.requeue_expired(s, now=later + timedelta(seconds=31)) == [job_id]
-        s.commit()
-        job = s.get(Job, job_id, populate_existing=True)
-        assert job is not None and job.status == "failed" and job.attempts == 2
-        assert job.error is not None and "w2" in job.error["message"]
-
-
-def test_finish_records_artifacts_in_one_transaction(maker: sessionmaker[Session]) -> None:
-    (job_id,) = _queue(maker, 1)
-    with maker() as s:
-        jobs.claim(s, "w", lease_seconds=30)
-        s.commit()
-        assert jobs.record_progress(s, job_id, "w", 0.4, "halfway")
-        s.commit()
-        jobs.finish(s, job_id, "w", result={"ok": True},
-                    artifacts=[jobs.Artifact("out/model.safetensors", DIGEST, 4)])
-        s.commit()
-    with maker() as s:
-        job = s.get(Job, job_id)
-        assert job is not None and job.status == "succeeded" and job.progress == 1.0
-        assert job.result == {"ok": True} and job.lease_owner is None
-        rows = s.scalars(select(JobArtifact)).all()
-        assert [(r.path, r.blob_digest) for r in rows] == [("out/model.safetensors", DIGEST)]
-        assert s.get(Blob, DIGEST) is not None
-
-
 def test_merge_outputs_expire_and_the_job_is_then_run_again(
     maker: sessionmaker[Session], world: dict[str, Principal]
 ) -> None:
@@ -291,10 +191,10 @@ def test_merge_outputs_expire_and_the_job_is_then_run_again(
     with maker() as s:
         job = _merge(s, alice, ["alice/a1"]).job
         s.commit()
-        jobs.claim(s, "w", lease_seconds=30, types=["merge"])
+        job_queue.claim(s, "w", lease_seconds=30, types=["merge"])
         s.commit()
-        done = jobs.finish(s, job.id, "w", result={}, outputs_ttl=ttl,
-                           artifacts=[jobs.Artifact("model.safetensors", DIGEST, 4)])
+        done = job_queue.finish(s, job.id, "w", result={}, outputs_ttl=ttl,
+                           artifacts=[job_queue.Artifact("model.safetensors", DIGEST, 4)])
         s.commit()
         assert done.outputs_expire_at is not None and done.finished_at is not None
         assert done.outputs_expire_at - done.finished_at == ttl
@@ -305,51 +205,6 @@ def test_merge_outputs_expire_and_the_job_is_then_run_again(
         s.commit()
         again = _merge(s, alice, ["alice/a1"])  # expired: a new job
         assert again.created and again.job.id != job.id
-
-
-def test_validate_outputs_never_expire(maker: sessionmaker[Session]) -> None:
-    (job_id,) = _queue(maker, 1)
-    with maker() as s:
-        jobs.claim(s, "w", lease_seconds=30)
-        done = jobs.finish(s, job_id, "w", result={}, outputs_ttl=timedelta(days=7),
-                           artifacts=[jobs.Artifact("report.json", DIGEST, 4)])
-        s.commit()
-        assert done.outputs_expire_at is None
-
-
-def test_fail_retries_then_gives_up(maker: sessionmaker[Session]) -> None:
-    (job_id,) = _queue(maker, 1, max_attempts=2)
-    with maker() as s:
-        jobs.claim(s, "w", lease_seconds=30)
-        job = jobs.fail(s, job_id, "w", {"code": "unavailable", "message": "s3 down"},
-                        retry=True)
-        s.commit()
-        assert job.status == "queued"
-        jobs.claim(s, "w", lease_seconds=30)
-        job = jobs.fail(s, job_id, "w", {"code": "unavailable", "message": "s3 down"},
-                        retry=True)
-        s.commit()
-        assert job.status == "failed" and job.attempts == 2
-        assert job.error == {"code": "unavailable", "message": "s3 down"}
-
-
-def test_an_uncounted_hand_back_does_not_spend_an_attempt(
-        maker: sessionmaker[Session]) -> None:
-    """A job handed back because of an outage goes back to the queue even on its last
-    attempt, and the attempt is not counted."""
-    (job_id,) = _queue(maker, 1, max_attempts=1)
-    outage = {"code": "database_unavailable", "message": "the database went away"}
-    with maker() as s:
-        for _ in range(3):
-            assert jobs.claim(s, "w", lease_seconds=30) is not None
-            job = jobs.fail(s, job_id, "w", outage, retry=True, count_attempt=False)
-            s.commit()
-            assert job.status == "queued" and job.attempts == 0
-            assert job.progress_message.startswith("handed back (not counted")
-        jobs.claim(s, "w", lease_seconds=30)
-        job = jobs.fail(s, job_id, "w", {"code": "x", "message": "bad input"})
-        s.commit()
-        assert job.status == "failed" and job.attempts == 1
 
 
 def test_simultaneous_identical_submits_make_one_job(
@@ -417,20 +272,42 @@ def test_cancel_queued_and_running(maker: sessionmaker[Session],
         # cancel the first while queued, then claim the second)
         assert jobs.cancel(s, alice, queued.id).status == "cancelled"
         s.commit()
-        claimed = jobs.claim(s, "w", lease_seconds=30)
+        claimed = job_queue.claim(s, "w", lease_seconds=30)
         assert claimed is not None and claimed.id == running.id
         s.commit()
-        assert jobs.renew_lease(s, running.id, "w", lease_seconds=30).cancel_requested is False
+        assert job_queue.renew_lease(s, running.id, "w", lease_seconds=30).cancel_requested is False
         job = jobs.cancel(s, alice, running.id)
         s.commit()
         assert job.status == "running" and job.cancel_requested
-        assert jobs.renew_lease(s, running.id, "w", lease_seconds=30).cancel_requested
-        assert jobs.mark_cancelled(s, running.id, "w").status == "cancelled"
+        assert job_queue.renew_lease(s, running.id, "w", lease_seconds=30).cancel_requested
+        assert job_queue.mark_cancelled(s, running.id, "w").status == "cancelled"
         s.commit()
         with pytest.raises(Conflict):
             done = _merge(s, alice, ["bob/pub"]).job
             s.commit()
-            jobs.claim(s, "w", lease_seconds=30)
-            jobs.finish(s, done.id, "w", result={})
+            job_queue.claim(s, "w", lease_seconds=30)
+            job_queue.finish(s, done.id, "w", result={})
             s.commit()
             jobs.cancel(s, alice, done.id)
+
+
+def test_list_jobs_pages_with_opaque_cursors(maker: sessionmaker[Session],
+                                             world: dict[str, Principal]) -> None:
+    alice = world["alice"]
+    t0 = datetime.now(UTC)
+    with maker() as s:
+        for i in range(5):  # two share a creation time: the id breaks the tie
+            s.add(Job(type="validate", params={"i": i}, submitted_by=alice.user_id,
+                      created_at=t0 + timedelta(seconds=min(i, 3))))
+        s.commit()
+        seen: list[str] = []
+        cursor = None
+        for _ in range(3):
+            page = jobs.list_jobs(s, alice, limit=2, cursor=cursor)
+            seen += [j.id for j in page.items]
+            cursor = page.next_cursor
+        assert cursor is None and len(seen) == 5 == len(set(seen))
+        assert seen == [j.id for j in jobs.list_jobs(s, alice, limit=5).items]
+        for bad in ("garbage", "eyJrIjoiYXVkaXQiLCJpZCI6MX0"):  # not ours: an audit cursor
+            with pytest.raises(InvalidInput):
+                jobs.list_jobs(s, alice, cursor=bad)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from loreg.db.models import AdapterVersion, Lineage
-from loreg.services import jobs
+from loreg.services import job_queue
 from loreg.worker.loop import Worker
 from tests.factories.pushes import Models, build_models, push, register_base
 from tests.fixtures.api import Account, RegistryServer, unique_name
@@ -60,15 +60,15 @@ class World:
         job_id = r.json()["id"]
         worker = unique_name("fake-worker")
         with self.server.app.state.sessionmaker() as s:
-            job = jobs.claim(s, worker, lease_seconds=600, types=["export"])
+            job = job_queue.claim(s, worker, lease_seconds=600, types=["export"])
             assert job is not None and job.id == job_id
-            assert jobs.record_progress(s, job_id, worker, progress, message)
+            assert job_queue.record_progress(s, job_id, worker, progress, message)
             s.commit()
         return job_id, worker
 
     def progress(self, job_id: str, worker: str, value: float, message: str) -> None:
         with self.server.app.state.sessionmaker() as s:
-            assert jobs.record_progress(s, job_id, worker, value, message)
+            assert job_queue.record_progress(s, job_id, worker, value, message)
             s.commit()
 
 

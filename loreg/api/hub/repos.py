@@ -3,27 +3,22 @@ and the NDJSON ``commit`` that becomes a version through ``adapters.push_version
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from loreg.api.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep, StoreDep
 from loreg.api.hub.route import HubRoute, hub_error
-from loreg.errors import Conflict, InvalidInput, TooLarge
+from loreg.errors import InvalidInput, TooLarge
 from loreg.services import accounts, hub
 from loreg.services.adapters import PushOutcome
 from loreg.services.permissions import require_scope
 
-log = logging.getLogger("loreg.api")
 router = APIRouter(route_class=HubRoute)
 
-COMMIT_ATTEMPTS = 5
 _ROLE_BY_SCOPE = {"read": "read", "write": "write", "admin": "write"}
 
 
@@ -166,20 +161,10 @@ async def commit(
     await run_in_threadpool(hub.store_inline, store, req)
 
     def push() -> PushOutcome:
-        # the same retry as POST /api/v1/.../versions: races the service cannot lock against
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                outcome = hub.commit(session, store, actor, namespace, name, revision, req,
-                                     max_version_bytes=settings.max_version_bytes)
-                session.commit()
-                return outcome
-            except (IntegrityError, OperationalError) as exc:
-                session.rollback()
-                if attempt == COMMIT_ATTEMPTS:
-                    log.warning("commit to %s/%s gave up: %s", namespace, name, exc)
-                    break
-                time.sleep(0.05 * attempt)
-        raise Conflict("the repository is being changed concurrently; try again")
+        outcome = hub.commit(session, store, actor, namespace, name, revision, req,
+                             max_version_bytes=settings.max_version_bytes)
+        session.commit()
+        return outcome
 
     outcome = await run_in_threadpool(push)
     oid = hub.commit_id(outcome.version.digest)

@@ -1,1 +1,1 @@
-"""One module per resource, each exposing ``router``; ``loreg.api.app`` mounts them all."""
+"""One module per resource, each exposing ``router``; ``loreg.api.app`` lists and mounts them."""

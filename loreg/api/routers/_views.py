@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loreg.api.schemas.bases import BaseOut, BaseSummary, TensorSpec
@@ -30,12 +29,7 @@ def version_out(session: Session, version: AdapterVersion) -> VersionOut:
 def versions_out(session: Session, versions: Sequence[AdapterVersion]) -> list[VersionOut]:
     if not versions:
         return []
-    ids = [v.id for v in versions]
-    tags: dict[int, list[str]] = {}
-    for vid, name in session.execute(
-        select(Tag.version_id, Tag.name).where(Tag.version_id.in_(ids)).order_by(Tag.name)
-    ):
-        tags.setdefault(vid, []).append(name)
+    tags = svc.tags_by_version(session, [v.id for v in versions])
     users = svc.user_names(session, [v.created_by for v in versions])
     out = []
     for v in versions:

@@ -29,22 +29,21 @@ def list_audit_events(
     target: Annotated[str | None, Query(pattern=NO_NUL_PATTERN, max_length=512)] = None,
     since: Annotated[datetime | None, Query(description="Events at or after (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="Events before (ISO 8601)")] = None,
-    cursor: Annotated[int | None, Query(ge=1, le=2**31 - 1,
+    cursor: Annotated[str | None, Query(max_length=1000,
                                         description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=audit.MAX_LIMIT)] = 100,
 ) -> AuditPage:
     """Every write recorded by the registry, newest first, filtered by actor, action (or prefix
     as `org.*`), target and time. Site administrators (admin-scoped token).
     """
-    rows = audit.list_events(
+    page = audit.list_events(
         session, actor, actor_name=actor_name, action=action, target_type=target_type,
         target=target, since=as_utc(since, "since"), until=as_utc(until, "until"),
-        before_id=cursor, limit=limit,
+        cursor=cursor, limit=limit,
     )
     events = [
         AuditEventOut(id=e.id, at=e.at, actor=name, action=e.action, target_type=e.target_type,
                       target=e.target, details=e.details or {}, request_id=e.request_id)
-        for e, name in rows
+        for e, name in page.items
     ]
-    next_cursor = events[-1].id if len(events) == limit else None
-    return AuditPage(events=events, next_cursor=next_cursor)
+    return AuditPage(events=events, next_cursor=page.next_cursor)

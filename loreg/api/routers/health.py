@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, text
 
 from loreg.api.errors import error_response
 from loreg.api.schemas.common import ErrorResponse
 from loreg.api.schemas.health import Health, Readiness
-
-log = logging.getLogger("loreg.api")
+from loreg.services import readiness
 
 router = APIRouter(tags=["health"])
 
@@ -29,21 +25,7 @@ def readyz(request: Request) -> Readiness | JSONResponse:
     """200 when the database and the blob store answer; 503 with what failed otherwise (a
     readiness probe).
     """
-    checks: dict[str, str] = {}
-    engine: Engine = request.app.state.engine
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:
-        log.warning("readiness: database unreachable: %s", exc)
-        checks["database"] = f"unavailable: {type(exc).__name__}"
-    try:
-        request.app.state.store.check()
-        checks["store"] = "ok"
-    except Exception as exc:
-        log.warning("readiness: store unreachable: %s", exc)
-        checks["store"] = f"unavailable: {type(exc).__name__}"
+    checks = readiness.check(request.app.state.engine, request.app.state.store)
     if any(v != "ok" for v in checks.values()):
         return error_response(503, "unavailable", "not ready", checks)
     return Readiness(status="ok", checks=checks)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loreg.api.deps import CurrentUser, SessionDep, SettingsDep
@@ -20,15 +20,25 @@ from loreg.api.schemas.jobs import (
     JobStatusName,
     JobTypeName,
 )
-from loreg.db.models import Job, User
+from loreg.db.models import Job
 from loreg.services import jobs
+from loreg.services.adapters import user_names
 
 router = APIRouter(tags=["jobs"])
 
 
+def jobs_out(session: Session, rows: Sequence[Job]) -> list[JobOut]:
+    """A page of jobs, their submitters' names looked up in one query."""
+    users = user_names(session, [j.submitted_by for j in rows])
+    return [_job_out(j, users) for j in rows]
+
+
 def job_out(session: Session, job: Job, *, deduplicated: bool = False) -> JobOut:
-    submitter = (session.scalar(select(User.name).where(User.id == job.submitted_by))
-                 if job.submitted_by is not None else None)
+    return _job_out(job, user_names(session, [job.submitted_by]), deduplicated=deduplicated)
+
+
+def _job_out(job: Job, users: dict[int, str], *, deduplicated: bool = False) -> JobOut:
+    submitter = users.get(job.submitted_by) if job.submitted_by is not None else None
     duration = None
     if job.started_at is not None:
         end = job.finished_at or datetime.now(UTC)
@@ -73,15 +83,14 @@ def list_jobs(
     submitted_by: Annotated[str | None, Query(max_length=96)] = None,
     namespace: Annotated[str | None, Query(max_length=96)] = None,
     mine: bool = False,
-    cursor: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9a-f]{1,64}$",
+    cursor: Annotated[str | None, Query(max_length=1000,
                                         description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=jobs.MAX_LIST)] = 50,
 ) -> JobPage:
     """Jobs the caller may see, newest first, filtered by status, type, submitter or namespace."""
-    rows = jobs.list_jobs(session, user, status=status_, type=type_, submitted_by=submitted_by,
-                          namespace=namespace, mine=mine, limit=limit, before=cursor)
-    return JobPage(jobs=[job_out(session, j) for j in rows],
-                   next_cursor=rows[-1].id if len(rows) == limit else None)
+    page = jobs.list_jobs(session, user, status=status_, type=type_, submitted_by=submitted_by,
+                          namespace=namespace, mine=mine, limit=limit, cursor=cursor)
+    return JobPage(jobs=jobs_out(session, page.items), next_cursor=page.next_cursor)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's status and result",

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from loreg.api.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep, StoreDep
 from loreg.api.openapi import errors
 from loreg.api.routers._views import version_out, versions_out
 from loreg.api.schemas.versions import PushRequest, PushResponse, VersionList, VersionOut
-from loreg.errors import Conflict
 from loreg.services import adapters as svc
 from loreg.services.manifests import FileEntry
 from loreg.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
-log = logging.getLogger("loreg.api")
 router = APIRouter(tags=["versions"])
-
-PUSH_ATTEMPTS = 5
 
 
 @router.post("/adapters/{namespace}/{name}/versions", status_code=201,
@@ -45,22 +38,10 @@ def push_version(
         tags=body.tags, labels=dict(body.labels), description=body.description,
         public=body.public,
     )
-    # The service serialises pushes per adapter; a retry covers the races it cannot lock
-    # against (two first pushes creating one adapter, a SQLite snapshot gone stale).
-    for attempt in range(1, PUSH_ATTEMPTS + 1):
-        try:
-            outcome = svc.push_version(session, store, actor, namespace, name, spec,
-                                       max_version_bytes=settings.max_version_bytes,
-                                       max_tensors=settings.max_adapter_tensors)
-            session.commit()
-            break
-        except (IntegrityError, OperationalError) as exc:
-            session.rollback()
-            if attempt == PUSH_ATTEMPTS:
-                log.warning("push to %s/%s gave up after %d attempts: %s", namespace, name,
-                            attempt, exc)
-                raise Conflict("the adapter is being changed concurrently; try again") from None
-            time.sleep(0.05 * attempt)
+    outcome = svc.push_version(session, store, actor, namespace, name, spec,
+                               max_version_bytes=settings.max_version_bytes,
+                               max_tensors=settings.max_adapter_tensors)
+    session.commit()
     if not outcome.created:
         response.status_code = 200
     out = version_out(session, outcome.version)

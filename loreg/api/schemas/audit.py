@@ -21,4 +21,4 @@ class AuditEventOut(BaseModel):
 
 class AuditPage(BaseModel):
     events: list[AuditEventOut]
-    next_cursor: int | None = Field(description="Pass as `cursor` to get the next (older) page.")
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next (older) page.")
