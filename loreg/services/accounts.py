@@ -420,6 +420,16 @@ def principal_of(token: ApiToken, user: User, *, now: datetime | None = None) ->
                      is_admin=user.is_admin, scope=token.scope, token_id=token.id)
 
 
+def acting_user(session: Session, user_id: int | None, *, scope: str) -> Principal | None:
+    """The principal a job acts as: its submitter, with the scope the job needs (checked
+    again by every service it calls); ``None`` if that user no longer exists."""
+    user = session.get(User, user_id) if user_id is not None else None
+    if user is None:
+        return None
+    return Principal(user_id=user.id, username=user.name, namespace_id=user.namespace_id,
+                     is_admin=user.is_admin, scope=scope)
+
+
 # --------------------------------------------------------------------------- first start
 
 

@@ -289,6 +289,12 @@ def user_names(session: Session, ids: Sequence[int | None]) -> dict[int, str]:
     )}
 
 
+def version_files(session: Session, version_id: int) -> list[FileEntry]:
+    """A version's files (what a job downloads); none for a purged version."""
+    return [FileEntry(r.path, r.blob_digest, r.size) for r in session.scalars(
+        select(VersionFile).where(VersionFile.version_id == version_id))]
+
+
 def tags_by_version(session: Session, version_ids: Sequence[int]) -> dict[int, list[str]]:
     """The tags pointing at each version (sorted), in one query for a page of versions."""
     tags: dict[int, list[str]] = {}

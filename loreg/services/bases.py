@@ -138,6 +138,13 @@ def extras_of(base: BaseModelRecord) -> dict[str, Any]:
     return base.config if isinstance(base.config, dict) else {}
 
 
+def base_files(session: Session, base_id: int) -> list[FileEntry]:
+    """A registered base's files, by path (what a merge job downloads)."""
+    return [FileEntry(r.path, r.blob_digest, r.size) for r in session.scalars(
+        select(BaseModelFile).where(BaseModelFile.base_model_id == base_id)
+        .order_by(BaseModelFile.path))]
+
+
 def manifest_of(base: BaseModelRecord) -> BaseManifest:
     """The ``BaseManifest`` the formats code checks adapters against, from the stored row."""
     tensors = {

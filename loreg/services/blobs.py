@@ -203,6 +203,14 @@ def record_blob(session: Session, actor: Actor, digest: str, size: int) -> tuple
     return blob, created
 
 
+def recorded(session: Session, digests: Iterable[str]) -> set[str]:
+    """Those of ``digests`` that have a blob row (something may reference them)."""
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(digests))):
+        found.update(session.scalars(select(Blob.digest).where(Blob.digest.in_(chunk))))
+    return found
+
+
 def get_blob(session: Session, digest: str) -> Blob | None:
     validate_digest(digest)
     return session.get(Blob, digest)

@@ -1,13 +1,16 @@
-"""Lineage reads: the parents and children of a version, as far as the actor may see.
+"""Lineage: the parents a combined version records, and reads of a version's parents and
+children as far as the actor may see.
 
-A combined adapter records its parents (``Lineage`` rows, written by the combine job).
-Reading them is filtered through the same permission predicate as every adapter read, so
-a private parent or child never leaks its name to someone who could not open it.
+A combined adapter records its parents (``Lineage`` rows, written when the combine job
+pushes it). Reading them is filtered through the same permission predicate as every adapter
+read, so a private parent or child never leaks its name to someone who could not open it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -27,6 +30,19 @@ class Edge:
     weight: float
     method: str
     position: int
+
+
+def record(
+    session: Session, child_version_id: int, parents: Sequence[tuple[int, float]], *,
+    method: str, params: dict[str, Any],
+) -> None:
+    """Record a combined version's parents (``(version id, weight)`` in input order) and
+    how they were combined (caller commits)."""
+    for position, (parent_id, weight) in enumerate(parents):
+        session.add(Lineage(child_version_id=child_version_id, parent_version_id=parent_id,
+                            position=position, weight=weight, method=method,
+                            params=dict(params)))
+    session.flush()
 
 
 def parents(session: Session, actor: Actor, version: AdapterVersion) -> tuple[list[Edge], int]:

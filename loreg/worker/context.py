@@ -22,12 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from loreg.config import Settings
-from loreg.db.models import BaseModelFile, VersionFile
-from loreg.services import job_queue
+from loreg.services import adapters, bases, job_queue
 from loreg.storage import BlobStore
 from loreg.worker import faults
 from loreg.worker.cache import BaseCache, CachedFile, _safe_relpath
@@ -161,17 +159,13 @@ class JobContext:
     def fetch_version(self, version_id: int, label: str) -> Path:
         """Download a version's files into ``workdir/inputs/<label>`` (digests verified)."""
         with self.sessions() as s:
-            rows = s.scalars(select(VersionFile).where(VersionFile.version_id == version_id)
-                             ).all()
-            files = [(r.path, r.blob_digest) for r in rows]
+            files = adapters.version_files(s, version_id)
         dest = self.workdir / "inputs" / label
-        for path, digest in files:
+        for f in files:
             self.check_cancel()
-            self.store.download(digest, dest / _safe_relpath(path))
+            self.store.download(f.digest, dest / _safe_relpath(f.path))
         return dest
 
     def base_files(self, base_id: int) -> list[CachedFile]:
         with self.sessions() as s:
-            rows = s.scalars(select(BaseModelFile).where(BaseModelFile.base_model_id == base_id)
-                             .order_by(BaseModelFile.path)).all()
-            return [CachedFile(r.path, r.blob_digest, r.size) for r in rows]
+            return [CachedFile(f.path, f.digest, f.size) for f in bases.base_files(s, base_id)]

@@ -50,10 +50,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from loreg.background.housekeeping import Housekeeping
 from loreg.config import Settings
-from loreg.db.models import Blob, Job, JobStatus
+from loreg.db.models import Job, JobStatus
 from loreg.errors import Unavailable
 from loreg.logging import job_id_var
-from loreg.services import job_queue
+from loreg.services import blobs, job_queue
 from loreg.storage import BlobStore, open_store
 from loreg.worker import faults, workdirs
 from loreg.worker.cache import BaseCache
@@ -538,7 +538,7 @@ class Worker:
             return
         try:
             with self.sessions() as s:
-                known = {d for d in digests if s.get(Blob, d) is not None}
+                known = blobs.recorded(s, digests)
             for d in digests:
                 if d not in known:
                     self.store.delete(d)

@@ -150,3 +150,16 @@ def test_ensure_admin_writes_credentials(tmp_path: Path,
         assert s.scalar(select(func.count()).select_from(User)) == 1
         assert s.scalar(select(Namespace.kind).where(Namespace.name == "admin")) == "user"
         assert accounts.authenticate(s, token).is_admin
+
+
+def test_a_job_acts_as_its_submitter_with_the_scope_it_needs(session: Session) -> None:
+    user = User(name="submitter", namespace=Namespace(name="submitter", kind="user"),
+                is_admin=False)
+    session.add(user)
+    session.flush()
+    actor = accounts.acting_user(session, user.id, scope="write")
+    assert actor is not None
+    assert (actor.user_id, actor.username, actor.namespace_id, actor.is_admin, actor.scope) == (
+        user.id, "submitter", user.namespace_id, False, "write")
+    assert accounts.acting_user(session, None, scope="write") is None
+    assert accounts.acting_user(session, user.id + 1000, scope="write") is None

@@ -8,78 +8,59 @@ it and, in the job's finishing transaction, pushes it as a new version of the ta
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from loreg.db.models import Lineage, User
 from loreg.errors import Unavailable
-from loreg.services.permissions import Principal
+from loreg.merge import combine_adapters
+from loreg.services import accounts, adapters, lineage
+from loreg.services.manifests import FileEntry
 from loreg.worker.context import JobContext, Outcome
 
 KNOBS = ("method", "density", "majority_sign_method", "svd_rank", "svd_clamp", "seed")
-
-
-def engine() -> Callable[..., Any]:
-    """The merge engine's offline combine (``loreg.merge.combine_adapters``)."""
-    for module in ("loreg.merge", "loreg.merge.combine"):
-        try:
-            fn = getattr(importlib.import_module(module), "combine_adapters", None)
-        except ImportError:
-            fn = None
-        if callable(fn):
-            return fn
-    raise Unavailable("this build's merge engine has no combine_adapters")
 
 
 def run(ctx: JobContext) -> Outcome:
     p = ctx.params
     inputs: list[dict[str, Any]] = p["inputs"]
     ctx.progress(0.0, "downloading adapters", force=True)
-    adapters = [
+    folders = [
         (ctx.fetch_version(int(i["version_id"]), f"a{n}"), float(i.get("weight", 1.0)))
         for n, i in enumerate(inputs)
     ]
     ctx.check_cancel()
     ctx.progress(0.3, f"combining with {p.get('method')}", force=True)
     out = ctx.workdir / "out"
-    knobs = {k: p.get(k) for k in KNOBS if p.get(k) is not None}
-    engine()(adapters, out, device=ctx.device, **knobs)
+    knobs: dict[str, Any] = {k: p[k] for k in KNOBS if p.get(k) is not None}
+    combine_adapters(folders, out, device=ctx.device, **knobs)
     ctx.check_cancel()
     target: dict[str, Any] = p["target"]
     submitted_by = ctx.submitted_by
 
     def commit(session: Session, artifacts: Sequence[Any]) -> dict[str, Any]:
-        from loreg.services import adapters as adapters_service
-        from loreg.services.manifests import FileEntry
-
-        user = session.get(User, submitted_by) if submitted_by is not None else None
-        if user is None:
+        actor = accounts.acting_user(session, submitted_by, scope="write")
+        if actor is None:
             raise Unavailable("the submitter of this combine no longer exists")
-        actor = Principal(user_id=user.id, username=user.name, namespace_id=user.namespace_id,
-                          is_admin=user.is_admin, scope="write")
-        files = [FileEntry(a.path, a.digest, a.size) for a in artifacts]
-        spec = adapters_service.PushSpec(
-            files=files, base=str(p["base"]["name"]) if p.get("base") else None,
+        spec = adapters.PushSpec(
+            files=[FileEntry(a.path, a.digest, a.size) for a in artifacts],
+            base=str(p["base"]["name"]) if p.get("base") else None,
             tags=[target["tag"]] if target.get("tag") else [],
             labels=dict(p.get("labels") or {}),
             description=p.get("description") or None,
         )
-        pushed = adapters_service.push_version(
+        pushed = adapters.push_version(
             session, ctx.store, actor, target["namespace"], target["name"], spec,
             max_version_bytes=ctx.settings.max_version_bytes,
             max_tensors=ctx.settings.max_adapter_tensors)
         version = pushed.version
         if pushed.created:
-            for pos, i in enumerate(inputs):
-                session.add(Lineage(child_version_id=version.id,
-                                    parent_version_id=int(i["version_id"]), position=pos,
-                                    weight=float(i.get("weight", 1.0)),
-                                    method=str(p.get("method") or "linear"),
-                                    params={k: v for k, v in knobs.items() if k != "method"}))
-            session.flush()
+            lineage.record(
+                session, version.id,
+                [(int(i["version_id"]), float(i.get("weight", 1.0))) for i in inputs],
+                method=str(p.get("method") or "linear"),
+                params={k: v for k, v in knobs.items() if k != "method"})
         ref = f"{target['namespace']}/{target['name']}@{version.number}"
         return {"version": {"ref": ref, "number": version.number, "digest": version.digest,
                             "created": pushed.created}}
