@@ -173,7 +173,7 @@ def child_peft(base: Path, adapter: Path, out: Path) -> None:
 
 def child_loreg(base: Path, adapter: Path, out: Path, device: str) -> None:
     sys.path.insert(0, str(REPO))
-    from loreg.merge import merge_checkpoint
+    from loreg.merge.stream import merge_checkpoint
 
     t = time.perf_counter()
     result = merge_checkpoint(base, [(adapter, 1.0)], out, device=device)

@@ -38,7 +38,8 @@ from loreg.errors import Incompatible, InvalidInput
 from loreg.formats.types import LoraModule
 from loreg.merge.delta import delta_weight, from_weight_layout, implied_weight_shape
 from loreg.merge.device import resolve_device, to_device, to_host
-from loreg.merge.methods import check_method, combine_deltas, tensor_seed, truncated_svd
+from loreg.merge.methods import combine_deltas, tensor_seed, truncated_svd
+from loreg.merge.options import MethodOptions
 from loreg.merge.sources import (
     FLOAT_DTYPES,
     ST_DTYPES,
@@ -59,7 +60,6 @@ from loreg.merge.writer import (
 )
 
 PEFT_PREFIX = "base_model.model."
-EXACT_METHODS = frozenset({"linear", "cat"})
 
 
 @dataclass(frozen=True)
@@ -85,14 +85,9 @@ def combine_adapters(
     adapters: Sequence[tuple[Path, float]],
     out_dir: Path,
     *,
-    method: str = "linear",
-    density: float | None = None,
-    majority_sign_method: str = "total",
-    svd_rank: int | None = None,
-    svd_clamp: float | None = None,
+    options: MethodOptions = MethodOptions(),
     dtype: str | None = None,
     device: str = "auto",
-    seed: int = 0,
 ) -> CombineResult:
     """Write a new PEFT adapter at ``out_dir`` combining ``adapters`` (folder, weight).
 
@@ -101,11 +96,8 @@ def combine_adapters(
     tensor dtype (default: the first adapter's). ``out_dir`` must not exist or be empty.
     """
     started = time.monotonic()
-    check_method(method, density=density, majority_sign_method=majority_sign_method)
     if not adapters:
         raise InvalidInput("combine needs at least one adapter")
-    if svd_rank is not None and svd_rank < 1:
-        raise InvalidInput("svd_rank must be at least 1")
     dev = resolve_device(device)
     sources = [AdapterSource(Path(p)) for p, _ in adapters]
     weights = [float(w) for _, w in adapters]
@@ -151,7 +143,7 @@ def combine_adapters(
                 a = load(i, m.a_key)  # AdaLoRA: fold the singular values in (A * E)
                 return a * load(i, m.e_key) if m.e_key is not None else a
 
-            if method in EXACT_METHODS:
+            if options.exact:
                 a_parts, b_parts = [], []
                 for i, m in group:
                     a, b = load_a(i, m), load(i, m.b_key)
@@ -166,16 +158,16 @@ def combine_adapters(
                 combined = combine_deltas(
                     deltas,
                     [weights[i] for i, _ in group],
-                    method=method,
-                    density=density,
-                    majority_sign_method=majority_sign_method,
-                    generator=torch.Generator().manual_seed(tensor_seed(seed, first.base_weight)),
+                    options,
+                    generator=torch.Generator().manual_seed(
+                        tensor_seed(options.seed, first.base_weight)
+                    ),
                 )
                 matrix = from_weight_layout(
                     combined, first.kind, fan_in_fan_out=first.fan_in_fan_out
                 )
-                rank = svd_rank or max(m.r for _, m in group)
-                b_mat, a_mat = truncated_svd(matrix, rank, clamp=svd_clamp)
+                rank = options.svd_rank or max(m.r for _, m in group)
+                b_mat, a_mat = truncated_svd(matrix, rank, clamp=options.svd_clamp)
                 a_new = a_mat.reshape(a_mat.shape[0], *first.a_shape[1:])
                 b_new = b_mat.reshape(b_mat.shape[0], a_mat.shape[0], *first.b_shape[2:])
             a_key, b_key = _keys(first)
@@ -236,12 +228,7 @@ def combine_adapters(
         files = writer.finish()
         files.append(write_bytes_atomic(staged.path / "adapter_config.json", json_bytes(config)))
         lineage = {
-            "method": method,
-            "density": density,
-            "majority_sign_method": majority_sign_method,
-            "svd_rank": svd_rank,
-            "svd_clamp": svd_clamp,
-            "seed": seed,
+            **options.to_dict(),
             "parents": [{"path": str(p), "weight": float(w)} for p, w in adapters],
         }
         files.append(write_bytes_atomic(staged.path / "loreg_combine.json", json_bytes(lineage)))
@@ -255,9 +242,9 @@ def combine_adapters(
     return CombineResult(
         out_dir=final,
         files=sorted(files, key=lambda f: f.path),
-        method=method,
+        method=options.method,
         ranks=ranks,
-        exact=method in EXACT_METHODS,
+        exact=options.exact,
         seconds=time.monotonic() - started,
     )
 

@@ -42,12 +42,8 @@ from loreg.merge.delta import (
     to_weight_layout,
 )
 from loreg.merge.device import resolve_device, to_device, to_host
-from loreg.merge.methods import (
-    check_method,
-    combine_deltas,
-    tensor_seed,
-    truncated_svd,
-)
+from loreg.merge.methods import combine_deltas, tensor_seed, truncated_svd
+from loreg.merge.options import EXACT_METHODS, MethodOptions
 from loreg.merge.sources import (
     CONFIG_DTYPE_NAMES,
     COPY_CHUNK,
@@ -67,6 +63,7 @@ from loreg.merge.sources import (
     torch_dtype,
 )
 from loreg.merge.writer import (
+    DEFAULT_SHARD_BYTES,
     BytesLike,
     OutputFile,
     ShardedSafetensorsWriter,
@@ -250,7 +247,7 @@ def _plan(
                 else:
                     bias.biases.append((i, module))
         binding = bind(src.desc, manifest)
-        if binding.bound and method not in ("linear", "cat"):
+        if binding.bound and method not in EXACT_METHODS:
             raise Incompatible(
                 f"{src.path} adapts parameters (target_parameters); loreg merges those with"
                 f" method linear or cat only, not {method}",
@@ -485,23 +482,12 @@ class _Merger:
         self,
         adapters: Sequence[AdapterSource],
         weights: Sequence[float],
-        *,
-        method: str,
-        density: float | None,
-        majority_sign_method: str,
-        svd_rank: int | None,
-        svd_clamp: float | None,
-        seed: int,
+        options: MethodOptions,
         device: torch.device,
     ) -> None:
         self.adapters = adapters
         self.weights = weights
-        self.method = method
-        self.density = density
-        self.majority_sign_method = majority_sign_method
-        self.svd_rank = svd_rank
-        self.svd_clamp = svd_clamp
-        self.seed = seed
+        self.options = options
         self.device = device
         self._experts: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -524,7 +510,7 @@ class _Merger:
         dora = any(m.magnitude_key is not None for _, m in plan.loras)
         if plan.experts:
             out = self._experts_sum(plan, base, out_dtype)
-        elif plan.loras and self.method in ("linear", "cat") and not dora and not plan.tokens:
+        elif plan.loras and self.options.exact and not dora and not plan.tokens:
             out = self._blocked_sum(plan, base, out_dtype)
         else:
             w = base.to(torch.float32, copy=True)
@@ -645,20 +631,13 @@ class _Merger:
                 delta = dora_merge(w, delta, mag, m.kind, fan_in_fan_out=m.fan_in_fan_out) - w
             deltas.append(delta)
         weights = [self.weights[i] for i, _ in plan.loras]
-        generator = torch.Generator().manual_seed(tensor_seed(self.seed, plan.info.name))
-        combined = combine_deltas(
-            deltas,
-            weights,
-            method=self.method,
-            density=self.density,
-            majority_sign_method=self.majority_sign_method,
-            generator=generator,
-        )
-        if self.method == "svd":
+        generator = torch.Generator().manual_seed(tensor_seed(self.options.seed, plan.info.name))
+        combined = combine_deltas(deltas, weights, self.options, generator=generator)
+        if self.options.method == "svd":
             m0 = plan.loras[0][1]
-            rank = self.svd_rank or max(m.r for _, m in plan.loras)
+            rank = self.options.svd_rank or max(m.r for _, m in plan.loras)
             matrix = from_weight_layout(combined, m0.kind, fan_in_fan_out=m0.fan_in_fan_out)
-            b, a = truncated_svd(matrix, rank, clamp=self.svd_clamp)
+            b, a = truncated_svd(matrix, rank, clamp=self.options.svd_clamp)
             combined = to_weight_layout(
                 b @ a, m0.kind, fan_in_fan_out=m0.fan_in_fan_out, weight_shape=shape
             )
@@ -680,29 +659,23 @@ def merge_checkpoint(
     adapters: Sequence[tuple[Path, float]],
     out_dir: Path,
     *,
-    method: str = "linear",
-    density: float | None = None,
-    majority_sign_method: str = "total",
-    svd_rank: int | None = None,
-    svd_clamp: float | None = None,
+    options: MethodOptions = MethodOptions(),
     dtype: str | None = None,
-    max_shard_bytes: int = 5 * 10**9,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
     device: str = "auto",
     expected_fingerprint: str | None = None,
     compute_fingerprint: bool = True,
-    seed: int = 0,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
 ) -> MergeResult:
     """Merge ``adapters`` (folder, weight) into the checkpoint at ``base_dir``; write ``out_dir``.
 
     With one adapter of weight 1 the result is PEFT's ``merge_and_unload()``. With several,
-    ``method`` combines their dense deltas (see ``loreg.merge.methods``); ``density``,
-    ``majority_sign_method`` and ``seed`` are the TIES/DARE parameters, ``svd_rank`` /
-    ``svd_clamp`` those of ``svd``. ``dtype`` (float16, bfloat16, float32) casts every
-    floating tensor; by default merged tensors keep the base's dtype and untouched ones are
-    copied byte for byte. ``expected_fingerprint`` (``sha256:HEX``) is checked against the
-    base's bytes in the same pass; on a mismatch nothing is left at ``out_dir``.
+    ``options`` says how their dense deltas combine (see ``loreg.merge.methods``). ``dtype``
+    (float16, bfloat16, float32) casts every floating tensor; by default merged tensors keep
+    the base's dtype and untouched ones are copied byte for byte. ``expected_fingerprint``
+    (``sha256:HEX``) is checked against the base's bytes in the same pass; on a mismatch
+    nothing is left at ``out_dir``.
     ``out_dir`` must not exist or be an empty folder.
     """
     started = time.monotonic()
@@ -713,17 +686,12 @@ def merge_checkpoint(
             base_dir,
             adapters,
             out_dir,
-            method=method,
-            density=density,
-            majority_sign_method=majority_sign_method,
-            svd_rank=svd_rank,
-            svd_clamp=svd_clamp,
+            options=options,
             dtype=dtype,
             max_shard_bytes=max_shard_bytes,
             dev=dev,
             expected_fingerprint=expected_fingerprint,
             compute_fingerprint=compute_fingerprint,
-            seed=seed,
             progress=progress,
             should_cancel=should_cancel,
             started=started,
@@ -754,26 +722,18 @@ def _merge(
     adapters: Sequence[tuple[Path, float]],
     out_dir: Path,
     *,
-    method: str,
-    density: float | None,
-    majority_sign_method: str,
-    svd_rank: int | None,
-    svd_clamp: float | None,
+    options: MethodOptions,
     dtype: str | None,
     max_shard_bytes: int,
     dev: torch.device,
     expected_fingerprint: str | None,
     compute_fingerprint: bool,
-    seed: int,
     progress: ProgressFn | None,
     should_cancel: CancelFn | None,
     started: float,
 ) -> MergeResult:
-    check_method(method, density=density, majority_sign_method=majority_sign_method)
     if not adapters:
         raise InvalidInput("merge needs at least one adapter")
-    if svd_rank is not None and svd_rank < 1:
-        raise InvalidInput("svd_rank must be at least 1")
     out_st_dtype = output_dtype(dtype)
     if expected_fingerprint is not None:
         compute_fingerprint = True
@@ -786,24 +746,14 @@ def _merge(
     wthread: _WriterThread | None = None
     try:
         manifest = _check_sources(base, sources)
-        plans = _plan(base, sources, out_st_dtype, manifest, weights, method)
+        plans = _plan(base, sources, out_st_dtype, manifest, weights, options.method)
         config = _read_config(base.path)
         new_vocab = _new_vocab_size(plans, config) if config is not None else None
         staged = StagedDir(Path(out_dir))
         writer = ShardedSafetensorsWriter(
             staged.path, [p.out for p in plans], max_shard_bytes=max_shard_bytes
         )
-        merger = _Merger(
-            sources,
-            weights,
-            method=method,
-            density=density,
-            majority_sign_method=majority_sign_method,
-            svd_rank=svd_rank,
-            svd_clamp=svd_clamp,
-            seed=seed,
-            device=dev,
-        )
+        merger = _Merger(sources, weights, options, dev)
         reader = _Reader(base, plans, hash_bytes=compute_fingerprint, pin=False)
         reader.start()
         wthread = _WriterThread(writer)
@@ -879,7 +829,7 @@ def _merge(
         changed_tensors=changed,
         bytes_read=total,
         device=str(dev),
-        method=method,
+        method=options.method,
         seconds=time.monotonic() - started,
     )
 

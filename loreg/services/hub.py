@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loreg.db.models import Adapter, AdapterVersion, Job, Tag, Visibility
+from loreg.digests import validate_digest
 from loreg.errors import Conflict, InvalidInput, LoregError, NotFound
 from loreg.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES
 from loreg.services import adapters, bases, blobs, jobs
@@ -44,7 +45,7 @@ from loreg.services.permissions import (
     require_write_namespace,
 )
 from loreg.services.refs import DEFAULT_TAG, parse_adapter_name, validate_base_name
-from loreg.storage import BlobStore, validate_digest
+from loreg.storage import BlobStore
 
 MAIN = "main"
 MERGES_NAMESPACE = "_merges"

@@ -29,7 +29,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from pydantic import (
     AliasChoices,
@@ -57,6 +57,7 @@ from loreg.db.models import (
 )
 from loreg.db.session import is_postgres
 from loreg.errors import Conflict, InvalidInput, LoregError, NotFound, PermissionDenied
+from loreg.merge.options import OPTION_NAMES, Method, OutputDType, SignMethod
 from loreg.services import adapters, audit, blobs, events
 from loreg.services.permissions import (
     Actor,
@@ -81,11 +82,6 @@ EXPIRING_OUTPUTS = (JobType.MERGE.value, JobType.EXPORT.value)
 MAX_ADAPTERS = 32
 MAX_LIST = 500
 MIN_SHARD_BYTES = 4096
-DTYPES = ("float16", "bfloat16", "float32")
-METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
-
-DType = Literal["float16", "bfloat16", "float32"]
-Method = Literal["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
 
 
 def _now() -> datetime:
@@ -119,7 +115,7 @@ class _CombineKnobs(_Params):
 
     method: Method = "linear"
     density: float | None = Field(default=None, gt=0.0, le=1.0)
-    majority_sign_method: Literal["total", "frequency"] = "total"
+    majority_sign_method: SignMethod = "total"
     svd_rank: int | None = Field(default=None, ge=1, le=65536)
     svd_clamp: float | None = Field(default=None, gt=0.0, le=1.0)
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
@@ -135,7 +131,7 @@ def _adapters_field(value: Any) -> Any:
 class MergeParams(_CombineKnobs):
     base: str | None = Field(default=None, max_length=400)
     adapters: list[AdapterInput] = Field(min_length=1, max_length=MAX_ADAPTERS)
-    dtype: DType | None = None
+    dtype: OutputDType | None = None
     max_shard_bytes: int | None = Field(default=None, ge=MIN_SHARD_BYTES)
 
     _norm = field_validator("adapters", mode="before")(_adapters_field)
@@ -152,7 +148,7 @@ class CombineParams(_CombineKnobs):
 
 class ExportParams(_Params):
     adapter: str = Field(max_length=400)
-    dtype: DType | None = None
+    dtype: OutputDType | None = None
 
 
 class ValidateParams(_Params):
@@ -324,8 +320,7 @@ def _prepare(
     stored["inputs"] = [
         _input_record(v, a.ref, a.weight) for v, a in zip(versions, params.adapters, strict=True)
     ]
-    knobs = {k: stored[k] for k in ("method", "density", "majority_sign_method", "svd_rank",
-                                     "svd_clamp", "seed")}
+    knobs = {k: stored[k] for k in OPTION_NAMES}
     identity = {
         "inputs": [[v.digest, a.weight] for v, a in zip(versions, params.adapters, strict=True)],
         **knobs,

@@ -12,15 +12,10 @@ from loreg.storage.base import (
     BlobStore,
     BlobTooLarge,
     DigestMismatch,
-    InvalidDigest,
     InvalidRange,
     Readable,
     StorageUnavailable,
     blob_key,
-    digest_hex,
-    is_valid_digest,
-    sha256_digest,
-    validate_digest,
 )
 
 if TYPE_CHECKING:
@@ -31,17 +26,12 @@ __all__ = [
     "BlobStore",
     "BlobTooLarge",
     "DigestMismatch",
-    "InvalidDigest",
     "InvalidRange",
     "Readable",
     "StorageUnavailable",
     "blob_key",
-    "digest_hex",
-    "is_valid_digest",
     "open_store",
     "open_store_url",
-    "sha256_digest",
-    "validate_digest",
 ]
 
 

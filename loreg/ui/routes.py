@@ -54,12 +54,13 @@ from loreg.api.streaming import iter_file
 from loreg.db.models import AdapterVersion, Job, JobStatus, Visibility
 from loreg.errors import InvalidInput, LoregError, NotFound, Unauthenticated
 from loreg.services import adapters as svc
-from loreg.services import bases, jobs, lineage, quotas, ui_sessions
+from loreg.services import bases, jobs, lineage, ui_sessions
 from loreg.services.pagination import Page
 from loreg.services.permissions import Principal
 from loreg.storage import BlobStore
 from loreg.ui import charts
 from loreg.ui.markdown import MAX_CARD_BYTES, card_file, render_card
+from loreg.units import format_bytes
 
 log = logging.getLogger("loreg.ui")
 
@@ -82,7 +83,7 @@ router = APIRouter(include_in_schema=False)
 
 
 def human_size(n: int | None) -> str:
-    return DASH if n is None else quotas.format_bytes(n)
+    return DASH if n is None else format_bytes(n)
 
 
 def human_count(n: int | None) -> str:

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from loreg.errors import InvalidInput, Unavailable
 from loreg.merge.device import resolve_device
+from loreg.merge.options import MethodOptions
 from loreg.merge.stream import merge_checkpoint
 from tests.factories.tiny_models import make_llama, make_lora_adapter
 
@@ -35,7 +36,11 @@ def test_cuda_matches_cpu(tmp_path: Path, method: str) -> None:
     density = None if method == "linear" else 0.5
     for dev in ("cpu", "cuda"):
         merge_checkpoint(
-            base.path, adapters, tmp_path / dev, method=method, density=density, device=dev
+            base.path,
+            adapters,
+            tmp_path / dev,
+            options=MethodOptions(method=method, density=density),
+            device=dev,
         )
     cpu = load_file(tmp_path / "cpu" / "model.safetensors")
     gpu = load_file(tmp_path / "cuda" / "model.safetensors")

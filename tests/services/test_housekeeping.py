@@ -11,10 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from loreg.db import AuditEvent, Blob, WorkerHeartbeat
+from loreg.digests import sha256_digest
 from loreg.services import events, webhooks
 from loreg.services.housekeeping import Housekeeping
 from loreg.services.permissions import Principal
-from loreg.storage import BlobStore, open_store_url, sha256_digest
+from loreg.storage import BlobStore, open_store_url
 from tests.factories.db import make_namespace, make_user
 from tests.fixtures.webhooks import LOOPBACK, Receiver
 

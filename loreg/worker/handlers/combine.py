@@ -16,10 +16,9 @@ from sqlalchemy.orm import Session
 
 from loreg.db.models import Lineage, User
 from loreg.errors import Unavailable
+from loreg.merge.options import OPTION_NAMES, MethodOptions
 from loreg.services.permissions import Principal
 from loreg.worker.context import JobContext, Outcome
-
-KNOBS = ("method", "density", "majority_sign_method", "svd_rank", "svd_clamp", "seed")
 
 
 def engine() -> Callable[..., Any]:
@@ -45,8 +44,8 @@ def run(ctx: JobContext) -> Outcome:
     ctx.check_cancel()
     ctx.progress(0.3, f"combining with {p.get('method')}", force=True)
     out = ctx.workdir / "out"
-    knobs = {k: p.get(k) for k in KNOBS if p.get(k) is not None}
-    engine()(adapters, out, device=ctx.device, **knobs)
+    knobs = {k: p[k] for k in OPTION_NAMES if p.get(k) is not None}
+    engine()(adapters, out, device=ctx.device, options=MethodOptions(**knobs))
     ctx.check_cancel()
     target: dict[str, Any] = p["target"]
     submitted_by = ctx.submitted_by
