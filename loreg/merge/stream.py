@@ -203,7 +203,7 @@ def _plan(
                 plans.get(stored_as.get(tname, tname)) is None
                 and origin == "base_layer"
                 and target in direct
-                and shape == _saved_shape(src, target)
+                and shape == src.desc.saved_shape(target)
             )
             stored = target if tied_copy and target else stored_as.get(tname, tname)
             plan = plans.get(stored)
@@ -303,13 +303,6 @@ def _plan(
             f"{len(problems)} adapter tensor(s) do not fit the base", details=problems
         )
     return list(plans.values())
-
-
-def _saved_shape(src: AdapterSource, tname: str) -> tuple[int, ...] | None:
-    for sm in src.desc.saved_modules.values():
-        if tname in sm.shapes:
-            return sm.shapes[tname]
-    return None
 
 
 def _new_vocab_size(plans: Sequence[_Plan], config: dict[str, Any]) -> int | None:
