@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from loreg.formats.base_lookup import BaseLookup, find_rewrite, layer_hint
 from loreg.formats.lora_fit import check_lora
-from loreg.formats.peft import (
+from loreg.formats.peft_config import (
     adalora_scale,
     lora_scale,
     module_matches,

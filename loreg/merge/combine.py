@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from loreg.errors import Incompatible, InvalidInput
+from loreg.formats.peft_keys import PEFT_PREFIX
 from loreg.formats.types import LoraModule
 from loreg.merge.delta import delta_weight, from_weight_layout, implied_weight_shape
 from loreg.merge.device import resolve_device, to_device, to_host
@@ -58,8 +59,6 @@ from loreg.merge.writer import (
     json_bytes,
     write_bytes_atomic,
 )
-
-PEFT_PREFIX = "base_model.model."
 
 
 @dataclass(frozen=True)

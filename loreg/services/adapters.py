@@ -47,8 +47,9 @@ from loreg.db.models import (
 from loreg.db.session import dialect_insert, is_postgres
 from loreg.errors import Conflict, Incompatible, InvalidInput, NotFound
 from loreg.formats.compat import check_compatibility
-from loreg.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES, WEIGHTS_NAME, describe_adapter
-from loreg.formats.peft import parse_config as parse_adapter_config
+from loreg.formats.peft import WEIGHTS_NAME, describe_adapter
+from loreg.formats.peft_config import CONFIG_NAME, MAX_CONFIG_BYTES
+from loreg.formats.peft_config import parse_config as parse_adapter_config
 from loreg.formats.report import CompatibilityReport
 from loreg.formats.safetensors import read_header
 from loreg.formats.types import AdapterDescription

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from loreg.db.models import Adapter, AdapterVersion, Job, Tag, Visibility
 from loreg.digests import validate_digest
 from loreg.errors import Conflict, InvalidInput, LoregError, NotFound
-from loreg.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES
+from loreg.formats.peft_config import CONFIG_NAME, MAX_CONFIG_BYTES
 from loreg.services import adapters, bases, blobs, jobs
 from loreg.services.accounts import get_namespace
 from loreg.services.manifests import FileEntry, manifest_digest, validate_path
