@@ -33,7 +33,9 @@ TOKENIZER_FILES = frozenset(
     }
 )
 
+
 def read_config(base_dir: Path) -> dict[str, Any] | None:
+    """The base's config.json, if it has one that is a JSON object."""
     path = base_dir / "config.json"
     if not path.is_file():
         return None
