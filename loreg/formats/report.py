@@ -103,8 +103,9 @@ class CompatibilityReport:
             "notes_total": len(self.notes),
         }
 
-    def format(self) -> str:
-        """Human text for a terminal or a CI log: a verdict line, then one line per finding."""
+    def format(self, *, max_chars: int | None = None) -> str:
+        """Human text for a terminal or a CI log: a verdict line, then one line per finding;
+        cut at ``max_chars`` (marked ``...``) where it goes into an error message."""
         verdict = "COMPATIBLE" if self.ok else "INCOMPATIBLE"
         counts = (
             f"{len(self.problems)} problem(s), {len(self.warnings)} warning(s),"
@@ -136,4 +137,7 @@ class CompatibilityReport:
                 lines.append(f"  {label}[{f.code}] {where}{f.message}")
             for code, n in hidden.items():
                 lines.append(f"  {label}[{code}] ... and {n} more like this (see --json)")
-        return "\n".join(lines)
+        text = "\n".join(lines)
+        if max_chars is not None and len(text) > max_chars:
+            text = text[:max_chars] + "\n  ..."
+        return text

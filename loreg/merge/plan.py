@@ -65,9 +65,7 @@ def check_sources(
     for src in adapters:
         report = check_compatibility(src.desc, manifest)
         if not report.ok:
-            text = report.format()
-            if len(text) > 6000:
-                text = text[:6000] + "\n  ..."
+            text = report.format(max_chars=6000)
             raise Incompatible(
                 f"{src.path} does not fit the base at {base.path}; nothing was written:\n{text}",
                 details=report.to_dict(),

@@ -405,9 +405,7 @@ def _read_adapter(
             )
     report = check_against_stated(described, base, stated)
     if not report.ok:
-        text = report.format()
-        if len(text) > 4000:
-            text = text[:4000] + "\n  ..."
+        text = report.format(max_chars=4000)
         raise Incompatible(
             f"adapter is incompatible with base model '{base.name}':\n{text}",
             details=report.to_dict(limit=REPORT_FINDINGS_MAX),

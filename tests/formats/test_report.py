@@ -60,3 +60,11 @@ def test_fmt_shape() -> None:
     assert fmt_shape((4096, 16)) == "[4096, 16]"
     assert fmt_shape(()) == "[]"
     assert fmt_shape(None) == "none"
+
+
+def test_format_can_be_cut_for_an_error_message() -> None:
+    report = _report(problems=25)
+    full = report.format()
+    cut = report.format(max_chars=100)
+    assert cut == full[:100] + "\n  ..."
+    assert report.format(max_chars=len(full)) == full
