@@ -12,7 +12,6 @@ from loreg.formats.types import SafetensorsHeader, TensorInfo
 from tests.factories import (
     TinyModel,
     make_adalora_adapter,
-    make_llama,
     make_lora_adapter,
     make_trainable_tokens_adapter,
 )
@@ -23,11 +22,6 @@ PREFIX = "base_model.model."
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("peft_keys")
-
-
-@pytest.fixture(scope="module")
-def llama(root: Path) -> TinyModel:
-    return make_llama(root / "llama")
 
 
 def _header(adapter: Path) -> SafetensorsHeader:
@@ -42,8 +36,10 @@ def _placed(found: SortedKeys) -> list[str]:
     return keys + found.ignored + found.unmapped
 
 
-def test_lora_dora_and_saved_modules(llama: TinyModel, root: Path) -> None:
-    path = make_lora_adapter(llama, root / "dora", use_dora=True, modules_to_save=["lm_head"]).path
+def test_lora_dora_and_saved_modules(tiny_llama: TinyModel, root: Path) -> None:
+    path = make_lora_adapter(
+        tiny_llama, root / "dora", use_dora=True, modules_to_save=["lm_head"]
+    ).path
     header = _header(path)
     found = sort_keys(header, KeyRules(modules_to_save=["lm_head"]))
     assert sorted(_placed(found)) == sorted(header.tensors)
@@ -58,9 +54,10 @@ def test_lora_dora_and_saved_modules(llama: TinyModel, root: Path) -> None:
     assert found.saved_origin["lm_head"] == "modules_to_save"
 
 
-def test_resized_embeddings_keep_the_plain_key(llama: TinyModel, root: Path) -> None:
-    path = make_lora_adapter(llama, root / "grown", modules_to_save=["embed_tokens", "lm_head"],
-                             grow_vocab_to=136).path
+def test_resized_embeddings_keep_the_plain_key(tiny_llama: TinyModel, root: Path) -> None:
+    path = make_lora_adapter(
+        tiny_llama, root / "grown", modules_to_save=["embed_tokens", "lm_head"], grow_vocab_to=136
+    ).path
     header = _header(path)
     found = sort_keys(header, KeyRules(modules_to_save=["embed_tokens", "lm_head"]))
     assert sorted(_placed(found)) == sorted(header.tensors)
@@ -72,16 +69,16 @@ def test_resized_embeddings_keep_the_plain_key(llama: TinyModel, root: Path) -> 
     )
 
 
-def test_adalora_has_a_b_and_e(llama: TinyModel, root: Path) -> None:
-    header = _header(make_adalora_adapter(llama, root / "ada").path)
+def test_adalora_has_a_b_and_e(tiny_llama: TinyModel, root: Path) -> None:
+    header = _header(make_adalora_adapter(tiny_llama, root / "ada").path)
     found = sort_keys(header, KeyRules(adalora=True))
     assert found.lora and found.unmapped == []
     assert all(p.a and p.b and p.e for p in found.lora.values())
     assert sort_keys(header, KeyRules()).unmapped  # read as LoRA, lora_E fits nothing
 
 
-def test_token_rows_only_when_the_config_names_tokens(llama: TinyModel, root: Path) -> None:
-    path = make_trainable_tokens_adapter(llama, root / "tokens", token_indices=[1, 5]).path
+def test_token_rows_only_when_the_config_names_tokens(tiny_llama: TinyModel, root: Path) -> None:
+    path = make_trainable_tokens_adapter(tiny_llama, root / "tokens", token_indices=[1, 5]).path
     header = _header(path)
     found = sort_keys(header, KeyRules(trainable_tokens=True))
     assert list(found.tokens) == ["model.embed_tokens"] and found.unmapped == []
@@ -90,8 +87,9 @@ def test_token_rows_only_when_the_config_names_tokens(llama: TinyModel, root: Pa
 
 def _fake_header(*names: str) -> SafetensorsHeader:
     tensors = {n: TensorInfo(n, "F32", (2, 2), i * 16, i * 16 + 16) for i, n in enumerate(names)}
-    return SafetensorsHeader(tensors=tensors, metadata={}, data_start=8,
-                             file_size=8 + 16 * len(names))
+    return SafetensorsHeader(
+        tensors=tensors, metadata={}, data_start=8, file_size=8 + 16 * len(names)
+    )
 
 
 def test_what_fits_nowhere_is_unmapped() -> None:
@@ -103,8 +101,9 @@ def test_what_fits_nowhere_is_unmapped() -> None:
     )
     found = sort_keys(header, KeyRules())
     assert sorted(found.unmapped) == sorted(list(header.tensors)[1:])
-    bare = sort_keys(_fake_header("model.q_proj.lora_A.weight", "model.q_proj.lora_B.weight"),
-                     KeyRules())
+    bare = sort_keys(
+        _fake_header("model.q_proj.lora_A.weight", "model.q_proj.lora_B.weight"), KeyRules()
+    )
     assert bare.unmapped == [] and bare.lora["model.q_proj"].b is not None
 
 

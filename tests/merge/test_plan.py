@@ -17,26 +17,27 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("plan")
 
 
-@pytest.fixture(scope="module")
-def llama(root: Path) -> TinyModel:
-    return make_llama(root / "llama")
-
-
-def _plan(base: TinyModel, adapters: list[Path], weights: list[float] | None = None,
-          method: str = "linear", out_dtype: str | None = None) -> dict[str, TensorPlan]:
+def _plan(
+    base: TinyModel,
+    adapters: list[Path],
+    weights: list[float] | None = None,
+    method: str = "linear",
+    out_dtype: str | None = None,
+) -> dict[str, TensorPlan]:
     checkpoint = open_base(base.path)
     sources = [AdapterSource(p) for p in adapters]
     manifest = check_sources(checkpoint, sources)
-    plans = plan_merge(checkpoint, sources, out_dtype, manifest,
-                       weights or [1.0] * len(sources), method)
+    plans = plan_merge(
+        checkpoint, sources, out_dtype, manifest, weights or [1.0] * len(sources), method
+    )
     assert [p.info.name for p in plans] == [info.name for _, info in checkpoint.order]
     return {p.info.name: p for p in plans}
 
 
-def test_loras_land_on_the_weights_they_change(llama: TinyModel, root: Path) -> None:
-    a0 = make_lora_adapter(llama, root / "a0", target_modules=["q_proj", "v_proj"]).path
-    a1 = make_lora_adapter(llama, root / "a1", target_modules=["v_proj"], seed=1).path
-    plans = _plan(llama, [a0, a1])
+def test_loras_land_on_the_weights_they_change(tiny_llama: TinyModel, root: Path) -> None:
+    a0 = make_lora_adapter(tiny_llama, root / "a0", target_modules=["q_proj", "v_proj"]).path
+    a1 = make_lora_adapter(tiny_llama, root / "a1", target_modules=["v_proj"], seed=1).path
+    plans = _plan(tiny_llama, [a0, a1])
     q = plans["model.layers.0.self_attn.q_proj.weight"]
     v = plans["model.layers.1.self_attn.v_proj.weight"]
     assert [(i, m.name) for i, m in q.loras] == [(0, "model.layers.0.self_attn.q_proj")]
@@ -46,9 +47,9 @@ def test_loras_land_on_the_weights_they_change(llama: TinyModel, root: Path) -> 
     assert not untouched.computed and not untouched.loras
 
 
-def test_an_output_dtype_casts_floating_tensors_only(llama: TinyModel, root: Path) -> None:
-    a0 = make_lora_adapter(llama, root / "cast").path
-    plans = _plan(llama, [a0], out_dtype="BF16")
+def test_an_output_dtype_casts_floating_tensors_only(tiny_llama: TinyModel, root: Path) -> None:
+    a0 = make_lora_adapter(tiny_llama, root / "cast").path
+    plans = _plan(tiny_llama, [a0], out_dtype="BF16")
     assert all(p.out.dtype == "BF16" and p.cast for p in plans.values())
 
 
@@ -74,35 +75,38 @@ def test_lora_bias_goes_to_the_layer_bias(root: Path) -> None:
 
 
 def test_trainable_tokens_need_weight_one_and_rows_of_their_own(
-    llama: TinyModel, root: Path
+    tiny_llama: TinyModel, root: Path
 ) -> None:
-    a = make_lora_adapter(llama, root / "ta", target_modules=["q_proj"],
-                          trainable_token_indices=[3, 5]).path
-    b = make_lora_adapter(llama, root / "tb", target_modules=["v_proj"], seed=1,
-                          trainable_token_indices=[5, 9]).path
-    plans = _plan(llama, [a])
+    a = make_lora_adapter(
+        tiny_llama, root / "ta", target_modules=["q_proj"], trainable_token_indices=[3, 5]
+    ).path
+    b = make_lora_adapter(
+        tiny_llama, root / "tb", target_modules=["v_proj"], seed=1, trainable_token_indices=[5, 9]
+    ).path
+    plans = _plan(tiny_llama, [a])
     assert [tm.indices for _, tm in plans["model.embed_tokens.weight"].tokens] == [(3, 5)]
     with pytest.raises(Incompatible, match="weight 1 only"):
-        _plan(llama, [a], weights=[0.5])
+        _plan(tiny_llama, [a], weights=[0.5])
     with pytest.raises(Incompatible, match="same rows"):
-        _plan(llama, [a, b])
+        _plan(tiny_llama, [a, b])
 
 
 def test_an_adapter_for_another_base_is_refused_with_the_report(
-    llama: TinyModel, root: Path
+    tiny_llama: TinyModel, root: Path
 ) -> None:
     wide = make_llama(root / "wide", hidden_size=64)
-    adapter = make_lora_adapter(llama, root / "narrow").path
+    adapter = make_lora_adapter(tiny_llama, root / "narrow").path
     with pytest.raises(Incompatible, match="does not fit the base") as err:
         check_sources(open_base(wide.path), [AdapterSource(adapter)])
     assert err.value.details["compatible"] is False
 
 
-def test_new_vocab_size(llama: TinyModel, root: Path) -> None:
-    grown = make_lora_adapter(llama, root / "grown", grow_vocab_to=136,
-                              modules_to_save=["embed_tokens", "lm_head"]).path
-    plans = list(_plan(llama, [grown]).values())
+def test_new_vocab_size(tiny_llama: TinyModel, root: Path) -> None:
+    grown = make_lora_adapter(
+        tiny_llama, root / "grown", grow_vocab_to=136, modules_to_save=["embed_tokens", "lm_head"]
+    ).path
+    plans = list(_plan(tiny_llama, [grown]).values())
     assert new_vocab_size(plans, {"vocab_size": 128}) == 136
     assert new_vocab_size(plans, {}) is None
-    plain = list(_plan(llama, [make_lora_adapter(llama, root / "plain").path]).values())
+    plain = list(_plan(tiny_llama, [make_lora_adapter(tiny_llama, root / "plain").path]).values())
     assert new_vocab_size(plain, {"vocab_size": 128}) is None
