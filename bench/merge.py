@@ -8,7 +8,7 @@ the same files:
    space; ``cp`` would copy inside the kernel and is no fair floor);
 2. PEFT: ``AutoModelForCausalLM.from_pretrained`` + ``PeftModel.from_pretrained`` +
    ``merge_and_unload`` + ``save_pretrained``;
-3. loreg: ``loreg.merge.merge_checkpoint`` (fingerprint computed in the same pass).
+3. loreg: ``loreg.merge.stream.merge_checkpoint`` (fingerprint computed in the same pass).
 
 It prints the wall time of each process (interpreter start and imports included), the time of
 the operation itself as measured inside the process (after imports), the CPU time (user +

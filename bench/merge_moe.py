@@ -12,7 +12,7 @@ subprocess and on the same files:
 2. PEFT: ``AutoModelForCausalLM.from_pretrained`` (transformers fuses the experts while
    loading) + ``PeftModel.from_pretrained`` + ``merge_and_unload`` + ``save_pretrained``
    (which splits them again);
-3. loreg: ``loreg.merge.merge_checkpoint`` (streams the per-expert tensors, adds each
+3. loreg: ``loreg.merge.stream.merge_checkpoint`` (streams the per-expert tensors, adds each
    expert's slice of the delta; fingerprint computed in the same pass).
 
 It prints wall time (interpreter start and imports included), the operation's own time
