@@ -7,7 +7,9 @@ from loreg.formats.types import BaseManifest
 
 
 def _manifest(prefix: str = "model.", layers: int = 2) -> BaseManifest:
-    tensors = {f"{prefix}embed_tokens.weight": ("F32", (128, 32))}
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = {
+        f"{prefix}embed_tokens.weight": ("F32", (128, 32))
+    }
     for i in range(layers):
         for proj in ("q_proj", "v_proj"):
             tensors[f"{prefix}layers.{i}.self_attn.{proj}.weight"] = ("F32", (32, 32))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _check(
-    adapter: AdapterDescription, base: Path, module: str | None = None, **change: object
+    adapter: AdapterDescription, base: Path, module: str | None = None, **change: Any
 ) -> CompatibilityReport:
     """``check_lora`` on every module (or one, changed as given) against ``base``."""
     lookup = BaseLookup(read_manifest(base))
@@ -43,7 +44,7 @@ def _check(
     ],
 )
 def test_every_module_of_a_real_adapter_fits_its_base(
-    tiny_llama: TinyModel, root: Path, kwargs: dict[str, object]
+    tiny_llama: TinyModel, root: Path, kwargs: dict[str, Any]
 ) -> None:
     name = "-".join(sorted(kwargs)) or "plain"
     adapter = read_adapter(make_lora_adapter(tiny_llama, root / name, **kwargs).path)

@@ -13,7 +13,7 @@ from loreg.errors import Incompatible
 from loreg.formats.peft import read_adapter
 from loreg.merge.combine import combine_adapters
 from loreg.merge.methods import tensor_seed
-from loreg.merge.options import MethodOptions
+from loreg.merge.options import Method, MethodOptions
 from tests.factories.adapter_kinds import build_kind
 from tests.factories.merge_inputs import load_peft, peft_deltas
 from tests.factories.tiny_models import (
@@ -60,7 +60,7 @@ def _combined_deltas(base: TinyModel, out: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 @pytest.mark.parametrize("method", ["cat", "linear"])
-def test_cat_and_linear_are_exact_weighted_sums(tmp_path: Path, kind: str, method: str) -> None:
+def test_cat_and_linear_are_exact_weighted_sums(tmp_path: Path, kind: str, method: Method) -> None:
     base, adapters = _pair(tmp_path, kind)
     result = combine_adapters(
         list(zip(adapters, WEIGHTS, strict=True)),
@@ -82,7 +82,7 @@ def test_cat_and_linear_are_exact_weighted_sums(tmp_path: Path, kind: str, metho
 
 
 @pytest.mark.parametrize("method", ["svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"])
-def test_other_methods_are_best_rank_k_of_merge_utils(tmp_path: Path, method: str) -> None:
+def test_other_methods_are_best_rank_k_of_merge_utils(tmp_path: Path, method: Method) -> None:
     base, adapters = _pair(tmp_path)
     density = None if method == "svd" else 0.6
     combine_adapters(
@@ -116,7 +116,7 @@ def test_dora_is_refused_and_nothing_written(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("method", ["cat", "svd"])
-def test_adalora_combines_into_plain_lora(tmp_path: Path, method: str) -> None:
+def test_adalora_combines_into_plain_lora(tmp_path: Path, method: Method) -> None:
     """AdaLoRA's singular values and its alpha / init_r scale are folded into a plain LoRA
     adapter: its deltas are PEFT's AdaLoRA deltas, weighted; its config is LoRA's."""
     base = make_llama(tmp_path / "base")

@@ -8,7 +8,7 @@ from peft.utils import merge_utils
 
 from loreg.errors import InvalidInput
 from loreg.merge.methods import combine_deltas, tensor_seed, truncated_svd
-from loreg.merge.options import MethodOptions
+from loreg.merge.options import Method, MethodOptions, SignMethod
 
 
 def _deltas(n: int = 3, shape: tuple[int, ...] = (12, 10)) -> list[torch.Tensor]:
@@ -20,14 +20,14 @@ WEIGHTS = [0.7, -0.4, 1.3]
 
 
 @pytest.mark.parametrize("method", ["linear", "cat", "svd"])
-def test_sums(method: str) -> None:
+def test_sums(method: Method) -> None:
     d = _deltas()
     out = combine_deltas(d, WEIGHTS, MethodOptions(method=method))
     torch.testing.assert_close(out, merge_utils.task_arithmetic(d, torch.tensor(WEIGHTS)))
 
 
 @pytest.mark.parametrize("sign", ["total", "frequency"])
-def test_ties_equals_peft(sign: str) -> None:
+def test_ties_equals_peft(sign: SignMethod) -> None:
     d = _deltas()
     out = combine_deltas(
         d, WEIGHTS, MethodOptions(method="ties", density=0.4, majority_sign_method=sign)
@@ -43,7 +43,7 @@ def test_magnitude_prune_equals_peft() -> None:
 
 
 @pytest.mark.parametrize("method", ["dare_linear", "dare_ties"])
-def test_dare_equals_peft_with_same_seed(method: str) -> None:
+def test_dare_equals_peft_with_same_seed(method: Method) -> None:
     d = _deltas()
     seed = tensor_seed(7, "model.layers.0.q_proj.weight")
     out = combine_deltas(

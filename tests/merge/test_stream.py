@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from loreg.errors import Conflict, Incompatible
 from loreg.formats.base import fingerprint
 from loreg.merge.methods import tensor_seed
-from loreg.merge.options import MethodOptions
+from loreg.merge.options import Method, MethodOptions
 from loreg.merge.stream import FingerprintMismatch, merge_checkpoint
 from tests.factories.adapter_kinds import KINDS, build_kind
 from tests.factories.merge_inputs import (
@@ -224,7 +224,7 @@ WEIGHTS = [0.7, -0.4]
 @pytest.mark.parametrize(
     "method", ["linear", "cat", "ties", "dare_linear", "dare_ties", "magnitude_prune", "svd"]
 )
-def test_two_adapters_equal_merge_utils_on_peft_deltas(tmp_path: Path, method: str) -> None:
+def test_two_adapters_equal_merge_utils_on_peft_deltas(tmp_path: Path, method: Method) -> None:
     base, adapters = _two(tmp_path)
     density = 0.5 if method not in ("linear", "cat", "svd") else None
     merge_checkpoint(
