@@ -1,7 +1,7 @@
 """GPU check: merge the synthetic benchmark checkpoint on ``cuda`` and on ``cpu``, compare.
 
 Builds the same synthetic Llama-shaped float16 checkpoint and rank-16 adapter as
-``bench/merge.py`` (nothing downloaded), merges it with ``loreg.merge.merge_checkpoint``
+``bench/merge.py`` (nothing downloaded), merges it with ``loreg.merge.stream.merge_checkpoint``
 once per device, checks every output tensor agrees within float16 tolerance, and prints both
 times. On a machine without CUDA it prints a note and exits 0.
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/hub.py [--mb 500] [--files 4]
 
 Starts moto's S3 server and ``loreg serve`` (SQLite + the S3 store) as separate processes,
-pushes a version of about ``--mb`` MB (a valid tiny PEFT adapter plus ``--files`` large
+pushes a version of about ``--mb`` MiB (a valid tiny PEFT adapter plus ``--files`` large
 files; the same builder as bench/transfer.py), then downloads it, each into an empty cache:
 
 - ``huggingface_hub.snapshot_download`` with ``endpoint=`` loreg (repo info, tree, then per
@@ -26,7 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from transfer import MB, Stack, build_version, s3_registry, timed
+from transfer import Stack, build_version, s3_registry, timed
+
+from loreg.units import MiB
 
 
 def main() -> None:
@@ -54,13 +56,13 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
     folder, base = tmp / "adapter", tmp / "base"
     size = build_version(folder, base, args.mb, args.files)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    print(f"version: {len(files)} files, {size / MB:.1f} MB; S3 = moto server at "
+    print(f"version: {len(files)} files, {size / MiB:.1f} MiB; S3 = moto server at "
           f"{stack.endpoint}")
 
     client = Client(url, token, home=tmp / "client-home")
     client.register_base(base, "bench/base", upload=False)
     client.push(folder, "admin/bench", base="bench/base")
-    cfg = TransferConfig()  # boto3 defaults: 8 MB parts, 10 threads
+    cfg = TransferConfig()  # boto3 defaults: 8 MiB parts, 10 threads
     for p in files:
         s3.upload_file(str(p), "raw", p.relative_to(folder).as_posix(), Config=cfg)
 
@@ -82,11 +84,11 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
         for copy in (Path(str(hub_dir)), tmp / "pulled", tmp / "raw-down"):
             assert (copy / rel).read_bytes() == data, (copy, rel)
 
-    print(f"{'':34}{'seconds':>10}{'MB/s':>10}")
+    print(f"{'':34}{'seconds':>10}{'MiB/s':>10}")
     for name, t in (("snapshot_download (HF_ENDPOINT)", t_hub),
                     ("loreg pull (cold cache)", t_pull),
                     ("boto3 download_file", t_raw)):
-        print(f"{name:34}{t:10.2f}{size / MB / t:10.1f}")
+        print(f"{name:34}{t:10.2f}{size / MiB / t:10.1f}")
     print(f"snapshot_download vs loreg pull: {t_pull / t_hub:.2f}x  (>= 0.8 wanted)")
     print(f"snapshot_download vs boto3:      {t_raw / t_hub:.2f}x")
     print("all three copies byte-identical")

@@ -8,7 +8,7 @@ the same files:
    space; ``cp`` would copy inside the kernel and is no fair floor);
 2. PEFT: ``AutoModelForCausalLM.from_pretrained`` + ``PeftModel.from_pretrained`` +
    ``merge_and_unload`` + ``save_pretrained``;
-3. loreg: ``loreg.merge.merge_checkpoint`` (fingerprint computed in the same pass).
+3. loreg: ``loreg.merge.stream.merge_checkpoint`` (fingerprint computed in the same pass).
 
 It prints the wall time of each process (interpreter start and imports included), the time of
 the operation itself as measured inside the process (after imports), the CPU time (user +
@@ -177,7 +177,7 @@ def child_peft(base: Path, adapter: Path, out: Path) -> None:
 
 def child_loreg(base: Path, adapter: Path, out: Path, device: str, fingerprint: bool) -> None:
     sys.path.insert(0, str(REPO))
-    from loreg.merge import merge_checkpoint
+    from loreg.merge.stream import merge_checkpoint
 
     t = time.perf_counter()
     result = merge_checkpoint(
@@ -206,14 +206,14 @@ def _measure(args: list[str], out: Path) -> dict[str, float]:
         "wall_s": wall,
         "op_s": doc["op_s"],
         "cpu_s": usage.ru_utime + usage.ru_stime,
-        "rss_mb": usage.ru_maxrss / 1024,
+        "rss_mib": usage.ru_maxrss / 1024,
     }
 
 
 def _row(name: str, m: dict[str, float]) -> str:
     return (
         f"  {name:<6} wall {m['wall_s']:7.2f} s   op {m['op_s']:7.2f} s"
-        f"   cpu {m['cpu_s']:7.2f} s   peak RSS {m['rss_mb']:7.0f} MB"
+        f"   cpu {m['cpu_s']:7.2f} s   peak RSS {m['rss_mib']:7.0f} MiB"
     )
 
 
@@ -287,7 +287,7 @@ def main() -> None:
                 line += (
                     f"; loreg/peft time {lo['op_s'] / pf['op_s']:.2f}x (op),"
                     f" {lo['wall_s'] / pf['wall_s']:.2f}x (wall);"
-                    f" loreg/peft peak RSS {lo['rss_mb'] / pf['rss_mb']:.2f}x"
+                    f" loreg/peft peak RSS {lo['rss_mib'] / pf['rss_mib']:.2f}x"
                 )
             print(line, flush=True)
             results[gb] = res
@@ -295,10 +295,10 @@ def main() -> None:
         sizes = sorted(results)
         if len(sizes) > 1:
             small, large = results[sizes[0]], results[sizes[-1]]
-            grow = large["loreg"]["rss_mb"] / small["loreg"]["rss_mb"] - 1
+            grow = large["loreg"]["rss_mib"] / small["loreg"]["rss_mib"] - 1
             msg = f"peak RSS growth {sizes[0]:g} GB -> {sizes[-1]:g} GB: loreg {grow:+.1%}"
             if "peft" in small and "peft" in large:
-                msg += f", peft {large['peft']['rss_mb'] / small['peft']['rss_mb'] - 1:+.1%}"
+                msg += f", peft {large['peft']['rss_mib'] / small['peft']['rss_mib'] - 1:+.1%}"
             print(msg)
     finally:
         shutil.rmtree(root, ignore_errors=True)

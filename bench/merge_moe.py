@@ -12,7 +12,7 @@ subprocess and on the same files:
 2. PEFT: ``AutoModelForCausalLM.from_pretrained`` (transformers fuses the experts while
    loading) + ``PeftModel.from_pretrained`` + ``merge_and_unload`` + ``save_pretrained``
    (which splits them again);
-3. loreg: ``loreg.merge.merge_checkpoint`` (streams the per-expert tensors, adds each
+3. loreg: ``loreg.merge.stream.merge_checkpoint`` (streams the per-expert tensors, adds each
    expert's slice of the delta; fingerprint computed in the same pass).
 
 It prints wall time (interpreter start and imports included), the operation's own time
@@ -173,7 +173,7 @@ def child_peft(base: Path, adapter: Path, out: Path) -> None:
 
 def child_loreg(base: Path, adapter: Path, out: Path, device: str) -> None:
     sys.path.insert(0, str(REPO))
-    from loreg.merge import merge_checkpoint
+    from loreg.merge.stream import merge_checkpoint
 
     t = time.perf_counter()
     result = merge_checkpoint(base, [(adapter, 1.0)], out, device=device)
@@ -225,13 +225,13 @@ def _measure_rusage(args: list[str], out: Path, keep: bool = False) -> dict[str,
     if not keep:
         shutil.rmtree(out, ignore_errors=True)
     return {**doc, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "rss_mb": usage.ru_maxrss / 1024}
+            "rss_mib": usage.ru_maxrss / 1024}
 
 
 def _row(name: str, m: dict[str, float]) -> str:
     return (
         f"  {name:<6} wall {m['wall_s']:7.2f} s   op {m['op_s']:7.2f} s"
-        f"   cpu {m['cpu_s']:7.2f} s   peak RSS {m['rss_mb']:7.0f} MB"
+        f"   cpu {m['cpu_s']:7.2f} s   peak RSS {m['rss_mib']:7.0f} MiB"
     )
 
 
@@ -285,7 +285,7 @@ def main() -> None:
             f" {lo['wall_s'] / cp['wall_s']:.2f}x (wall);"
             f" loreg/peft time {lo['op_s'] / pf['op_s']:.2f}x (op),"
             f" {lo['wall_s'] / pf['wall_s']:.2f}x (wall);"
-            f" loreg/peft peak RSS {lo['rss_mb'] / pf['rss_mb']:.2f}x",
+            f" loreg/peft peak RSS {lo['rss_mib'] / pf['rss_mib']:.2f}x",
             flush=True,
         )
         same = _compare(root / "peft", root / "loreg")

@@ -3,7 +3,7 @@
     .venv/bin/python bench/transfer.py [--mb 500] [--files 4]
 
 Starts moto's S3 server and ``loreg serve`` (SQLite + the S3 store) as separate processes,
-builds a version of about ``--mb`` MB (a valid tiny PEFT adapter plus ``--files`` large
+builds a version of about ``--mb`` MiB (a valid tiny PEFT adapter plus ``--files`` large
 files of random bytes), then in the same run:
 
 - loreg push (hash + upload-check + parallel PUTs through the API, which streams to S3),
@@ -12,7 +12,7 @@ files of random bytes), then in the same run:
 - boto3 ``download_file`` of the same objects,
 - loreg re-push of the unchanged folder (time and bytes uploaded), in-process and via the CLI.
 
-Prints throughput (MB/s) and the loreg/boto3 ratios.
+Prints throughput (MiB/s) and the loreg/boto3 ratios.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ from typing import Any
 
 import httpx
 
+from loreg.units import MiB
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-MB = 1024 * 1024
 
 
 def free_port() -> int:
@@ -85,9 +86,9 @@ def build_version(folder: Path, base_folder: Path, total_mb: int, files: int) ->
     (folder / "adapter_config.json").write_text(json.dumps({
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": 16,
         "target_modules": ["q_proj", "v_proj"], "base_model_name_or_path": "bench/base"}))
-    each = total_mb * MB // files
+    each = total_mb * MiB // files
     (folder / "checkpoints").mkdir()
-    chunk = os.urandom(8 * MB)
+    chunk = os.urandom(8 * MiB)
     for i in range(files):
         with open(folder / "checkpoints" / f"state-{i}.bin", "wb") as f:
             left = each
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
     folder, base = tmp / "adapter", tmp / "base"
     size = build_version(folder, base, args.mb, args.files)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    print(f"version: {len(files)} files, {size / MB:.1f} MB; S3 = moto server at {endpoint}")
+    print(f"version: {len(files)} files, {size / MiB:.1f} MiB; S3 = moto server at {endpoint}")
 
     from loreg.client import Client
 
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
                                                              tmp / "pulled2"))
     client.close()
 
-    cfg = TransferConfig()  # boto3 defaults: 8 MB parts, 10 threads
+    cfg = TransferConfig()  # boto3 defaults: 8 MiB parts, 10 threads
 
     def raw_up() -> None:
         for p in files:
@@ -228,9 +229,9 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
         assert (tmp / "pulled" / rel).read_bytes() == p.read_bytes(), rel
 
     def rate(t: float) -> float:
-        return size / MB / t
+        return size / MiB / t
 
-    print(f"{'':24}{'seconds':>10}{'MB/s':>10}")
+    print(f"{'':24}{'seconds':>10}{'MiB/s':>10}")
     rows = [("loreg push", t_push), ("boto3 upload_file", t_raw_up),
             ("loreg pull (cold cache)", t_pull), ("boto3 download_file", t_raw_down)]
     for name, t in rows:
@@ -246,9 +247,9 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
           f"{cli_doc['uploaded_bytes']} bytes uploaded, "
           f"version {cli_doc['version']['number']}; bare `loreg --version`: "
           f"{t_cli_start:.3f} s")
-    print(f"first push uploaded {pushed.uploaded_bytes / MB:.1f} MB "  # type: ignore[attr-defined]
+    print(f"first push uploaded {pushed.uploaded_bytes / MiB:.1f} MiB "  # type: ignore[attr-defined]
           f"in {pushed.uploaded_files} files; pull downloaded "  # type: ignore[attr-defined]
-          f"{pulled.downloaded_bytes / MB:.1f} MB")  # type: ignore[attr-defined]
+          f"{pulled.downloaded_bytes / MiB:.1f} MiB")  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

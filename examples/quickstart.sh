@@ -77,7 +77,7 @@ if LlamaForCausalLM is not None:
     get_peft_model(model, lora).save_pretrained(adapter_dir)
     print("built with transformers + peft")
 else:
-    from loreg.merge import save_tensors
+    from loreg.merge.sources import save_tensors
 
     head = H // HEADS
     shapes = {"q_proj": (H, H), "k_proj": (KV * head, H), "v_proj": (KV * head, H),

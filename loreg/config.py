@@ -13,7 +13,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-GiB = 1024**3
+from loreg.units import GiB, KiB, MiB
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -162,15 +163,15 @@ class Settings(BaseSettings):
     max_version_bytes: int = Field(default=100 * GiB, ge=1)
     presign_expires_seconds: int = Field(default=3600, ge=1)
     max_json_bytes: int = Field(
-        default=1024 * 1024,
-        ge=1024,
+        default=MiB,
+        ge=KiB,
         description="Largest request body other than a blob upload or a base model "
         "registration (JSON and forms); larger bodies get a 413 before authentication "
         "and before parsing.",
     )
     max_base_manifest_bytes: int = Field(
-        default=256 * 1024 * 1024,
-        ge=1024,
+        default=256 * MiB,
+        ge=KiB,
         description="Largest body of a base model registration (its tensor manifest), "
         "for requests that carry a token; anonymous bodies get the JSON limit.",
     )
@@ -224,13 +225,13 @@ class Settings(BaseSettings):
         "the LFS multipart transfer when the client offers it (else one PUT).",
     )
     hub_multipart_chunk_bytes: int = Field(
-        default=512 * 1024**2,
-        ge=5 * 1024**2,
+        default=512 * MiB,
+        ge=5 * MiB,
         description="Hugging Face Hub protocol: the part size of an LFS multipart upload.",
     )
     hub_max_commit_bytes: int = Field(
-        default=64 * 1024**2,
-        ge=1024,
+        default=64 * MiB,
+        ge=KiB,
         description="Hugging Face Hub protocol: the largest commit request (NDJSON, with any "
         "small files inline).",
     )

@@ -30,6 +30,12 @@ class InvalidInput(LoregError):
     code = "invalid_input"
 
 
+class InvalidDigest(InvalidInput):
+    """A digest that is not ``sha256:`` followed by 64 lower-case hex digits (HTTP 400)."""
+
+    code = "invalid_digest"
+
+
 class Unauthenticated(LoregError):
     """No, or no valid, credentials (HTTP 401)."""
 

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.db",
     "tests.fixtures.api",
     "tests.fixtures.webhooks",
+    "tests.fixtures.models",
 ]

@@ -12,7 +12,6 @@ from loreg.cli.common import (
     client,
     emit,
     fields,
-    human_bytes,
     info,
     json_option,
     progress_factory,
@@ -20,6 +19,7 @@ from loreg.cli.common import (
 )
 from loreg.cli.hints import FORBIDDEN, NOT_FOUND, hinted
 from loreg.cli.versions import adapter_name
+from loreg.units import format_bytes
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -66,8 +66,8 @@ def push(folder: Path, target: str, base: str | None, labels: tuple[str, ...],
         compat = v.get("compatibility")
         if isinstance(compat, dict) and compat.get("match"):
             click.echo(f"base {v.get('base')}, match: {base_match_text(compat)}")
-        info(f"uploaded {result.uploaded_files} file(s), {human_bytes(result.uploaded_bytes)} "
-             f"of {human_bytes(result.total_bytes)}")
+        info(f"uploaded {result.uploaded_files} file(s), {format_bytes(result.uploaded_bytes)} "
+             f"of {format_bytes(result.total_bytes)}")
 
     emit(result.to_dict(), human)
 
@@ -84,8 +84,8 @@ def pull(ref: str, output: Path | None, force: bool, as_json: bool) -> None:
 
     def human() -> None:
         click.echo(str(result.path.absolute()))
-        info(f"{len(result.files)} file(s): {human_bytes(result.downloaded_bytes)} downloaded, "
-             f"{human_bytes(result.cached_bytes)} from the cache")
+        info(f"{len(result.files)} file(s): {format_bytes(result.downloaded_bytes)} downloaded, "
+             f"{format_bytes(result.cached_bytes)} from the cache")
 
     emit(result.to_dict(), human)
 
@@ -174,7 +174,7 @@ def show_version(v: dict[str, Any]) -> None:
         ("dtype", v.get("dtype")),
         ("parameters", f"{v['num_parameters']:,}" if isinstance(v.get("num_parameters"), int)
          else v.get("num_parameters")),
-        ("size", human_bytes(v.get("size_bytes"))),
+        ("size", format_bytes(v.get("size_bytes"))),
         ("validation", v.get("validation_state") or v.get("state")),
         ("tags", v.get("tags") or []),
         ("labels", v.get("labels") or {}),
@@ -190,7 +190,7 @@ def show_version(v: dict[str, Any]) -> None:
         click.echo("files:")
         width = max(len(f["path"]) for f in files)
         for f in files:
-            click.echo(f"  {f['path']:<{width}}  {human_bytes(f.get('size')):>9}  {f['digest']}")
+            click.echo(f"  {f['path']:<{width}}  {format_bytes(f.get('size')):>9}  {f['digest']}")
 
 
 def base_match_text(compat: dict[str, Any]) -> str:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from loreg.cli.common import client, emit, human_bytes, json_option, progress_factory, table
+from loreg.cli.common import client, emit, json_option, progress_factory, table
+from loreg.units import format_bytes
 
 
 @click.group()
@@ -36,7 +37,7 @@ def ls(q: str | None, as_json: bool) -> None:
     """List registered base models."""
     items = client().list_bases(q=q)
     emit(items, lambda: table(
-        [[b.get("name"), b.get("num_parameters"), human_bytes(b.get("size_bytes")),
+        [[b.get("name"), b.get("num_parameters"), format_bytes(b.get("size_bytes")),
           "yes" if b.get("has_weights", b.get("uploaded")) else "no",
           str(b.get("fingerprint", ""))[:19]] for b in items],
         ["NAME", "PARAMETERS", "SIZE", "WEIGHTS", "FINGERPRINT"]))

@@ -49,9 +49,6 @@ def json_mode(ctx: click.Context | None = None) -> bool:
 
 # --- options shared by merge, combine and export ------------------------------------------
 
-METHODS = ["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
-DTYPES = ["float16", "bfloat16", "float32"]
-
 
 def parse_weights(value: str | None, n: int) -> list[float] | None:
     """``--weights 0.7,0.3`` for ``n`` adapters; ``None`` when not given."""
@@ -157,17 +154,6 @@ def fields(rows: Sequence[tuple[str, Any]], width: int = 16) -> None:
     """``key:  value`` lines, values through ``as_text``."""
     for key, value in rows:
         click.echo(f"{key + ':':<{width}} {value if isinstance(value, str) else as_text(value)}")
-
-
-def human_bytes(n: int | float | None) -> str:
-    if n is None:
-        return ""
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(size) < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
 
 
 def progress_factory() -> Callable[[str, int], Bar]:

@@ -13,7 +13,8 @@ from datetime import timedelta
 
 import click
 
-from loreg.cli.common import emit, human_bytes, json_option, settings
+from loreg.cli.common import emit, json_option, settings
+from loreg.units import format_bytes
 
 
 @click.command()
@@ -70,21 +71,21 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
             click.echo(f"{verb} the files of deleted version {version['ref']} "
                        f"({version['files']} files)")
         for blob in report.blobs:
-            click.echo(f"{verb} blob {blob['digest']} ({human_bytes(blob['size'])})")
+            click.echo(f"{verb} blob {blob['digest']} ({format_bytes(blob['size'])})")
         for obj in report.orphan_objects:
-            click.echo(f"{verb} orphan object {obj['digest']} ({human_bytes(obj['size'])})")
+            click.echo(f"{verb} orphan object {obj['digest']} ({format_bytes(obj['size'])})")
         for tmp in report.temp_files:
             click.echo(f"{verb} upload temp file {tmp['name']} left by a crashed upload "
-                       f"({human_bytes(tmp['size'])})")
+                       f"({format_bytes(tmp['size'])})")
         for up in report.aborted_uploads:
             click.echo(f"{'would abort' if dry_run else 'aborted'} abandoned upload "
                        f"{up['key']} (started {up['initiated']})")
         for folder in folders:
             click.echo(f"{verb} work folder {folder.path} of a dead attempt "
-                       f"({human_bytes(folder.size)})")
+                       f"({format_bytes(folder.size)})")
         for err in report.errors:
             click.echo(f"error: {err}", err=True)
         click.echo(f"{verb} {len(report.blobs) + len(report.orphan_objects)} blobs, "
-                   f"{human_bytes(report.bytes_freed)}")
+                   f"{format_bytes(report.bytes_freed)}")
 
     emit(data, human)

@@ -8,8 +8,6 @@ from typing import Any
 import click
 
 from loreg.cli.common import (
-    DTYPES,
-    METHODS,
     JobProgress,
     client,
     emit,
@@ -20,6 +18,7 @@ from loreg.cli.common import (
     progress_factory,
     table,
 )
+from loreg.merge.options import DTYPES, METHODS
 
 
 def wait_for(job: dict[str, Any]) -> dict[str, Any]:

@@ -14,25 +14,18 @@ from typing import Any
 
 import click
 
-from loreg.cli.common import DTYPES, METHODS, emit, info, json_mode, json_option, parse_weights
+from loreg.cli.common import emit, info, json_mode, json_option, parse_weights
+from loreg.merge.options import DTYPES, METHODS, SIGN_METHODS, MethodOptions
+from loreg.units import parse_size
 
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
-
-def parse_size(value: str) -> int:
-    """``5GB``, ``500MB``, ``2GiB`` or a number of bytes."""
-    text = value.strip().upper().replace(" ", "")
-    number = text.rstrip("KMGTIB")
-    unit = text[len(number):]
+def shard_bytes(value: str) -> int:
+    """``--shard-size``: ``5GB``, ``500MB``, ``2GiB`` or a number of bytes (``loreg.units``)."""
     try:
-        size = int(float(number) * _UNITS[unit])
-    except (ValueError, KeyError):
-        raise click.BadParameter(f"{value!r}: expected a size like 5GB or 500MB",
+        return parse_size(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected a positive size like 5GB, 500MB or 2GiB",
                                  param_hint="--shard-size") from None
-    if size <= 0:
-        raise click.BadParameter("must be positive", param_hint="--shard-size")
-    return size
 
 
 @click.command()
@@ -45,7 +38,7 @@ def parse_size(value: str) -> int:
 @click.option("--method", type=click.Choice(METHODS), default="linear", show_default=True)
 @click.option("--density", type=float, default=None,
               help="Fraction kept by ties, dare_* and magnitude_prune.")
-@click.option("--majority-sign-method", type=click.Choice(["total", "frequency"]),
+@click.option("--majority-sign-method", type=click.Choice(SIGN_METHODS),
               default="total", show_default=True)
 @click.option("--svd-rank", type=int, default=None, help="Rank kept by the svd method.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of dare_* masks.")
@@ -74,14 +67,16 @@ def merge(adapters: tuple[str, ...], base: str, output: Path | None, local: bool
     if not local:
         _remote(adapters, base, output, weights, method, dtype, no_wait, {
             "density": density, "majority_sign_method": majority_sign_method,
-            "svd_rank": svd_rank, "seed": seed, "max_shard_bytes": parse_size(shard_size)})
+            "svd_rank": svd_rank, "seed": seed, "max_shard_bytes": shard_bytes(shard_size)})
         return
     if output is None:
         raise click.UsageError("merge --local needs -o DIR")
-    kwargs: dict[str, Any] = {
+    options = MethodOptions.from_params({
         "method": method, "density": density, "majority_sign_method": majority_sign_method,
-        "svd_rank": svd_rank, "seed": seed, "dtype": dtype,
-        "max_shard_bytes": parse_size(shard_size), "device": device,
+        "svd_rank": svd_rank, "seed": seed})
+    kwargs: dict[str, Any] = {
+        "options": options, "dtype": dtype,
+        "max_shard_bytes": shard_bytes(shard_size), "device": device,
         "expected_fingerprint": expected_fingerprint,
     }
     _local([Path(a) for a in adapters], Path(base), output,
@@ -101,7 +96,7 @@ def _local(adapters: list[Path], base: Path, output: Path, weights: list[float],
            kwargs: dict[str, Any]) -> None:
     from tqdm import tqdm
 
-    from loreg.merge import merge_checkpoint
+    from loreg.merge.stream import merge_checkpoint
 
     for path in [*adapters, base]:
         if not path.is_dir():

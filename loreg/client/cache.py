@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import tempfile
 import threading
 import time
@@ -25,17 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from loreg.digests import digest_hex
+
 CHUNK = 4 * 1024 * 1024
-_DIGEST_RE = re.compile(r"\Asha256:([0-9a-f]{64})\Z")
 
 Progress = Callable[[int], object]
-
-
-def _hex(digest: str) -> str:
-    m = _DIGEST_RE.match(digest)
-    if not m:
-        raise ValueError(f"invalid digest {digest[:80]!r}: expected sha256:<64 lower-case hex>")
-    return m.group(1)
 
 
 def hash_stream_file(
@@ -159,7 +152,7 @@ class BlobCache:
         return HashIndex(self.root / "hashes.json")
 
     def path(self, digest: str) -> Path:
-        hex_ = _hex(digest)
+        hex_ = digest_hex(digest)
         return self.blobs / "sha256" / hex_[:2] / hex_
 
     def partial_path(self, digest: str) -> Path:

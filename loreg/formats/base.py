@@ -29,13 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
+from loreg.digests import PREFIX as DIGEST_PREFIX
+from loreg.digests import digest_hex
 from loreg.errors import InvalidInput
 from loreg.formats.safetensors import read_header
 from loreg.formats.types import BaseManifest, DType, SafetensorsHeader, TensorInfo
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-FINGERPRINT_PREFIX = "sha256:"
 READ_CHUNK = 1024 * 1024  # per hashing thread: stays in L2 cache between the copy and the hash
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -70,9 +71,7 @@ class FingerprintBuilder:
         self._lock = threading.Lock()
 
     def add(self, name: str, dtype: DType, shape: Iterable[int], tensor_sha256_hex: str) -> None:
-        hex_ = tensor_sha256_hex.lower()
-        if len(hex_) != 64 or any(c not in "0123456789abcdef" for c in hex_):
-            raise ValueError(f"not a sha256 hex digest: {tensor_sha256_hex!r}")
+        hex_ = digest_hex(DIGEST_PREFIX + tensor_sha256_hex.lower())
         rec = _record(name, dtype, shape, hex_)
         with self._lock:
             if name in self._records:
@@ -93,7 +92,7 @@ class FingerprintBuilder:
 
     def fingerprint(self) -> str:
         """``"sha256:<64 hex>"``, the form stored and compared everywhere."""
-        return FINGERPRINT_PREFIX + self.hexdigest()
+        return DIGEST_PREFIX + self.hexdigest()
 
 
 def structure_hash(tensors: Mapping[str, tuple[DType, tuple[int, ...]]]) -> str:
@@ -102,7 +101,7 @@ def structure_hash(tensors: Mapping[str, tuple[DType, tuple[int, ...]]]) -> str:
     for name in sorted(tensors):
         dtype, shape = tensors[name]
         h.update(_record(name, dtype, shape))
-    return FINGERPRINT_PREFIX + h.hexdigest()
+    return DIGEST_PREFIX + h.hexdigest()
 
 
 def read_headers(folder: Path) -> dict[str, SafetensorsHeader]:

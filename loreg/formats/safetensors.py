@@ -160,6 +160,39 @@ def read_header(
     header costs one scan of its bytes, not the work of describing every tensor.
     """
     read_range, size = _reader(source, name, size)
+    raw = _header_bytes(read_range, size, name)
+    data_start = 8 + len(raw)
+    if max_tensors is not None:
+        # Every plain-spelled entry has this key, and the quoted token cannot occur inside a
+        # JSON string, so the count bounds the entries from above (escaped spellings are
+        # caught by the exact count after parsing).
+        _check_tensor_count(raw.count(b'"data_offsets"'), max_tensors, name)
+    doc, metadata = _parse_json(raw, name)
+    if max_tensors is not None:
+        _check_tensor_count(len(doc), max_tensors, name)
+    entries = sorted(
+        (_parse_entry(tname, entry, name) for tname, entry in doc.items()),
+        key=lambda e: (e[0], e[1]),
+    )
+    total = _contiguous_length(entries, name)
+    if size is not None:
+        _check_file_end(size, data_start, total, entries, name)
+    tensors = {
+        tname: TensorInfo(
+            name=tname, dtype=dtype, shape=shape, start=data_start + b, end=data_start + e
+        )
+        for b, e, tname, dtype, shape in entries
+    }
+    return SafetensorsHeader(
+        tensors=tensors, metadata=metadata, data_start=data_start, file_size=data_start + total
+    )
+
+
+_Entry = tuple[int, int, str, str, tuple[int, ...]]  # begin, end, name, dtype, shape
+
+
+def _header_bytes(read_range: ReadRange, size: int | None, name: str) -> bytes:
+    """The JSON header's bytes, after checking the length prefix against the file."""
     if size is not None and size < 8:
         raise TruncatedSafetensors(
             f"file is {size} bytes, shorter than the 8-byte header length", file=name
@@ -178,8 +211,7 @@ def read_header(
         )
     if header_len < 2:
         raise MalformedSafetensorsHeader(f"header length {header_len} is too small", file=name)
-    data_start = 8 + header_len
-    if size is not None and data_start > size:
+    if size is not None and 8 + header_len > size:
         raise TruncatedSafetensors(
             f"header claims {header_len} bytes but the file has only {size - 8} after the"
             " length prefix",
@@ -192,11 +224,11 @@ def read_header(
         )
     if not raw.startswith(b"{"):
         raise MalformedSafetensorsHeader("header does not start with '{'", file=name)
-    if max_tensors is not None:
-        # Every plain-spelled entry has this key, and the quoted token cannot occur inside a
-        # JSON string, so the count bounds the entries from above (escaped spellings are
-        # caught by the exact count after parsing).
-        _check_tensor_count(raw.count(b'"data_offsets"'), max_tensors, name)
+    return raw
+
+
+def _parse_json(raw: bytes, name: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The header's tensor entries and its ``__metadata__``."""
     try:
         doc = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -207,7 +239,6 @@ def read_header(
         raise MalformedSafetensorsHeader("header JSON is nested too deeply", file=name) from None
     if not isinstance(doc, dict):
         raise MalformedSafetensorsHeader("header is not a JSON object", file=name)
-
     metadata: dict[str, str] = {}
     raw_meta = doc.pop("__metadata__", None)
     if raw_meta is not None:
@@ -216,24 +247,21 @@ def read_header(
         ):
             raise MalformedSafetensorsHeader("__metadata__ must map strings to strings", file=name)
         metadata = dict(raw_meta)
+    return doc, metadata
 
-    if max_tensors is not None:
-        _check_tensor_count(len(doc), max_tensors, name)
-    entries: list[tuple[int, int, str, str, tuple[int, ...]]] = []
-    for tname, entry in doc.items():
-        entries.append(_parse_entry(tname, entry, name))
 
-    entries.sort(key=lambda e: (e[0], e[1]))
+def _contiguous_length(entries: list[_Entry], name: str) -> int:
+    """The data length the sorted entries cover, refusing overlaps and gaps."""
     expected = 0
     for begin, end, tname, _dtype, _shape in entries:
-        if begin != expected:
-            if begin < expected:
-                raise BadTensorOffsets(
-                    f"data_offsets [{begin}, {end}] overlap the previous tensor (ends at"
-                    f" {expected})",
-                    file=name,
-                    tensor=tname,
-                )
+        if begin < expected:
+            raise BadTensorOffsets(
+                f"data_offsets [{begin}, {end}] overlap the previous tensor (ends at"
+                f" {expected})",
+                file=name,
+                tensor=tname,
+            )
+        if begin > expected:
             raise BadTensorOffsets(
                 f"data_offsets [{begin}, {end}] leave a gap of {begin - expected} bytes after"
                 f" the previous tensor (ends at {expected})",
@@ -241,32 +269,27 @@ def read_header(
                 tensor=tname,
             )
         expected = end
-    total = expected
-    if size is not None:
-        available = size - data_start
-        if total > available:
-            last = entries[-1][2] if entries else None
-            raise TruncatedSafetensors(
-                f"tensor data ends at byte {data_start + total} but the file has {size} bytes"
-                " (truncated file, or offsets out of bounds)",
-                file=name,
-                tensor=last,
-            )
-        if total < available:
-            raise BadTensorOffsets(
-                f"{available - total} bytes after the last tensor (the header accounts for"
-                f" {total} of {available} data bytes)",
-                file=name,
-            )
-    tensors = {
-        tname: TensorInfo(
-            name=tname, dtype=dtype, shape=shape, start=data_start + b, end=data_start + e
+    return expected
+
+
+def _check_file_end(
+    size: int, data_start: int, total: int, entries: list[_Entry], name: str
+) -> None:
+    """The tensors must end exactly where the file does."""
+    available = size - data_start
+    if total > available:
+        raise TruncatedSafetensors(
+            f"tensor data ends at byte {data_start + total} but the file has {size} bytes"
+            " (truncated file, or offsets out of bounds)",
+            file=name,
+            tensor=entries[-1][2] if entries else None,
         )
-        for b, e, tname, dtype, shape in entries
-    }
-    return SafetensorsHeader(
-        tensors=tensors, metadata=metadata, data_start=data_start, file_size=data_start + total
-    )
+    if total < available:
+        raise BadTensorOffsets(
+            f"{available - total} bytes after the last tensor (the header accounts for"
+            f" {total} of {available} data bytes)",
+            file=name,
+        )
 
 
 def _check_tensor_count(count: int, max_tensors: int, name: str) -> None:
@@ -278,7 +301,7 @@ def _check_tensor_count(count: int, max_tensors: int, name: str) -> None:
         )
 
 
-def _parse_entry(tname: str, entry: Any, file: str) -> tuple[int, int, str, str, tuple[int, ...]]:
+def _parse_entry(tname: str, entry: Any, file: str) -> _Entry:
     if not isinstance(entry, dict):
         raise MalformedSafetensorsHeader("entry is not a JSON object", file=file, tensor=tname)
     extra = set(entry) - {"dtype", "shape", "data_offsets"}

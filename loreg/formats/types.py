@@ -184,6 +184,18 @@ class AdapterDescription:
     option_findings: tuple[OptionFinding, ...] = ()
     target_parameters: tuple[str, ...] = ()
 
+    def saved_shape(self, tensor: str) -> tuple[int, ...] | None:
+        """The shape of base tensor ``tensor`` as modules_to_save replace it, if they do."""
+        return next(
+            (sm.shapes[tensor] for sm in self.saved_modules.values() if tensor in sm.shapes),
+            None,
+        )
+
+    @property
+    def saved_tensors(self) -> set[str]:
+        """The base tensors that modules_to_save replace."""
+        return {t for sm in self.saved_modules.values() for t in sm.shapes}
+
 
 @dataclass(frozen=True)
 class BaseManifest:

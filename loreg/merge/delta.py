@@ -14,8 +14,6 @@ feature (per embedding dimension for embeddings), as PEFT's ``merge`` does.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from loreg.errors import Incompatible
@@ -74,11 +72,6 @@ def implied_weight_shape(module: LoraModule) -> tuple[int, ...]:
     if module.kind == "conv":
         return (b[0], *a[1:])
     return (a[1], b[0]) if module.fan_in_fan_out else (b[0], a[1])
-
-
-def lora_scale(r: int, alpha: float, *, use_rslora: bool) -> float:
-    """PEFT's scaling: ``alpha / r``, or ``alpha / sqrt(r)`` with rslora."""
-    return alpha / math.sqrt(r) if use_rslora else alpha / r
 
 
 def delta_weight(

@@ -21,40 +21,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 
 from loreg.errors import InvalidInput
-
-Method = Literal["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
-METHODS: tuple[str, ...] = (
-    "linear",
-    "cat",
-    "svd",
-    "ties",
-    "dare_linear",
-    "dare_ties",
-    "magnitude_prune",
-)
-SUM_METHODS = frozenset({"linear", "cat", "svd"})
-DENSITY_METHODS = frozenset({"ties", "dare_linear", "dare_ties", "magnitude_prune"})
-SignMethod = Literal["total", "frequency"]
-
-
-def check_method(
-    method: str, *, density: float | None, majority_sign_method: str = "total"
-) -> None:
-    """Reject unknown methods and missing or out-of-range parameters early, before any I/O."""
-    if method not in METHODS:
-        raise InvalidInput(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if method in DENSITY_METHODS:
-        if density is None:
-            raise InvalidInput(f"method {method!r} needs a density in (0, 1]")
-        if not 0.0 < density <= 1.0:
-            raise InvalidInput(f"density must be in (0, 1], got {density}")
-    if majority_sign_method not in ("total", "frequency"):
-        raise InvalidInput("majority_sign_method must be 'total' or 'frequency'")
+from loreg.merge.options import SUM_METHODS, MethodOptions
 
 
 def tensor_seed(seed: int, name: str) -> int:
@@ -106,26 +77,25 @@ def _weighted(stacked: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
 def combine_deltas(
     deltas: Sequence[torch.Tensor],
     weights: Sequence[float],
+    options: MethodOptions,
     *,
-    method: str = "linear",
-    density: float | None = None,
-    majority_sign_method: str = "total",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Combine same-shaped dense deltas into one with ``method`` (see the module docstring).
+    """Combine same-shaped dense deltas into one, as ``options.method`` says (see above).
 
     ``generator`` (a CPU generator) drives DARE's random masks; pass one seeded with
     :func:`tensor_seed` for reproducible merges.
     """
-    check_method(method, density=density, majority_sign_method=majority_sign_method)
     if len(deltas) != len(weights) or not deltas:
         raise InvalidInput("need one weight per delta and at least one delta")
+    method = options.method
     if method in SUM_METHODS:
         out = deltas[0] * weights[0]
         for delta, weight in zip(deltas[1:], weights[1:], strict=True):
             out = out + delta * weight
         return out
-    assert density is not None  # check_method
+    density = options.density
+    assert density is not None  # MethodOptions checks it
     if method in ("ties", "magnitude_prune"):
         pruned = [magnitude_prune_one(d, density) for d in deltas]
     else:
@@ -135,7 +105,7 @@ def combine_deltas(
     stacked = torch.stack(pruned, dim=0)
     if method in ("magnitude_prune", "dare_linear"):
         return _weighted(stacked, weights).sum(dim=0)
-    mask = majority_sign_mask(stacked, majority_sign_method)
+    mask = majority_sign_mask(stacked, options.majority_sign_method)
     return disjoint_merge(_weighted(stacked, weights), mask)
 
 

@@ -25,6 +25,7 @@ from loreg.formats.base import read_headers
 from loreg.formats.compat import adapter_findings
 from loreg.formats.peft import read_adapter
 from loreg.formats.types import AdapterDescription, SafetensorsHeader, TensorInfo
+from loreg.merge.options import OUTPUT_DTYPES
 from loreg.merge.writer import (
     INCOMPLETE,
     OutputFile,
@@ -49,8 +50,8 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
 }
 ST_DTYPES: dict[torch.dtype, str] = {v: k for k, v in TORCH_DTYPES.items()}
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
-OUTPUT_DTYPES: dict[str, str] = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
-CONFIG_DTYPE_NAMES: dict[str, str] = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}
+#: config.json's name of each output dtype (``torch_dtype`` / ``dtype``).
+CONFIG_DTYPE_NAMES: dict[str, str] = {st: name for name, st in OUTPUT_DTYPES.items()}
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
 COPY_CHUNK = 16 * 1024 * 1024

@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from loreg.errors import InvalidInput, LoregError
+from loreg.units import GB
 
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 INCOMPLETE = ".incomplete"
 _PARALLEL_HASH_BYTES = 1 << 20
 INDEX_NAME = "model.safetensors.index.json"
+#: Hugging Face's default shard size (``save_pretrained``'s ``max_shard_size="5GB"``).
+DEFAULT_SHARD_BYTES = 5 * GB
 
 # bytes per element of every safetensors dtype loreg writes or copies
 DTYPE_SIZES: dict[str, int] = {
@@ -268,7 +271,7 @@ class ShardedSafetensorsWriter:
         out_dir: Path,
         specs: Sequence[TensorSpec],
         *,
-        max_shard_bytes: int = 5 * 10**9,
+        max_shard_bytes: int = DEFAULT_SHARD_BYTES,
         metadata: dict[str, str] | None = None,
         prefix: str = "model",
         fsync: bool = False,

@@ -53,9 +53,11 @@ from loreg.db.models import (
 )
 from loreg.db.session import dialect_insert, is_postgres
 from loreg.errors import Conflict, Incompatible, InvalidInput, NotFound
-from loreg.formats.compat import CompatibilityReport, check_compatibility
-from loreg.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES, WEIGHTS_NAME, describe_adapter
-from loreg.formats.peft import parse_config as parse_adapter_config
+from loreg.formats.compat import check_compatibility
+from loreg.formats.peft import WEIGHTS_NAME, describe_adapter
+from loreg.formats.peft_config import CONFIG_NAME, MAX_CONFIG_BYTES
+from loreg.formats.peft_config import parse_config as parse_adapter_config
+from loreg.formats.report import CompatibilityReport
 from loreg.formats.safetensors import read_header
 from loreg.formats.types import AdapterDescription
 from loreg.services import audit, bases, blobs, events, quotas
@@ -436,9 +438,7 @@ def _read_adapter(
             )
     report = check_against_stated(described, base, stated)
     if not report.ok:
-        text = report.format()
-        if len(text) > 4000:
-            text = text[:4000] + "\n  ..."
+        text = report.format(max_chars=4000)
         raise Incompatible(
             f"adapter is incompatible with base model '{base.name}':\n{text}",
             details=report.to_dict(limit=REPORT_FINDINGS_MAX),

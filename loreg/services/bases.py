@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loreg.db.models import BaseModelFile, BaseModelRecord
+from loreg.digests import validate_digest
 from loreg.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from loreg.formats.base import model_type_of, tied_aliases
 from loreg.formats.base import structure_hash as compute_structure_hash
@@ -42,7 +43,6 @@ from loreg.services.pagination import (
 from loreg.services.permissions import Actor, is_site_admin, require_scope
 from loreg.services.refs import validate_base_name
 from loreg.services.text import storable
-from loreg.storage import validate_digest
 
 MAX_TENSORS = 500_000
 MAX_TENSOR_NAME = 1024

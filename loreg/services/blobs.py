@@ -43,6 +43,7 @@ from loreg.db.models import (
     Visibility,
 )
 from loreg.db.session import dialect_insert
+from loreg.digests import validate_digest
 from loreg.errors import InvalidInput, NotFound
 from loreg.services import audit
 from loreg.services.permissions import (
@@ -51,7 +52,7 @@ from loreg.services.permissions import (
     readable_namespace_ids,
     require_scope,
 )
-from loreg.storage import BlobStore, validate_digest
+from loreg.storage import BlobStore
 
 MAX_CHECK_DIGESTS = 10_000
 _CHUNK = 500

@@ -32,8 +32,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loreg.db.models import Adapter, AdapterVersion, Job, Tag, Visibility
+from loreg.digests import validate_digest
 from loreg.errors import Conflict, InvalidInput, LoregError, NotFound
-from loreg.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES
+from loreg.formats.peft_config import CONFIG_NAME, MAX_CONFIG_BYTES
 from loreg.services import adapters, bases, blobs, jobs
 from loreg.services.accounts import get_namespace
 from loreg.services.manifests import FileEntry, manifest_digest, validate_path
@@ -44,7 +45,7 @@ from loreg.services.permissions import (
     require_write_namespace,
 )
 from loreg.services.refs import DEFAULT_TAG, parse_adapter_name, validate_base_name
-from loreg.storage import BlobStore, validate_digest
+from loreg.storage import BlobStore
 
 MAIN = "main"
 MERGES_NAMESPACE = "_merges"

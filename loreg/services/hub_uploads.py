@@ -34,9 +34,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loreg.db.models import ApiToken, User
+from loreg.digests import validate_digest
 from loreg.errors import InvalidInput, Unauthenticated
 from loreg.services.permissions import Principal
-from loreg.storage import validate_digest
 
 #: How long an upload URL from a batch answer stays valid.
 UPLOAD_URL_SECONDS = 24 * 3600

@@ -7,7 +7,7 @@ schema error into one ``InvalidInput`` that names each bad field.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     AliasChoices,
@@ -20,14 +20,11 @@ from pydantic import (
 
 from loreg.db.models import JobType
 from loreg.errors import InvalidInput
+from loreg.merge.options import Method, OutputDType, SignMethod
 
 MAX_ADAPTERS = 32
 MIN_SHARD_BYTES = 4096
-DTYPES = ("float16", "bfloat16", "float32")
-METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 
-DType = Literal["float16", "bfloat16", "float32"]
-Method = Literal["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
 
 
 class JobParams(BaseModel):
@@ -44,7 +41,7 @@ class _CombineKnobs(JobParams):
 
     method: Method = "linear"
     density: float | None = Field(default=None, gt=0.0, le=1.0)
-    majority_sign_method: Literal["total", "frequency"] = "total"
+    majority_sign_method: SignMethod = "total"
     svd_rank: int | None = Field(default=None, ge=1, le=65536)
     svd_clamp: float | None = Field(default=None, gt=0.0, le=1.0)
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
@@ -60,7 +57,7 @@ def _adapters_field(value: Any) -> Any:
 class MergeParams(_CombineKnobs):
     base: str | None = Field(default=None, max_length=400)
     adapters: list[AdapterInput] = Field(min_length=1, max_length=MAX_ADAPTERS)
-    dtype: DType | None = None
+    dtype: OutputDType | None = None
     max_shard_bytes: int | None = Field(default=None, ge=MIN_SHARD_BYTES)
 
     _norm = field_validator("adapters", mode="before")(_adapters_field)
@@ -77,7 +74,7 @@ class CombineParams(_CombineKnobs):
 
 class ExportParams(JobParams):
     adapter: str = Field(max_length=400)
-    dtype: DType | None = None
+    dtype: OutputDType | None = None
 
 
 class ValidateParams(JobParams):

@@ -38,6 +38,7 @@ from loreg.db.models import (
 )
 from loreg.db.session import is_postgres
 from loreg.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from loreg.merge.options import OPTION_NAMES
 from loreg.services import adapters, audit
 from loreg.services.job_params import (
     CombineParams,
@@ -211,8 +212,7 @@ def _prepare(
     stored["inputs"] = [
         _input_record(v, a.ref, a.weight) for v, a in zip(versions, params.adapters, strict=True)
     ]
-    knobs = {k: stored[k] for k in ("method", "density", "majority_sign_method", "svd_rank",
-                                     "svd_clamp", "seed")}
+    knobs = {k: stored[k] for k in OPTION_NAMES}
     identity = {
         "inputs": [[v.digest, a.weight] for v, a in zip(versions, params.adapters, strict=True)],
         **knobs,

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from loreg.digests import validate_digest
 from loreg.errors import InvalidInput
 from loreg.services.blobs import held_blobs
 from loreg.services.permissions import Actor
-from loreg.storage import validate_digest
 
 MAX_FILES = 1000
 MAX_PATH_LEN = 512

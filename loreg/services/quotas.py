@@ -13,22 +13,13 @@ from sqlalchemy.orm import Session
 
 from loreg.db.models import Adapter, AdapterVersion, Namespace
 from loreg.errors import InvalidInput, TooLarge
+from loreg.units import format_bytes
 
 
 class QuotaExceeded(TooLarge):
     """A push would take the namespace over its storage quota (HTTP 413)."""
 
     code = "quota_exceeded"
-
-
-def format_bytes(n: int) -> str:
-    """``512 B``, ``1.5 KiB``, ... (binary units), as quota errors and the web UI show sizes."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def usage(session: Session, namespace: Namespace) -> int:

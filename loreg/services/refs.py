@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from loreg.digests import validate_digest
 from loreg.errors import InvalidInput
 
 MAX_NAME_LEN = 96
@@ -19,7 +20,6 @@ DEFAULT_TAG = "latest"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # Hugging Face repo-id form: letters, digits, -_. ; at most one "/"; case kept.
 _BASE_PART_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _TAG_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 RefKind = Literal["tag", "number", "digest"]
@@ -50,16 +50,6 @@ def validate_name(value: str, *, what: str = "name") -> str:
 def validate_tag(value: str) -> str:
     """Tags share the name grammar (``latest``, ``prod``, ``v1.2``)."""
     return validate_name(value, what="tag")
-
-
-def validate_digest(value: str) -> str:
-    """``sha256:`` followed by 64 lower-case hex digits."""
-    if not isinstance(value, str) or not _DIGEST_RE.fullmatch(value):
-        raise InvalidInput(
-            f"invalid digest {str(value)[:100]!r}: expected sha256:<64 lower-case hex>",
-            details={"field": "digest"},
-        )
-    return value
 
 
 def validate_base_name(value: str) -> str:

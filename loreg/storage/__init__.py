@@ -12,16 +12,11 @@ from loreg.storage.base import (
     BlobStore,
     BlobTooLarge,
     DigestMismatch,
-    InvalidDigest,
     InvalidRange,
     LeftoverUpload,
     Readable,
     StorageUnavailable,
     blob_key,
-    digest_hex,
-    is_valid_digest,
-    sha256_digest,
-    validate_digest,
 )
 
 if TYPE_CHECKING:
@@ -32,18 +27,13 @@ __all__ = [
     "BlobStore",
     "BlobTooLarge",
     "DigestMismatch",
-    "InvalidDigest",
     "InvalidRange",
     "LeftoverUpload",
     "Readable",
     "StorageUnavailable",
     "blob_key",
-    "digest_hex",
-    "is_valid_digest",
     "open_store",
     "open_store_url",
-    "sha256_digest",
-    "validate_digest",
 ]
 
 

@@ -1,12 +1,12 @@
 """The ``BlobStore`` protocol, its errors, and helpers both implementations share.
 
-Blobs are content-addressed: a digest is ``sha256:<64 lowercase hex>`` and its key is
-``<prefix>/sha256/<first two hex>/<hex>``. A digest is validated against that exact pattern
-before any I/O, so nothing a client sends can turn into a path (``../x``) or a foreign key.
+Blobs are content-addressed: a digest is ``sha256:<64 lower-case hex>`` (``loreg.digests``)
+and its key is ``<prefix>/sha256/<first two hex>/<hex>``. A digest is validated before any
+I/O, so nothing a client sends can turn into a path (``../x``) or a foreign key.
 
 Both implementations raise the same errors for the same situations:
 
-- ``InvalidDigest`` (400): not ``sha256:<64 lowercase hex>``.
+- ``loreg.errors.InvalidDigest`` (400): not ``sha256:<64 lower-case hex>``.
 - ``DigestMismatch`` (400): the bytes that arrived do not hash to the digest.
 - ``BlobTooLarge`` (413): more than ``max_size`` bytes arrived.
 - ``InvalidRange`` (400): a read range that is negative, reversed or starts past the end.
@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import io
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,12 +30,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
+from loreg.digests import digest_hex, is_valid_digest, validate_digest
 from loreg.errors import InvalidInput, NotFound, TooLarge, Unavailable
 
 #: How much ``put``/``download`` ask of a stream at a time.
 CHUNK_SIZE = 1024 * 1024
-
-DIGEST_PATTERN = re.compile(r"\Asha256:([0-9a-f]{64})\Z")
 
 
 class Readable(Protocol):
@@ -49,12 +47,6 @@ class BlobNotFound(NotFound):
     """No blob with that digest in the store."""
 
     code = "blob_not_found"
-
-
-class InvalidDigest(InvalidInput):
-    """The digest is not ``sha256:<64 lowercase hex>``."""
-
-    code = "invalid_digest"
 
 
 class DigestMismatch(InvalidInput):
@@ -81,34 +73,6 @@ class StorageUnavailable(Unavailable):
     code = "storage_unavailable"
 
 
-def digest_hex(digest: object) -> str:
-    """The 64 hex characters of a valid digest; ``InvalidDigest`` for anything else."""
-    if not isinstance(digest, str):
-        raise InvalidDigest("digest must be a string", details={"digest": repr(digest)})
-    match = DIGEST_PATTERN.match(digest)
-    if match is None:
-        raise InvalidDigest(
-            "digest must be 'sha256:' followed by 64 lowercase hex characters",
-            details={"digest": digest[:200]},
-        )
-    return match.group(1)
-
-
-def validate_digest(digest: object) -> str:
-    """Return ``digest`` unchanged if valid, else raise ``InvalidDigest``."""
-    digest_hex(digest)
-    assert isinstance(digest, str)
-    return digest
-
-
-def is_valid_digest(digest: object) -> bool:
-    try:
-        digest_hex(digest)
-    except InvalidDigest:
-        return False
-    return True
-
-
 def blob_key(digest: str, prefix: str = "") -> str:
     """The content-addressed key ``<prefix>/sha256/ab/<hex>`` (no leading slash)."""
     hex_ = digest_hex(digest)
@@ -131,11 +95,6 @@ def digest_from_key(key: str, prefix: str = "") -> str | None:
     if not is_valid_digest(digest) or parts[1] != parts[2][:2]:
         return None
     return digest
-
-
-def sha256_digest(data: bytes) -> str:
-    """``sha256:<hex>`` of some bytes (tests, small manifests)."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def check_range(start: int, end: int | None) -> None:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from loreg.digests import validate_digest
 from loreg.storage.base import (
     BlobNotFound,
     BlobStoreBase,
@@ -39,7 +40,6 @@ from loreg.storage.base import (
     drain_and_verify,
     fsync_dir,
     iter_chunks,
-    validate_digest,
 )
 
 try:

@@ -36,11 +36,11 @@ from loreg.storage.base import (
     digest_from_key,
     drain_and_verify,
 )
+from loreg.units import MiB
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-MiB = 1024 * 1024
 #: S3 refuses parts smaller than this (except the last).
 MIN_PART_SIZE = 5 * MiB
 DEFAULT_PART_SIZE = 8 * MiB

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from loreg.digests import digest_hex
 from loreg.errors import InvalidInput
 from loreg.storage import BlobStore
 
@@ -44,11 +45,6 @@ def _safe_relpath(path: str) -> Path:
     return Path(*rel.parts)
 
 
-def _key(fingerprint: str) -> str:
-    hex_ = fingerprint.removeprefix("sha256:")
-    if len(hex_) != 64 or any(c not in "0123456789abcdef" for c in hex_):
-        raise InvalidInput(f"invalid fingerprint {fingerprint[:80]!r}")
-    return hex_
 
 
 class BaseCache:
@@ -74,7 +70,7 @@ class BaseCache:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def entry(self, fingerprint: str) -> Path:
-        return self.root / _key(fingerprint)
+        return self.root / digest_hex(fingerprint)
 
     def has(self, fingerprint: str) -> bool:
         return (self.entry(fingerprint) / _COMPLETE).is_file()
@@ -84,7 +80,7 @@ class BaseCache:
         self, fingerprint: str, files: Sequence[CachedFile], store: BlobStore
     ) -> Iterator[Path]:
         """The base's folder, downloaded on a miss; held (not evictable) inside the block."""
-        key = _key(fingerprint)
+        key = digest_hex(fingerprint)
         entry = self.root / key
         for _ in range(5):
             with self._lock(key, fcntl.LOCK_EX):
@@ -120,7 +116,7 @@ class BaseCache:
 
     def invalidate(self, fingerprint: str) -> None:
         """Drop an entry (its bytes did not match the fingerprint: do not trust them again)."""
-        key = _key(fingerprint)
+        key = digest_hex(fingerprint)
         with self._lock(key, fcntl.LOCK_EX):
             shutil.rmtree(self.root / key, ignore_errors=True)
 

@@ -34,7 +34,8 @@ from loreg.db import (
     make_sessionmaker,
 )
 from loreg.db.migrate import upgrade
-from loreg.storage import BlobStore, blob_key, open_store_url, sha256_digest
+from loreg.digests import sha256_digest
+from loreg.storage import BlobStore, blob_key, open_store_url
 from tests.factories.db import make_adapter, make_namespace, make_version
 from tests.fixtures.s3 import S3Endpoint
 

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from loreg.background.housekeeping import Housekeeping
 from loreg.db import AuditEvent, Blob, WorkerHeartbeat
+from loreg.digests import sha256_digest
 from loreg.services import events, webhooks
 from loreg.services.permissions import Principal
-from loreg.storage import BlobStore, open_store_url, sha256_digest
+from loreg.storage import BlobStore, open_store_url
 from tests.factories.db import make_namespace, make_user
 from tests.fixtures.webhooks import LOOPBACK, Receiver
 

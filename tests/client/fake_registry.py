@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from loreg.storage import sha256_digest
+from loreg.digests import sha256_digest
 
 
 @dataclass

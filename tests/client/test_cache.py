@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from loreg.client.cache import BlobCache, HashIndex, hash_file, hash_stream_file
-from loreg.storage import sha256_digest
+from loreg.digests import sha256_digest
 
 
 def test_hash_stream_file_matches_hashlib(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loreg.client import Client, Conflict, ConnectionFailed, IntegrityError, NotFound
-from loreg.storage import sha256_digest
+from loreg.digests import sha256_digest
 from tests.client.fake_registry import FakeRegistry
 
 

@@ -24,7 +24,7 @@ from loreg.db import (
     VersionTargetModule,
     Visibility,
 )
-from loreg.storage import sha256_digest
+from loreg.digests import sha256_digest
 
 _counter = itertools.count(1)
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from loreg.errors import InvalidDigest
 from loreg.formats.base import (
     BaseFormatError,
     FingerprintBuilder,
@@ -126,7 +127,7 @@ def test_builder_is_order_independent() -> None:
     assert one.digest() == hashlib.sha256(expected.encode()).digest()
     with pytest.raises(ValueError, match="twice"):
         one.add("a", "F32", (1,), "00" * 32)
-    with pytest.raises(ValueError, match="sha256"):
+    with pytest.raises(InvalidDigest, match="sha256"):
         one.add("z", "F32", (1,), "xyz")
     assert structure_hash({"x": ("F32", (1, 2))}) != structure_hash({"x": ("F32", (2, 1))})
 

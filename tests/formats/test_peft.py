@@ -12,13 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from loreg.formats.base import read_manifest
 from loreg.formats.compat import bind
-from loreg.formats.peft import (
-    AdapterFormatError,
-    describe_adapter,
-    get_pattern_key,
-    read_adapter,
-    resolve_rank_alpha,
-)
+from loreg.formats.peft import describe_adapter, read_adapter
+from loreg.formats.peft_config import AdapterFormatError
 from loreg.formats.safetensors import read_header
 from tests.factories import (
     TinyAdapter,
@@ -178,14 +173,6 @@ def test_patterns_resolved_like_peft(adapters: dict[str, TinyAdapter]) -> None:
     assert m["model.layers.1.mlp.down_proj"].r == 6
     assert m["model.layers.0.mlp.down_proj"].r == 4
     assert m["model.layers.0.self_attn.v_proj"].alpha == 3
-    # First matching key in config order wins, as in peft.utils.other.get_pattern_key.
-    assert (
-        get_pattern_key(["q_proj", "layers.0.self_attn.q_proj"], "model.layers.0.self_attn.q_proj")
-        == "q_proj"
-    )
-    assert get_pattern_key(["proj"], "model.layers.0.self_attn.q_proj") is None
-    cfg = {"r": 8, "lora_alpha": 16, "rank_pattern": {"[bad": 3}, "alpha_pattern": {}}
-    assert resolve_rank_alpha(cfg, "a.q") == (8, 16.0)
 
 
 def test_gpt2_conv1d_is_fan_in_fan_out(adapters: dict[str, TinyAdapter]) -> None:

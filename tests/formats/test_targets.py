@@ -20,7 +20,7 @@ from loreg.formats.base import read_manifest
 from loreg.formats.compat import bind, check_compatibility
 from loreg.formats.peft import read_adapter
 from loreg.formats.targets import rule_set_for, stored_parameters
-from loreg.merge import merge_checkpoint
+from loreg.merge.stream import merge_checkpoint
 from tests.factories import (
     MOE_FAMILIES,
     MOE_TARGET_PARAMETERS,

@@ -13,6 +13,7 @@ from loreg.errors import Incompatible
 from loreg.formats.peft import read_adapter
 from loreg.merge.combine import combine_adapters
 from loreg.merge.methods import tensor_seed
+from loreg.merge.options import Method, MethodOptions
 from tests.factories.adapter_kinds import build_kind
 from tests.factories.merge_inputs import load_peft, peft_deltas
 from tests.factories.tiny_models import (
@@ -59,10 +60,13 @@ def _combined_deltas(base: TinyModel, out: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 @pytest.mark.parametrize("method", ["cat", "linear"])
-def test_cat_and_linear_are_exact_weighted_sums(tmp_path: Path, kind: str, method: str) -> None:
+def test_cat_and_linear_are_exact_weighted_sums(tmp_path: Path, kind: str, method: Method) -> None:
     base, adapters = _pair(tmp_path, kind)
     result = combine_adapters(
-        list(zip(adapters, WEIGHTS, strict=True)), tmp_path / "out", method=method, device="cpu"
+        list(zip(adapters, WEIGHTS, strict=True)),
+        tmp_path / "out",
+        options=MethodOptions(method=method),
+        device="cpu",
     )
     assert result.exact
     ref = _reference(base, adapters)
@@ -78,16 +82,13 @@ def test_cat_and_linear_are_exact_weighted_sums(tmp_path: Path, kind: str, metho
 
 
 @pytest.mark.parametrize("method", ["svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"])
-def test_other_methods_are_best_rank_k_of_merge_utils(tmp_path: Path, method: str) -> None:
+def test_other_methods_are_best_rank_k_of_merge_utils(tmp_path: Path, method: Method) -> None:
     base, adapters = _pair(tmp_path)
     density = None if method == "svd" else 0.6
     combine_adapters(
         list(zip(adapters, WEIGHTS, strict=True)),
         tmp_path / "out",
-        method=method,
-        density=density,
-        svd_rank=3,
-        seed=11,
+        options=MethodOptions(method=method, density=density, svd_rank=3, seed=11),
         device="cpu",
     )
     ref = _reference(base, adapters)
@@ -115,15 +116,15 @@ def test_dora_is_refused_and_nothing_written(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("method", ["cat", "svd"])
-def test_adalora_combines_into_plain_lora(tmp_path: Path, method: str) -> None:
+def test_adalora_combines_into_plain_lora(tmp_path: Path, method: Method) -> None:
     """AdaLoRA's singular values and its alpha / init_r scale are folded into a plain LoRA
     adapter: its deltas are PEFT's AdaLoRA deltas, weighted; its config is LoRA's."""
     base = make_llama(tmp_path / "base")
     ada = make_adalora_adapter(base, tmp_path / "ada",
                                masks={"q_proj": [True, False, True, True, False, False]})
     want = {n: by["a0"] for n, by in peft_deltas(load_peft(base, [ada.path]), ["a0"]).items()}
-    combine_adapters([(ada.path, 0.5)], tmp_path / "out", method=method, device="cpu",
-                     svd_rank=6)
+    combine_adapters([(ada.path, 0.5)], tmp_path / "out", device="cpu",
+                     options=MethodOptions(method=method, svd_rank=6))
     config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and "init_r" not in config and "tinit" not in config
     desc = read_adapter(tmp_path / "out")

@@ -7,8 +7,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
+from loreg.formats.peft_config import lora_scale
 from loreg.formats.types import LoraKind, LoraModule
-from loreg.merge.delta import delta_weight, dora_merge, lora_scale
+from loreg.merge.delta import delta_weight, dora_merge
 
 
 class _Net(nn.Module):

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from loreg.errors import InvalidInput, Unavailable
 from loreg.merge.device import resolve_device
+from loreg.merge.options import Method, MethodOptions
 from loreg.merge.stream import merge_checkpoint
 from tests.factories.tiny_models import make_llama, make_lora_adapter
 
@@ -27,7 +28,7 @@ def test_resolve_device() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("method", ["linear", "ties", "dare_ties"])
-def test_cuda_matches_cpu(tmp_path: Path, method: str) -> None:
+def test_cuda_matches_cpu(tmp_path: Path, method: Method) -> None:
     base = make_llama(tmp_path / "base")
     a0 = make_lora_adapter(base, tmp_path / "a0", use_dora=method == "linear")
     a1 = make_lora_adapter(base, tmp_path / "a1", seed=1)
@@ -35,7 +36,11 @@ def test_cuda_matches_cpu(tmp_path: Path, method: str) -> None:
     density = None if method == "linear" else 0.5
     for dev in ("cpu", "cuda"):
         merge_checkpoint(
-            base.path, adapters, tmp_path / dev, method=method, density=density, device=dev
+            base.path,
+            adapters,
+            tmp_path / dev,
+            options=MethodOptions(method=method, density=density),
+            device=dev,
         )
     cpu = load_file(tmp_path / "cpu" / "model.safetensors")
     gpu = load_file(tmp_path / "cuda" / "model.safetensors")

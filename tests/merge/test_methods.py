@@ -8,6 +8,7 @@ from peft.utils import merge_utils
 
 from loreg.errors import InvalidInput
 from loreg.merge.methods import combine_deltas, tensor_seed, truncated_svd
+from loreg.merge.options import Method, MethodOptions, SignMethod
 
 
 def _deltas(n: int = 3, shape: tuple[int, ...] = (12, 10)) -> list[torch.Tensor]:
@@ -19,39 +20,47 @@ WEIGHTS = [0.7, -0.4, 1.3]
 
 
 @pytest.mark.parametrize("method", ["linear", "cat", "svd"])
-def test_sums(method: str) -> None:
+def test_sums(method: Method) -> None:
     d = _deltas()
-    out = combine_deltas(d, WEIGHTS, method=method)
+    out = combine_deltas(d, WEIGHTS, MethodOptions(method=method))
     torch.testing.assert_close(out, merge_utils.task_arithmetic(d, torch.tensor(WEIGHTS)))
 
 
 @pytest.mark.parametrize("sign", ["total", "frequency"])
-def test_ties_equals_peft(sign: str) -> None:
+def test_ties_equals_peft(sign: SignMethod) -> None:
     d = _deltas()
-    out = combine_deltas(d, WEIGHTS, method="ties", density=0.4, majority_sign_method=sign)
+    out = combine_deltas(
+        d, WEIGHTS, MethodOptions(method="ties", density=0.4, majority_sign_method=sign)
+    )
     ref = merge_utils.ties(d, torch.tensor(WEIGHTS), 0.4, majority_sign_method=sign)
     torch.testing.assert_close(out, ref)
 
 
 def test_magnitude_prune_equals_peft() -> None:
     d = _deltas()
-    out = combine_deltas(d, WEIGHTS, method="magnitude_prune", density=0.3)
+    out = combine_deltas(d, WEIGHTS, MethodOptions(method="magnitude_prune", density=0.3))
     torch.testing.assert_close(out, merge_utils.magnitude_prune(d, torch.tensor(WEIGHTS), 0.3))
 
 
 @pytest.mark.parametrize("method", ["dare_linear", "dare_ties"])
-def test_dare_equals_peft_with_same_seed(method: str) -> None:
+def test_dare_equals_peft_with_same_seed(method: Method) -> None:
     d = _deltas()
     seed = tensor_seed(7, "model.layers.0.q_proj.weight")
     out = combine_deltas(
-        d, WEIGHTS, method=method, density=0.5, generator=torch.Generator().manual_seed(seed)
+        d,
+        WEIGHTS,
+        MethodOptions(method=method, density=0.5),
+        generator=torch.Generator().manual_seed(seed),
     )
     torch.manual_seed(seed)
     fn = getattr(merge_utils, method)
     ref = fn(d, torch.tensor(WEIGHTS), 0.5)
     torch.testing.assert_close(out, ref)
     again = combine_deltas(
-        d, WEIGHTS, method=method, density=0.5, generator=torch.Generator().manual_seed(seed)
+        d,
+        WEIGHTS,
+        MethodOptions(method=method, density=0.5),
+        generator=torch.Generator().manual_seed(seed),
     )
     assert torch.equal(out, again)
 
@@ -59,13 +68,9 @@ def test_dare_equals_peft_with_same_seed(method: str) -> None:
 def test_bad_parameters() -> None:
     d = _deltas()
     with pytest.raises(InvalidInput):
-        combine_deltas(d, WEIGHTS, method="ties")  # no density
+        combine_deltas(d, WEIGHTS[:2], MethodOptions())
     with pytest.raises(InvalidInput):
-        combine_deltas(d, WEIGHTS, method="nope")
-    with pytest.raises(InvalidInput):
-        combine_deltas(d, WEIGHTS, method="ties", density=1.5)
-    with pytest.raises(InvalidInput):
-        combine_deltas(d, WEIGHTS[:2])
+        combine_deltas([], [], MethodOptions())
 
 
 def test_truncated_svd_is_best_rank_k() -> None:

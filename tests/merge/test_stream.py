@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from loreg.errors import Conflict, Incompatible
 from loreg.formats.base import fingerprint
 from loreg.merge.methods import tensor_seed
+from loreg.merge.options import Method, MethodOptions
 from loreg.merge.stream import FingerprintMismatch, merge_checkpoint
 from tests.factories.adapter_kinds import KINDS, build_kind
 from tests.factories.merge_inputs import (
@@ -223,16 +224,14 @@ WEIGHTS = [0.7, -0.4]
 @pytest.mark.parametrize(
     "method", ["linear", "cat", "ties", "dare_linear", "dare_ties", "magnitude_prune", "svd"]
 )
-def test_two_adapters_equal_merge_utils_on_peft_deltas(tmp_path: Path, method: str) -> None:
+def test_two_adapters_equal_merge_utils_on_peft_deltas(tmp_path: Path, method: Method) -> None:
     base, adapters = _two(tmp_path)
     density = 0.5 if method not in ("linear", "cat", "svd") else None
     merge_checkpoint(
         base.path,
         list(zip(adapters, WEIGHTS, strict=True)),
         tmp_path / "out",
-        method=method,
-        density=density,
-        seed=3,
+        options=MethodOptions(method=method, density=density, seed=3),
         device="cpu",
     )
     out = _merged(tmp_path / "out")
@@ -364,7 +363,7 @@ def test_two_expert_adapters_weighted(tmp_path: Path) -> None:
     assert any(".experts." in n and not torch.equal(out[n], original[n]) for n in out)
     with pytest.raises(Incompatible, match="method linear or cat only"):
         merge_checkpoint(base.path, list(zip(paths, weights, strict=True)), tmp_path / "ties",
-                         method="ties", density=0.5, device="cpu")
+                         options=MethodOptions(method="ties", density=0.5), device="cpu")
     assert not (tmp_path / "ties").exists()
 
 

@@ -12,15 +12,14 @@ from typing import Any
 
 import pytest
 
-from loreg.errors import InvalidInput, NotFound, TooLarge
+from loreg.digests import sha256_digest
+from loreg.errors import InvalidDigest, InvalidInput, NotFound, TooLarge
 from loreg.storage import (
     BlobNotFound,
     BlobStore,
     BlobTooLarge,
     DigestMismatch,
-    InvalidDigest,
     InvalidRange,
-    sha256_digest,
 )
 from tests.storage.conftest import Harness
 

@@ -3,6 +3,7 @@ adapters (with lineage rows), a validated set of versions, and helpers for cooki
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,3 +128,12 @@ def world_models(world: World) -> Models:
 @pytest.fixture
 def world(registry_server: RegistryServer, ui_models: Models, tmp_path: Path) -> World:
     return build_world(registry_server, ui_models, tmp_path / "variants")
+
+
+def page_html(r: httpx.Response, status: int = 200) -> str:
+    """The page's HTML, after checking its status and that it is a whole page."""
+    assert r.status_code == status, (r.status_code, r.text[:2000])
+    assert r.headers["content-type"].startswith("text/html")
+    assert len(re.findall(r"<h1[ >]", r.text)) == 1, "one h1 per page"
+    assert 'href="#main"' in r.text, "skip link"
+    return r.text

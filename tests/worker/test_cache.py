@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from loreg.storage import DigestMismatch, sha256_digest
+from loreg.digests import sha256_digest
+from loreg.storage import DigestMismatch
 from loreg.storage.local import LocalBlobStore
 from loreg.worker.cache import BaseCache, CachedFile
 

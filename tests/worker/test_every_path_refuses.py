@@ -20,7 +20,9 @@ from sqlalchemy import select
 
 from loreg.db import VersionFile
 from loreg.errors import Incompatible
-from loreg.merge import combine_adapters, export_adapter, merge_checkpoint
+from loreg.merge.combine import combine_adapters
+from loreg.merge.export import export_adapter
+from loreg.merge.stream import merge_checkpoint
 from loreg.worker.loop import Worker
 from tests.factories.tampered import UNKNOWN_OPTION, UNKNOWN_TENSOR, tamper
 from tests.worker.conftest import Models, Stack, sha256_file

@@ -21,10 +21,10 @@ from loreg.api.deps import OptionalUser, SessionDep, SettingsDep, StoreDep
 from loreg.api.hub.repos import base_url
 from loreg.api.hub.route import HubRoute
 from loreg.api.streaming import stream_to_sync
+from loreg.digests import validate_digest
 from loreg.errors import InvalidInput, NotFound, TooLarge
 from loreg.services import blobs, hub, hub_uploads
 from loreg.services.permissions import require_scope
-from loreg.storage import validate_digest
 
 router = APIRouter(route_class=HubRoute)
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from loreg.digests import PATTERN as DIGEST_PATTERN
+
 
 class FileOut(BaseModel):
     """One file of a version or base: relative path, blob digest, size."""
@@ -14,7 +16,7 @@ class FileOut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(min_length=1, max_length=512, examples=["adapter_model.safetensors"])
-    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    digest: str = Field(pattern=f"^{DIGEST_PATTERN}$")
     size: int = Field(ge=0)
 
 

@@ -14,12 +14,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from loreg.errors import Unavailable
-from loreg.merge import combine_adapters
+from loreg.merge.combine import combine_adapters
+from loreg.merge.options import OPTION_NAMES, MethodOptions
 from loreg.services import accounts, adapters, lineage
 from loreg.services.manifests import FileEntry
 from loreg.worker.context import JobContext, Outcome
-
-KNOBS = ("method", "density", "majority_sign_method", "svd_rank", "svd_clamp", "seed")
 
 
 def run(ctx: JobContext) -> Outcome:
@@ -33,8 +32,8 @@ def run(ctx: JobContext) -> Outcome:
     ctx.check_cancel()
     ctx.progress(0.3, f"combining with {p.get('method')}", force=True)
     out = ctx.workdir / "out"
-    knobs: dict[str, Any] = {k: p[k] for k in KNOBS if p.get(k) is not None}
-    combine_adapters(folders, out, device=ctx.device, **knobs)
+    knobs: dict[str, Any] = {k: p[k] for k in OPTION_NAMES if p.get(k) is not None}
+    combine_adapters(folders, out, device=ctx.device, options=MethodOptions(**knobs))
     ctx.check_cancel()
     target: dict[str, Any] = p["target"]
     submitted_by = ctx.submitted_by

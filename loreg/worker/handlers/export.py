@@ -8,7 +8,7 @@ copied as they are. The result loads with
 
 from __future__ import annotations
 
-from loreg.merge import export_adapter
+from loreg.merge.export import export_adapter
 from loreg.worker.context import JobContext, Outcome
 
 

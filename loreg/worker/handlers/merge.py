@@ -12,10 +12,10 @@ import time
 from typing import Any
 
 from loreg.errors import Incompatible
+from loreg.merge.options import MethodOptions
 from loreg.merge.stream import FingerprintMismatch, merge_checkpoint
+from loreg.merge.writer import DEFAULT_SHARD_BYTES
 from loreg.worker.context import JobContext, Outcome
-
-DEFAULT_SHARD_BYTES = 5 * 10**9
 
 
 class BaseFingerprintMismatch(Incompatible):
@@ -52,16 +52,11 @@ def run(ctx: JobContext) -> Outcome:
         try:
             result = merge_checkpoint(
                 base_dir, adapters, out,
-                method=p.get("method") or "linear",
-                density=p.get("density"),
-                majority_sign_method=p.get("majority_sign_method") or "total",
-                svd_rank=p.get("svd_rank"),
-                svd_clamp=p.get("svd_clamp"),
+                options=MethodOptions.from_params(p),
                 dtype=p.get("dtype"),
                 max_shard_bytes=int(p.get("max_shard_bytes") or DEFAULT_SHARD_BYTES),
                 device=ctx.device,
                 expected_fingerprint=base["fingerprint"],
-                seed=int(p.get("seed") or 0),
                 progress=progress,
                 should_cancel=should_cancel,
             )

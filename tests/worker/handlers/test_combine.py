@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from loreg.db import AdapterVersion, Lineage, VersionFile
 from loreg.merge.combine import combine_adapters
+from loreg.merge.options import MethodOptions
 from loreg.worker.loop import Worker
 from tests.factories import make_lora_adapter
 from tests.worker.conftest import Models, Stack
@@ -55,7 +56,7 @@ def test_ties_combine_creates_version_with_lineage(stack: Stack, models: Models,
     got = _ba(load_file(str(tmp_path / "got.safetensors")))
 
     combine_adapters([(models.adapter.path, 0.7), (second.path, 0.3)], tmp_path / "offline",
-                     method="ties", density=0.5, seed=7, device="cpu")
+                     options=MethodOptions(method="ties", density=0.5, seed=7), device="cpu")
     want = _ba(load_file(str(tmp_path / "offline" / "adapter_model.safetensors")))
     assert got.keys() == want.keys() and got
     for k in got:
