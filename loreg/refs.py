@@ -1,14 +1,20 @@
-"""Names and references (docs/design.md §3), parsed once at the edge.
+"""Names, references and version digests (docs/design.md §3): what client and server share.
 
 Every name that reaches a query or a storage key went through one of these functions, so a
 name can never be a path: anything outside the grammar is an ``InvalidInput`` (HTTP 400).
+The client checks references with the same functions before it sends them, and computes a
+version's digest (``manifest_digest``) exactly as the server does. Pure: the standard
+library and ``loreg.errors`` only, so the light client install can import it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from loreg.errors import InvalidInput
 
@@ -19,7 +25,8 @@ DEFAULT_TAG = "latest"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # Hugging Face repo-id form: letters, digits, -_. ; at most one "/"; case kept.
 _BASE_PART_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+#: A content digest: ``sha256:`` and 64 lower-case hex digits (group 1: the hex).
+DIGEST_PATTERN = re.compile(r"\Asha256:([0-9a-f]{64})\Z")
 _TAG_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 RefKind = Literal["tag", "number", "digest"]
@@ -54,7 +61,7 @@ def validate_tag(value: str) -> str:
 
 def validate_digest(value: str) -> str:
     """``sha256:`` followed by 64 lower-case hex digits."""
-    if not isinstance(value, str) or not _DIGEST_RE.fullmatch(value):
+    if not isinstance(value, str) or not DIGEST_PATTERN.match(value):
         raise InvalidInput(
             f"invalid digest {str(value)[:100]!r}: expected sha256:<64 lower-case hex>",
             details={"field": "digest"},
@@ -154,3 +161,23 @@ def parse_ref(ref: str) -> Ref:
         )
     adapter = parse_adapter_name(parts[0], parts[1])
     return Ref(adapter.namespace, adapter.name, kind, value)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a version, a base or a job's outputs: relative path, blob digest, size."""
+
+    path: str
+    digest: str
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "digest": self.digest, "size": self.size}
+
+
+def manifest_digest(files: Iterable[FileEntry]) -> str:
+    """``sha256:`` of the canonical manifest: compact JSON of ``[[path, digest, size], ...]``
+    sorted by path (UTF-8, no spaces). Never change it: stored digests depend on it."""
+    records = sorted([f.path, f.digest, f.size] for f in files)
+    raw = json.dumps(records, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return "sha256:" + hashlib.sha256(raw).hexdigest()

@@ -82,7 +82,7 @@ def manifest(folder: Path, name: str | None, with_files: bool, as_json: bool) ->
     from loreg.formats.base import fingerprint
 
     if name is not None:
-        from loreg.services.refs import validate_base_name
+        from loreg.refs import validate_base_name
 
         try:
             validate_base_name(name)

@@ -91,7 +91,7 @@ def _base_manifest(base_arg: str, expected_fingerprint: str | None) -> tuple[Bas
     if folder.exists():
         manifest = fingerprint(folder) if expected_fingerprint else read_manifest(folder)
         return manifest, str(folder.absolute())
-    from loreg.services.refs import validate_base_name
+    from loreg.refs import validate_base_name
 
     try:
         validate_base_name(base_arg)

@@ -59,7 +59,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 
 def split_ref(ref: str) -> tuple[str, str, str, str]:
     """``ns/name[:tag|@N|@sha256:..]`` -> (namespace, name, kind, value); checked locally."""
-    from loreg.services.refs import parse_ref
+    from loreg.refs import parse_ref
 
     try:
         parsed = parse_ref(ref)

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import tempfile
 import threading
 import time
@@ -25,14 +24,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from loreg.refs import DIGEST_PATTERN
+
 CHUNK = 4 * 1024 * 1024
-_DIGEST_RE = re.compile(r"\Asha256:([0-9a-f]{64})\Z")
 
 Progress = Callable[[int], object]
 
 
 def _hex(digest: str) -> str:
-    m = _DIGEST_RE.match(digest)
+    m = DIGEST_PATTERN.match(digest)
     if not m:
         raise ValueError(f"invalid digest {digest[:80]!r}: expected sha256:<64 lower-case hex>")
     return m.group(1)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from loreg.client.errors import NotCached
+from loreg.refs import manifest_digest
 
 REFS_FILE = "refs.json"
 VERSIONS_DIR = "versions"
@@ -92,11 +93,10 @@ class VersionIndex:
 
     def _load(self, digest: str) -> dict[str, Any] | None:
         from loreg.client.transfer import files_of
-        from loreg.services.manifests import FileEntry, manifest_digest
 
         try:
             doc = json.loads(self._doc_path(digest).read_text())
-            entries = [FileEntry(f.path, f.digest, f.size) for f in files_of(doc)]
+            entries = files_of(doc)
         except Exception:  # missing, unreadable or malformed: as good as not cached
             return None
         if not isinstance(doc, dict) or manifest_digest(entries) != digest:

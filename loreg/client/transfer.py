@@ -27,6 +27,7 @@ import httpx
 from loreg.client._http import Http
 from loreg.client.cache import CHUNK, BlobCache, HashIndex, hash_file
 from loreg.client.errors import ApiError, Conflict, IntegrityError, InvalidInput, ServerError
+from loreg.refs import FileEntry
 
 DEFAULT_WORKERS = 4
 UPLOAD_CHUNK = 1024 * 1024
@@ -59,18 +60,6 @@ def _bar(progress: ProgressFactory | None, desc: str, total: int) -> Iterator[Ba
         yield bar
     finally:
         bar.close()
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of a version's manifest."""
-
-    path: str
-    digest: str
-    size: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "digest": self.digest, "size": self.size}
 
 
 @dataclass

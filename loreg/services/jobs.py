@@ -57,6 +57,7 @@ from loreg.db.models import (
 )
 from loreg.db.session import is_postgres
 from loreg.errors import Conflict, InvalidInput, LoregError, NotFound, PermissionDenied
+from loreg.refs import validate_base_name, validate_name
 from loreg.services import adapters, audit, blobs, events
 from loreg.services.permissions import (
     Actor,
@@ -69,7 +70,6 @@ from loreg.services.permissions import (
     require_user,
     require_write_namespace,
 )
-from loreg.services.refs import validate_base_name, validate_name
 from loreg.services.text import storable
 
 #: Statuses that end a job.

@@ -9,7 +9,7 @@ import pytest
 
 from loreg.client.errors import NotCached
 from loreg.client.offline import VersionIndex, ref_forms
-from loreg.services.manifests import FileEntry, manifest_digest
+from loreg.refs import FileEntry, manifest_digest
 
 FILES = [
     {"path": "adapter_config.json", "digest": "sha256:" + "a" * 64, "size": 10},
