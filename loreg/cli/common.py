@@ -246,10 +246,13 @@ def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, TimeoutError):
         return EXIT_ERROR, _error_object("timeout", str(exc) or "timed out")
     if isinstance(exc, ModuleNotFoundError) and exc.name:
+        from loreg.cli.extras import install_command
+
         return EXIT_ERROR, _error_object(
             "missing_dependency",
-            f"this installation of loreg lacks the Python package {exc.name!r} it needs: "
-            f"reinstall loreg into {sys.prefix} (from a clone: `pip install -e .`)",
+            f"this installation of loreg ({sys.prefix}) lacks the Python package "
+            f"{exc.name!r}: reinstall loreg with the extras you use "
+            f"(`{install_command('server')}` installs them all)",
         )
     return EXIT_ERROR, _error_object(
         "internal_error", f"unexpected error ({type(exc).__name__}): {exc}"

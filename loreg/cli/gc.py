@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import click
 
+from loreg.cli import extras
 from loreg.cli.common import emit, human_bytes, json_option, settings
 
 
@@ -35,6 +36,7 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
     (a worker killed mid-job), upload temp files that crashed uploads left behind and
     abandoned S3 multipart uploads older than the grace period go too.
     """
+    extras.require("server", "gc")
     from loreg.db.session import create_engine_for, make_sessionmaker
     from loreg.services import gc as gc_service
     from loreg.storage import open_store

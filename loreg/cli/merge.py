@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from loreg.cli import extras
 from loreg.cli.common import DTYPES, METHODS, emit, info, json_mode, json_option, parse_weights
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -78,6 +79,7 @@ def merge(adapters: tuple[str, ...], base: str, output: Path | None, local: bool
         return
     if output is None:
         raise click.UsageError("merge --local needs -o DIR")
+    extras.require("merge", "merge --local")
     kwargs: dict[str, Any] = {
         "method": method, "density": density, "majority_sign_method": majority_sign_method,
         "svd_rank": svd_rank, "seed": seed, "dtype": dtype,
