@@ -102,14 +102,16 @@ def split_target(target: str) -> tuple[str, str, str | None]:
 
 
 class Client:
-    """A registry endpoint plus a local blob cache."""
+    """A registry endpoint plus a local blob cache (under ``home``, default
+    ``~/.local/share/loreg``, like ``LOREG_HOME``). Use it as a context manager, or
+    ``close()`` it."""
 
     def __init__(
         self,
         url: str = DEFAULT_URL,
         token: str | None = None,
         *,
-        home: Path | None = None,
+        home: str | Path | None = None,
         timeout: float = 60.0,
         retries: int = 4,
         backoff: float = 0.25,
@@ -122,8 +124,7 @@ class Client:
         self.offline = offline
         self.http = Http(self.url, token, timeout=timeout, retries=retries, backoff=backoff,
                          offline=offline)
-        if home is None:
-            home = Path.home() / ".local" / "share" / "loreg"
+        home = Path(home) if home is not None else Path.home() / ".local" / "share" / "loreg"
         self.home = home
         self.origin = origin or Origin(
             home, url_from=FROM_ARGUMENT, token_from=FROM_ARGUMENT if token else None
