@@ -40,13 +40,14 @@ RUN set -eux; \
         2>/dev/null || true; \
     mkdir -p /var/lib/loreg && chown loreg:loreg /var/lib/loreg
 
-# torch first, from the chosen index, so installing loreg does not pull another build.
+# torch first, from the chosen index, so installing loreg[server] does not pull another build.
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch${TORCH_VERSION:+==${TORCH_VERSION}}"
 
 WORKDIR /opt/loreg/src
 COPY pyproject.toml README.md ./
 COPY loreg ./loreg
-RUN pip install . && rm -rf /opt/loreg/src/build
+# The server profile: API, worker, database, blob store and the merge engine.
+RUN pip install ".[server]" && rm -rf /opt/loreg/src/build
 
 USER loreg
 WORKDIR /var/lib/loreg

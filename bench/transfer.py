@@ -242,7 +242,7 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
           f"{pulled_cached.downloaded_bytes} bytes downloaded")  # type: ignore[attr-defined]
     print(f"re-push (client API): {t_repush:.3f} s, "
           f"{repushed.uploaded_bytes} bytes uploaded, "  # type: ignore[attr-defined]
-          f"same version: {repushed.version['number'] == pushed.version['number']}")  # type: ignore[attr-defined]
+          f"same version: {repushed.version.number == pushed.version.number}")  # type: ignore[attr-defined]
     print(f"re-push (loreg CLI, process start included): {t_cli_repush:.3f} s, "
           f"{cli_doc['uploaded_bytes']} bytes uploaded, "
           f"version {cli_doc['version']['number']}; bare `loreg --version`: "

@@ -248,7 +248,7 @@ class Pusher(threading.Thread):
                     continue
                 finally:
                     self.in_push.clear()
-                self.reported.append((str(out.version["ref"]), adapter.path))
+                self.reported.append((out.version.ref, adapter.path))
                 break
             i += 1
             # each push queues a validation job: a pace the two workers keep up with, so
@@ -277,9 +277,9 @@ class Chaos:
         ref = merge_checkpoint(self.base.path, [(self.adapter.path, w)],
                                self.tmp / f"ref-{w}", device="cpu",
                                max_shard_bytes=SHARD_BYTES)
-        self.expected[job["id"]] = {
+        self.expected[job.id] = {
             f.path: "sha256:" + f.sha256.removeprefix("sha256:") for f in ref.files}
-        return str(job["id"])
+        return job.id
 
     def running_merge(self, min_progress: float) -> Job | None:
         for job in self.topo.jobs():

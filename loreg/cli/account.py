@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from loreg.cli.common import client, emit, info, json_option, settings, table
+from loreg.cli.common import client, emit, info, json_option, settings, table, when
 from loreg.cli.hints import CONFLICT, FORBIDDEN, NOT_FOUND, hinted
 from loreg.client.errors import PermissionDenied
 
@@ -35,17 +33,10 @@ def login(url_arg: str | None, url: str | None, token: str | None, as_json: bool
     with Client(url, token, home=s.home) as c:
         me = c.login()
     emit(
-        {"url": url, "user": me, "credentials": str(credentials_path(s.home).absolute())},
-        f"logged in to {url} as {_user_name(me)}",
+        {"url": url, "user": me.to_dict(),
+         "credentials": str(credentials_path(s.home).absolute())},
+        f"logged in to {url} as {me.user}",
     )
-
-
-def _user_name(me: dict[str, Any]) -> str:
-    inner = me.get("user")
-    if isinstance(inner, str):
-        return inner
-    user = inner if isinstance(inner, dict) else me
-    return str(user.get("name") or user.get("username") or "?")
 
 
 @click.command()
@@ -54,9 +45,8 @@ def whoami(as_json: bool) -> None:
     """Show who the stored (or LOREG_TOKEN) credentials belong to."""
     c = client()
     me = c.whoami()
-    scope = me.get("scope") or (me.get("token") or {}).get("scope")
-    extra = f" (token scope: {scope})" if scope else ""
-    emit(me, f"{_user_name(me)} at {c.url}{extra}")
+    extra = f" (token scope: {me.scope})" if me.scope else ""
+    emit(me, f"{me.user} at {c.url}{extra}")
 
 
 @click.group()
@@ -74,12 +64,9 @@ def token() -> None:
 def token_create(name: str, scope: str, expires_in: int | None, as_json: bool) -> None:
     """Create a token; its value is printed once and never again."""
     out = client().create_token(name, scope=scope, expires_in_days=expires_in)
-    value = out.get("token") or out.get("value")
-    if isinstance(value, dict):
-        value = value.get("value") or value.get("token")
 
     def human() -> None:
-        click.echo(str(value))
+        click.echo(out.token)
         info("store it now: it is not shown again")
 
     emit(out, human)
@@ -91,8 +78,8 @@ def token_ls(as_json: bool) -> None:
     """List your tokens."""
     items = client().list_tokens()
     emit(items, lambda: table(
-        [[t.get("id"), t.get("name"), t.get("scope"), t.get("created_at"), t.get("expires_at"),
-          t.get("last_used_at")] for t in items],
+        [[t.id, t.name, t.scope, when(t.created_at), when(t.expires_at), when(t.last_used_at)]
+         for t in items],
         ["ID", "NAME", "SCOPE", "CREATED", "EXPIRES", "LAST USED"]))
 
 
@@ -101,8 +88,8 @@ def token_ls(as_json: bool) -> None:
 @json_option
 def token_revoke(token_id: str, as_json: bool) -> None:
     """Revoke a token by id."""
-    out = client().revoke_token(token_id)
-    emit(out if out is not None else {"revoked": token_id}, f"revoked token {token_id}")
+    client().revoke_token(token_id)
+    emit({"revoked": token_id}, f"revoked token {token_id}")
 
 
 @click.group()
@@ -119,17 +106,15 @@ def user_create(name: str, admin: bool, email: str | None, as_json: bool) -> Non
     """Create a user (and its namespace); prints the user's first token, once."""
     c = client()
     out = c.create_user(name, admin=admin, email=email)
-    token = out.get("token") if isinstance(out.get("token"), dict) else None
-    value = token.get("token") if token else None
+    token = out.token
 
     def human() -> None:
         info(f"created user {name}" + (" (admin)" if admin else ""))
-        if not value:
+        if token is None:
             return
-        click.echo(str(value))
-        scope = token.get("scope") if token else None
-        info(f"that is {name}'s token (scope {scope}): store it now, it is not shown again; "
-             f"{name} logs in with `loreg login {c.url} --token TOKEN`")
+        click.echo(token.token)
+        info(f"that is {name}'s token (scope {token.scope}): store it now, it is not shown "
+             f"again; {name} logs in with `loreg login {c.url} --token TOKEN`")
 
     emit(out, human)
 
@@ -167,9 +152,8 @@ def user_ls(as_json: bool) -> None:
     with hinted({FORBIDDEN: "listing users needs a site administrator's admin-scoped token"}):
         items = client().list_users()
     emit(items, lambda: table(
-        [[u["name"], "yes" if u.get("is_admin") else "", u.get("email") or "",
-          "yes" if u.get("disabled") else "", str(u.get("created_at") or "")[:10]]
-         for u in items],
+        [[u.name, "yes" if u.is_admin else "", u.email or "", "yes" if u.disabled else "",
+          when(u.created_at)[:10]] for u in items],
         ["NAME", "ADMIN", "EMAIL", "DISABLED", "CREATED"]))
 
 
@@ -180,7 +164,7 @@ def org_ls(mine: bool, as_json: bool) -> None:
     """List organisations, with your role in each."""
     items = client().list_orgs(mine=mine)
     emit(items, lambda: table(
-        [[o["name"], o.get("role") or "-", o.get("description") or ""] for o in items],
+        [[o.name, o.role or "-", o.description] for o in items],
         ["ORG", "YOUR ROLE", "DESCRIPTION"]))
 
 
@@ -191,12 +175,12 @@ def org_members(org_name: str, as_json: bool) -> None:
     """List ORG's members and their roles (members and site administrators)."""
     with hinted({NOT_FOUND: "list organisations with 'loreg org ls'"}):
         out = client().get_org(org_name)
-    members = out.get("members")
+    members = out.members
     if members is None:
         raise PermissionDenied(
             f"only members of '{org_name}' and site administrators see its members: "
             f"ask an admin of '{org_name}' to add you", code="permission_denied")
-    emit(members, lambda: table([[m["user"], m["role"]] for m in members], ["USER", "ROLE"]))
+    emit(members, lambda: table([[m.user, m.role] for m in members], ["USER", "ROLE"]))
 
 
 @org.command("remove-member")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,10 +16,14 @@ from loreg.cli.common import (
     json_option,
     progress_factory,
     table,
+    when,
 )
 from loreg.cli.hints import FORBIDDEN, NOT_FOUND, hinted
 from loreg.cli.versions import adapter_name
 from loreg.units import format_bytes
+
+if TYPE_CHECKING:
+    from loreg.client.models import Compatibility, Version
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -30,13 +34,6 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--label")
         out[key] = value
     return out
-
-
-def version_ref(v: dict[str, Any]) -> str:
-    ns = v.get("namespace") or (v.get("adapter") or {}).get("namespace")
-    name = v.get("name") or (v.get("adapter") or {}).get("name")
-    number = v.get("number") or v.get("version")
-    return f"{ns}/{name}@{number}"
 
 
 @click.command()
@@ -62,14 +59,13 @@ def push(folder: Path, target: str, base: str | None, labels: tuple[str, ...],
     v = result.version
 
     def human() -> None:
-        click.echo(f"pushed {version_ref(v)}  {v.get('digest', '')}")
-        compat = v.get("compatibility")
-        if isinstance(compat, dict) and compat.get("match"):
-            click.echo(f"base {v.get('base')}, match: {base_match_text(compat)}")
+        click.echo(f"pushed {v.ref}  {v.digest}")
+        if v.compatibility is not None and v.compatibility.match:
+            click.echo(f"base {v.base}, match: {base_match_text(v.compatibility)}")
         info(f"uploaded {result.uploaded_files} file(s), {format_bytes(result.uploaded_bytes)} "
              f"of {format_bytes(result.total_bytes)}")
 
-    emit(result.to_dict(), human)
+    emit(result, human)
 
 
 @click.command()
@@ -87,7 +83,7 @@ def pull(ref: str, output: Path | None, force: bool, as_json: bool) -> None:
         info(f"{len(result.files)} file(s): {format_bytes(result.downloaded_bytes)} downloaded, "
              f"{format_bytes(result.cached_bytes)} from the cache")
 
-    emit(result.to_dict(), human)
+    emit(result, human)
 
 
 @click.command("ls")
@@ -112,16 +108,14 @@ def ls(namespace: str | None, base: str | None, target: str | None, label: tuple
     def human() -> None:
         rows = []
         for a in items:
-            latest = a.get("latest") or a.get("latest_version") or {}
-            if not isinstance(latest, dict):
-                latest = {"number": latest}
+            latest = a.latest
             rows.append([
-                f"{a.get('namespace')}/{a.get('name')}",
-                latest.get("number", a.get("versions_count", "")),
-                a.get("base") or latest.get("base") or "",
-                latest.get("r", a.get("r", "")),
-                "public" if a.get("public") else "private",
-                a.get("updated_at") or a.get("created_at") or "",
+                a.full_name,
+                latest.number if latest else a.versions_count,
+                a.base or (latest.base if latest else None) or "",
+                latest.r if latest else "",
+                "public" if a.public else "private",
+                when(a.updated_at or a.created_at),
             ])
         table(rows, ["ADAPTER", "LATEST", "BASE", "RANK", "VISIBILITY", "UPDATED"])
 
@@ -137,67 +131,60 @@ def show(ref: str, as_json: bool) -> None:
     emit(v, lambda: show_version(v))
 
 
-def show_version(v: dict[str, Any]) -> None:
+def show_version(v: Version) -> None:
     """What a version is, as text: what PEFT needs to load it, then where it came from."""
-    base: dict[str, Any] = v["base_model"] if isinstance(v.get("base_model"), dict) else {}
-    base_name = v.get("base") or base.get("name")
-    fingerprint = base.get("fingerprint")
-    compat: dict[str, Any] = (v["compatibility"] if isinstance(v.get("compatibility"), dict)
-                              else {})
-    config: dict[str, Any] = (v["adapter_config"] if isinstance(v.get("adapter_config"), dict)
-                              else {})
-    peft_type = v.get("peft_type")
-    if peft_type and v.get("task_type"):
-        peft_type = f"{peft_type} (task {v['task_type']})"
+    base_name = v.base or (v.base_model.name if v.base_model else None)
+    fingerprint = v.base_model.fingerprint if v.base_model else None
+    config = v.adapter_config
+    peft_type = v.peft_type
+    if peft_type and v.task_type:
+        peft_type = f"{peft_type} (task {v.task_type})"
     rows: list[tuple[str, Any]] = [
-        ("version", version_ref(v)), ("digest", v.get("digest")),
+        ("version", v.ref), ("digest", v.digest),
         ("base", f"{base_name} ({fingerprint})" if fingerprint else base_name),
     ]
-    if compat.get("match"):
-        rows.append(("base match", base_match_text(compat)))
-    if v.get("description"):
-        rows.append(("description", v["description"]))
+    if v.compatibility is not None and v.compatibility.match:
+        rows.append(("base match", base_match_text(v.compatibility)))
+    if v.description:
+        rows.append(("description", v.description))
     rows += [
         ("peft type", peft_type),
-        ("rank", v.get("r")), ("alpha", v.get("lora_alpha")),
-        ("rank pattern", v.get("rank_pattern") or {}),
-        ("alpha pattern", v.get("alpha_pattern") or {}),
-        ("rsLoRA", bool(v.get("use_rslora"))), ("DoRA", bool(v.get("use_dora"))),
-        ("targets", v.get("target_modules")),
-        ("modules to save", v.get("modules_to_save") or []),
+        ("rank", v.r), ("alpha", v.lora_alpha),
+        ("rank pattern", v.rank_pattern),
+        ("alpha pattern", v.alpha_pattern),
+        ("rsLoRA", v.use_rslora), ("DoRA", v.use_dora),
+        ("targets", v.target_modules),
+        ("modules to save", v.modules_to_save or []),
         ("target params", config.get("target_parameters")),
         ("token ids", config.get("trainable_token_indices") or config.get("token_indices")),
     ]
-    if v.get("fan_in_fan_out"):
+    if v.fan_in_fan_out:
         rows.append(("fan_in_fan_out", True))
     rows += [
-        ("dtype", v.get("dtype")),
-        ("parameters", f"{v['num_parameters']:,}" if isinstance(v.get("num_parameters"), int)
-         else v.get("num_parameters")),
-        ("size", format_bytes(v.get("size_bytes"))),
-        ("validation", v.get("validation_state") or v.get("state")),
-        ("tags", v.get("tags") or []),
-        ("labels", v.get("labels") or {}),
+        ("dtype", v.dtype),
+        ("parameters", f"{v.num_parameters:,}" if v.num_parameters is not None else None),
+        ("size", format_bytes(v.size_bytes)),
+        ("validation", v.validation_state),
+        ("tags", v.tags),
+        ("labels", v.labels),
     ]
-    for parent in v.get("lineage") or []:
-        rows.append(("parent", f"{parent.get('parent')} (weight {as_text(parent.get('weight'))},"
-                               f" {parent.get('method')})"))
-    rows.append(("created", f"{v.get('created_at')}"
-                            + (f" by {v['created_by']}" if v.get("created_by") else "")))
+    for parent in v.lineage:
+        rows.append(("parent", f"{parent.parent} (weight {as_text(parent.weight)},"
+                               f" {parent.method})"))
+    rows.append(("created", when(v.created_at)
+                            + (f" by {v.created_by}" if v.created_by else "")))
     fields([(k, val) for k, val in rows if val is not None])
-    files = v.get("files") or []
-    if files:
+    if v.files:
         click.echo("files:")
-        width = max(len(f["path"]) for f in files)
-        for f in files:
-            click.echo(f"  {f['path']:<{width}}  {format_bytes(f.get('size')):>9}  {f['digest']}")
+        width = max(len(f.path) for f in v.files)
+        for f in v.files:
+            click.echo(f"  {f.path:<{width}}  {format_bytes(f.size):>9}  {f.digest}")
 
 
-def base_match_text(compat: dict[str, Any]) -> str:
+def base_match_text(compat: Compatibility) -> str:
     """``exact`` / ``structural`` / ``unverified``, with what would make it exact."""
-    match = str(compat.get("match"))
-    hint = compat.get("match_hint")
-    return f"{match} ({hint})" if hint else match
+    match = str(compat.match)
+    return f"{match} ({compat.match_hint})" if compat.match_hint else match
 
 
 @click.command()
@@ -232,7 +219,7 @@ def tag(ref: str, tag: str | None, delete: bool, protect: bool | None, as_json: 
                                "(or remove one: loreg tag ns/name:TAG --delete)")
     with hinted({FORBIDDEN: "the tag is protected, or protecting needs a namespace admin"}):
         out = c.set_tag(ref, tag, protected=protect)
-    lock = " (protected)" if out.get("protected") else ""
+    lock = " (protected)" if out.protected else ""
     emit(out, f"{tag} -> {ref}{lock}")
 
 
@@ -262,15 +249,15 @@ def adapter_show(name: str, as_json: bool) -> None:
         a = client().get_adapter(adapter_name(name))
 
     def human() -> None:
-        latest = a.get("latest") or {}
-        click.echo(f"adapter:     {a['namespace']}/{a['name']}")
-        click.echo(f"visibility:  {a.get('visibility')}")
-        if a.get("description"):
-            click.echo(f"description: {a['description']}")
-        click.echo(f"versions:    {a.get('versions_count')} (latest: {latest.get('number', '-')})")
-        tags = a.get("tags") or {}
-        if tags:
-            click.echo("tags:        " + ", ".join(f"{k} -> {v}" for k, v in sorted(tags.items())))
+        latest = a.latest.number if a.latest else "-"
+        click.echo(f"adapter:     {a.full_name}")
+        click.echo(f"visibility:  {a.visibility}")
+        if a.description:
+            click.echo(f"description: {a.description}")
+        click.echo(f"versions:    {a.versions_count} (latest: {latest})")
+        if a.tags:
+            tags = ", ".join(f"{k} -> {v}" for k, v in sorted(a.tags.items()))
+            click.echo(f"tags:        {tags}")
 
     emit(a, human)
 
@@ -289,7 +276,7 @@ def adapter_set(name: str, public: bool | None, description: str | None, as_json
     with hinted({NOT_FOUND: "check the name with 'loreg ls'",
                  FORBIDDEN: "changing visibility needs the namespace's admin role"}):
         a = client().update_adapter(adapter_name(name), public=public, description=description)
-    emit(a, f"{a['namespace']}/{a['name']} is {a.get('visibility')}")
+    emit(a, f"{a.full_name} is {a.visibility}")
 
 
 COMMANDS = [push, pull, ls, show, tag, adapter]

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import click
 
-from loreg.cli.common import client, emit, json_option, table
+from loreg.cli.common import client, emit, json_option, table, when
 from loreg.cli.hints import FORBIDDEN, hinted
 
 
@@ -39,9 +39,8 @@ def audit(actor: str | None, action: str | None, target_type: str | None, target
         items = client().audit_events(actor=actor, action=action, target_type=target_type,
                                       target=target, since=since, until=until, limit=limit)
     emit(items, lambda: table(
-        [[str(e.get("at") or "")[:19].replace("T", " "), e.get("actor") or "", e["action"],
-          e.get("target") or "",
-          json.dumps(e.get("details"), separators=(",", ":")) if e.get("details") else ""]
+        [[when(e.at), e.actor or "", e.action, e.target,
+          json.dumps(e.details, separators=(",", ":")) if e.details else ""]
          for e in items],
         ["AT", "ACTOR", "ACTION", "TARGET", "DETAILS"]))
 

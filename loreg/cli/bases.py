@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from loreg.cli.common import client, emit, json_option, progress_factory, table
+from loreg.cli.common import (
+    client,
+    emit,
+    fields,
+    json_option,
+    progress_factory,
+    table,
+)
 from loreg.units import format_bytes
 
 
@@ -27,7 +34,7 @@ def register(folder: Path, name: str, no_upload: bool, description: str | None,
     """Fingerprint a checkpoint folder and register it (uploading its files)."""
     out = client().register_base(folder, name, upload=not no_upload, description=description,
                                  progress=progress_factory())
-    emit(out, str(out.get("fingerprint", "")))
+    emit(out, out.fingerprint)
 
 
 @base.command("ls")
@@ -37,9 +44,8 @@ def ls(q: str | None, as_json: bool) -> None:
     """List registered base models."""
     items = client().list_bases(q=q)
     emit(items, lambda: table(
-        [[b.get("name"), b.get("num_parameters"), format_bytes(b.get("size_bytes")),
-          "yes" if b.get("has_weights", b.get("uploaded")) else "no",
-          str(b.get("fingerprint", ""))[:19]] for b in items],
+        [[b.name, b.num_parameters, format_bytes(b.size_bytes), "yes" if b.has_weights else "no",
+          b.fingerprint[:19]] for b in items],
         ["NAME", "PARAMETERS", "SIZE", "WEIGHTS", "FINGERPRINT"]))
 
 
@@ -51,13 +57,11 @@ def show(name: str, as_json: bool) -> None:
     b = client().get_base(name)
 
     def human() -> None:
-        for key in ("name", "fingerprint", "structure_hash", "num_parameters", "size_bytes",
-                    "created_at"):
-            if b.get(key) is not None:
-                click.echo(f"{key + ':':<16} {b[key]}")
-        tensors = b.get("tensors") or (b.get("manifest") or {}).get("tensors") or {}
-        if tensors:
-            click.echo(f"tensors:         {len(tensors)}")
+        fields([("name", b.name), ("fingerprint", b.fingerprint),
+                ("structure_hash", b.structure_hash), ("num_parameters", b.num_parameters),
+                ("size_bytes", b.size_bytes), ("created_at", b.created_at)])
+        if b.tensors:
+            click.echo(f"tensors:         {len(b.tensors)}")
 
     emit(b, human)
 
@@ -83,7 +87,7 @@ def manifest(folder: Path, name: str | None, with_files: bool, as_json: bool) ->
     from loreg.formats.base import fingerprint
 
     if name is not None:
-        from loreg.services.refs import validate_base_name
+        from loreg.refs import validate_base_name
 
         try:
             validate_base_name(name)

@@ -11,12 +11,14 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 if TYPE_CHECKING:
     from loreg.client import Client
+    from loreg.client.models import Job
     from loreg.client.transfer import Bar
     from loreg.config import Settings
 
@@ -100,8 +102,18 @@ def client(ctx: click.Context | None = None) -> Client:
 # --- output ------------------------------------------------------------------------------
 
 
+def as_document(data: Any) -> Any:
+    """What ``--json`` prints for a result: a typed result (or a list of them) as the
+    document the API sent (``to_dict()``); anything else as it is."""
+    if isinstance(data, list | tuple):
+        return [as_document(item) for item in data]
+    to_dict = getattr(data, "to_dict", None)
+    return to_dict() if callable(to_dict) else data
+
+
 def emit(data: Any, human: str | Callable[[], object] | None = None) -> None:
     """Print the result: JSON with ``--json``, else the human form."""
+    data = as_document(data)
     if json_mode():
         click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
         return
@@ -126,10 +138,17 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def when(value: datetime | None) -> str:
+    """A time as a person reads it: ``2026-01-31 12:00:00`` (UTC, as the registry keeps it)."""
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def as_text(value: Any) -> str:
     """A value as a person reads it: lists joined, mappings as key=value, no Python reprs."""
     if value is None:
         return "none"
+    if isinstance(value, datetime):
+        return when(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float) and value.is_integer():
@@ -180,17 +199,12 @@ class JobProgress:
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
         self.last = 0.0
 
-    def __call__(self, job: dict[str, Any]) -> None:
-        progress = job.get("progress")
-        value = progress.get("value") if isinstance(progress, dict) else progress
-        message = job.get("progress_message") or job.get("message")
-        if isinstance(progress, dict):
-            message = progress.get("message") or message
-        pct = max(0.0, min(100.0, float(value or 0) * 100))
+    def __call__(self, job: Job) -> None:
+        pct = max(0.0, min(100.0, job.progress * 100))
         if pct > self.last:
             self.bar.update(pct - self.last)
             self.last = pct
-        self.bar.set_postfix_str(f"{job.get('status', '')} {message or ''}".strip())
+        self.bar.set_postfix_str(f"{job.status} {job.progress_message}".strip())
 
     def close(self) -> None:
         self.bar.close()
@@ -209,9 +223,7 @@ def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
     from loreg.errors import Incompatible, LoregError
 
     if isinstance(exc, JobFailed):
-        job = exc.details if isinstance(exc.details, dict) else {}
-        err = job.get("error")
-        code = err.get("code") if isinstance(err, dict) else None
+        code = exc.job.error_code if exc.job is not None else None
         invalid = code in {"incompatible", "invalid", "invalid_adapter"} or (
             isinstance(code, str) and code.startswith("incompatible")
         )
@@ -232,10 +244,13 @@ def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, TimeoutError):
         return EXIT_ERROR, _error_object("timeout", str(exc) or "timed out")
     if isinstance(exc, ModuleNotFoundError) and exc.name:
+        from loreg.cli.extras import install_command
+
         return EXIT_ERROR, _error_object(
             "missing_dependency",
-            f"this installation of loreg lacks the Python package {exc.name!r} it needs: "
-            f"reinstall loreg into {sys.prefix} (from a clone: `pip install -e .`)",
+            f"this installation of loreg ({sys.prefix}) lacks the Python package "
+            f"{exc.name!r}: reinstall loreg with the extras you use "
+            f"(`{install_command('server')}` installs them all)",
         )
     return EXIT_ERROR, _error_object(
         "internal_error", f"unexpected error ({type(exc).__name__}): {exc}"

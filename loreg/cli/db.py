@@ -6,6 +6,7 @@ import json
 
 import click
 
+from loreg.cli import extras
 from loreg.config import Settings
 
 
@@ -25,6 +26,7 @@ def db() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def upgrade(as_json: bool) -> None:
     """Apply all migrations to the configured database (safe to run again)."""
+    extras.require("server", "db upgrade")
     from loreg.db.migrate import current
     from loreg.db.migrate import upgrade as run_upgrade
 
@@ -42,6 +44,7 @@ def upgrade(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def current_cmd(as_json: bool) -> None:
     """Show the configured database's schema revision and the newest one this code knows."""
+    extras.require("server", "db current")
     from loreg.db.migrate import current, head
 
     url = Settings().effective_database_url

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import click
 
+from loreg.cli import extras
 from loreg.cli.common import emit, json_option, settings
 from loreg.units import format_bytes
 
@@ -36,6 +37,7 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
     (a worker killed mid-job), upload temp files that crashed uploads left behind and
     abandoned S3 multipart uploads older than the grace period go too.
     """
+    extras.require("server", "gc")
     from loreg.background import gc as gc_service
     from loreg.db.session import create_engine_for, make_sessionmaker
     from loreg.storage import open_store

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,13 +17,16 @@ from loreg.cli.common import (
     parse_weights,
     progress_factory,
     table,
+    when,
 )
 from loreg.merge.options import DTYPES, METHODS
 
+if TYPE_CHECKING:
+    from loreg.client.models import Job
 
-def wait_for(job: dict[str, Any]) -> dict[str, Any]:
+
+def wait_for(job_id: str) -> Job:
     """Wait for a job with a progress bar on stderr; failures raise ``JobFailed``."""
-    job_id = str(job["id"])
     bar = JobProgress(job_id)
     try:
         return client().wait_job(job_id, callback=bar)
@@ -31,12 +34,12 @@ def wait_for(job: dict[str, Any]) -> dict[str, Any]:
         bar.close()
 
 
-def _job_line(job: dict[str, Any]) -> str:
-    return f"job {job.get('id')} {job.get('type', '')} {job.get('status', '')}".strip()
+def _job_line(job: Job) -> str:
+    return f"job {job.id} {job.type} {job.status}"
 
 
-def _print_submitted(job: dict[str, Any]) -> None:
-    click.echo(str(job["id"]))
+def _print_submitted(job: Job) -> None:
+    click.echo(job.id)
     info(_job_line(job))
 
 
@@ -50,16 +53,16 @@ def check_output(output: Path | None, no_wait: bool, command: str) -> None:
         raise click.UsageError(f"{command} needs -o DIR (or --no-wait)")
 
 
-def run_and_download(job: dict[str, Any], output: Path, force: bool, no_wait: bool) -> None:
+def run_and_download(job: Job, output: Path, force: bool, no_wait: bool) -> None:
     """Shared tail of merge/export: wait, then fetch the outputs into ``output``."""
     if no_wait:
         emit(job, lambda: _print_submitted(job))
         return
     info(f"submitted {_job_line(job)}")
-    done = wait_for(job)
-    result = client().download_job_outputs(str(done["id"]), output, force=force,
+    done = wait_for(job.id)
+    result = client().download_job_outputs(done.id, output, force=force,
                                            progress=progress_factory())
-    emit({"job": done, "output": result.to_dict()}, str(result.path.absolute()))
+    emit({"job": done.to_dict(), "output": result.to_dict()}, str(result.path.absolute()))
 
 
 def merge_remote(refs: tuple[str, ...], base: str, weights: str | None, method: str | None,
@@ -94,9 +97,8 @@ def combine(refs: tuple[str, ...], target: str, method: str, weights: str | None
         emit(job, lambda: _print_submitted(job))
         return
     info(f"submitted {_job_line(job)}")
-    done = wait_for(job)
-    result = done.get("result") or {}
-    version = result.get("version") if isinstance(result, dict) else None
+    done = wait_for(job.id)
+    version = (done.result or {}).get("version")
     ref = target
     if isinstance(version, dict) and version.get("number"):
         ref = f"{target.split(':')[0]}@{version['number']}"
@@ -135,13 +137,8 @@ def jobs_ls(status: str | None, job_type: str | None, limit: int, as_json: bool)
     items = client().list_jobs(status=status, type=job_type, limit=limit)
 
     def human() -> None:
-        rows = []
-        for j in items:
-            p = j.get("progress")
-            value = p.get("value") if isinstance(p, dict) else p
-            rows.append([j.get("id"), j.get("type"), j.get("status"),
-                         f"{float(value or 0) * 100:.0f}%", j.get("attempts", ""),
-                         j.get("created_at", "")])
+        rows = [[j.id, j.type, j.status, f"{j.progress * 100:.0f}%", j.attempts,
+                 when(j.created_at)] for j in items]
         table(rows, ["ID", "TYPE", "STATUS", "PROGRESS", "ATTEMPTS", "CREATED"])
 
     emit(items, human)
@@ -155,10 +152,14 @@ def jobs_show(job_id: str, as_json: bool) -> None:
     j = client().get_job(job_id)
 
     def human() -> None:
-        fields([(key.replace("_", " "), j[key]) for key in (
-            "id", "type", "status", "progress", "progress_message", "attempts", "created_at",
-            "started_at", "finished_at", "error", "result", "params",
-        ) if j.get(key) not in (None, "", {})], width=17)
+        rows: list[tuple[str, Any]] = [
+            ("id", j.id), ("type", j.type), ("status", j.status), ("progress", j.progress),
+            ("progress message", j.progress_message), ("attempts", j.attempts),
+            ("created at", j.created_at), ("started at", j.started_at),
+            ("finished at", j.finished_at), ("error", j.error), ("result", j.result),
+            ("params", j.params),
+        ]
+        fields([(key, value) for key, value in rows if value not in (None, "", {})], width=17)
 
     emit(j, human)
 
@@ -171,11 +172,11 @@ def jobs_show(job_id: str, as_json: bool) -> None:
 @json_option
 def jobs_wait(job_id: str, output: Path | None, force: bool, as_json: bool) -> None:
     """Wait for a job to finish (exit 1 if it failed, 3 if the adapter was invalid)."""
-    done = wait_for({"id": job_id})
+    done = wait_for(job_id)
     if output is not None:
         result = client().download_job_outputs(job_id, output, force=force,
                                                progress=progress_factory())
-        emit({"job": done, "output": result.to_dict()}, str(result.path.absolute()))
+        emit({"job": done.to_dict(), "output": result.to_dict()}, str(result.path.absolute()))
         return
     emit(done, _job_line(done))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from loreg.cli import extras
 from loreg.cli.common import emit, info, json_mode, json_option, parse_weights
 from loreg.merge.options import DTYPES, METHODS, SIGN_METHODS, MethodOptions
 from loreg.units import parse_size
@@ -71,6 +72,7 @@ def merge(adapters: tuple[str, ...], base: str, output: Path | None, local: bool
         return
     if output is None:
         raise click.UsageError("merge --local needs -o DIR")
+    extras.require("merge", "merge --local")
     options = MethodOptions.from_params({
         "method": method, "density": density, "majority_sign_method": majority_sign_method,
         "svd_rank": svd_rank, "seed": seed})

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from loreg.cli import extras
 from loreg.cli.common import info, json_option, settings
 from loreg.errors import LoregError
 from loreg.logging import configure_logging
@@ -37,6 +38,7 @@ def _start_worker(s: Any) -> Any:
 @json_option
 def serve(host: str, port: int, no_worker: bool, log_level: str, as_json: bool) -> None:
     """Run the registry (SQLite + a local blob folder under LOREG_HOME when unconfigured)."""
+    extras.require("server", "serve")
     import uvicorn
 
     from loreg.api.app import create_app

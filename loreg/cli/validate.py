@@ -91,7 +91,7 @@ def _base_manifest(base_arg: str, expected_fingerprint: str | None) -> tuple[Bas
     if folder.exists():
         manifest = fingerprint(folder) if expected_fingerprint else read_manifest(folder)
         return manifest, str(folder.absolute())
-    from loreg.services.refs import validate_base_name
+    from loreg.refs import validate_base_name
 
     try:
         validate_base_name(base_arg)
@@ -109,15 +109,13 @@ def _registered_manifest(name: str) -> tuple[BaseManifest, str]:
 
     with hinted({NOT_FOUND: f"no folder '{name}' here either; register it with "
                             f"'loreg base register DIR --name {name}' or see 'loreg base ls'"}):
-        body = client().get_base(name)
-    tensors = {n: (str(t["dtype"]), tuple(int(d) for d in t["shape"]))
-               for n, t in (body.get("tensors") or {}).items()}
+        base = client().get_base(name)
     manifest = BaseManifest(
-        tensors=tensors,
-        structure_hash=str(body.get("structure_hash") or ""),
-        fingerprint=body.get("fingerprint"),
-        num_parameters=int(body.get("num_parameters") or 0),
-        size_bytes=int(body.get("size_bytes") or 0),
-        aliases=dict(body.get("aliases") or {}),
+        tensors={n: (t.dtype, tuple(t.shape)) for n, t in base.tensors.items()},
+        structure_hash=base.structure_hash,
+        fingerprint=base.fingerprint,
+        num_parameters=base.num_parameters,
+        size_bytes=base.size_bytes,
+        aliases=dict(base.aliases),
     )
-    return manifest, f"{name} (registered, {str(body.get('fingerprint') or '')[:19]})"
+    return manifest, f"{name} (registered, {base.fingerprint[:19]})"

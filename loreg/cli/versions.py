@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from loreg.cli.common import client, emit, json_option, table
+from loreg.cli.common import client, emit, json_option, table, when
 from loreg.cli.hints import CONFLICT, FORBIDDEN, NOT_FOUND, hinted
 
 
@@ -19,13 +17,8 @@ def adapter_name(value: str) -> str:
     return value
 
 
-def _short(digest: Any) -> str:
-    text = str(digest or "")
-    return text[:19] if text.startswith("sha256:") else text
-
-
-def _date(value: Any) -> str:
-    return str(value or "")[:19].replace("T", " ")
+def _short(digest: str) -> str:
+    return digest[:19] if digest.startswith("sha256:") else digest
 
 
 @click.command()
@@ -40,11 +33,10 @@ def versions(name: str, deleted: bool, as_json: bool) -> None:
     def human() -> None:
         rows = []
         for v in items:
-            row = [v.get("number"), _short(v.get("digest")), v.get("r"), v.get("base") or "",
-                   ",".join(v.get("tags") or []), v.get("validation_state") or "",
-                   _date(v.get("created_at"))]
+            row = [v.number, _short(v.digest), v.r, v.base or "", ",".join(v.tags),
+                   v.validation_state or "", when(v.created_at)]
             if deleted:
-                row.append(f"deleted: {v['delete_reason']}" if v.get("deleted_at") else "")
+                row.append(f"deleted: {v.delete_reason}" if v.deleted_at else "")
             rows.append(row)
         headers = ["VERSION", "DIGEST", "RANK", "BASE", "TAGS", "VALIDATION", "CREATED"]
         table(rows, headers + (["STATE"] if deleted else []))
@@ -60,9 +52,8 @@ def tags(name: str, as_json: bool) -> None:
     with hinted({NOT_FOUND: "check the name with 'loreg ls'"}):
         items = client().list_tags(adapter_name(name))
     emit(items, lambda: table(
-        [[t.get("name"), t.get("number"), _short(t.get("digest")),
-          "yes" if t.get("protected") else "", _date(t.get("updated_at")),
-          t.get("updated_by") or ("(automatic)" if t.get("automatic") else "")]
+        [[t.name, t.number, _short(t.digest), "yes" if t.protected else "", when(t.updated_at),
+          t.updated_by or ("(automatic)" if t.automatic else "")]
          for t in items],
         ["TAG", "VERSION", "DIGEST", "PROTECTED", "UPDATED", "BY"]))
 
@@ -96,7 +87,7 @@ def delete(ref: str, reason: str, as_json: bool) -> None:
     with hinted({NOT_FOUND: f"list the live versions with 'loreg versions {name}'",
                  FORBIDDEN: "a protected tag points at it: ask a namespace admin"}):
         v = client().delete_version(version_ref_arg(ref), reason)
-    emit(v, f"deleted {v['ref']} ({reason}); undo with: loreg restore {v['ref']}")
+    emit(v, f"deleted {v.ref} ({reason}); undo with: loreg restore {v.ref}")
 
 
 @click.command()
@@ -108,7 +99,7 @@ def restore(ref: str, as_json: bool) -> None:
     with hinted({NOT_FOUND: f"list deleted versions with 'loreg versions {name} --deleted'",
                  CONFLICT: "nothing to restore"}):
         v = client().restore_version(version_ref_arg(ref))
-    emit(v, f"restored {v['ref']}")
+    emit(v, f"restored {v.ref}")
 
 
 COMMANDS = [versions, tags, delete, restore]

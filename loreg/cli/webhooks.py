@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from loreg.cli.common import client, emit, info, json_option, table
+from loreg.cli.common import client, emit, info, json_option, table, when
 from loreg.cli.hints import FORBIDDEN, NOT_FOUND, hinted
 from loreg.errors import LoregError
 
@@ -47,8 +47,8 @@ def create(namespace: str, url: str, events: tuple[str, ...], secret: str | None
                                       active=not inactive)
 
     def human() -> None:
-        click.echo(f"webhook {out['id']} on {namespace} -> {out['url']}")
-        click.echo(f"secret: {out['secret']}")
+        click.echo(f"webhook {out.id} on {namespace} -> {out.url}")
+        click.echo(f"secret: {out.secret}")
         info("store the secret now: it is not shown again "
              "(receivers check X-Loreg-Signature with it)")
 
@@ -63,8 +63,8 @@ def ls(namespace: str, as_json: bool) -> None:
     with hinted(_hints(namespace)):
         items = client().list_webhooks(namespace)
     emit(items, lambda: table(
-        [[h["id"], h["url"], ",".join(h["events"]), "yes" if h["active"] else "no",
-          h.get("description") or ""] for h in items],
+        [[h.id, h.url, ",".join(h.events), "yes" if h.active else "no", h.description]
+         for h in items],
         ["ID", "URL", "EVENTS", "ACTIVE", "DESCRIPTION"]))
 
 
@@ -76,14 +76,13 @@ def test(namespace: str, webhook_id: int, as_json: bool) -> None:
     """Send a signed 'ping' now; exit 1 when the receiver did not answer 2xx."""
     with hinted(_hints(namespace)):
         d = client().test_webhook(namespace, webhook_id)
-    if d.get("status") != "delivered":
-        why = (f"HTTP {d['last_status_code']}" if d.get("last_status_code")
-               else d.get("last_error") or d.get("status"))
+    if d.status != "delivered":
+        why = f"HTTP {d.last_status_code}" if d.last_status_code else d.last_error or d.status
         raise WebhookTestFailed(
             f"the receiver did not accept the ping ({why}); check that the URL is reachable "
             f"from the registry, then 'loreg webhook deliveries {namespace} {webhook_id}'",
-            details=d)
-    emit(d, f"delivered: HTTP {d.get('last_status_code')} (delivery {d['id']})")
+            details=d.to_dict())
+    emit(d, f"delivered: HTTP {d.last_status_code} (delivery {d.id})")
 
 
 @webhook.command("deliveries")
@@ -98,9 +97,8 @@ def deliveries(namespace: str, webhook_id: int, status: str | None, limit: int,
     with hinted(_hints(namespace)):
         items = client().list_deliveries(namespace, webhook_id, status=status, limit=limit)
     emit(items, lambda: table(
-        [[d["id"], d["event_type"], d["status"], d["attempts"], d.get("last_status_code") or "",
-          str(d.get("created_at") or "")[:19].replace("T", " "),
-          (d.get("last_error") or "")[:60]] for d in items],
+        [[d.id, d.event_type, d.status, d.attempts, d.last_status_code or "", when(d.created_at),
+          (d.last_error or "")[:60]] for d in items],
         ["ID", "EVENT", "STATUS", "ATTEMPTS", "HTTP", "CREATED", "ERROR"]))
 
 

@@ -9,6 +9,7 @@ from types import FrameType
 
 import click
 
+from loreg.cli import extras
 from loreg.cli.common import settings
 from loreg.logging import configure_logging
 
@@ -25,6 +26,7 @@ def worker(device: str | None, once: bool) -> None:
     Logs one JSON line per event on stderr. SIGTERM/SIGINT finish by handing the running
     job back to the queue.
     """
+    extras.require("server", "worker")
     from loreg.worker.loop import Worker
 
     configure_logging("info")  # JSON lines for every logger; loreg.worker's own below

@@ -2,11 +2,15 @@
 
     from loreg.client import Client
     client = Client("http://127.0.0.1:8080", token="lrg_...")
-    client.push("./my-adapter", "acme/support-bot:prod", base="meta-llama/Llama-3.1-8B")
+    pushed = client.push("./my-adapter", "acme/support-bot:prod", base="meta-llama/Llama-3.1-8B")
+    pushed.version.number, pushed.version.digest
     client.pull("acme/support-bot:prod", "./support-bot")
 
-Errors are the typed exceptions of ``loreg.client.errors`` (``NotFound``,
-``Incompatible`` ...), each carrying the API's ``code``, ``message``, ``details`` and ``status``.
+Results are typed (``loreg.client.models``: ``Version``, ``Adapter``, ``Job`` ...); each
+one's ``to_dict()`` is the API's document as sent. Errors are the typed exceptions of
+``loreg.client.errors`` (``NotFound``, ``Incompatible`` ...), each carrying the API's
+``code``, ``message``, ``details`` and ``status``. Nothing here imports the server's code:
+``pip install loreg`` (no extras) is enough.
 """
 
 from __future__ import annotations
@@ -37,19 +41,38 @@ from loreg.client.errors import (
     Unauthenticated,
 )
 from loreg.client.jobs import JobCallback
+from loreg.client.models import (
+    Adapter,
+    AuditEvent,
+    Base,
+    Delivery,
+    Job,
+    JobOutputs,
+    Member,
+    NewToken,
+    NewUser,
+    NewWebhook,
+    Org,
+    Tag,
+    Token,
+    User,
+    Version,
+    Webhook,
+    WhoAmI,
+)
 from loreg.client.offline import VersionIndex, ref_forms
 from loreg.client.transfer import (
     DEFAULT_WORKERS,
-    FileEntry,
     ProgressFactory,
     PullResult,
     PushResult,
-    files_of,
     hash_files,
     list_folder,
     materialize,
     upload_missing,
 )
+from loreg.errors import LoregError
+from loreg.refs import FileEntry, parse_ref
 
 if TYPE_CHECKING:
     from loreg.config import Settings
@@ -58,12 +81,11 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 def split_ref(ref: str) -> tuple[str, str, str, str]:
-    """``ns/name[:tag|@N|@sha256:..]`` -> (namespace, name, kind, value); checked locally."""
-    from loreg.services.refs import parse_ref
-
+    """``ns/name[:tag|@N|@sha256:..]`` -> (namespace, name, kind, value); checked locally,
+    with the registry's own grammar (``loreg.refs``)."""
     try:
         parsed = parse_ref(ref)
-    except Exception as exc:  # loreg.errors.InvalidInput -> the client's own class
+    except LoregError as exc:  # loreg.errors.InvalidInput -> the client's own class
         raise InvalidInput(str(exc), code="invalid_reference", details={"ref": ref}) from None
     return parsed.namespace, parsed.name, parsed.kind, parsed.value
 
@@ -80,14 +102,16 @@ def split_target(target: str) -> tuple[str, str, str | None]:
 
 
 class Client:
-    """A registry endpoint plus a local blob cache."""
+    """A registry endpoint plus a local blob cache (under ``home``, default
+    ``~/.local/share/loreg``, like ``LOREG_HOME``). Use it as a context manager, or
+    ``close()`` it."""
 
     def __init__(
         self,
         url: str = DEFAULT_URL,
         token: str | None = None,
         *,
-        home: Path | None = None,
+        home: str | Path | None = None,
         timeout: float = 60.0,
         retries: int = 4,
         backoff: float = 0.25,
@@ -100,8 +124,7 @@ class Client:
         self.offline = offline
         self.http = Http(self.url, token, timeout=timeout, retries=retries, backoff=backoff,
                          offline=offline)
-        if home is None:
-            home = Path.home() / ".local" / "share" / "loreg"
+        home = Path(home) if home is not None else Path.home() / ".local" / "share" / "loreg"
         self.home = home
         self.origin = origin or Origin(
             home, url_from=FROM_ARGUMENT, token_from=FROM_ARGUMENT if token else None
@@ -142,60 +165,65 @@ class Client:
 
     # --- accounts ------------------------------------------------------------------------
 
-    def login(self) -> dict[str, Any]:
+    def login(self) -> WhoAmI:
         """Check the token against the registry and store it for later commands."""
         me = self.whoami()
         save_credentials(self.home, self.url, self.token)
         return me
 
-    def whoami(self) -> dict[str, Any]:
-        me: dict[str, Any] = self.http.json("GET", "/whoami")
-        return me
+    def whoami(self) -> WhoAmI:
+        """Who the token belongs to: user, scope, organisations."""
+        return WhoAmI.from_api(self.http.json("GET", "/whoami"))
 
-    def create_user(
-        self, name: str, *, admin: bool = False, email: str | None = None
-    ) -> dict[str, Any]:
+    def create_user(self, name: str, *, admin: bool = False, email: str | None = None) -> NewUser:
+        """Create a user (and its namespace); the answer carries its first token, once."""
         body: dict[str, Any] = {"name": name, "admin": admin}
         if email:
             body["email"] = email
-        return self._post("/users", body)
+        return NewUser.from_api(self._post("/users", body))
 
-    def create_org(self, name: str, *, description: str = "") -> dict[str, Any]:
-        return self._post("/orgs", {"name": name, "description": description})
+    def create_org(self, name: str, *, description: str = "") -> Org:
+        """Create an organisation; the caller becomes its admin."""
+        return Org.from_api(self._post("/orgs", {"name": name, "description": description}))
 
-    def add_member(self, org: str, user: str, role: str) -> dict[str, Any]:
-        return self._post(f"/orgs/{org}/members", {"user": user, "role": role}, idempotent=True)
+    def add_member(self, org: str, user: str, role: str) -> Member:
+        """Add ``user`` to ``org`` with ``role`` (or change their role)."""
+        return Member.from_api(self._post(f"/orgs/{_segment(org)}/members",
+                                          {"user": user, "role": role}, idempotent=True))
 
-    def list_users(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+    def list_users(self, *, limit: int | None = None) -> list[User]:
         """Every account (site administrators)."""
-        return list(_jobs.paginate(self.http, "/users", {}, key="users", limit=limit))
+        return User.many(_jobs.paginate(self.http, "/users", {}, key="users", limit=limit))
 
-    def list_orgs(self, *, mine: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+    def list_orgs(self, *, mine: bool = False, limit: int | None = None) -> list[Org]:
         """Organisations with the caller's role in each (``mine``: only the caller's)."""
         params = {"mine": "true" if mine else None}
-        return list(_jobs.paginate(self.http, "/orgs", params, key="orgs", limit=limit))
+        return Org.many(_jobs.paginate(self.http, "/orgs", params, key="orgs", limit=limit))
 
-    def get_org(self, name: str) -> dict[str, Any]:
+    def get_org(self, name: str) -> Org:
         """An organisation; ``members`` is filled for its members and site administrators."""
-        org: dict[str, Any] = self.http.json("GET", f"/orgs/{_segment(name)}")
-        return org
+        return Org.from_api(self.http.json("GET", f"/orgs/{_segment(name)}"))
 
     def remove_member(self, org: str, user: str) -> None:
+        """Remove ``user`` from ``org``."""
         self.http.json("DELETE", f"/orgs/{_segment(org)}/members/{_segment(user)}")
 
     def create_token(
         self, name: str, *, scope: str = "write", expires_in_days: int | None = None
-    ) -> dict[str, Any]:
+    ) -> NewToken:
+        """A new token for the caller; its value (``.token``) is in this answer only."""
         body: dict[str, Any] = {"name": name, "scope": scope}
         if expires_in_days is not None:
             body["expires_in_days"] = expires_in_days
-        return self._post("/tokens", body)
+        return NewToken.from_api(self._post("/tokens", body))
 
-    def list_tokens(self) -> list[dict[str, Any]]:
-        return list(_jobs.paginate(self.http, "/tokens", {}, key="tokens"))
+    def list_tokens(self) -> list[Token]:
+        """The caller's tokens (never their values)."""
+        return Token.many(_jobs.paginate(self.http, "/tokens", {}, key="tokens"))
 
-    def revoke_token(self, token_id: int | str) -> Any:
-        return self.http.json("DELETE", f"/tokens/{token_id}")
+    def revoke_token(self, token_id: int | str) -> None:
+        """Revoke one of the caller's tokens by id."""
+        self.http.json("DELETE", f"/tokens/{_segment(str(token_id))}")
 
     # --- base models ---------------------------------------------------------------------
 
@@ -207,8 +235,11 @@ class Client:
         upload: bool = True,
         progress: ProgressFactory | None = None,
         description: str | None = None,
-    ) -> dict[str, Any]:
-        """Compute the base's manifest and fingerprint locally, upload its files, register it."""
+    ) -> Base:
+        """Compute the base's manifest and fingerprint locally, upload its files, register it.
+
+        ``upload=False`` records manifest and fingerprint only (workers cannot merge into it).
+        """
         from loreg.client.bases import build_base_registration
 
         body, entries, paths = build_base_registration(
@@ -220,14 +251,15 @@ class Client:
         if upload:
             upload_missing(self.http, entries, paths, progress=progress, workers=self.workers)
             body["files"] = [e.to_dict() for e in entries]
-        return self._post("/bases", body, idempotent=True)
+        return Base.from_api(self._post("/bases", body, idempotent=True))
 
-    def list_bases(self, *, q: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        return list(_jobs.paginate(self.http, "/bases", {"q": q}, key="bases", limit=limit))
+    def list_bases(self, *, q: str | None = None, limit: int | None = None) -> list[Base]:
+        """Registered base models (``q``: the name contains it), without their tensors."""
+        return Base.many(_jobs.paginate(self.http, "/bases", {"q": q}, key="bases", limit=limit))
 
-    def get_base(self, name: str) -> dict[str, Any]:
-        base: dict[str, Any] = self.http.json("GET", f"/bases/{name}")
-        return base
+    def get_base(self, name: str) -> Base:
+        """A base model with its manifest (every tensor's dtype and shape) and files."""
+        return Base.from_api(self.http.json("GET", f"/bases/{name}"))
 
     # --- adapters ------------------------------------------------------------------------
 
@@ -242,41 +274,45 @@ class Client:
         label: str | Sequence[str] | None = None,
         text: str | None = None,
         limit: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[Adapter]:
+        """Adapters the caller may read that match every filter given, page by page."""
         params = {
             "namespace": namespace, "base": base, "target": target, "rank_min": rank_min,
             "rank_max": rank_max, "text": text,
             "label": [label] if isinstance(label, str) else (list(label) if label else None),
         }
-        return _jobs.paginate(self.http, "/adapters", params, key="adapters", limit=limit)
+        pages = _jobs.paginate(self.http, "/adapters", params, key="adapters", limit=limit)
+        return (Adapter.from_api(doc) for doc in pages)
 
-    def get_adapter(self, name: str) -> dict[str, Any]:
+    def get_adapter(self, name: str) -> Adapter:
+        """An adapter as a whole: visibility, description, version count, tags."""
         ns, nm, _, _ = split_ref(name)
-        adapter: dict[str, Any] = self.http.json("GET", f"/adapters/{ns}/{nm}")
-        return adapter
+        return Adapter.from_api(self.http.json("GET", f"/adapters/{ns}/{nm}"))
 
-    def update_adapter(self, name: str, **fields: Any) -> dict[str, Any]:
+    def update_adapter(
+        self, name: str, *, public: bool | None = None, description: str | None = None
+    ) -> Adapter:
+        """Change an adapter's visibility or description (``None`` leaves it as it is)."""
         ns, nm, _, _ = split_ref(name)
-        body = {k: v for k, v in fields.items() if v is not None}
-        adapter: dict[str, Any] = self.http.json("PATCH", f"/adapters/{ns}/{nm}", json=body,
-                                                 idempotent=True)
-        return adapter
+        body = {k: v for k, v in {"public": public, "description": description}.items()
+                if v is not None}
+        return Adapter.from_api(self.http.json("PATCH", f"/adapters/{ns}/{nm}", json=body,
+                                               idempotent=True))
 
-    def list_versions(self, name: str, *, include_deleted: bool = False) -> list[dict[str, Any]]:
+    def list_versions(self, name: str, *, include_deleted: bool = False) -> list[Version]:
         """Versions of ``ns/name``, newest first (deleted ones too when asked)."""
         ns, nm, _, _ = split_ref(name)
         params = {"include_deleted": "true" if include_deleted else None}
-        return list(_jobs.paginate(self.http, f"/adapters/{ns}/{nm}/versions", params,
-                                   key="versions"))
+        return Version.many(_jobs.paginate(self.http, f"/adapters/{ns}/{nm}/versions", params,
+                                           key="versions"))
 
-    def delete_version(self, ref: str, reason: str) -> dict[str, Any]:
+    def delete_version(self, ref: str, reason: str) -> Version:
         """Soft-delete the version ``ref`` names; its tags go, ``latest`` falls back."""
         ns, nm, selector = self._version_selector(ref)
-        out: dict[str, Any] = self.http.json(
-            "DELETE", f"/adapters/{ns}/{nm}/versions/{selector}", params={"reason": reason})
-        return out
+        return Version.from_api(self.http.json(
+            "DELETE", f"/adapters/{ns}/{nm}/versions/{selector}", params={"reason": reason}))
 
-    def restore_version(self, ref: str) -> dict[str, Any]:
+    def restore_version(self, ref: str) -> Version:
         """Undo a delete; ``ref`` names the version by number or digest (``ns/name@N``)."""
         ns, nm, kind, value = split_ref(ref)
         if kind == "tag":
@@ -284,42 +320,34 @@ class Client:
                 f"{ref!r}: name the deleted version by number or digest (ns/name@N); "
                 "list them with 'loreg versions ns/name --deleted'",
                 code="invalid_reference", details={"ref": ref})
-        out: dict[str, Any] = self.http.json(
-            "POST", f"/adapters/{ns}/{nm}/versions/{value}/restore", idempotent=True)
-        return out
+        return Version.from_api(self.http.json(
+            "POST", f"/adapters/{ns}/{nm}/versions/{value}/restore", idempotent=True))
 
     def _version_selector(self, ref: str) -> tuple[str, str, str]:
         """(namespace, name, number or digest) of the version any reference names."""
         ns, nm, kind, value = split_ref(ref)
         if kind == "tag":
-            v = self.get_version(ref)
-            value = str(v.get("number"))
+            value = str(self.get_version(ref).number)
         return ns, nm, value
 
-    def get_version(self, ref: str) -> dict[str, Any]:
+    def get_version(self, ref: str) -> Version:
         """The version a reference names (any form of docs/design.md §3), with its files."""
         ns, nm, kind, value = split_ref(ref)
         if kind == "tag":
-            resolved = self.http.json("GET", "/resolve", params={"ref": ref})
-            if isinstance(resolved, dict) and "files" in resolved:
-                return resolved
-            inner = resolved.get("version") if isinstance(resolved, dict) else None
-            if isinstance(inner, dict) and "files" in inner:
-                return inner
-            src = inner if isinstance(inner, dict) else resolved
-            value = str(src.get("digest") or src.get("number"))
-        version: dict[str, Any] = self.http.json("GET", f"/adapters/{ns}/{nm}/versions/{value}")
-        return version
+            return self.resolve(ref)
+        return Version.from_api(self.http.json("GET", f"/adapters/{ns}/{nm}/versions/{value}"))
 
-    def resolve(self, ref: str) -> dict[str, Any]:
-        resolved: dict[str, Any] = self.http.json("GET", "/resolve", params={"ref": ref})
-        return resolved
+    def resolve(self, ref: str) -> Version:
+        """The version any reference names, tags resolved by the registry."""
+        split_ref(ref)
+        return Version.from_api(self.http.json("GET", "/resolve", params={"ref": ref}))
 
-    def list_tags(self, name: str) -> list[dict[str, Any]]:
+    def list_tags(self, name: str) -> list[Tag]:
+        """An adapter's tags and the versions they point at."""
         ns, nm, _, _ = split_ref(name)
-        return list(_jobs.paginate(self.http, f"/adapters/{ns}/{nm}/tags", {}, key="tags"))
+        return Tag.many(_jobs.paginate(self.http, f"/adapters/{ns}/{nm}/tags", {}, key="tags"))
 
-    def set_tag(self, ref: str, tag: str, *, protected: bool | None = None) -> dict[str, Any]:
+    def set_tag(self, ref: str, tag: str, *, protected: bool | None = None) -> Tag:
         """Point ``tag`` at the version ``ref`` names (moving it if it exists).
 
         ``protected=True`` protects it (only namespace admins may then move or delete it);
@@ -328,21 +356,20 @@ class Client:
         body: dict[str, Any] = {"version": int(version) if version.isdigit() else version}
         if protected is not None:
             body["protected"] = protected
-        out: dict[str, Any] = self.http.json(
-            "PUT", f"/adapters/{ns}/{nm}/tags/{tag}", json=body
-        )
-        return out
+        return Tag.from_api(self.http.json("PUT", f"/adapters/{ns}/{nm}/tags/{_segment(tag)}",
+                                           json=body))
 
     def delete_tag(self, name: str, tag: str) -> None:
+        """Remove a tag (the version stays)."""
         ns, nm, _, _ = split_ref(name)
-        self.http.json("DELETE", f"/adapters/{ns}/{nm}/tags/{tag}")
+        self.http.json("DELETE", f"/adapters/{ns}/{nm}/tags/{_segment(tag)}")
 
     # --- webhooks and the audit log ------------------------------------------------------
 
     def create_webhook(
         self, namespace: str, url: str, *, events: Sequence[str] | None = None,
         secret: str | None = None, description: str | None = None, active: bool = True,
-    ) -> dict[str, Any]:
+    ) -> NewWebhook:
         """A webhook on ``namespace``; the answer carries its signing ``secret`` (shown once)."""
         body: dict[str, Any] = {"url": url, "active": active}
         if events:
@@ -351,27 +378,31 @@ class Client:
             body["secret"] = secret
         if description is not None:
             body["description"] = description
-        return self._post(f"/namespaces/{_segment(namespace)}/webhooks", body)
+        return NewWebhook.from_api(self._post(f"/namespaces/{_segment(namespace)}/webhooks",
+                                              body))
 
-    def list_webhooks(self, namespace: str) -> list[dict[str, Any]]:
+    def list_webhooks(self, namespace: str) -> list[Webhook]:
+        """A namespace's webhooks (namespace admins)."""
         out = self.http.json("GET", f"/namespaces/{_segment(namespace)}/webhooks")
-        return list(out["webhooks"])
+        return Webhook.many(out["webhooks"])
 
-    def test_webhook(self, namespace: str, webhook_id: int) -> dict[str, Any]:
+    def test_webhook(self, namespace: str, webhook_id: int) -> Delivery:
         """Send a signed ``ping`` now; answers the delivery record (status, response code)."""
-        return self._post(f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}/test",
-                          {})
+        return Delivery.from_api(self._post(
+            f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}/test", {}))
 
     def list_deliveries(
         self, namespace: str, webhook_id: int, *, status: str | None = None,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Delivery]:
+        """One webhook's delivery log, newest first."""
         out = self.http.json(
             "GET", f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}/deliveries",
             params={"status": status, "limit": limit})
-        return list(out["deliveries"])
+        return Delivery.many(out["deliveries"])
 
     def delete_webhook(self, namespace: str, webhook_id: int) -> None:
+        """Delete a webhook (its pending deliveries are dropped)."""
         self.http.json("DELETE",
                        f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}")
 
@@ -379,11 +410,12 @@ class Client:
         self, *, actor: str | None = None, action: str | None = None,
         target_type: str | None = None, target: str | None = None,
         since: str | None = None, until: str | None = None, limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[AuditEvent]:
         """Audit events, newest first (site administrators)."""
         params = {"actor": actor, "action": action, "target_type": target_type,
                   "target": target, "since": since, "until": until}
-        return list(_jobs.paginate(self.http, "/audit", params, key="events", limit=limit))
+        return AuditEvent.many(_jobs.paginate(self.http, "/audit", params, key="events",
+                                              limit=limit))
 
     # --- push / pull ---------------------------------------------------------------------
 
@@ -421,9 +453,8 @@ class Client:
             body["description"] = description
         if public is not None:
             body["public"] = public
-        version: dict[str, Any] = self.http.json(
-            "POST", f"/adapters/{ns}/{nm}/versions", json=body, idempotent=True
-        )
+        version = Version.from_api(self.http.json(
+            "POST", f"/adapters/{ns}/{nm}/versions", json=body, idempotent=True))
         return PushResult(version, entries, n_files, n_bytes, sum(e.size for e in entries))
 
     def pull(
@@ -444,8 +475,7 @@ class Client:
         if self.offline:
             version = self.versions.lookup(self.url, key,
                                            digest=value if kind == "digest" else None)
-            files = files_of(version)
-            missing = [f.path for f in files if not self.cache.path(f.digest).is_file()]
+            missing = [f.path for f in version.files if not self.cache.path(f.digest).is_file()]
             if missing:
                 raise NotCached(
                     f"LOREG_OFFLINE is set and {key} is only partly in the local cache "
@@ -455,35 +485,36 @@ class Client:
                 )
         else:
             version = self.get_version(ref)
-            files = files_of(version)
         target = Path(dest) if dest is not None else Path.cwd() / nm
         result = materialize(
-            self.http, self.cache, files, target, force=force, progress=progress,
+            self.http, self.cache, version.files, target, force=force, progress=progress,
             workers=self.workers, version=version,
         )
         if not self.offline:
-            digest = str(version.get("digest"))
-            keys = [key, ref_forms(ns, nm, "digest", digest)]
-            if version.get("number") is not None:
-                keys.append(ref_forms(ns, nm, "number", str(version["number"])))
+            keys = [key, ref_forms(ns, nm, "digest", version.digest),
+                    ref_forms(ns, nm, "number", str(version.number))]
             self.versions.record(self.url, keys, version)
         return result
 
     # --- jobs ----------------------------------------------------------------------------
 
-    def submit_job(self, job_type: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    def submit_job(self, job_type: str, params: dict[str, Any], **extra: Any) -> Job:
+        """Queue a job of any type (docs/design.md §6); ``extra``: e.g. ``priority``."""
         return _jobs.submit(self.http, job_type, params, **extra)
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
+    def get_job(self, job_id: str) -> Job:
+        """A job's status, progress, result or error."""
         return _jobs.get(self.http, str(job_id))
 
     def list_jobs(
         self, *, status: str | None = None, type: str | None = None, limit: int | None = None
-    ) -> list[dict[str, Any]]:
-        return list(_jobs.paginate(self.http, "/jobs", {"status": status, "type": type},
-                                   key="jobs", limit=limit))
+    ) -> list[Job]:
+        """Jobs the caller may see, newest first."""
+        return Job.many(_jobs.paginate(self.http, "/jobs", {"status": status, "type": type},
+                                       key="jobs", limit=limit))
 
-    def cancel_job(self, job_id: str) -> dict[str, Any]:
+    def cancel_job(self, job_id: str) -> Job:
+        """Cancel a queued or running job (a running one stops at its next progress report)."""
         return _jobs.cancel(self.http, str(job_id))
 
     def wait_job(
@@ -494,17 +525,21 @@ class Client:
         poll: float = 0.5,
         timeout: float | None = None,
         raise_on_failure: bool = True,
-    ) -> dict[str, Any]:
+    ) -> Job:
+        """Poll until the job ends; ``JobFailed`` when it failed or was cancelled (unless
+        ``raise_on_failure=False``). ``callback`` gets the job at every poll."""
         return _jobs.wait(self.http, str(job_id), callback=callback, poll=poll, timeout=timeout,
                           raise_on_failure=raise_on_failure)
 
-    def job_outputs(self, job_id: str) -> Any:
+    def job_outputs(self, job_id: str) -> JobOutputs:
+        """A finished job's output files."""
         return _jobs.outputs(self.http, str(job_id))
 
     def download_job_outputs(
         self, job_id: str, dest: str | Path, *, force: bool = False,
         progress: ProgressFactory | None = None,
     ) -> PullResult:
+        """Download a finished job's outputs into ``dest``, atomically, like a pull."""
         return _jobs.download_outputs(self.http, self.cache, str(job_id), Path(dest),
                                       force=force, progress=progress)
 
@@ -517,7 +552,7 @@ class Client:
         method: str | None = None,
         dtype: str | None = None,
         **params: Any,
-    ) -> dict[str, Any]:
+    ) -> Job:
         """Submit a merge of one or more adapters into ``base``; returns the job."""
         body = _adapters_param(refs, weights)
         body.update({"base": base, "method": method, "dtype": dtype, **params})
@@ -531,20 +566,21 @@ class Client:
         method: str = "linear",
         weights: Sequence[float] | None = None,
         **params: Any,
-    ) -> dict[str, Any]:
+    ) -> Job:
         """Submit a combination of adapters into a new version at ``target``; returns the job."""
         split_target(target)
         body = _adapters_param(refs, weights)
         body.update({"target": target, "method": method, **params})
         return self.submit_job("combine", {k: v for k, v in body.items() if v is not None})
 
-    def export(self, ref: str, *, dtype: str | None = None, **params: Any) -> dict[str, Any]:
+    def export(self, ref: str, *, dtype: str | None = None, **params: Any) -> Job:
         """Submit an export of one version as a PEFT folder (optionally cast); returns the job."""
         split_ref(ref)
         body = {"adapter": ref, "dtype": dtype, **params}
         return self.submit_job("export", {k: v for k, v in body.items() if v is not None})
 
-    def validate(self, ref: str, **params: Any) -> dict[str, Any]:
+    def validate(self, ref: str, **params: Any) -> Job:
+        """Submit a tensor-level validation of one version; returns the job."""
         split_ref(ref)
         return self.submit_job("validate", {"adapter": ref, **params})
 
@@ -590,24 +626,40 @@ def _adapters_param(refs: Sequence[str], weights: Sequence[float] | None) -> dic
 
 
 __all__ = [
+    "Adapter",
     "ApiError",
+    "AuditEvent",
+    "Base",
     "Client",
     "Conflict",
     "ConnectionFailed",
+    "Delivery",
     "FileEntry",
     "Incompatible",
     "IntegrityError",
     "InvalidInput",
+    "Job",
     "JobFailed",
+    "JobOutputs",
+    "Member",
+    "NewToken",
+    "NewUser",
+    "NewWebhook",
     "NotCached",
     "NotFound",
     "Offline",
+    "Org",
     "PermissionDenied",
     "PullResult",
     "PushResult",
     "ServerError",
+    "Tag",
+    "Token",
     "TooLarge",
     "Unauthenticated",
-    "files_of",
+    "User",
+    "Version",
+    "Webhook",
+    "WhoAmI",
     "save_credentials",
 ]

@@ -13,15 +13,16 @@ from typing import Any
 from loreg.client.cache import HashIndex
 from loreg.client.transfer import (
     DEFAULT_WORKERS,
-    FileEntry,
     ProgressFactory,
     _bar,
     hash_files,
     list_folder,
 )
+from loreg.formats.types import BaseManifest
+from loreg.refs import FileEntry
 
 
-def manifest_body(manifest: Any) -> dict[str, Any]:
+def manifest_body(manifest: BaseManifest) -> dict[str, Any]:
     """A ``BaseManifest`` as JSON: tensors as {name: {dtype, shape}}, plus hashes and sizes."""
     return {
         "fingerprint": manifest.fingerprint,
@@ -33,7 +34,7 @@ def manifest_body(manifest: Any) -> dict[str, Any]:
             for name, (dtype, shape) in manifest.tensors.items()
         },
         "tensor_files": dict(manifest.files),
-        "aliases": dict(getattr(manifest, "aliases", {}) or {}),
+        "aliases": dict(manifest.aliases),
     }
 
 

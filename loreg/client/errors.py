@@ -7,9 +7,12 @@ server's precise string (``blob_not_found``, ``digest_mismatch`` ...).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
+
+if TYPE_CHECKING:
+    from loreg.client.models import Job
 
 
 class ApiError(Exception):
@@ -152,10 +155,15 @@ class NotCached(Offline):
 
 
 class JobFailed(ApiError):
-    """A job ended ``failed`` or ``cancelled``; ``details`` holds the job."""
+    """A job ended ``failed`` or ``cancelled``; ``job`` is the job (``details``: its
+    document, as the API sent it)."""
 
     status_code = 0
     default_code = "job_failed"
+
+    def __init__(self, message: str, *, job: Job | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.job = job
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {

@@ -10,32 +10,24 @@ from typing import Any
 from loreg.client._http import Http
 from loreg.client.cache import BlobCache
 from loreg.client.errors import JobFailed
-from loreg.client.transfer import ProgressFactory, PullResult, files_of, materialize
-
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+from loreg.client.models import Job, JobOutputs
+from loreg.client.transfer import ProgressFactory, PullResult, materialize
 
 #: Called with the job each time it is polled (status, progress, message ...).
-JobCallback = Callable[[dict[str, Any]], object]
+JobCallback = Callable[[Job], object]
 
 
-def submit(http: Http, job_type: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def submit(http: Http, job_type: str, params: dict[str, Any], **extra: Any) -> Job:
     body = {"type": job_type, "params": params, **{k: v for k, v in extra.items() if v is not None}}
-    job: dict[str, Any] = http.json("POST", "/jobs", json=body, idempotent=False)
-    return job
+    return Job.from_api(http.json("POST", "/jobs", json=body, idempotent=False))
 
 
-def get(http: Http, job_id: str) -> dict[str, Any]:
-    job: dict[str, Any] = http.json("GET", f"/jobs/{job_id}")
-    return job
+def get(http: Http, job_id: str) -> Job:
+    return Job.from_api(http.json("GET", f"/jobs/{job_id}"))
 
 
-def list_jobs(http: Http, **filters: Any) -> Iterator[dict[str, Any]]:
-    yield from paginate(http, "/jobs", filters, key="jobs")
-
-
-def cancel(http: Http, job_id: str) -> dict[str, Any]:
-    job: dict[str, Any] = http.json("POST", f"/jobs/{job_id}/cancel", idempotent=True)
-    return job
+def cancel(http: Http, job_id: str) -> Job:
+    return Job.from_api(http.json("POST", f"/jobs/{job_id}/cancel", idempotent=True))
 
 
 def wait(
@@ -46,7 +38,7 @@ def wait(
     poll: float = 0.5,
     timeout: float | None = None,
     raise_on_failure: bool = True,
-) -> dict[str, Any]:
+) -> Job:
     """Poll until the job ends; ``JobFailed`` when it failed or was cancelled (if asked)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = min(poll, 0.2)
@@ -54,25 +46,24 @@ def wait(
         job = get(http, job_id)
         if callback is not None:
             callback(job)
-        status = str(job.get("status"))
-        if status in TERMINAL:
-            if raise_on_failure and status != "succeeded":
-                err = job.get("error")
-                msg = err.get("message") if isinstance(err, dict) else err
+        if job.done:
+            if raise_on_failure and job.status != "succeeded":
+                msg = job.error_message
                 raise JobFailed(
-                    f"job {job_id} {status}" + (f": {msg}" if msg else ""),
-                    code=f"job_{status}",
-                    details=job,
+                    f"job {job_id} {job.status}" + (f": {msg}" if msg else ""),
+                    code=f"job_{job.status}",
+                    details=job.to_dict(),
+                    job=job,
                 )
             return job
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} still {status} after {timeout} s")
+            raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
         time.sleep(delay)
         delay = min(delay * 1.5, poll)
 
 
-def outputs(http: Http, job_id: str) -> Any:
-    return http.json("GET", f"/jobs/{job_id}/outputs")
+def outputs(http: Http, job_id: str) -> JobOutputs:
+    return JobOutputs.from_api(http.json("GET", f"/jobs/{job_id}/outputs"))
 
 
 def download_outputs(
@@ -85,9 +76,8 @@ def download_outputs(
     progress: ProgressFactory | None = None,
 ) -> PullResult:
     """Download a finished job's output files into ``dest``, exactly like a pull."""
-    manifest = outputs(http, job_id)
-    files = files_of(manifest)
-    return materialize(http, cache, files, dest, force=force, progress=progress)
+    return materialize(http, cache, outputs(http, job_id).files, dest, force=force,
+                       progress=progress)
 
 
 def paginate(

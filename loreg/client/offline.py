@@ -17,9 +17,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from loreg.client.errors import NotCached
+from loreg.client.errors import ApiError, NotCached
+from loreg.client.models import Version
+from loreg.refs import manifest_digest
 
 REFS_FILE = "refs.json"
 VERSIONS_DIR = "versions"
@@ -51,13 +52,14 @@ class VersionIndex:
     def _doc_path(self, digest: str) -> Path:
         return self.versions / (digest.removeprefix("sha256:") + ".json")
 
-    def record(self, url: str, keys: list[str], version: dict[str, Any]) -> None:
+    def record(self, url: str, keys: list[str], version: Version) -> None:
         """Remember ``version`` under ``keys`` for registry ``url``; failures only cost
         offline availability, never the pull."""
-        digest = version.get("digest")
-        if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        digest = version.digest
+        if not digest.startswith("sha256:"):
             return
-        doc = {k: version[k] for k in _KEPT if k in version}
+        sent = version.to_dict()
+        doc = {k: sent[k] for k in _KEPT if k in sent}
         with contextlib.suppress(OSError):
             self.versions.mkdir(parents=True, exist_ok=True)
             _write_atomic(self._doc_path(digest), json.dumps(doc))
@@ -69,7 +71,7 @@ class VersionIndex:
                 table[key] = digest
             _write_atomic(self.refs_path, json.dumps(refs, indent=1, sort_keys=True))
 
-    def lookup(self, url: str, key: str, *, digest: str | None = None) -> dict[str, Any]:
+    def lookup(self, url: str, key: str, *, digest: str | None = None) -> Version:
         """The version recorded for ``key`` (``digest``: any registry); ``NotCached`` else."""
         found: str | None = None
         refs = self._refs()
@@ -80,28 +82,24 @@ class VersionIndex:
             table = refs.get(url)
             value = table.get(key) if isinstance(table, dict) else None
             found = value if isinstance(value, str) else None
-        doc = self._load(found) if found else None
-        if doc is None:
+        version = self._load(found) if found else None
+        if version is None:
             raise NotCached(
                 f"LOREG_OFFLINE is set and {key} is not in the local cache "
                 f"({self.root.absolute()}): pull it once with the registry reachable (unset "
                 "LOREG_OFFLINE), or name a version pulled before (`ns/name@sha256:...`)",
                 details={"ref": key, "cache": str(self.root.absolute())},
             )
-        return doc
+        return version
 
-    def _load(self, digest: str) -> dict[str, Any] | None:
-        from loreg.client.transfer import files_of
-        from loreg.services.manifests import FileEntry, manifest_digest
-
+    def _load(self, digest: str) -> Version | None:
         try:
-            doc = json.loads(self._doc_path(digest).read_text())
-            entries = [FileEntry(f.path, f.digest, f.size) for f in files_of(doc)]
-        except Exception:  # missing, unreadable or malformed: as good as not cached
+            version = Version.from_api(json.loads(self._doc_path(digest).read_text()))
+        except (OSError, ValueError, ApiError):  # missing, unreadable, malformed: not cached
             return None
-        if not isinstance(doc, dict) or manifest_digest(entries) != digest:
+        if manifest_digest(version.files) != digest:
             return None
-        return doc
+        return version
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -27,6 +27,8 @@ import httpx
 from loreg.client._http import Http
 from loreg.client.cache import CHUNK, BlobCache, HashIndex, hash_file
 from loreg.client.errors import ApiError, Conflict, IntegrityError, InvalidInput, ServerError
+from loreg.client.models import Version
+from loreg.refs import FileEntry
 
 DEFAULT_WORKERS = 4
 UPLOAD_CHUNK = 1024 * 1024
@@ -61,31 +63,20 @@ def _bar(progress: ProgressFactory | None, desc: str, total: int) -> Iterator[Ba
         bar.close()
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of a version's manifest."""
-
-    path: str
-    digest: str
-    size: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "digest": self.digest, "size": self.size}
-
-
 @dataclass
 class PushResult:
     """What a push did: the version the registry answered, and what travelled."""
 
-    version: dict[str, Any]
+    version: Version
     files: list[FileEntry]
     uploaded_files: int
     uploaded_bytes: int
     total_bytes: int
 
     def to_dict(self) -> dict[str, Any]:
+        """``loreg push --json``: the version as the API answered it, and the transfer."""
         return {
-            "version": self.version,
+            "version": self.version.to_dict(),
             "files": [f.to_dict() for f in self.files],
             "uploaded_files": self.uploaded_files,
             "uploaded_bytes": self.uploaded_bytes,
@@ -95,21 +86,23 @@ class PushResult:
 
 @dataclass
 class PullResult:
-    """Where a pull wrote, and how much came over the network vs from the cache."""
+    """Where a pull wrote, and how much came over the network vs from the cache;
+    ``version``: the version pulled (``None`` for a job's outputs)."""
 
     path: Path
     files: list[FileEntry]
     downloaded_bytes: int
     cached_bytes: int
-    version: dict[str, Any] = field(default_factory=dict)
+    version: Version | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """``loreg pull --json``."""
         return {
             "path": str(self.path),
             "files": [f.to_dict() for f in self.files],
             "downloaded_bytes": self.downloaded_bytes,
             "cached_bytes": self.cached_bytes,
-            "version": self.version,
+            "version": self.version.to_dict() if self.version is not None else {},
         }
 
 
@@ -354,26 +347,6 @@ def _range_starts_at(resp: httpx.Response, start: int) -> bool:
         return False
 
 
-def files_of(manifest: Any) -> list[FileEntry]:
-    """The file list of a version or a job output, whatever wrapper the server put around it."""
-    files: Any = manifest
-    if isinstance(manifest, dict):
-        for key in ("files", "manifest", "outputs"):
-            if key in manifest:
-                files = manifest[key]
-                break
-        if isinstance(files, dict):
-            return files_of(files)
-    if not isinstance(files, list):
-        raise IntegrityError("the registry answered a manifest without a file list")
-    out = []
-    for item in files:
-        entry = FileEntry(str(item["path"]), str(item["digest"]), int(item["size"]))
-        safe_relpath(entry.path)
-        out.append(entry)
-    return out
-
-
 def materialize(
     http: Http,
     cache: BlobCache,
@@ -383,7 +356,7 @@ def materialize(
     force: bool = False,
     progress: ProgressFactory | None = None,
     workers: int = DEFAULT_WORKERS,
-    version: dict[str, Any] | None = None,
+    version: Version | None = None,
 ) -> PullResult:
     """Fetch ``files`` into the cache, then write ``dest`` atomically from the cache."""
     dest = dest.absolute()
@@ -423,7 +396,7 @@ def materialize(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PullResult(dest, list(files), stats.downloaded, stats.cached, version or {})
+    return PullResult(dest, list(files), stats.downloaded, stats.cached, version)
 
 
 def _swap_into_place(tmp: Path, dest: Path) -> None:
@@ -477,7 +450,6 @@ __all__ = [
     "PullResult",
     "PushResult",
     "fetch_blob",
-    "files_of",
     "hash_files",
     "list_folder",
     "materialize",

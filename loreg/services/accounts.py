@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from loreg.db.models import ApiToken, Membership, Namespace, NamespaceKind, User
 from loreg.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from loreg.refs import validate_name
 from loreg.services import audit
 from loreg.services.pagination import (
     DEFAULT_LIMIT,
@@ -38,7 +39,6 @@ from loreg.services.permissions import (
     require_site_admin,
     require_user,
 )
-from loreg.services.refs import validate_name
 
 TOKEN_PREFIX = "lrg_"
 #: How stale ``last_used_at`` may get before a request refreshes it (keeps reads read-only).

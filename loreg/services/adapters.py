@@ -60,9 +60,19 @@ from loreg.formats.peft_config import parse_config as parse_adapter_config
 from loreg.formats.report import CompatibilityReport
 from loreg.formats.safetensors import read_header
 from loreg.formats.types import AdapterDescription
+from loreg.refs import (
+    DEFAULT_TAG,
+    FileEntry,
+    manifest_digest,
+    parse_adapter_name,
+    parse_ref,
+    parse_version_selector,
+    validate_base_name,
+    validate_tag,
+)
 from loreg.services import audit, bases, blobs, events, quotas
 from loreg.services.accounts import get_namespace
-from loreg.services.manifests import FileEntry, check_entries, manifest_digest, require_blobs
+from loreg.services.manifests import check_entries, require_blobs
 from loreg.services.pagination import (
     DEFAULT_LIMIT,
     Page,
@@ -81,14 +91,6 @@ from loreg.services.permissions import (
     require_scope,
     require_write_adapter,
     require_write_namespace,
-)
-from loreg.services.refs import (
-    DEFAULT_TAG,
-    parse_adapter_name,
-    parse_ref,
-    parse_version_selector,
-    validate_base_name,
-    validate_tag,
 )
 from loreg.services.text import storable
 from loreg.storage import BlobStore

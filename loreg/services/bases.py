@@ -31,6 +31,7 @@ from loreg.formats.base import model_type_of, tied_aliases
 from loreg.formats.base import structure_hash as compute_structure_hash
 from loreg.formats.safetensors import DTYPE_BITS
 from loreg.formats.types import BaseManifest
+from loreg.refs import validate_base_name
 from loreg.services import audit
 from loreg.services.manifests import FileEntry, check_entries, require_blobs
 from loreg.services.pagination import (
@@ -41,7 +42,6 @@ from loreg.services.pagination import (
     page_of,
 )
 from loreg.services.permissions import Actor, is_site_admin, require_scope
-from loreg.services.refs import validate_base_name
 from loreg.services.text import storable
 
 MAX_TENSORS = 500_000

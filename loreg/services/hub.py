@@ -35,16 +35,22 @@ from loreg.db.models import Adapter, AdapterVersion, Job, Tag, Visibility
 from loreg.digests import validate_digest
 from loreg.errors import Conflict, InvalidInput, LoregError, NotFound
 from loreg.formats.peft_config import CONFIG_NAME, MAX_CONFIG_BYTES
+from loreg.refs import (
+    DEFAULT_TAG,
+    FileEntry,
+    manifest_digest,
+    parse_adapter_name,
+    validate_base_name,
+)
 from loreg.services import adapters, bases, blobs, jobs
 from loreg.services.accounts import get_namespace
-from loreg.services.manifests import FileEntry, manifest_digest, validate_path
+from loreg.services.manifests import validate_path
 from loreg.services.permissions import (
     Actor,
     require_scope,
     require_write_adapter,
     require_write_namespace,
 )
-from loreg.services.refs import DEFAULT_TAG, parse_adapter_name, validate_base_name
 from loreg.storage import BlobStore
 
 MAIN = "main"

@@ -39,6 +39,7 @@ from loreg.db.models import (
 from loreg.db.session import is_postgres
 from loreg.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from loreg.merge.options import OPTION_NAMES
+from loreg.refs import validate_base_name, validate_name
 from loreg.services import adapters, audit
 from loreg.services.job_params import (
     CombineParams,
@@ -61,7 +62,6 @@ from loreg.services.permissions import (
     require_user,
     require_write_namespace,
 )
-from loreg.services.refs import validate_base_name, validate_name
 from loreg.services.text import storable
 
 #: Statuses that end a job.

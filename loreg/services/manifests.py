@@ -1,21 +1,19 @@
 """File lists of versions and base models: path rules, the canonical digest, blob checks.
 
-``manifest_digest`` is *the* definition of a version's digest (docs/design.md §3): the
-sha256 of the canonical manifest, so the client, the server and the worker agree on it.
+``FileEntry`` and ``manifest_digest`` (*the* definition of a version's digest, docs/design.md
+§3) live in ``loreg.refs``, shared with the client, so client, server and worker agree on it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
 from loreg.digests import validate_digest
 from loreg.errors import InvalidInput
+from loreg.refs import FileEntry
 from loreg.services.blobs import held_blobs
 from loreg.services.permissions import Actor
 
@@ -26,15 +24,6 @@ _BAD_PATH_CHARS = set('\\:*?"<>|')
 #: isolates that make ``evil\u202egnp.exe`` display as ``evilexe.png``, zero-width
 #: characters), line and paragraph separators (Zl, Zp) and lone surrogates (Cs).
 _BAD_PATH_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of a version or base: its relative path, blob digest and size."""
-
-    path: str
-    digest: str
-    size: int
 
 
 class BlobsMissing(InvalidInput):
@@ -90,14 +79,6 @@ def check_entries(files: Sequence[FileEntry], *, max_total: int | None = None) -
             details={"size": total, "limit": max_total},
         )
     return sorted(files, key=lambda f: f.path)
-
-
-def manifest_digest(files: Iterable[FileEntry]) -> str:
-    """``sha256:`` of the canonical manifest: compact JSON of ``[[path, digest, size], ...]``
-    sorted by path (UTF-8, no spaces). Never change it: stored digests depend on it."""
-    records = sorted([f.path, f.digest, f.size] for f in files)
-    raw = json.dumps(records, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def require_blobs(session: Session, actor: Actor, files: Sequence[FileEntry]) -> None:

@@ -77,7 +77,7 @@ class AdapterResolver:
         name = self.base or served
         if name not in self._fingerprints:
             try:
-                self._fingerprints[name] = self.client.get_base(name)["fingerprint"]
+                self._fingerprints[name] = self.client.get_base(name).fingerprint
             except NotFound:
                 raise ResolverError(
                     f"vLLM serves '{name}', which is not a registered base model in loreg; "
@@ -92,21 +92,21 @@ class AdapterResolver:
             version = self.client.resolve(lora_name)
         except NotFound:
             return None
-        ref = version["ref"]
-        base = version.get("base_model") or {}
+        ref = version.ref
+        base = version.base_model
         wanted = self._served_fingerprint(served_model)
-        if base.get("fingerprint") != wanted:
+        if base is None or base.fingerprint != wanted:
             raise BaseMismatch(
-                f"adapter {ref} was checked against base '{base.get('name')}' "
-                f"({base.get('fingerprint')}), but vLLM serves '{self.base or served_model}' "
-                f"({wanted}): refusing to apply it to other weights")
-        folder = self.cache_dir / version["digest"].replace(":", "-")
+                f"adapter {ref} was checked against base '{base.name if base else None}' "
+                f"({base.fingerprint if base else None}), but vLLM serves "
+                f"'{self.base or served_model}' ({wanted}): refusing to apply it to other weights")
+        folder = self.cache_dir / version.digest.replace(":", "-")
         with self._lock:
             if not (folder / "adapter_config.json").is_file():
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
                 self.client.pull(ref, folder, force=folder.exists())
                 self.downloads += 1
-        return ResolvedAdapter(lora_name, ref, version["digest"], folder)
+        return ResolvedAdapter(lora_name, ref, version.digest, folder)
 
 
 def register() -> bool:

@@ -74,9 +74,11 @@ class LoregEnv:
         return f"http://127.0.0.1:{self.port}"
 
     def run(self, *args: str, check: bool | int = True, timeout: float = 180,
-            env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
-        """Run ``loreg ARGS``; ``check=True`` wants exit 0, an int wants that exit code."""
-        p = subprocess.run([LOREG, *args], capture_output=True, text=True, timeout=timeout,
+            env: dict[str, str] | None = None, cwd: Path | None = None,
+            exe: str = LOREG) -> Result:
+        """Run ``loreg ARGS``; ``check=True`` wants exit 0, an int wants that exit code.
+        ``exe``: another installation's ``loreg`` (the light client's)."""
+        p = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout,
                            env=env or self.env(), cwd=cwd)
         res = Result(p.returncode, p.stdout, p.stderr)
         want = 0 if check is True else check

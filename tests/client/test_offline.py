@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 
 from loreg.client.errors import NotCached
+from loreg.client.models import Version
 from loreg.client.offline import VersionIndex, ref_forms
-from loreg.services.manifests import FileEntry, manifest_digest
+from loreg.refs import FileEntry, manifest_digest
 
 FILES = [
     {"path": "adapter_config.json", "digest": "sha256:" + "a" * 64, "size": 10},
     {"path": "adapter_model.safetensors", "digest": "sha256:" + "b" * 64, "size": 99},
 ]
 DIGEST = manifest_digest(FileEntry(**f) for f in FILES)
-VERSION = {"namespace": "acme", "name": "bot", "number": 3, "digest": DIGEST, "files": FILES,
-           "validation_report": {"big": "x" * 1000}}
+VERSION = Version.from_api({"namespace": "acme", "name": "bot", "number": 3, "digest": DIGEST,
+                            "files": FILES, "validation_report": {"big": "x" * 1000}})
 
 
 def test_ref_forms_spell_each_reference_one_way() -> None:
@@ -31,14 +32,15 @@ def test_recorded_versions_are_found_by_each_reference(tmp_path: Path) -> None:
     keys = ["acme/bot:prod", "acme/bot@3", f"acme/bot@{DIGEST}"]
     index.record("http://r1", keys, VERSION)
     for key in keys[:2]:
-        doc = index.lookup("http://r1", key)
-        assert doc["digest"] == DIGEST and doc["files"] == FILES
-        assert "validation_report" not in doc  # only what a pull needs is kept
+        found = index.lookup("http://r1", key)
+        assert found.digest == DIGEST and found.to_dict()["files"] == FILES
+        assert found.files == [FileEntry(**f) for f in FILES]
+        assert "validation_report" not in found.to_dict()  # only what a pull needs is kept
     # a tag or number belongs to its registry ...
     with pytest.raises(NotCached, match="acme/bot:prod is not in the local cache"):
         index.lookup("http://r2", "acme/bot:prod")
     # ... a digest names the content, whichever registry it came from
-    assert index.lookup("http://r2", f"acme/bot@{DIGEST}", digest=DIGEST)["number"] == 3
+    assert index.lookup("http://r2", f"acme/bot@{DIGEST}", digest=DIGEST).number == 3
     # but only under the name it was pulled as
     with pytest.raises(NotCached):
         index.lookup("http://r1", f"other/bot@{DIGEST}", digest=DIGEST)
@@ -62,7 +64,8 @@ def test_recording_never_fails_a_pull(tmp_path: Path) -> None:
     blocked = tmp_path / "cache"
     blocked.write_text("a file where the cache folder should be")
     VersionIndex(blocked).record("http://r1", ["acme/bot:prod"], VERSION)  # no exception
-    VersionIndex(tmp_path).record("http://r1", ["acme/bot:prod"], {"digest": None})
+    not_a_digest = Version.from_api({**VERSION.to_dict(), "digest": "md5:0"})
+    VersionIndex(tmp_path).record("http://r1", ["acme/bot:prod"], not_a_digest)
     assert not (tmp_path / "refs.json").exists()
 
 
@@ -71,6 +74,6 @@ def test_a_later_pull_moves_the_tag(tmp_path: Path) -> None:
     index.record("http://r1", ["acme/bot:prod"], VERSION)
     files2 = [dict(FILES[0]), {**FILES[1], "digest": "sha256:" + "d" * 64}]
     digest2 = manifest_digest(FileEntry(**f) for f in files2)
-    index.record("http://r1", ["acme/bot:prod"], {**VERSION, "number": 4, "digest": digest2,
-                                                  "files": files2})
-    assert index.lookup("http://r1", "acme/bot:prod")["number"] == 4
+    index.record("http://r1", ["acme/bot:prod"], Version.from_api(
+        {**VERSION.to_dict(), "number": 4, "digest": digest2, "files": files2}))
+    assert index.lookup("http://r1", "acme/bot:prod").number == 4

@@ -27,7 +27,7 @@ def test_push_uploads_only_missing_and_repush_uploads_nothing(
     first = client.push(adapter_dir, "acme/bot:prod", base="org/base", labels={"run": "7"})
     assert first.uploaded_files == 3
     assert first.uploaded_bytes == first.total_bytes == fake.state.uploaded_bytes
-    assert first.version["number"] == 1
+    assert first.version.number == 1
     sent = [r for r in fake.state.requests if r[0] == "POST" and r[1].endswith("/versions")]
     assert len(sent) == 1
 
@@ -43,7 +43,7 @@ def test_push_of_a_changed_file_uploads_that_file_only(
     (adapter_dir / "README.md").write_text("changed\n")
     second = client.push(adapter_dir, "acme/bot")
     assert second.uploaded_files == 1 and second.uploaded_bytes == len("changed\n")
-    assert second.version["number"] == 2
+    assert second.version.number == 2
 
 
 def test_pull_is_byte_identical_and_a_cached_pull_transfers_nothing(

@@ -63,10 +63,10 @@ def test_merge_over_http_with_separate_worker(tmp_path: Path, models: Models,
         client.register_base(models.base.path, "org/tiny")
         client.push(models.adapter.path, "admin/tiny-lora", base="org/tiny")
         job = client.merge(["admin/tiny-lora"], "org/tiny", max_shard_bytes=1 << 20)
-        assert job["status"] == "queued"
+        assert job.status == "queued"
         # the same merge again is the same job
         assert client.merge(["admin/tiny-lora@1"], "org/tiny",
-                            max_shard_bytes=1 << 20)["id"] == job["id"]
+                            max_shard_bytes=1 << 20).id == job.id
 
         stack_env = Stack(settings, None, None, None, None)  # type: ignore[arg-type]
         log = tmp_path / "worker.log"
@@ -76,34 +76,34 @@ def test_merge_over_http_with_separate_worker(tmp_path: Path, models: Models,
         try:
             deadline = time.monotonic() + 120
             while True:
-                j = client.get_job(job["id"])
-                seen.append((j["status"], j["progress"]))
-                if j["status"] in ("succeeded", "failed", "cancelled"):
+                j = client.get_job(job.id)
+                seen.append((j.status, j.progress))
+                if j.done:
                     break
                 assert time.monotonic() < deadline, seen[-5:]
                 time.sleep(0.05)
         finally:
             _stop(proc)
-        assert j["status"] == "succeeded", (j["error"], log.read_text()[-3000:])
+        assert j.status == "succeeded", (j.error, log.read_text()[-3000:])
         statuses = [s for s, _ in seen]
         assert statuses[0] == "queued" and "running" in statuses
         running = [p for s, p in seen if s == "running"]
         assert running == sorted(running) and len(set(running)) >= 3, running
-        assert j["attempts"] == 1 and j["progress"] == 1.0
+        assert j.attempts == 1 and j.progress == 1.0
 
         out = tmp_path / "merged"
-        client.download_job_outputs(job["id"], out)
+        client.download_job_outputs(job.id, out)
         assert_matches_peft(out, models)
-        manifest = client.job_outputs(job["id"])
-        assert {f["path"] for f in manifest["files"]} == {p.name for p in out.iterdir()}
+        manifest = client.job_outputs(job.id)
+        assert {f.path for f in manifest.files} == {p.name for p in out.iterdir()}
 
         # the worker logged structured lines naming the job
         events = _events(log)
-        assert any(e["event"] == "job.succeeded" and e.get("job_id") == job["id"]
+        assert any(e["event"] == "job.succeeded" and e.get("job_id") == job.id
                    for e in events)
         # the push's validation job ran too and marked the version valid
         version = client.get_version("admin/tiny-lora@1")
-        assert version["validation_state"] == "valid", version.get("validation_report")
+        assert version.validation_state == "valid", version.validation_report
 
 
 def test_kill_9_mid_merge_then_another_worker_finishes(pg_stack: Stack, models: Models,

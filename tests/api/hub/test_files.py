@@ -168,7 +168,7 @@ def test_merged_checkpoint_by_repo_id(registry_server: RegistryServer, models: M
     client.register_base(models.base.path, base)
     client.push(models.adapter.path, f"{alice.name}/m", base=base)
     job = client.merge([f"{alice.name}/m"], base, max_shard_bytes=1 << 20)
-    repo = f"_merges/{job['id']}"
+    repo = f"_merges/{job.id}"
     with pytest.raises(RepositoryNotFoundError):  # not finished: not there yet
         hf_api(registry_server, alice.token).model_info(repo)
     s = registry_server.settings
@@ -178,12 +178,12 @@ def test_merged_checkpoint_by_repo_id(registry_server: RegistryServer, models: M
     if s.s3_endpoint_url:
         env.update(LOREG_S3_ENDPOINT_URL=s.s3_endpoint_url, LOREG_S3_REGION="us-east-1")
     for _ in range(4):
-        if client.get_job(job["id"])["status"] == "succeeded":
+        if client.get_job(job.id).status == "succeeded":
             break
         subprocess.run([str(Path(sys.executable).parent / "loreg"), "worker", "--once"], env=env,
                        check=True, capture_output=True, timeout=300)
-    assert client.get_job(job["id"])["status"] == "succeeded"
-    client.download_job_outputs(job["id"], tmp_path / "outputs")
+    assert client.get_job(job.id).status == "succeeded"
+    client.download_job_outputs(job.id, tmp_path / "outputs")
     got = snapshot_download(repo, endpoint=registry_server.base_url, token=alice.token,
                             cache_dir=hf_cache)
     assert tree_digests(Path(got)) == tree_digests(tmp_path / "outputs")

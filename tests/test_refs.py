@@ -1,11 +1,15 @@
-"""Names and references: the grammar of docs/design.md §3, and nothing path-like."""
+"""Names, references and version digests: the grammar of docs/design.md §3, nothing path-like."""
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 
 from loreg.errors import InvalidInput
-from loreg.services.refs import (
+from loreg.refs import (
+    FileEntry,
+    manifest_digest,
     parse_ref,
     parse_version_selector,
     validate_base_name,
@@ -55,3 +59,17 @@ def test_base_names_keep_case() -> None:
     for bad in ("a/b/c", "../x", "a/..", "a/", "/a", "a b", "a/-b", "x" * 200):
         with pytest.raises(InvalidInput):
             validate_base_name(bad)
+
+
+A = "sha256:" + "a" * 64
+B = "sha256:" + "b" * 64
+
+
+def test_digest_is_canonical() -> None:
+    one = [FileEntry("b.json", B, 2), FileEntry("a.safetensors", A, 10)]
+    assert manifest_digest(one) == manifest_digest(list(reversed(one)))
+    expected = hashlib.sha256(
+        f'[["a.safetensors","{A}",10],["b.json","{B}",2]]'.encode()).hexdigest()
+    assert manifest_digest(one) == "sha256:" + expected
+    assert manifest_digest(one) != manifest_digest([FileEntry("b.json", B, 3), one[1]])
+    assert manifest_digest(one) != manifest_digest([FileEntry("c.json", B, 2), one[1]])

@@ -1,14 +1,20 @@
-"""Names and references (docs/design.md §3), parsed once at the edge.
+"""Names, references and version digests (docs/design.md §3): what client and server share.
 
 Every name that reaches a query or a storage key went through one of these functions, so a
 name can never be a path: anything outside the grammar is an ``InvalidInput`` (HTTP 400).
+The client checks references with the same functions before it sends them, and computes a
+version's digest (``manifest_digest``) exactly as the server does. Pure: the standard
+library and ``loreg.errors`` only, so the light client install can import it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from loreg.digests import validate_digest
 from loreg.errors import InvalidInput
@@ -144,3 +150,23 @@ def parse_ref(ref: str) -> Ref:
         )
     adapter = parse_adapter_name(parts[0], parts[1])
     return Ref(adapter.namespace, adapter.name, kind, value)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a version, a base or a job's outputs: relative path, blob digest, size."""
+
+    path: str
+    digest: str
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "digest": self.digest, "size": self.size}
+
+
+def manifest_digest(files: Iterable[FileEntry]) -> str:
+    """``sha256:`` of the canonical manifest: compact JSON of ``[[path, digest, size], ...]``
+    sorted by path (UTF-8, no spaces). Never change it: stored digests depend on it."""
+    records = sorted([f.path, f.digest, f.size] for f in files)
+    raw = json.dumps(records, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
