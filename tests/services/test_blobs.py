@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from loreg.digests import sha256_digest
 from loreg.services import blobs
-from loreg.storage import sha256_digest
 from tests.factories.db import make_blob
 
 
