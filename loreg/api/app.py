@@ -26,6 +26,7 @@ from loreg.api.errors import install_error_handlers, internal_error_response
 from loreg.api.limits import BodyLimitMiddleware
 from loreg.api.metrics import install_metrics
 from loreg.api.openapi import TAGS, document_errors, install_docs, operation_id
+from loreg.api.usage import TokenUses
 from loreg.config import Settings
 from loreg.db.session import create_engine_for, make_sessionmaker
 from loreg.logging import request_id_var
@@ -117,10 +118,13 @@ def create_app(
     *,
     store: BlobStore | None = None,
     engine: Engine | None = None,
+    sweep_uploads: bool = True,
 ) -> FastAPI:
     """The loreg API. Builds what it is not given (engine, store) once, from ``settings``.
 
     An engine it built is disposed of at shutdown; one passed in belongs to the caller.
+    ``sweep_uploads``: remove interrupted uploads' temp files at start-up (``loreg serve
+    --workers N`` does it once, before starting the N processes).
     """
     settings = settings if settings is not None else Settings()
     owns_engine = engine is None
@@ -129,8 +133,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _remove_upload_leftovers(store)
+        if sweep_uploads:
+            remove_upload_leftovers(store)
         yield
+        app.state.token_uses.stop()
         if owns_engine:
             engine.dispose()
 
@@ -149,6 +155,7 @@ def create_app(
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.store = store
+    app.state.token_uses = TokenUses(app.state.sessionmaker)
 
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, settings=settings)
@@ -172,7 +179,7 @@ def create_app(
     return app
 
 
-def _remove_upload_leftovers(store: BlobStore) -> None:
+def remove_upload_leftovers(store: BlobStore) -> None:
     """At start-up: delete the temp files of uploads that a crashed process left behind
     (only those no live process is writing; see ``loreg.storage.local``)."""
     from loreg.services.gc import sweep_temp_files

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Select, and_, exists, func, or_, select, update
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from loreg.db.base import utcnow
 from loreg.db.models import (
@@ -51,7 +51,7 @@ from loreg.formats.peft import CONFIG_NAME, MAX_CONFIG_BYTES, WEIGHTS_NAME, desc
 from loreg.formats.peft import parse_config as parse_adapter_config
 from loreg.formats.safetensors import read_header
 from loreg.formats.types import AdapterDescription
-from loreg.services import audit, bases, blobs, events, quotas
+from loreg.services import audit, bases, blobs, events, quotas, reads
 from loreg.services.accounts import get_namespace
 from loreg.services.manifests import FileEntry, check_entries, manifest_digest, require_blobs
 from loreg.services.pagination import (
@@ -66,7 +66,6 @@ from loreg.services.permissions import (
     Actor,
     Principal,
     adapter_not_found,
-    readable_namespace_ids,
     require_admin_adapter,
     require_read_adapter,
     require_scope,
@@ -719,38 +718,27 @@ def summarize(session: Session, adapters: Sequence[Adapter]) -> list[AdapterSumm
     ]
 
 
-def _visible(session: Session, actor: Actor) -> Any:
-    namespaces = readable_namespace_ids(session, actor)
-    if namespaces is None:
-        return None
-    cond: Any = Adapter.visibility == Visibility.PUBLIC.value
-    if namespaces:
-        cond = or_(cond, Adapter.namespace_id.in_(namespaces))
-    return cond
-
-
-def search(
-    session: Session, actor: Actor, filters: SearchFilters, *, cursor: str | None = None,
+def search_statement(
+    actor: Actor, filters: SearchFilters, *, cursor: str | None = None,
     limit: int = DEFAULT_LIMIT,
-) -> Page[AdapterSummary]:
-    """Adapters the actor may read, newest first; version filters (base, target, rank,
-    labels) must all hold for one live version."""
+) -> Select[Any]:
+    """The ids of the adapters the actor may read that match ``filters``, newest first,
+    ``limit + 1`` of them (the extra one says a next page exists). Version filters (base,
+    target, rank, labels) must all hold for one live version."""
     check_limit(limit)
-    stmt = select(Adapter).join(
-        Namespace, Namespace.id == Adapter.namespace_id
-    )
-    visible = _visible(session, actor)
+    stmt = select(Adapter.id)
+    visible = reads.visible_to(actor)
     if visible is not None:
         stmt = stmt.where(visible)
     if filters.namespace is not None:
         parse_adapter_name(filters.namespace, "x")
-        stmt = stmt.where(Namespace.name == filters.namespace)
+        stmt = stmt.where(Adapter.namespace_id == select(Namespace.id)
+                          .where(Namespace.name == filters.namespace).scalar_subquery())
     vconds: list[Any] = []
     if filters.base is not None:
         validate_base_name(filters.base)
-        vconds.append(AdapterVersion.base_model_id.in_(
-            select(BaseModelRecord.id).where(BaseModelRecord.name == filters.base)
-        ))
+        vconds.append(AdapterVersion.base_model_id == select(BaseModelRecord.id)
+                      .where(BaseModelRecord.name == filters.base).scalar_subquery())
     if filters.target is not None:
         if not filters.target or len(filters.target) > 512:
             raise InvalidInput("invalid target module", details={"field": "target"})
@@ -792,9 +780,32 @@ def search(
     after = cursor_int(decode_cursor("adapters", cursor), "id")
     if after is not None:
         stmt = stmt.where(Adapter.id < after)
-    rows = list(session.scalars(stmt.order_by(Adapter.id.desc()).limit(limit + 1)))
+    return stmt.order_by(Adapter.id.desc()).limit(limit + 1)
+
+
+def search(
+    session: Session, actor: Actor, filters: SearchFilters, *, cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Page[AdapterSummary]:
+    """Adapters the actor may read, newest first, as ORM summaries (the web page); the API
+    reads plain values with ``search_views``."""
+    ids: list[int] = list(session.scalars(
+        search_statement(actor, filters, cursor=cursor, limit=limit)))
+    by_id = {a.id: a for a in session.scalars(
+        select(Adapter).where(Adapter.id.in_(ids)).options(joinedload(Adapter.namespace)))}
+    rows = [by_id[i] for i in ids if i in by_id]
     page = page_of(rows, limit, "adapters", lambda a: {"id": a.id})
     return Page(summarize(session, page.items), page.next_cursor)
+
+
+def search_views(
+    session: Session, actor: Actor, filters: SearchFilters, *, cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Page[reads.AdapterView]:
+    """``search`` as plain values, in a fixed number of queries whatever the page size."""
+    return reads.search(session, actor,
+                        search_statement(actor, filters, cursor=cursor, limit=limit),
+                        limit=limit)
 
 
 # --------------------------------------------------------------------------- versions
@@ -972,6 +983,8 @@ __all__ = [
     "resolve",
     "restore_version",
     "search",
+    "search_statement",
+    "search_views",
     "set_tag",
     "update_adapter",
 ]

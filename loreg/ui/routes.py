@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy.exc import DataError, SQLAlchemyError
+from sqlalchemy.exc import DataError
 from starlette.templating import Jinja2Templates
 
 from loreg.api.deps import (
@@ -48,6 +48,7 @@ from loreg.api.deps import (
     authenticate_token,
     get_request_id,
     get_sessionmaker,
+    note_use,
 )
 from loreg.api.errors import status_for
 from loreg.api.streaming import iter_file
@@ -154,15 +155,11 @@ def ui_actor(request: Request) -> Principal | None:
 
 
 def _session_principal(request: Request, value: str) -> Principal:
-    """The principal of the cookie's session, in its own short transaction (it may record
-    the token's last use, like a Bearer request)."""
+    """The principal of the cookie's session, in its own short read; the token's last use
+    is noted like a Bearer request's (written off the request path)."""
     with get_sessionmaker(request)() as session:
         principal = ui_sessions.authenticate(session, value)
-        if session.dirty:
-            try:
-                session.commit()
-            except SQLAlchemyError:
-                session.rollback()
+    note_use(request, principal)
     return principal.with_request_id(get_request_id(request) or None)
 
 

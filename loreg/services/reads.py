@@ -1,0 +1,468 @@
+"""The read path: versions and adapters as plain values, in a fixed number of queries.
+
+Resolving a reference, showing a version, listing versions and searching adapters are what
+CI pipelines and serving fleets do all day. Each is answered here with a constant number of
+Core queries over plain columns (no ORM objects, no lazy loads), whatever the page size:
+
+- a version (by number, digest, tag or ``latest``): one query for the version with its
+  adapter, namespace, base model, creator, tags, the caller's membership role and whether
+  it has lineage; one for its files; one for its lineage only when it has any;
+- a page of versions: the same three, for the whole page;
+- a page of adapters (search): one for the page, one for each adapter's latest live
+  version and live version count, one for the tags.
+
+Authorisation is decided by ``loreg.services.permissions.can_read_row`` on the row's own
+columns (visibility, namespace, the caller's role, fetched in the same query), with the
+same answer as the ORM path: a hidden adapter is ``NotFound`` exactly like a missing one.
+Every query is on an index (``bench/api.py`` prints the plans at 1M versions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, bindparam, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from loreg.db.models import (
+    Adapter,
+    AdapterVersion,
+    BaseModelRecord,
+    Lineage,
+    Membership,
+    Namespace,
+    Tag,
+    User,
+    VersionFile,
+    Visibility,
+)
+from loreg.errors import NotFound
+from loreg.services.pagination import (
+    DEFAULT_LIMIT,
+    Page,
+    check_limit,
+    cursor_int,
+    decode_cursor,
+    page_of,
+)
+from loreg.services.permissions import Actor, adapter_not_found, can_read_row
+from loreg.services.refs import DEFAULT_TAG, parse_adapter_name, parse_ref, parse_version_selector
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass
+class FileView:
+    path: str
+    digest: str
+    size: int
+
+
+@dataclass
+class LineageView:
+    parent: str  # ns/name@N
+    weight: float
+    method: str
+    params: dict[str, Any]
+
+
+@dataclass
+class VersionView:
+    """What the API shows of a version (``VersionOut``), as loaded by one query."""
+
+    id: int
+    adapter_id: int
+    namespace: str
+    name: str
+    number: int
+    digest: str
+    peft_type: str
+    r: int
+    lora_alpha: float
+    use_rslora: bool
+    use_dora: bool
+    rank_pattern: dict[str, Any]
+    alpha_pattern: dict[str, Any]
+    target_modules: Any
+    modules_to_save: list[str] | None
+    fan_in_fan_out: bool
+    dtype: str | None
+    num_parameters: int
+    size_bytes: int
+    adapter_config: dict[str, Any]
+    base_model_name: str | None  # as the adapter's config states it
+    labels: dict[str, Any]
+    description: str
+    created_at: datetime
+    validation_state: str
+    validation_report: dict[str, Any] | None
+    compatibility_report: dict[str, Any] | None
+    deleted_at: datetime | None
+    delete_reason: str | None
+    base_name: str | None
+    base_fingerprint: str | None
+    created_by: str | None
+    tags: list[str]
+    files: list[FileView] = field(default_factory=list)
+    lineage: list[LineageView] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}@{self.number}"
+
+
+@dataclass
+class LatestView:
+    number: int
+    digest: str
+    r: int
+    base: str | None
+    target_modules: Any
+    validation_state: str
+    created_at: datetime
+
+
+@dataclass
+class AdapterView:
+    """What the API shows of an adapter in a search (``AdapterOut``)."""
+
+    id: int
+    namespace: str
+    name: str
+    visibility: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+    created_by: str | None
+    versions_count: int
+    latest: LatestView | None
+    tags: dict[str, int]
+
+    @property
+    def public(self) -> bool:
+        return self.visibility == Visibility.PUBLIC.value
+
+
+# --------------------------------------------------------------------------- statements
+
+_V = AdapterVersion
+_CREATOR = aliased(User, name="creator")
+
+#: the version columns, in ``VersionView`` order (``id`` .. ``delete_reason``)
+_VERSION_COLUMNS = (
+    _V.id, _V.adapter_id, Namespace.name, Adapter.name, _V.number, _V.digest, _V.peft_type,
+    _V.r, _V.lora_alpha, _V.use_rslora, _V.use_dora, _V.rank_pattern, _V.alpha_pattern,
+    _V.target_modules, _V.modules_to_save, _V.fan_in_fan_out, _V.dtype, _V.num_parameters,
+    _V.size_bytes, _V.adapter_config, _V.base_model_name, _V.labels, _V.description,
+    _V.created_at, _V.validation_state, _V.validation_report, _V.compatibility_report,
+    _V.deleted_at, _V.delete_reason,
+)
+_N_VERSION_COLUMNS = len(_VERSION_COLUMNS)
+_VERSION_FIELDS = [f.name for f in fields(VersionView)][:_N_VERSION_COLUMNS]
+
+
+def _version_select() -> Select[Any]:
+    """Versions with everything ``VersionView`` shows and what authorisation needs; the
+    caller's user id is the ``uid`` parameter (-1 for anonymous callers)."""
+    tags = (select(func.aggregate_strings(Tag.name, ","))
+            .where(Tag.version_id == _V.id).correlate(_V).scalar_subquery())
+    has_lineage = exists().where(Lineage.child_version_id == _V.id).correlate(_V)
+    role = (select(Membership.role)
+            .where(Membership.namespace_id == Adapter.namespace_id,
+                   Membership.user_id == bindparam("uid"))
+            .correlate(Adapter).scalar_subquery())
+    return (
+        select(*_VERSION_COLUMNS, BaseModelRecord.name, BaseModelRecord.fingerprint,
+               _CREATOR.name, tags, has_lineage, Adapter.visibility, Adapter.namespace_id,
+               Namespace.kind, role)
+        .select_from(_V)
+        .join(Adapter, Adapter.id == _V.adapter_id)
+        .join(Namespace, Namespace.id == Adapter.namespace_id)
+        .outerjoin(BaseModelRecord, BaseModelRecord.id == _V.base_model_id)
+        .outerjoin(_CREATOR, _CREATOR.id == _V.created_by)
+    )
+
+
+def _by_name() -> Select[Any]:
+    return _version_select().where(Namespace.name == bindparam("ns"),
+                                   Adapter.name == bindparam("name"))
+
+
+def _live() -> Any:
+    return _V.deleted_at.is_(None)
+
+
+def _tagged() -> Any:
+    return _V.id == (select(Tag.version_id)
+                     .where(Tag.adapter_id == Adapter.id, Tag.name == bindparam("tag"))
+                     .correlate(Adapter).scalar_subquery())
+
+
+def _newest_live() -> Any:
+    newest = aliased(AdapterVersion, name="newest")
+    return _V.number == (select(func.max(newest.number))
+                         .where(newest.adapter_id == Adapter.id, newest.deleted_at.is_(None))
+                         .correlate(Adapter).scalar_subquery())
+
+
+#: one statement per way of naming a version, built once (compiled once per dialect)
+_STATEMENTS: dict[str, Select[Any]] = {
+    "number": _by_name().where(_V.number == bindparam("number"), _live()),
+    "number+deleted": _by_name().where(_V.number == bindparam("number")),
+    "digest": _by_name().where(_V.digest == bindparam("digest"), _live()),
+    "digest+deleted": _by_name().where(_V.digest == bindparam("digest")),
+    "tag": _by_name().where(_tagged(), _live()),
+    "newest": _by_name().where(_newest_live(), _live()),
+    "ids": _version_select().where(_V.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_V.id),
+    "page": _by_name().where(_live(), _V.number < bindparam("before"))
+    .order_by(_V.number.desc()).limit(bindparam("limit")),
+    "page+deleted": _by_name().where(_V.number < bindparam("before"))
+    .order_by(_V.number.desc()).limit(bindparam("limit")),
+}
+
+_FILES = (select(VersionFile.version_id, VersionFile.path, VersionFile.blob_digest,
+                 VersionFile.size)
+          .where(VersionFile.version_id.in_(bindparam("ids", expanding=True)))
+          .order_by(VersionFile.version_id, VersionFile.path))
+
+_PARENT_VERSION = aliased(AdapterVersion, name="parent")
+_PARENT_ADAPTER = aliased(Adapter, name="parent_adapter")
+_PARENT_NAMESPACE = aliased(Namespace, name="parent_namespace")
+_LINEAGE = (select(Lineage.child_version_id, Lineage.weight, Lineage.method, Lineage.params,
+                   _PARENT_NAMESPACE.name, _PARENT_ADAPTER.name, _PARENT_VERSION.number)
+            .join(_PARENT_VERSION, _PARENT_VERSION.id == Lineage.parent_version_id)
+            .join(_PARENT_ADAPTER, _PARENT_ADAPTER.id == _PARENT_VERSION.adapter_id)
+            .join(_PARENT_NAMESPACE, _PARENT_NAMESPACE.id == _PARENT_ADAPTER.namespace_id)
+            .where(Lineage.child_version_id.in_(bindparam("ids", expanding=True)))
+            .order_by(Lineage.child_version_id, Lineage.position))
+
+#: far above any version number (they are < 10**9), for the first page
+_NO_UPPER_BOUND = 2**31 - 1
+
+
+def _uid(actor: Actor) -> int:
+    return actor.user_id if actor is not None else -1
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class _Row:
+    view: VersionView
+    has_lineage: bool
+    visibility: str
+    namespace_id: int
+    namespace_kind: str
+    role: str | None
+
+
+def _rows(session: Session, statement: str, params: dict[str, Any]) -> list[_Row]:
+    out = []
+    for row in session.connection().execute(_STATEMENTS[statement], params):
+        n = _N_VERSION_COLUMNS
+        base_name, base_fp, creator, tags, has_lineage, visibility, ns_id, ns_kind, role = (
+            row[n:])
+        view = VersionView(**dict(zip(_VERSION_FIELDS, row[:n], strict=True)),
+                           base_name=base_name, base_fingerprint=base_fp, created_by=creator,
+                           tags=sorted(tags.split(",")) if tags else [])
+        view.rank_pattern = view.rank_pattern or {}
+        view.alpha_pattern = view.alpha_pattern or {}
+        view.adapter_config = view.adapter_config or {}
+        view.labels = view.labels or {}
+        out.append(_Row(view, bool(has_lineage), visibility, ns_id, ns_kind, role))
+    return out
+
+
+def _complete(session: Session, rows: Sequence[_Row]) -> list[VersionView]:
+    """Attach files (one query) and lineage (one more, only if any version has some)."""
+    views = [r.view for r in rows]
+    if not views:
+        return views
+    by_id = {v.id: v for v in views}
+    conn = session.connection()
+    for version_id, path, digest, size in conn.execute(_FILES, {"ids": list(by_id)}):
+        by_id[version_id].files.append(FileView(path, digest, size))
+    with_lineage = [r.view.id for r in rows if r.has_lineage]
+    if with_lineage:
+        for child, weight, method, params, ns, name, number in conn.execute(
+                _LINEAGE, {"ids": with_lineage}):
+            by_id[child].lineage.append(
+                LineageView(f"{ns}/{name}@{number}", weight, method, params or {}))
+    return views
+
+
+def _readable(actor: Actor, row: _Row) -> bool:
+    return can_read_row(actor, row.visibility, row.namespace_id, row.namespace_kind, row.role)
+
+
+def version_views(session: Session, ids: Sequence[int]) -> list[VersionView]:
+    """Versions by id, in the order given (no authorisation: the caller has it already)."""
+    if not ids:
+        return []
+    rows = {r.view.id: r for r in _rows(session, "ids", {"ids": list(ids), "uid": -1})}
+    found = [rows[i] for i in ids if i in rows]
+    _complete(session, found)
+    return [r.view for r in found]
+
+
+def _missing(session: Session, actor: Actor, namespace: str, name: str, ref: str) -> NotFound:
+    """Why nothing matched: the adapter is missing or hidden (one answer for both), or it
+    has no such version."""
+    from loreg.services.adapters import get_adapter  # the ORM path, only on a miss
+
+    adapter = get_adapter(session, actor, namespace, name)
+    full = f"{adapter.namespace.name}/{adapter.name}"
+    return NotFound(f"no version of '{full}' matches '{ref}'",
+                    details={"adapter": full, "ref": ref})
+
+
+def _find(session: Session, actor: Actor, namespace: str, name: str, kind: str, value: str,
+          ref: str, *, include_deleted: bool = False) -> VersionView:
+    parsed = parse_adapter_name(namespace, name)
+    params: dict[str, Any] = {"ns": parsed.namespace, "name": parsed.name, "uid": _uid(actor)}
+    suffix = "+deleted" if include_deleted else ""
+    if kind == "number":
+        rows = _rows(session, "number" + suffix, {**params, "number": int(value)})
+    elif kind == "digest":
+        rows = _rows(session, "digest" + suffix, {**params, "digest": value})
+    else:
+        rows = _rows(session, "tag", {**params, "tag": value})
+        if not rows and value == DEFAULT_TAG:
+            rows = _rows(session, "newest", params)
+    if not rows:
+        raise _missing(session, actor, parsed.namespace, parsed.name, ref)
+    if not _readable(actor, rows[0]):
+        raise adapter_not_found(parsed.namespace, parsed.name)
+    return _complete(session, rows[:1])[0]
+
+
+def show_version(session: Session, actor: Actor, namespace: str, name: str, selector: str,
+                 *, include_deleted: bool = False) -> VersionView:
+    """A version by number or ``sha256:`` digest (the ``{ref}`` of the versions routes)."""
+    kind, value = parse_version_selector(selector)
+    return _find(session, actor, namespace, name, kind, value, selector,
+                 include_deleted=include_deleted)
+
+
+def resolve(session: Session, actor: Actor, ref: str) -> VersionView:
+    """Any reference form of docs/design.md §3 -> a live version the actor may read."""
+    parsed = parse_ref(ref)
+    return _find(session, actor, parsed.namespace, parsed.name, parsed.kind, parsed.value, ref)
+
+
+def list_versions(
+    session: Session, actor: Actor, namespace: str, name: str, *, cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT, include_deleted: bool = False,
+) -> Page[VersionView]:
+    """An adapter's versions, newest first, a page at a time."""
+    check_limit(limit)
+    parsed = parse_adapter_name(namespace, name)
+    after = cursor_int(decode_cursor("versions", cursor), "n")
+    rows = _rows(session, "page+deleted" if include_deleted else "page", {
+        "ns": parsed.namespace, "name": parsed.name, "uid": _uid(actor),
+        "before": after if after is not None else _NO_UPPER_BOUND, "limit": limit + 1})
+    if not rows:
+        from loreg.services.adapters import get_adapter
+
+        get_adapter(session, actor, parsed.namespace, parsed.name)  # 404 if missing/hidden
+        return Page([], None)
+    if not _readable(actor, rows[0]):
+        raise adapter_not_found(parsed.namespace, parsed.name)
+    page = page_of(rows, limit, "versions", lambda r: {"n": r.view.number})
+    return Page(_complete(session, page.items), page.next_cursor)
+
+
+# --------------------------------------------------------------------------- adapters
+
+_LATEST_NEWEST = aliased(AdapterVersion, name="newest")
+_COUNTED = aliased(AdapterVersion, name="counted")
+_LATEST = (
+    select(_V.adapter_id, _V.number, _V.digest, _V.r, BaseModelRecord.name, _V.target_modules,
+           _V.validation_state, _V.created_at,
+           select(func.count()).select_from(_COUNTED)
+           .where(_COUNTED.adapter_id == _V.adapter_id, _COUNTED.deleted_at.is_(None))
+           .correlate(_V).scalar_subquery())
+    .outerjoin(BaseModelRecord, BaseModelRecord.id == _V.base_model_id)
+    .where(_V.adapter_id.in_(bindparam("ids", expanding=True)), _V.deleted_at.is_(None),
+           _V.number == select(func.max(_LATEST_NEWEST.number))
+           .where(_LATEST_NEWEST.adapter_id == _V.adapter_id,
+                  _LATEST_NEWEST.deleted_at.is_(None))
+           .correlate(_V).scalar_subquery())
+)
+_ADAPTER_TAGS = (select(Tag.adapter_id, Tag.name, _V.number)
+                 .join(_V, _V.id == Tag.version_id)
+                 .where(Tag.adapter_id.in_(bindparam("ids", expanding=True))))
+
+
+def _adapter_views(session: Session, rows: Sequence[Any]) -> list[AdapterView]:
+    ids = [r[0] for r in rows]
+    if not ids:
+        return []
+    conn = session.connection()
+    latest: dict[int, tuple[LatestView, int]] = {}
+    for aid, number, digest, r, base, targets, state, created, count in conn.execute(
+            _LATEST, {"ids": ids}):
+        latest[aid] = (LatestView(number, digest, r, base, targets, state, created), count)
+    tags: dict[int, dict[str, int]] = {}
+    for aid, tag, number in conn.execute(_ADAPTER_TAGS, {"ids": ids}):
+        tags.setdefault(aid, {})[tag] = number
+    out = []
+    for aid, ns, name, visibility, description, created_at, updated_at, creator in rows:
+        found = latest.get(aid)
+        out.append(AdapterView(
+            aid, ns, name, visibility, description or "", created_at, updated_at, creator,
+            versions_count=found[1] if found else 0, latest=found[0] if found else None,
+            tags=dict(sorted(tags.get(aid, {}).items()))))
+    return out
+
+
+def search(session: Session, actor: Actor, stmt: Select[Any], *, limit: int
+           ) -> Page[AdapterView]:
+    """Run a search statement from ``loreg.services.adapters.search_statement`` (adapter
+    ids, newest first, ``limit + 1`` rows) and load the page: three queries in all."""
+    page = stmt.subquery()
+    rows = session.execute(
+        select(Adapter.id, Namespace.name, Adapter.name, Adapter.visibility,
+               Adapter.description, Adapter.created_at, Adapter.updated_at, _CREATOR.name)
+        .select_from(page)
+        .join(Adapter, Adapter.id == page.c[0])
+        .join(Namespace, Namespace.id == Adapter.namespace_id)
+        .outerjoin(_CREATOR, _CREATOR.id == Adapter.created_by)
+        .order_by(Adapter.id.desc())
+    ).all()
+    paged = page_of(list(rows), limit, "adapters", lambda r: {"id": r[0]})
+    return Page(_adapter_views(session, paged.items), paged.next_cursor)
+
+
+def visible_to(actor: Actor) -> Any:
+    """The search filter for adapters ``actor`` may read, as SQL (``None``: all): public
+    ones, and those of namespaces the actor belongs to (``readable_namespace_ids`` as a
+    subquery, so it costs no extra round trip)."""
+    if actor is not None and actor.is_admin:
+        return None
+    public = Adapter.visibility == Visibility.PUBLIC.value
+    if actor is None:
+        return public
+    return or_(public, Adapter.namespace_id == actor.namespace_id,
+               Adapter.namespace_id.in_(select(Membership.namespace_id)
+                                        .where(Membership.user_id == actor.user_id)))
+
+
+__all__ = [
+    "AdapterView",
+    "FileView",
+    "LatestView",
+    "LineageView",
+    "VersionView",
+    "list_versions",
+    "resolve",
+    "search",
+    "show_version",
+    "version_views",
+    "visible_to",
+]
