@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loreg.api import routers as routers_pkg
 from loreg.api.errors import install_error_handlers, internal_error_response
+from loreg.api.fastpath import ReadFastPath
 from loreg.api.limits import BodyLimitMiddleware
 from loreg.api.metrics import install_metrics
 from loreg.api.openapi import TAGS, document_errors, install_docs, operation_id
@@ -158,6 +159,7 @@ def create_app(
     app.state.token_uses = TokenUses(app.state.sessionmaker)
 
     install_error_handlers(app)
+    app.add_middleware(ReadFastPath, api=app)  # innermost: the others see its requests too
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware)
     install_metrics(app)
