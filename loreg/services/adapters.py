@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, or_, select, update
+from sqlalchemy import Select, and_, exists, func, or_, select, union, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from loreg.db.base import utcnow
@@ -718,22 +718,23 @@ def summarize(session: Session, adapters: Sequence[Adapter]) -> list[AdapterSumm
     ]
 
 
-def search_statement(
-    actor: Actor, filters: SearchFilters, *, cursor: str | None = None,
-    limit: int = DEFAULT_LIMIT,
-) -> Select[Any]:
-    """The ids of the adapters the actor may read that match ``filters``, newest first,
-    ``limit + 1`` of them (the extra one says a next page exists). Version filters (base,
-    target, rank, labels) must all hold for one live version."""
-    check_limit(limit)
-    stmt = select(Adapter.id)
+#: How many of the newest readable adapters a text search reads before it turns to the
+#: text indexes (see ``search_rows``).
+TEXT_WINDOW = 500
+
+
+def _search_conditions(
+    actor: Actor, filters: SearchFilters, cursor: str | None,
+) -> tuple[list[Any], str | None]:
+    """The WHERE conditions of a search but its text, and the text needle (lower-case)."""
+    conds: list[Any] = []
     visible = reads.visible_to(actor)
     if visible is not None:
-        stmt = stmt.where(visible)
+        conds.append(visible)
     if filters.namespace is not None:
         parse_adapter_name(filters.namespace, "x")
-        stmt = stmt.where(Adapter.namespace_id == select(Namespace.id)
-                          .where(Namespace.name == filters.namespace).scalar_subquery())
+        conds.append(Adapter.namespace_id == select(Namespace.id)
+                     .where(Namespace.name == filters.namespace).scalar_subquery())
     vconds: list[Any] = []
     if filters.base is not None:
         validate_base_name(filters.base)
@@ -761,26 +762,70 @@ def search_statement(
             VersionLabel.key == key, VersionLabel.value == value,
         ))
     if vconds:
-        stmt = stmt.where(exists().where(
-            AdapterVersion.adapter_id == Adapter.id, _live(), *vconds
-        ))
+        conds.append(exists().where(AdapterVersion.adapter_id == Adapter.id, _live(), *vconds))
+    after = cursor_int(decode_cursor("adapters", cursor), "id")
+    if after is not None:
+        conds.append(Adapter.id < after)
+    needle = None
     if filters.text:
         if len(filters.text) > MAX_TEXT_QUERY:
             raise InvalidInput("text query is too long", details={"field": "text"})
         storable(filters.text, field="text query")
         needle = filters.text.lower()
-        stmt = stmt.where(or_(
-            func.lower(Adapter.name).contains(needle, autoescape=True),
-            func.lower(Adapter.description).contains(needle, autoescape=True),
-            exists().where(
-                AdapterVersion.adapter_id == Adapter.id, _live(),
-                func.lower(AdapterVersion.description).contains(needle, autoescape=True),
-            ),
-        ))
-    after = cursor_int(decode_cursor("adapters", cursor), "id")
-    if after is not None:
-        stmt = stmt.where(Adapter.id < after)
-    return stmt.order_by(Adapter.id.desc()).limit(limit + 1)
+    return conds, needle
+
+
+def _text_scanned(needle: str) -> Any:
+    """The text match, evaluated row by row (for a bounded set of rows)."""
+    return or_(
+        func.lower(Adapter.name).contains(needle, autoescape=True),
+        func.lower(Adapter.description).contains(needle, autoescape=True),
+        exists().where(
+            AdapterVersion.adapter_id == Adapter.id, _live(),
+            func.lower(AdapterVersion.description).contains(needle, autoescape=True),
+        ),
+    )
+
+
+def _text_indexed(needle: str) -> Any:
+    """The same match as a set of adapter ids, each part answerable by a trigram index
+    (PostgreSQL, migration 0004): its cost follows the number of matches."""
+    return Adapter.id.in_(union(
+        select(Adapter.id).where(func.lower(Adapter.name).contains(needle, autoescape=True)),
+        select(Adapter.id).where(
+            func.lower(Adapter.description).contains(needle, autoescape=True)),
+        select(AdapterVersion.adapter_id).where(
+            _live(), func.lower(AdapterVersion.description).contains(needle, autoescape=True)),
+    ))
+
+
+def search_rows(
+    session: Session, actor: Actor, filters: SearchFilters,
+    page: Select[*tuple[Any, ...]], *,
+    cursor: str | None = None, limit: int = DEFAULT_LIMIT,
+) -> list[Any]:
+    """Rows of ``page`` (a select from ``adapters`` whose first column is ``adapters.id``)
+    for the adapters the actor may read that match ``filters``, newest first, ``limit + 1``
+    of them (the extra one says a next page exists). Version filters (base, target, rank,
+    labels) must all hold for one live version.
+
+    A text search reads the newest ``TEXT_WINDOW`` matching adapters first: a common word
+    fills the page there, at a cost that does not grow with the registry. Otherwise the
+    matches are few, and the text indexes find them wherever they are.
+    """
+    check_limit(limit)
+    conds, needle = _search_conditions(actor, filters, cursor)
+    newest_first = Adapter.id.desc()
+    if needle is None:
+        return list(session.execute(page.where(*conds).order_by(newest_first).limit(limit + 1)))
+    window = select(Adapter.id).where(*conds).order_by(newest_first).limit(TEXT_WINDOW)
+    rows = list(session.execute(
+        page.where(Adapter.id.in_(window.scalar_subquery()), _text_scanned(needle))
+        .order_by(newest_first).limit(limit + 1)))
+    if len(rows) > limit:
+        return rows
+    return list(session.execute(
+        page.where(*conds, _text_indexed(needle)).order_by(newest_first).limit(limit + 1)))
 
 
 def search(
@@ -789,8 +834,8 @@ def search(
 ) -> Page[AdapterSummary]:
     """Adapters the actor may read, newest first, as ORM summaries (the web page); the API
     reads plain values with ``search_views``."""
-    ids: list[int] = list(session.scalars(
-        search_statement(actor, filters, cursor=cursor, limit=limit)))
+    ids = [row[0] for row in search_rows(session, actor, filters, select(Adapter.id),
+                                         cursor=cursor, limit=limit)]
     by_id = {a.id: a for a in session.scalars(
         select(Adapter).where(Adapter.id.in_(ids)).options(joinedload(Adapter.namespace)))}
     rows = [by_id[i] for i in ids if i in by_id]
@@ -803,9 +848,9 @@ def search_views(
     limit: int = DEFAULT_LIMIT,
 ) -> Page[reads.AdapterView]:
     """``search`` as plain values, in a fixed number of queries whatever the page size."""
-    return reads.search(session, actor,
-                        search_statement(actor, filters, cursor=cursor, limit=limit),
-                        limit=limit)
+    rows = search_rows(session, actor, filters, reads.ADAPTER_PAGE, cursor=cursor,
+                       limit=limit)
+    return reads.adapter_page(session, rows, limit)
 
 
 # --------------------------------------------------------------------------- versions
@@ -983,7 +1028,7 @@ __all__ = [
     "resolve",
     "restore_version",
     "search",
-    "search_statement",
+    "search_rows",
     "search_views",
     "set_tag",
     "update_adapter",

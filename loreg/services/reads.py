@@ -421,20 +421,19 @@ def _adapter_views(session: Session, rows: Sequence[Any]) -> list[AdapterView]:
     return out
 
 
-def search(session: Session, actor: Actor, stmt: Select[Any], *, limit: int
-           ) -> Page[AdapterView]:
-    """Run a search statement from ``loreg.services.adapters.search_statement`` (adapter
-    ids, newest first, ``limit + 1`` rows) and load the page: three queries in all."""
-    page = stmt.subquery()
-    rows = session.execute(
-        select(Adapter.id, Namespace.name, Adapter.name, Adapter.visibility,
-               Adapter.description, Adapter.created_at, Adapter.updated_at, _CREATOR.name)
-        .select_from(page)
-        .join(Adapter, Adapter.id == page.c[0])
-        .join(Namespace, Namespace.id == Adapter.namespace_id)
-        .outerjoin(_CREATOR, _CREATOR.id == Adapter.created_by)
-        .order_by(Adapter.id.desc())
-    ).all()
+#: The columns of a search page (``loreg.services.adapters.search_rows`` adds the filters).
+ADAPTER_PAGE: Select[*tuple[Any, ...]] = (
+    select(Adapter.id, Namespace.name, Adapter.name, Adapter.visibility, Adapter.description,
+           Adapter.created_at, Adapter.updated_at, _CREATOR.name)
+    .select_from(Adapter)
+    .join(Namespace, Namespace.id == Adapter.namespace_id)
+    .outerjoin(_CREATOR, _CREATOR.id == Adapter.created_by)
+)
+
+
+def adapter_page(session: Session, rows: Sequence[Any], limit: int) -> Page[AdapterView]:
+    """A page of ``AdapterView`` from ``limit + 1`` rows of ``ADAPTER_PAGE``: two queries
+    more (latest versions with counts, tags)."""
     paged = page_of(list(rows), limit, "adapters", lambda r: {"id": r[0]})
     return Page(_adapter_views(session, paged.items), paged.next_cursor)
 
@@ -454,14 +453,15 @@ def visible_to(actor: Actor) -> Any:
 
 
 __all__ = [
+    "ADAPTER_PAGE",
     "AdapterView",
     "FileView",
     "LatestView",
     "LineageView",
     "VersionView",
+    "adapter_page",
     "list_versions",
     "resolve",
-    "search",
     "show_version",
     "version_views",
     "visible_to",
