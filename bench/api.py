@@ -171,6 +171,7 @@ def throughput(args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
 
 
 QUERIES: list[tuple[str, Callable[[random.Random, int], str]]] = [
+    ("GET /healthz (no database: the floor)", lambda rnd, a: "/healthz"),
     ("resolve ns/name:tag", lambda rnd, a: "/api/v1/resolve?ref="
      f"{_public(rnd, a)}:prod"),
     ("resolve ns/name@N", lambda rnd, a: "/api/v1/resolve?ref="
@@ -188,7 +189,7 @@ QUERIES: list[tuple[str, Callable[[random.Random, int], str]]] = [
     ("search label (common)", lambda rnd, a: "/api/v1/adapters?limit=20&label=stage=prod"),
     ("search label (rare)", lambda rnd, a: "/api/v1/adapters?limit=20&label=dataset="
      + _growth.dataset(rnd.randint(1, min(a, _growth.DATASETS)))),
-    ("search text (common)", lambda rnd, a: "/api/v1/adapters?limit=20&text=summarization"),
+    ("search text (common)", lambda rnd, a: "/api/v1/adapters?limit=20&text=support"),
     ("search text (rare)", lambda rnd, a: "/api/v1/adapters?limit=20&text="
      + _growth.adapter_name(rnd.randint(1, a))),
 ]
@@ -226,6 +227,7 @@ def growth(args: argparse.Namespace, tmp: Path, pg_url: str) -> None:
           "sequential requests through the API, as a member of 10 of the 1,000 teams ==")
     url = pg_url.replace("/bench", "/growth")
     latency: dict[str, list[float]] = {name: [] for name, _ in QUERIES}
+    db_time: dict[str, list[float]] = {name: [] for name, _ in QUERIES}
     plans: dict[str, list[tuple[str, str]]] = {}
     with loreg_server(tmp / "growth", database_url=url) as srv, _engine(url) as engine:
         admin = {"Authorization": f"Bearer {srv.token}"}
@@ -256,25 +258,33 @@ def growth(args: argparse.Namespace, tmp: Path, pg_url: str) -> None:
             with engine.connect() as conn:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 conn.exec_driver_sql("VACUUM ANALYZE")
+                conn.exec_driver_sql("CHECKPOINT")
             vacuum = time.perf_counter() - t0
             done = adapters
             counts = _counts(engine)
             print(f"  {size:>9,} versions: seeded {seeded:.1f} s, VACUUM ANALYZE {vacuum:.1f} s "
                   f"({counts})", flush=True)
             rnd = random.Random(size)
-            for name, make in QUERIES:
-                times = []
-                paths = [make(rnd, adapters) for _ in range(args.requests)]
-                for path in paths[:5]:  # warm
+            paths = {name: [make(rnd, adapters) for _ in range(args.requests)]
+                     for name, make in QUERIES}
+            times: dict[str, list[float]] = {name: [] for name, _ in QUERIES}
+            for name, _ in QUERIES:  # warm up
+                for path in paths[name][:3]:
                     _check(client.get(path), path)
-                for path in paths:
+            for i in range(args.requests):  # round-robin: load spikes hit every query alike
+                for name, _ in QUERIES:
+                    path = paths[name][i]
                     t = time.perf_counter()
                     resp = client.get(path)
-                    times.append(time.perf_counter() - t)
+                    times[name].append(time.perf_counter() - t)
                     _check(resp, path)
-                latency[name].append(statistics.median(times))
-            if size == sizes[-1]:
-                plans = _plans(engine, token, adapters)
+            for name, _ in QUERIES:
+                latency[name].append(statistics.median(times[name]))
+            runs = [_plans(engine, token, adapters, seed) for seed in range(3)]
+            for name, _ in QUERIES:
+                db_time[name].append(statistics.median(
+                    sum(_execution_ms(plan) for _sql, plan in run[name][1]) for run in runs))
+            plans = {label: statements for label, statements in runs[-1].values()}
         client.close()
     head = "".join(f"{s:>10,}" for s in sizes)
     print(f"\n  median ms per request{'':16s}{head}   last/first")
@@ -287,6 +297,12 @@ def growth(args: argparse.Namespace, tmp: Path, pg_url: str) -> None:
               + f"   {ratio:6.2f}x")
     print(f"  every query within 2x from {sizes[0]:,} to {sizes[-1]:,}: "
           f"{'yes' if flat else 'NO'}")
+    print(f"\n  database time per request, ms{'':8s}{head}   last/first")
+    print("  (sum of the EXPLAIN ANALYZE execution times of its statements, median of 3)")
+    for name, _ in QUERIES:
+        values = db_time[name]
+        ratio = values[-1] / values[0] if values[0] else float("nan")
+        print(f"  {name:38s}" + "".join(f"{v:10.2f}" for v in values) + f"   {ratio:6.2f}x")
     print(f"\n== Plans at {sizes[-1]:,} versions: every SQL statement of each request "
           "(EXPLAIN ANALYZE) ==")
     scans = []
@@ -339,8 +355,10 @@ def _check(resp: httpx.Response, path: str) -> None:
         raise RuntimeError(f"{path}: {resp.status_code} {resp.text[:300]}")
 
 
-def _plans(engine: Any, token: str, adapters: int) -> dict[str, list[tuple[str, str]]]:
-    """Run each query's service call in this process, capture its SQL, and EXPLAIN it."""
+def _plans(engine: Any, token: str, adapters: int, seed: int
+           ) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Run each query's service call in this process, capture its SQL and EXPLAIN ANALYZE
+    it: query name -> (its path, [(statement, plan)])."""
     from sqlalchemy import event
     from sqlalchemy.orm import Session
 
@@ -353,8 +371,8 @@ def _plans(engine: Any, token: str, adapters: int) -> dict[str, list[tuple[str, 
                 executemany: bool) -> None:
         captured.append((statement, parameters))
 
-    rnd = random.Random(7)
-    out: dict[str, list[tuple[str, str]]] = {}
+    rnd = random.Random(1000 + seed)
+    out: dict[str, tuple[str, list[tuple[str, str]]]] = {}
     for name, make in QUERIES:
         path = make(rnd, adapters)
         with Session(engine) as session:
@@ -370,14 +388,21 @@ def _plans(engine: Any, token: str, adapters: int) -> dict[str, list[tuple[str, 
                 plan = session.connection().exec_driver_sql(
                     "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + sql, params).scalars().all()
                 explained.append((sql, "\n".join(plan)))
-            out[f"{name} ({path.removeprefix('/api/v1')})"] = explained
+            out[name] = (f"{name} ({path.removeprefix('/api/v1')})", explained)
     return out
+
+
+def _execution_ms(plan: str) -> float:
+    m = re.search(r"Execution Time: ([0-9.]+) ms", plan)
+    return float(m.group(1)) if m else 0.0
 
 
 def _call(session: Any, actor: Any, path: str, reads: Any, adapter_svc: Any) -> None:
     from urllib.parse import parse_qs, urlsplit
 
     parts = urlsplit(path)
+    if parts.path == "/healthz":
+        return
     q = {k: v[0] for k, v in parse_qs(parts.query).items()}
     segs = parts.path.removeprefix("/api/v1/").split("/")
     if segs[0] == "resolve":

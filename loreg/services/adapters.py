@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Select, and_, exists, func, or_, select, union, update
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 
 from loreg.db.base import utcnow
 from loreg.db.models import (
@@ -720,7 +720,7 @@ def summarize(session: Session, adapters: Sequence[Adapter]) -> list[AdapterSumm
 
 #: How many of the newest readable adapters a text search reads before it turns to the
 #: text indexes (see ``search_rows``).
-TEXT_WINDOW = 500
+TEXT_WINDOW = 1000
 
 
 def _search_conditions(
@@ -775,15 +775,14 @@ def _search_conditions(
     return conds, needle
 
 
-def _text_scanned(needle: str) -> Any:
-    """The text match, evaluated row by row (for a bounded set of rows)."""
+def _text_scanned(needle: str, adapter: Any = Adapter) -> Any:
+    """The text match, evaluated row by row on ``adapter`` rows (a bounded run of them); the
+    versions' descriptions are matched once, as a set (a trigram index on PostgreSQL)."""
     return or_(
-        func.lower(Adapter.name).contains(needle, autoescape=True),
-        func.lower(Adapter.description).contains(needle, autoescape=True),
-        exists().where(
-            AdapterVersion.adapter_id == Adapter.id, _live(),
-            func.lower(AdapterVersion.description).contains(needle, autoescape=True),
-        ),
+        func.lower(adapter.name).contains(needle, autoescape=True),
+        func.lower(adapter.description).contains(needle, autoescape=True),
+        adapter.id.in_(select(AdapterVersion.adapter_id).where(
+            _live(), func.lower(AdapterVersion.description).contains(needle, autoescape=True))),
     )
 
 
@@ -799,33 +798,39 @@ def _text_indexed(needle: str) -> Any:
     ))
 
 
+#: Builds the select of a search page's columns from an adapters entity (the table, or
+#: an alias of a subquery of it); its first column must be the adapter's id.
+PageColumns = Callable[[Any], Select[*tuple[Any, ...]]]
+
+
 def search_rows(
-    session: Session, actor: Actor, filters: SearchFilters,
-    page: Select[*tuple[Any, ...]], *,
+    session: Session, actor: Actor, filters: SearchFilters, page: PageColumns, *,
     cursor: str | None = None, limit: int = DEFAULT_LIMIT,
 ) -> list[Any]:
-    """Rows of ``page`` (a select from ``adapters`` whose first column is ``adapters.id``)
-    for the adapters the actor may read that match ``filters``, newest first, ``limit + 1``
-    of them (the extra one says a next page exists). Version filters (base, target, rank,
-    labels) must all hold for one live version.
+    """Rows of ``page`` for the adapters the actor may read that match ``filters``, newest
+    first, ``limit + 1`` of them (the extra one says a next page exists). Version filters
+    (base, target, rank, labels) must all hold for one live version.
 
-    A text search reads the newest ``TEXT_WINDOW`` matching adapters first: a common word
-    fills the page there, at a cost that does not grow with the registry. Otherwise the
-    matches are few, and the text indexes find them wherever they are.
+    A text search reads the newest ``TEXT_WINDOW`` matching adapters first, in order, until
+    the page is full: a common word fills it there, at a cost that does not grow with the
+    registry. Otherwise the matches are few, and the text indexes find them wherever they
+    are.
     """
     check_limit(limit)
     conds, needle = _search_conditions(actor, filters, cursor)
-    newest_first = Adapter.id.desc()
     if needle is None:
-        return list(session.execute(page.where(*conds).order_by(newest_first).limit(limit + 1)))
-    window = select(Adapter.id).where(*conds).order_by(newest_first).limit(TEXT_WINDOW)
+        return list(session.execute(
+            page(Adapter).where(*conds).order_by(Adapter.id.desc()).limit(limit + 1)))
+    window = aliased(Adapter, select(Adapter).where(*conds).order_by(Adapter.id.desc())
+                     .limit(TEXT_WINDOW).subquery("recent"))
     rows = list(session.execute(
-        page.where(Adapter.id.in_(window.scalar_subquery()), _text_scanned(needle))
-        .order_by(newest_first).limit(limit + 1)))
+        page(window).where(_text_scanned(needle, window)).order_by(window.id.desc())
+        .limit(limit + 1)))
     if len(rows) > limit:
         return rows
     return list(session.execute(
-        page.where(*conds, _text_indexed(needle)).order_by(newest_first).limit(limit + 1)))
+        page(Adapter).where(*conds, _text_indexed(needle)).order_by(Adapter.id.desc())
+        .limit(limit + 1)))
 
 
 def search(
@@ -834,7 +839,7 @@ def search(
 ) -> Page[AdapterSummary]:
     """Adapters the actor may read, newest first, as ORM summaries (the web page); the API
     reads plain values with ``search_views``."""
-    ids = [row[0] for row in search_rows(session, actor, filters, select(Adapter.id),
+    ids = [row[0] for row in search_rows(session, actor, filters, lambda a: select(a.id),
                                          cursor=cursor, limit=limit)]
     by_id = {a.id: a for a in session.scalars(
         select(Adapter).where(Adapter.id.in_(ids)).options(joinedload(Adapter.namespace)))}
@@ -848,7 +853,7 @@ def search_views(
     limit: int = DEFAULT_LIMIT,
 ) -> Page[reads.AdapterView]:
     """``search`` as plain values, in a fixed number of queries whatever the page size."""
-    rows = search_rows(session, actor, filters, reads.ADAPTER_PAGE, cursor=cursor,
+    rows = search_rows(session, actor, filters, reads.adapter_page_columns, cursor=cursor,
                        limit=limit)
     return reads.adapter_page(session, rows, limit)
 

@@ -421,18 +421,20 @@ def _adapter_views(session: Session, rows: Sequence[Any]) -> list[AdapterView]:
     return out
 
 
-#: The columns of a search page (``loreg.services.adapters.search_rows`` adds the filters).
-ADAPTER_PAGE: Select[*tuple[Any, ...]] = (
-    select(Adapter.id, Namespace.name, Adapter.name, Adapter.visibility, Adapter.description,
-           Adapter.created_at, Adapter.updated_at, _CREATOR.name)
-    .select_from(Adapter)
-    .join(Namespace, Namespace.id == Adapter.namespace_id)
-    .outerjoin(_CREATOR, _CREATOR.id == Adapter.created_by)
-)
+def adapter_page_columns(adapter: Any) -> Select[*tuple[Any, ...]]:
+    """The columns of a search page, from ``adapter`` (the table or an alias of a subquery
+    of it); ``loreg.services.adapters.search_rows`` adds the filters."""
+    return (
+        select(adapter.id, Namespace.name, adapter.name, adapter.visibility,
+               adapter.description, adapter.created_at, adapter.updated_at, _CREATOR.name)
+        .select_from(adapter)
+        .join(Namespace, Namespace.id == adapter.namespace_id)
+        .outerjoin(_CREATOR, _CREATOR.id == adapter.created_by)
+    )
 
 
 def adapter_page(session: Session, rows: Sequence[Any], limit: int) -> Page[AdapterView]:
-    """A page of ``AdapterView`` from ``limit + 1`` rows of ``ADAPTER_PAGE``: two queries
+    """A page of ``AdapterView`` from ``limit + 1`` rows of ``adapter_page_columns``: two queries
     more (latest versions with counts, tags)."""
     paged = page_of(list(rows), limit, "adapters", lambda r: {"id": r[0]})
     return Page(_adapter_views(session, paged.items), paged.next_cursor)
@@ -453,13 +455,13 @@ def visible_to(actor: Actor) -> Any:
 
 
 __all__ = [
-    "ADAPTER_PAGE",
     "AdapterView",
     "FileView",
     "LatestView",
     "LineageView",
     "VersionView",
     "adapter_page",
+    "adapter_page_columns",
     "list_versions",
     "resolve",
     "show_version",
