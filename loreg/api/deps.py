@@ -22,6 +22,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -128,7 +129,7 @@ def authenticate_token(request: Request, value: str) -> Principal:
         return authenticate_in(request, session, value)
 
 
-def authenticate_in(request: Request, session: Session, value: str) -> Principal:
+def authenticate_in(request: Request, session: Session | Connection, value: str) -> Principal:
     """``authenticate_token`` in a given session: a pure read. A token whose last recorded
     use is over a minute old is noted for the background writer (``loreg.api.usage``)."""
     principal = accounts.authenticate(session, value)

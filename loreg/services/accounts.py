@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from loreg.db.models import ApiToken, Membership, Namespace, NamespaceKind, User
@@ -393,7 +394,8 @@ _TOKEN_LOOKUP = (
 )
 
 
-def authenticate(session: Session, value: str, *, now: datetime | None = None) -> Principal:
+def authenticate(session: Session | Connection, value: str, *, now: datetime | None = None
+                 ) -> Principal:
     """The principal a bearer token stands for, or ``Unauthenticated``.
 
     A pure read: one indexed lookup of plain columns (no ORM rows), so a read request stays
@@ -405,7 +407,8 @@ def authenticate(session: Session, value: str, *, now: datetime | None = None) -
     if (not value.startswith(TOKEN_PREFIX) or len(value) > MAX_TOKEN_LENGTH
             or not value.isascii()):
         raise Unauthenticated("invalid token")
-    row = session.connection().execute(_TOKEN_LOOKUP, {"token_hash": hash_token(value)}).first()
+    conn = session if isinstance(session, Connection) else session.connection()
+    row = conn.execute(_TOKEN_LOOKUP, {"token_hash": hash_token(value)}).first()
     if row is None:
         raise Unauthenticated("invalid token")
     (token_id, scope, expires_at, revoked_at, last_used_at, user_id, username, namespace_id,

@@ -804,7 +804,7 @@ PageColumns = Callable[[Any], Select[*tuple[Any, ...]]]
 
 
 def search_rows(
-    session: Session, actor: Actor, filters: SearchFilters, page: PageColumns, *,
+    session: reads.Db, actor: Actor, filters: SearchFilters, page: PageColumns, *,
     cursor: str | None = None, limit: int = DEFAULT_LIMIT,
 ) -> list[Any]:
     """Rows of ``page`` for the adapters the actor may read that match ``filters``, newest
@@ -818,17 +818,18 @@ def search_rows(
     """
     check_limit(limit)
     conds, needle = _search_conditions(actor, filters, cursor)
+    conn = reads.connection_of(session)
     if needle is None:
-        return list(session.execute(
+        return list(conn.execute(
             page(Adapter).where(*conds).order_by(Adapter.id.desc()).limit(limit + 1)))
     window = aliased(Adapter, select(Adapter).where(*conds).order_by(Adapter.id.desc())
                      .limit(TEXT_WINDOW).subquery("recent"))
-    rows = list(session.execute(
+    rows = list(conn.execute(
         page(window).where(_text_scanned(needle, window)).order_by(window.id.desc())
         .limit(limit + 1)))
     if len(rows) > limit:
         return rows
-    return list(session.execute(
+    return list(conn.execute(
         page(Adapter).where(*conds, _text_indexed(needle)).order_by(Adapter.id.desc())
         .limit(limit + 1)))
 
@@ -849,7 +850,7 @@ def search(
 
 
 def search_views(
-    session: Session, actor: Actor, filters: SearchFilters, *, cursor: str | None = None,
+    session: reads.Db, actor: Actor, filters: SearchFilters, *, cursor: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Page[reads.AdapterView]:
     """``search`` as plain values, in a fixed number of queries whatever the page size."""

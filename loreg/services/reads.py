@@ -24,8 +24,11 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, func, or_, select
+from sqlalchemy import Select, String, bindparam, exists, func, or_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.functions import FunctionElement
 
 from loreg.db.models import (
     Adapter,
@@ -164,10 +167,30 @@ _N_VERSION_COLUMNS = len(_VERSION_COLUMNS)
 _VERSION_FIELDS = [f.name for f in fields(VersionView)][:_N_VERSION_COLUMNS]
 
 
+class _comma_joined(FunctionElement[str]):
+    """``string_agg(x, ',')`` / ``group_concat(x, ',')``: ``func.aggregate_strings`` with
+    the separator written into the SQL, not a literal parameter re-rendered on every
+    execution (that costs more than the query itself on SQLite)."""
+
+    name = "comma_joined"
+    inherit_cache = True
+    type = String()
+
+
+@compiles(_comma_joined)
+def _comma_joined_sqlite(element: _comma_joined, compiler: Any, **kw: Any) -> str:
+    return f"group_concat({compiler.process(element.clauses, **kw)}, ',')"
+
+
+@compiles(_comma_joined, "postgresql")
+def _comma_joined_postgresql(element: _comma_joined, compiler: Any, **kw: Any) -> str:
+    return f"string_agg({compiler.process(element.clauses, **kw)}, ',')"
+
+
 def _version_select() -> Select[Any]:
     """Versions with everything ``VersionView`` shows and what authorisation needs; the
     caller's user id is the ``uid`` parameter (-1 for anonymous callers)."""
-    tags = (select(func.aggregate_strings(Tag.name, ","))
+    tags = (select(_comma_joined(Tag.name))
             .where(Tag.version_id == _V.id).correlate(_V).scalar_subquery())
     has_lineage = exists().where(Lineage.child_version_id == _V.id).correlate(_V)
     role = (select(Membership.role)
@@ -224,10 +247,12 @@ _STATEMENTS: dict[str, Select[Any]] = {
     .order_by(_V.number.desc()).limit(bindparam("limit")),
 }
 
-_FILES = (select(VersionFile.version_id, VersionFile.path, VersionFile.blob_digest,
-                 VersionFile.size)
-          .where(VersionFile.version_id.in_(bindparam("ids", expanding=True)))
-          .order_by(VersionFile.version_id, VersionFile.path))
+_FILES_OF = (select(VersionFile.version_id, VersionFile.path, VersionFile.blob_digest,
+                    VersionFile.size)
+             .order_by(VersionFile.version_id, VersionFile.path))
+#: one version's files (an expanding ``IN`` is re-rendered on every execution)
+_FILES_ONE = _FILES_OF.where(VersionFile.version_id == bindparam("id"))
+_FILES = _FILES_OF.where(VersionFile.version_id.in_(bindparam("ids", expanding=True)))
 
 _PARENT_VERSION = aliased(AdapterVersion, name="parent")
 _PARENT_ADAPTER = aliased(Adapter, name="parent_adapter")
@@ -248,6 +273,20 @@ def _uid(actor: Actor) -> int:
     return actor.user_id if actor is not None else -1
 
 
+#: Reads run on a session (the framework's routes) or a bare connection (the API's fast
+#: path, ``loreg.api.fastpath``, which skips the session's bookkeeping).
+Db = Session | Connection
+
+
+def connection_of(db: Db) -> Connection:
+    return db if isinstance(db, Connection) else db.connection()
+
+
+def session_of(db: Db) -> Session:
+    """An ORM session on ``db`` (for the rare paths that need ORM objects: misses)."""
+    return db if isinstance(db, Session) else Session(bind=db)
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -261,9 +300,9 @@ class _Row:
     role: str | None
 
 
-def _rows(session: Session, statement: str, params: dict[str, Any]) -> list[_Row]:
+def _rows(session: Db, statement: str, params: dict[str, Any]) -> list[_Row]:
     out = []
-    for row in session.connection().execute(_STATEMENTS[statement], params):
+    for row in connection_of(session).execute(_STATEMENTS[statement], params):
         n = _N_VERSION_COLUMNS
         base_name, base_fp, creator, tags, has_lineage, visibility, ns_id, ns_kind, role = (
             row[n:])
@@ -278,14 +317,17 @@ def _rows(session: Session, statement: str, params: dict[str, Any]) -> list[_Row
     return out
 
 
-def _complete(session: Session, rows: Sequence[_Row]) -> list[VersionView]:
+def _complete(session: Db, rows: Sequence[_Row]) -> list[VersionView]:
     """Attach files (one query) and lineage (one more, only if any version has some)."""
     views = [r.view for r in rows]
     if not views:
         return views
     by_id = {v.id: v for v in views}
-    conn = session.connection()
-    for version_id, path, digest, size in conn.execute(_FILES, {"ids": list(by_id)}):
+    conn = connection_of(session)
+    ids = list(by_id)
+    files = (conn.execute(_FILES_ONE, {"id": ids[0]}) if len(ids) == 1
+             else conn.execute(_FILES, {"ids": ids}))
+    for version_id, path, digest, size in files:
         by_id[version_id].files.append(FileView(path, digest, size))
     with_lineage = [r.view.id for r in rows if r.has_lineage]
     if with_lineage:
@@ -300,7 +342,7 @@ def _readable(actor: Actor, row: _Row) -> bool:
     return can_read_row(actor, row.visibility, row.namespace_id, row.namespace_kind, row.role)
 
 
-def version_views(session: Session, ids: Sequence[int]) -> list[VersionView]:
+def version_views(session: Db, ids: Sequence[int]) -> list[VersionView]:
     """Versions by id, in the order given (no authorisation: the caller has it already)."""
     if not ids:
         return []
@@ -310,18 +352,18 @@ def version_views(session: Session, ids: Sequence[int]) -> list[VersionView]:
     return [r.view for r in found]
 
 
-def _missing(session: Session, actor: Actor, namespace: str, name: str, ref: str) -> NotFound:
+def _missing(session: Db, actor: Actor, namespace: str, name: str, ref: str) -> NotFound:
     """Why nothing matched: the adapter is missing or hidden (one answer for both), or it
     has no such version."""
     from loreg.services.adapters import get_adapter  # the ORM path, only on a miss
 
-    adapter = get_adapter(session, actor, namespace, name)
+    adapter = get_adapter(session_of(session), actor, namespace, name)
     full = f"{adapter.namespace.name}/{adapter.name}"
     return NotFound(f"no version of '{full}' matches '{ref}'",
                     details={"adapter": full, "ref": ref})
 
 
-def _find(session: Session, actor: Actor, namespace: str, name: str, kind: str, value: str,
+def _find(session: Db, actor: Actor, namespace: str, name: str, kind: str, value: str,
           ref: str, *, include_deleted: bool = False) -> VersionView:
     parsed = parse_adapter_name(namespace, name)
     params: dict[str, Any] = {"ns": parsed.namespace, "name": parsed.name, "uid": _uid(actor)}
@@ -341,7 +383,7 @@ def _find(session: Session, actor: Actor, namespace: str, name: str, kind: str, 
     return _complete(session, rows[:1])[0]
 
 
-def show_version(session: Session, actor: Actor, namespace: str, name: str, selector: str,
+def show_version(session: Db, actor: Actor, namespace: str, name: str, selector: str,
                  *, include_deleted: bool = False) -> VersionView:
     """A version by number or ``sha256:`` digest (the ``{ref}`` of the versions routes)."""
     kind, value = parse_version_selector(selector)
@@ -349,14 +391,14 @@ def show_version(session: Session, actor: Actor, namespace: str, name: str, sele
                  include_deleted=include_deleted)
 
 
-def resolve(session: Session, actor: Actor, ref: str) -> VersionView:
+def resolve(session: Db, actor: Actor, ref: str) -> VersionView:
     """Any reference form of docs/design.md §3 -> a live version the actor may read."""
     parsed = parse_ref(ref)
     return _find(session, actor, parsed.namespace, parsed.name, parsed.kind, parsed.value, ref)
 
 
 def list_versions(
-    session: Session, actor: Actor, namespace: str, name: str, *, cursor: str | None = None,
+    session: Db, actor: Actor, namespace: str, name: str, *, cursor: str | None = None,
     limit: int = DEFAULT_LIMIT, include_deleted: bool = False,
 ) -> Page[VersionView]:
     """An adapter's versions, newest first, a page at a time."""
@@ -369,7 +411,7 @@ def list_versions(
     if not rows:
         from loreg.services.adapters import get_adapter
 
-        get_adapter(session, actor, parsed.namespace, parsed.name)  # 404 if missing/hidden
+        get_adapter(session_of(session), actor, parsed.namespace, parsed.name)  # 404 if hidden
         return Page([], None)
     if not _readable(actor, rows[0]):
         raise adapter_not_found(parsed.namespace, parsed.name)
@@ -399,11 +441,11 @@ _ADAPTER_TAGS = (select(Tag.adapter_id, Tag.name, _V.number)
                  .where(Tag.adapter_id.in_(bindparam("ids", expanding=True))))
 
 
-def _adapter_views(session: Session, rows: Sequence[Any]) -> list[AdapterView]:
+def _adapter_views(session: Db, rows: Sequence[Any]) -> list[AdapterView]:
     ids = [r[0] for r in rows]
     if not ids:
         return []
-    conn = session.connection()
+    conn = connection_of(session)
     latest: dict[int, tuple[LatestView, int]] = {}
     for aid, number, digest, r, base, targets, state, created, count in conn.execute(
             _LATEST, {"ids": ids}):
@@ -433,7 +475,7 @@ def adapter_page_columns(adapter: Any) -> Select[*tuple[Any, ...]]:
     )
 
 
-def adapter_page(session: Session, rows: Sequence[Any], limit: int) -> Page[AdapterView]:
+def adapter_page(session: Db, rows: Sequence[Any], limit: int) -> Page[AdapterView]:
     """A page of ``AdapterView`` from ``limit + 1`` rows of ``adapter_page_columns``: two queries
     more (latest versions with counts, tags)."""
     paged = page_of(list(rows), limit, "adapters", lambda r: {"id": r[0]})
@@ -456,14 +498,17 @@ def visible_to(actor: Actor) -> Any:
 
 __all__ = [
     "AdapterView",
+    "Db",
     "FileView",
     "LatestView",
     "LineageView",
     "VersionView",
     "adapter_page",
     "adapter_page_columns",
+    "connection_of",
     "list_versions",
     "resolve",
+    "session_of",
     "show_version",
     "version_views",
     "visible_to",
