@@ -22,13 +22,21 @@ from loreg.api.schemas.jobs import (
 )
 from loreg.db.models import Job, User
 from loreg.services import jobs
+from loreg.services.adapters import user_names
 
 router = APIRouter(tags=["jobs"])
 
 
-def job_out(session: Session, job: Job, *, deduplicated: bool = False) -> JobOut:
-    submitter = (session.scalar(select(User.name).where(User.id == job.submitted_by))
-                 if job.submitted_by is not None else None)
+def job_out(session: Session, job: Job, *, deduplicated: bool = False,
+            names: dict[int, str] | None = None) -> JobOut:
+    """``names``: submitters' names already looked up (a page of jobs: one query, not one
+    per job)."""
+    if job.submitted_by is None:
+        submitter = None
+    elif names is not None:
+        submitter = names.get(job.submitted_by)
+    else:
+        submitter = session.scalar(select(User.name).where(User.id == job.submitted_by))
     duration = None
     if job.started_at is not None:
         end = job.finished_at or datetime.now(UTC)
@@ -80,7 +88,8 @@ def list_jobs(
     """Jobs the caller may see, newest first, filtered by status, type, submitter or namespace."""
     rows = jobs.list_jobs(session, user, status=status_, type=type_, submitted_by=submitted_by,
                           namespace=namespace, mine=mine, limit=limit, before=cursor)
-    return JobPage(jobs=[job_out(session, j) for j in rows],
+    names = user_names(session, [j.submitted_by for j in rows])
+    return JobPage(jobs=[job_out(session, j, names=names) for j in rows],
                    next_cursor=rows[-1].id if len(rows) == limit else None)
 
 
