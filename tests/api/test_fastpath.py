@@ -37,7 +37,7 @@ def _paths(reg: Registry) -> list[str]:
         f"/adapters/{reg.private}/versions/1",
         f"/adapters/{reg.public}/versions/0",
         f"/adapters/{reg.public}/versions/sha256:nothex",
-        f"/adapters/Bad%20Name/x/versions/1",
+        "/adapters/Bad%20Name/x/versions/1",
         f"/adapters/{reg.public}/versions",
         f"/adapters/{reg.public}/versions?limit=1",
         f"/adapters/{reg.public}/versions?include_deleted=1&limit=2",
