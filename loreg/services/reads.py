@@ -5,9 +5,9 @@ CI pipelines and serving fleets do all day. Each is answered here with a constan
 Core queries over plain columns (no ORM objects, no lazy loads), whatever the page size:
 
 - a version (by number, digest, tag or ``latest``): one query for the version with its
-  adapter, namespace, base model, creator, tags, the caller's membership role and whether
-  it has lineage; one for its files; one for its lineage only when it has any;
-- a page of versions: the same three, for the whole page;
+  adapter, namespace, base model, creator, tags, files, the caller's membership role and
+  whether it has lineage; one more for its lineage only when it has any;
+- a page of versions: the same two, for the whole page;
 - a page of adapters (search): one for the page, one for each adapter's latest live
   version and live version count, one for the tags.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, String, bindparam, exists, func, or_, select
+from sqlalchemy import JSON, Select, String, bindparam, exists, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
@@ -39,7 +39,6 @@ from loreg.db.models import (
     Namespace,
     Tag,
     User,
-    VersionFile,
     Visibility,
 )
 from loreg.errors import NotFound
@@ -187,6 +186,31 @@ def _comma_joined_postgresql(element: _comma_joined, compiler: Any, **kw: Any) -
     return f"string_agg({compiler.process(element.clauses, **kw)}, ',')"
 
 
+class _files_of(FunctionElement[Any]):
+    """A version's files as one JSON array of ``[path, digest, size]`` in path order (a
+    correlated subquery on the version id given): a version and its files in one query."""
+
+    name = "files_of"
+    inherit_cache = True
+    type = JSON()
+
+
+@compiles(_files_of)
+def _files_of_sqlite(element: _files_of, compiler: Any, **kw: Any) -> str:
+    version_id = compiler.process(element.clauses, **kw)
+    return ("(SELECT json_group_array(json_array(f.path, f.blob_digest, f.size)) FROM "
+            "(SELECT path, blob_digest, size FROM version_files "
+            f"WHERE version_files.version_id = {version_id} ORDER BY path) AS f)")
+
+
+@compiles(_files_of, "postgresql")
+def _files_of_postgresql(element: _files_of, compiler: Any, **kw: Any) -> str:
+    version_id = compiler.process(element.clauses, **kw)
+    return ("(SELECT json_agg(json_build_array(f.path, f.blob_digest, f.size) "
+            "ORDER BY f.path) FROM version_files AS f "
+            f"WHERE f.version_id = {version_id})")
+
+
 def _version_select() -> Select[Any]:
     """Versions with everything ``VersionView`` shows and what authorisation needs; the
     caller's user id is the ``uid`` parameter (-1 for anonymous callers)."""
@@ -199,8 +223,8 @@ def _version_select() -> Select[Any]:
             .correlate(Adapter).scalar_subquery())
     return (
         select(*_VERSION_COLUMNS, BaseModelRecord.name, BaseModelRecord.fingerprint,
-               _CREATOR.name, tags, has_lineage, Adapter.visibility, Adapter.namespace_id,
-               Namespace.kind, role)
+               _CREATOR.name, tags, _files_of(_V.id), has_lineage, Adapter.visibility,
+               Adapter.namespace_id, Namespace.kind, role)
         .select_from(_V)
         .join(Adapter, Adapter.id == _V.adapter_id)
         .join(Namespace, Namespace.id == Adapter.namespace_id)
@@ -246,13 +270,6 @@ _STATEMENTS: dict[str, Select[Any]] = {
     "page+deleted": _by_name().where(_V.number < bindparam("before"))
     .order_by(_V.number.desc()).limit(bindparam("limit")),
 }
-
-_FILES_OF = (select(VersionFile.version_id, VersionFile.path, VersionFile.blob_digest,
-                    VersionFile.size)
-             .order_by(VersionFile.version_id, VersionFile.path))
-#: one version's files (an expanding ``IN`` is re-rendered on every execution)
-_FILES_ONE = _FILES_OF.where(VersionFile.version_id == bindparam("id"))
-_FILES = _FILES_OF.where(VersionFile.version_id.in_(bindparam("ids", expanding=True)))
 
 _PARENT_VERSION = aliased(AdapterVersion, name="parent")
 _PARENT_ADAPTER = aliased(Adapter, name="parent_adapter")
@@ -304,11 +321,12 @@ def _rows(session: Db, statement: str, params: dict[str, Any]) -> list[_Row]:
     out = []
     for row in connection_of(session).execute(_STATEMENTS[statement], params):
         n = _N_VERSION_COLUMNS
-        base_name, base_fp, creator, tags, has_lineage, visibility, ns_id, ns_kind, role = (
-            row[n:])
+        (base_name, base_fp, creator, tags, files, has_lineage, visibility, ns_id, ns_kind,
+         role) = row[n:]
         view = VersionView(**dict(zip(_VERSION_FIELDS, row[:n], strict=True)),
                            base_name=base_name, base_fingerprint=base_fp, created_by=creator,
-                           tags=sorted(tags.split(",")) if tags else [])
+                           tags=sorted(tags.split(",")) if tags else [],
+                           files=[FileView(*f) for f in files or ()])
         view.rank_pattern = view.rank_pattern or {}
         view.alpha_pattern = view.alpha_pattern or {}
         view.adapter_config = view.adapter_config or {}
@@ -318,20 +336,12 @@ def _rows(session: Db, statement: str, params: dict[str, Any]) -> list[_Row]:
 
 
 def _complete(session: Db, rows: Sequence[_Row]) -> list[VersionView]:
-    """Attach files (one query) and lineage (one more, only if any version has some)."""
+    """Attach lineage (one more query, only if any of the versions has some)."""
     views = [r.view for r in rows]
-    if not views:
-        return views
-    by_id = {v.id: v for v in views}
-    conn = connection_of(session)
-    ids = list(by_id)
-    files = (conn.execute(_FILES_ONE, {"id": ids[0]}) if len(ids) == 1
-             else conn.execute(_FILES, {"ids": ids}))
-    for version_id, path, digest, size in files:
-        by_id[version_id].files.append(FileView(path, digest, size))
     with_lineage = [r.view.id for r in rows if r.has_lineage]
     if with_lineage:
-        for child, weight, method, params, ns, name, number in conn.execute(
+        by_id = {v.id: v for v in views}
+        for child, weight, method, params, ns, name, number in connection_of(session).execute(
                 _LINEAGE, {"ids": with_lineage}):
             by_id[child].lineage.append(
                 LineageView(f"{ns}/{name}@{number}", weight, method, params or {}))
