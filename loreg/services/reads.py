@@ -8,8 +8,8 @@ Core queries over plain columns (no ORM objects, no lazy loads), whatever the pa
   adapter, namespace, base model, creator, tags, files, the caller's membership role and
   whether it has lineage; one more for its lineage only when it has any;
 - a page of versions: the same two, for the whole page;
-- a page of adapters (search): one for the page, one for each adapter's latest live
-  version and live version count, one for the tags.
+- a page of adapters (search): one for the page (two for some text searches), one for
+  each adapter's latest live version, live version count and tags.
 
 Authorisation is decided by ``loreg.services.permissions.can_read_row`` on the row's own
 columns (visibility, namespace, the caller's role, fetched in the same query), with the
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Select, String, bindparam, exists, func, or_, select
+from sqlalchemy import JSON, Select, String, bindparam, exists, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
@@ -209,6 +209,31 @@ def _files_of_postgresql(element: _files_of, compiler: Any, **kw: Any) -> str:
     return ("(SELECT json_agg(json_build_array(f.path, f.blob_digest, f.size) "
             "ORDER BY f.path) FROM version_files AS f "
             f"WHERE f.version_id = {version_id})")
+
+
+class _tags_of(FunctionElement[Any]):
+    """An adapter's tags as one JSON array of ``[tag, version number]`` (a correlated
+    subquery on the adapter id given)."""
+
+    name = "tags_of"
+    inherit_cache = True
+    type = JSON()
+
+
+@compiles(_tags_of)
+def _tags_of_sqlite(element: _tags_of, compiler: Any, **kw: Any) -> str:
+    adapter_id = compiler.process(element.clauses, **kw)
+    return ("(SELECT json_group_array(json_array(t.name, tv.number)) FROM tags AS t "
+            f"JOIN adapter_versions AS tv ON tv.id = t.version_id WHERE t.adapter_id = "
+            f"{adapter_id})")
+
+
+@compiles(_tags_of, "postgresql")
+def _tags_of_postgresql(element: _tags_of, compiler: Any, **kw: Any) -> str:
+    adapter_id = compiler.process(element.clauses, **kw)
+    return ("(SELECT json_agg(json_build_array(t.name, tv.number)) FROM tags AS t "
+            f"JOIN adapter_versions AS tv ON tv.id = t.version_id WHERE t.adapter_id = "
+            f"{adapter_id})")
 
 
 def _version_select() -> Select[Any]:
@@ -435,7 +460,7 @@ _LATEST_NEWEST = aliased(AdapterVersion, name="newest")
 _COUNTED = aliased(AdapterVersion, name="counted")
 _LATEST = (
     select(_V.adapter_id, _V.number, _V.digest, _V.r, BaseModelRecord.name, _V.target_modules,
-           _V.validation_state, _V.created_at,
+           _V.validation_state, _V.created_at, _tags_of(_V.adapter_id),
            select(func.count()).select_from(_COUNTED)
            .where(_COUNTED.adapter_id == _V.adapter_id, _COUNTED.deleted_at.is_(None))
            .correlate(_V).scalar_subquery())
@@ -446,23 +471,17 @@ _LATEST = (
                   _LATEST_NEWEST.deleted_at.is_(None))
            .correlate(_V).scalar_subquery())
 )
-_ADAPTER_TAGS = (select(Tag.adapter_id, Tag.name, _V.number)
-                 .join(_V, _V.id == Tag.version_id)
-                 .where(Tag.adapter_id.in_(bindparam("ids", expanding=True))))
-
-
 def _adapter_views(session: Db, rows: Sequence[Any]) -> list[AdapterView]:
     ids = [r[0] for r in rows]
     if not ids:
         return []
     conn = connection_of(session)
     latest: dict[int, tuple[LatestView, int]] = {}
-    for aid, number, digest, r, base, targets, state, created, count in conn.execute(
+    tags: dict[int, dict[str, int]] = {}
+    for aid, number, digest, r, base, targets, state, created, tagged, count in conn.execute(
             _LATEST, {"ids": ids}):
         latest[aid] = (LatestView(number, digest, r, base, targets, state, created), count)
-    tags: dict[int, dict[str, int]] = {}
-    for aid, tag, number in conn.execute(_ADAPTER_TAGS, {"ids": ids}):
-        tags.setdefault(aid, {})[tag] = number
+        tags[aid] = {tag: n for tag, n in tagged or ()}  # only live versions carry tags
     out = []
     for aid, ns, name, visibility, description, created_at, updated_at, creator in rows:
         found = latest.get(aid)
@@ -476,6 +495,12 @@ def _adapter_views(session: Db, rows: Sequence[Any]) -> list[AdapterView]:
 def adapter_page_columns(adapter: Any) -> Select[*tuple[Any, ...]]:
     """The columns of a search page, from ``adapter`` (the table or an alias of a subquery
     of it); ``loreg.services.adapters.search_rows`` adds the filters."""
+    if adapter is Adapter:
+        return _ADAPTER_PAGE
+    return _adapter_page_columns(adapter)
+
+
+def _adapter_page_columns(adapter: Any) -> Select[*tuple[Any, ...]]:
     return (
         select(adapter.id, Namespace.name, adapter.name, adapter.visibility,
                adapter.description, adapter.created_at, adapter.updated_at, _CREATOR.name)
@@ -485,25 +510,14 @@ def adapter_page_columns(adapter: Any) -> Select[*tuple[Any, ...]]:
     )
 
 
+_ADAPTER_PAGE = _adapter_page_columns(Adapter)
+
+
 def adapter_page(session: Db, rows: Sequence[Any], limit: int) -> Page[AdapterView]:
-    """A page of ``AdapterView`` from ``limit + 1`` rows of ``adapter_page_columns``: two queries
-    more (latest versions with counts, tags)."""
+    """A page of ``AdapterView`` from ``limit + 1`` rows of ``adapter_page_columns``: one
+    query more (latest versions with counts and tags)."""
     paged = page_of(list(rows), limit, "adapters", lambda r: {"id": r[0]})
     return Page(_adapter_views(session, paged.items), paged.next_cursor)
-
-
-def visible_to(actor: Actor) -> Any:
-    """The search filter for adapters ``actor`` may read, as SQL (``None``: all): public
-    ones, and those of namespaces the actor belongs to (``readable_namespace_ids`` as a
-    subquery, so it costs no extra round trip)."""
-    if actor is not None and actor.is_admin:
-        return None
-    public = Adapter.visibility == Visibility.PUBLIC.value
-    if actor is None:
-        return public
-    return or_(public, Adapter.namespace_id == actor.namespace_id,
-               Adapter.namespace_id.in_(select(Membership.namespace_id)
-                                        .where(Membership.user_id == actor.user_id)))
 
 
 __all__ = [
@@ -521,5 +535,4 @@ __all__ = [
     "session_of",
     "show_version",
     "version_views",
-    "visible_to",
 ]
