@@ -1,6 +1,6 @@
 """The metadata read path: throughput against peers, and latency as the registry grows.
 
-    .venv/bin/python bench/api.py                       # everything, about 25 minutes
+    .venv/bin/python bench/api.py                       # everything, about 30 minutes
     .venv/bin/python bench/api.py --sizes 1000,100000   # a quicker growth table
     .venv/bin/python bench/api.py --no-growth           # throughput only
 
@@ -14,7 +14,8 @@ One run prints:
    virtual environment ``bench/.venv-mlflow`` (created on first use; not a loreg
    dependency). Same client for all: one asyncio process, ``--concurrency`` tasks, each
    with its own keep-alive connection. loreg on the embedded default (SQLite), then on
-   PostgreSQL with one and with ``--workers 2`` API processes.
+   PostgreSQL with one and with ``--workers 2`` API processes. All servers run at once
+   and are measured in turn, ``--rounds`` times, so load from elsewhere hits them alike.
 2. **Growth**: on PostgreSQL seeded in bulk (``bench/_growth.py``) to 1k, 100k and 1M
    versions: the median latency through the API of resolve (``ns/name:tag``, ``@N``,
    ``@sha256:``), show, the version list and search by base / target / rank / label / text,
@@ -36,7 +37,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +75,6 @@ HEADER = (f"  {'':58s} {'req/s':>7s} {'p50 ms':>8s} {'p99 ms':>8s}  {'vs bare':>
 # --------------------------------------------------------------------------- throughput
 
 
-def measure(port: int, paths: list[str], headers: dict[str, str],
-            args: argparse.Namespace) -> LoadResult:
-    return run_load("127.0.0.1", port, paths, headers=headers, concurrency=args.concurrency,
-                    seconds=args.seconds, warmup=args.warmup)
-
-
 def loreg_paths(names: list[str]) -> tuple[list[str], list[str]]:
     versions = [f"/api/v1/adapters/{n}/versions/1" for n in names]
     return versions, [f"/api/v1/adapters?limit={SEARCH_LIMIT}"]
@@ -101,12 +97,25 @@ def seed_mlflow(url: str, models: int, versions: int) -> list[str]:
     return names
 
 
+@dataclass
+class Target:
+    key: str  # "bare", "loreg", "pg1", "pg2", "mlflow"
+    label: str
+    port: int
+    paths: dict[str, list[str]]  # "version" / "search" -> paths
+    headers: dict[str, str]
+
+
 def throughput(args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
+    """Every server is started and filled first; then ``--rounds`` rounds each measure every
+    server in turn, so a burst of load from elsewhere on the machine hits them alike; a row
+    is the median round's rate and the percentiles of all its rounds' requests."""
     print(f"== Throughput: {args.concurrency} client tasks, each with its own keep-alive "
-          f"connection; {args.seconds:.0f} s per row after {args.warmup:.0f} s warm-up; "
-          "20 adapters x 2 versions ==")
-    results: dict[str, LoadResult] = {}
-    with loreg_server(tmp / "embedded") as srv:
+          f"connection; {args.rounds} rounds of {args.seconds:.0f} s per row (after "
+          f"{args.warmup:.0f} s warm-up), servers interleaved; 20 adapters x 2 versions ==")
+    targets: list[Target] = []
+    with ExitStack() as stack:
+        srv = stack.enter_context(loreg_server(tmp / "embedded"))
         names = seed_registry(srv.url, srv.token, tmp / "work")
         headers = {"Authorization": f"Bearer {srv.token}"}
         vpaths, spaths = loreg_paths(names)
@@ -114,57 +123,75 @@ def throughput(args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
         sbody = httpx.get(srv.url + spaths[0], headers=headers).content
         print(f"  bodies: version {len(vbody)} bytes, search {len(sbody)} bytes "
               f"({SEARCH_LIMIT} adapters)")
-        results["loreg version"] = measure(srv.port, vpaths, headers, args)
-        results["loreg search"] = measure(srv.port, spaths, headers, args)
-    with bare_server(tmp / "bare", vbody, sbody) as bare:
-        results["bare version"] = measure(bare.port, vpaths, headers, args)
-        results["bare search"] = measure(bare.port, spaths, headers, args)
-    python = None if args.no_mlflow else mlflow_python()
-    mlflow_version = ""
-    if python is not None:
-        mlflow_version = subprocess.run(
-            [str(python), "-c", "import mlflow; print(mlflow.__version__)"],
-            capture_output=True, text=True).stdout.strip()
-        with mlflow_server(tmp / "mlflow", python) as ml:
+        bare = stack.enter_context(bare_server(tmp / "bare", vbody, sbody))
+        targets.append(Target("bare", "bare FastAPI app, loreg's body", bare.port,
+                              {"version": vpaths, "search": spaths}, headers))
+        targets.append(Target("loreg", "loreg, embedded default (SQLite, 1 process)",
+                              srv.port, {"version": vpaths, "search": spaths}, headers))
+        if pg_url is not None:
+            for workers in (1, 2):
+                pg = stack.enter_context(loreg_server(
+                    tmp / f"pg-{workers}", database_url=pg_url.replace("/bench", f"/tp{workers}"),
+                    workers=workers))
+                pg_names = seed_registry(pg.url, pg.token, tmp / "work")
+                pv, ps = loreg_paths(pg_names)
+                label = ("loreg, PostgreSQL, 1 API process" if workers == 1
+                         else f"loreg, PostgreSQL, --workers {workers}")
+                targets.append(Target(f"pg{workers}", label, pg.port,
+                                      {"version": pv, "search": ps},
+                                      {"Authorization": f"Bearer {pg.token}"}))
+        python = None if args.no_mlflow else mlflow_python()
+        if python is not None:
+            version = subprocess.run(
+                [str(python), "-c", "import mlflow; print(mlflow.__version__)"],
+                capture_output=True, text=True).stdout.strip()
+            ml = stack.enter_context(mlflow_server(tmp / "mlflow", python))
             models = seed_mlflow(ml.url, 20, 2)
             api = "/api/2.0/mlflow"
-            results["mlflow version"] = measure(
-                ml.port, [f"{api}/model-versions/get?name={m}&version=1" for m in models],
-                {}, args)
-            results["mlflow search"] = measure(
-                ml.port, [f"{api}/registered-models/search?max_results={SEARCH_LIMIT}"], {},
-                args)
-    if pg_url is not None:
-        for workers in (1, 2):
-            with loreg_server(tmp / f"pg-{workers}", database_url=pg_url.replace(
-                    "/bench", f"/tp{workers}"), workers=workers) as srv:
-                names = seed_registry(srv.url, srv.token, tmp / "work")
-                headers = {"Authorization": f"Bearer {srv.token}"}
-                vpaths, spaths = loreg_paths(names)
-                results[f"pg{workers} version"] = measure(srv.port, vpaths, headers, args)
-                results[f"pg{workers} search"] = measure(srv.port, spaths, headers, args)
-    ml = f"MLflow {mlflow_version}" if mlflow_version else "MLflow (not installed)"
+            targets.append(Target(
+                "mlflow", f"MLflow {version} (--workers 1, SQLite)", ml.port,
+                {"version": [f"{api}/model-versions/get?name={m}&version=1" for m in models],
+                 "search": [f"{api}/registered-models/search?max_results={SEARCH_LIMIT}"]},
+                {}))
+        results: dict[tuple[str, str], list[LoadResult]] = {}
+        for i in range(args.rounds):
+            for kind in ("version", "search"):
+                for t in targets:
+                    r = run_load("127.0.0.1", t.port, t.paths[kind], headers=t.headers,
+                                 concurrency=args.concurrency, seconds=args.seconds,
+                                 warmup=args.warmup)
+                    results.setdefault((t.key, kind), []).append(r)
+            print(f"  round {i + 1}/{args.rounds} done (load average "
+                  f"{os.getloadavg()[0]:.1f})", flush=True)
     for kind, what in (("version", "GET version"), ("search", "search, 20 per page")):
         print(f"{what}:")
         print(HEADER)
-        floor = results[f"bare {kind}"].rate
-        peer = results[f"mlflow {kind}"].rate if f"mlflow {kind}" in results else None
-        labels = [
-            (f"bare {kind}", "bare FastAPI app, loreg's body"),
-            (f"loreg {kind}", "loreg, embedded default (SQLite, 1 process)"),
-            (f"pg1 {kind}", "loreg, PostgreSQL, 1 API process"),
-            (f"pg2 {kind}", "loreg, PostgreSQL, --workers 2"),
-            (f"mlflow {kind}", f"{ml} (--workers 1, SQLite)"),
-        ]
-        for key, label in labels:
-            if key in results:
-                print(fmt_row(label, results[key], floor, peer))
-        lo = results[f"loreg {kind}"].rate
+        merged = {t.key: _merge(results[t.key, kind]) for t in targets}
+        floor = merged["bare"].rate
+        peer = merged["mlflow"].rate if "mlflow" in merged else None
+        for t in targets:
+            print(fmt_row(t.label, merged[t.key], floor, peer))
+        lo = merged["loreg"].rate
         target = 0.5 if kind == "version" else 0.25
-        line = f"  loreg/bare {lo / floor:.2f}x (>= {target}x wanted)"
+        per_round = [r.rate / b.rate for r, b in zip(results["loreg", kind],
+                                                      results["bare", kind], strict=True)]
+        line = (f"  loreg/bare {lo / floor:.2f}x (>= {target}x wanted; rounds: "
+                + ", ".join(f"{x:.2f}" for x in per_round) + ")")
         if peer:
             line += f"; loreg/MLflow {lo / peer:.1f}x (>= 5x wanted)"
         print(line)
+
+
+def _merge(rounds: list[LoadResult]) -> LoadResult:
+    """The median round's rate; the latencies and errors of every round."""
+    ordered = sorted(rounds, key=lambda r: r.rate)
+    middle = ordered[len(ordered) // 2]
+    errors: dict[str, int] = {}
+    for r in rounds:
+        for k, v in r.errors.items():
+            errors[k] = errors.get(k, 0) + v
+    return LoadResult(middle.requests, middle.seconds,
+                      [x for r in rounds for x in r.latencies], errors)
 
 
 # --------------------------------------------------------------------------- growth
@@ -426,7 +453,8 @@ def _call(session: Any, actor: Any, path: str, reads: Any, adapter_svc: Any) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=10.0, help="per throughput row")
+    ap.add_argument("--seconds", type=float, default=5.0, help="per throughput row and round")
+    ap.add_argument("--rounds", type=int, default=3, help="throughput rounds")
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--sizes", default="1000,100000,1000000", help="versions, comma-separated")

@@ -36,11 +36,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy import Engine
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -59,6 +60,10 @@ _VERSIONS = re.compile(rf"{API}/adapters/{_SEGMENT}/{_SEGMENT}/versions")
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 _INT_MAX = 2**31 - 1
+
+#: Reads answered at once (each holds a worker thread and a pooled connection); more wait
+#: on the event loop, not in a thread fighting for the interpreter and the pool.
+MAX_CONCURRENT_READS = 16
 
 #: ``Cache-Control`` of version documents: any cache may keep them, only privately, and
 #: must revalidate (with ``If-None-Match``) before every use.
@@ -214,6 +219,7 @@ class ReadFastPath:
         self.app = app
         self.api = api
         self._routes: dict[str, APIRoute] | None = None
+        self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_READS)
 
     def _route(self, name: str) -> APIRoute | None:
         """The framework's route of that name (metrics label requests by its template)."""
@@ -237,7 +243,8 @@ class ReadFastPath:
         if route is not None:
             scope["route"] = route
         try:
-            body = await run_in_threadpool(self._answer, request, work)
+            body = await anyio.to_thread.run_sync(self._answer, request, work,
+                                                  limiter=self._limiter)
         except Exception as exc:
             handler = self._handler(exc)
             if handler is None:
