@@ -23,6 +23,16 @@ class LoadResult:
     seconds: float
     latencies: list[float] = field(repr=False)
     errors: dict[str, int]
+    #: every answered request, warm-up included (to share out CPU time measured outside)
+    answered: int = 0
+    #: server CPU seconds over the whole run (warm-up included), when measured
+    server_cpu: float | None = None
+
+    @property
+    def cpu_per_request(self) -> float | None:
+        if self.server_cpu is None or not self.answered:
+            return None
+        return self.server_cpu / self.answered
 
     @property
     def rate(self) -> float:
@@ -118,6 +128,7 @@ async def _worker(host: str, port: int, requests: Sequence[bytes], start: int,
                 writer = None
                 continue
             t1 = time.perf_counter()
+            counter[1] += 1
             if t0 >= measure_from:
                 if check(status, body):
                     latencies.append(t1 - t0)
@@ -138,7 +149,7 @@ async def _run(host: str, port: int, requests: Sequence[bytes], concurrency: int
                ) -> LoadResult:
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    counter = [0]
+    counter = [0, 0]
     begin = time.perf_counter()
     measure_from = begin + warmup
     end = measure_from + seconds
@@ -147,13 +158,15 @@ async def _run(host: str, port: int, requests: Sequence[bytes], concurrency: int
         latencies, errors, counter, check)) for i in range(concurrency)]
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - measure_from
-    return LoadResult(counter[0], elapsed, latencies, errors)
+    return LoadResult(counter[0], elapsed, latencies, errors, answered=counter[1])
 
 
 def run_load(host: str, port: int, paths: Sequence[str], *, headers: dict[str, str],
              concurrency: int = 32, seconds: float = 10.0, warmup: float = 2.0,
-             check: Callable[[int, bytes], bool] | None = None) -> LoadResult:
-    """GET ``paths`` round-robin for ``warmup + seconds``; counts only after the warm-up."""
+             check: Callable[[int, bytes], bool] | None = None,
+             server_pid: int | None = None) -> LoadResult:
+    """GET ``paths`` round-robin for ``warmup + seconds``; counts only after the warm-up.
+    With ``server_pid``, also the CPU time that process and its descendants spent."""
     reqs = [request_bytes(host, port, p, headers) for p in paths]
     ok = check or (lambda status, body: status == 200)
     try:
@@ -162,4 +175,33 @@ def run_load(host: str, port: int, paths: Sequence[str], *, headers: dict[str, s
         runner: Callable[..., LoadResult] = uvloop.run
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it
         runner = asyncio.run
-    return runner(_run(host, port, reqs, concurrency, seconds, warmup, ok))
+    before = tree_cpu_seconds(server_pid) if server_pid else None
+    result = runner(_run(host, port, reqs, concurrency, seconds, warmup, ok))
+    if server_pid and before is not None:
+        result.server_cpu = tree_cpu_seconds(server_pid) - before
+    return result
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process and all its live descendants (Linux)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo.extend(child for child, ppid in parent.items() if ppid == p)
+    return total

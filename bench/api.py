@@ -63,13 +63,15 @@ SEARCH_LIMIT = 20
 def fmt_row(label: str, r: LoadResult, floor: float | None, peer: float | None) -> str:
     vs = f"{r.rate / floor:5.2f}x" if floor else "    -"
     vp = f"{r.rate / peer:6.2f}x" if peer else "     -"
+    cpu = r.cpu_per_request
+    cpu_text = f"{cpu * 1e6:8.0f}" if cpu is not None else "       -"
     err = f"  errors {r.errors}" if r.errors else ""
-    return (f"  {label:58s} {r.rate:7.0f} {r.p50 * 1000:8.1f} {r.p99 * 1000:8.1f}  {vs}  {vp}"
-            f"{err}")
+    return (f"  {label:52s} {r.rate:7.0f} {r.p50 * 1000:8.1f} {r.p99 * 1000:8.1f} {cpu_text}"
+            f"  {vs}  {vp}{err}")
 
 
-HEADER = (f"  {'':58s} {'req/s':>7s} {'p50 ms':>8s} {'p99 ms':>8s}  {'vs bare':>6s}  "
-          f"{'vs MLflow':>7s}")
+HEADER = (f"  {'':52s} {'req/s':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU us':>8s}  "
+          f"{'vs bare':>6s}  {'vs MLflow':>7s}")
 
 
 # --------------------------------------------------------------------------- throughput
@@ -104,6 +106,7 @@ class Target:
     port: int
     paths: dict[str, list[str]]  # "version" / "search" -> paths
     headers: dict[str, str]
+    pid: int  # the server process (its CPU time, with its children's, is measured)
 
 
 def throughput(args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
@@ -125,9 +128,10 @@ def throughput(args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
               f"({SEARCH_LIMIT} adapters)")
         bare = stack.enter_context(bare_server(tmp / "bare", vbody, sbody))
         targets.append(Target("bare", "bare FastAPI app, loreg's body", bare.port,
-                              {"version": vpaths, "search": spaths}, headers))
+                              {"version": vpaths, "search": spaths}, headers, bare.proc.pid))
         targets.append(Target("loreg", "loreg, embedded default (SQLite, 1 process)",
-                              srv.port, {"version": vpaths, "search": spaths}, headers))
+                              srv.port, {"version": vpaths, "search": spaths}, headers,
+                              srv.proc.pid))
         if pg_url is not None:
             for workers in (1, 2):
                 pg = stack.enter_context(loreg_server(
@@ -139,7 +143,7 @@ def throughput(args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
                          else f"loreg, PostgreSQL, --workers {workers}")
                 targets.append(Target(f"pg{workers}", label, pg.port,
                                       {"version": pv, "search": ps},
-                                      {"Authorization": f"Bearer {pg.token}"}))
+                                      {"Authorization": f"Bearer {pg.token}"}, pg.proc.pid))
         python = None if args.no_mlflow else mlflow_python()
         if python is not None:
             version = subprocess.run(
@@ -152,14 +156,14 @@ def throughput(args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
                 "mlflow", f"MLflow {version} (--workers 1, SQLite)", ml.port,
                 {"version": [f"{api}/model-versions/get?name={m}&version=1" for m in models],
                  "search": [f"{api}/registered-models/search?max_results={SEARCH_LIMIT}"]},
-                {}))
+                {}, ml.proc.pid))
         results: dict[tuple[str, str], list[LoadResult]] = {}
         for i in range(args.rounds):
             for kind in ("version", "search"):
                 for t in targets:
                     r = run_load("127.0.0.1", t.port, t.paths[kind], headers=t.headers,
                                  concurrency=args.concurrency, seconds=args.seconds,
-                                 warmup=args.warmup)
+                                 warmup=args.warmup, server_pid=t.pid)
                     results.setdefault((t.key, kind), []).append(r)
             print(f"  round {i + 1}/{args.rounds} done (load average "
                   f"{os.getloadavg()[0]:.1f})", flush=True)
@@ -180,6 +184,11 @@ def throughput(args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
         if peer:
             line += f"; loreg/MLflow {lo / peer:.1f}x (>= 5x wanted)"
         print(line)
+        lo_cpu, bare_cpu = merged["loreg"].cpu_per_request, merged["bare"].cpu_per_request
+        if lo_cpu and bare_cpu:
+            print(f"  server CPU per request (all processes of the server; independent of other "
+                  f"load on the machine): loreg/bare {lo_cpu / bare_cpu:.2f}x, i.e. bare/loreg "
+                  f"{bare_cpu / lo_cpu:.2f}")
 
 
 def _merge(rounds: list[LoadResult]) -> LoadResult:
@@ -190,8 +199,10 @@ def _merge(rounds: list[LoadResult]) -> LoadResult:
     for r in rounds:
         for k, v in r.errors.items():
             errors[k] = errors.get(k, 0) + v
+    cpu = sum(r.server_cpu or 0.0 for r in rounds)
     return LoadResult(middle.requests, middle.seconds,
-                      [x for r in rounds for x in r.latencies], errors)
+                      [x for r in rounds for x in r.latencies], errors,
+                      answered=sum(r.answered for r in rounds), server_cpu=cpu)
 
 
 # --------------------------------------------------------------------------- growth

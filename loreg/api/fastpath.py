@@ -185,8 +185,8 @@ def _search_work(scope: Scope) -> Work:
 
     def search(s: Any, a: Any) -> BaseModel:
         page = adapter_svc.search_views(s, a, filters, cursor=strings["cursor"], limit=limit)
-        return AdapterList(adapters=[adapter_view_out(v) for v in page.items],
-                           next_cursor=page.next_cursor)
+        return AdapterList(
+            adapters=[adapter_view_out(v) for v in page.items], next_cursor=page.next_cursor)
 
     return search
 

@@ -914,7 +914,7 @@ def search_views(
     """``search`` as plain values, in a fixed number of queries whatever the page size."""
     rows = search_rows(session, actor, filters, reads.adapter_page_columns, cursor=cursor,
                        limit=limit)
-    return reads.adapter_page(session, rows, limit)
+    return reads.adapter_page(rows, limit)
 
 
 # --------------------------------------------------------------------------- versions

@@ -8,8 +8,8 @@ Core queries over plain columns (no ORM objects, no lazy loads), whatever the pa
   adapter, namespace, base model, creator, tags, files, the caller's membership role and
   whether it has lineage; one more for its lineage only when it has any;
 - a page of versions: the same two, for the whole page;
-- a page of adapters (search): one for the page (two for some text searches), one for
-  each adapter's latest live version, live version count and tags.
+- a page of adapters (search): one, with each adapter's latest live version, live
+  version count and tags (two for a text search the newest adapters do not satisfy).
 
 Authorisation is decided by ``loreg.services.permissions.can_read_row`` on the row's own
 columns (visibility, namespace, the caller's role, fetched in the same query), with the
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Select, String, bindparam, exists, func, select
+from sqlalchemy import JSON, Select, String, and_, bindparam, exists, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
@@ -458,66 +458,63 @@ def list_versions(
 
 _LATEST_NEWEST = aliased(AdapterVersion, name="newest")
 _COUNTED = aliased(AdapterVersion, name="counted")
-_LATEST = (
-    select(_V.adapter_id, _V.number, _V.digest, _V.r, BaseModelRecord.name, _V.target_modules,
-           _V.validation_state, _V.created_at, _tags_of(_V.adapter_id),
-           select(func.count()).select_from(_COUNTED)
-           .where(_COUNTED.adapter_id == _V.adapter_id, _COUNTED.deleted_at.is_(None))
-           .correlate(_V).scalar_subquery())
-    .outerjoin(BaseModelRecord, BaseModelRecord.id == _V.base_model_id)
-    .where(_V.adapter_id.in_(bindparam("ids", expanding=True)), _V.deleted_at.is_(None),
-           _V.number == select(func.max(_LATEST_NEWEST.number))
-           .where(_LATEST_NEWEST.adapter_id == _V.adapter_id,
-                  _LATEST_NEWEST.deleted_at.is_(None))
-           .correlate(_V).scalar_subquery())
-)
-def _adapter_views(session: Db, rows: Sequence[Any]) -> list[AdapterView]:
-    ids = [r[0] for r in rows]
-    if not ids:
-        return []
-    conn = connection_of(session)
-    latest: dict[int, tuple[LatestView, int]] = {}
-    tags: dict[int, dict[str, int]] = {}
-    for aid, number, digest, r, base, targets, state, created, tagged, count in conn.execute(
-            _LATEST, {"ids": ids}):
-        latest[aid] = (LatestView(number, digest, r, base, targets, state, created), count)
-        tags[aid] = {tag: n for tag, n in tagged or ()}  # only live versions carry tags
-    out = []
-    for aid, ns, name, visibility, description, created_at, updated_at, creator in rows:
-        found = latest.get(aid)
-        out.append(AdapterView(
-            aid, ns, name, visibility, description or "", created_at, updated_at, creator,
-            versions_count=found[1] if found else 0, latest=found[0] if found else None,
-            tags=dict(sorted(tags.get(aid, {}).items()))))
-    return out
+_LATEST_VERSION = aliased(AdapterVersion, name="latest")
+_LATEST_BASE = aliased(BaseModelRecord, name="latest_base")
+
+
+def _adapter_page_columns(adapter: Any) -> Select[*tuple[Any, ...]]:
+    latest = _LATEST_VERSION
+    newest = (select(func.max(_LATEST_NEWEST.number))
+              .where(_LATEST_NEWEST.adapter_id == adapter.id,
+                     _LATEST_NEWEST.deleted_at.is_(None))
+              .correlate(adapter).scalar_subquery())
+    count = (select(func.count()).select_from(_COUNTED)
+             .where(_COUNTED.adapter_id == adapter.id, _COUNTED.deleted_at.is_(None))
+             .correlate(adapter).scalar_subquery())
+    return (
+        select(adapter.id, Namespace.name, adapter.name, adapter.visibility,
+               adapter.description, adapter.created_at, adapter.updated_at, _CREATOR.name,
+               latest.number, latest.digest, latest.r, _LATEST_BASE.name,
+               latest.target_modules, latest.validation_state, latest.created_at, count,
+               _tags_of(adapter.id))
+        .select_from(adapter)
+        .join(Namespace, Namespace.id == adapter.namespace_id)
+        .outerjoin(_CREATOR, _CREATOR.id == adapter.created_by)
+        .outerjoin(latest, and_(latest.adapter_id == adapter.id, latest.number == newest,
+                                latest.deleted_at.is_(None)))
+        .outerjoin(_LATEST_BASE, _LATEST_BASE.id == latest.base_model_id)
+    )
 
 
 def adapter_page_columns(adapter: Any) -> Select[*tuple[Any, ...]]:
-    """The columns of a search page, from ``adapter`` (the table or an alias of a subquery
-    of it); ``loreg.services.adapters.search_rows`` adds the filters."""
+    """A search page's columns from ``adapter`` (the table or an alias of a subquery of
+    it): the adapter, its latest live version, live version count and tags, in one row;
+    ``loreg.services.adapters.search_rows`` adds the filters."""
     if adapter is Adapter:
         return _ADAPTER_PAGE
     return _adapter_page_columns(adapter)
 
 
-def _adapter_page_columns(adapter: Any) -> Select[*tuple[Any, ...]]:
-    return (
-        select(adapter.id, Namespace.name, adapter.name, adapter.visibility,
-               adapter.description, adapter.created_at, adapter.updated_at, _CREATOR.name)
-        .select_from(adapter)
-        .join(Namespace, Namespace.id == adapter.namespace_id)
-        .outerjoin(_CREATOR, _CREATOR.id == adapter.created_by)
-    )
-
-
 _ADAPTER_PAGE = _adapter_page_columns(Adapter)
 
 
-def adapter_page(session: Db, rows: Sequence[Any], limit: int) -> Page[AdapterView]:
-    """A page of ``AdapterView`` from ``limit + 1`` rows of ``adapter_page_columns``: one
-    query more (latest versions with counts and tags)."""
+def _adapter_views(rows: Sequence[Any]) -> list[AdapterView]:
+    out = []
+    for (aid, ns, name, visibility, description, created_at, updated_at, creator, number,
+         digest, r, base, targets, state, created, count, tagged) in rows:
+        latest = (LatestView(number, digest, r, base, targets, state, created)
+                  if number is not None else None)
+        out.append(AdapterView(
+            aid, ns, name, visibility, description or "", created_at, updated_at, creator,
+            versions_count=count or 0, latest=latest,
+            tags=dict(sorted((tag, n) for tag, n in tagged or ()))))
+    return out
+
+
+def adapter_page(rows: Sequence[Any], limit: int) -> Page[AdapterView]:
+    """A page of ``AdapterView`` from ``limit + 1`` rows of ``adapter_page_columns``."""
     paged = page_of(list(rows), limit, "adapters", lambda r: {"id": r[0]})
-    return Page(_adapter_views(session, paged.items), paged.next_cursor)
+    return Page(_adapter_views(paged.items), paged.next_cursor)
 
 
 __all__ = [

@@ -34,11 +34,9 @@ def versions_out(session: Session, versions: Sequence[AdapterVersion]) -> list[V
 
 
 def version_view_out(v: reads.VersionView) -> VersionOut:
-    """``VersionOut`` of a loaded version. Built without validation (``model_construct``):
-    every value comes from the database in the right type, and this is the hottest read."""
-    files = [FileOut.model_construct(path=f.path, digest=f.digest, size=f.size)
-             for f in v.files]
-    return VersionOut.model_construct(
+    """``VersionOut`` of a loaded version."""
+    files = [FileOut(path=f.path, digest=f.digest, size=f.size) for f in v.files]
+    return VersionOut(
         namespace=v.namespace,
         name=v.name,
         ref=v.ref,
@@ -61,7 +59,7 @@ def version_view_out(v: reads.VersionView) -> VersionOut:
         total_size=sum(f.size for f in v.files),
         adapter_config=v.adapter_config,
         base=v.base_name,
-        base_model=(BaseRef.model_construct(name=v.base_name, fingerprint=v.base_fingerprint)
+        base_model=(BaseRef(name=v.base_name, fingerprint=v.base_fingerprint)
                     if v.base_name is not None and v.base_fingerprint is not None else None),
         base_model_name_or_path=v.base_model_name,
         labels=v.labels,
@@ -74,21 +72,22 @@ def version_view_out(v: reads.VersionView) -> VersionOut:
         compatibility=v.compatibility_report,
         tags=v.tags,
         files=files,
-        lineage=[LineageOut.model_construct(parent=p.parent, weight=p.weight,
-                                            method=p.method, params=p.params)
-                 for p in v.lineage],
+        lineage=[LineageOut(parent=p.parent, weight=p.weight, method=p.method,
+                            params=p.params) for p in v.lineage],
         deleted_at=v.deleted_at,
         delete_reason=v.delete_reason,
     )
 
 
 def adapter_view_out(a: reads.AdapterView) -> AdapterOut:
+    """``AdapterOut`` of a loaded adapter."""
     v = a.latest
     latest = None
     if v is not None:
-        latest = LatestOut(number=v.number, digest=v.digest, r=v.r, base=v.base,
-                           target_modules=v.target_modules,
-                           validation_state=v.validation_state, created_at=v.created_at)
+        latest = LatestOut(
+            number=v.number, digest=v.digest, r=v.r, base=v.base,
+            target_modules=v.target_modules, validation_state=v.validation_state,
+            created_at=v.created_at)
     return AdapterOut(
         namespace=a.namespace, name=a.name, public=a.public, visibility=a.visibility,
         description=a.description, created_at=a.created_at, updated_at=a.updated_at,
