@@ -19,6 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loreg.api.errors import install_error_handlers, internal_error_response
+from loreg.api.fastpath import ReadFastPath
 from loreg.api.limits import BodyLimitMiddleware
 from loreg.api.metrics import install_metrics
 from loreg.api.openapi import TAGS, document_errors, install_docs, operation_id
@@ -35,6 +36,7 @@ from loreg.api.routers import (
     versions,
     webhooks,
 )
+from loreg.api.usage import TokenUses
 from loreg.background.gc import sweep_leftover_uploads
 from loreg.config import Settings
 from loreg.db.session import create_engine_for, make_sessionmaker
@@ -130,10 +132,13 @@ def create_app(
     *,
     store: BlobStore | None = None,
     engine: Engine | None = None,
+    sweep_uploads: bool = True,
 ) -> FastAPI:
     """The loreg API. Builds what it is not given (engine, store) once, from ``settings``.
 
     An engine it built is disposed of at shutdown; one passed in belongs to the caller.
+    ``sweep_uploads``: remove interrupted uploads' temp files at start-up (``loreg serve
+    --workers N`` does it once, before starting the N processes).
     """
     settings = settings if settings is not None else Settings()
     owns_engine = engine is None
@@ -142,8 +147,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _remove_upload_leftovers(store)
+        if sweep_uploads:
+            remove_upload_leftovers(store)
         yield
+        app.state.token_uses.stop()
         if owns_engine:
             engine.dispose()
 
@@ -162,8 +169,10 @@ def create_app(
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.store = store
+    app.state.token_uses = TokenUses(app.state.sessionmaker)
 
     install_error_handlers(app)
+    app.add_middleware(ReadFastPath, api=app)  # innermost: the others see its requests too
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware)
     install_metrics(app)
@@ -182,7 +191,7 @@ def create_app(
     return app
 
 
-def _remove_upload_leftovers(store: BlobStore) -> None:
+def remove_upload_leftovers(store: BlobStore) -> None:
     """At start-up: delete the temp files of uploads that a crashed process left behind
     (only those no live process is writing; see ``loreg.storage.local``)."""
     try:

@@ -33,6 +33,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -97,6 +99,14 @@ def _user_fk() -> ForeignKey:
 
 def _blob_fk() -> ForeignKey:
     return ForeignKey("blobs.digest", ondelete="RESTRICT")
+
+
+def trigram_index(name: str, column: str) -> Index:
+    """A GIN trigram index on ``lower(column)`` for substring search (``LIKE '%word%'``),
+    PostgreSQL only (``pg_trgm``; migration 0004)."""
+    return Index(name, func.lower(text(column)).label(f"{column}_lower"),
+                 postgresql_using="gin", postgresql_ops={f"{column}_lower": "gin_trgm_ops"}
+                 ).ddl_if(dialect="postgresql")
 
 
 # --------------------------------------------------------------------------- identity
@@ -251,6 +261,8 @@ class Adapter(Base):
     __table_args__ = (
         UniqueConstraint("namespace_id", "name"),
         enum_check("visibility", Visibility),
+        trigram_index("ix_adapters_name_trgm", "name"),
+        trigram_index("ix_adapters_description_trgm", "description"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -293,6 +305,7 @@ class AdapterVersion(Base):
         enum_check("validation_state", ValidationState),
         CheckConstraint("number >= 1", name="number_positive"),
         CheckConstraint("r >= 1", name="r_positive"),
+        trigram_index("ix_adapter_versions_description_trgm", "description"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

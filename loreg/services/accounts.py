@@ -13,7 +13,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from loreg.db.models import ApiToken, Membership, Namespace, NamespaceKind, User
@@ -41,7 +42,7 @@ from loreg.services.permissions import (
 )
 
 TOKEN_PREFIX = "lrg_"
-#: How stale ``last_used_at`` may get before a request refreshes it (keeps reads read-only).
+#: How stale ``last_used_at`` may get before a use refreshes it.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 MAX_TOKEN_DAYS = 3650
 MAX_TOKEN_LENGTH = 256
@@ -384,40 +385,88 @@ def revoke_token(session: Session, actor: Actor, token_id: int) -> ApiToken:
     return token
 
 
-def authenticate(session: Session, value: str, *, now: datetime | None = None) -> Principal:
+_TOKEN_LOOKUP = (
+    select(ApiToken.id, ApiToken.scope, ApiToken.expires_at, ApiToken.revoked_at,
+           ApiToken.last_used_at, User.id, User.name, User.namespace_id, User.is_admin,
+           User.disabled)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+
+def authenticate(session: Session | Connection, value: str, *, now: datetime | None = None
+                 ) -> Principal:
     """The principal a bearer token stands for, or ``Unauthenticated``.
 
-    Refreshes ``last_used_at`` when it is older than ``LAST_USED_RESOLUTION`` (the caller
-    commits), so that most requests stay read-only.
+    A pure read: one indexed lookup of plain columns (no ORM rows), so a read request stays
+    read-only. Whether the token's ``last_used_at`` needs refreshing is
+    :func:`last_use_due`; the API records it off the request path
+    (``loreg.api.usage.TokenUses``).
     """
     now = now or _now()
     if (not value.startswith(TOKEN_PREFIX) or len(value) > MAX_TOKEN_LENGTH
             or not value.isascii()):
         raise Unauthenticated("invalid token")
-    row = session.execute(
-        select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == hash_token(value))
-    ).first()
+    conn = session if isinstance(session, Connection) else session.connection()
+    row = conn.execute(_TOKEN_LOOKUP, {"token_hash": hash_token(value)}).first()
     if row is None:
         raise Unauthenticated("invalid token")
-    return principal_of(row[0], row[1], now=now)
+    (token_id, scope, expires_at, revoked_at, last_used_at, user_id, username, namespace_id,
+     is_admin, disabled) = row
+    _check_usable(revoked_at, expires_at, disabled, now)
+    return Principal(user_id=user_id, username=username, namespace_id=namespace_id,
+                     is_admin=is_admin, scope=scope, token_id=token_id,
+                     last_used_at=_aware(last_used_at))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Core rows skip the ORM's UTC type on SQLite (naive UTC there); make them aware."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _check_usable(revoked_at: datetime | None, expires_at: datetime | None, disabled: bool,
+                  now: datetime) -> None:
+    if revoked_at is not None:
+        raise Unauthenticated("token has been revoked")
+    expires_at = _aware(expires_at)
+    if expires_at is not None and expires_at <= now:
+        raise Unauthenticated("token has expired")
+    if disabled:
+        raise Unauthenticated("account is disabled")
 
 
 def principal_of(token: ApiToken, user: User, *, now: datetime | None = None) -> Principal:
     """The principal a token row stands for if it is still good (not revoked or expired, the
-    account enabled), else ``Unauthenticated``; refreshes ``last_used_at`` like
-    :func:`authenticate`."""
+    account enabled), else ``Unauthenticated``. Reads only, like :func:`authenticate`."""
     now = now or _now()
-    if token.revoked_at is not None:
-        raise Unauthenticated("token has been revoked")
-    if token.expires_at is not None and token.expires_at <= now:
-        raise Unauthenticated("token has expired")
-    if user.disabled:
-        raise Unauthenticated("account is disabled")
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-        token.last_used_at = now
+    _check_usable(token.revoked_at, token.expires_at, user.disabled, now)
     return Principal(user_id=user.id, username=user.name, namespace_id=user.namespace_id,
-                     is_admin=user.is_admin, scope=token.scope, token_id=token.id)
+                     is_admin=user.is_admin, scope=token.scope, token_id=token.id,
+                     last_used_at=token.last_used_at)
+
+
+def last_use_due(principal: Principal, now: datetime | None = None) -> bool:
+    """Whether this use should refresh the token's ``last_used_at`` (at most once per
+    ``LAST_USED_RESOLUTION``)."""
+    if principal.token_id is None:
+        return False
+    last = principal.last_used_at
+    return last is None or (now or _now()) - last >= LAST_USED_RESOLUTION
+
+
+def record_token_uses(session: Session, uses: dict[int, datetime]) -> None:
+    """Store the latest use of each token (``{token id: when}``); never moves a time back.
+    The caller commits."""
+    for token_id, at in uses.items():
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == token_id,
+                   or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < at))
+            .values(last_used_at=at)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def acting_user(session: Session, user_id: int | None, *, scope: str) -> Principal | None:

@@ -23,18 +23,19 @@ live version, and the next push recreates the tag).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, exists, func, or_, select, union, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 
 from loreg.db.base import utcnow
 from loreg.db.models import (
@@ -42,6 +43,7 @@ from loreg.db.models import (
     AdapterVersion,
     BaseModelRecord,
     Job,
+    Membership,
     Namespace,
     Tag,
     User,
@@ -70,7 +72,7 @@ from loreg.refs import (
     validate_base_name,
     validate_tag,
 )
-from loreg.services import audit, bases, blobs, events, quotas
+from loreg.services import audit, bases, blobs, events, quotas, reads
 from loreg.services.accounts import get_namespace
 from loreg.services.manifests import check_entries, require_blobs
 from loreg.services.pagination import (
@@ -85,7 +87,6 @@ from loreg.services.permissions import (
     Actor,
     Principal,
     adapter_not_found,
-    readable_namespace_ids,
     require_admin_adapter,
     require_read_adapter,
     require_scope,
@@ -818,82 +819,201 @@ def summarize(session: Session, adapters: Sequence[Adapter]) -> list[AdapterSumm
     ]
 
 
-def _visible(session: Session, actor: Actor) -> Any:
-    namespaces = readable_namespace_ids(session, actor)
-    if namespaces is None:
-        return None
-    cond: Any = Adapter.visibility == Visibility.PUBLIC.value
-    if namespaces:
-        cond = or_(cond, Adapter.namespace_id.in_(namespaces))
-    return cond
+#: How many of the newest readable adapters a text search reads before it turns to the
+#: text indexes (see ``search_rows``).
+TEXT_WINDOW = 1000
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Which filters a search has (not their values): one cached statement per shape, so
+    a search costs its parameters, not building and hashing a statement."""
+
+    viewer: str  # "anonymous", "member" (public + own namespaces) or "admin" (everything)
+    namespace: bool = False
+    base: bool = False
+    target: bool = False
+    rank_min: bool = False
+    rank_max: bool = False
+    labels: int = 0
+    text: bool = False
+    cursor: bool = False
+
+
+def _escape_like(text: str) -> str:
+    """``text`` as a LIKE pattern matching itself anywhere (escape character ``/``)."""
+    escaped = text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return f"%{escaped}%"
+
+
+def _search_plan(actor: Actor, filters: SearchFilters, cursor: str | None
+                 ) -> tuple[_Shape, dict[str, Any]]:
+    """Check the filters; their shape and the statement's parameters."""
+    params: dict[str, Any] = {}
+    viewer = "anonymous" if actor is None else "admin" if actor.is_admin else "member"
+    if actor is not None:
+        params.update(uid=actor.user_id, own_namespace=actor.namespace_id)
+    if filters.namespace is not None:
+        parse_adapter_name(filters.namespace, "x")
+        params["namespace"] = filters.namespace
+    if filters.base is not None:
+        params["base"] = validate_base_name(filters.base)
+    if filters.target is not None:
+        if not filters.target or len(filters.target) > 512:
+            raise InvalidInput("invalid target module", details={"field": "target"})
+        params["target"] = storable(filters.target, field="target")
+    for bound, op in ((filters.rank_min, "min"), (filters.rank_max, "max")):
+        if bound is not None:
+            if not 0 <= bound < 2**31:
+                raise InvalidInput(f"rank_{op} out of range", details={"field": f"rank_{op}"})
+            params[f"rank_{op}"] = bound
+    if len(filters.labels) > MAX_LABELS:
+        raise InvalidInput("too many label filters", details={"field": "label"})
+    for i, item in enumerate(filters.labels):
+        params[f"label_key_{i}"], params[f"label_value_{i}"] = _parse_label_filter(item)
+    if filters.text:
+        if len(filters.text) > MAX_TEXT_QUERY:
+            raise InvalidInput("text query is too long", details={"field": "text"})
+        storable(filters.text, field="text query")
+        params["pattern"] = _escape_like(filters.text.lower())
+    after = cursor_int(decode_cursor("adapters", cursor), "id")
+    if after is not None:
+        params["after"] = after
+    shape = _Shape(viewer, "namespace" in params, "base" in params, "target" in params,
+                   "rank_min" in params, "rank_max" in params, len(filters.labels),
+                   "pattern" in params, after is not None)
+    return shape, params
+
+
+def _conditions(shape: _Shape) -> list[Any]:
+    """The WHERE conditions of a search of that shape, but its text (bound parameters)."""
+    conds: list[Any] = []
+    public = Adapter.visibility == Visibility.PUBLIC.value
+    if shape.viewer == "anonymous":
+        conds.append(public)
+    elif shape.viewer == "member":  # readable_namespace_ids, as a subquery
+        conds.append(or_(public, Adapter.namespace_id == bindparam("own_namespace"),
+                         Adapter.namespace_id.in_(select(Membership.namespace_id)
+                                                  .where(Membership.user_id ==
+                                                         bindparam("uid")))))
+    if shape.namespace:
+        conds.append(Adapter.namespace_id == select(Namespace.id)
+                     .where(Namespace.name == bindparam("namespace")).scalar_subquery())
+    vconds: list[Any] = []
+    if shape.base:
+        vconds.append(AdapterVersion.base_model_id == select(BaseModelRecord.id)
+                      .where(BaseModelRecord.name == bindparam("base")).scalar_subquery())
+    if shape.target:
+        vconds.append(exists().where(VersionTargetModule.version_id == AdapterVersion.id,
+                                     VersionTargetModule.module == bindparam("target")))
+    if shape.rank_min:
+        vconds.append(AdapterVersion.r >= bindparam("rank_min"))
+    if shape.rank_max:
+        vconds.append(AdapterVersion.r <= bindparam("rank_max"))
+    for i in range(shape.labels):
+        vconds.append(exists().where(VersionLabel.version_id == AdapterVersion.id,
+                                     VersionLabel.key == bindparam(f"label_key_{i}"),
+                                     VersionLabel.value == bindparam(f"label_value_{i}")))
+    if vconds:
+        conds.append(exists().where(AdapterVersion.adapter_id == Adapter.id, _live(), *vconds))
+    if shape.cursor:
+        conds.append(Adapter.id < bindparam("after"))
+    return conds
+
+
+def _contains(column: Any) -> Any:
+    return func.lower(column).like(bindparam("pattern"), escape="/")
+
+
+def _text_scanned(adapter: Any) -> Any:
+    """The text match, evaluated row by row on ``adapter`` rows (a bounded run of them); the
+    versions' descriptions are matched once, as a set (a trigram index on PostgreSQL)."""
+    return or_(_contains(adapter.name), _contains(adapter.description),
+               adapter.id.in_(select(AdapterVersion.adapter_id)
+                              .where(_live(), _contains(AdapterVersion.description))))
+
+
+def _text_indexed() -> Any:
+    """The same match as a set of adapter ids, each part answerable by a trigram index
+    (PostgreSQL, migration 0004): its cost follows the number of matches."""
+    return Adapter.id.in_(union(
+        select(Adapter.id).where(_contains(Adapter.name)),
+        select(Adapter.id).where(_contains(Adapter.description)),
+        select(AdapterVersion.adapter_id).where(_live(), _contains(AdapterVersion.description)),
+    ))
+
+
+#: Builds the select of a search page's columns from an adapters entity (the table, or
+#: an alias of a subquery of it); its first column must be the adapter's id. Pass a
+#: module-level function: statements are cached per (columns, shape).
+PageColumns = Callable[[Any], Select[*tuple[Any, ...]]]
+
+
+@functools.lru_cache(maxsize=512)
+def _search_statements(page: PageColumns, shape: _Shape) -> tuple[Any, ...]:
+    """(the search,) or, with text, (newest adapters first, then by the text indexes)."""
+    conds = _conditions(shape)
+    newest_first = Adapter.id.desc()
+    limit: Any = bindparam("limit")
+    if not shape.text:
+        return (page(Adapter).where(*conds).order_by(newest_first).limit(limit),)
+    window = aliased(Adapter, select(Adapter).where(*conds).order_by(newest_first)
+                     .limit(TEXT_WINDOW).subquery("recent"))
+    return (page(window).where(_text_scanned(window)).order_by(window.id.desc()).limit(limit),
+            page(Adapter).where(*conds, _text_indexed()).order_by(newest_first).limit(limit))
+
+
+def search_rows(
+    session: reads.Db, actor: Actor, filters: SearchFilters, page: PageColumns, *,
+    cursor: str | None = None, limit: int = DEFAULT_LIMIT,
+) -> list[Any]:
+    """Rows of ``page`` for the adapters the actor may read that match ``filters``, newest
+    first, ``limit + 1`` of them (the extra one says a next page exists). Version filters
+    (base, target, rank, labels) must all hold for one live version.
+
+    A text search reads the newest ``TEXT_WINDOW`` matching adapters first, in order, until
+    the page is full: a common word fills it there, at a cost that does not grow with the
+    registry. Otherwise the matches are few, and the text indexes find them wherever they
+    are.
+    """
+    check_limit(limit)
+    shape, params = _search_plan(actor, filters, cursor)
+    params["limit"] = limit + 1
+    conn = reads.connection_of(session)
+    statements = _search_statements(page, shape)
+    rows = list(conn.execute(statements[0], params))
+    if len(statements) == 1 or len(rows) > limit:
+        return rows
+    return list(conn.execute(statements[1], params))
+
+
+def _ids_only(adapter: Any) -> Select[*tuple[Any, ...]]:
+    return select(adapter.id)
 
 
 def search(
     session: Session, actor: Actor, filters: SearchFilters, *, cursor: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Page[AdapterSummary]:
-    """Adapters the actor may read, newest first; version filters (base, target, rank,
-    labels) must all hold for one live version."""
-    check_limit(limit)
-    stmt = select(Adapter).join(
-        Namespace, Namespace.id == Adapter.namespace_id
-    )
-    visible = _visible(session, actor)
-    if visible is not None:
-        stmt = stmt.where(visible)
-    if filters.namespace is not None:
-        parse_adapter_name(filters.namespace, "x")
-        stmt = stmt.where(Namespace.name == filters.namespace)
-    vconds: list[Any] = []
-    if filters.base is not None:
-        validate_base_name(filters.base)
-        vconds.append(AdapterVersion.base_model_id.in_(
-            select(BaseModelRecord.id).where(BaseModelRecord.name == filters.base)
-        ))
-    if filters.target is not None:
-        if not filters.target or len(filters.target) > 512:
-            raise InvalidInput("invalid target module", details={"field": "target"})
-        storable(filters.target, field="target")
-        vconds.append(exists().where(
-            VersionTargetModule.version_id == AdapterVersion.id,
-            VersionTargetModule.module == filters.target,
-        ))
-    for bound, op in ((filters.rank_min, "min"), (filters.rank_max, "max")):
-        if bound is not None:
-            if not 0 <= bound < 2**31:
-                raise InvalidInput(f"rank_{op} out of range", details={"field": f"rank_{op}"})
-            vconds.append(AdapterVersion.r >= bound if op == "min" else AdapterVersion.r <= bound)
-    if len(filters.labels) > MAX_LABELS:
-        raise InvalidInput("too many label filters", details={"field": "label"})
-    for item in filters.labels:
-        key, value = _parse_label_filter(item)
-        vconds.append(exists().where(
-            VersionLabel.version_id == AdapterVersion.id,
-            VersionLabel.key == key, VersionLabel.value == value,
-        ))
-    if vconds:
-        stmt = stmt.where(exists().where(
-            AdapterVersion.adapter_id == Adapter.id, _live(), *vconds
-        ))
-    if filters.text:
-        if len(filters.text) > MAX_TEXT_QUERY:
-            raise InvalidInput("text query is too long", details={"field": "text"})
-        storable(filters.text, field="text query")
-        needle = filters.text.lower()
-        stmt = stmt.where(or_(
-            func.lower(Adapter.name).contains(needle, autoescape=True),
-            func.lower(Adapter.description).contains(needle, autoescape=True),
-            exists().where(
-                AdapterVersion.adapter_id == Adapter.id, _live(),
-                func.lower(AdapterVersion.description).contains(needle, autoescape=True),
-            ),
-        ))
-    after = cursor_int(decode_cursor("adapters", cursor), "id")
-    if after is not None:
-        stmt = stmt.where(Adapter.id < after)
-    rows = list(session.scalars(stmt.order_by(Adapter.id.desc()).limit(limit + 1)))
+    """Adapters the actor may read, newest first, as ORM summaries (the web page); the API
+    reads plain values with ``search_views``."""
+    ids = [row[0] for row in search_rows(session, actor, filters, _ids_only, cursor=cursor,
+                                         limit=limit)]
+    by_id = {a.id: a for a in session.scalars(
+        select(Adapter).where(Adapter.id.in_(ids)).options(joinedload(Adapter.namespace)))}
+    rows = [by_id[i] for i in ids if i in by_id]
     page = page_of(rows, limit, "adapters", lambda a: {"id": a.id})
     return Page(summarize(session, page.items), page.next_cursor)
+
+
+def search_views(
+    session: reads.Db, actor: Actor, filters: SearchFilters, *, cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Page[reads.AdapterView]:
+    """``search`` as plain values, in a fixed number of queries whatever the page size."""
+    rows = search_rows(session, actor, filters, reads.adapter_page_columns, cursor=cursor,
+                       limit=limit)
+    return reads.adapter_page(rows, limit)
 
 
 # --------------------------------------------------------------------------- versions
@@ -1072,6 +1192,8 @@ __all__ = [
     "resolve",
     "restore_version",
     "search",
+    "search_rows",
+    "search_views",
     "set_tag",
     "update_adapter",
 ]

@@ -18,6 +18,7 @@ The ``can_*`` functions answer yes/no; the ``require_*`` functions raise the rig
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import IntEnum
 
 from sqlalchemy import select
@@ -63,6 +64,8 @@ class Principal:
     scope: str
     token_id: int | None = None
     request_id: str | None = field(default=None, compare=False)
+    #: when the token was last recorded as used (to refresh it at most once a minute)
+    last_used_at: datetime | None = field(default=None, compare=False, repr=False)
 
     @property
     def scope_level(self) -> Level:
@@ -83,16 +86,39 @@ def role_in(session: Session, actor: Actor, namespace: Namespace) -> Level:
     """The actor's role in a namespace, *before* the token scope cap."""
     if actor is None:
         return Level.NONE
-    if actor.is_admin:
-        return Level.ADMIN
-    if namespace.kind == NamespaceKind.USER.value and namespace.id == actor.namespace_id:
-        return Level.ADMIN
+    implied = implied_role(actor, namespace.id, namespace.kind)
+    if implied is not None:
+        return implied
     role = session.scalar(
         select(Membership.role).where(
             Membership.namespace_id == namespace.id, Membership.user_id == actor.user_id
         )
     )
     return Level.of(role)
+
+
+def implied_role(actor: Actor, namespace_id: int, namespace_kind: str) -> Level | None:
+    """The role that needs no membership row (site admin; a user's own namespace), else
+    ``None``: then the membership row decides."""
+    if actor is None:
+        return Level.NONE
+    if actor.is_admin:
+        return Level.ADMIN
+    if namespace_kind == NamespaceKind.USER.value and namespace_id == actor.namespace_id:
+        return Level.ADMIN
+    return None
+
+
+def can_read_row(actor: Actor, visibility: str, namespace_id: int, namespace_kind: str,
+                 membership_role: str | None) -> bool:
+    """``can_read_adapter`` on plain column values (read paths that load rows, not ORM
+    objects, fetch the caller's membership role in the same query)."""
+    if visibility == Visibility.PUBLIC.value:
+        return True
+    role = implied_role(actor, namespace_id, namespace_kind)
+    if role is None:
+        role = Level.of(membership_role)
+    return actor is not None and min(role, actor.scope_level) >= Level.READ
 
 
 def level_in(session: Session, actor: Actor, namespace: Namespace) -> Level:

@@ -24,9 +24,8 @@ from typing import Annotated
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import Depends, Request
-from sqlalchemy.exc import SQLAlchemyError
 
-from loreg.api.deps import get_request_id, get_sessionmaker
+from loreg.api.deps import get_request_id, get_sessionmaker, note_use
 from loreg.errors import InvalidInput, LoregError
 from loreg.services import ui_sessions
 from loreg.services.permissions import Principal
@@ -63,15 +62,11 @@ def ui_actor(request: Request) -> Principal | None:
 
 
 def _session_principal(request: Request, value: str) -> Principal:
-    """The principal of the cookie's session, in its own short transaction (it may record
-    the token's last use, like a Bearer request)."""
+    """The principal of the cookie's session, in its own short read; the token's last use
+    is noted like a Bearer request's (written off the request path)."""
     with get_sessionmaker(request)() as session:
         principal = ui_sessions.authenticate(session, value)
-        if session.dirty:
-            try:
-                session.commit()
-            except SQLAlchemyError:
-                session.rollback()
+    note_use(request, principal)
     return principal.with_request_id(get_request_id(request) or None)
 
 

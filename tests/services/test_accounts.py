@@ -67,15 +67,26 @@ def test_authenticate_refuses(session: Session, root: Principal) -> None:
             accounts.authenticate(session, garbage)
 
 
-def test_last_used_is_throttled(session: Session, root: Principal) -> None:
+def test_authenticating_only_reads_and_last_use_is_throttled(
+        session: Session, root: Principal) -> None:
     token, value = accounts.create_token(session, root, "x")
+    session.commit()
     t0 = datetime.now(UTC)
-    accounts.authenticate(session, value, now=t0)
-    assert token.last_used_at == t0
-    accounts.authenticate(session, value, now=t0 + timedelta(seconds=5))
-    assert token.last_used_at == t0
-    accounts.authenticate(session, value, now=t0 + timedelta(minutes=5))
-    assert token.last_used_at == t0 + timedelta(minutes=5)
+    principal = accounts.authenticate(session, value, now=t0)
+    assert not session.dirty and not session.new
+    assert accounts.last_use_due(principal, t0)
+    accounts.record_token_uses(session, {token.id: t0})
+    session.commit()
+    session.expire_all()
+    principal = accounts.authenticate(session, value, now=t0 + timedelta(seconds=5))
+    assert principal.last_used_at == t0
+    assert not accounts.last_use_due(principal, t0 + timedelta(seconds=5))
+    assert accounts.last_use_due(principal, t0 + timedelta(minutes=5))
+    # a late writer never moves the time back
+    accounts.record_token_uses(session, {token.id: t0 - timedelta(minutes=1)})
+    session.commit()
+    session.expire_all()
+    assert session.get(ApiToken, token.id).last_used_at == t0  # type: ignore[union-attr]
 
 
 def test_users_and_orgs_share_names(session: Session, root: Principal) -> None:

@@ -20,6 +20,7 @@ from loreg.api.schemas.versions import (
 from loreg.db.models import AdapterVersion, BaseModelRecord, Tag, Visibility
 from loreg.services import adapters as svc
 from loreg.services import bases as base_svc
+from loreg.services import reads
 
 
 def version_out(session: Session, version: AdapterVersion) -> VersionOut:
@@ -27,60 +28,72 @@ def version_out(session: Session, version: AdapterVersion) -> VersionOut:
 
 
 def versions_out(session: Session, versions: Sequence[AdapterVersion]) -> list[VersionOut]:
-    if not versions:
-        return []
-    tags = svc.tags_by_version(session, [v.id for v in versions])
-    users = svc.user_names(session, [v.created_by for v in versions])
-    out = []
-    for v in versions:
-        adapter = v.adapter
-        base = v.base_model
-        lineage = [
-            LineageOut(parent=svc.version_ref(p.parent), weight=p.weight, method=p.method,
-                       params=p.params or {})
-            for p in v.parents
-        ]
-        files = [FileOut(path=f.path, digest=f.blob_digest, size=f.size) for f in v.files]
-        out.append(VersionOut(
-            namespace=adapter.namespace.name,
-            name=adapter.name,
-            ref=svc.version_ref(v),
-            number=v.number,
-            digest=v.digest,
-            peft_type=v.peft_type,
-            task_type=(v.adapter_config or {}).get("task_type"),
-            r=v.r,
-            lora_alpha=v.lora_alpha,
-            use_rslora=v.use_rslora,
-            use_dora=v.use_dora,
-            rank_pattern=v.rank_pattern or {},
-            alpha_pattern=v.alpha_pattern or {},
-            target_modules=v.target_modules,
-            modules_to_save=v.modules_to_save,
-            fan_in_fan_out=v.fan_in_fan_out,
-            dtype=v.dtype,
-            num_parameters=v.num_parameters,
-            size_bytes=v.size_bytes,
-            total_size=sum(f.size for f in files),
-            adapter_config=v.adapter_config or {},
-            base=base.name if base is not None else None,
-            base_model=BaseRef(name=base.name, fingerprint=base.fingerprint) if base else None,
-            base_model_name_or_path=v.base_model_name,
-            labels=v.labels or {},
-            description=v.description,
-            owner=adapter.namespace.name,
-            created_by=users.get(v.created_by) if v.created_by is not None else None,
-            created_at=v.created_at,
-            validation_state=v.validation_state,
-            validation_report=v.validation_report,
-            compatibility=v.compatibility_report,
-            tags=tags.get(v.id, []),
-            files=files,
-            lineage=lineage,
-            deleted_at=v.deleted_at,
-            delete_reason=v.delete_reason,
-        ))
-    return out
+    """Versions as the API shows them, loaded the way reads load them (a fixed number of
+    queries for any number of versions), so every route shows a version the same way."""
+    return [version_view_out(v) for v in reads.version_views(session, [v.id for v in versions])]
+
+
+def version_view_out(v: reads.VersionView) -> VersionOut:
+    """``VersionOut`` of a loaded version."""
+    files = [FileOut(path=f.path, digest=f.digest, size=f.size) for f in v.files]
+    return VersionOut(
+        namespace=v.namespace,
+        name=v.name,
+        ref=v.ref,
+        number=v.number,
+        digest=v.digest,
+        peft_type=v.peft_type,
+        task_type=v.adapter_config.get("task_type"),
+        r=v.r,
+        lora_alpha=v.lora_alpha,
+        use_rslora=v.use_rslora,
+        use_dora=v.use_dora,
+        rank_pattern=v.rank_pattern,
+        alpha_pattern=v.alpha_pattern,
+        target_modules=v.target_modules,
+        modules_to_save=v.modules_to_save,
+        fan_in_fan_out=v.fan_in_fan_out,
+        dtype=v.dtype,
+        num_parameters=v.num_parameters,
+        size_bytes=v.size_bytes,
+        total_size=sum(f.size for f in v.files),
+        adapter_config=v.adapter_config,
+        base=v.base_name,
+        base_model=(BaseRef(name=v.base_name, fingerprint=v.base_fingerprint)
+                    if v.base_name is not None and v.base_fingerprint is not None else None),
+        base_model_name_or_path=v.base_model_name,
+        labels=v.labels,
+        description=v.description,
+        owner=v.namespace,
+        created_by=v.created_by,
+        created_at=v.created_at,
+        validation_state=v.validation_state,
+        validation_report=v.validation_report,
+        compatibility=v.compatibility_report,
+        tags=v.tags,
+        files=files,
+        lineage=[LineageOut(parent=p.parent, weight=p.weight, method=p.method,
+                            params=p.params) for p in v.lineage],
+        deleted_at=v.deleted_at,
+        delete_reason=v.delete_reason,
+    )
+
+
+def adapter_view_out(a: reads.AdapterView) -> AdapterOut:
+    """``AdapterOut`` of a loaded adapter."""
+    v = a.latest
+    latest = None
+    if v is not None:
+        latest = LatestOut(
+            number=v.number, digest=v.digest, r=v.r, base=v.base,
+            target_modules=v.target_modules, validation_state=v.validation_state,
+            created_at=v.created_at)
+    return AdapterOut(
+        namespace=a.namespace, name=a.name, public=a.public, visibility=a.visibility,
+        description=a.description, created_at=a.created_at, updated_at=a.updated_at,
+        created_by=a.created_by, versions_count=a.versions_count, latest=latest,
+        base=v.base if v is not None else None, tags=a.tags,
+    )
 
 
 def adapters_out(session: Session, summaries: Sequence[svc.AdapterSummary]) -> list[AdapterOut]:

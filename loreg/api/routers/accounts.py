@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 from sqlalchemy.orm import Session
 
-from loreg.api.deps import CurrentUser, OptionalUser, SessionDep
+from loreg.api.deps import CurrentUser, OptionalUser, SessionDep, flush_token_uses
 from loreg.api.openapi import errors
 from loreg.api.schemas.accounts import (
     MemberAdd,
@@ -162,7 +162,8 @@ def create_token(body: TokenCreate, session: SessionDep, actor: CurrentUser) -> 
     return _token_created(token, value)
 
 
-@router.get("/tokens", response_model=TokenList, summary="List the caller's tokens")
+@router.get("/tokens", response_model=TokenList, summary="List the caller's tokens",
+            dependencies=[Depends(flush_token_uses)])
 def list_tokens(session: SessionDep, actor: CurrentUser) -> TokenList:
     """The caller's tokens (never their values): name, scope, prefix, expiry, last use."""
     return TokenList(tokens=[TokenOut.model_validate(t)

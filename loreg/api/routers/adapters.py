@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from loreg.api.deps import CurrentUser, OptionalUser, SessionDep
 from loreg.api.openapi import errors
-from loreg.api.routers._views import adapters_out
+from loreg.api.routers._views import adapter_view_out, adapters_out
 from loreg.api.schemas.versions import AdapterList, AdapterOut, AdapterPatch
 from loreg.services import adapters as svc
 from loreg.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -39,8 +39,9 @@ def search_adapters(
     filters = svc.SearchFilters(namespace=namespace, base=base, target=target,
                                 rank_min=rank_min, rank_max=rank_max, labels=label or [],
                                 text=text)
-    page = svc.search(session, actor, filters, cursor=cursor, limit=limit)
-    return AdapterList(adapters=adapters_out(session, page.items), next_cursor=page.next_cursor)
+    page = svc.search_views(session, actor, filters, cursor=cursor, limit=limit)
+    return AdapterList(adapters=[adapter_view_out(a) for a in page.items],
+                       next_cursor=page.next_cursor)
 
 
 @router.get("/adapters/{namespace}/{name}", response_model=AdapterOut, summary="Show an adapter",

@@ -88,6 +88,15 @@ def _blob_headers(digest: str) -> dict[str, str]:
             "Cache-Control": "private, max-age=31536000, immutable"}
 
 
+def _cached(request: Request, digest: str) -> bool:
+    """Whether the client's ``If-None-Match`` names this blob (its bytes never change)."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or f'"{digest}"' in tags
+
+
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """``(start, end_inclusive)``; ``None`` to serve everything; ``"unsatisfiable"``."""
     if header is None:
@@ -132,11 +141,14 @@ def get_blob(
 ) -> Response:
     """Download a blob. On S3 the answer is a 307 to a presigned URL (follow it without the
     registry token); on local storage the bytes, with `Range` support (206). A blob is
-    readable when a version, base or job output the caller may read holds it.
+    readable when a version, base or job output the caller may read holds it. Its bytes
+    never change: `ETag` is its digest, `If-None-Match` with it answers 304.
     """
     blob = blobs.require_readable_blob(session, actor, digest)
     size = blob.size
     session.close()
+    if _cached(request, digest):  # after the access check: a 304 reveals nothing more
+        return Response(status_code=304, headers=_blob_headers(digest))
     url = store.presigned_url(digest, expires_in=settings.presign_expires_seconds)
     if url is not None:
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query, Response
 
 from loreg.api.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep, StoreDep
 from loreg.api.openapi import errors
-from loreg.api.routers._views import version_out, versions_out
+from loreg.api.routers._views import version_out, version_view_out
 from loreg.api.schemas.versions import PushRequest, PushResponse, VersionList, VersionOut
 from loreg.services import adapters as svc
+from loreg.services import reads
 from loreg.services.manifests import FileEntry
 from loreg.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -60,9 +61,10 @@ def list_versions(
     """The adapter's versions, newest first (`include_deleted` adds deleted ones with their
     reason). Page with `cursor`.
     """
-    page = svc.list_versions(session, actor, namespace, name, cursor=cursor, limit=limit,
-                             include_deleted=include_deleted)
-    return VersionList(versions=versions_out(session, page.items), next_cursor=page.next_cursor)
+    page = reads.list_versions(session, actor, namespace, name, cursor=cursor, limit=limit,
+                               include_deleted=include_deleted)
+    return VersionList(versions=[version_view_out(v) for v in page.items],
+                       next_cursor=page.next_cursor)
 
 
 @router.get("/adapters/{namespace}/{name}/versions/{ref}", response_model=VersionOut,
@@ -75,9 +77,8 @@ def show_version(
     """One version by number or `sha256:<hex>` digest: what it is (peft type, rank, alpha,
     targets, dtype), its base, labels, files, lineage, tags and validation state.
     """
-    version = svc.get_version(session, actor, namespace, name, ref,
-                              include_deleted=include_deleted)
-    return version_out(session, version)
+    return version_view_out(reads.show_version(session, actor, namespace, name, ref,
+                                               include_deleted=include_deleted))
 
 
 @router.delete("/adapters/{namespace}/{name}/versions/{ref}", response_model=VersionOut,
@@ -119,4 +120,4 @@ def resolve(
     """The version any reference names: `ns/name` (tag `latest`), `ns/name:tag`, `ns/name@7` or
     `ns/name@sha256:<hex>`.
     """
-    return version_out(session, svc.resolve(session, actor, ref))
+    return version_view_out(reads.resolve(session, actor, ref))
