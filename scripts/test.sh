@@ -27,4 +27,5 @@ fi
 
 .venv/bin/ruff check .
 .venv/bin/mypy
+.venv/bin/lint-imports   # the layers (pyproject.toml [tool.importlinter], docs/design.md §2)
 .venv/bin/pytest "$@"

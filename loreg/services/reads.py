@@ -51,7 +51,7 @@ from loreg.services.pagination import (
     page_of,
 )
 from loreg.services.permissions import Actor, adapter_not_found, can_read_row
-from loreg.services.refs import DEFAULT_TAG, parse_adapter_name, parse_ref, parse_version_selector
+from loreg.refs import DEFAULT_TAG, parse_adapter_name, parse_ref, parse_version_selector
 
 # --------------------------------------------------------------------------- values
 
