@@ -42,6 +42,7 @@ from loreg.db.models import (
     Visibility,
 )
 from loreg.errors import NotFound
+from loreg.refs import DEFAULT_TAG, parse_adapter_name, parse_ref, parse_version_selector
 from loreg.services.pagination import (
     DEFAULT_LIMIT,
     Page,
@@ -51,7 +52,6 @@ from loreg.services.pagination import (
     page_of,
 )
 from loreg.services.permissions import Actor, adapter_not_found, can_read_row
-from loreg.refs import DEFAULT_TAG, parse_adapter_name, parse_ref, parse_version_selector
 
 # --------------------------------------------------------------------------- values
 
