@@ -256,9 +256,6 @@ def test_api_migrates_before_serving(services: dict[str, Any]) -> None:
 def test_cli_commands_the_services_run(services: dict[str, Any]) -> None:
     from loreg.cli.main import cli
 
-    for name in ("serve", "worker"):
-        if name not in cli.commands:
-            pytest.skip(f"`loreg {name}` has not landed yet")
     serve_opts = {o for p in cli.commands["serve"].params for o in p.opts}
     assert {"--host", "--port", "--no-worker"} <= serve_opts
     worker_opts = {o for p in cli.commands["worker"].params for o in p.opts}

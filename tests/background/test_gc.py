@@ -272,9 +272,8 @@ def test_cli(backend: Backend, scene: Scene, monkeypatch: pytest.MonkeyPatch) ->
         assert run.details["by"] == "loreg gc" and run.details["blobs"] == 1
 
 
+@pytest.mark.parametrize("backend", ["postgres+s3"], indirect=True)  # multipart: S3's own
 def test_abandoned_multipart_uploads_are_aborted(backend: Backend) -> None:
-    if backend.s3_endpoint_url is None:
-        pytest.skip("S3 only")
     store = backend.store
     bucket, prefix = store.bucket, store.prefix  # type: ignore[attr-defined]
     raw = store.client  # type: ignore[attr-defined]
@@ -290,11 +289,11 @@ def test_abandoned_multipart_uploads_are_aborted(backend: Backend) -> None:
     assert store.pending_uploads() == []  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("backend", ["sqlite+local"], indirect=True)  # S3's: multipart, above
 def test_crashed_upload_temp_files_are_collected_after_the_grace_period(
     backend: Backend,
 ) -> None:
-    if backend.root is None:
-        pytest.skip("local store only (S3 leftovers are multipart uploads, above)")
+    assert backend.root is not None
     tmp = backend.root / "tmp"
     old = tmp / "put-old.tmp"
     young = tmp / "put-young.tmp"
