@@ -15,6 +15,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loreg.units import GiB, KiB, MiB
 
+#: ``json_schema_extra`` key of settings that exist for the test suite, not for users;
+#: docs/configuration.md leaves them out.
+INTERNAL = "loreg_internal"
+
+
+def is_internal(extra: object) -> bool:
+    """Whether a field's ``json_schema_extra`` marks it internal."""
+    return isinstance(extra, dict) and bool(extra.get(INTERNAL))
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -109,7 +118,8 @@ class Settings(BaseSettings):
     worker_test_delay_seconds: float = Field(
         default=0.0,
         ge=0,
-        description="Tests only: sleep per merged tensor.",
+        description="Sleep per merged tensor, so tests can catch a merge in flight.",
+        json_schema_extra={INTERNAL: True},  # not a user setting: left out of the docs
     )
 
     job_outputs_expire_hours: float = Field(

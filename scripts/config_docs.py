@@ -56,12 +56,14 @@ def _type(field: Any) -> str:
 
 def render() -> str:
     sys.path.insert(0, str(ROOT))
-    from loreg.config import Settings
+    from loreg.config import Settings, is_internal
 
     prefix = Settings.model_config.get("env_prefix", "LOREG_")
     rows = ["| Variable | Type | Default | Meaning |", "|---|---|---|---|"]
     missing = []
     for name, field in Settings.model_fields.items():
+        if is_internal(field.json_schema_extra):
+            continue
         meaning = field.description or NOTES.get(name)
         if not meaning:
             missing.append(name)

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from types import ModuleType
 
-from loreg.config import Settings
+from loreg.config import Settings, is_internal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,8 +31,18 @@ def test_configuration_table_is_current() -> None:
 
 def test_every_setting_is_in_the_reference() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text()
-    for name in Settings.model_fields:
-        assert f"`LOREG_{name.upper()}`" in text, name
+    for name, field in Settings.model_fields.items():
+        if not is_internal(field.json_schema_extra):
+            assert f"`LOREG_{name.upper()}`" in text, name
+
+
+def test_settings_for_the_tests_stay_out_of_the_user_docs() -> None:
+    internal = [f"LOREG_{name.upper()}" for name, field in Settings.model_fields.items()
+                if is_internal(field.json_schema_extra)]
+    assert internal == ["LOREG_WORKER_TEST_DELAY_SECONDS"]
+    for path in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]:
+        for name in internal:
+            assert name not in path.read_text(), f"{path.name} documents {name}"
 
 
 def test_docs_name_only_real_variables() -> None:
