@@ -33,9 +33,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, exists, func, or_, select, union, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    union,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased, joinedload, selectinload
+from sqlalchemy.sql.sqltypes import NullType
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from loreg.db.base import utcnow
 from loreg.db.models import (
@@ -936,11 +950,40 @@ def _text_scanned(adapter: Any) -> Any:
 def _text_indexed() -> Any:
     """The same match as a set of adapter ids, each part answerable by a trigram index
     (PostgreSQL, migration 0004): its cost follows the number of matches."""
-    return Adapter.id.in_(union(
-        select(Adapter.id).where(_contains(Adapter.name)),
+    matched = union(
+        select(Adapter.id.label("id")).where(_contains(Adapter.name)),
         select(Adapter.id).where(_contains(Adapter.description)),
         select(AdapterVersion.adapter_id).where(_live(), _contains(AdapterVersion.description)),
-    ))
+    ).subquery("matched")
+    return _one_of(Adapter.id, select(matched.c.id))
+
+
+class _one_of(ColumnElement[Any]):
+    """``column IN (ids)``; on PostgreSQL ``column = ANY(ARRAY(ids))``, so the planner
+    collects the (few) matching ids first and fetches their rows by key. With ``IN`` it may
+    instead walk the whole table in key order to meet them (a merge join), a cost that
+    grows with the table however few the matches."""
+
+    inherit_cache = True
+    type = NullType()  # a condition as written, not a boolean column SQLite compares to 1
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement),
+                           ("ids", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column: Any, ids: Select[Any]) -> None:
+        self.column = column
+        self.ids = ids
+
+
+@compiles(_one_of)
+def _one_of_in(element: _one_of, compiler: Any, **kw: Any) -> str:
+    return (f"{compiler.process(element.column, **kw)} IN "
+            f"({compiler.process(element.ids, **kw)})")
+
+
+@compiles(_one_of, "postgresql")
+def _one_of_any_array(element: _one_of, compiler: Any, **kw: Any) -> str:
+    return (f"{compiler.process(element.column, **kw)} = "
+            f"ANY(ARRAY({compiler.process(element.ids, **kw)}))")
 
 
 #: Builds the select of a search page's columns from an adapters entity (the table, or
