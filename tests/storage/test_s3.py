@@ -78,10 +78,11 @@ def test_presigned_url_fetches_the_bytes(s3_bucket: S3Endpoint) -> None:
     assert url.startswith(f"{s3_bucket.endpoint_url}/{s3_bucket.bucket}/blobs/sha256/")
 
 
-def test_memory_bounded_during_40mb_put(s3_bucket: S3Endpoint) -> None:
+def test_memory_bounded_during_64mb_put(s3_bucket: S3Endpoint) -> None:
     store = s3_harness(s3_bucket).store
     assert isinstance(store, S3BlobStore) and store.upload_concurrency > 1
-    digest, data = blob(40 * MB, seed=13)
+    size = 64 * MB
+    digest, data = blob(size, seed=13)
     source = ChunkedSource(data, read_size=1 << 20)
     tracemalloc.start()
     try:
@@ -90,9 +91,10 @@ def test_memory_bounded_during_40mb_put(s3_bucket: S3Endpoint) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # The part buffers (one being filled, the others being sent) plus boto3's, not the blob.
-    assert peak < store.upload_concurrency * SMALL_PART + 5 * MB, peak
-    assert peak < 40 * MB / 2
+    # The part buffers (one being filled, the others being sent), up to one part's worth
+    # more in the HTTP stack while parts are sent, and small change; never the blob.
+    assert peak < (store.upload_concurrency + 1) * SMALL_PART + 5 * MB, peak
+    assert peak < size / 2
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
