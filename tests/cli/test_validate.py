@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from loreg.formats.base import fingerprint
-from tests.cli.conftest import Models
 from tests.cli.harness import LoregEnv, one_line_error
+from tests.factories.cli_models import Models
 
 
 def test_base_match_unverified_exact_structural(models: Models, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from loreg.db import AdapterVersion
 from loreg.worker.loop import Worker
 from tests.factories import load_model
 from tests.factories.adapter_kinds import build_kind
-from tests.worker.conftest import Models, Stack
+from tests.factories.worker_stack import Models, Stack
 
 
 def _run(stack: Stack) -> None:
