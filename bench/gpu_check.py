@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> int:
@@ -32,9 +32,9 @@ def main() -> int:
         print("gpu_check: no CUDA device on this machine; nothing to compare (exit 0)")
         return 0
 
+    from merge import build
     from safetensors import safe_open
 
-    from bench.merge import build
     from loreg.merge.stream import merge_checkpoint
 
     root = Path(tempfile.mkdtemp(prefix="loreg-gpucheck-", dir=args.dir))

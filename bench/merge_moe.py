@@ -62,7 +62,8 @@ def build(root: Path, layers: int) -> dict[str, Any]:
     base, adapter = root / "base", root / "adapter"
     base.mkdir(parents=True)
     adapter.mkdir(parents=True)
-    config = Qwen3MoeConfig(
+    # head_dim reaches __post_init__ as an extra kwarg; the typed signature omits it
+    config = Qwen3MoeConfig(  # type: ignore[call-arg]
         vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=4 * EXPERT,
         moe_intermediate_size=EXPERT, num_experts=EXPERTS, num_experts_per_tok=4,
         num_hidden_layers=layers, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,

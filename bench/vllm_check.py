@@ -76,7 +76,7 @@ def main() -> int:
                     if "lora_B" in name:
                         p.normal_(0, 0.2)
             out = tmp / f"adapter-{seed}"
-            model.save_pretrained(out)
+            model.save_pretrained(str(out))
             cfg = json.loads((out / "adapter_config.json").read_text())
             cfg["base_model_name_or_path"] = "acme/tiny"
             (out / "adapter_config.json").write_text(json.dumps(cfg))

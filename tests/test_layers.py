@@ -3,6 +3,7 @@ and one import across a line in a copy of the tree breaks it, naming the contrac
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -63,3 +64,25 @@ def test_one_wrong_import_breaks_its_contract(
     broken = done.stdout.split("Broken contracts", 1)[-1]
     assert contract in broken, done.stdout
     assert module.removesuffix(".py").replace("/", ".") in broken
+
+
+def _shared_from_a_test_module(module: str) -> bool:
+    """``tests.x.test_y`` or ``tests.x.conftest``: places tests must not import from."""
+    last = module.rsplit(".", 1)[-1]
+    return module.startswith("tests.") and (last.startswith("test_") or last == "conftest")
+
+
+def test_no_test_module_imports_another_or_a_conftest() -> None:
+    """What tests share lives in tests/factories/ (or tests/fixtures/, as plugins)."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno}: {name}"
+                          for name in names if _shared_from_a_test_module(name)]
+    assert not offenders, "\n".join(offenders)

@@ -156,7 +156,7 @@ def test_expired_and_garbage_tokens(registry_server: RegistryServer) -> None:
     for header in ("Bearer lrg_nonsense", "Bearer not-even-a-token", "Basic YWJjOmRlZg==",
                    "Bearer", "lrg_" + "x" * 40, "Bearer " + "lrg_" + "é" * 10):
         r = registry_server.client(None).get(
-            "/whoami", headers={"Authorization": header.encode("utf-8")})
+            "/whoami", headers={b"Authorization": header.encode("utf-8")})
         assert r.status_code == 401, header
         assert r.json()["error"]["code"] == "unauthenticated"
     # a bad token is refused even where anonymous access would do

@@ -26,6 +26,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.result import Ok
 
 from loreg.api import routers
 from loreg.api.app import API_ROUTERS
@@ -90,7 +91,10 @@ def _fuzz_operation(operation: Any, base_url: str, auth: dict[str, str], example
 @pytest.mark.slow
 def test_fuzz_openapi(registry_server: RegistryServer) -> None:
     schema = schemathesis.openapi.from_url(registry_server.url("/openapi.json"))
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
+        operations.append(result.ok())
     assert operations
     per_operation = max(MIN_PER_OPERATION, FUZZ_BUDGET // len(operations))
     auth = {"Authorization": f"Bearer {registry_server.admin_token}"}

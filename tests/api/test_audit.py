@@ -52,7 +52,7 @@ def test_audit_pagination(registry_server: RegistryServer) -> None:
     seen: list[int] = []
     cursor = None
     while True:
-        params: dict[str, object] = {"limit": 2}
+        params: dict[str, int | str] = {"limit": 2}
         if cursor is not None:
             params["cursor"] = cursor
         page = api.get("/audit", params=params).json()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_authz_matrix import (
+from tests.factories.authz_matrix import (
     PRINCIPALS,
     Case,
     World,

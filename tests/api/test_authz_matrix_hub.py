@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_authz_matrix import PRINCIPALS, Case, build_world, expect, run_matrix
+from tests.factories.authz_matrix import PRINCIPALS, Case, build_world, expect, run_matrix
 from tests.factories.hub import publishable
 from tests.factories.pushes import Models, build_models, push, register_base
 from tests.fixtures.api import RegistryServer, unique_name

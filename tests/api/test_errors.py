@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,7 +31,7 @@ from tests.fixtures.postgres import PgCluster
 from tests.fixtures.s3 import S3Endpoint
 
 
-def _assert_shape(body: object, code: str | None = None) -> dict[str, object]:
+def _assert_shape(body: object, code: str | None = None) -> dict[str, Any]:
     assert isinstance(body, dict) and set(body) == {"error"}
     error = body["error"]
     assert set(error) == {"code", "message", "details"}

@@ -97,12 +97,13 @@ def test_push_pull_roundtrip(world: dict[str, Any], models: Models, tmp_path: Pa
             (models.adapter.path / f["path"]).read_bytes()
 
     # PEFT loads the pulled folder
-    from peft import PeftModel
+    from peft import LoraConfig, PeftModel
 
     from tests.factories.tiny_models import load_model
 
     loaded = PeftModel.from_pretrained(load_model(models.base.path), str(tmp_path / "pulled"))
-    assert loaded.peft_config["default"].r == 4
+    config = loaded.peft_config["default"]
+    assert isinstance(config, LoraConfig) and config.r == 4
 
     # re-push: no upload needed, same version, no new number
     assert upload(client, models.adapter.path, files) == []

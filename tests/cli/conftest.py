@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.cli.harness import LoregEnv
-from tests.factories.tiny_models import TinyAdapter, TinyModel, make_llama, make_lora_adapter
+from tests.factories.cli_models import Models
+from tests.factories.tiny_models import make_llama, make_lora_adapter
 
 BACKENDS = ("embedded", "postgres+s3")
-
-
-@dataclass
-class Models:
-    base: TinyModel
-    adapter: TinyAdapter
-    adapter2: TinyAdapter
-    wrong_base: TinyModel
 
 
 @pytest.fixture(scope="module")

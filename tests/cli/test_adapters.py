@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Models
 from tests.cli.harness import LoregEnv, Result
+from tests.factories.cli_models import Models
 from tests.factories.tiny_models import make_llama, make_lora_adapter
 
 

@@ -6,8 +6,8 @@ import json
 
 import httpx
 
-from tests.cli.conftest import Models
 from tests.cli.harness import LoregEnv
+from tests.factories.cli_models import Models
 
 
 def test_manifest_registers_through_the_api(embedded: LoregEnv, models: Models) -> None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.cli.conftest import Models
 from tests.cli.harness import LoregEnv
+from tests.factories.cli_models import Models
 from tests.factories.tiny_models import load_model
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from loreg.cli import extras
-from tests.cli.conftest import Models
 from tests.cli.harness import LoregEnv, one_line_error
+from tests.factories.cli_models import Models
 
 ROOT = Path(__file__).resolve().parents[2]
 #: What the light profile must never bring: the server stack and the merge engine.

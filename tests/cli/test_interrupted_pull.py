@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Models
 from tests.cli.harness import LOREG, LoregEnv, ThrottledProxy
+from tests.factories.cli_models import Models
 
 
 @pytest.mark.slow

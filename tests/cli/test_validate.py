@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from loreg.formats.base import fingerprint
-from tests.cli.conftest import Models
 from tests.cli.harness import LoregEnv, one_line_error
+from tests.factories.cli_models import Models
 
 
 def test_base_match_unverified_exact_structural(models: Models, tmp_path: Path) -> None:
@@ -26,6 +26,7 @@ def test_base_match_unverified_exact_structural(models: Models, tmp_path: Path) 
 
     # the fingerprint of the base it was trained on: exact, no hint
     fp = fingerprint(base).fingerprint
+    assert fp is not None
     res = env.run("validate", str(adapter), "--base", str(base), "--expected-fingerprint", fp)
     assert "base match: exact" in res.stdout and "base match exact:" not in res.stdout
     doc = env.json("validate", str(adapter), "--base", str(base), "--expected-fingerprint", fp)

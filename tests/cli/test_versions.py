@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli.conftest import Models
 from tests.cli.harness import LoregEnv, one_line_error
+from tests.factories.cli_models import Models
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from loreg.formats.compat import CompatibilityReport
 from loreg.refs import FileEntry
 
 A = "sha256:" + "a" * 64
-VERSION = {
+VERSION: dict[str, Any] = {
     "namespace": "acme", "name": "bot", "ref": "acme/bot@3", "number": 3, "digest": A,
     "created_at": "2026-01-31T12:00:00.5Z", "labels": {"run": 7},
     "files": [{"path": "adapter_config.json", "digest": A, "size": 10}],
@@ -36,7 +36,7 @@ def test_a_result_keeps_the_document_it_was_read_from() -> None:
     assert v.compatibility is not None and v.compatibility.match == "exact"
     assert v.lineage[0].parent == "acme/a@1" and v.lineage[0].to_dict() is VERSION["lineage"][0]
     with pytest.raises(ValueError):
-        v.number = 4  # type: ignore[misc]  # results are read-only
+        v.number = 4  # results are read-only
 
 
 def test_fields_a_registry_may_leave_out_have_defaults() -> None:

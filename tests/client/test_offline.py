@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from loreg.client.models import Version
 from loreg.client.offline import VersionIndex, ref_forms
 from loreg.refs import FileEntry, manifest_digest
 
-FILES = [
+FILES: list[dict[str, Any]] = [
     {"path": "adapter_config.json", "digest": "sha256:" + "a" * 64, "size": 10},
     {"path": "adapter_model.safetensors", "digest": "sha256:" + "b" * 64, "size": 99},
 ]

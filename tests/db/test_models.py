@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from loreg.db import (
     Adapter,
     AdapterVersion,
+    Base,
     Blob,
     Job,
     JobStatus,
@@ -101,7 +102,7 @@ def test_duplicate_namespace_name_is_refused(session: Session) -> None:
     ],
 )
 def test_check_constraints_refuse_unknown_states(
-    session: Session, table: type, column: str, value: str
+    session: Session, table: type[Base], column: str, value: str
 ) -> None:
     """Core UPDATEs bypass every Python-side check: only the database can refuse them."""
     adapter = make_adapter(session, make_namespace(session))

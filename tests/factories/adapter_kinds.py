@@ -76,7 +76,7 @@ def build_kind(kind: str, root: Path) -> KindCase:
     if kind.startswith("tokens-"):
         tied = kind.endswith("-tied")
         base = make_llama(root / "base", tie_word_embeddings=tied)
-        ids = (1, 3, 5, 6, 7, 9, 33)
+        ids: tuple[int, ...] = (1, 3, 5, 6, 7, 9, 33)
         options: dict[str, object] = {"target_modules": ["q_proj", "v_proj"]}
         vocab = None
         if kind.startswith("tokens-peft-type"):  # no LoRA: PEFT's TrainableTokensConfig

@@ -85,6 +85,7 @@ def peft_deltas(peft_model: Any, names: list[str]) -> dict[str, dict[str, torch.
         base_name = mod_name.removeprefix(PEFT_PREFIX) + ".weight"
         for name in names:
             if name in module.lora_A or name in module.lora_embedding_A:
-                delta = module.get_delta_weight(name).detach().float()
+                # every concrete LoRA layer defines it; the LoraLayer base does not declare it
+                delta = module.get_delta_weight(name).detach().float()  # type: ignore[attr-defined]
                 out.setdefault(base_name, {})[name] = delta
     return out

@@ -158,7 +158,8 @@ def make_bert_seq_cls(
     from transformers import BertConfig, BertForSequenceClassification
 
     seed_everything(seed)
-    config = BertConfig(
+    # num_labels reaches __post_init__ as an extra kwarg; the typed signature omits it
+    config = BertConfig(  # type: ignore[call-arg]
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
@@ -188,7 +189,8 @@ def make_t5(
     from transformers import T5Config, T5ForConditionalGeneration
 
     seed_everything(seed)
-    config = T5Config(
+    # decoder_start_token_id reaches __post_init__ as an extra kwarg; the typed signature omits it
+    config = T5Config(  # type: ignore[call-arg]
         vocab_size=vocab_size,
         d_model=hidden_size,
         d_kv=d_kv,
@@ -247,8 +249,11 @@ def make_moe(
         "max_position_embeddings": 64,
         "tie_word_embeddings": False,
     }
+    config: tf.PreTrainedConfig
+    model: tf.PreTrainedModel
     if family == "qwen3_moe":
-        config = tf.Qwen3MoeConfig(**common, moe_intermediate_size=expert_size,
+        # head_dim reaches __post_init__ as an extra kwarg; the typed signature omits it
+        config = tf.Qwen3MoeConfig(**common, moe_intermediate_size=expert_size,  # type: ignore[call-arg]
                                    intermediate_size=2 * expert_size,
                                    num_experts=num_experts, num_experts_per_tok=2, head_dim=8)
         model = tf.Qwen3MoeForCausalLM(config)
@@ -441,7 +446,9 @@ def make_adalora_adapter(
             for suffix, mask in masks.items():
                 if module.endswith(suffix):
                     pattern[f"{module}.lora_E"] = list(mask)
-        peft_model.peft_config["default"].rank_pattern = pattern
+        adalora_config = peft_model.peft_config["default"]
+        assert isinstance(adalora_config, AdaLoraConfig)
+        adalora_config.rank_pattern = pattern
     peft_model.eval()
     path.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -44,7 +45,7 @@ def bases(root: Path) -> dict[str, TinyModel]:
     }
 
 
-OK_CASES = {
+OK_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "llama": ("llama", {}),
     "llama-rslora-dora": ("llama", {"use_rslora": True, "use_dora": True}),
     "llama-patterns": ("llama", {"rank_pattern": {"q_proj": 2}, "alpha_pattern": {"v_proj": 3}}),

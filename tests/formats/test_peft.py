@@ -369,6 +369,7 @@ def test_adapter_kind_descriptions_equal_peft(kind: str, tmp_path: Path) -> None
     scaling (AdaLoRA: ``scaling / (ranknum + 1e-5)``), experts and parameter; every
     trainable-tokens layer with PEFT's token ids; nothing is left unmapped or unknown."""
     from peft import PeftModel
+    from peft.tuners.adalora import AdaLoraLayer
     from peft.tuners.lora import LoraLayer, ParamWrapper
     from peft.tuners.trainable_tokens import TrainableTokensLayer
 
@@ -395,6 +396,7 @@ def test_adapter_kind_descriptions_equal_peft(kind: str, tmp_path: Path) -> None
         mod = bound.get(name, desc.modules[name])
         scaling = layer.scaling["default"]
         if desc.peft_type == "ADALORA":
+            assert isinstance(layer, AdaLoraLayer)
             scaling = scaling / (float(layer.ranknum["default"]) + 1e-5)
             assert mod.e_key is not None
         assert mod.scale == pytest.approx(scaling, rel=1e-6), name

@@ -179,7 +179,9 @@ def test_tensor_claims_huge_offsets() -> None:
         ({"__metadata__": {"a": 1}}, 0, MalformedSafetensorsHeader, None),
     ],
 )
-def test_invalid_headers(header: dict, data: int, error: type, tensor: str | None) -> None:
+def test_invalid_headers(
+    header: dict, data: int, error: type[SafetensorsError], tensor: str | None
+) -> None:
     with pytest.raises(error) as e:
         read_header(io.BytesIO(_raw(header, b"\0" * data)), name="bad.safetensors")
     assert e.value.tensor == tensor

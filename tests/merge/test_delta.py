@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from loreg.formats.peft_config import lora_scale
@@ -22,7 +23,7 @@ class _Net(nn.Module):
 
 
 def _module(
-    name: str, layer: nn.Module, kind: LoraKind
+    name: str, layer: LoraLayer, kind: LoraKind
 ) -> tuple[LoraModule, torch.Tensor, torch.Tensor]:
     if kind == "embedding":
         a, b = layer.lora_embedding_A["default"], layer.lora_embedding_B["default"]

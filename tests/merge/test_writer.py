@@ -41,7 +41,7 @@ def _spec(name: str, t: torch.Tensor) -> TensorSpec:
 
 
 def _raw(t: torch.Tensor) -> memoryview:
-    return memoryview(t.contiguous().view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+    return t.contiguous().view(torch.uint8).numpy().data if t.numel() else memoryview(b"")
 
 
 def test_single_file_roundtrip_in_chunks(tmp_path: Path) -> None:

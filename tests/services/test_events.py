@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -103,7 +104,7 @@ def test_push_and_validation_emit_their_events(
     engine = create_engine_for(registry_server.settings.effective_database_url)
     try:
         with make_sessionmaker(engine)() as s:
-            found = [(e.type, e.payload.get("tag")) for e in
+            found: list[tuple[str, Any]] = [(e.type, e.payload.get("tag")) for e in
                      s.scalars(select(WebhookEvent).order_by(WebhookEvent.created_at))]
     finally:
         engine.dispose()

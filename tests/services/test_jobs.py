@@ -83,7 +83,9 @@ def world(maker: sessionmaker[Session]) -> dict[str, Principal]:
     return {"alice": alice, "bob": bob, "admin": admin}
 
 
-def _merge(s: Session, who: Principal, refs: list[str], **extra: object) -> jobs.Submitted:
+def _merge(
+    s: Session, who: Principal, refs: list[str | dict[str, object]], **extra: object
+) -> jobs.Submitted:
     params = {"base": "org/base", "adapters": refs, **extra}
     return jobs.submit(s, who, "merge", params)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, Table, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from loreg.db import AdapterVersion, Tag
@@ -83,7 +83,7 @@ def test_resolve_by_digest_and_deleted_versions(session: Session, registry: Regi
 
 def test_latest_without_a_tag_row_is_the_newest_live_version(
         session: Session, registry: Registry) -> None:
-    session.execute(Tag.__table__.delete().where(Tag.name == "latest"))
+    session.execute(cast(Table, Tag.__table__).delete().where(Tag.name == "latest"))
     session.commit()
     member = _actor(session, registry.member_token)
     assert reads.resolve(session, member, registry.public).number == 3

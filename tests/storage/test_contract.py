@@ -21,40 +21,7 @@ from loreg.storage import (
     DigestMismatch,
     InvalidRange,
 )
-from tests.storage.conftest import Harness
-
-MB = 1000 * 1000
-
-
-def blob(size: int, seed: int = 0) -> tuple[str, bytes]:
-    """Deterministic, incompressible-enough bytes of ``size`` and their digest."""
-    block = hashlib.sha256(f"seed-{seed}".encode()).digest() * 32  # 1 KiB
-    data = (block * (size // len(block) + 1))[:size]
-    if size:
-        data = bytes([seed % 256]) + data[1:]
-    return sha256_digest(data), data
-
-
-class ChunkedSource(io.RawIOBase):
-    """A readable that returns short reads and can fail after ``fail_after`` bytes."""
-
-    def __init__(self, data: bytes, *, read_size: int = 65536, fail_after: int | None = None):
-        super().__init__()
-        self._data = memoryview(data)
-        self._pos = 0
-        self._read_size = read_size
-        self._fail_after = fail_after
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if self._fail_after is not None and self._pos >= self._fail_after:
-            raise ConnectionResetError("client went away")
-        n = self._read_size if size is None or size < 0 else min(size, self._read_size)
-        chunk = bytes(self._data[self._pos : self._pos + n])
-        self._pos += len(chunk)
-        return chunk
+from tests.factories.storage import MB, ChunkedSource, Harness, blob
 
 
 def test_is_a_blob_store(store: BlobStore) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from loreg.storage import DigestMismatch, StorageUnavailable
 from loreg.storage.local import LocalBlobStore
-from tests.storage.test_contract import ChunkedSource, blob
+from tests.factories.storage import ChunkedSource, blob
 
 
 def test_layout(tmp_path: Path) -> None:

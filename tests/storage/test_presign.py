@@ -10,8 +10,8 @@ import httpx
 from loreg.config import Settings
 from loreg.storage import open_store
 from loreg.storage.s3 import S3BlobStore
+from tests.factories.storage import blob
 from tests.fixtures.s3 import S3Endpoint
-from tests.storage.test_contract import blob
 
 
 def test_presigned_url_names_the_public_endpoint(s3_bucket: S3Endpoint, tmp_path: Path) -> None:

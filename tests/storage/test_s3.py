@@ -13,10 +13,9 @@ from botocore.config import Config
 
 from loreg.storage import StorageUnavailable
 from loreg.storage.s3 import MIN_PART_SIZE, S3BlobStore
+from tests.factories.storage import MB, SMALL_PART, ChunkedSource, blob, s3_harness
 from tests.fixtures.postgres import free_port
 from tests.fixtures.s3 import S3Endpoint
-from tests.storage.conftest import SMALL_PART, s3_harness
-from tests.storage.test_contract import MB, ChunkedSource, blob
 
 
 def test_20mb_round_trip_uses_several_parts(s3_bucket: S3Endpoint) -> None:

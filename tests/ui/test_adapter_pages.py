@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories.cards import HOSTILE_CARD, push_with_card
-from tests.ui.conftest import World, page_html, world_models
+from tests.factories.ui_world import World, page_html, world_models
 
 
 def test_adapter_list_search_and_filters(world: World) -> None:
@@ -163,11 +163,11 @@ def test_private_adapter_visibility(world: World) -> None:
 
 def test_private_lineage_is_not_shown_to_outsiders(world: World) -> None:
     from loreg.db.models import Lineage
-    from tests.ui.conftest import _version_id
+    from tests.factories.ui_world import version_id
 
     with world.server.app.state.sessionmaker() as s:
-        s.add(Lineage(child_version_id=_version_id(world.server, world.org, "secret", 1),
-                      parent_version_id=_version_id(world.server, world.org, "alpha", 2),
+        s.add(Lineage(child_version_id=version_id(world.server, world.org, "secret", 1),
+                      parent_version_id=version_id(world.server, world.org, "alpha", 2),
                       position=0, weight=1.0, method="linear", params={}))
         s.commit()
     assert world.secret not in world.ui().get(f"/ui/adapters/{world.alpha}").text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.ui.conftest import World, page_html
+from tests.factories.ui_world import World, page_html
 
 
 def test_base_pages(world: World) -> None:

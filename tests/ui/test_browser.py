@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.factories.cards import HOSTILE_CARD, push_with_card
-from tests.ui.conftest import World
+from tests.factories.ui_world import World
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"

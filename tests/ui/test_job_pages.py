@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from loreg.ui.session import COOKIE, csrf_token
-from tests.ui.conftest import World, page_html
+from tests.factories.ui_world import World, page_html
 
 
 def test_jobs_pages_progress_and_cancel(world: World) -> None:

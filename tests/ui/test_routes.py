@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.factories.ui_world import World, page_html
 from tests.fixtures.api import RegistryServer
-from tests.ui.conftest import World, page_html
 
 
 @pytest.mark.parametrize("path", [

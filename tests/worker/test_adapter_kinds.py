@@ -18,7 +18,7 @@ from loreg.worker.loop import Worker
 from tests.factories import load_model
 from tests.factories.adapter_kinds import KINDS, build_kind
 from tests.factories.merge_inputs import peft_merged_checkpoint
-from tests.worker.conftest import Stack
+from tests.factories.worker_stack import Stack
 
 
 def merged_state(folder: Path) -> dict[str, torch.Tensor]:

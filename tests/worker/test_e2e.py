@@ -28,9 +28,14 @@ import pytest
 
 from loreg.client import Client
 from loreg.merge.stream import merge_checkpoint
+from tests.factories.worker_stack import (
+    Models,
+    OutageStack,
+    Stack,
+    assert_matches_peft,
+    sha256_file,
+)
 from tests.fixtures.api import settings_for, start_registry
-from tests.worker.conftest import Models, OutageStack, Stack, sha256_file
-from tests.worker.test_loop import assert_matches_peft
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ from loreg.merge.export import export_adapter
 from loreg.merge.stream import merge_checkpoint
 from loreg.worker.loop import Worker
 from tests.factories.tampered import UNKNOWN_OPTION, UNKNOWN_TENSOR, tamper
-from tests.worker.conftest import Models, Stack, sha256_file
+from tests.factories.worker_stack import Models, Stack, sha256_file
 
 KINDS = ["tensor", "option"]
 NAME = {"tensor": UNKNOWN_TENSOR, "option": UNKNOWN_OPTION}

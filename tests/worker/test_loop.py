@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from peft import PeftModel
-from safetensors.torch import load_file
 from sqlalchemy import update
 
 from loreg.db import Blob, Job
@@ -31,35 +28,7 @@ from loreg.storage.base import StorageUnavailable
 from loreg.storage.local import LocalBlobStore
 from loreg.worker.context import JobCancelled, JobContext, Outcome
 from loreg.worker.loop import Worker
-from tests.factories import load_model
-from tests.worker.conftest import Models, OutageStack, Stack
-
-
-def merged_state(folder: Path) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        out.update(load_file(str(f)))
-    return out
-
-
-def peft_reference(models: Models) -> dict[str, torch.Tensor]:
-    model = load_model(models.base.path)
-    merged = PeftModel.from_pretrained(model, str(models.adapter.path)).merge_and_unload()
-    return {k: v.detach().clone() for k, v in merged.state_dict().items()}
-
-
-def assert_matches_peft(out_dir: Path, models: Models) -> None:
-    got = merged_state(out_dir)
-    want = peft_reference(models)
-    assert got, "no tensors in the output"
-    for name, tensor in got.items():
-        torch.testing.assert_close(tensor, want[name], rtol=1e-5, atol=1e-6, msg=name)
-    model = load_model(out_dir)  # transformers loads the folder as it is
-    ids = torch.tensor([[1, 5, 9, 33]])
-    peft = PeftModel.from_pretrained(load_model(models.base.path), str(models.adapter.path))
-    with torch.no_grad():
-        torch.testing.assert_close(model(input_ids=ids).logits, peft(input_ids=ids).logits,
-                                   rtol=1e-5, atol=1e-5)
+from tests.factories.worker_stack import Models, OutageStack, Stack, assert_matches_peft
 
 
 def seed(stack: Stack, models: Models, *, lie: bool = False) -> None:

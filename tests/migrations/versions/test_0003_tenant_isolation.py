@@ -5,6 +5,7 @@ to status codes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,7 +45,7 @@ def _principal(user: User) -> Principal:
                      is_admin=False, scope="write")
 
 
-def _fill_at_0002(session: Session) -> dict[str, object]:
+def _fill_at_0002(session: Session) -> dict[str, Any]:
     alice = make_user(session, "alice")
     outsider = make_user(session, "mallory")
     acme = make_namespace(session, "acme")

@@ -14,7 +14,7 @@ from loreg.merge.combine import combine_adapters
 from loreg.merge.options import MethodOptions
 from loreg.worker.loop import Worker
 from tests.factories import make_lora_adapter
-from tests.worker.conftest import Models, Stack
+from tests.factories.worker_stack import Models, Stack
 
 
 def _ba(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from loreg.worker.loop import Worker
 from tests.factories import load_model
-from tests.worker.conftest import Models, Stack
+from tests.factories.worker_stack import Models, Stack
 
 
 def test_export_float16(stack: Stack, models: Models, tmp_path: Path) -> None:
