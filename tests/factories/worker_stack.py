@@ -36,7 +36,7 @@ from loreg.storage import BlobStore, open_store
 from tests.factories import TinyAdapter, TinyModel, load_model
 from tests.fixtures.postgres import PgCluster
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def sha256_file(path: Path) -> str:
