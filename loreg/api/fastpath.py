@@ -1,4 +1,4 @@
-"""The hottest reads, answered in one trip through the thread pool.
+"""The hottest reads, answered in one step (one trip through the thread pool, or none).
 
 CI pipelines and serving fleets mostly resolve references, show versions and search.
 Through the framework, each such request costs four hops through the thread pool (the
@@ -13,7 +13,8 @@ request), answers these requests directly:
   ``include_deleted``),
 - ``GET /api/v1/adapters`` (search: every filter, ``cursor``, ``limit``),
 
-each in one worker thread: authenticate the token in the request's session (a read; its
+each in one worker thread (on SQLite, on the event loop: see ``ReadFastPath._read``):
+authenticate the token in the request's session (a read; its
 last use is noted for ``loreg.api.usage``), call the same service (``loreg.services.reads``)
 and build the same response model as the route, serialise it, close the session. The
 routes in ``loreg.api.routers`` stay the documented reference: any request this module is
@@ -61,9 +62,11 @@ _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 _INT_MAX = 2**31 - 1
 
-#: Reads answered at once (each holds a worker thread and a pooled connection); more wait
-#: on the event loop, not in a thread fighting for the interpreter and the pool.
-MAX_CONCURRENT_READS = 16
+#: PostgreSQL reads answered at once. Each holds a worker thread and a pooled connection;
+#: more wait on the event loop, not in threads fighting for the interpreter or for a pool
+#: that would open and close connections past its size (5). Two overlap the database's
+#: answer to one with the other's Python.
+MAX_CONCURRENT_READS = 2
 
 #: ``Cache-Control`` of version documents: any cache may keep them, only privately, and
 #: must revalidate (with ``If-None-Match``) before every use.
@@ -219,7 +222,21 @@ class ReadFastPath:
         self.app = app
         self.api = api
         self._routes: dict[str, APIRoute] | None = None
-        self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_READS)
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    def _reads_limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_READS)
+        return self._limiter
+
+    async def _read(self, request: Request, work: Work) -> bytes:
+        """The answer's body. SQLite answers in-process, in a fraction of a millisecond of
+        Python: on the event loop itself, as a worker thread would take longer to hand it
+        over than to compute it (and threads would only take turns at the interpreter)."""
+        if self.api.state.engine.dialect.name == "sqlite":
+            return self._answer(request, work)
+        return await anyio.to_thread.run_sync(self._answer, request, work,
+                                              limiter=self._reads_limiter())
 
     def _route(self, name: str) -> APIRoute | None:
         """The framework's route of that name (metrics label requests by its template)."""
@@ -243,8 +260,7 @@ class ReadFastPath:
         if route is not None:
             scope["route"] = route
         try:
-            body = await anyio.to_thread.run_sync(self._answer, request, work,
-                                                  limiter=self._limiter)
+            body = await self._read(request, work)
         except Exception as exc:
             handler = self._handler(exc)
             if handler is None:
