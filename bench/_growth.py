@@ -20,8 +20,16 @@ VERSIONS_PER_ADAPTER = 10
 TEAMS = 1000
 BASES = 8
 DATASETS = 5000
-TOPICS = ("support", "summarization", "code review", "legal", "medical", "sql", "chat",
-          "translation")
+TOPICS = (
+    "support",
+    "summarization",
+    "code review",
+    "legal",
+    "medical",
+    "sql",
+    "chat",
+    "translation",
+)
 #: the namespaces' ids start here (below: users' own namespaces)
 TEAM_ID0 = 100_000
 
@@ -70,8 +78,9 @@ def seed_once(execute: Callable[[str], None], reader_id: int) -> None:
         INSERT INTO memberships (namespace_id, user_id, role)
         SELECT {TEAM_ID0} + i, {reader_id}, 'read' FROM generate_series(0, 9) i""")
     for table in ("namespaces", "base_models"):
-        execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                f"(SELECT max(id) FROM {table}))")
+        execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
+        )
 
 
 def seed_adapters(execute: Callable[[str], None], lo: int, hi: int) -> None:
@@ -134,8 +143,9 @@ def seed_adapters(execute: Callable[[str], None], lo: int, hi: int) -> None:
         execute(f"""
             INSERT INTO tags (adapter_id, name, version_id, protected, updated_by, updated_at)
             SELECT k, '{tag}', (k - 1) * {n} + {number}, false,
-                   {'NULL' if tag == 'latest' else '1'}, now()
+                   {"NULL" if tag == "latest" else "1"}, now()
             FROM generate_series({lo + 1}, {hi}) k""")
     for table in ("adapters", "adapter_versions"):
-        execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                f"(SELECT max(id) FROM {table}))")
+        execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
+        )

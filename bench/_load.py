@@ -99,15 +99,27 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
 
 
 def request_bytes(host: str, port: int, path: str, headers: dict[str, str]) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: application/json",
-             *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Accept: application/json",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _worker(host: str, port: int, requests: Sequence[bytes], start: int,
-                  stop_at: Callable[[], bool], measure_from: float,
-                  latencies: list[float], errors: dict[str, int], counter: list[int],
-                  check: Callable[[int, bytes], bool]) -> None:
+async def _worker(
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    start: int,
+    stop_at: Callable[[], bool],
+    measure_from: float,
+    latencies: list[float],
+    errors: dict[str, int],
+    counter: list[int],
+    check: Callable[[int, bytes], bool],
+) -> None:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     i = start
@@ -144,27 +156,55 @@ async def _worker(host: str, port: int, requests: Sequence[bytes], start: int,
             writer.close()
 
 
-async def _run(host: str, port: int, requests: Sequence[bytes], concurrency: int,
-               seconds: float, warmup: float, check: Callable[[int, bytes], bool]
-               ) -> LoadResult:
+async def _run(
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    check: Callable[[int, bytes], bool],
+) -> LoadResult:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     counter = [0, 0]
     begin = time.perf_counter()
     measure_from = begin + warmup
     end = measure_from + seconds
-    tasks = [asyncio.create_task(_worker(
-        host, port, requests, i * 7, lambda: time.perf_counter() >= end, measure_from,
-        latencies, errors, counter, check)) for i in range(concurrency)]
+    tasks = [
+        asyncio.create_task(
+            _worker(
+                host,
+                port,
+                requests,
+                i * 7,
+                lambda: time.perf_counter() >= end,
+                measure_from,
+                latencies,
+                errors,
+                counter,
+                check,
+            )
+        )
+        for i in range(concurrency)
+    ]
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - measure_from
     return LoadResult(counter[0], elapsed, latencies, errors, answered=counter[1])
 
 
-def run_load(host: str, port: int, paths: Sequence[str], *, headers: dict[str, str],
-             concurrency: int = 32, seconds: float = 10.0, warmup: float = 2.0,
-             check: Callable[[int, bytes], bool] | None = None,
-             server_pid: int | None = None) -> LoadResult:
+def run_load(
+    host: str,
+    port: int,
+    paths: Sequence[str],
+    *,
+    headers: dict[str, str],
+    concurrency: int = 32,
+    seconds: float = 10.0,
+    warmup: float = 2.0,
+    check: Callable[[int, bytes], bool] | None = None,
+    server_pid: int | None = None,
+) -> LoadResult:
     """GET ``paths`` round-robin for ``warmup + seconds``; counts only after the warm-up.
     With ``server_pid``, also the CPU time that process and its descendants spent."""
     reqs = [request_bytes(host, port, p, headers) for p in paths]

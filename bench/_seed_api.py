@@ -15,8 +15,7 @@ def build_base(folder: Path) -> None:
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    tensors = {f"model.layers.0.self_attn.{m}.weight": torch.randn(HIDDEN, HIDDEN)
-               for m in MODULES}
+    tensors = {f"model.layers.0.self_attn.{m}.weight": torch.randn(HIDDEN, HIDDEN) for m in MODULES}
     tensors["model.embed_tokens.weight"] = torch.randn(128, HIDDEN)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "model.safetensors"))
@@ -36,15 +35,26 @@ def build_adapter(folder: Path, seed: int, rank: int) -> None:
         lora[f"{key}.lora_B.weight"] = torch.randn(HIDDEN, rank)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(lora, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank,
-        "target_modules": targets, "base_model_name_or_path": "bench/tiny-llama"}))
-    (folder / "README.md").write_text(f"# bench adapter {seed}\n\nSynthetic, for the API "
-                                      "benchmark.\n")
+    (folder / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "task_type": "CAUSAL_LM",
+                "r": rank,
+                "lora_alpha": 2 * rank,
+                "target_modules": targets,
+                "base_model_name_or_path": "bench/tiny-llama",
+            }
+        )
+    )
+    (folder / "README.md").write_text(
+        f"# bench adapter {seed}\n\nSynthetic, for the API benchmark.\n"
+    )
 
 
-def seed_registry(url: str, token: str, work: Path, *, adapters: int = 20,
-                  versions: int = 2) -> list[str]:
+def seed_registry(
+    url: str, token: str, work: Path, *, adapters: int = 20, versions: int = 2
+) -> list[str]:
     """Fill the registry at ``url``; returns the adapters' ``ns/name``."""
     from loreg.client import Client
 
@@ -61,7 +71,12 @@ def seed_registry(url: str, token: str, work: Path, *, adapters: int = 20,
                 folder = work / "adapters" / f"{a}-{v}"
                 if not folder.exists():
                     build_adapter(folder, seed=a * 100 + v, rank=(4, 8, 16)[a % 3])
-                client.push(folder, f"{name}:v{v + 1}", base="bench/tiny-llama",
-                            labels={"dataset": f"ds-{a % 5}", "run": str(v)},
-                            description=f"bench adapter {a}", public=(a % 2 == 0))
+                client.push(
+                    folder,
+                    f"{name}:v{v + 1}",
+                    base="bench/tiny-llama",
+                    labels={"dataset": f"ds-{a % 5}", "run": str(v)},
+                    description=f"bench adapter {a}",
+                    public=(a % 2 == 0),
+                )
     return names

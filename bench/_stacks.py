@@ -28,8 +28,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 120, proc: subprocess.Popen[bytes] | None = None
-              ) -> None:
+def wait_http(url: str, timeout: float = 120, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -37,8 +36,7 @@ def wait_http(url: str, timeout: float = 120, proc: subprocess.Popen[bytes] | No
             return
         except httpx.HTTPError:
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"the server for {url} exited with {proc.returncode}"
-                                   ) from None
+                raise RuntimeError(f"the server for {url} exited with {proc.returncode}") from None
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{url} did not come up") from None
             time.sleep(0.2)
@@ -68,8 +66,9 @@ class Server:
 
 
 @contextmanager
-def loreg_server(home: Path, *, database_url: str | None = None, workers: int = 1,
-                 worker: bool = False) -> Iterator[Server]:
+def loreg_server(
+    home: Path, *, database_url: str | None = None, workers: int = 1, worker: bool = False
+) -> Iterator[Server]:
     """``loreg serve`` as a process on a free port; yields its URL and the admin token."""
     env = clean_env()
     env["LOREG_HOME"] = str(home)
@@ -100,7 +99,7 @@ def loreg_server(home: Path, *, database_url: str | None = None, workers: int = 
         stop(proc)
 
 
-BARE_APP = '''
+BARE_APP = """
 import json, sys
 from fastapi import FastAPI
 VERSION = json.load(open(sys.argv[1]))
@@ -119,7 +118,7 @@ if __name__ == "__main__":
     import uvicorn
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning",
                 access_log=False)
-'''
+"""
 
 
 @contextmanager
@@ -131,9 +130,18 @@ def bare_server(tmp: Path, version_body: bytes, search_body: bytes) -> Iterator[
     (tmp / "version.json").write_bytes(version_body)
     (tmp / "search.json").write_bytes(search_body)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(tmp / "bare_app.py"), str(tmp / "version.json"),
-                             str(tmp / "search.json"), str(port)], env=clean_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(tmp / "bare_app.py"),
+            str(tmp / "version.json"),
+            str(tmp / "search.json"),
+            str(port),
+        ],
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/api/v1/adapters", proc=proc)
@@ -149,11 +157,13 @@ def mlflow_python() -> Path | None:
     """The MLflow venv's interpreter, creating the venv (``pip install mlflow``) on first
     use; ``None`` (with the reason printed) when it cannot be installed."""
     python = MLFLOW_VENV / "bin" / "python"
-    if python.exists() and subprocess.run([str(python), "-c", "import mlflow"],
-                                          capture_output=True).returncode == 0:
+    if (
+        python.exists()
+        and subprocess.run([str(python), "-c", "import mlflow"], capture_output=True).returncode
+        == 0
+    ):
         return python
-    print(f"installing MLflow into {MLFLOW_VENV} (once; not a loreg dependency) ...",
-          flush=True)
+    print(f"installing MLflow into {MLFLOW_VENV} (once; not a loreg dependency) ...", flush=True)
     try:
         subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "mlflow"], check=True)
@@ -173,10 +183,25 @@ def mlflow_server(tmp: Path, python: Path) -> Iterator[Server]:
     log = tmp / "mlflow.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(python.parent / "mlflow"), "server", "--host", "127.0.0.1", "--port",
-             str(port), "--workers", "1", "--backend-store-uri",
-             f"sqlite:///{tmp / 'mlflow.db'}", "--default-artifact-root",
-             str(tmp / "artifacts")], stdout=out, stderr=out, env=env, cwd=tmp)
+            [
+                str(python.parent / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{tmp / 'mlflow.db'}",
+                "--default-artifact-root",
+                str(tmp / "artifacts"),
+            ],
+            stdout=out,
+            stderr=out,
+            env=env,
+            cwd=tmp,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/health", timeout=300, proc=proc)
@@ -192,8 +217,7 @@ def _pg_bin(name: str) -> str:
     for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (base / name).exists():
             return str(base / name)
-    raise RuntimeError(f"{name} not found: install PostgreSQL (Debian: apt-get install "
-                       "postgresql)")
+    raise RuntimeError(f"{name} not found: install PostgreSQL (Debian: apt-get install postgresql)")
 
 
 def _as_cluster_user(cmd: list[str]) -> list[str]:
@@ -208,24 +232,44 @@ def postgres(shared_buffers: str = "512MB") -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     port = free_port()
-    subprocess.run(_as_cluster_user([_pg_bin("initdb"), "-D", str(root / "data"), "-U",
-                                     "loreg", "-A", "trust", "-E", "UTF8", "--no-sync"]),
-                   check=True, capture_output=True)
-    opts = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-            f"-c shared_buffers={shared_buffers} -c maintenance_work_mem=256MB "
-            "-c max_wal_size=4GB -c checkpoint_timeout=30min")
+    subprocess.run(
+        _as_cluster_user(
+            [
+                _pg_bin("initdb"),
+                "-D",
+                str(root / "data"),
+                "-U",
+                "loreg",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    opts = (
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+        f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+        f"-c shared_buffers={shared_buffers} -c maintenance_work_mem=256MB "
+        "-c max_wal_size=4GB -c checkpoint_timeout=30min"
+    )
     ctl = [_pg_bin("pg_ctl"), "-D", str(root / "data")]
-    subprocess.run(_as_cluster_user([*ctl, "-o", opts, "-l", str(root / "log"), "-w",
-                                     "start"]), check=True, capture_output=True)
+    subprocess.run(
+        _as_cluster_user([*ctl, "-o", opts, "-l", str(root / "log"), "-w", "start"]),
+        check=True,
+        capture_output=True,
+    )
     try:
         import psycopg
 
-        with psycopg.connect(f"postgresql://loreg@127.0.0.1:{port}/postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"postgresql://loreg@127.0.0.1:{port}/postgres", autocommit=True
+        ) as conn:
             conn.execute("CREATE DATABASE bench")
         yield f"postgresql+psycopg://loreg@127.0.0.1:{port}/bench"
     finally:
-        subprocess.run(_as_cluster_user([*ctl, "-m", "immediate", "stop"]),
-                       capture_output=True)
+        subprocess.run(_as_cluster_user([*ctl, "-m", "immediate", "stop"]), capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

@@ -66,12 +66,16 @@ def fmt_row(label: str, r: LoadResult, floor: float | None, peer: float | None) 
     cpu = r.cpu_per_request
     cpu_text = f"{cpu * 1e6:8.0f}" if cpu is not None else "       -"
     err = f"  errors {r.errors}" if r.errors else ""
-    return (f"  {label:52s} {r.rate:7.0f} {r.p50 * 1000:8.1f} {r.p99 * 1000:8.1f} {cpu_text}"
-            f"  {vs}  {vp}{err}")
+    return (
+        f"  {label:52s} {r.rate:7.0f} {r.p50 * 1000:8.1f} {r.p99 * 1000:8.1f} {cpu_text}"
+        f"  {vs}  {vp}{err}"
+    )
 
 
-HEADER = (f"  {'':52s} {'req/s':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU us':>8s}  "
-          f"{'vs bare':>6s}  {'vs MLflow':>7s}")
+HEADER = (
+    f"  {'':52s} {'req/s':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU us':>8s}  "
+    f"{'vs bare':>6s}  {'vs MLflow':>7s}"
+)
 
 
 # --------------------------------------------------------------------------- throughput
@@ -84,18 +88,25 @@ def loreg_paths(names: list[str]) -> tuple[list[str], list[str]]:
 
 def seed_mlflow(url: str, models: int, versions: int) -> list[str]:
     with httpx.Client(base_url=url + "/api/2.0/mlflow", timeout=60) as c:
-        run_id = c.post("/runs/create", json={"experiment_id": "0"}).json()["run"]["info"][
-            "run_id"]
+        run_id = c.post("/runs/create", json={"experiment_id": "0"}).json()["run"]["info"]["run_id"]
         names = []
         for m in range(models):
             name = f"bench-{m:03d}"
             names.append(name)
-            c.post("/registered-models/create", json={
-                "name": name, "description": f"bench adapter {m}"}).raise_for_status()
+            c.post(
+                "/registered-models/create",
+                json={"name": name, "description": f"bench adapter {m}"},
+            ).raise_for_status()
             for _ in range(versions):
-                c.post("/model-versions/create", json={
-                    "name": name, "source": f"runs:/{run_id}/model", "run_id": run_id,
-                    "tags": [{"key": "dataset", "value": f"ds-{m % 5}"}]}).raise_for_status()
+                c.post(
+                    "/model-versions/create",
+                    json={
+                        "name": name,
+                        "source": f"runs:/{run_id}/model",
+                        "run_id": run_id,
+                        "tags": [{"key": "dataset", "value": f"ds-{m % 5}"}],
+                    },
+                ).raise_for_status()
     return names
 
 
@@ -113,9 +124,11 @@ def throughput(args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
     """Every server is started and filled first; then ``--rounds`` rounds each measure every
     server in turn, so a burst of load from elsewhere on the machine hits them alike; a row
     is the median round's rate and the percentiles of all its rounds' requests."""
-    print(f"== Throughput: {args.concurrency} client tasks, each with its own keep-alive "
-          f"connection; {args.rounds} rounds of {args.seconds:.0f} s per row (after "
-          f"{args.warmup:.0f} s warm-up), servers interleaved; 20 adapters x 2 versions ==")
+    print(
+        f"== Throughput: {args.concurrency} client tasks, each with its own keep-alive "
+        f"connection; {args.rounds} rounds of {args.seconds:.0f} s per row (after "
+        f"{args.warmup:.0f} s warm-up), servers interleaved; 20 adapters x 2 versions =="
+    )
     targets: list[Target] = []
     with ExitStack() as stack:
         srv = stack.enter_context(loreg_server(tmp / "embedded"))
@@ -124,49 +137,99 @@ def throughput(args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
         vpaths, spaths = loreg_paths(names)
         vbody = httpx.get(srv.url + vpaths[0], headers=headers).content
         sbody = httpx.get(srv.url + spaths[0], headers=headers).content
-        print(f"  bodies: version {len(vbody)} bytes, search {len(sbody)} bytes "
-              f"({SEARCH_LIMIT} adapters)")
+        print(
+            f"  bodies: version {len(vbody)} bytes, search {len(sbody)} bytes "
+            f"({SEARCH_LIMIT} adapters)"
+        )
         bare = stack.enter_context(bare_server(tmp / "bare", vbody, sbody))
-        targets.append(Target("bare", "bare FastAPI app, loreg's body", bare.port,
-                              {"version": vpaths, "search": spaths}, headers, bare.proc.pid))
-        targets.append(Target("loreg", "loreg, embedded default (SQLite, 1 process)",
-                              srv.port, {"version": vpaths, "search": spaths}, headers,
-                              srv.proc.pid))
+        targets.append(
+            Target(
+                "bare",
+                "bare FastAPI app, loreg's body",
+                bare.port,
+                {"version": vpaths, "search": spaths},
+                headers,
+                bare.proc.pid,
+            )
+        )
+        targets.append(
+            Target(
+                "loreg",
+                "loreg, embedded default (SQLite, 1 process)",
+                srv.port,
+                {"version": vpaths, "search": spaths},
+                headers,
+                srv.proc.pid,
+            )
+        )
         if pg_url is not None:
             for workers in (1, 2):
-                pg = stack.enter_context(loreg_server(
-                    tmp / f"pg-{workers}", database_url=pg_url.replace("/bench", f"/tp{workers}"),
-                    workers=workers))
+                pg = stack.enter_context(
+                    loreg_server(
+                        tmp / f"pg-{workers}",
+                        database_url=pg_url.replace("/bench", f"/tp{workers}"),
+                        workers=workers,
+                    )
+                )
                 pg_names = seed_registry(pg.url, pg.token, tmp / "work")
                 pv, ps = loreg_paths(pg_names)
-                label = ("loreg, PostgreSQL, 1 API process" if workers == 1
-                         else f"loreg, PostgreSQL, --workers {workers}")
-                targets.append(Target(f"pg{workers}", label, pg.port,
-                                      {"version": pv, "search": ps},
-                                      {"Authorization": f"Bearer {pg.token}"}, pg.proc.pid))
+                label = (
+                    "loreg, PostgreSQL, 1 API process"
+                    if workers == 1
+                    else f"loreg, PostgreSQL, --workers {workers}"
+                )
+                targets.append(
+                    Target(
+                        f"pg{workers}",
+                        label,
+                        pg.port,
+                        {"version": pv, "search": ps},
+                        {"Authorization": f"Bearer {pg.token}"},
+                        pg.proc.pid,
+                    )
+                )
         python = None if args.no_mlflow else mlflow_python()
         if python is not None:
             version = subprocess.run(
                 [str(python), "-c", "import mlflow; print(mlflow.__version__)"],
-                capture_output=True, text=True).stdout.strip()
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
             ml = stack.enter_context(mlflow_server(tmp / "mlflow", python))
             models = seed_mlflow(ml.url, 20, 2)
             api = "/api/2.0/mlflow"
-            targets.append(Target(
-                "mlflow", f"MLflow {version} (--workers 1, SQLite)", ml.port,
-                {"version": [f"{api}/model-versions/get?name={m}&version=1" for m in models],
-                 "search": [f"{api}/registered-models/search?max_results={SEARCH_LIMIT}"]},
-                {}, ml.proc.pid))
+            targets.append(
+                Target(
+                    "mlflow",
+                    f"MLflow {version} (--workers 1, SQLite)",
+                    ml.port,
+                    {
+                        "version": [f"{api}/model-versions/get?name={m}&version=1" for m in models],
+                        "search": [f"{api}/registered-models/search?max_results={SEARCH_LIMIT}"],
+                    },
+                    {},
+                    ml.proc.pid,
+                )
+            )
         results: dict[tuple[str, str], list[LoadResult]] = {}
         for i in range(args.rounds):
             for kind in ("version", "search"):
                 for t in targets:
-                    r = run_load("127.0.0.1", t.port, t.paths[kind], headers=t.headers,
-                                 concurrency=args.concurrency, seconds=args.seconds,
-                                 warmup=args.warmup, server_pid=t.pid)
+                    r = run_load(
+                        "127.0.0.1",
+                        t.port,
+                        t.paths[kind],
+                        headers=t.headers,
+                        concurrency=args.concurrency,
+                        seconds=args.seconds,
+                        warmup=args.warmup,
+                        server_pid=t.pid,
+                    )
                     results.setdefault((t.key, kind), []).append(r)
-            print(f"  round {i + 1}/{args.rounds} done (load average "
-                  f"{os.getloadavg()[0]:.1f})", flush=True)
+            print(
+                f"  round {i + 1}/{args.rounds} done (load average {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
     for kind, what in (("version", "GET version"), ("search", "search, 20 per page")):
         print(f"{what}:")
         print(HEADER)
@@ -177,18 +240,25 @@ def throughput(args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
             print(fmt_row(t.label, merged[t.key], floor, peer))
         lo = merged["loreg"].rate
         target = 0.5 if kind == "version" else 0.25
-        per_round = [r.rate / b.rate for r, b in zip(results["loreg", kind],
-                                                      results["bare", kind], strict=True)]
-        line = (f"  loreg/bare {lo / floor:.2f}x (>= {target}x wanted; rounds: "
-                + ", ".join(f"{x:.2f}" for x in per_round) + ")")
+        per_round = [
+            r.rate / b.rate
+            for r, b in zip(results["loreg", kind], results["bare", kind], strict=True)
+        ]
+        line = (
+            f"  loreg/bare {lo / floor:.2f}x (>= {target}x wanted; rounds: "
+            + ", ".join(f"{x:.2f}" for x in per_round)
+            + ")"
+        )
         if peer:
             line += f"; loreg/MLflow {lo / peer:.1f}x (>= 5x wanted)"
         print(line)
         lo_cpu, bare_cpu = merged["loreg"].cpu_per_request, merged["bare"].cpu_per_request
         if lo_cpu and bare_cpu:
-            print(f"  server CPU per request (all processes of the server; independent of other "
-                  f"load on the machine): loreg/bare {lo_cpu / bare_cpu:.2f}x, i.e. bare/loreg "
-                  f"{bare_cpu / lo_cpu:.2f}")
+            print(
+                f"  server CPU per request (all processes of the server; independent of other "
+                f"load on the machine): loreg/bare {lo_cpu / bare_cpu:.2f}x, i.e. bare/loreg "
+                f"{bare_cpu / lo_cpu:.2f}"
+            )
 
 
 def _merge(rounds: list[LoadResult]) -> LoadResult:
@@ -200,9 +270,14 @@ def _merge(rounds: list[LoadResult]) -> LoadResult:
         for k, v in r.errors.items():
             errors[k] = errors.get(k, 0) + v
     cpu = sum(r.server_cpu or 0.0 for r in rounds)
-    return LoadResult(middle.requests, middle.seconds,
-                      [x for r in rounds for x in r.latencies], errors,
-                      answered=sum(r.answered for r in rounds), server_cpu=cpu)
+    return LoadResult(
+        middle.requests,
+        middle.seconds,
+        [x for r in rounds for x in r.latencies],
+        errors,
+        answered=sum(r.answered for r in rounds),
+        server_cpu=cpu,
+    )
 
 
 # --------------------------------------------------------------------------- growth
@@ -210,26 +285,39 @@ def _merge(rounds: list[LoadResult]) -> LoadResult:
 
 QUERIES: list[tuple[str, Callable[[random.Random, int], str]]] = [
     ("GET /healthz (no database: the floor)", lambda rnd, a: "/healthz"),
-    ("resolve ns/name:tag", lambda rnd, a: "/api/v1/resolve?ref="
-     f"{_public(rnd, a)}:prod"),
-    ("resolve ns/name@N", lambda rnd, a: "/api/v1/resolve?ref="
-     f"{_public(rnd, a)}@{rnd.randint(1, 10)}"),
+    ("resolve ns/name:tag", lambda rnd, a: f"/api/v1/resolve?ref={_public(rnd, a)}:prod"),
+    (
+        "resolve ns/name@N",
+        lambda rnd, a: f"/api/v1/resolve?ref={_public(rnd, a)}@{rnd.randint(1, 10)}",
+    ),
     ("resolve ns/name@sha256", lambda rnd, a: "/api/v1/resolve?ref=" + _by_digest(rnd, a)),
-    ("show version", lambda rnd, a: f"/api/v1/adapters/{_public(rnd, a)}/versions/"
-     f"{rnd.randint(1, 10)}"),
+    (
+        "show version",
+        lambda rnd, a: f"/api/v1/adapters/{_public(rnd, a)}/versions/{rnd.randint(1, 10)}",
+    ),
     ("version list", lambda rnd, a: f"/api/v1/adapters/{_public(rnd, a)}/versions?limit=20"),
     ("search (no filter)", lambda rnd, a: "/api/v1/adapters?limit=20"),
-    ("search base", lambda rnd, a: f"/api/v1/adapters?limit=20&base=org/base-"
-     f"{rnd.randint(1, 8)}"),
-    ("search target", lambda rnd, a: "/api/v1/adapters?limit=20&target=" + rnd.choice(
-        ["q_proj", "gate_proj", "o_proj"])),
+    ("search base", lambda rnd, a: f"/api/v1/adapters?limit=20&base=org/base-{rnd.randint(1, 8)}"),
+    (
+        "search target",
+        lambda rnd, a: (
+            "/api/v1/adapters?limit=20&target=" + rnd.choice(["q_proj", "gate_proj", "o_proj"])
+        ),
+    ),
     ("search rank", lambda rnd, a: "/api/v1/adapters?limit=20&rank_min=32&rank_max=64"),
     ("search label (common)", lambda rnd, a: "/api/v1/adapters?limit=20&label=stage=prod"),
-    ("search label (rare)", lambda rnd, a: "/api/v1/adapters?limit=20&label=dataset="
-     + _growth.dataset(rnd.randint(1, min(a, _growth.DATASETS)))),
+    (
+        "search label (rare)",
+        lambda rnd, a: (
+            "/api/v1/adapters?limit=20&label=dataset="
+            + _growth.dataset(rnd.randint(1, min(a, _growth.DATASETS)))
+        ),
+    ),
     ("search text (common)", lambda rnd, a: "/api/v1/adapters?limit=20&text=support"),
-    ("search text (rare)", lambda rnd, a: "/api/v1/adapters?limit=20&text="
-     + _growth.adapter_name(rnd.randint(1, a))),
+    (
+        "search text (rare)",
+        lambda rnd, a: "/api/v1/adapters?limit=20&text=" + _growth.adapter_name(rnd.randint(1, a)),
+    ),
 ]
 
 
@@ -260,22 +348,29 @@ def _engine(url: str) -> Iterator[Any]:
 
 def growth(args: argparse.Namespace, tmp: Path, pg_url: str) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"\n== Growth: PostgreSQL, {', '.join(f'{s:,}' for s in sizes)} versions "
-          f"({_growth.VERSIONS_PER_ADAPTER} per adapter); median of {args.requests} "
-          "sequential requests through the API, as a member of 10 of the 1,000 teams ==")
+    print(
+        f"\n== Growth: PostgreSQL, {', '.join(f'{s:,}' for s in sizes)} versions "
+        f"({_growth.VERSIONS_PER_ADAPTER} per adapter); median of {args.requests} "
+        "sequential requests through the API, as a member of 10 of the 1,000 teams =="
+    )
     url = pg_url.replace("/bench", "/growth")
     latency: dict[str, list[float]] = {name: [] for name, _ in QUERIES}
     db_time: dict[str, list[float]] = {name: [] for name, _ in QUERIES}
     plans: dict[str, list[tuple[str, str]]] = {}
     with loreg_server(tmp / "growth", database_url=url) as srv, _engine(url) as engine:
         admin = {"Authorization": f"Bearer {srv.token}"}
-        r = httpx.post(srv.url + "/api/v1/users", headers=admin, timeout=60,
-                       json={"name": "reader", "token_scope": "read"})
+        r = httpx.post(
+            srv.url + "/api/v1/users",
+            headers=admin,
+            timeout=60,
+            json={"name": "reader", "token_scope": "read"},
+        )
         r.raise_for_status()
         token = r.json()["token"]["token"]
         with engine.begin() as conn:
-            user_id = conn.exec_driver_sql("SELECT id FROM users WHERE name = 'reader'"
-                                           ).scalar_one()
+            user_id = conn.exec_driver_sql(
+                "SELECT id FROM users WHERE name = 'reader'"
+            ).scalar_one()
 
         def execute(sql: str) -> None:
             with engine.begin() as conn:  # the driver's own cursor: no placeholders here
@@ -300,11 +395,15 @@ def growth(args: argparse.Namespace, tmp: Path, pg_url: str) -> None:
             vacuum = time.perf_counter() - t0
             done = adapters
             counts = _counts(engine)
-            print(f"  {size:>9,} versions: seeded {seeded:.1f} s, VACUUM ANALYZE {vacuum:.1f} s "
-                  f"({counts})", flush=True)
+            print(
+                f"  {size:>9,} versions: seeded {seeded:.1f} s, VACUUM ANALYZE {vacuum:.1f} s "
+                f"({counts})",
+                flush=True,
+            )
             rnd = random.Random(size)
-            paths = {name: [make(rnd, adapters) for _ in range(args.requests)]
-                     for name, make in QUERIES}
+            paths = {
+                name: [make(rnd, adapters) for _ in range(args.requests)] for name, make in QUERIES
+            }
             times: dict[str, list[float]] = {name: [] for name, _ in QUERIES}
             for name, _ in QUERIES:  # warm up
                 for path in paths[name][:3]:
@@ -320,8 +419,11 @@ def growth(args: argparse.Namespace, tmp: Path, pg_url: str) -> None:
                 latency[name].append(statistics.median(times[name]))
             runs = [_plans(engine, token, adapters, seed) for seed in range(3)]
             for name, _ in QUERIES:
-                db_time[name].append(statistics.median(
-                    sum(_execution_ms(plan) for _sql, plan in run[name][1]) for run in runs))
+                db_time[name].append(
+                    statistics.median(
+                        sum(_execution_ms(plan) for _sql, plan in run[name][1]) for run in runs
+                    )
+                )
             plans = {label: statements for label, statements in runs[-1].values()}
         client.close()
     head = "".join(f"{s:>10,}" for s in sizes)
@@ -331,18 +433,18 @@ def growth(args: argparse.Namespace, tmp: Path, pg_url: str) -> None:
         values = latency[name]
         ratio = values[-1] / values[0]
         flat &= ratio <= 2
-        print(f"  {name:38s}" + "".join(f"{v * 1000:10.2f}" for v in values)
-              + f"   {ratio:6.2f}x")
-    print(f"  every query within 2x from {sizes[0]:,} to {sizes[-1]:,}: "
-          f"{'yes' if flat else 'NO'}")
+        print(f"  {name:38s}" + "".join(f"{v * 1000:10.2f}" for v in values) + f"   {ratio:6.2f}x")
+    print(f"  every query within 2x from {sizes[0]:,} to {sizes[-1]:,}: {'yes' if flat else 'NO'}")
     print(f"\n  database time per request, ms{'':8s}{head}   last/first")
     print("  (sum of the EXPLAIN ANALYZE execution times of its statements, median of 3)")
     for name, _ in QUERIES:
         values = db_time[name]
         ratio = values[-1] / values[0] if values[0] else float("nan")
         print(f"  {name:38s}" + "".join(f"{v:10.2f}" for v in values) + f"   {ratio:6.2f}x")
-    print(f"\n== Plans at {sizes[-1]:,} versions: every SQL statement of each request "
-          "(EXPLAIN ANALYZE) ==")
+    print(
+        f"\n== Plans at {sizes[-1]:,} versions: every SQL statement of each request "
+        "(EXPLAIN ANALYZE) =="
+    )
     scans = []
     for name, statements in plans.items():
         print(f"\n-- {name}: {len(statements)} statement(s)")
@@ -369,7 +471,7 @@ def _large_scans(plan: str) -> list[str]:
             continue
         m = re.search(r"actual rows=(\d+) loops=(\d+)", line)
         rows = int(m.group(1)) * int(m.group(2)) if m else 0
-        for follow in lines[i + 1:i + 4]:
+        for follow in lines[i + 1 : i + 4]:
             r = re.search(r"Rows Removed by Filter: (\d+)", follow)
             if r:
                 rows += int(r.group(1)) * (int(m.group(2)) if m else 1)
@@ -381,8 +483,15 @@ def _large_scans(plan: str) -> list[str]:
 def _counts(engine: Any) -> str:
     with engine.connect() as conn:
         out = []
-        for table in ("adapters", "adapter_versions", "version_files", "version_labels",
-                      "version_target_modules", "tags", "blobs"):
+        for table in (
+            "adapters",
+            "adapter_versions",
+            "version_files",
+            "version_labels",
+            "version_target_modules",
+            "tags",
+            "blobs",
+        ):
             n = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
             out.append(f"{table} {n:,}")
     return ", ".join(out)
@@ -393,8 +502,9 @@ def _check(resp: httpx.Response, path: str) -> None:
         raise RuntimeError(f"{path}: {resp.status_code} {resp.text[:300]}")
 
 
-def _plans(engine: Any, token: str, adapters: int, seed: int
-           ) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+def _plans(
+    engine: Any, token: str, adapters: int, seed: int
+) -> dict[str, tuple[str, list[tuple[str, str]]]]:
     """Run each query's service call in this process, capture its SQL and EXPLAIN ANALYZE
     it: query name -> (its path, [(statement, plan)])."""
     from sqlalchemy import event
@@ -405,8 +515,9 @@ def _plans(engine: Any, token: str, adapters: int, seed: int
 
     captured: list[tuple[str, Any]] = []
 
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
-                executemany: bool) -> None:
+    def capture(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
         captured.append((statement, parameters))
 
     rnd = random.Random(1000 + seed)
@@ -423,8 +534,12 @@ def _plans(engine: Any, token: str, adapters: int, seed: int
             statements, captured[:] = list(captured), []
             explained = []
             for sql, params in statements:
-                plan = session.connection().exec_driver_sql(
-                    "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + sql, params).scalars().all()
+                plan = (
+                    session.connection()
+                    .exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + sql, params)
+                    .scalars()
+                    .all()
+                )
                 explained.append((sql, "\n".join(plan)))
             out[name] = (f"{name} ({path.removeprefix('/api/v1')})", explained)
     return out
@@ -452,10 +567,13 @@ def _call(session: Any, actor: Any, path: str, reads: Any, adapter_svc: Any) -> 
     else:
         labels = parse_qs(parts.query).get("label", [])
         filters = adapter_svc.SearchFilters(
-            base=q.get("base"), target=q.get("target"),
+            base=q.get("base"),
+            target=q.get("target"),
             rank_min=int(q["rank_min"]) if "rank_min" in q else None,
             rank_max=int(q["rank_max"]) if "rank_max" in q else None,
-            labels=labels, text=q.get("text"))
+            labels=labels,
+            text=q.get("text"),
+        )
         adapter_svc.search_views(session, actor, filters, limit=int(q.get("limit", 50)))
 
 
@@ -483,7 +601,8 @@ def main() -> None:
             import psycopg
 
             admin_url = pg_url.replace("postgresql+psycopg", "postgresql").replace(
-                "/bench", "/postgres")
+                "/bench", "/postgres"
+            )
             with psycopg.connect(admin_url, autocommit=True) as conn:
                 for db in ("tp1", "tp2", "growth"):
                     conn.execute(f"CREATE DATABASE {db}")
@@ -491,8 +610,10 @@ def main() -> None:
                 throughput(args, tmp, pg_url)
             if not args.no_growth:
                 growth(args, tmp, pg_url)
-    print(f"\nwhole run: {time.perf_counter() - started:.0f} s; load average "
-          f"{os.getloadavg()[0]:.1f} at the end")
+    print(
+        f"\nwhole run: {time.perf_counter() - started:.0f} s; load average "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )
 
 
 if __name__ == "__main__":

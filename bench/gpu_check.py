@@ -39,8 +39,10 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="loreg-gpucheck-", dir=args.dir))
     base, adapter, total = build(root, args.size)
-    print(f"checkpoint: {total / 1e9:.2f} GB float16 at {base}; "
-          f"device: {torch.cuda.get_device_name(0)}")
+    print(
+        f"checkpoint: {total / 1e9:.2f} GB float16 at {base}; "
+        f"device: {torch.cuda.get_device_name(0)}"
+    )
     times: dict[str, float] = {}
     outs: dict[str, Path] = {}
     for device in ("cuda", "cpu", "cuda"):  # cuda twice: the first run includes CUDA init
@@ -53,8 +55,10 @@ def main() -> int:
     worst = 0.0
     n = 0
     for shard in sorted(outs["cpu"].glob("*.safetensors")):
-        with safe_open(str(shard), framework="pt") as a, \
-                safe_open(str(outs["cuda"] / shard.name), framework="pt") as b:
+        with (
+            safe_open(str(shard), framework="pt") as a,
+            safe_open(str(outs["cuda"] / shard.name), framework="pt") as b,
+        ):
             for key in a.keys():  # noqa: SIM118 - safe_open is not iterable
                 x, y = a.get_tensor(key).float(), b.get_tensor(key).float()
                 torch.testing.assert_close(x, y, rtol=1e-2, atol=1e-3, msg=key)
@@ -64,8 +68,9 @@ def main() -> int:
         print(f"  {name:8s} {seconds:8.2f} s  ({total / seconds / 1e9:.2f} GB/s)")
     cpu = times["cpu#1"]
     gpu = times["cuda#2"]
-    print(f"agree: {n} tensors, max |cuda - cpu| = {worst:.3g}; cpu/cuda time ratio "
-          f"{cpu / gpu:.2f}x")
+    print(
+        f"agree: {n} tensors, max |cuda - cpu| = {worst:.3g}; cpu/cuda time ratio {cpu / gpu:.2f}x"
+    )
     return 0
 
 

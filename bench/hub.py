@@ -56,8 +56,9 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
     folder, base = tmp / "adapter", tmp / "base"
     size = build_version(folder, base, args.mb, args.files)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    print(f"version: {len(files)} files, {size / MiB:.1f} MiB; S3 = moto server at "
-          f"{stack.endpoint}")
+    print(
+        f"version: {len(files)} files, {size / MiB:.1f} MiB; S3 = moto server at {stack.endpoint}"
+    )
 
     client = Client(url, token, home=tmp / "client-home")
     client.register_base(base, "bench/base", upload=False)
@@ -66,8 +67,11 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
     for p in files:
         s3.upload_file(str(p), "raw", p.relative_to(folder).as_posix(), Config=cfg)
 
-    t_hub, hub_dir = timed(lambda: snapshot_download(
-        "admin/bench", endpoint=url, token=token, cache_dir=tmp / "hf-cache"))
+    t_hub, hub_dir = timed(
+        lambda: snapshot_download(
+            "admin/bench", endpoint=url, token=token, cache_dir=tmp / "hf-cache"
+        )
+    )
     t_pull, _ = timed(lambda: client.pull("admin/bench", tmp / "pulled"))
     client.close()
 
@@ -85,9 +89,11 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
             assert (copy / rel).read_bytes() == data, (copy, rel)
 
     print(f"{'':34}{'seconds':>10}{'MiB/s':>10}")
-    for name, t in (("snapshot_download (HF_ENDPOINT)", t_hub),
-                    ("loreg pull (cold cache)", t_pull),
-                    ("boto3 download_file", t_raw)):
+    for name, t in (
+        ("snapshot_download (HF_ENDPOINT)", t_hub),
+        ("loreg pull (cold cache)", t_pull),
+        ("boto3 download_file", t_raw),
+    ):
         print(f"{name:34}{t:10.2f}{size / MiB / t:10.1f}")
     print(f"snapshot_download vs loreg pull: {t_pull / t_hub:.2f}x  (>= 0.8 wanted)")
     print(f"snapshot_download vs boto3:      {t_raw / t_hub:.2f}x")

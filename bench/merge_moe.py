@@ -64,10 +64,18 @@ def build(root: Path, layers: int) -> dict[str, Any]:
     adapter.mkdir(parents=True)
     # head_dim reaches __post_init__ as an extra kwarg; the typed signature omits it
     config = Qwen3MoeConfig(  # type: ignore[call-arg]
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=4 * EXPERT,
-        moe_intermediate_size=EXPERT, num_experts=EXPERTS, num_experts_per_tok=4,
-        num_hidden_layers=layers, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
-        head_dim=HEAD_DIM, tie_word_embeddings=False, dtype="float16",
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=4 * EXPERT,
+        moe_intermediate_size=EXPERT,
+        num_experts=EXPERTS,
+        num_experts_per_tok=4,
+        num_hidden_layers=layers,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        head_dim=HEAD_DIM,
+        tie_word_embeddings=False,
+        dtype="float16",
     )
     config.architectures = ["Qwen3MoeForCausalLM"]
     config.save_pretrained(base)
@@ -117,8 +125,10 @@ def build(root: Path, layers: int) -> dict[str, Any]:
     files = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     for i, f in enumerate(files):
         os.replace(base / f"shard-{i}.safetensors", base / f)
-    index = {"metadata": {"total_size": total},
-             "weight_map": {n: files[i] for n, i in weight_map.items()}}
+    index = {
+        "metadata": {"total_size": total},
+        "weight_map": {n: files[i] for n, i in weight_map.items()},
+    }
     (base / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
     # PEFT's layout: one ParamWrapper per expert parameter, nested in the order the experts
@@ -127,8 +137,12 @@ def build(root: Path, layers: int) -> dict[str, Any]:
     re_ = RANK * EXPERTS
     for i in range(layers):
         p = f"base_model.model.model.layers.{i}"
-        for m, (out_f, in_f) in {"q_proj": (q, HIDDEN), "k_proj": (kv, HIDDEN),
-                                 "v_proj": (kv, HIDDEN), "o_proj": (HIDDEN, q)}.items():
+        for m, (out_f, in_f) in {
+            "q_proj": (q, HIDDEN),
+            "k_proj": (kv, HIDDEN),
+            "v_proj": (kv, HIDDEN),
+            "o_proj": (HIDDEN, q),
+        }.items():
             lora[f"{p}.self_attn.{m}.lora_A.weight"] = rand(RANK, in_f)
             lora[f"{p}.self_attn.{m}.lora_B.weight"] = rand(out_f, RANK)
         lora[f"{p}.mlp.experts.base_layer.lora_A.weight"] = rand(re_, HIDDEN)
@@ -136,8 +150,13 @@ def build(root: Path, layers: int) -> dict[str, Any]:
         lora[f"{p}.mlp.experts.lora_A.weight"] = rand(re_, EXPERT)
         lora[f"{p}.mlp.experts.lora_B.weight"] = rand(HIDDEN, re_)
     save_file(lora, adapter / "adapter_model.safetensors", metadata={"format": "pt"})
-    LoraConfig(r=RANK, lora_alpha=2 * RANK, target_modules=TARGETS,
-               target_parameters=PARAMETERS, task_type="CAUSAL_LM").save_pretrained(str(adapter))
+    LoraConfig(
+        r=RANK,
+        lora_alpha=2 * RANK,
+        target_modules=TARGETS,
+        target_parameters=PARAMETERS,
+        task_type="CAUSAL_LM",
+    ).save_pretrained(str(adapter))
     return {"total": total, "experts": expert_bytes, "shards": len(shards)}
 
 
@@ -196,16 +215,22 @@ def child_compare(a: Path, b: Path) -> None:
     assert set(ta) == set(tb), set(ta) ^ set(tb)
     worst = 0.0
     for name in ta:
-        with safe_open(str(ta[name]), framework="pt") as ha, \
-                safe_open(str(tb[name]), framework="pt") as hb:
+        with (
+            safe_open(str(ta[name]), framework="pt") as ha,
+            safe_open(str(tb[name]), framework="pt") as hb,
+        ):
             x, y = ha.get_tensor(name).float(), hb.get_tensor(name).float()
         worst = max(worst, float((x - y).abs().max()))
     print(json.dumps({"tensors": len(ta), "max_abs_diff": worst}))
 
 
 def _compare(a: Path, b: Path) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, __file__, "_compare", str(a), str(b)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "_compare", str(a), str(b)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
@@ -214,8 +239,9 @@ def _measure_rusage(args: list[str], out: Path, keep: bool = False) -> dict[str,
     shutil.rmtree(out, ignore_errors=True)
     subprocess.run(["sync"], check=False)
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert proc.stdout is not None and proc.stderr is not None
     stdout, stderr = proc.stdout.read(), proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -225,8 +251,12 @@ def _measure_rusage(args: list[str], out: Path, keep: bool = False) -> dict[str,
     doc = json.loads(stdout.decode().strip().splitlines()[-1])
     if not keep:
         shutil.rmtree(out, ignore_errors=True)
-    return {**doc, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "rss_mib": usage.ru_maxrss / 1024}
+    return {
+        **doc,
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "rss_mib": usage.ru_maxrss / 1024,
+    }
 
 
 def _row(name: str, m: dict[str, float]) -> str:
@@ -259,8 +289,12 @@ def main() -> None:
     try:
         # built in a child: the parent stays small, so children forked from it do not
         # inherit a large ru_maxrss high-water mark
-        built = subprocess.run([sys.executable, __file__, "_build", str(root), str(opts.layers)],
-                               check=True, capture_output=True, text=True)
+        built = subprocess.run(
+            [sys.executable, __file__, "_build", str(root), str(opts.layers)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         info = json.loads(built.stdout.strip().splitlines()[-1])
         base, adapter = root / "base", root / "adapter"
         print(
@@ -272,14 +306,19 @@ def main() -> None:
         )
         res = {"copy": _measure_rusage(["_copy", str(base), str(root / "copy")], root / "copy")}
         print(_row("copy", res["copy"]), flush=True)
-        res["peft"] = _measure_rusage(["_peft", str(base), str(adapter), str(root / "peft")],
-                                      root / "peft", keep=True)
+        res["peft"] = _measure_rusage(
+            ["_peft", str(base), str(adapter), str(root / "peft")], root / "peft", keep=True
+        )
         print(_row("peft", res["peft"]), flush=True)
         res["loreg"] = _measure_rusage(
             ["_loreg", str(base), str(adapter), str(root / "loreg"), opts.device],
-            root / "loreg", keep=True)
-        print(_row("loreg", res["loreg"]) + f"  ({res['loreg']['changed']} tensors changed)",
-              flush=True)
+            root / "loreg",
+            keep=True,
+        )
+        print(
+            _row("loreg", res["loreg"]) + f"  ({res['loreg']['changed']} tensors changed)",
+            flush=True,
+        )
         lo, cp, pf = res["loreg"], res["copy"], res["peft"]
         print(
             f"  loreg/copy time {lo['op_s'] / cp['op_s']:.2f}x (op),"
@@ -290,8 +329,10 @@ def main() -> None:
             flush=True,
         )
         same = _compare(root / "peft", root / "loreg")
-        print(f"  outputs: {same['tensors']} tensors each, largest |peft - loreg| ="
-              f" {same['max_abs_diff']:.3g} (float16)")
+        print(
+            f"  outputs: {same['tensors']} tensors each, largest |peft - loreg| ="
+            f" {same['max_abs_diff']:.3g} (float16)"
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -83,9 +83,18 @@ def build_version(folder: Path, base_folder: Path, total_mb: int, files: int) ->
         lora[f"{key}.lora_B.weight"] = torch.randn(h, r)
     folder.mkdir(parents=True)
     save_file(lora, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": 16,
-        "target_modules": ["q_proj", "v_proj"], "base_model_name_or_path": "bench/base"}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "task_type": "CAUSAL_LM",
+                "r": r,
+                "lora_alpha": 16,
+                "target_modules": ["q_proj", "v_proj"],
+                "base_model_name_or_path": "bench/base",
+            }
+        )
+    )
     each = total_mb * MiB // files
     (folder / "checkpoints").mkdir()
     chunk = os.urandom(8 * MiB)
@@ -135,15 +144,26 @@ def s3_registry(tmp: Path) -> Iterator[Stack]:
     worker) under ``tmp``; stop both at the end."""
     procs: list[subprocess.Popen[bytes]] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOREG_", "HF_"))}
-    env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1"})
-    os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                           "AWS_DEFAULT_REGION")})
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    os.environ.update(
+        {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    )
     try:
         s3_port = free_port()
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+        )
         endpoint = f"http://127.0.0.1:{s3_port}"
         wait_http(endpoint + "/moto-api/")
         import boto3
@@ -154,12 +174,22 @@ def s3_registry(tmp: Path) -> Iterator[Stack]:
 
         home = tmp / "home"
         api_port = free_port()
-        env.update({"LOREG_HOME": str(home), "LOREG_STORAGE_URL": "s3://loreg/blobs",
-                    "LOREG_S3_ENDPOINT_URL": endpoint})
+        env.update(
+            {
+                "LOREG_HOME": str(home),
+                "LOREG_STORAGE_URL": "s3://loreg/blobs",
+                "LOREG_S3_ENDPOINT_URL": endpoint,
+            }
+        )
         log = open(tmp / "serve.log", "wb")  # noqa: SIM115
-        procs.append(subprocess.Popen(
-            [str(BIN / "loreg"), "serve", "--port", str(api_port), "--no-worker"],
-            stdout=log, stderr=log, env=env))
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "loreg"), "serve", "--port", str(api_port), "--no-worker"],
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
+        )
         url = f"http://127.0.0.1:{api_port}"
         wait_http(url + "/healthz")
         while not (home / "credentials.json").exists():
@@ -191,21 +221,37 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
     client.register_base(base, "bench/base", upload=False)
 
     t_push, pushed = timed(lambda: client.push(folder, "admin/bench:v1", base="bench/base"))
-    t_repush, repushed = timed(lambda: client.push(folder, "admin/bench:v1",
-                                                   base="bench/base"))
-    cli_env = {**env, "LOREG_URL": url, "LOREG_TOKEN": token,
-               "LOREG_HOME": str(client_home)}
-    t_cli_repush, cli_out = timed(lambda: subprocess.run(
-        [str(BIN / "loreg"), "push", str(folder), "admin/bench:v1", "--base", "bench/base",
-         "--json"], env=cli_env, capture_output=True, text=True, check=True).stdout)
+    t_repush, repushed = timed(lambda: client.push(folder, "admin/bench:v1", base="bench/base"))
+    cli_env = {**env, "LOREG_URL": url, "LOREG_TOKEN": token, "LOREG_HOME": str(client_home)}
+    t_cli_repush, cli_out = timed(
+        lambda: (
+            subprocess.run(
+                [
+                    str(BIN / "loreg"),
+                    "push",
+                    str(folder),
+                    "admin/bench:v1",
+                    "--base",
+                    "bench/base",
+                    "--json",
+                ],
+                env=cli_env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+    )
     cli_doc = json.loads(str(cli_out))
-    t_cli_start, _ = timed(lambda: subprocess.run(
-        [str(BIN / "loreg"), "--version"], env=cli_env, capture_output=True, check=True))
+    t_cli_start, _ = timed(
+        lambda: subprocess.run(
+            [str(BIN / "loreg"), "--version"], env=cli_env, capture_output=True, check=True
+        )
+    )
 
     shutil.rmtree(client_home / "cache" / "blobs", ignore_errors=True)
     t_pull, pulled = timed(lambda: client.pull("admin/bench:v1", tmp / "pulled"))
-    t_pull_cached, pulled_cached = timed(lambda: client.pull("admin/bench:v1",
-                                                             tmp / "pulled2"))
+    t_pull_cached, pulled_cached = timed(lambda: client.pull("admin/bench:v1", tmp / "pulled2"))
     client.close()
 
     cfg = TransferConfig()  # boto3 defaults: 8 MiB parts, 10 threads
@@ -232,24 +278,36 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
         return size / MiB / t
 
     print(f"{'':24}{'seconds':>10}{'MiB/s':>10}")
-    rows = [("loreg push", t_push), ("boto3 upload_file", t_raw_up),
-            ("loreg pull (cold cache)", t_pull), ("boto3 download_file", t_raw_down)]
+    rows = [
+        ("loreg push", t_push),
+        ("boto3 upload_file", t_raw_up),
+        ("loreg pull (cold cache)", t_pull),
+        ("boto3 download_file", t_raw_down),
+    ]
     for name, t in rows:
         print(f"{name:24}{t:10.2f}{rate(t):10.1f}")
     print(f"push ratio loreg/boto3: {t_raw_up / t_push:.2f}x  (>= 0.8 wanted)")
     print(f"pull ratio loreg/boto3: {t_raw_down / t_pull:.2f}x  (>= 0.8 wanted)")
-    print(f"pull with warm cache: {t_pull_cached:.2f} s, "
-          f"{pulled_cached.downloaded_bytes} bytes downloaded")  # type: ignore[attr-defined]
-    print(f"re-push (client API): {t_repush:.3f} s, "
-          f"{repushed.uploaded_bytes} bytes uploaded, "  # type: ignore[attr-defined]
-          f"same version: {repushed.version.number == pushed.version.number}")  # type: ignore[attr-defined]
-    print(f"re-push (loreg CLI, process start included): {t_cli_repush:.3f} s, "
-          f"{cli_doc['uploaded_bytes']} bytes uploaded, "
-          f"version {cli_doc['version']['number']}; bare `loreg --version`: "
-          f"{t_cli_start:.3f} s")
-    print(f"first push uploaded {pushed.uploaded_bytes / MiB:.1f} MiB "  # type: ignore[attr-defined]
-          f"in {pushed.uploaded_files} files; pull downloaded "  # type: ignore[attr-defined]
-          f"{pulled.downloaded_bytes / MiB:.1f} MiB")  # type: ignore[attr-defined]
+    print(
+        f"pull with warm cache: {t_pull_cached:.2f} s, "
+        f"{pulled_cached.downloaded_bytes} bytes downloaded"
+    )  # type: ignore[attr-defined]
+    print(
+        f"re-push (client API): {t_repush:.3f} s, "
+        f"{repushed.uploaded_bytes} bytes uploaded, "  # type: ignore[attr-defined]
+        f"same version: {repushed.version.number == pushed.version.number}"
+    )  # type: ignore[attr-defined]
+    print(
+        f"re-push (loreg CLI, process start included): {t_cli_repush:.3f} s, "
+        f"{cli_doc['uploaded_bytes']} bytes uploaded, "
+        f"version {cli_doc['version']['number']}; bare `loreg --version`: "
+        f"{t_cli_start:.3f} s"
+    )
+    print(
+        f"first push uploaded {pushed.uploaded_bytes / MiB:.1f} MiB "  # type: ignore[attr-defined]
+        f"in {pushed.uploaded_files} files; pull downloaded "  # type: ignore[attr-defined]
+        f"{pulled.downloaded_bytes / MiB:.1f} MiB"
+    )  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

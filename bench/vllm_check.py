@@ -61,16 +61,24 @@ def main() -> int:
     serve = None
     try:
         torch.manual_seed(0)
-        config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
-                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                             max_position_embeddings=128)
+        config = LlamaConfig(
+            vocab_size=256,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=128,
+        )
         base_dir = tmp / "acme" / "tiny"
         AutoModelForCausalLM.from_config(config).save_pretrained(base_dir)
         adapters = []
         for seed, targets in ((1, ["q_proj", "v_proj"]), (2, ["q_proj", "k_proj", "o_proj"])):
             torch.manual_seed(seed)
-            model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
-                                   LoraConfig(r=8, lora_alpha=16, target_modules=targets))
+            model = get_peft_model(
+                AutoModelForCausalLM.from_pretrained(base_dir),
+                LoraConfig(r=8, lora_alpha=16, target_modules=targets),
+            )
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     if "lora_B" in name:
@@ -85,9 +93,12 @@ def main() -> int:
         home, port = tmp / "home", free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOREG_")}
         env["LOREG_HOME"] = str(home)
-        serve = subprocess.Popen([str(BIN / "loreg"), "serve", "--port", str(port),
-                                  "--no-worker"], env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+        serve = subprocess.Popen(
+            [str(BIN / "loreg"), "serve", "--port", str(port), "--no-worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz")
         while not (home / "credentials.json").exists():
@@ -100,8 +111,15 @@ def main() -> int:
 
         resolver = AdapterResolver(client, tmp / "cache")
         ids = [1, 17, 42, 99, 3, 250, 8, 64]
-        llm = LLM(model=str(base_dir), enable_lora=True, max_lora_rank=8, dtype="float16",
-                  enforce_eager=True, gpu_memory_utilization=0.3, max_model_len=64)
+        llm = LLM(
+            model=str(base_dir),
+            enable_lora=True,
+            max_lora_rank=8,
+            dtype="float16",
+            enforce_eager=True,
+            gpu_memory_utilization=0.3,
+            max_model_len=64,
+        )
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0)
 
         def vllm_logprobs(lora: LoRARequest | None) -> torch.Tensor:
@@ -123,12 +141,15 @@ def main() -> int:
         for i, folder in enumerate(adapters):
             found = resolver.resolve("acme/tiny", f"admin/ad{i}")
             assert found is not None
-            lora = LoRARequest(lora_name=found.name, lora_int_id=found.int_id,
-                               lora_path=str(found.path))
+            lora = LoRARequest(
+                lora_name=found.name, lora_int_id=found.int_id, lora_path=str(found.path)
+            )
             diff = (vllm_logprobs(lora) - peft_logprobs(folder)).abs().max().item()
             moved = (peft_logprobs(folder) - peft_logprobs(None)).abs().max().item()
-            print(f"admin/ad{i}: max |vLLM - PEFT| = {diff:.4f} (the adapter moves log-probs "
-                  f"by up to {moved:.4f})")
+            print(
+                f"admin/ad{i}: max |vLLM - PEFT| = {diff:.4f} (the adapter moves log-probs "
+                f"by up to {moved:.4f})"
+            )
             failed |= diff > TOLERANCE or moved < 10 * TOLERANCE
         try:
             resolver.resolve("acme/other-weights", "admin/ad0")

@@ -24,6 +24,7 @@ def is_internal(extra: object) -> bool:
     """Whether a field's ``json_schema_extra`` marks it internal."""
     return isinstance(extra, dict) and bool(extra.get(INTERNAL))
 
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -214,8 +215,11 @@ class Settings(BaseSettings):
     @property
     def webhook_allowed_networks(self) -> tuple[IPNetwork, ...]:
         """``webhook_allow_networks`` parsed."""
-        return tuple(ipaddress.ip_network(item.strip(), strict=False)
-                     for item in self.webhook_allow_networks.split(",") if item.strip())
+        return tuple(
+            ipaddress.ip_network(item.strip(), strict=False)
+            for item in self.webhook_allow_networks.split(",")
+            if item.strip()
+        )
 
     vllm_cache_dir: Path | None = Field(
         default=None,

@@ -34,7 +34,10 @@ job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 _STANDARD = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {
-    "message", "asctime", "taskName"}
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class JsonFormatter(logging.Formatter):

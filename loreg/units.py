@@ -17,9 +17,16 @@ GB = 10**9
 
 _SHOWN = ("B", "KiB", "MiB", "GiB", "TiB")
 _READ = {
-    "": 1, "B": 1,
-    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KIB": KiB, "MIB": MiB, "GIB": GiB, "TIB": TiB,
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": KiB,
+    "MIB": MiB,
+    "GIB": GiB,
+    "TIB": TiB,
 }
 
 

@@ -24,9 +24,9 @@ GiB = 1024**3
 NOTES: dict[str, str] = {
     "worker_device": "Where workers compute: `auto` (CUDA when available), `cuda` or `cpu`.",
     "job_lease_seconds": "How long a claimed job stays leased without renewal before another "
-                         "worker may take it over.",
+    "worker may take it over.",
     "job_max_attempts": "Attempts of a job (retries after worker crashes and transient "
-                        "errors) before it fails.",
+    "errors) before it fails.",
     "max_blob_bytes": "Largest single blob an upload may be.",
     "max_version_bytes": "Largest total size of one adapter version.",
     "presign_expires_seconds": "Lifetime of presigned S3 download URLs.",
@@ -68,11 +68,14 @@ def render() -> str:
         if not meaning:
             missing.append(name)
             meaning = "(undocumented)"
-        rows.append(f"| `{prefix}{name.upper()}` | {_type(field)} | {_default(name, field)} "
-                    f"| {meaning} |")
+        rows.append(
+            f"| `{prefix}{name.upper()}` | {_type(field)} | {_default(name, field)} | {meaning} |"
+        )
     if missing:
-        raise SystemExit(f"settings without a description: {missing}: add a Field description "
-                         "or an entry in NOTES in scripts/config_docs.py")
+        raise SystemExit(
+            f"settings without a description: {missing}: add a Field description "
+            "or an entry in NOTES in scripts/config_docs.py"
+        )
     return "\n".join(rows)
 
 

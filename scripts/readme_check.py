@@ -70,14 +70,17 @@ def extract(text: str) -> list[Block]:
             continue
         stage = m.group(1)
         if stage not in STAGES:
-            raise ReadmeError(f"README line {i}: unknown readme-check stage {stage!r} "
-                              f"(known: {', '.join(STAGES)})")
+            raise ReadmeError(
+                f"README line {i}: unknown readme-check stage {stage!r} "
+                f"(known: {', '.join(STAGES)})"
+            )
         while i < len(lines) and not lines[i].strip():
             i += 1
         fence = _FENCE.match(lines[i].strip()) if i < len(lines) else None
         if fence is None:
-            raise ReadmeError(f"README line {i}: 'readme-check: {stage}' is not followed by a "
-                              "fenced code block")
+            raise ReadmeError(
+                f"README line {i}: 'readme-check: {stage}' is not followed by a fenced code block"
+            )
         closing = fence.group(1)
         start = i + 1
         i += 1
@@ -92,8 +95,10 @@ def extract(text: str) -> list[Block]:
         i += 1
     missing = [s for s in STAGES if not any(b.stage == s for b in blocks)]
     if missing:
-        raise ReadmeError(f"README.md marks no block for: {', '.join(missing)} "
-                          "(<!-- readme-check: NAME --> before a fenced block)")
+        raise ReadmeError(
+            f"README.md marks no block for: {', '.join(missing)} "
+            "(<!-- readme-check: NAME --> before a fenced block)"
+        )
     return blocks
 
 
@@ -105,14 +110,16 @@ def log(message: str) -> None:
 
 
 def clean_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LOREG_", "VIRTUAL_ENV", "PYTHON"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LOREG_", "VIRTUAL_ENV", "PYTHON"))
+    }
     env["HOME"] = str(home)
     # A shell that activated another venv would put its loreg first: start from the system's.
     venv = os.environ.get("VIRTUAL_ENV")
     if venv:
-        env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                      if not p.startswith(venv))
+        env["PATH"] = os.pathsep.join(
+            p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(venv)
+        )
     return env
 
 
@@ -122,14 +129,23 @@ def run_block(block: Block, cwd: Path, env: dict[str, str], timeout: float) -> N
         print(f"    $ {line}", flush=True)
     started = time.monotonic()
     try:
-        p = subprocess.run(["bash", "-euo", "pipefail", "-c", block.text], cwd=cwd, env=env,
-                           timeout=timeout, stdin=subprocess.DEVNULL)
+        p = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block.text],
+            cwd=cwd,
+            env=env,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
-        raise SystemExit(f"readme-check: FAILED: the {block.stage} block (README.md line "
-                         f"{block.line}) ran longer than {timeout:.0f} s") from None
+        raise SystemExit(
+            f"readme-check: FAILED: the {block.stage} block (README.md line "
+            f"{block.line}) ran longer than {timeout:.0f} s"
+        ) from None
     if p.returncode != 0:
-        raise SystemExit(f"readme-check: FAILED: the {block.stage} block (README.md line "
-                         f"{block.line}) exited {p.returncode}")
+        raise SystemExit(
+            f"readme-check: FAILED: the {block.stage} block (README.md line "
+            f"{block.line}) exited {p.returncode}"
+        )
     log(f"the {block.stage} block passed in {time.monotonic() - started:.0f} s")
 
 
@@ -139,8 +155,10 @@ def wait_for_server(proc: subprocess.Popen[bytes], home: Path, timeout: float) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"readme-check: FAILED: the serve block exited {proc.returncode} "
-                             "before the registry answered")
+            raise SystemExit(
+                f"readme-check: FAILED: the serve block exited {proc.returncode} "
+                "before the registry answered"
+            )
         try:
             with urllib.request.urlopen(DEFAULT_URL + "/healthz", timeout=2) as resp:
                 if resp.status == 200 and credentials.exists():
@@ -148,8 +166,9 @@ def wait_for_server(proc: subprocess.Popen[bytes], home: Path, timeout: float) -
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.3)
-    raise SystemExit(f"readme-check: FAILED: the registry did not answer at {DEFAULT_URL} "
-                     f"within {timeout:.0f} s")
+    raise SystemExit(
+        f"readme-check: FAILED: the registry did not answer at {DEFAULT_URL} within {timeout:.0f} s"
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -179,13 +198,17 @@ def expect_outputs(clone: Path, blocks: list[Block]) -> None:
     """The by-hand blocks merge on the registry and with --local; both left a model."""
     found = merges(blocks)
     if not any(local for _, local in found) or all(local for _, local in found):
-        raise SystemExit("readme-check: FAILED: the by-hand blocks must merge on the registry "
-                         "and with --local (`loreg merge ... -o DIR`)")
+        raise SystemExit(
+            "readme-check: FAILED: the by-hand blocks must merge on the registry "
+            "and with --local (`loreg merge ... -o DIR`)"
+        )
     for out, _ in found:
         folder = clone / out
         if not (folder / "config.json").is_file() or not list(folder.glob("*.safetensors")):
-            raise SystemExit(f"readme-check: FAILED: no merged model in {out} "
-                             "(config.json + *.safetensors) after the by-hand block")
+            raise SystemExit(
+                f"readme-check: FAILED: no merged model in {out} "
+                "(config.json + *.safetensors) after the by-hand block"
+            )
 
 
 def after_install(clone: Path, home: Path) -> None:
@@ -200,9 +223,15 @@ def after_install(clone: Path, home: Path) -> None:
             log(f"starting the serve block (README.md line {block.line}) in the background:")
             for line in block.text.splitlines():
                 print(f"    $ {line}", flush=True)
-            servers.append(subprocess.Popen(
-                ["bash", "-euo", "pipefail", "-c", block.text], cwd=clone, env=env,
-                stdin=subprocess.DEVNULL, start_new_session=True))
+            servers.append(
+                subprocess.Popen(
+                    ["bash", "-euo", "pipefail", "-c", block.text],
+                    cwd=clone,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
         wait_for_server(servers[-1], home, timeout=180)
         for block in (b for b in blocks if b.stage == "by-hand"):
             run_block(block, clone, env, timeout=900)
@@ -224,8 +253,9 @@ def private_network() -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="print the marked blocks and stop")
-    parser.add_argument("--after-install", nargs=2, metavar=("CLONE", "HOME"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--after-install", nargs=2, metavar=("CLONE", "HOME"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary clone")
     args = parser.parse_args()
 
@@ -249,19 +279,32 @@ def main() -> int:
     clone, home = work / "clone", work / "home"
     home.mkdir()
     try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
         log(f"fresh clone of {head} in {clone}; HOME={home}")
         env = clean_env(home)
         for block in (b for b in extract((clone / README).read_text()) if b.stage == "install"):
             run_block(block, clone, env, timeout=1800)
         prefix = private_network()
-        log("the rest runs in a private network namespace" if prefix else
-            "no private network namespace here: the rest uses this machine's loopback")
+        log(
+            "the rest runs in a private network namespace"
+            if prefix
+            else "no private network namespace here: the rest uses this machine's loopback"
+        )
         p = subprocess.run(
-            [*prefix, sys.executable, str(Path(__file__).resolve()), "--after-install",
-             str(clone), str(home)],
+            [
+                *prefix,
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--after-install",
+                str(clone),
+                str(home),
+            ],
             env={**os.environ, **({"READMECHECK_NETNS": "1"} if prefix else {})},
         )
         if p.returncode != 0:

@@ -33,10 +33,20 @@ def test_api_walkthrough_runs_as_written(tmp_path: Path) -> None:
     try:
         token = env.json("token", "create", "ci", "--scope", "write")["token"]
         script = "\n".join(blocks)
-        run_env = {**env.env(), "LOREG_URL": env.url, "TOKEN": token,
-                   "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        done = subprocess.run(["bash", "-c", script], cwd=work, env=run_env, text=True,
-                              capture_output=True, timeout=600)
+        run_env = {
+            **env.env(),
+            "LOREG_URL": env.url,
+            "TOKEN": token,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        done = subprocess.run(
+            ["bash", "-c", script],
+            cwd=work,
+            env=run_env,
+            text=True,
+            capture_output=True,
+            timeout=600,
+        )
         assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     finally:
         env.stop_all()

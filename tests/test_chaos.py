@@ -151,24 +151,29 @@ class Topology:
 
     def env(self, home: Path, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOREG_")}
-        env.update({
-            "LOREG_HOME": str(home),
-            "LOREG_DATABASE_URL": self.db_url,
-            "LOREG_STORAGE_URL": f"s3://{self.bucket}/loreg",
-            "LOREG_S3_ENDPOINT_URL": self.moto.url,
-            "LOREG_S3_REGION": "us-east-1",
-            "LOREG_WORKER_DEVICE": "cpu",
-            "LOREG_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
-            **extra,
-        })
+        env.update(
+            {
+                "LOREG_HOME": str(home),
+                "LOREG_DATABASE_URL": self.db_url,
+                "LOREG_STORAGE_URL": f"s3://{self.bucket}/loreg",
+                "LOREG_S3_ENDPOINT_URL": self.moto.url,
+                "LOREG_S3_REGION": "us-east-1",
+                "LOREG_WORKER_DEVICE": "cpu",
+                "LOREG_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
+                **extra,
+            }
+        )
         return env
 
     def start_api(self) -> None:
         port = free_port()
-        self.api = Proc("api", [*LOREG, "serve", "--no-worker", "--host", "127.0.0.1",
-                                "--port", str(port)],
-                        self.env(self.root / "api"), self.root / "api.log",
-                        f"http://127.0.0.1:{port}/healthz")
+        self.api = Proc(
+            "api",
+            [*LOREG, "serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port)],
+            self.env(self.root / "api"),
+            self.root / "api.log",
+            f"http://127.0.0.1:{port}/healthz",
+        )
         self.api.start()
 
     def admin_token(self) -> str:
@@ -191,13 +196,19 @@ class Topology:
 
     def start_worker(self, i: int) -> Proc:
         port = free_port()
-        w = Proc(f"worker{i}", [*LOREG, "worker", "--device", "cpu"],
-                 self.env(self.root / f"worker{i}",
-                          LOREG_WORKER_HEALTH_PORT=str(port),
-                          LOREG_WORKER_POLL_SECONDS="0.2",
-                          LOREG_WORKER_BACKOFF_MAX_SECONDS="2",
-                          LOREG_WORKER_TEST_DELAY_SECONDS=str(MERGE_DELAY)),
-                 self.root / f"worker{i}.log", f"http://127.0.0.1:{port}/healthz")
+        w = Proc(
+            f"worker{i}",
+            [*LOREG, "worker", "--device", "cpu"],
+            self.env(
+                self.root / f"worker{i}",
+                LOREG_WORKER_HEALTH_PORT=str(port),
+                LOREG_WORKER_POLL_SECONDS="0.2",
+                LOREG_WORKER_BACKOFF_MAX_SECONDS="2",
+                LOREG_WORKER_TEST_DELAY_SECONDS=str(MERGE_DELAY),
+            ),
+            self.root / f"worker{i}.log",
+            f"http://127.0.0.1:{port}/healthz",
+        )
         w.start()
         self.workers.append(w)
         return w
@@ -272,26 +283,37 @@ class Chaos:
     def submit_merge(self) -> str:
         w = round(0.05 * (len(self.weights) + 1), 2)
         self.weights.append(w)
-        job = self.client.merge(["admin/tiny-lora"], "org/tiny", weights=[w],
-                                max_shard_bytes=SHARD_BYTES)
-        ref = merge_checkpoint(self.base.path, [(self.adapter.path, w)],
-                               self.tmp / f"ref-{w}", device="cpu",
-                               max_shard_bytes=SHARD_BYTES)
+        job = self.client.merge(
+            ["admin/tiny-lora"], "org/tiny", weights=[w], max_shard_bytes=SHARD_BYTES
+        )
+        ref = merge_checkpoint(
+            self.base.path,
+            [(self.adapter.path, w)],
+            self.tmp / f"ref-{w}",
+            device="cpu",
+            max_shard_bytes=SHARD_BYTES,
+        )
         self.expected[job.id] = {
-            f.path: "sha256:" + f.sha256.removeprefix("sha256:") for f in ref.files}
+            f.path: "sha256:" + f.sha256.removeprefix("sha256:") for f in ref.files
+        }
         return job.id
 
     def running_merge(self, min_progress: float) -> Job | None:
         for job in self.topo.jobs():
-            if (job.type == "merge" and job.status == "running"
-                    and job.progress >= min_progress and job.lease_owner):
+            if (
+                job.type == "merge"
+                and job.status == "running"
+                and job.progress >= min_progress
+                and job.lease_owner
+            ):
                 return job
         return None
 
     def merge_running(self, min_progress: float = 0.1) -> Job:
         """A merge in progress; submits one when none is queued or running."""
-        if not any(j.type == "merge" and j.status in ("queued", "running")
-                   for j in self.topo.jobs()):
+        if not any(
+            j.type == "merge" and j.status in ("queued", "running") for j in self.topo.jobs()
+        ):
             self.submit_merge()
         job: Job = _wait(lambda: self.running_merge(min_progress), 300, "a running merge")
         return job
@@ -318,8 +340,11 @@ class Chaos:
         started = time.monotonic()
         self.topo.cluster.stop()
         probe: dict[str, Any] = {}
-        r = httpx.get(self.topo.url + "/api/v1/whoami",
-                      headers={"Authorization": f"Bearer {self.client.http.token}"}, timeout=30)
+        r = httpx.get(
+            self.topo.url + "/api/v1/whoami",
+            headers={"Authorization": f"Bearer {self.client.http.token}"},
+            timeout=30,
+        )
         probe["api_status"] = r.status_code
         probe["retry_after"] = r.headers.get("retry-after")
         probe["workers_healthy"] = [w.healthy() for w in self.topo.workers]
@@ -351,8 +376,7 @@ class Chaos:
 
 
 @pytest.fixture
-def topology(tmp_path: Path, pg_cluster: PgCluster, moto_server: MotoServer
-             ) -> Iterator[Topology]:
+def topology(tmp_path: Path, pg_cluster: PgCluster, moto_server: MotoServer) -> Iterator[Topology]:
     topo = Topology(tmp_path, pg_cluster, moto_server)
     try:
         yield topo
@@ -367,8 +391,9 @@ def test_chaos(topology: Topology, tmp_path: Path) -> None:
     base = make_llama(tmp_path / "base", max_shard_size="20KB")
     adapter = make_lora_adapter(base, tmp_path / "adapter", r=4)
     n_push = 6 if CHAOS_SECONDS <= 0 else 12
-    pushed = [make_lora_adapter(base, tmp_path / f"push{i}", r=4, seed=100 + i)
-              for i in range(n_push)]
+    pushed = [
+        make_lora_adapter(base, tmp_path / f"push{i}", r=4, seed=100 + i) for i in range(n_push)
+    ]
     token = topo.admin_token()
     workers = [topo.start_worker(i) for i in range(2)]
     client = Client(topo.url, token, home=tmp_path / "client")
@@ -386,10 +411,12 @@ def test_chaos(topology: Topology, tmp_path: Path) -> None:
     try:
         while True:
             rounds += 1
-            for name, fault in (("worker_kill9", chaos.kill_worker_mid_merge),
-                                ("postgres_stop", chaos.stop_postgres),
-                                ("s3_pause", chaos.pause_s3),
-                                ("api_kill9", lambda: chaos.kill_api_mid_push(pusher))):
+            for name, fault in (
+                ("worker_kill9", chaos.kill_worker_mid_merge),
+                ("postgres_stop", chaos.stop_postgres),
+                ("s3_pause", chaos.pause_s3),
+                ("api_kill9", lambda: chaos.kill_api_mid_push(pusher)),
+            ):
                 started = time.monotonic()
                 fault()
                 phases[name] = round(phases.get(name, 0) + time.monotonic() - started, 1)
@@ -416,7 +443,8 @@ def test_chaos(topology: Topology, tmp_path: Path) -> None:
     # every job ended well; only the merges whose worker was killed took a second attempt
     assert {j.status for j in jobs} == {"succeeded"}, (
         [(j.type, j.status, j.attempts, j.error) for j in jobs if j.status != "succeeded"],
-        logs)
+        logs,
+    )
     for job in jobs:
         want = 2 if job.id in chaos.killed_jobs else 1
         assert job.attempts == want, (job.id, job.type, job.attempts, job.error, logs)
@@ -441,8 +469,11 @@ def test_chaos(topology: Topology, tmp_path: Path) -> None:
 
     # nothing orphaned: bucket == blob rows, no pending upload, nothing for GC, no folders
     s3 = topo.moto.bucket().client()
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=topo.bucket) for o in page.get("Contents", [])]
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=topo.bucket)
+        for o in page.get("Contents", [])
+    ]
     stored = {"sha256:" + k.rsplit("/", 1)[1] for k in keys}
     assert all(k.startswith("loreg/sha256/") for k in keys), keys
     assert topo.engine is not None
@@ -451,13 +482,22 @@ def test_chaos(topology: Topology, tmp_path: Path) -> None:
         n_blobs = s.scalar(select(func.count()).select_from(Blob))
     assert stored == rows, (stored - rows, rows - stored)
     assert not s3.list_multipart_uploads(Bucket=topo.bucket).get("Uploads")
-    gc = subprocess.run([*LOREG, "gc", "--dry-run", "--grace-hours", "0", "--json"],
-                        env=topo.env(tmp_path / "api"), capture_output=True, text=True,
-                        timeout=120)
+    gc = subprocess.run(
+        [*LOREG, "gc", "--dry-run", "--grace-hours", "0", "--json"],
+        env=topo.env(tmp_path / "api"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert gc.returncode == 0, gc.stderr
     report = json.loads(gc.stdout)
-    for key in ("blobs", "orphan_objects", "aborted_uploads", "expired_job_outputs",
-                "work_folders"):
+    for key in (
+        "blobs",
+        "orphan_objects",
+        "aborted_uploads",
+        "expired_job_outputs",
+        "work_folders",
+    ):
         assert report[key] == [], (key, report[key])
     for w in workers:
         home = topo.home_of(w)
@@ -470,7 +510,9 @@ def test_chaos(topology: Topology, tmp_path: Path) -> None:
         assert w.alive(), (w.name, w.tail())
         health = httpx.get(w.health_url, timeout=5).json()
         assert health["status"] == "ok" and health["dependencies"] == {
-            "database": "up", "store": "up"}, health
+            "database": "up",
+            "store": "up",
+        }, health
     for probe in chaos.outage_probes:
         assert probe["api_status"] == 503 and probe["retry_after"], probe
         assert all(probe["workers_alive"]) and all(probe["workers_alive_at_end"]), probe
@@ -483,14 +525,20 @@ def test_chaos(topology: Topology, tmp_path: Path) -> None:
 
     phases["audit"] = round(time.monotonic() - started, 1)
     summary = {
-        "chaos_seconds_setting": CHAOS_SECONDS, "rounds": rounds, "phase_seconds": phases,
+        "chaos_seconds_setting": CHAOS_SECONDS,
+        "rounds": rounds,
+        "phase_seconds": phases,
         "fault_phase_seconds": round(fault_seconds, 1),
-        "total_seconds": round(time.monotonic() - t0, 1), "faults": chaos.faults,
-        "jobs": len(jobs), "merges": len(merges),
+        "total_seconds": round(time.monotonic() - t0, 1),
+        "faults": chaos.faults,
+        "jobs": len(jobs),
+        "merges": len(merges),
         "validations": sum(1 for j in jobs if j.type == "validate"),
         "max_attempts_seen": max(j.attempts for j in jobs),
-        "pushes_reported": len(pusher.reported), "push_failures_retried": len(pusher.failures),
-        "blobs": n_blobs, "outage_probes": chaos.outage_probes,
+        "pushes_reported": len(pusher.reported),
+        "push_failures_retried": len(pusher.failures),
+        "blobs": n_blobs,
+        "outage_probes": chaos.outage_probes,
         "worker_starts": [w.starts for w in workers],
     }
     print("chaos summary: " + json.dumps(summary))

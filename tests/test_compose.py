@@ -153,12 +153,12 @@ def test_every_loreg_variable_is_a_setting(services: dict[str, Any]) -> None:
         for key in env_of(service):
             if key.startswith(prefix):
                 seen += 1
-                assert key[len(prefix):].lower() in fields, f"{name}: {key} is not a setting"
+                assert key[len(prefix) :].lower() in fields, f"{name}: {key} is not a setting"
     assert seen
     # no LOREG_* variable hides in commands or compose-level interpolation either
     text = (ROOT / "docker-compose.yml").read_text()
     for match in re.findall(r"\bLOREG_[A-Z0-9_]+", text):
-        assert match[len(prefix):].lower() in fields, match
+        assert match[len(prefix) :].lower() in fields, match
 
 
 @pytest.mark.parametrize("service", ["api", "worker"])
@@ -219,9 +219,12 @@ def test_worker_health_check_probes_its_health_endpoint(services: dict[str, Any]
     match = re.search(r"http://127\.0\.0\.1:(\d+)/healthz", check)
     assert match, check
     env = env_of(worker)
-    settings = Settings.model_validate({"worker_health_port": env["LOREG_WORKER_HEALTH_PORT"],
-                                        "worker_health_host": env.get(
-                                            "LOREG_WORKER_HEALTH_HOST", "127.0.0.1")})
+    settings = Settings.model_validate(
+        {
+            "worker_health_port": env["LOREG_WORKER_HEALTH_PORT"],
+            "worker_health_host": env.get("LOREG_WORKER_HEALTH_HOST", "127.0.0.1"),
+        }
+    )
     assert settings.worker_health_port == int(match.group(1))
     assert settings.worker_health_host in ("127.0.0.1", "0.0.0.0")
 

@@ -20,11 +20,19 @@ def test_service_defaults_match_the_settings(tmp_path: Path) -> None:
 
 
 def test_housekeeping_from_settings(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, gc_interval_hours=2, gc_grace_hours=3,
-                        gc_deleted_version_retention_hours=4, webhook_max_attempts=5,
-                        webhook_backoff_max_seconds=60)
+    settings = Settings(
+        home=tmp_path,
+        gc_interval_hours=2,
+        gc_grace_hours=3,
+        gc_deleted_version_retention_hours=4,
+        webhook_max_attempts=5,
+        webhook_backoff_max_seconds=60,
+    )
     store = open_store_url(f"file://{tmp_path / 'blobs'}")
     hk = Housekeeping.from_settings(settings, None, store, "w", "cpu")  # type: ignore[arg-type]
     assert (hk.gc_interval, hk.gc_grace, hk.gc_retention) == (
-        timedelta(hours=2), timedelta(hours=3), timedelta(hours=4))
+        timedelta(hours=2),
+        timedelta(hours=3),
+        timedelta(hours=4),
+    )
     assert (hk.webhook_max_attempts, hk.webhook_backoff_max) == (5, 60.0)

@@ -48,8 +48,15 @@ def test_json_messages_are_merged() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
-    record = logging.LogRecord("loreg.worker", logging.INFO, __file__, 1,
-                               json.dumps({"event": "job.start", "job_id": "j1"}), None, None)
+    record = logging.LogRecord(
+        "loreg.worker",
+        logging.INFO,
+        __file__,
+        1,
+        json.dumps({"event": "job.start", "job_id": "j1"}),
+        None,
+        None,
+    )
     handler.emit(record)
     doc = json.loads(stream.getvalue())
     assert doc["event"] == "job.start" and doc["job_id"] == "j1" and "message" not in doc

@@ -19,25 +19,48 @@ from loreg.refs import (
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
-@pytest.mark.parametrize("ref,kind,value", [
-    ("acme/bot", "tag", "latest"),
-    ("acme/bot:prod", "tag", "prod"),
-    ("acme/bot@7", "number", "7"),
-    (f"acme/bot@{DIGEST}", "digest", DIGEST),
-    ("a.b_c-d/x1", "tag", "latest"),
-])
+@pytest.mark.parametrize(
+    "ref,kind,value",
+    [
+        ("acme/bot", "tag", "latest"),
+        ("acme/bot:prod", "tag", "prod"),
+        ("acme/bot@7", "number", "7"),
+        (f"acme/bot@{DIGEST}", "digest", DIGEST),
+        ("a.b_c-d/x1", "tag", "latest"),
+    ],
+)
 def test_parse_ref(ref: str, kind: str, value: str) -> None:
     parsed = parse_ref(ref)
     assert (parsed.kind, parsed.value) == (kind, value)
     assert str(parsed.adapter) == ref.split(":")[0].split("@")[0]
 
 
-@pytest.mark.parametrize("ref", [
-    "", "acme", "acme/", "/bot", "acme/bot/x", "Acme/bot", "acme/Bot", "acme/a..b",
-    "../bot", "acme/..", "acme/bot@0", "acme/bot@-1", "acme/bot@x", "acme/bot@sha256:abc",
-    "acme/bot:", "acme/bot:UP", "acme/bot@" + "9" * 20, "acme/" + "x" * 97, "acme/bot\x00",
-    "acme/.bot", "acme/bot:a@1x",
-])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "",
+        "acme",
+        "acme/",
+        "/bot",
+        "acme/bot/x",
+        "Acme/bot",
+        "acme/Bot",
+        "acme/a..b",
+        "../bot",
+        "acme/..",
+        "acme/bot@0",
+        "acme/bot@-1",
+        "acme/bot@x",
+        "acme/bot@sha256:abc",
+        "acme/bot:",
+        "acme/bot:UP",
+        "acme/bot@" + "9" * 20,
+        "acme/" + "x" * 97,
+        "acme/bot\x00",
+        "acme/.bot",
+        "acme/bot:a@1x",
+    ],
+)
 def test_bad_refs(ref: str) -> None:
     with pytest.raises(InvalidInput):
         parse_ref(ref)
@@ -69,7 +92,8 @@ def test_digest_is_canonical() -> None:
     one = [FileEntry("b.json", B, 2), FileEntry("a.safetensors", A, 10)]
     assert manifest_digest(one) == manifest_digest(list(reversed(one)))
     expected = hashlib.sha256(
-        f'[["a.safetensors","{A}",10],["b.json","{B}",2]]'.encode()).hexdigest()
+        f'[["a.safetensors","{A}",10],["b.json","{B}",2]]'.encode()
+    ).hexdigest()
     assert manifest_digest(one) == "sha256:" + expected
     assert manifest_digest(one) != manifest_digest([FileEntry("b.json", B, 3), one[1]])
     assert manifest_digest(one) != manifest_digest([FileEntry("c.json", B, 2), one[1]])

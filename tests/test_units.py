@@ -46,8 +46,9 @@ def test_parse_size(text: str, n: int) -> None:
     assert parse_size(text) == n
 
 
-@pytest.mark.parametrize("text", ["", "GB", "five", "5XB", "0", "-5MB", "0.0001B", "inf", "1e999GB",
-                                  "nan"])
+@pytest.mark.parametrize(
+    "text", ["", "GB", "five", "5XB", "0", "-5MB", "0.0001B", "inf", "1e999GB", "nan"]
+)
 def test_parse_size_refuses_what_is_not_a_positive_size(text: str) -> None:
     with pytest.raises(ValueError):
         parse_size(text)

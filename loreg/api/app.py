@@ -102,8 +102,12 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error in %s %s (request id %s)",
-                          scope.get("method"), scope.get("path"), request_id)
+            log.exception(
+                "unhandled error in %s %s (request id %s)",
+                scope.get("method"),
+                scope.get("path"),
+                request_id,
+            )
             if started:
                 raise
             await internal_error_response(request_id)(scope, receive, send_with_id)
@@ -200,8 +204,11 @@ def remove_upload_leftovers(store: BlobStore) -> None:
         log.warning("could not remove leftover upload temp files: %s", exc)
         return
     if removed:
-        log.warning("removed %d upload temp file(s) left by an interrupted process (%d bytes)",
-                    len(removed), sum(t["size"] for t in removed))
+        log.warning(
+            "removed %d upload temp file(s) left by an interrupted process (%d bytes)",
+            len(removed),
+            sum(t["size"] for t in removed),
+        )
 
 
 def _version() -> str:

@@ -44,8 +44,9 @@ def ensure_admin(
             return None
     _user, token = created
     write_credentials(credentials_path(settings), url or settings.url, token)
-    log.warning("created the first admin user 'admin'; its token is in %s",
-                credentials_path(settings))
+    log.warning(
+        "created the first admin user 'admin'; its token is in %s", credentials_path(settings)
+    )
     return token
 
 

@@ -36,8 +36,11 @@ from loreg.storage import BlobStore
 log = logging.getLogger("loreg.api")
 
 #: Documents the scheme in OpenAPI; the header itself is parsed in ``get_optional_user``.
-bearer_scheme = HTTPBearer(auto_error=False, bearerFormat="lrg_...",
-                           description="An API token: `Authorization: Bearer lrg_...`")
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    bearerFormat="lrg_...",
+    description="An API token: `Authorization: Bearer lrg_...`",
+)
 
 
 async def get_settings(request: Request) -> Settings:
@@ -141,8 +144,11 @@ def note_use(request: Request, principal: Principal) -> None:
     """Note a use of the principal's token, to be written off the request path."""
     now = datetime.now(UTC)
     uses: TokenUses | None = getattr(request.app.state, "token_uses", None)
-    if uses is not None and principal.token_id is not None and accounts.last_use_due(
-            principal, now):
+    if (
+        uses is not None
+        and principal.token_id is not None
+        and accounts.last_use_due(principal, now)
+    ):
         uses.note(principal.token_id, now)
 
 

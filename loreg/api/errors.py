@@ -84,14 +84,16 @@ RETRY_AFTER_SECONDS = 5
 
 
 def error_response(
-    status: int, code: str, message: str, details: Any = None,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     out = dict(headers) if headers else {}
     if status == 503 and not any(k.lower() == "retry-after" for k in out):
         out["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return JSONResponse(error_body(code, message, details), status_code=status,
-                        headers=out or None)
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=out or None)
 
 
 def request_id_of(request: Request) -> str | None:
@@ -113,11 +115,13 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     """Where and why, without echoing the (possibly huge or binary) input back."""
     out = []
     for err in exc.errors():
-        out.append({
-            "loc": [str(p) for p in err.get("loc", ())],
-            "msg": str(err.get("msg", "")),
-            "type": str(err.get("type", "")),
-        })
+        out.append(
+            {
+                "loc": [str(p) for p in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
     return out
 
 
@@ -155,8 +159,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     """A uniqueness race that a service's own check could not see: the loser gets a 409."""
-    log.warning("integrity error (request id %s): %s", request_id_of(request),
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    log.warning(
+        "integrity error (request id %s): %s",
+        request_id_of(request),
+        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+    )
     return error_response(409, Conflict.code, "the request conflicts with a concurrent change")
 
 
@@ -166,12 +173,18 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, DataError):
         # a value the database cannot store (NUL in text, a number out of range): the
         # schemas should have refused it; this keeps it a 400 where one slipped through
-        log.warning("database refused a value (request id %s): %s", request_id_of(request),
-                    type(exc.orig).__name__)
+        log.warning(
+            "database refused a value (request id %s): %s",
+            request_id_of(request),
+            type(exc.orig).__name__,
+        )
         return error_response(400, InvalidInput.code, "a value in the request cannot be stored")
     if exc.connection_invalidated or isinstance(exc, OperationalError):
-        log.warning("database unavailable (request id %s): %s", request_id_of(request),
-                    type(exc.orig).__name__)
+        log.warning(
+            "database unavailable (request id %s): %s",
+            request_id_of(request),
+            type(exc.orig).__name__,
+        )
         return error_response(503, Unavailable.code, "the database is unavailable")
     raise exc
 
@@ -184,8 +197,12 @@ async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
 
 def internal_error_response(request_id: str | None) -> JSONResponse:
     """The generic 500: says which request failed so an operator can find the logged trace."""
-    return error_response(500, "internal_error", "internal server error",
-                          {"request_id": request_id} if request_id else None)
+    return error_response(
+        500,
+        "internal_error",
+        "internal server error",
+        {"request_id": request_id} if request_id else None,
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -35,79 +35,178 @@ PUSH_REQUEST: dict[str, Any] = {
 }
 
 PUSH_RESPONSE: dict[str, Any] = {
-    "namespace": "acme", "name": "support-bot", "ref": "acme/support-bot@3", "number": 3,
-    "digest": _VERSION, "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 16,
-    "lora_alpha": 32.0, "use_rslora": False, "use_dora": False, "rank_pattern": {},
-    "alpha_pattern": {}, "target_modules": _TARGETS, "modules_to_save": None,
-    "fan_in_fan_out": False, "dtype": "BF16", "num_parameters": 13631488,
-    "size_bytes": 27262976, "total_size": 27269247,
-    "adapter_config": {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 16,
-                       "lora_alpha": 32, "target_modules": _TARGETS,
-                       "base_model_name_or_path": _BASE},
-    "base": _BASE, "base_model": {"name": _BASE, "fingerprint": _BASE_FP},
+    "namespace": "acme",
+    "name": "support-bot",
+    "ref": "acme/support-bot@3",
+    "number": 3,
+    "digest": _VERSION,
+    "peft_type": "LORA",
+    "task_type": "CAUSAL_LM",
+    "r": 16,
+    "lora_alpha": 32.0,
+    "use_rslora": False,
+    "use_dora": False,
+    "rank_pattern": {},
+    "alpha_pattern": {},
+    "target_modules": _TARGETS,
+    "modules_to_save": None,
+    "fan_in_fan_out": False,
+    "dtype": "BF16",
+    "num_parameters": 13631488,
+    "size_bytes": 27262976,
+    "total_size": 27269247,
+    "adapter_config": {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": 16,
+        "lora_alpha": 32,
+        "target_modules": _TARGETS,
+        "base_model_name_or_path": _BASE,
+    },
+    "base": _BASE,
+    "base_model": {"name": _BASE, "fingerprint": _BASE_FP},
     "base_model_name_or_path": _BASE,
     "labels": {"dataset": "tickets-v3", "run": "4711", "eval_accuracy": 0.91},
     "description": "Support-ticket assistant, rank 16 on the attention projections",
-    "owner": "acme", "created_by": "ci-bot", "created_at": _WHEN,
-    "validation_state": "pending", "validation_report": None,
-    "compatibility": {"compatible": True, "match": "exact", "modules_checked": 128,
-                      "saved_modules_checked": 0, "base_fingerprint": _BASE_FP,
-                      "problems": [], "warnings": [], "notes": []},
-    "tags": ["latest", "prod"], "files": FILES, "lineage": [], "deleted_at": None,
-    "delete_reason": None, "created": True, "job_id": "910004bdd7844a5baf2fe84759b6e60d",
+    "owner": "acme",
+    "created_by": "ci-bot",
+    "created_at": _WHEN,
+    "validation_state": "pending",
+    "validation_report": None,
+    "compatibility": {
+        "compatible": True,
+        "match": "exact",
+        "modules_checked": 128,
+        "saved_modules_checked": 0,
+        "base_fingerprint": _BASE_FP,
+        "problems": [],
+        "warnings": [],
+        "notes": [],
+    },
+    "tags": ["latest", "prod"],
+    "files": FILES,
+    "lineage": [],
+    "deleted_at": None,
+    "delete_reason": None,
+    "created": True,
+    "job_id": "910004bdd7844a5baf2fe84759b6e60d",
 }
 
-INCOMPATIBLE_RESPONSE: dict[str, Any] = {"error": {
-    "code": "incompatible",
-    "message": f"adapter is incompatible with base model '{_BASE}':\n  error[shape_mismatch] "
-               "model.layers.0.self_attn.k_proj: lora_A is [16, 4096], expected [16, 3072]",
-    "details": {"compatible": False, "modules_checked": 128, "problems": [{
-        "severity": "error", "code": "shape_mismatch",
-        "module": "model.layers.0.self_attn.k_proj", "tensor": "lora_A",
-        "expected": [16, 3072], "found": [16, 4096], "message": "lora_A is [16, 4096], "
-        "expected [16, 3072]", "details": None}], "warnings": []},
-}}
+INCOMPATIBLE_RESPONSE: dict[str, Any] = {
+    "error": {
+        "code": "incompatible",
+        "message": f"adapter is incompatible with base model '{_BASE}':\n  error[shape_mismatch] "
+        "model.layers.0.self_attn.k_proj: lora_A is [16, 4096], expected [16, 3072]",
+        "details": {
+            "compatible": False,
+            "modules_checked": 128,
+            "problems": [
+                {
+                    "severity": "error",
+                    "code": "shape_mismatch",
+                    "module": "model.layers.0.self_attn.k_proj",
+                    "tensor": "lora_A",
+                    "expected": [16, 3072],
+                    "found": [16, 4096],
+                    "message": "lora_A is [16, 4096], expected [16, 3072]",
+                    "details": None,
+                }
+            ],
+            "warnings": [],
+        },
+    }
+}
 
 MERGE_JOB_REQUEST: dict[str, Any] = {
     "type": "merge",
-    "params": {"base": _BASE, "adapters": [{"ref": "acme/support-bot:prod", "weight": 1.0}],
-               "method": "linear", "dtype": "bfloat16"},
+    "params": {
+        "base": _BASE,
+        "adapters": [{"ref": "acme/support-bot:prod", "weight": 1.0}],
+        "method": "linear",
+        "dtype": "bfloat16",
+    },
 }
 COMBINE_JOB_REQUEST: dict[str, Any] = {
     "type": "combine",
-    "params": {"adapters": [{"ref": "acme/support-bot@3", "weight": 0.7},
-                            {"ref": "acme/billing-bot@1", "weight": 0.3}],
-               "method": "ties", "density": 0.5, "target": "acme/support-billing:v1"},
+    "params": {
+        "adapters": [
+            {"ref": "acme/support-bot@3", "weight": 0.7},
+            {"ref": "acme/billing-bot@1", "weight": 0.3},
+        ],
+        "method": "ties",
+        "density": 0.5,
+        "target": "acme/support-billing:v1",
+    },
 }
-VALIDATE_JOB_REQUEST: dict[str, Any] = {"type": "validate",
-                                        "params": {"adapter": "acme/support-bot@3"}}
+VALIDATE_JOB_REQUEST: dict[str, Any] = {
+    "type": "validate",
+    "params": {"adapter": "acme/support-bot@3"},
+}
 
 JOB_RESPONSE: dict[str, Any] = {
-    "id": "0f4fb56a04e64cb087a338feddb0610f", "type": "merge", "status": "queued",
+    "id": "0f4fb56a04e64cb087a338feddb0610f",
+    "type": "merge",
+    "status": "queued",
     "priority": 0,
-    "params": {"base": {"name": _BASE, "fingerprint": _BASE_FP},
-               "adapters": [{"ref": "acme/support-bot:prod", "weight": 1.0}],
-               "inputs": [{"ref": "acme/support-bot:prod", "resolved": "acme/support-bot@3",
-                           "digest": _VERSION, "weight": 1.0}],
-               "method": "linear", "dtype": "bfloat16", "max_shard_bytes": 5000000000},
-    "submitted_by": "ci-bot", "created_at": _WHEN, "started_at": None, "finished_at": None,
-    "updated_at": _WHEN, "attempts": 0, "max_attempts": 3, "worker": None,
-    "lease_expires_at": None, "progress": 0.0, "progress_message": "queued", "result": None,
-    "error": None, "cancel_requested": False, "outputs_expire_at": None,
-    "duration_seconds": None, "deduplicated": False,
+    "params": {
+        "base": {"name": _BASE, "fingerprint": _BASE_FP},
+        "adapters": [{"ref": "acme/support-bot:prod", "weight": 1.0}],
+        "inputs": [
+            {
+                "ref": "acme/support-bot:prod",
+                "resolved": "acme/support-bot@3",
+                "digest": _VERSION,
+                "weight": 1.0,
+            }
+        ],
+        "method": "linear",
+        "dtype": "bfloat16",
+        "max_shard_bytes": 5000000000,
+    },
+    "submitted_by": "ci-bot",
+    "created_at": _WHEN,
+    "started_at": None,
+    "finished_at": None,
+    "updated_at": _WHEN,
+    "attempts": 0,
+    "max_attempts": 3,
+    "worker": None,
+    "lease_expires_at": None,
+    "progress": 0.0,
+    "progress_message": "queued",
+    "result": None,
+    "error": None,
+    "cancel_requested": False,
+    "outputs_expire_at": None,
+    "duration_seconds": None,
+    "deduplicated": False,
 }
 
 SEARCH_RESPONSE: dict[str, Any] = {
-    "adapters": [{
-        "namespace": "acme", "name": "support-bot", "public": False, "visibility": "private",
-        "description": "Support-ticket assistant, rank 16 on the attention projections",
-        "created_at": "2026-02-11T16:40:00Z", "updated_at": _WHEN, "created_by": "ci-bot",
-        "versions_count": 3,
-        "latest": {"number": 3, "digest": _VERSION, "r": 16, "base": _BASE,
-                   "target_modules": _TARGETS, "validation_state": "valid",
-                   "created_at": _WHEN},
-        "base": _BASE, "tags": {"latest": 3, "prod": 3, "canary": 2},
-    }],
+    "adapters": [
+        {
+            "namespace": "acme",
+            "name": "support-bot",
+            "public": False,
+            "visibility": "private",
+            "description": "Support-ticket assistant, rank 16 on the attention projections",
+            "created_at": "2026-02-11T16:40:00Z",
+            "updated_at": _WHEN,
+            "created_by": "ci-bot",
+            "versions_count": 3,
+            "latest": {
+                "number": 3,
+                "digest": _VERSION,
+                "r": 16,
+                "base": _BASE,
+                "target_modules": _TARGETS,
+                "validation_state": "valid",
+                "created_at": _WHEN,
+            },
+            "base": _BASE,
+            "tags": {"latest": 3, "prod": 3, "canary": 2},
+        }
+    ],
     "next_cursor": "eyJpZCI6MTIsImsiOiJhZGFwdGVycyJ9",
 }
 
@@ -121,20 +220,22 @@ def _named(summary: str, value: Any) -> dict[str, Any]:
 #: would make these disagree with their own schemas).
 OPERATION_EXAMPLES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "check_uploads": {
-        "request": {"push": _named("The digests of an adapter's three files",
-                                   UPLOAD_CHECK_REQUEST)},
-        "200": {"one missing": _named("Only the weights need uploading",
-                                      UPLOAD_CHECK_RESPONSE)},
+        "request": {
+            "push": _named("The digests of an adapter's three files", UPLOAD_CHECK_REQUEST)
+        },
+        "200": {"one missing": _named("Only the weights need uploading", UPLOAD_CHECK_RESPONSE)},
     },
     "push_version": {
         "request": {
             "push": _named("Three files, a tag and labels", PUSH_REQUEST),
-            "minimal": _named("Only the files (base from base_model_name_or_path)",
-                              {"files": FILES[1:]}),
+            "minimal": _named(
+                "Only the files (base from base_model_name_or_path)", {"files": FILES[1:]}
+            ),
         },
         "201": {"created": _named("A new version", PUSH_RESPONSE)},
-        "422": {"incompatible": _named("A shape that does not fit the base",
-                                       INCOMPATIBLE_RESPONSE)},
+        "422": {
+            "incompatible": _named("A shape that does not fit the base", INCOMPATIBLE_RESPONSE)
+        },
     },
     "submit_job": {
         "request": {
@@ -145,8 +246,13 @@ OPERATION_EXAMPLES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "201": {"queued": _named("A merge job, queued", JOB_RESPONSE)},
     },
     "search_adapters": {
-        "200": {"search": _named("GET /api/v1/adapters?base=meta-llama/Llama-3.1-8B"
-                                 "&target=q_proj&label=dataset=tickets-v3", SEARCH_RESPONSE)},
+        "200": {
+            "search": _named(
+                "GET /api/v1/adapters?base=meta-llama/Llama-3.1-8B"
+                "&target=q_proj&label=dataset=tickets-v3",
+                SEARCH_RESPONSE,
+            )
+        },
     },
 }
 
@@ -156,8 +262,11 @@ def add_examples(schema: dict[str, Any]) -> None:
     for item in schema.get("paths", {}).values():
         for op in item.values():
             for where, named in OPERATION_EXAMPLES.get(op.get("operationId"), {}).items():
-                holder = (op.get("requestBody") if where == "request"
-                          else op.get("responses", {}).get(where))
+                holder = (
+                    op.get("requestBody")
+                    if where == "request"
+                    else op.get("responses", {}).get(where)
+                )
                 if holder is None:
                     raise KeyError(f"{op['operationId']} has no {where} to give examples")
                 media = holder.setdefault("content", {}).setdefault("application/json", {})

@@ -107,8 +107,13 @@ def _query(scope: Scope, allowed: dict[str, bool]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if raw:
         try:
-            pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True,
-                              strict_parsing=True, encoding="utf-8", errors="strict")
+            pairs = parse_qsl(
+                raw.decode("latin-1"),
+                keep_blank_values=True,
+                strict_parsing=True,
+                encoding="utf-8",
+                errors="strict",
+            )
         except (ValueError, UnicodeDecodeError):
             raise NotHere from None
         for key, value in pairs:
@@ -132,7 +137,7 @@ def _plan(scope: Scope) -> tuple[str, Work, bool]:
     path: str = scope["path"]
     root = scope.get("root_path", "")
     if root and path.startswith(root):
-        path = path[len(root):]
+        path = path[len(root) :]
     if path == f"{API}/resolve":
         params = _query(scope, {"ref": False})
         ref = _text(_one(params, "ref") or "", 400, 1)
@@ -144,8 +149,13 @@ def _plan(scope: Scope) -> tuple[str, Work, bool]:
         ns, name, ref = m.groups()
         params = _query(scope, {"include_deleted": False})
         deleted = _flag(_one(params, "include_deleted") or "false")
-        return "show_version", lambda s, a: version_view_out(reads.show_version(
-            s, a, ns, name, ref, include_deleted=deleted)), True
+        return (
+            "show_version",
+            lambda s, a: version_view_out(
+                reads.show_version(s, a, ns, name, ref, include_deleted=deleted)
+            ),
+            True,
+        )
     m = _VERSIONS.fullmatch(path)
     if m:
         ns, name = m.groups()
@@ -157,39 +167,65 @@ def _plan(scope: Scope) -> tuple[str, Work, bool]:
         deleted = _flag(_one(params, "include_deleted") or "false")
 
         def versions(s: Any, a: Any) -> BaseModel:
-            page = reads.list_versions(s, a, ns, name, cursor=cursor, limit=limit,
-                                       include_deleted=deleted)
-            return VersionList(versions=[version_view_out(v) for v in page.items],
-                               next_cursor=page.next_cursor)
+            page = reads.list_versions(
+                s, a, ns, name, cursor=cursor, limit=limit, include_deleted=deleted
+            )
+            return VersionList(
+                versions=[version_view_out(v) for v in page.items], next_cursor=page.next_cursor
+            )
 
         return "list_versions", versions, False
     raise NotHere
 
 
 def _search_work(scope: Scope) -> Work:
-    params = _query(scope, {"namespace": False, "base": False, "target": False,
-                            "rank_min": False, "rank_max": False, "label": True,
-                            "text": False, "cursor": False, "limit": False})
+    params = _query(
+        scope,
+        {
+            "namespace": False,
+            "base": False,
+            "target": False,
+            "rank_min": False,
+            "rank_max": False,
+            "label": True,
+            "text": False,
+            "cursor": False,
+            "limit": False,
+        },
+    )
     strings = {}
-    for key, max_length in (("namespace", 96), ("base", 256), ("target", 512), ("text", 256),
-                            ("cursor", 1000)):
+    for key, max_length in (
+        ("namespace", 96),
+        ("base", 256),
+        ("target", 512),
+        ("text", 256),
+        ("cursor", 1000),
+    ):
         value = _one(params, key)
         strings[key] = None if value is None else _text(value, max_length)
-    ranks = {key: None if (v := _one(params, key)) is None else _int(v, 0, _INT_MAX)
-             for key in ("rank_min", "rank_max")}
+    ranks = {
+        key: None if (v := _one(params, key)) is None else _int(v, 0, _INT_MAX)
+        for key in ("rank_min", "rank_max")
+    }
     labels = params.get("label", [])
     if len(labels) > 64:
         raise NotHere
     limit = _int(_one(params, "limit") or "50", 1, MAX_LIMIT)
     filters = adapter_svc.SearchFilters(
-        namespace=strings["namespace"], base=strings["base"], target=strings["target"],
-        rank_min=ranks["rank_min"], rank_max=ranks["rank_max"], labels=labels,
-        text=strings["text"])
+        namespace=strings["namespace"],
+        base=strings["base"],
+        target=strings["target"],
+        rank_min=ranks["rank_min"],
+        rank_max=ranks["rank_max"],
+        labels=labels,
+        text=strings["text"],
+    )
 
     def search(s: Any, a: Any) -> BaseModel:
         page = adapter_svc.search_views(s, a, filters, cursor=strings["cursor"], limit=limit)
         return AdapterList(
-            adapters=[adapter_view_out(v) for v in page.items], next_cursor=page.next_cursor)
+            adapters=[adapter_view_out(v) for v in page.items], next_cursor=page.next_cursor
+        )
 
     return search
 
@@ -235,8 +271,9 @@ class ReadFastPath:
         over than to compute it (and threads would only take turns at the interpreter)."""
         if self.api.state.engine.dialect.name == "sqlite":
             return self._answer(request, work)
-        return await anyio.to_thread.run_sync(self._answer, request, work,
-                                              limiter=self._reads_limiter())
+        return await anyio.to_thread.run_sync(
+            self._answer, request, work, limiter=self._reads_limiter()
+        )
 
     def _route(self, name: str) -> APIRoute | None:
         """The framework's route of that name (metrics label requests by its template)."""
@@ -272,12 +309,15 @@ class ReadFastPath:
         status = 200
         if is_version:
             tag = etag_of(body)
-            headers = {"ETag": tag, "Cache-Control": VERSION_CACHE_CONTROL,
-                       "Vary": "Authorization"}
+            headers = {"ETag": tag, "Cache-Control": VERSION_CACHE_CONTROL, "Vary": "Authorization"}
             if tag in if_none_match(scope) or "*" in if_none_match(scope):
                 status, body = 304, b""
-        response = Response(body, status_code=status, headers=headers,
-                            media_type=None if status == 304 else "application/json")
+        response = Response(
+            body,
+            status_code=status,
+            headers=headers,
+            media_type=None if status == 304 else "application/json",
+        )
         await response(scope, receive, send)
 
     def _answer(self, request: Request, work: Work) -> bytes:

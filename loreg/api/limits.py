@@ -44,12 +44,16 @@ LARGE_BODY_ROUTES: list[BodyRule] = [
     BodyRule("PUT", re.compile(r"/api/v1/blobs/[^/]+"), lambda s: s.max_blob_bytes),
     BodyRule("POST", re.compile(r"/api/v1/bases/?"), lambda s: s.max_base_manifest_bytes),
     # The Hugging Face Hub protocol: NDJSON commits, and LFS uploads to signed URLs.
-    BodyRule("POST", re.compile(r"/api/models/[^/]+/[^/]+/commit/.+"),
-             lambda s: s.hub_max_commit_bytes),
-    BodyRule("PUT", re.compile(r"/api/lfs/objects/[^/]+"), lambda s: s.max_blob_bytes,
-             signed=True),
-    BodyRule("PUT", re.compile(r"/api/lfs/objects/[^/]+/parts/\d+"),
-             lambda s: s.max_blob_bytes, signed=True),
+    BodyRule(
+        "POST", re.compile(r"/api/models/[^/]+/[^/]+/commit/.+"), lambda s: s.hub_max_commit_bytes
+    ),
+    BodyRule("PUT", re.compile(r"/api/lfs/objects/[^/]+"), lambda s: s.max_blob_bytes, signed=True),
+    BodyRule(
+        "PUT",
+        re.compile(r"/api/lfs/objects/[^/]+/parts/\d+"),
+        lambda s: s.max_blob_bytes,
+        signed=True,
+    ),
 ]
 
 
@@ -65,8 +69,9 @@ def _header(scope: Scope, name: bytes) -> list[bytes]:
 class BodyLimitMiddleware:
     """Refuses request bodies over their route's limit (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, *, settings: Settings,
-                 rules: list[BodyRule] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, settings: Settings, rules: list[BodyRule] | None = None
+    ) -> None:
         self.app = app
         self.settings = settings
         self.rules = LARGE_BODY_ROUTES if rules is None else rules
@@ -78,10 +83,13 @@ class BodyLimitMiddleware:
             method, path = scope.get("method", ""), scope.get("path", "")
             root = scope.get("root_path", "")
             if root and path.startswith(root):  # served under a prefix (behind a proxy)
-                path = path[len(root):]
+                path = path[len(root) :]
             for rule in self.rules:
-                if (rule.method == method and rule.pattern.fullmatch(path)
-                        and (token or (signed and rule.signed))):
+                if (
+                    rule.method == method
+                    and rule.pattern.fullmatch(path)
+                    and (token or (signed and rule.signed))
+                ):
                     return rule.limit(self.settings)
         return self.settings.max_json_bytes
 
@@ -137,13 +145,16 @@ def _too_large(limit: int, length: int | None) -> TooLarge:
     details: dict[str, int] = {"limit": limit}
     if length is not None:
         details["content_length"] = length
-    return TooLarge(f"request body is larger than the limit of {limit} bytes for this request",
-                    details=details)
+    return TooLarge(
+        f"request body is larger than the limit of {limit} bytes for this request", details=details
+    )
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send,
-                  error: TooLarge | InvalidInput) -> None:
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, error: TooLarge | InvalidInput
+) -> None:
     status = 413 if isinstance(error, TooLarge) else 400
-    response = error_response(status, error.code, error.message, error.details,
-                              headers={"Connection": "close"})
+    response = error_response(
+        status, error.code, error.message, error.details, headers={"Connection": "close"}
+    )
     await response(scope, receive, send)

@@ -52,18 +52,30 @@ class Metrics:
     def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "loreg_http_requests", "HTTP requests by method, route template and status.",
-            ["method", "route", "status"], registry=self.registry)
+            "loreg_http_requests",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "loreg_http_request_duration_seconds",
             "Time to the end of the response, by method, route template and status.",
-            ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.blob_bytes = Counter(
-            "loreg_blob_bytes", "Blob bytes through the API: in = uploads accepted, "
-            "out = downloads streamed by the API.", ["direction"], registry=self.registry)
+            "loreg_blob_bytes",
+            "Blob bytes through the API: in = uploads accepted, "
+            "out = downloads streamed by the API.",
+            ["direction"],
+            registry=self.registry,
+        )
         self.blob_redirects = Counter(
             "loreg_blob_download_redirects",
-            "Blob downloads redirected to the store (presigned URL).", registry=self.registry)
+            "Blob downloads redirected to the store (presigned URL).",
+            registry=self.registry,
+        )
         for direction in ("in", "out"):
             self.blob_bytes.labels(direction=direction)
         self.registry.register(DatabaseCollector(engine))
@@ -137,10 +149,22 @@ class MetricsMiddleware:
             elif method == "GET" and status in (302, 307):
                 m.blob_redirects.inc()
         request_id = scope.get("state", {}).get("request_id")
-        access_log.info("%s %s %s", method, scope.get("path", ""), status, extra={
-            "event": "http.request", "method": method, "route": route, "status": status,
-            "duration_ms": round(elapsed * 1000, 2), "request_id": request_id,
-            "bytes_in": state["in"], "bytes_out": state["out"]})
+        access_log.info(
+            "%s %s %s",
+            method,
+            scope.get("path", ""),
+            status,
+            extra={
+                "event": "http.request",
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "request_id": request_id,
+                "bytes_in": state["in"],
+                "bytes_out": state["out"],
+            },
+        )
 
 
 class DatabaseCollector(Collector):
@@ -153,8 +177,7 @@ class DatabaseCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("loreg_database_up",
-                               "1 if the last scrape could read the database.")
+        up = GaugeMetricFamily("loreg_database_up", "1 if the last scrape could read the database.")
         try:
             with Session(self.engine) as session:
                 metrics = list(self._collect(session))
@@ -170,10 +193,10 @@ class DatabaseCollector(Collector):
     def _collect(self, session: Session) -> Iterator[Metric]:
         now = datetime.now(UTC)
         fleet = stats.collect(session)
-        jobs = GaugeMetricFamily("loreg_jobs", "Jobs by type and status.",
-                                 labels=["type", "status"])
-        queue = GaugeMetricFamily("loreg_jobs_queue_depth", "Queued jobs by type.",
-                                  labels=["type"])
+        jobs = GaugeMetricFamily(
+            "loreg_jobs", "Jobs by type and status.", labels=["type", "status"]
+        )
+        queue = GaugeMetricFamily("loreg_jobs_queue_depth", "Queued jobs by type.", labels=["type"])
         for (job_type, status), n in sorted(fleet.jobs.items()):
             jobs.add_metric([str(job_type), str(status)], n)
         for job_type in JobType:
@@ -185,40 +208,46 @@ class DatabaseCollector(Collector):
         beats = GaugeMetricFamily(
             "loreg_worker_last_heartbeat_timestamp_seconds",
             "When each worker last reported (Unix time); alert on time() - this.",
-            labels=["worker", "hostname", "device"])
-        busy = GaugeMetricFamily("loreg_worker_busy", "1 while the worker runs a job.",
-                                 labels=["worker"])
+            labels=["worker", "hostname", "device"],
+        )
+        busy = GaugeMetricFamily(
+            "loreg_worker_busy", "1 while the worker runs a job.", labels=["worker"]
+        )
         for worker in fleet.workers:
-            beats.add_metric([worker.worker_id, worker.hostname, worker.device],
-                             worker.last_seen)
+            beats.add_metric([worker.worker_id, worker.hostname, worker.device], worker.last_seen)
             busy.add_metric([worker.worker_id], 1 if worker.busy else 0)
         leases = GaugeMetricFamily(
             "loreg_job_lease_renewed_timestamp_seconds",
-            "Last lease renewal of each running job's worker (Unix time).", labels=["worker"])
+            "Last lease renewal of each running job's worker (Unix time).",
+            labels=["worker"],
+        )
         for owner, renewed in fleet.lease_renewals.items():
             leases.add_metric([owner], renewed)
         yield beats
         yield busy
         yield leases
 
-        deliveries = GaugeMetricFamily("loreg_webhook_deliveries",
-                                       "Webhook deliveries by status.", labels=["status"])
+        deliveries = GaugeMetricFamily(
+            "loreg_webhook_deliveries", "Webhook deliveries by status.", labels=["status"]
+        )
         for status, n in fleet.deliveries.items():
             deliveries.add_metric([status], n)
         yield deliveries
 
-        yield GaugeMetricFamily("loreg_blobs", "Blobs recorded in the database.",
-                                value=fleet.blobs)
-        yield GaugeMetricFamily("loreg_blob_stored_bytes", "Bytes of the recorded blobs.",
-                                value=fleet.blob_bytes)
-        yield GaugeMetricFamily("loreg_scrape_timestamp_seconds", "When this was computed.",
-                                value=now.timestamp())
+        yield GaugeMetricFamily("loreg_blobs", "Blobs recorded in the database.", value=fleet.blobs)
+        yield GaugeMetricFamily(
+            "loreg_blob_stored_bytes", "Bytes of the recorded blobs.", value=fleet.blob_bytes
+        )
+        yield GaugeMetricFamily(
+            "loreg_scrape_timestamp_seconds", "When this was computed.", value=now.timestamp()
+        )
 
     def _durations(self, fleet: stats.RegistryStats) -> Metric:
         hist = HistogramMetricFamily(
             "loreg_job_duration_seconds",
             "Run time (start of the last attempt to finish) of finished jobs.",
-            labels=["type", "status"])
+            labels=["type", "status"],
+        )
         for (job_type, status), values in sorted(fleet.job_durations.items()):
             buckets: list[tuple[str, float]] = []
             for bound in JOB_DURATION_BUCKETS:

@@ -42,25 +42,48 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
 }
 
 TAGS: list[dict[str, str]] = [
-    {"name": "accounts", "description": "Users, organisations and their members, API tokens, "
-     "and `whoami`. Tokens are sent as `Authorization: Bearer lrg_...`; scopes are read, "
-     "write and admin."},
-    {"name": "blobs", "description": "Content-addressed file storage. A push asks "
-     "`POST /uploads` which digests are missing, then `PUT /blobs/sha256:<hex>` streams "
-     "each one (verified against its digest). Downloads may answer 307 to the store."},
-    {"name": "versions", "description": "Push a version from uploaded blobs, list, show, "
-     "delete and restore versions, and resolve any reference (`ns/name`, `:tag`, `@N`, "
-     "`@sha256:<hex>`)."},
-    {"name": "adapters", "description": "Search adapters; show one; change its visibility "
-     "or description."},
-    {"name": "tags", "description": "Movable names for versions. `latest` follows the "
-     "newest version unless set by hand; protected tags need a namespace admin."},
-    {"name": "bases", "description": "Base models: a manifest (tensor names, dtypes, "
-     "shapes) and a fingerprint; optionally their files, so workers can merge into them."},
-    {"name": "jobs", "description": "Work done by the workers: validate, merge, export, "
-     "combine. Submit, poll, cancel, then download the outputs from `/blobs`."},
-    {"name": "webhooks", "description": "Signed HTTP POSTs to your URL when versions, tags "
-     "or jobs change (namespace admins)."},
+    {
+        "name": "accounts",
+        "description": "Users, organisations and their members, API tokens, "
+        "and `whoami`. Tokens are sent as `Authorization: Bearer lrg_...`; scopes are read, "
+        "write and admin.",
+    },
+    {
+        "name": "blobs",
+        "description": "Content-addressed file storage. A push asks "
+        "`POST /uploads` which digests are missing, then `PUT /blobs/sha256:<hex>` streams "
+        "each one (verified against its digest). Downloads may answer 307 to the store.",
+    },
+    {
+        "name": "versions",
+        "description": "Push a version from uploaded blobs, list, show, "
+        "delete and restore versions, and resolve any reference (`ns/name`, `:tag`, `@N`, "
+        "`@sha256:<hex>`).",
+    },
+    {
+        "name": "adapters",
+        "description": "Search adapters; show one; change its visibility or description.",
+    },
+    {
+        "name": "tags",
+        "description": "Movable names for versions. `latest` follows the "
+        "newest version unless set by hand; protected tags need a namespace admin.",
+    },
+    {
+        "name": "bases",
+        "description": "Base models: a manifest (tensor names, dtypes, "
+        "shapes) and a fingerprint; optionally their files, so workers can merge into them.",
+    },
+    {
+        "name": "jobs",
+        "description": "Work done by the workers: validate, merge, export, "
+        "combine. Submit, poll, cancel, then download the outputs from `/blobs`.",
+    },
+    {
+        "name": "webhooks",
+        "description": "Signed HTTP POSTs to your URL when versions, tags "
+        "or jobs change (namespace admins).",
+    },
     {"name": "audit", "description": "Who changed what, when (site administrators)."},
     {"name": "health", "description": "Liveness and readiness probes."},
 ]
@@ -78,9 +101,13 @@ def operation_id(route: APIRoute) -> str:
 def _walk(dependant: Dependant) -> tuple[set[Any], bool]:
     """(every dependency callable, whether any level takes parameters or a body)."""
     calls: set[Any] = set()
-    takes_input = bool(dependant.path_params or dependant.query_params
-                       or dependant.header_params or dependant.cookie_params
-                       or dependant.body_params)
+    takes_input = bool(
+        dependant.path_params
+        or dependant.query_params
+        or dependant.header_params
+        or dependant.cookie_params
+        or dependant.body_params
+    )
     for dep in dependant.dependencies:
         calls.add(dep.call)
         sub_calls, sub_input = _walk(dep)
@@ -130,10 +157,13 @@ def document_errors(app: FastAPI, routers: Sequence[APIRouter]) -> None:
                 if "422" in responses and "422" not in declared[op_id]:
                     del responses["422"]
                 for status in sorted(implied[op_id]):
-                    responses.setdefault(str(status), {
-                        "description": ERROR_DESCRIPTIONS[status],
-                        "content": {"application/json": {"schema": ref}},
-                    })
+                    responses.setdefault(
+                        str(status),
+                        {
+                            "description": ERROR_DESCRIPTIONS[status],
+                            "content": {"application/json": {"schema": ref}},
+                        },
+                    )
                 op["responses"] = dict(sorted(responses.items()))
         add_examples(schema)
         components = schema.get("components", {}).get("schemas", {})

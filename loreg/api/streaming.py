@@ -132,9 +132,7 @@ async def stream_to_sync(
     loop = asyncio.get_running_loop()
     pipe = _Pipe(loop)
     buffered = io.BufferedReader(pipe, buffer_size=_READ_BUFFER)
-    consumer = asyncio.ensure_future(
-        asyncio.to_thread(consume, cast(BinaryIO, buffered))
-    )
+    consumer = asyncio.ensure_future(asyncio.to_thread(consume, cast(BinaryIO, buffered)))
 
     async def _room(space: asyncio.Future[None]) -> bool:
         """Wait until the pipe has room; False when the consumer finished (failed) first."""
@@ -194,4 +192,3 @@ def iter_file(
             yield data
     finally:
         handle.close()
-

@@ -63,8 +63,7 @@ class TokenUses:
                     accounts.record_token_uses(session, pending)
                     session.commit()
             except SQLAlchemyError as exc:  # the database is away: try again later
-                log.warning("could not record the last use of %d token(s): %s",
-                            len(pending), exc)
+                log.warning("could not record the last use of %d token(s): %s", len(pending), exc)
                 with self._lock:
                     for token_id, at in pending.items():
                         if self._pending.get(token_id, at) <= at:
@@ -73,8 +72,7 @@ class TokenUses:
 
     def _start(self) -> None:
         """Started by the first use noted (so an app that never serves starts nothing)."""
-        self._thread = threading.Thread(target=self._run, name="loreg-token-uses",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="loreg-token-uses", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

@@ -23,8 +23,13 @@ def client() -> httpx.Client:
 
 
 def post(
-    http: httpx.Client, url: str, *, content: bytes, headers: Mapping[str, str],
-    timeout: float, policy: EgressPolicy,
+    http: httpx.Client,
+    url: str,
+    *,
+    content: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+    policy: EgressPolicy,
 ) -> httpx.Response:
     """POST to ``url``, connecting only to an address :func:`resolve` checked just now.
 
@@ -39,5 +44,11 @@ def post(
     if original.scheme == "https":
         extensions["sni_hostname"] = original.raw_host.decode("ascii")
     sent = {**headers, "Host": original.netloc.decode("ascii")}
-    return http.post(pinned, content=content, headers=sent, timeout=timeout,
-                     follow_redirects=False, extensions=extensions)
+    return http.post(
+        pinned,
+        content=content,
+        headers=sent,
+        timeout=timeout,
+        follow_redirects=False,
+        extensions=extensions,
+    )

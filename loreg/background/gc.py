@@ -99,8 +99,11 @@ class GcReport:
 
     @property
     def bytes_freed(self) -> int:
-        return (sum(b["size"] for b in self.blobs) + sum(o["size"] for o in self.orphan_objects)
-                + sum(t["size"] for t in self.temp_files))
+        return (
+            sum(b["size"] for b in self.blobs)
+            + sum(o["size"] for o in self.orphan_objects)
+            + sum(t["size"] for t in self.temp_files)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -113,8 +116,7 @@ class GcReport:
 
 def _version_kept(now: datetime, retention: timedelta) -> ColumnElement[bool]:
     """Versions whose files are kept: live, or deleted within the retention period."""
-    return or_(AdapterVersion.deleted_at.is_(None),
-               AdapterVersion.deleted_at > now - retention)
+    return or_(AdapterVersion.deleted_at.is_(None), AdapterVersion.deleted_at > now - retention)
 
 
 def _outputs_live(now: datetime) -> ColumnElement[bool]:
@@ -145,11 +147,14 @@ def _collectable(now: datetime, grace: timedelta, retention: timedelta) -> Colum
 
 
 def _expired_outputs(session: Session, now: datetime) -> list[JobArtifact]:
-    return list(session.scalars(
-        select(JobArtifact).join(Job, Job.id == JobArtifact.job_id)
-        .where(Job.outputs_expire_at.is_not(None), Job.outputs_expire_at <= now)
-        .order_by(JobArtifact.job_id, JobArtifact.path)
-    ))
+    return list(
+        session.scalars(
+            select(JobArtifact)
+            .join(Job, Job.id == JobArtifact.job_id)
+            .where(Job.outputs_expire_at.is_not(None), Job.outputs_expire_at <= now)
+            .order_by(JobArtifact.job_id, JobArtifact.path)
+        )
+    )
 
 
 def _purgeable_versions(
@@ -159,34 +164,45 @@ def _purgeable_versions(
         select(AdapterVersion, Namespace.name, Adapter.name)
         .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
         .join(Namespace, Namespace.id == Adapter.namespace_id)
-        .where(AdapterVersion.deleted_at.is_not(None),
-               AdapterVersion.deleted_at <= now - retention,
-               exists().where(VersionFile.version_id == AdapterVersion.id))
+        .where(
+            AdapterVersion.deleted_at.is_not(None),
+            AdapterVersion.deleted_at <= now - retention,
+            exists().where(VersionFile.version_id == AdapterVersion.id),
+        )
         .order_by(AdapterVersion.id)
     )
     return [(v, f"{ns}/{name}@{v.number}") for v, ns, name in rows]
 
 
 def collectable_blobs(
-    session: Session, *, now: datetime | None = None, grace: timedelta = DEFAULT_GRACE,
+    session: Session,
+    *,
+    now: datetime | None = None,
+    grace: timedelta = DEFAULT_GRACE,
     retention: timedelta = DEFAULT_RETENTION,
 ) -> list[Blob]:
     """Blob rows a run would delete now (also what ``--dry-run`` lists)."""
     now = now or _now()
-    return list(session.scalars(
-        select(Blob).where(_collectable(now, grace, retention)).order_by(Blob.digest)
-    ))
+    return list(
+        session.scalars(
+            select(Blob).where(_collectable(now, grace, retention)).order_by(Blob.digest)
+        )
+    )
 
 
 def _delete_blob_row(
-    sessions: sessionmaker[Session], digest: str, now: datetime, grace: timedelta,
+    sessions: sessionmaker[Session],
+    digest: str,
+    now: datetime,
+    grace: timedelta,
     retention: timedelta,
 ) -> bool:
     """Delete one blob row if it is still collectable; False if something took it back."""
     with sessions() as session:
         try:
             result = session.execute(
-                delete(Blob).where(Blob.digest == digest, _collectable(now, grace, retention))
+                delete(Blob)
+                .where(Blob.digest == digest, _collectable(now, grace, retention))
                 .execution_options(synchronize_session=False)
             )
             session.commit()
@@ -210,33 +226,51 @@ def run(
     if grace < timedelta(0) or retention < timedelta(0):
         raise ValueError("grace and retention must not be negative")
     now = now or _now()
-    report = GcReport(dry_run=dry_run, started_at=now.isoformat(),
-                      grace_seconds=grace.total_seconds(),
-                      retention_seconds=retention.total_seconds())
+    report = GcReport(
+        dry_run=dry_run,
+        started_at=now.isoformat(),
+        grace_seconds=grace.total_seconds(),
+        retention_seconds=retention.total_seconds(),
+    )
 
     # 1 + 2: expired job outputs and soft-deleted versions past retention
     with sessions() as session:
         for art in _expired_outputs(session, now):
             report.expired_job_outputs.append(
-                {"job_id": art.job_id, "path": art.path, "digest": art.blob_digest,
-                 "size": art.size})
+                {
+                    "job_id": art.job_id,
+                    "path": art.path,
+                    "digest": art.blob_digest,
+                    "size": art.size,
+                }
+            )
             if not dry_run:
                 session.delete(art)
         for version, ref in _purgeable_versions(session, now, retention):
             files = list(version.files)
             report.purged_versions.append(
-                {"ref": ref, "digest": version.digest, "files": len(files),
-                 "deleted_at": version.deleted_at.isoformat() if version.deleted_at else None})
+                {
+                    "ref": ref,
+                    "digest": version.digest,
+                    "files": len(files),
+                    "deleted_at": version.deleted_at.isoformat() if version.deleted_at else None,
+                }
+            )
             if not dry_run:
-                session.execute(delete(VersionFile).where(VersionFile.version_id == version.id)
-                                .execution_options(synchronize_session=False))
+                session.execute(
+                    delete(VersionFile)
+                    .where(VersionFile.version_id == version.id)
+                    .execution_options(synchronize_session=False)
+                )
         if not dry_run:
             session.commit()
 
     # 3: unreferenced blob rows older than the grace period
     with sessions() as session:
-        candidates = [(b.digest, b.size) for b in
-                      collectable_blobs(session, now=now, grace=grace, retention=retention)]
+        candidates = [
+            (b.digest, b.size)
+            for b in collectable_blobs(session, now=now, grace=grace, retention=retention)
+        ]
         known = set(session.scalars(select(Blob.digest)))
     for digest, size in candidates:
         entry = {"digest": digest, "size": size}
@@ -282,14 +316,20 @@ def run(
 
     try:
         report.aborted_uploads, report.temp_files = sweep_leftover_uploads(
-            store, older_than=cutoff, dry_run=dry_run)
+            store, older_than=cutoff, dry_run=dry_run
+        )
     except Exception as exc:
         report.errors.append({"error": f"removing interrupted uploads: {exc}"})
 
-    log.info("gc%s: %d blobs, %d orphan objects, %d bytes; %d expired job outputs, "
-             "%d purged versions", " (dry run)" if dry_run else "", len(report.blobs),
-             len(report.orphan_objects), report.bytes_freed,
-             len(report.expired_job_outputs), len(report.purged_versions))
+    log.info(
+        "gc%s: %d blobs, %d orphan objects, %d bytes; %d expired job outputs, %d purged versions",
+        " (dry run)" if dry_run else "",
+        len(report.blobs),
+        len(report.orphan_objects),
+        report.bytes_freed,
+        len(report.expired_job_outputs),
+        len(report.purged_versions),
+    )
     return report
 
 
@@ -308,26 +348,45 @@ def sweep_leftover_uploads(
         if not dry_run and not store.discard_upload(upload, older_than=older_than):
             continue
         if upload.kind == "multipart":
-            aborted.append({"key": upload.name, "upload_id": upload.upload_id,
-                            "initiated": upload.started.isoformat()})
+            aborted.append(
+                {
+                    "key": upload.name,
+                    "upload_id": upload.upload_id,
+                    "initiated": upload.started.isoformat(),
+                }
+            )
         else:
             temp_files.append(_temp_file_entry(upload))
     return aborted, temp_files
 
 
 def _temp_file_entry(upload: LeftoverUpload) -> dict[str, Any]:
-    return {"name": upload.name, "size": upload.size or 0,
-            "last_modified": upload.started.isoformat()}
+    return {
+        "name": upload.name,
+        "size": upload.size or 0,
+        "last_modified": upload.started.isoformat(),
+    }
 
 
 def record_run(session: Session, report: GcReport, by: str, **extra: Any) -> None:
     """An audit event ``gc.run`` (caller commits); scheduled collections count from the
     newest one, so a manual ``loreg gc`` also postpones the next scheduled run."""
-    audit.record(session, None, "gc.run", "registry", "blobs", {
-        "by": by, "blobs": len(report.blobs), "orphan_objects": len(report.orphan_objects),
-        "bytes_freed": report.bytes_freed,
-        "expired_job_outputs": len(report.expired_job_outputs),
-        "purged_versions": len(report.purged_versions),
-        "aborted_uploads": len(report.aborted_uploads), "temp_files": len(report.temp_files),
-        "errors": len(report.errors),
-        **extra})
+    audit.record(
+        session,
+        None,
+        "gc.run",
+        "registry",
+        "blobs",
+        {
+            "by": by,
+            "blobs": len(report.blobs),
+            "orphan_objects": len(report.orphan_objects),
+            "bytes_freed": report.bytes_freed,
+            "expired_job_outputs": len(report.expired_job_outputs),
+            "purged_versions": len(report.purged_versions),
+            "aborted_uploads": len(report.aborted_uploads),
+            "temp_files": len(report.temp_files),
+            "errors": len(report.errors),
+            **extra,
+        },
+    )

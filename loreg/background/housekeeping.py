@@ -71,12 +71,19 @@ class Housekeeping:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, sessions: sessionmaker[Session], store: BlobStore,
-        worker_id: str, device: str = "",
+        cls,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        store: BlobStore,
+        worker_id: str,
+        device: str = "",
     ) -> Housekeeping:
         """The operator-tunable intervals and limits from ``LOREG_*`` settings."""
         return cls(
-            sessions, store, worker_id, device,
+            sessions,
+            store,
+            worker_id,
+            device,
             gc_interval=timedelta(hours=settings.gc_interval_hours),
             gc_grace=timedelta(hours=settings.gc_grace_hours),
             gc_retention=timedelta(hours=settings.gc_deleted_version_retention_hours),
@@ -117,8 +124,11 @@ class Housekeeping:
         if not self.enabled or (self._background is not None and self._background.is_alive()):
             return
         self._background = threading.Thread(
-            target=self.tick, kwargs={"current_job_id": current_job_id},
-            name="housekeeping", daemon=True)
+            target=self.tick,
+            kwargs={"current_job_id": current_job_id},
+            name="housekeeping",
+            daemon=True,
+        )
         self._background.start()
 
     def _tick(self, current_job_id: str | None) -> None:
@@ -131,21 +141,31 @@ class Housekeeping:
             self._safely("scheduled gc", self.gc_if_due)
 
     def deliver_webhooks(self) -> webhooks.DeliveryStats:
-        return webhooks.deliver_pending(self.sessions, max_attempts=self.webhook_max_attempts,
-                                        backoff_max=self.webhook_backoff_max,
-                                        policy=self.webhook_policy)
+        return webhooks.deliver_pending(
+            self.sessions,
+            max_attempts=self.webhook_max_attempts,
+            backoff_max=self.webhook_backoff_max,
+            policy=self.webhook_policy,
+        )
 
     def heartbeat(self, current_job_id: str | None = None) -> None:
         with self.sessions() as s:
             row = s.get(WorkerHeartbeat, self.worker_id)
             if row is None:
-                row = WorkerHeartbeat(worker_id=self.worker_id, hostname=socket.gethostname(),
-                                      device=self.device, started_at=self._started_at)
+                row = WorkerHeartbeat(
+                    worker_id=self.worker_id,
+                    hostname=socket.gethostname(),
+                    device=self.device,
+                    started_at=self._started_at,
+                )
                 s.add(row)
             row.last_seen_at = _now()
             row.current_job_id = current_job_id
-            s.execute(delete(WorkerHeartbeat).where(
-                WorkerHeartbeat.last_seen_at < _now() - HEARTBEAT_FORGET))
+            s.execute(
+                delete(WorkerHeartbeat).where(
+                    WorkerHeartbeat.last_seen_at < _now() - HEARTBEAT_FORGET
+                )
+            )
             s.commit()
 
     def last_gc(self) -> datetime | None:
@@ -159,19 +179,20 @@ class Housekeeping:
             return None
         with self.sessions() as lock_session:
             if is_postgres(lock_session):
-                got = lock_session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"),
-                                          {"k": GC_LOCK_KEY})
+                got = lock_session.scalar(
+                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": GC_LOCK_KEY}
+                )
                 if not got:
                     return None
                 last = self.last_gc()
                 if last is not None and _now() - last < self.gc_interval:
                     return None
-            report = gc.run(self.sessions, self.store, grace=self.gc_grace,
-                            retention=self.gc_retention)
+            report = gc.run(
+                self.sessions, self.store, grace=self.gc_grace, retention=self.gc_retention
+            )
             with self.sessions() as s:
                 pruned = webhooks.prune(s, older_than=self.delivery_log_retention)
-                gc.record_run(s, report, f"worker {self.worker_id}",
-                              webhook_events_pruned=pruned)
+                gc.record_run(s, report, f"worker {self.worker_id}", webhook_events_pruned=pruned)
                 s.commit()
             lock_session.rollback()  # releases the advisory lock
         return report

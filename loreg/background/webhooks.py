@@ -99,8 +99,12 @@ def _subscribes(hook: Webhook, event_type: str) -> bool:
 def dispatch_events(session: Session, *, now: datetime | None = None, limit: int = 500) -> int:
     """Fan committed, undispatched events out into deliveries (caller commits)."""
     now = now or _now()
-    query = (select(WebhookEvent).where(WebhookEvent.dispatched_at.is_(None))
-             .order_by(WebhookEvent.created_at).limit(limit))
+    query = (
+        select(WebhookEvent)
+        .where(WebhookEvent.dispatched_at.is_(None))
+        .order_by(WebhookEvent.created_at)
+        .limit(limit)
+    )
     if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
     pending = list(session.scalars(query))
@@ -108,15 +112,25 @@ def dispatch_events(session: Session, *, now: datetime | None = None, limit: int
     for event in pending:
         if event.namespace_id is not None:
             if event.namespace_id not in hooks_by_ns:
-                hooks_by_ns[event.namespace_id] = list(session.scalars(
-                    select(Webhook).where(Webhook.namespace_id == event.namespace_id,
-                                          Webhook.active.is_(True))))
+                hooks_by_ns[event.namespace_id] = list(
+                    session.scalars(
+                        select(Webhook).where(
+                            Webhook.namespace_id == event.namespace_id, Webhook.active.is_(True)
+                        )
+                    )
+                )
             for hook in hooks_by_ns[event.namespace_id]:
                 if _subscribes(hook, event.type):
-                    session.add(WebhookDelivery(
-                        webhook_id=hook.id, event_id=event.id,
-                        status=DeliveryStatus.PENDING.value, attempts=0,
-                        next_attempt_at=event.created_at, attempt_log=[]))
+                    session.add(
+                        WebhookDelivery(
+                            webhook_id=hook.id,
+                            event_id=event.id,
+                            status=DeliveryStatus.PENDING.value,
+                            attempts=0,
+                            next_attempt_at=event.created_at,
+                            attempt_log=[],
+                        )
+                    )
         event.dispatched_at = now
     session.flush()
     return len(pending)
@@ -148,13 +162,22 @@ def _prepare(session: Session, delivery: WebhookDelivery) -> _Send | None:
 
 
 def _take(
-    session: Session, now: datetime, limit: int, lease: float, only: int | None = None,
+    session: Session,
+    now: datetime,
+    limit: int,
+    lease: float,
+    only: int | None = None,
 ) -> list[_Send]:
     """Take due deliveries under a lease (commits, so the lease is visible to others)."""
-    query = (select(WebhookDelivery)
-             .where(WebhookDelivery.status == DeliveryStatus.PENDING.value,
-                    WebhookDelivery.next_attempt_at <= now)
-             .order_by(WebhookDelivery.next_attempt_at).limit(limit))
+    query = (
+        select(WebhookDelivery)
+        .where(
+            WebhookDelivery.status == DeliveryStatus.PENDING.value,
+            WebhookDelivery.next_attempt_at <= now,
+        )
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(limit)
+    )
     if only is not None:
         query = query.where(WebhookDelivery.id == only)
     if is_postgres(session):
@@ -178,8 +201,14 @@ def _post(
     """Post one delivery: ``(status code, error)``. The error names the status or what kept
     the request from being made; the receiver's body is never read into it."""
     try:
-        response = egress.post(client, send.url, content=send.body, headers=send.headers,
-                               timeout=timeout, policy=policy)
+        response = egress.post(
+            client,
+            send.url,
+            content=send.body,
+            headers=send.headers,
+            timeout=timeout,
+            policy=policy,
+        )
     except LoregError as exc:  # refused or unresolvable destination: nothing was sent
         return None, exc.message[:1000]
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
@@ -187,14 +216,23 @@ def _post(
     if 200 <= response.status_code < 300:
         return response.status_code, None
     if 300 <= response.status_code < 400:
-        return response.status_code, (f"HTTP {response.status_code}: redirects are not "
-                                      "followed; point the webhook at the final URL")
+        return response.status_code, (
+            f"HTTP {response.status_code}: redirects are not "
+            "followed; point the webhook at the final URL"
+        )
     return response.status_code, f"HTTP {response.status_code}"
 
 
 def _record(
-    session: Session, send: _Send, status_code: int | None, error: str | None,
-    elapsed: float, now: datetime, *, backoff_base: float, backoff_max: float,
+    session: Session,
+    send: _Send,
+    status_code: int | None,
+    error: str | None,
+    elapsed: float,
+    now: datetime,
+    *,
+    backoff_base: float,
+    backoff_max: float,
     max_attempts: int,
 ) -> str:
     delivery = session.get(WebhookDelivery, send.delivery_id)
@@ -203,8 +241,12 @@ def _record(
     delivery.attempts += 1
     delivery.last_status_code = status_code
     delivery.last_error = error
-    entry = {"at": now.isoformat(), "status_code": status_code, "error": error,
-             "duration_ms": round(elapsed * 1000, 1)}
+    entry = {
+        "at": now.isoformat(),
+        "status_code": status_code,
+        "error": error,
+        "duration_ms": round(elapsed * 1000, 1),
+    }
     delivery.attempt_log = [*list(delivery.attempt_log or []), entry][-ATTEMPT_LOG_MAX:]
     if error is None:
         delivery.status = DeliveryStatus.DELIVERED.value
@@ -220,8 +262,13 @@ def _record(
         delivery.next_attempt_at = now + timedelta(seconds=delay)
         outcome = "retrying"
     session.commit()
-    log.info("webhook delivery %s to %s: %s", send.delivery_id, send.url, outcome,
-             extra={"delivery_id": send.delivery_id, "status_code": status_code})
+    log.info(
+        "webhook delivery %s to %s: %s",
+        send.delivery_id,
+        send.url,
+        outcome,
+        extra={"delivery_id": send.delivery_id, "status_code": status_code},
+    )
     return outcome
 
 
@@ -262,10 +309,17 @@ def deliver_pending(
             status_code, error = _post(http, send, timeout, policy)
             elapsed = time.monotonic() - started
             with sessions() as session:
-                outcome = _record(session, send, status_code, error, elapsed,
-                                  fixed_now or _now(),
-                                  backoff_base=backoff_base, backoff_max=backoff_max,
-                                  max_attempts=max_attempts)
+                outcome = _record(
+                    session,
+                    send,
+                    status_code,
+                    error,
+                    elapsed,
+                    fixed_now or _now(),
+                    backoff_base=backoff_base,
+                    backoff_max=backoff_max,
+                    max_attempts=max_attempts,
+                )
             stats.attempted += 1
             stats.delivery_ids.append(send.delivery_id)
             if outcome == "delivered":
@@ -290,11 +344,19 @@ def prune(session: Session, *, older_than: timedelta, now: datetime | None = Non
     (the delivery log's retention). Returns how many events went."""
     cutoff = (now or _now()) - older_than
     unfinished = select(WebhookDelivery.event_id).where(
-        WebhookDelivery.status == DeliveryStatus.PENDING.value)
-    old = list(session.scalars(
-        select(WebhookEvent).where(WebhookEvent.dispatched_at.is_not(None),
-                                   WebhookEvent.created_at < cutoff,
-                                   WebhookEvent.id.not_in(unfinished)).limit(10_000)))
+        WebhookDelivery.status == DeliveryStatus.PENDING.value
+    )
+    old = list(
+        session.scalars(
+            select(WebhookEvent)
+            .where(
+                WebhookEvent.dispatched_at.is_not(None),
+                WebhookEvent.created_at < cutoff,
+                WebhookEvent.id.not_in(unfinished),
+            )
+            .limit(10_000)
+        )
+    )
     for event in old:
         session.delete(event)
     session.flush()

@@ -11,8 +11,10 @@ from loreg.client.errors import PermissionDenied
 
 @click.command()
 @click.argument("url_arg", metavar="[URL]", required=False)
-@click.option("--url", help="The registry's URL (default: LOREG_URL, the stored login, or "
-              "http://127.0.0.1:8080).")
+@click.option(
+    "--url",
+    help="The registry's URL (default: LOREG_URL, the stored login, or http://127.0.0.1:8080).",
+)
 @click.option("--token", help="An API token (lrg_...); prompted for when not given.")
 @json_option
 def login(url_arg: str | None, url: str | None, token: str | None, as_json: bool) -> None:
@@ -24,8 +26,7 @@ def login(url_arg: str | None, url: str | None, token: str | None, as_json: bool
         raise click.UsageError("give the URL once: as an argument or with --url")
     s = settings()
     stored = load_credentials(s.home)
-    url = (url_arg or url or (s.url if "url" in s.model_fields_set else None) or stored.url
-           or s.url)
+    url = url_arg or url or (s.url if "url" in s.model_fields_set else None) or stored.url or s.url
     if token is None:
         token = s.token
     if token is None:
@@ -33,8 +34,7 @@ def login(url_arg: str | None, url: str | None, token: str | None, as_json: bool
     with Client(url, token, home=s.home) as c:
         me = c.login()
     emit(
-        {"url": url, "user": me.to_dict(),
-         "credentials": str(credentials_path(s.home).absolute())},
+        {"url": url, "user": me.to_dict(), "credentials": str(credentials_path(s.home).absolute())},
         f"logged in to {url} as {me.user}",
     )
 
@@ -56,10 +56,16 @@ def token() -> None:
 
 @token.command("create")
 @click.argument("name")
-@click.option("--scope", type=click.Choice(["read", "write", "admin"]), default="write",
-              show_default=True)
-@click.option("--expires-in", "expires_in", type=click.IntRange(min=1), metavar="DAYS",
-              help="Expire after this many days (default: never).")
+@click.option(
+    "--scope", type=click.Choice(["read", "write", "admin"]), default="write", show_default=True
+)
+@click.option(
+    "--expires-in",
+    "expires_in",
+    type=click.IntRange(min=1),
+    metavar="DAYS",
+    help="Expire after this many days (default: never).",
+)
 @json_option
 def token_create(name: str, scope: str, expires_in: int | None, as_json: bool) -> None:
     """Create a token; its value is printed once and never again."""
@@ -77,10 +83,23 @@ def token_create(name: str, scope: str, expires_in: int | None, as_json: bool) -
 def token_ls(as_json: bool) -> None:
     """List your tokens."""
     items = client().list_tokens()
-    emit(items, lambda: table(
-        [[t.id, t.name, t.scope, when(t.created_at), when(t.expires_at), when(t.last_used_at)]
-         for t in items],
-        ["ID", "NAME", "SCOPE", "CREATED", "EXPIRES", "LAST USED"]))
+    emit(
+        items,
+        lambda: table(
+            [
+                [
+                    t.id,
+                    t.name,
+                    t.scope,
+                    when(t.created_at),
+                    when(t.expires_at),
+                    when(t.last_used_at),
+                ]
+                for t in items
+            ],
+            ["ID", "NAME", "SCOPE", "CREATED", "EXPIRES", "LAST USED"],
+        ),
+    )
 
 
 @token.command("revoke")
@@ -113,8 +132,10 @@ def user_create(name: str, admin: bool, email: str | None, as_json: bool) -> Non
         if token is None:
             return
         click.echo(token.token)
-        info(f"that is {name}'s token (scope {token.scope}): store it now, it is not shown "
-             f"again; {name} logs in with `loreg login {c.url} --token TOKEN`")
+        info(
+            f"that is {name}'s token (scope {token.scope}): store it now, it is not shown "
+            f"again; {name} logs in with `loreg login {c.url} --token TOKEN`"
+        )
 
     emit(out, human)
 
@@ -151,10 +172,22 @@ def user_ls(as_json: bool) -> None:
     """List every user (site administrators)."""
     with hinted({FORBIDDEN: "listing users needs a site administrator's admin-scoped token"}):
         items = client().list_users()
-    emit(items, lambda: table(
-        [[u.name, "yes" if u.is_admin else "", u.email or "", "yes" if u.disabled else "",
-          when(u.created_at)[:10]] for u in items],
-        ["NAME", "ADMIN", "EMAIL", "DISABLED", "CREATED"]))
+    emit(
+        items,
+        lambda: table(
+            [
+                [
+                    u.name,
+                    "yes" if u.is_admin else "",
+                    u.email or "",
+                    "yes" if u.disabled else "",
+                    when(u.created_at)[:10],
+                ]
+                for u in items
+            ],
+            ["NAME", "ADMIN", "EMAIL", "DISABLED", "CREATED"],
+        ),
+    )
 
 
 @org.command("ls")
@@ -163,9 +196,13 @@ def user_ls(as_json: bool) -> None:
 def org_ls(mine: bool, as_json: bool) -> None:
     """List organisations, with your role in each."""
     items = client().list_orgs(mine=mine)
-    emit(items, lambda: table(
-        [[o.name, o.role or "-", o.description] for o in items],
-        ["ORG", "YOUR ROLE", "DESCRIPTION"]))
+    emit(
+        items,
+        lambda: table(
+            [[o.name, o.role or "-", o.description] for o in items],
+            ["ORG", "YOUR ROLE", "DESCRIPTION"],
+        ),
+    )
 
 
 @org.command("members")
@@ -179,7 +216,9 @@ def org_members(org_name: str, as_json: bool) -> None:
     if members is None:
         raise PermissionDenied(
             f"only members of '{org_name}' and site administrators see its members: "
-            f"ask an admin of '{org_name}' to add you", code="permission_denied")
+            f"ask an admin of '{org_name}' to add you",
+            code="permission_denied",
+        )
     emit(members, lambda: table([[m.user, m.role] for m in members], ["USER", "ROLE"]))
 
 
@@ -189,9 +228,13 @@ def org_members(org_name: str, as_json: bool) -> None:
 @json_option
 def org_remove_member(org_name: str, user_name: str, as_json: bool) -> None:
     """Remove USER from ORG (organisation admins; anyone may remove themselves)."""
-    with hinted({NOT_FOUND: f"see the members with 'loreg org members {org_name}'",
-                 CONFLICT: "make another member admin first "
-                           f"(loreg org add-member {org_name} USER --role admin)"}):
+    with hinted(
+        {
+            NOT_FOUND: f"see the members with 'loreg org members {org_name}'",
+            CONFLICT: "make another member admin first "
+            f"(loreg org add-member {org_name} USER --role admin)",
+        }
+    ):
         client().remove_member(org_name, user_name)
     emit({"org": org_name, "removed": user_name}, f"removed {user_name} from {org_name}")
 

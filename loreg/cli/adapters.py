@@ -40,21 +40,43 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("target", metavar="NS/NAME[:TAG]")
 @click.option("--base", help="The registered base model it was trained on.")
-@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
-              help="Free-form label (dataset, run, metric); repeatable.")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Free-form label (dataset, run, metric); repeatable.",
+)
 @click.option("--tag", "tags", multiple=True, help="Another tag to set; repeatable.")
 @click.option("--description")
-@click.option("--public/--private", "public", default=None,
-              help="Visibility of a new adapter (default private). An existing adapter keeps "
-              "its own: a conflicting flag is refused; see 'loreg adapter set'.")
+@click.option(
+    "--public/--private",
+    "public",
+    default=None,
+    help="Visibility of a new adapter (default private). An existing adapter keeps "
+    "its own: a conflicting flag is refused; see 'loreg adapter set'.",
+)
 @json_option
-def push(folder: Path, target: str, base: str | None, labels: tuple[str, ...],
-         tags: tuple[str, ...], description: str | None, public: bool | None,
-         as_json: bool) -> None:
+def push(
+    folder: Path,
+    target: str,
+    base: str | None,
+    labels: tuple[str, ...],
+    tags: tuple[str, ...],
+    description: str | None,
+    public: bool | None,
+    as_json: bool,
+) -> None:
     """Push a PEFT adapter folder as a new version (uploads only what the registry lacks)."""
     result = client().push(
-        folder, target, base=base, tags=tags, labels=_labels(labels), description=description,
-        public=public, progress=progress_factory(),
+        folder,
+        target,
+        base=base,
+        tags=tags,
+        labels=_labels(labels),
+        description=description,
+        public=public,
+        progress=progress_factory(),
     )
     v = result.version
 
@@ -62,16 +84,19 @@ def push(folder: Path, target: str, base: str | None, labels: tuple[str, ...],
         click.echo(f"pushed {v.ref}  {v.digest}")
         if v.compatibility is not None and v.compatibility.match:
             click.echo(f"base {v.base}, match: {base_match_text(v.compatibility)}")
-        info(f"uploaded {result.uploaded_files} file(s), {format_bytes(result.uploaded_bytes)} "
-             f"of {format_bytes(result.total_bytes)}")
+        info(
+            f"uploaded {result.uploaded_files} file(s), {format_bytes(result.uploaded_bytes)} "
+            f"of {format_bytes(result.total_bytes)}"
+        )
 
     emit(result, human)
 
 
 @click.command()
 @click.argument("ref", metavar="REF")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Target folder (default: ./NAME).")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Target folder (default: ./NAME)."
+)
 @click.option("--force", is_flag=True, help="Replace the target folder if it holds files.")
 @json_option
 def pull(ref: str, output: Path | None, force: bool, as_json: bool) -> None:
@@ -80,8 +105,10 @@ def pull(ref: str, output: Path | None, force: bool, as_json: bool) -> None:
 
     def human() -> None:
         click.echo(str(result.path.absolute()))
-        info(f"{len(result.files)} file(s): {format_bytes(result.downloaded_bytes)} downloaded, "
-             f"{format_bytes(result.cached_bytes)} from the cache")
+        info(
+            f"{len(result.files)} file(s): {format_bytes(result.downloaded_bytes)} downloaded, "
+            f"{format_bytes(result.cached_bytes)} from the cache"
+        )
 
     emit(result, human)
 
@@ -90,33 +117,53 @@ def pull(ref: str, output: Path | None, force: bool, as_json: bool) -> None:
 @click.argument("namespace", required=False)
 @click.option("--base", help="Only adapters on this base model.")
 @click.option("--target", help="Only adapters targeting this module (e.g. q_proj).")
-@click.option("--label", "label", multiple=True,
-              help="Only adapters with this label (KEY=VALUE); repeatable.")
+@click.option(
+    "--label", "label", multiple=True, help="Only adapters with this label (KEY=VALUE); repeatable."
+)
 @click.option("--rank-min", type=int)
 @click.option("--rank-max", type=int)
 @click.option("--search", "text", help="Text in the name or description.")
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @json_option
-def ls(namespace: str | None, base: str | None, target: str | None, label: tuple[str, ...],
-       rank_min: int | None, rank_max: int | None, text: str | None, limit: int | None,
-       as_json: bool) -> None:
+def ls(
+    namespace: str | None,
+    base: str | None,
+    target: str | None,
+    label: tuple[str, ...],
+    rank_min: int | None,
+    rank_max: int | None,
+    text: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
     """List and search adapters."""
-    items = list(client().search(namespace, base=base, target=target, rank_min=rank_min,
-                                 rank_max=rank_max, label=list(label) or None, text=text,
-                                 limit=limit))
+    items = list(
+        client().search(
+            namespace,
+            base=base,
+            target=target,
+            rank_min=rank_min,
+            rank_max=rank_max,
+            label=list(label) or None,
+            text=text,
+            limit=limit,
+        )
+    )
 
     def human() -> None:
         rows = []
         for a in items:
             latest = a.latest
-            rows.append([
-                a.full_name,
-                latest.number if latest else a.versions_count,
-                a.base or (latest.base if latest else None) or "",
-                latest.r if latest else "",
-                "public" if a.public else "private",
-                when(a.updated_at or a.created_at),
-            ])
+            rows.append(
+                [
+                    a.full_name,
+                    latest.number if latest else a.versions_count,
+                    a.base or (latest.base if latest else None) or "",
+                    latest.r if latest else "",
+                    "public" if a.public else "private",
+                    when(a.updated_at or a.created_at),
+                ]
+            )
         table(rows, ["ADAPTER", "LATEST", "BASE", "RANK", "VISIBILITY", "UPDATED"])
 
     emit(items, human)
@@ -140,7 +187,8 @@ def show_version(v: Version) -> None:
     if peft_type and v.task_type:
         peft_type = f"{peft_type} (task {v.task_type})"
     rows: list[tuple[str, Any]] = [
-        ("version", v.ref), ("digest", v.digest),
+        ("version", v.ref),
+        ("digest", v.digest),
         ("base", f"{base_name} ({fingerprint})" if fingerprint else base_name),
     ]
     if v.compatibility is not None and v.compatibility.match:
@@ -149,10 +197,12 @@ def show_version(v: Version) -> None:
         rows.append(("description", v.description))
     rows += [
         ("peft type", peft_type),
-        ("rank", v.r), ("alpha", v.lora_alpha),
+        ("rank", v.r),
+        ("alpha", v.lora_alpha),
         ("rank pattern", v.rank_pattern),
         ("alpha pattern", v.alpha_pattern),
-        ("rsLoRA", v.use_rslora), ("DoRA", v.use_dora),
+        ("rsLoRA", v.use_rslora),
+        ("DoRA", v.use_dora),
         ("targets", v.target_modules),
         ("modules to save", v.modules_to_save or []),
         ("target params", config.get("target_parameters")),
@@ -169,10 +219,10 @@ def show_version(v: Version) -> None:
         ("labels", v.labels),
     ]
     for parent in v.lineage:
-        rows.append(("parent", f"{parent.parent} (weight {as_text(parent.weight)},"
-                               f" {parent.method})"))
-    rows.append(("created", when(v.created_at)
-                            + (f" by {v.created_by}" if v.created_by else "")))
+        rows.append(
+            ("parent", f"{parent.parent} (weight {as_text(parent.weight)}, {parent.method})")
+        )
+    rows.append(("created", when(v.created_at) + (f" by {v.created_by}" if v.created_by else "")))
     fields([(k, val) for k, val in rows if val is not None])
     if v.files:
         click.echo("files:")
@@ -190,11 +240,15 @@ def base_match_text(compat: Compatibility) -> str:
 @click.command()
 @click.argument("ref", metavar="REF")
 @click.argument("tag", required=False)
-@click.option("--delete", is_flag=True,
-              help="Remove the tag instead: 'loreg tag ns/name:TAG --delete'.")
-@click.option("--protect/--unprotect", "protect", default=None,
-              help="Protect the tag (only namespace admins may then move or delete it), "
-              "or lift that.")
+@click.option(
+    "--delete", is_flag=True, help="Remove the tag instead: 'loreg tag ns/name:TAG --delete'."
+)
+@click.option(
+    "--protect/--unprotect",
+    "protect",
+    default=None,
+    help="Protect the tag (only namespace admins may then move or delete it), or lift that.",
+)
 @json_option
 def tag(ref: str, tag: str | None, delete: bool, protect: bool | None, as_json: bool) -> None:
     """Point TAG at the version REF names (moves it if it exists).
@@ -209,14 +263,19 @@ def tag(ref: str, tag: str | None, delete: bool, protect: bool | None, as_json: 
         if protect is not None:
             raise click.UsageError("--delete takes no --protect/--unprotect")
         ns_name, tag_name = _tag_to_delete(ref, tag)
-        with hinted({NOT_FOUND: f"list the tags with 'loreg tags {ns_name}'",
-                     FORBIDDEN: "the tag is protected: ask a namespace admin"}):
+        with hinted(
+            {
+                NOT_FOUND: f"list the tags with 'loreg tags {ns_name}'",
+                FORBIDDEN: "the tag is protected: ask a namespace admin",
+            }
+        ):
             c.delete_tag(ns_name, tag_name)
         emit({"deleted": tag_name, "adapter": ns_name}, f"deleted tag {ns_name}:{tag_name}")
         return
     if tag is None:
-        raise click.UsageError("give the TAG to set: loreg tag REF TAG "
-                               "(or remove one: loreg tag ns/name:TAG --delete)")
+        raise click.UsageError(
+            "give the TAG to set: loreg tag REF TAG (or remove one: loreg tag ns/name:TAG --delete)"
+        )
     with hinted({FORBIDDEN: "the tag is protected, or protecting needs a namespace admin"}):
         out = c.set_tag(ref, tag, protected=protect)
     lock = " (protected)" if out.protected else ""
@@ -264,17 +323,25 @@ def adapter_show(name: str, as_json: bool) -> None:
 
 @adapter.command("set")
 @click.argument("name", metavar="NS/NAME")
-@click.option("--public/--private", "public", default=None,
-              help="Make every version readable by anyone, or by members only "
-              "(needs the namespace's admin role).")
+@click.option(
+    "--public/--private",
+    "public",
+    default=None,
+    help="Make every version readable by anyone, or by members only "
+    "(needs the namespace's admin role).",
+)
 @click.option("--description", help="Replace the description.")
 @json_option
 def adapter_set(name: str, public: bool | None, description: str | None, as_json: bool) -> None:
     """Change an adapter's visibility or description (applies to all its versions)."""
     if public is None and description is None:
         raise click.UsageError("nothing to change: give --public, --private or --description")
-    with hinted({NOT_FOUND: "check the name with 'loreg ls'",
-                 FORBIDDEN: "changing visibility needs the namespace's admin role"}):
+    with hinted(
+        {
+            NOT_FOUND: "check the name with 'loreg ls'",
+            FORBIDDEN: "changing visibility needs the namespace's admin role",
+        }
+    ):
         a = client().update_adapter(adapter_name(name), public=public, description=description)
     emit(a, f"{a.full_name} is {a.visibility}")
 

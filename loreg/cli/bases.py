@@ -25,15 +25,20 @@ def base() -> None:
 @base.command("register")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Name in Hugging Face repo-id form (org/name).")
-@click.option("--no-upload", is_flag=True,
-              help="Record manifest and fingerprint only; workers cannot merge into it.")
+@click.option(
+    "--no-upload",
+    is_flag=True,
+    help="Record manifest and fingerprint only; workers cannot merge into it.",
+)
 @click.option("--description")
 @json_option
-def register(folder: Path, name: str, no_upload: bool, description: str | None,
-             as_json: bool) -> None:
+def register(
+    folder: Path, name: str, no_upload: bool, description: str | None, as_json: bool
+) -> None:
     """Fingerprint a checkpoint folder and register it (uploading its files)."""
-    out = client().register_base(folder, name, upload=not no_upload, description=description,
-                                 progress=progress_factory())
+    out = client().register_base(
+        folder, name, upload=not no_upload, description=description, progress=progress_factory()
+    )
     emit(out, out.fingerprint)
 
 
@@ -43,10 +48,22 @@ def register(folder: Path, name: str, no_upload: bool, description: str | None,
 def ls(q: str | None, as_json: bool) -> None:
     """List registered base models."""
     items = client().list_bases(q=q)
-    emit(items, lambda: table(
-        [[b.name, b.num_parameters, format_bytes(b.size_bytes), "yes" if b.has_weights else "no",
-          b.fingerprint[:19]] for b in items],
-        ["NAME", "PARAMETERS", "SIZE", "WEIGHTS", "FINGERPRINT"]))
+    emit(
+        items,
+        lambda: table(
+            [
+                [
+                    b.name,
+                    b.num_parameters,
+                    format_bytes(b.size_bytes),
+                    "yes" if b.has_weights else "no",
+                    b.fingerprint[:19],
+                ]
+                for b in items
+            ],
+            ["NAME", "PARAMETERS", "SIZE", "WEIGHTS", "FINGERPRINT"],
+        ),
+    )
 
 
 @base.command("show")
@@ -57,9 +74,16 @@ def show(name: str, as_json: bool) -> None:
     b = client().get_base(name)
 
     def human() -> None:
-        fields([("name", b.name), ("fingerprint", b.fingerprint),
-                ("structure_hash", b.structure_hash), ("num_parameters", b.num_parameters),
-                ("size_bytes", b.size_bytes), ("created_at", b.created_at)])
+        fields(
+            [
+                ("name", b.name),
+                ("fingerprint", b.fingerprint),
+                ("structure_hash", b.structure_hash),
+                ("num_parameters", b.num_parameters),
+                ("size_bytes", b.size_bytes),
+                ("created_at", b.created_at),
+            ]
+        )
         if b.tensors:
             click.echo(f"tensors:         {len(b.tensors)}")
 
@@ -69,9 +93,13 @@ def show(name: str, as_json: bool) -> None:
 @base.command("manifest")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--name", help="Put this name (org/name) in the body, ready for POST /bases.")
-@click.option("--files", "with_files", is_flag=True,
-              help="Also list every file of FOLDER (path, sha256 digest, size): upload them "
-              "as blobs first and workers can merge into the base.")
+@click.option(
+    "--files",
+    "with_files",
+    is_flag=True,
+    help="Also list every file of FOLDER (path, sha256 digest, size): upload them "
+    "as blobs first and workers can merge into the base.",
+)
 @json_option
 def manifest(folder: Path, name: str | None, with_files: bool, as_json: bool) -> None:
     """Print the JSON body that registers FOLDER's checkpoint (POST /api/v1/bases).

@@ -38,7 +38,11 @@ def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
 def json_option(f: F) -> F:
     """``--json``: one JSON document on stdout, nothing else there."""
     return click.option(
-        "--json", "as_json", is_flag=True, is_eager=True, callback=_set_json,
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,
+        callback=_set_json,
         help="Print one JSON document on stdout (errors: the API's error object).",
     )(f)
 
@@ -59,11 +63,13 @@ def parse_weights(value: str | None, n: int) -> list[float] | None:
     try:
         weights = [float(w) for w in value.split(",") if w.strip()]
     except ValueError:
-        raise click.BadParameter(f"{value!r}: expected numbers like 0.7,0.3",
-                                 param_hint="--weights") from None
+        raise click.BadParameter(
+            f"{value!r}: expected numbers like 0.7,0.3", param_hint="--weights"
+        ) from None
     if len(weights) != n:
-        raise click.BadParameter(f"{len(weights)} weight(s) for {n} adapter(s)",
-                                 param_hint="--weights")
+        raise click.BadParameter(
+            f"{len(weights)} weight(s) for {n} adapter(s)", param_hint="--weights"
+        )
     return weights
 
 
@@ -181,8 +187,15 @@ def progress_factory() -> Callable[[str, int], Bar]:
 
     def make(desc: str, total: int) -> Bar:
         return tqdm(
-            total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-            file=sys.stderr, disable=None, leave=False, dynamic_ncols=True,
+            total=total,
+            desc=desc,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            disable=None,
+            leave=False,
+            dynamic_ncols=True,
         )
 
     return make
@@ -194,9 +207,16 @@ class JobProgress:
     def __init__(self, job_id: str) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=100, desc=f"job {job_id}", unit="%", file=sys.stderr, disable=None,
-                        leave=False, dynamic_ncols=True,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        self.bar = tqdm(
+            total=100,
+            desc=f"job {job_id}",
+            unit="%",
+            file=sys.stderr,
+            disable=None,
+            leave=False,
+            dynamic_ncols=True,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}",
+        )
         self.last = 0.0
 
     def __call__(self, job: Job) -> None:
@@ -231,12 +251,11 @@ def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, ApiError):
         return (EXIT_INVALID if exc.status == 422 else EXIT_ERROR), exc.to_dict()
     if isinstance(exc, LoregError):
-        invalid = isinstance(exc, Incompatible) or type(exc).__module__.startswith(
-            "loreg.formats"
-        )
+        invalid = isinstance(exc, Incompatible) or type(exc).__module__.startswith("loreg.formats")
         return (EXIT_INVALID if invalid else EXIT_ERROR), {"error": exc.to_dict()}
-    if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError |
-                  PermissionError):
+    if isinstance(
+        exc, FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError
+    ):
         where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
         return EXIT_ERROR, _error_object("os_error", f"{exc.strerror or exc}{where}")
     if isinstance(exc, OSError):
@@ -258,8 +277,12 @@ def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
 
 
 #: API fields whose command-line option has another name.
-_FIELD_PARAMS = {"expires_in_days": "expires_in", "max_shard_bytes": "shard_size",
-                 "label": "labels", "adapters": "refs"}
+_FIELD_PARAMS = {
+    "expires_in_days": "expires_in",
+    "max_shard_bytes": "shard_size",
+    "label": "labels",
+    "adapters": "refs",
+}
 
 
 def flag_for(command: click.Command | None, field: str) -> str | None:
@@ -287,8 +310,11 @@ def name_flags(obj: dict[str, Any], command: click.Command | None) -> dict[str, 
     if isinstance(details, dict) and isinstance(details.get("field"), str):
         named.append(details["field"])
     if isinstance(details, dict) and isinstance(details.get("errors"), list):
-        named += [str(e["field"]) for e in details["errors"]
-                  if isinstance(e, dict) and isinstance(e.get("field"), str)]
+        named += [
+            str(e["field"])
+            for e in details["errors"]
+            if isinstance(e, dict) and isinstance(e.get("field"), str)
+        ]
     if not named or not isinstance(err, dict):
         return obj
     message = str(err.get("message", ""))
@@ -300,14 +326,15 @@ def name_flags(obj: dict[str, Any], command: click.Command | None) -> dict[str, 
             message = message.replace(quoted, flag)
         message = re.sub(rf"(?<![\w.\-'\"`]){re.escape(field)}(?=:)", flag, message)
         if message.startswith(field + " "):
-            message = flag + message[len(field):]
+            message = flag + message[len(field) :]
         if flag not in message:
             message = f"{message} ({flag})"
     return {**obj, "error": {**err, "message": message}}
 
 
-def report_error(exc: BaseException, *, as_json: bool | None = None,
-                 command: click.Command | None = None) -> int:
+def report_error(
+    exc: BaseException, *, as_json: bool | None = None, command: click.Command | None = None
+) -> int:
     """Print an error (JSON object on stdout with --json, else a message on stderr).
 
     ``as_json`` for callers outside the command's context (``run``); else ``json_mode()``.

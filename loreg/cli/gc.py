@@ -20,15 +20,24 @@ from loreg.units import format_bytes
 
 @click.command()
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; change nothing.")
-@click.option("--grace-hours", type=click.FloatRange(min=0), default=None,
-              help="Never touch blobs or store objects younger than this (uploads in flight)."
-              "  [default: LOREG_GC_GRACE_HOURS, 24]")
-@click.option("--retention-hours", type=click.FloatRange(min=0), default=None,
-              help="Keep the blobs of soft-deleted versions this long after the deletion."
-              "  [default: LOREG_GC_DELETED_VERSION_RETENTION_HOURS, 168]")
+@click.option(
+    "--grace-hours",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Never touch blobs or store objects younger than this (uploads in flight)."
+    "  [default: LOREG_GC_GRACE_HOURS, 24]",
+)
+@click.option(
+    "--retention-hours",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Keep the blobs of soft-deleted versions this long after the deletion."
+    "  [default: LOREG_GC_DELETED_VERSION_RETENTION_HOURS, 168]",
+)
 @json_option
-def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
-       as_json: bool) -> None:
+def gc(
+    dry_run: bool, grace_hours: float | None, retention_hours: float | None, as_json: bool
+) -> None:
     """Delete blobs that no version, base model or unexpired job output references.
 
     Expired job outputs are dropped first; soft-deleted versions past the retention period
@@ -52,8 +61,11 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
     sessions = make_sessionmaker(engine)
     try:
         report = gc_service.run(
-            sessions, open_store(config), dry_run=dry_run,
-            grace=timedelta(hours=grace_hours), retention=timedelta(hours=retention_hours),
+            sessions,
+            open_store(config),
+            dry_run=dry_run,
+            grace=timedelta(hours=grace_hours),
+            retention=timedelta(hours=retention_hours),
         )
         if not dry_run:
             with sessions() as session:
@@ -70,24 +82,32 @@ def gc(dry_run: bool, grace_hours: float | None, retention_hours: float | None,
         for out in report.expired_job_outputs:
             click.echo(f"{verb} expired output {out['path']} of job {out['job_id']}")
         for version in report.purged_versions:
-            click.echo(f"{verb} the files of deleted version {version['ref']} "
-                       f"({version['files']} files)")
+            click.echo(
+                f"{verb} the files of deleted version {version['ref']} ({version['files']} files)"
+            )
         for blob in report.blobs:
             click.echo(f"{verb} blob {blob['digest']} ({format_bytes(blob['size'])})")
         for obj in report.orphan_objects:
             click.echo(f"{verb} orphan object {obj['digest']} ({format_bytes(obj['size'])})")
         for tmp in report.temp_files:
-            click.echo(f"{verb} upload temp file {tmp['name']} left by a crashed upload "
-                       f"({format_bytes(tmp['size'])})")
+            click.echo(
+                f"{verb} upload temp file {tmp['name']} left by a crashed upload "
+                f"({format_bytes(tmp['size'])})"
+            )
         for up in report.aborted_uploads:
-            click.echo(f"{'would abort' if dry_run else 'aborted'} abandoned upload "
-                       f"{up['key']} (started {up['initiated']})")
+            click.echo(
+                f"{'would abort' if dry_run else 'aborted'} abandoned upload "
+                f"{up['key']} (started {up['initiated']})"
+            )
         for folder in folders:
-            click.echo(f"{verb} work folder {folder.path} of a dead attempt "
-                       f"({format_bytes(folder.size)})")
+            click.echo(
+                f"{verb} work folder {folder.path} of a dead attempt ({format_bytes(folder.size)})"
+            )
         for err in report.errors:
             click.echo(f"error: {err}", err=True)
-        click.echo(f"{verb} {len(report.blobs) + len(report.orphan_objects)} blobs, "
-                   f"{format_bytes(report.bytes_freed)}")
+        click.echo(
+            f"{verb} {len(report.blobs) + len(report.orphan_objects)} blobs, "
+            f"{format_bytes(report.bytes_freed)}"
+        )
 
     emit(data, human)

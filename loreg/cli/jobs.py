@@ -48,7 +48,8 @@ def check_output(output: Path | None, no_wait: bool, command: str) -> None:
     if no_wait and output is not None:
         raise click.UsageError(
             "--no-wait returns before the job has written anything, so -o has nothing to "
-            "fetch: drop -o, then fetch the outputs with `loreg jobs wait ID -o DIR`")
+            "fetch: drop -o, then fetch the outputs with `loreg jobs wait ID -o DIR`"
+        )
     if output is None and not no_wait:
         raise click.UsageError(f"{command} needs -o DIR (or --no-wait)")
 
@@ -60,25 +61,45 @@ def run_and_download(job: Job, output: Path, force: bool, no_wait: bool) -> None
         return
     info(f"submitted {_job_line(job)}")
     done = wait_for(job.id)
-    result = client().download_job_outputs(done.id, output, force=force,
-                                           progress=progress_factory())
+    result = client().download_job_outputs(
+        done.id, output, force=force, progress=progress_factory()
+    )
     emit({"job": done.to_dict(), "output": result.to_dict()}, str(result.path.absolute()))
 
 
-def merge_remote(refs: tuple[str, ...], base: str, weights: str | None, method: str | None,
-                 dtype: str | None, output: Path | None, no_wait: bool, force: bool = False,
-                 extra: dict[str, Any] | None = None) -> None:
+def merge_remote(
+    refs: tuple[str, ...],
+    base: str,
+    weights: str | None,
+    method: str | None,
+    dtype: str | None,
+    output: Path | None,
+    no_wait: bool,
+    force: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """``loreg merge REF... --base NAME -o DIR``: a merge job on the registry's workers."""
     check_output(output, no_wait, "merge")
-    job = client().merge(list(refs), base, weights=parse_weights(weights, len(refs)),
-                         method=method, dtype=dtype, **(extra or {}))
+    job = client().merge(
+        list(refs),
+        base,
+        weights=parse_weights(weights, len(refs)),
+        method=method,
+        dtype=dtype,
+        **(extra or {}),
+    )
     run_and_download(job, output or Path("."), force, no_wait)
 
 
 @click.command()
 @click.argument("refs", nargs=-1, required=True, metavar="REF REF...")
-@click.option("--to", "target", required=True, metavar="NS/NAME[:TAG]",
-              help="Where the combined adapter is pushed.")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="NS/NAME[:TAG]",
+    help="Where the combined adapter is pushed.",
+)
 @click.option("--method", type=click.Choice(METHODS), default="linear", show_default=True)
 @click.option("--weights", help="Comma-separated, one per adapter (default: all 1).")
 @click.option("--density", type=float, help="For ties/dare/magnitude_prune.")
@@ -86,13 +107,27 @@ def merge_remote(refs: tuple[str, ...], base: str, weights: str | None, method: 
 @click.option("--seed", type=int, help="Seed for dare_* methods.")
 @click.option("--no-wait", is_flag=True, help="Print the job and return at once.")
 @json_option
-def combine(refs: tuple[str, ...], target: str, method: str, weights: str | None,
-            density: float | None, svd_rank: int | None, seed: int | None, no_wait: bool,
-            as_json: bool) -> None:
+def combine(
+    refs: tuple[str, ...],
+    target: str,
+    method: str,
+    weights: str | None,
+    density: float | None,
+    svd_rank: int | None,
+    seed: int | None,
+    no_wait: bool,
+    as_json: bool,
+) -> None:
     """Combine adapters on the same base into a new version (recorded with its lineage)."""
-    job = client().combine(list(refs), target, method=method,
-                           weights=parse_weights(weights, len(refs)), density=density,
-                           svd_rank=svd_rank, seed=seed)
+    job = client().combine(
+        list(refs),
+        target,
+        method=method,
+        weights=parse_weights(weights, len(refs)),
+        density=density,
+        svd_rank=svd_rank,
+        seed=seed,
+    )
     if no_wait:
         emit(job, lambda: _print_submitted(job))
         return
@@ -112,8 +147,9 @@ def combine(refs: tuple[str, ...], target: str, method: str, weights: str | None
 @click.option("--force", is_flag=True, help="Replace the target folder if it holds files.")
 @click.option("--no-wait", is_flag=True, help="Print the job and return at once.")
 @json_option
-def export(ref: str, dtype: str | None, output: Path | None, force: bool, no_wait: bool,
-           as_json: bool) -> None:
+def export(
+    ref: str, dtype: str | None, output: Path | None, force: bool, no_wait: bool, as_json: bool
+) -> None:
     """Export one version as a PEFT folder, optionally cast to another dtype."""
     check_output(output, no_wait, "export")
     job = client().export(ref, dtype=dtype)
@@ -126,10 +162,10 @@ def jobs() -> None:
 
 
 @jobs.command("ls")
-@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed",
-                                             "cancelled"]))
-@click.option("--type", "job_type", type=click.Choice(["validate", "merge", "export",
-                                                        "combine"]))
+@click.option(
+    "--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"])
+)
+@click.option("--type", "job_type", type=click.Choice(["validate", "merge", "export", "combine"]))
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @json_option
 def jobs_ls(status: str | None, job_type: str | None, limit: int, as_json: bool) -> None:
@@ -137,8 +173,10 @@ def jobs_ls(status: str | None, job_type: str | None, limit: int, as_json: bool)
     items = client().list_jobs(status=status, type=job_type, limit=limit)
 
     def human() -> None:
-        rows = [[j.id, j.type, j.status, f"{j.progress * 100:.0f}%", j.attempts,
-                 when(j.created_at)] for j in items]
+        rows = [
+            [j.id, j.type, j.status, f"{j.progress * 100:.0f}%", j.attempts, when(j.created_at)]
+            for j in items
+        ]
         table(rows, ["ID", "TYPE", "STATUS", "PROGRESS", "ATTEMPTS", "CREATED"])
 
     emit(items, human)
@@ -153,10 +191,17 @@ def jobs_show(job_id: str, as_json: bool) -> None:
 
     def human() -> None:
         rows: list[tuple[str, Any]] = [
-            ("id", j.id), ("type", j.type), ("status", j.status), ("progress", j.progress),
-            ("progress message", j.progress_message), ("attempts", j.attempts),
-            ("created at", j.created_at), ("started at", j.started_at),
-            ("finished at", j.finished_at), ("error", j.error), ("result", j.result),
+            ("id", j.id),
+            ("type", j.type),
+            ("status", j.status),
+            ("progress", j.progress),
+            ("progress message", j.progress_message),
+            ("attempts", j.attempts),
+            ("created at", j.created_at),
+            ("started at", j.started_at),
+            ("finished at", j.finished_at),
+            ("error", j.error),
+            ("result", j.result),
             ("params", j.params),
         ]
         fields([(key, value) for key, value in rows if value not in (None, "", {})], width=17)
@@ -166,16 +211,18 @@ def jobs_show(job_id: str, as_json: bool) -> None:
 
 @jobs.command("wait")
 @click.argument("job_id", metavar="ID")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Also download the job's outputs here.")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Also download the job's outputs here."
+)
 @click.option("--force", is_flag=True)
 @json_option
 def jobs_wait(job_id: str, output: Path | None, force: bool, as_json: bool) -> None:
     """Wait for a job to finish (exit 1 if it failed, 3 if the adapter was invalid)."""
     done = wait_for(job_id)
     if output is not None:
-        result = client().download_job_outputs(job_id, output, force=force,
-                                               progress=progress_factory())
+        result = client().download_job_outputs(
+            job_id, output, force=force, progress=progress_factory()
+        )
         emit({"job": done.to_dict(), "output": result.to_dict()}, str(result.path.absolute()))
         return
     emit(done, _job_line(done))

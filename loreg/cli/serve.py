@@ -49,14 +49,24 @@ def _start_worker(s: Any) -> Any:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--no-worker", is_flag=True, help="Do not run a worker in this process.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, MAX_WORKERS),
-              help="API processes sharing the port (PostgreSQL only; the job worker and "
-              "housekeeping still run once).")
-@click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, MAX_WORKERS),
+    help="API processes sharing the port (PostgreSQL only; the job worker and "
+    "housekeeping still run once).",
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
 @json_option
-def serve(host: str, port: int, no_worker: bool, workers: int, log_level: str,
-          as_json: bool) -> None:
+def serve(
+    host: str, port: int, no_worker: bool, workers: int, log_level: str, as_json: bool
+) -> None:
     """Run the registry (SQLite + a local blob folder under LOREG_HOME when unconfigured)."""
     extras.require("server", "serve")
     import uvicorn
@@ -70,19 +80,25 @@ def serve(host: str, port: int, no_worker: bool, workers: int, log_level: str,
         raise click.UsageError(
             f"--workers {workers} needs PostgreSQL: the embedded SQLite database serves one "
             "process (one writer at a time). Drop --workers, or set LOREG_DATABASE_URL="
-            "postgresql+psycopg://USER@HOST/DB (docs/scaling.md)")
+            "postgresql+psycopg://USER@HOST/DB (docs/scaling.md)"
+        )
     configure_logging(log_level)
     sock = bind(host, port)  # first: a busy port is a clear error before any other work
     s.home.mkdir(parents=True, exist_ok=True)
     upgrade(s.effective_database_url)
     public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if workers > 1:
-        _serve_processes(s, sock, host, port, public_host, workers, no_worker, log_level,
-                         as_json)
+        _serve_processes(s, sock, host, port, public_host, workers, no_worker, log_level, as_json)
         return
     app = create_app(s)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(config)
 
     worker = None if no_worker else _start_worker(s)
@@ -140,9 +156,17 @@ def process_app(s: Settings, log_level: str) -> FastAPI:
     return create_app(s, sweep_uploads=False)
 
 
-def _serve_processes(s: Settings, sock: socket.socket, host: str, port: int,
-                     public_host: str, workers: int, no_worker: bool, log_level: str,
-                     as_json: bool) -> None:
+def _serve_processes(
+    s: Settings,
+    sock: socket.socket,
+    host: str,
+    port: int,
+    public_host: str,
+    workers: int,
+    no_worker: bool,
+    log_level: str,
+    as_json: bool,
+) -> None:
     """N API processes on ``sock``; this one supervises them and runs what runs once."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
@@ -153,9 +177,16 @@ def _serve_processes(s: Settings, sock: socket.socket, host: str, port: int,
     from loreg.storage import open_store
 
     remove_upload_leftovers(open_store(s))
-    config = uvicorn.Config(functools.partial(process_app, s, log_level), factory=True,
-                            host=host, port=port, workers=workers, log_level=log_level,
-                            access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        functools.partial(process_app, s, log_level),
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     supervisor = Multiprocess(config, sockets=[sock])
     bound = int(sock.getsockname()[1])
     url = f"http://{public_host}:{bound}"
@@ -175,8 +206,9 @@ def _serve_processes(s: Settings, sock: socket.socket, host: str, port: int,
             "database": _redact(s.effective_database_url),
             "storage": s.effective_storage_url,
         }
-        click.echo(json.dumps(doc) if as_json else
-                   f"loreg is serving at {url} ({workers} API processes)")
+        click.echo(
+            json.dumps(doc) if as_json else f"loreg is serving at {url} ({workers} API processes)"
+        )
 
     try:
         worker = None if no_worker else _start_worker(s)
@@ -190,8 +222,7 @@ def _serve_processes(s: Settings, sock: socket.socket, host: str, port: int,
         engine.dispose()
 
 
-def _wait_serving(host: str, port: int, stopping: threading.Event,
-                  timeout: float = 120) -> bool:
+def _wait_serving(host: str, port: int, stopping: threading.Event, timeout: float = 120) -> bool:
     """Whether ``GET /healthz`` answers on ``host:port`` before ``timeout`` (or a stop)."""
     import httpx
 

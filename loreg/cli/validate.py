@@ -27,12 +27,16 @@ EXIT_INCOMPATIBLE = 3
 def _match_hint(match: str) -> str | None:
     """How to turn an offline check's match into ``exact`` (docs/cli.md, "Base match")."""
     if match == "unverified":
-        return ("shapes checked, weights not: pass --expected-fingerprint with the fingerprint "
-                "of the base the adapter was trained on (`loreg base show NAME` prints it) "
-                "for an exact match")
+        return (
+            "shapes checked, weights not: pass --expected-fingerprint with the fingerprint "
+            "of the base the adapter was trained on (`loreg base show NAME` prints it) "
+            "for an exact match"
+        )
     if match == "structural":
-        return ("same shapes, other weights: validate against the base whose fingerprint is "
-                "the expected one for an exact match")
+        return (
+            "same shapes, other weights: validate against the base whose fingerprint is "
+            "the expected one for an exact match"
+        )
     return None
 
 
@@ -107,8 +111,12 @@ def _registered_manifest(name: str) -> tuple[BaseManifest, str]:
     from loreg.cli.common import client
     from loreg.cli.hints import NOT_FOUND, hinted
 
-    with hinted({NOT_FOUND: f"no folder '{name}' here either; register it with "
-                            f"'loreg base register DIR --name {name}' or see 'loreg base ls'"}):
+    with hinted(
+        {
+            NOT_FOUND: f"no folder '{name}' here either; register it with "
+            f"'loreg base register DIR --name {name}' or see 'loreg base ls'"
+        }
+    ):
         base = client().get_base(name)
     manifest = BaseManifest(
         tensors={n: (t.dtype, tuple(t.shape)) for n, t in base.tensors.items()},

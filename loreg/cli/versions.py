@@ -13,7 +13,8 @@ def adapter_name(value: str) -> str:
     if "@" in value or ":" in value:
         raise click.BadParameter(
             f"{value!r}: name the adapter as ns/name, without a tag or version",
-            param_hint="NS/NAME")
+            param_hint="NS/NAME",
+        )
     return value
 
 
@@ -33,8 +34,15 @@ def versions(name: str, deleted: bool, as_json: bool) -> None:
     def human() -> None:
         rows = []
         for v in items:
-            row = [v.number, _short(v.digest), v.r, v.base or "", ",".join(v.tags),
-                   v.validation_state or "", when(v.created_at)]
+            row = [
+                v.number,
+                _short(v.digest),
+                v.r,
+                v.base or "",
+                ",".join(v.tags),
+                v.validation_state or "",
+                when(v.created_at),
+            ]
             if deleted:
                 row.append(f"deleted: {v.delete_reason}" if v.deleted_at else "")
             rows.append(row)
@@ -51,11 +59,23 @@ def tags(name: str, as_json: bool) -> None:
     """List an adapter's tags and the versions they point at."""
     with hinted({NOT_FOUND: "check the name with 'loreg ls'"}):
         items = client().list_tags(adapter_name(name))
-    emit(items, lambda: table(
-        [[t.name, t.number, _short(t.digest), "yes" if t.protected else "", when(t.updated_at),
-          t.updated_by or ("(automatic)" if t.automatic else "")]
-         for t in items],
-        ["TAG", "VERSION", "DIGEST", "PROTECTED", "UPDATED", "BY"]))
+    emit(
+        items,
+        lambda: table(
+            [
+                [
+                    t.name,
+                    t.number,
+                    _short(t.digest),
+                    "yes" if t.protected else "",
+                    when(t.updated_at),
+                    t.updated_by or ("(automatic)" if t.automatic else ""),
+                ]
+                for t in items
+            ],
+            ["TAG", "VERSION", "DIGEST", "PROTECTED", "UPDATED", "BY"],
+        ),
+    )
 
 
 def version_ref_arg(value: str) -> str:
@@ -63,7 +83,9 @@ def version_ref_arg(value: str) -> str:
     if "@" not in value and ":" not in value:
         raise click.BadParameter(
             f"{value!r} names no version: give ns/name@N, ns/name@sha256:... or ns/name:TAG "
-            "(see 'loreg versions ns/name')", param_hint="REF")
+            "(see 'loreg versions ns/name')",
+            param_hint="REF",
+        )
     return value
 
 
@@ -81,11 +103,16 @@ def delete(ref: str, reason: str, as_json: bool) -> None:
 
     Its tags are removed and 'latest' falls back to the newest remaining version."""
     if not reason.strip():
-        raise click.BadParameter("give a reason, e.g. --reason 'trained on leaked data'",
-                                 param_hint="--reason")
+        raise click.BadParameter(
+            "give a reason, e.g. --reason 'trained on leaked data'", param_hint="--reason"
+        )
     name = _adapter_of(version_ref_arg(ref))
-    with hinted({NOT_FOUND: f"list the live versions with 'loreg versions {name}'",
-                 FORBIDDEN: "a protected tag points at it: ask a namespace admin"}):
+    with hinted(
+        {
+            NOT_FOUND: f"list the live versions with 'loreg versions {name}'",
+            FORBIDDEN: "a protected tag points at it: ask a namespace admin",
+        }
+    ):
         v = client().delete_version(version_ref_arg(ref), reason)
     emit(v, f"deleted {v.ref} ({reason}); undo with: loreg restore {v.ref}")
 
@@ -96,8 +123,12 @@ def delete(ref: str, reason: str, as_json: bool) -> None:
 def restore(ref: str, as_json: bool) -> None:
     """Restore a deleted version (by number or digest). Tags it lost are not put back."""
     name = _adapter_of(version_ref_arg(ref))
-    with hinted({NOT_FOUND: f"list deleted versions with 'loreg versions {name} --deleted'",
-                 CONFLICT: "nothing to restore"}):
+    with hinted(
+        {
+            NOT_FOUND: f"list deleted versions with 'loreg versions {name} --deleted'",
+            CONFLICT: "nothing to restore",
+        }
+    ):
         v = client().restore_version(version_ref_arg(ref))
     emit(v, f"restored {v.ref}")
 

@@ -12,10 +12,11 @@ from loreg.errors import LoregError
 EVENTS = ["version.created", "version.validated", "tag.moved", "job.succeeded", "job.failed"]
 
 
-
 def _hints(namespace: str) -> dict[int, str]:
-    return {NOT_FOUND: f"check the namespace and the id with 'loreg webhook ls {namespace}'",
-            FORBIDDEN: "webhooks need the namespace's admin role and an admin-scoped token"}
+    return {
+        NOT_FOUND: f"check the namespace and the id with 'loreg webhook ls {namespace}'",
+        FORBIDDEN: "webhooks need the namespace's admin role and an admin-scoped token",
+    }
 
 
 class WebhookTestFailed(LoregError):
@@ -32,25 +33,44 @@ def webhook() -> None:
 @webhook.command("create")
 @click.argument("namespace")
 @click.argument("url")
-@click.option("--event", "events", multiple=True, type=click.Choice(EVENTS),
-              help="Event to send; repeatable (default: all).")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    type=click.Choice(EVENTS),
+    help="Event to send; repeatable (default: all).",
+)
 @click.option("--secret", help="Signing secret, 16+ printable characters (default: generated).")
 @click.option("--description")
 @click.option("--inactive", is_flag=True, help="Create it switched off.")
 @json_option
-def create(namespace: str, url: str, events: tuple[str, ...], secret: str | None,
-           description: str | None, inactive: bool, as_json: bool) -> None:
+def create(
+    namespace: str,
+    url: str,
+    events: tuple[str, ...],
+    secret: str | None,
+    description: str | None,
+    inactive: bool,
+    as_json: bool,
+) -> None:
     """Create a webhook on NAMESPACE; prints its signing secret once."""
     with hinted(_hints(namespace)):
-        out = client().create_webhook(namespace, url, events=list(events) or None,
-                                      secret=secret, description=description,
-                                      active=not inactive)
+        out = client().create_webhook(
+            namespace,
+            url,
+            events=list(events) or None,
+            secret=secret,
+            description=description,
+            active=not inactive,
+        )
 
     def human() -> None:
         click.echo(f"webhook {out.id} on {namespace} -> {out.url}")
         click.echo(f"secret: {out.secret}")
-        info("store the secret now: it is not shown again "
-             "(receivers check X-Loreg-Signature with it)")
+        info(
+            "store the secret now: it is not shown again "
+            "(receivers check X-Loreg-Signature with it)"
+        )
 
     emit(out, human)
 
@@ -62,10 +82,16 @@ def ls(namespace: str, as_json: bool) -> None:
     """List NAMESPACE's webhooks."""
     with hinted(_hints(namespace)):
         items = client().list_webhooks(namespace)
-    emit(items, lambda: table(
-        [[h.id, h.url, ",".join(h.events), "yes" if h.active else "no", h.description]
-         for h in items],
-        ["ID", "URL", "EVENTS", "ACTIVE", "DESCRIPTION"]))
+    emit(
+        items,
+        lambda: table(
+            [
+                [h.id, h.url, ",".join(h.events), "yes" if h.active else "no", h.description]
+                for h in items
+            ],
+            ["ID", "URL", "EVENTS", "ACTIVE", "DESCRIPTION"],
+        ),
+    )
 
 
 @webhook.command("test")
@@ -81,7 +107,8 @@ def test(namespace: str, webhook_id: int, as_json: bool) -> None:
         raise WebhookTestFailed(
             f"the receiver did not accept the ping ({why}); check that the URL is reachable "
             f"from the registry, then 'loreg webhook deliveries {namespace} {webhook_id}'",
-            details=d.to_dict())
+            details=d.to_dict(),
+        )
     emit(d, f"delivered: HTTP {d.last_status_code} (delivery {d.id})")
 
 
@@ -91,15 +118,30 @@ def test(namespace: str, webhook_id: int, as_json: bool) -> None:
 @click.option("--status", type=click.Choice(["pending", "delivered", "failed"]))
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @json_option
-def deliveries(namespace: str, webhook_id: int, status: str | None, limit: int,
-               as_json: bool) -> None:
+def deliveries(
+    namespace: str, webhook_id: int, status: str | None, limit: int, as_json: bool
+) -> None:
     """The delivery log of one webhook, newest first."""
     with hinted(_hints(namespace)):
         items = client().list_deliveries(namespace, webhook_id, status=status, limit=limit)
-    emit(items, lambda: table(
-        [[d.id, d.event_type, d.status, d.attempts, d.last_status_code or "", when(d.created_at),
-          (d.last_error or "")[:60]] for d in items],
-        ["ID", "EVENT", "STATUS", "ATTEMPTS", "HTTP", "CREATED", "ERROR"]))
+    emit(
+        items,
+        lambda: table(
+            [
+                [
+                    d.id,
+                    d.event_type,
+                    d.status,
+                    d.attempts,
+                    d.last_status_code or "",
+                    when(d.created_at),
+                    (d.last_error or "")[:60],
+                ]
+                for d in items
+            ],
+            ["ID", "EVENT", "STATUS", "ATTEMPTS", "HTTP", "CREATED", "ERROR"],
+        ),
+    )
 
 
 @webhook.command("delete")
@@ -110,8 +152,10 @@ def delete(namespace: str, webhook_id: int, as_json: bool) -> None:
     """Delete a webhook (its pending deliveries are dropped)."""
     with hinted(_hints(namespace)):
         client().delete_webhook(namespace, webhook_id)
-    emit({"deleted": webhook_id, "namespace": namespace},
-         f"deleted webhook {webhook_id} of {namespace}")
+    emit(
+        {"deleted": webhook_id, "namespace": namespace},
+        f"deleted webhook {webhook_id} of {namespace}",
+    )
 
 
 COMMANDS = [webhook]

@@ -15,11 +15,15 @@ from loreg.logging import configure_logging
 
 
 @click.command()
-@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default=None,
-              help="Where merges compute (default: LOREG_WORKER_DEVICE, else auto: CUDA "
-                   "when available).")
-@click.option("--once", is_flag=True,
-              help="Run the jobs queued now, then exit (instead of waiting for more).")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cuda", "cpu"]),
+    default=None,
+    help="Where merges compute (default: LOREG_WORKER_DEVICE, else auto: CUDA when available).",
+)
+@click.option(
+    "--once", is_flag=True, help="Run the jobs queued now, then exit (instead of waiting for more)."
+)
 def worker(device: str | None, once: bool) -> None:
     """Run a job worker against the configured database and blob store.
 

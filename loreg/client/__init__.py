@@ -122,8 +122,9 @@ class Client:
         self.url = url.rstrip("/")
         self.token = token
         self.offline = offline
-        self.http = Http(self.url, token, timeout=timeout, retries=retries, backoff=backoff,
-                         offline=offline)
+        self.http = Http(
+            self.url, token, timeout=timeout, retries=retries, backoff=backoff, offline=offline
+        )
         home = Path(home) if home is not None else Path.home() / ".local" / "share" / "loreg"
         self.home = home
         self.origin = origin or Origin(
@@ -149,8 +150,12 @@ class Client:
         same_host = _same_registry(stored.url or DEFAULT_URL, url)
         if token is None and stored.token and same_host:
             token, token_from = stored.token, FROM_STORED
-        origin = Origin(settings.home, url_from=url_from, token_from=token_from,
-                        stored_url=stored.url if stored.token else None)
+        origin = Origin(
+            settings.home,
+            url_from=url_from,
+            token_from=token_from,
+            stored_url=stored.url if stored.token else None,
+        )
         kwargs.setdefault("offline", settings.offline)
         return cls(url, token, home=settings.home, origin=origin, **kwargs)
 
@@ -188,8 +193,11 @@ class Client:
 
     def add_member(self, org: str, user: str, role: str) -> Member:
         """Add ``user`` to ``org`` with ``role`` (or change their role)."""
-        return Member.from_api(self._post(f"/orgs/{_segment(org)}/members",
-                                          {"user": user, "role": role}, idempotent=True))
+        return Member.from_api(
+            self._post(
+                f"/orgs/{_segment(org)}/members", {"user": user, "role": role}, idempotent=True
+            )
+        )
 
     def list_users(self, *, limit: int | None = None) -> list[User]:
         """Every account (site administrators)."""
@@ -243,7 +251,10 @@ class Client:
         from loreg.client.bases import build_base_registration
 
         body, entries, paths = build_base_registration(
-            Path(folder), name, progress=progress, index=self.cache.hash_index(),
+            Path(folder),
+            name,
+            progress=progress,
+            index=self.cache.hash_index(),
             workers=self.workers,
         )
         if description:
@@ -277,8 +288,12 @@ class Client:
     ) -> Iterator[Adapter]:
         """Adapters the caller may read that match every filter given, page by page."""
         params = {
-            "namespace": namespace, "base": base, "target": target, "rank_min": rank_min,
-            "rank_max": rank_max, "text": text,
+            "namespace": namespace,
+            "base": base,
+            "target": target,
+            "rank_min": rank_min,
+            "rank_max": rank_max,
+            "text": text,
             "label": [label] if isinstance(label, str) else (list(label) if label else None),
         }
         pages = _jobs.paginate(self.http, "/adapters", params, key="adapters", limit=limit)
@@ -294,23 +309,29 @@ class Client:
     ) -> Adapter:
         """Change an adapter's visibility or description (``None`` leaves it as it is)."""
         ns, nm, _, _ = split_ref(name)
-        body = {k: v for k, v in {"public": public, "description": description}.items()
-                if v is not None}
-        return Adapter.from_api(self.http.json("PATCH", f"/adapters/{ns}/{nm}", json=body,
-                                               idempotent=True))
+        body = {
+            k: v for k, v in {"public": public, "description": description}.items() if v is not None
+        }
+        return Adapter.from_api(
+            self.http.json("PATCH", f"/adapters/{ns}/{nm}", json=body, idempotent=True)
+        )
 
     def list_versions(self, name: str, *, include_deleted: bool = False) -> list[Version]:
         """Versions of ``ns/name``, newest first (deleted ones too when asked)."""
         ns, nm, _, _ = split_ref(name)
         params = {"include_deleted": "true" if include_deleted else None}
-        return Version.many(_jobs.paginate(self.http, f"/adapters/{ns}/{nm}/versions", params,
-                                           key="versions"))
+        return Version.many(
+            _jobs.paginate(self.http, f"/adapters/{ns}/{nm}/versions", params, key="versions")
+        )
 
     def delete_version(self, ref: str, reason: str) -> Version:
         """Soft-delete the version ``ref`` names; its tags go, ``latest`` falls back."""
         ns, nm, selector = self._version_selector(ref)
-        return Version.from_api(self.http.json(
-            "DELETE", f"/adapters/{ns}/{nm}/versions/{selector}", params={"reason": reason}))
+        return Version.from_api(
+            self.http.json(
+                "DELETE", f"/adapters/{ns}/{nm}/versions/{selector}", params={"reason": reason}
+            )
+        )
 
     def restore_version(self, ref: str) -> Version:
         """Undo a delete; ``ref`` names the version by number or digest (``ns/name@N``)."""
@@ -319,9 +340,12 @@ class Client:
             raise InvalidInput(
                 f"{ref!r}: name the deleted version by number or digest (ns/name@N); "
                 "list them with 'loreg versions ns/name --deleted'",
-                code="invalid_reference", details={"ref": ref})
-        return Version.from_api(self.http.json(
-            "POST", f"/adapters/{ns}/{nm}/versions/{value}/restore", idempotent=True))
+                code="invalid_reference",
+                details={"ref": ref},
+            )
+        return Version.from_api(
+            self.http.json("POST", f"/adapters/{ns}/{nm}/versions/{value}/restore", idempotent=True)
+        )
 
     def _version_selector(self, ref: str) -> tuple[str, str, str]:
         """(namespace, name, number or digest) of the version any reference names."""
@@ -356,8 +380,9 @@ class Client:
         body: dict[str, Any] = {"version": int(version) if version.isdigit() else version}
         if protected is not None:
             body["protected"] = protected
-        return Tag.from_api(self.http.json("PUT", f"/adapters/{ns}/{nm}/tags/{_segment(tag)}",
-                                           json=body))
+        return Tag.from_api(
+            self.http.json("PUT", f"/adapters/{ns}/{nm}/tags/{_segment(tag)}", json=body)
+        )
 
     def delete_tag(self, name: str, tag: str) -> None:
         """Remove a tag (the version stays)."""
@@ -367,8 +392,14 @@ class Client:
     # --- webhooks and the audit log ------------------------------------------------------
 
     def create_webhook(
-        self, namespace: str, url: str, *, events: Sequence[str] | None = None,
-        secret: str | None = None, description: str | None = None, active: bool = True,
+        self,
+        namespace: str,
+        url: str,
+        *,
+        events: Sequence[str] | None = None,
+        secret: str | None = None,
+        description: str | None = None,
+        active: bool = True,
     ) -> NewWebhook:
         """A webhook on ``namespace``; the answer carries its signing ``secret`` (shown once)."""
         body: dict[str, Any] = {"url": url, "active": active}
@@ -378,8 +409,7 @@ class Client:
             body["secret"] = secret
         if description is not None:
             body["description"] = description
-        return NewWebhook.from_api(self._post(f"/namespaces/{_segment(namespace)}/webhooks",
-                                              body))
+        return NewWebhook.from_api(self._post(f"/namespaces/{_segment(namespace)}/webhooks", body))
 
     def list_webhooks(self, namespace: str) -> list[Webhook]:
         """A namespace's webhooks (namespace admins)."""
@@ -388,34 +418,53 @@ class Client:
 
     def test_webhook(self, namespace: str, webhook_id: int) -> Delivery:
         """Send a signed ``ping`` now; answers the delivery record (status, response code)."""
-        return Delivery.from_api(self._post(
-            f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}/test", {}))
+        return Delivery.from_api(
+            self._post(f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}/test", {})
+        )
 
     def list_deliveries(
-        self, namespace: str, webhook_id: int, *, status: str | None = None,
+        self,
+        namespace: str,
+        webhook_id: int,
+        *,
+        status: str | None = None,
         limit: int | None = None,
     ) -> list[Delivery]:
         """One webhook's delivery log, newest first."""
         out = self.http.json(
-            "GET", f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}/deliveries",
-            params={"status": status, "limit": limit})
+            "GET",
+            f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}/deliveries",
+            params={"status": status, "limit": limit},
+        )
         return Delivery.many(out["deliveries"])
 
     def delete_webhook(self, namespace: str, webhook_id: int) -> None:
         """Delete a webhook (its pending deliveries are dropped)."""
-        self.http.json("DELETE",
-                       f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}")
+        self.http.json("DELETE", f"/namespaces/{_segment(namespace)}/webhooks/{int(webhook_id)}")
 
     def audit_events(
-        self, *, actor: str | None = None, action: str | None = None,
-        target_type: str | None = None, target: str | None = None,
-        since: str | None = None, until: str | None = None, limit: int | None = None,
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target_type: str | None = None,
+        target: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
     ) -> list[AuditEvent]:
         """Audit events, newest first (site administrators)."""
-        params = {"actor": actor, "action": action, "target_type": target_type,
-                  "target": target, "since": since, "until": until}
-        return AuditEvent.many(_jobs.paginate(self.http, "/audit", params, key="events",
-                                              limit=limit))
+        params = {
+            "actor": actor,
+            "action": action,
+            "target_type": target_type,
+            "target": target,
+            "since": since,
+            "until": until,
+        }
+        return AuditEvent.many(
+            _jobs.paginate(self.http, "/audit", params, key="events", limit=limit)
+        )
 
     # --- push / pull ---------------------------------------------------------------------
 
@@ -453,8 +502,9 @@ class Client:
             body["description"] = description
         if public is not None:
             body["public"] = public
-        version = Version.from_api(self.http.json(
-            "POST", f"/adapters/{ns}/{nm}/versions", json=body, idempotent=True))
+        version = Version.from_api(
+            self.http.json("POST", f"/adapters/{ns}/{nm}/versions", json=body, idempotent=True)
+        )
         return PushResult(version, entries, n_files, n_bytes, sum(e.size for e in entries))
 
     def pull(
@@ -473,8 +523,9 @@ class Client:
         ns, nm, kind, value = split_ref(ref)
         key = ref_forms(ns, nm, kind, value)
         if self.offline:
-            version = self.versions.lookup(self.url, key,
-                                           digest=value if kind == "digest" else None)
+            version = self.versions.lookup(
+                self.url, key, digest=value if kind == "digest" else None
+            )
             missing = [f.path for f in version.files if not self.cache.path(f.digest).is_file()]
             if missing:
                 raise NotCached(
@@ -487,12 +538,21 @@ class Client:
             version = self.get_version(ref)
         target = Path(dest) if dest is not None else Path.cwd() / nm
         result = materialize(
-            self.http, self.cache, version.files, target, force=force, progress=progress,
-            workers=self.workers, version=version,
+            self.http,
+            self.cache,
+            version.files,
+            target,
+            force=force,
+            progress=progress,
+            workers=self.workers,
+            version=version,
         )
         if not self.offline:
-            keys = [key, ref_forms(ns, nm, "digest", version.digest),
-                    ref_forms(ns, nm, "number", str(version.number))]
+            keys = [
+                key,
+                ref_forms(ns, nm, "digest", version.digest),
+                ref_forms(ns, nm, "number", str(version.number)),
+            ]
             self.versions.record(self.url, keys, version)
         return result
 
@@ -510,8 +570,11 @@ class Client:
         self, *, status: str | None = None, type: str | None = None, limit: int | None = None
     ) -> list[Job]:
         """Jobs the caller may see, newest first."""
-        return Job.many(_jobs.paginate(self.http, "/jobs", {"status": status, "type": type},
-                                       key="jobs", limit=limit))
+        return Job.many(
+            _jobs.paginate(
+                self.http, "/jobs", {"status": status, "type": type}, key="jobs", limit=limit
+            )
+        )
 
     def cancel_job(self, job_id: str) -> Job:
         """Cancel a queued or running job (a running one stops at its next progress report)."""
@@ -528,20 +591,31 @@ class Client:
     ) -> Job:
         """Poll until the job ends; ``JobFailed`` when it failed or was cancelled (unless
         ``raise_on_failure=False``). ``callback`` gets the job at every poll."""
-        return _jobs.wait(self.http, str(job_id), callback=callback, poll=poll, timeout=timeout,
-                          raise_on_failure=raise_on_failure)
+        return _jobs.wait(
+            self.http,
+            str(job_id),
+            callback=callback,
+            poll=poll,
+            timeout=timeout,
+            raise_on_failure=raise_on_failure,
+        )
 
     def job_outputs(self, job_id: str) -> JobOutputs:
         """A finished job's output files."""
         return _jobs.outputs(self.http, str(job_id))
 
     def download_job_outputs(
-        self, job_id: str, dest: str | Path, *, force: bool = False,
+        self,
+        job_id: str,
+        dest: str | Path,
+        *,
+        force: bool = False,
         progress: ProgressFactory | None = None,
     ) -> PullResult:
         """Download a finished job's outputs into ``dest``, atomically, like a pull."""
-        return _jobs.download_outputs(self.http, self.cache, str(job_id), Path(dest),
-                                      force=force, progress=progress)
+        return _jobs.download_outputs(
+            self.http, self.cache, str(job_id), Path(dest), force=force, progress=progress
+        )
 
     def merge(
         self,

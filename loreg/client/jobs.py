@@ -76,8 +76,9 @@ def download_outputs(
     progress: ProgressFactory | None = None,
 ) -> PullResult:
     """Download a finished job's output files into ``dest``, exactly like a pull."""
-    return materialize(http, cache, outputs(http, job_id).files, dest, force=force,
-                       progress=progress)
+    return materialize(
+        http, cache, outputs(http, job_id).files, dest, force=force, progress=progress
+    )
 
 
 def paginate(

@@ -254,8 +254,10 @@ class Version(Document):
     @classmethod
     def _default_ref(cls, data: Any) -> Any:
         if isinstance(data, dict) and not data.get("ref"):
-            data = {**data, "ref": f"{data.get('namespace')}/{data.get('name')}@"
-                                   f"{data.get('number')}"}
+            data = {
+                **data,
+                "ref": f"{data.get('namespace')}/{data.get('name')}@{data.get('number')}",
+            }
         return data
 
     @property

@@ -304,8 +304,11 @@ def fetch_blob(
             if computed != digest:
                 f.truncate(0)
                 _discard_partial(partial)
-                more = (f" (the registry sent more than the {size} bytes the manifest "
-                        "declares)" if overlong[0] else "")
+                more = (
+                    f" (the registry sent more than the {size} bytes the manifest declares)"
+                    if overlong[0]
+                    else ""
+                )
                 raise IntegrityError(
                     f"blob {digest} arrived with digest {computed}{more}; discarded. "
                     "Check that LOREG_URL points at the registry you trust, then pull again",
@@ -380,9 +383,7 @@ def materialize(
         total = sum(files[i].size for i in first.values())
         with _bar(progress, "downloading", total) as bar, ThreadPoolExecutor(workers) as pool:
             futures = {
-                d: pool.submit(
-                    fetch_blob, http, cache, d, files[i].size, targets[i], bar, stats
-                )
+                d: pool.submit(fetch_blob, http, cache, d, files[i].size, targets[i], bar, stats)
                 for d, i in first.items()
             }
             blobs = {d: fut.result() for d, fut in futures.items()}

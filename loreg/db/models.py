@@ -104,9 +104,12 @@ def _blob_fk() -> ForeignKey:
 def trigram_index(name: str, column: str) -> Index:
     """A GIN trigram index on ``lower(column)`` for substring search (``LIKE '%word%'``),
     PostgreSQL only (``pg_trgm``; migration 0004)."""
-    return Index(name, func.lower(text(column)).label(f"{column}_lower"),
-                 postgresql_using="gin", postgresql_ops={f"{column}_lower": "gin_trgm_ops"}
-                 ).ddl_if(dialect="postgresql")
+    return Index(
+        name,
+        func.lower(text(column)).label(f"{column}_lower"),
+        postgresql_using="gin",
+        postgresql_ops={f"{column}_lower": "gin_trgm_ops"},
+    ).ddl_if(dialect="postgresql")
 
 
 # --------------------------------------------------------------------------- identity
@@ -526,9 +529,7 @@ class JobArtifact(Base):
 
     __tablename__ = "job_artifacts"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     path: Mapped[str] = mapped_column(String(PATH_MAX), primary_key=True)
     blob_digest: Mapped[str] = mapped_column(_blob_fk(), index=True)
     size: Mapped[int] = mapped_column(BigInteger)

@@ -50,8 +50,7 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
-                    **kwargs.pop("connect_args", {})}
+    connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS, **kwargs.pop("connect_args", {})}
     engine = sa_create_engine(url, connect_args=connect_args, **kwargs)
     event.listen(engine, "connect", _postgres_on_connect)
     return engine

@@ -138,9 +138,7 @@ def adapter_findings(adapter: AdapterDescription) -> list[Finding]:
     """
     found: list[Finding] = []
     for opt in adapter.option_findings:
-        found.append(
-            Finding("error", opt.code, opt.message, details={"field": opt.field})
-        )
+        found.append(Finding("error", opt.code, opt.message, details={"field": opt.field}))
     for key in adapter.unmapped_keys:
         found.append(
             Finding(
@@ -200,6 +198,7 @@ def _check_tokens(
     adapter: AdapterDescription, base: BaseLookup, report: CompatibilityReport
 ) -> None:
     """Trainable tokens: the layer exists, is 2-D, has the row width and the rows named."""
+
     def resolved(name: str) -> str:
         return base.manifest.aliases.get(name, name)
 

@@ -268,9 +268,7 @@ def _is_parameter_wrapper(
     return not module_matches(targets, mod_name)
 
 
-def _indices_for(
-    token_indices: dict[str, tuple[int, ...]], module: str
-) -> tuple[int, ...] | None:
+def _indices_for(token_indices: dict[str, tuple[int, ...]], module: str) -> tuple[int, ...] | None:
     """The token ids PEFT used for the trainable-tokens layer ``module``.
 
     A list in the config applies to the input embedding (and to the output layer tied to

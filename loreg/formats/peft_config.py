@@ -104,9 +104,7 @@ def _check_patterns(config: dict[str, Any], *, adalora: bool) -> None:
             )
         if field_name == "rank_pattern" and kind is int and any(v <= 0 for v in pattern.values()):
             raise AdapterFormatError(f"{CONFIG_NAME}: rank_pattern ranks must be positive")
-        if kind is list and not all(
-            all(isinstance(b, bool) for b in v) for v in pattern.values()
-        ):
+        if kind is list and not all(all(isinstance(b, bool) for b in v) for v in pattern.values()):
             raise AdapterFormatError(f"{CONFIG_NAME}: AdaLoRA rank_pattern masks must be booleans")
 
 

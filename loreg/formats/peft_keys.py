@@ -107,9 +107,7 @@ def sort_keys(header: SafetensorsHeader, rules: KeyRules) -> SortedKeys:
     return found
 
 
-def _lora_key(
-    found: SortedKeys, key: str, name: str, info: TensorInfo, rules: KeyRules
-) -> bool:
+def _lora_key(found: SortedKeys, key: str, name: str, info: TensorInfo, rules: KeyRules) -> bool:
     if rules.adalora:
         m = _ADALORA_KEY.match(name)
         if m is None:

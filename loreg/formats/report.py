@@ -16,6 +16,8 @@ Shape = tuple[int, ...]
 def fmt_shape(shape: Shape | None) -> str:
     """``[4096, 16]`` as messages write a shape; ``none`` for a missing one."""
     return "none" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
+
+
 _MAX_FORMAT_PER_CODE = 20
 
 

@@ -144,7 +144,10 @@ def _reader(
 
 
 def read_header(
-    source: IO[bytes] | ReadRange, *, name: str, size: int | None = None,
+    source: IO[bytes] | ReadRange,
+    *,
+    name: str,
+    size: int | None = None,
     max_tensors: int | None = None,
 ) -> SafetensorsHeader:
     """Parse and strictly validate the header of a safetensors file.
@@ -256,8 +259,7 @@ def _contiguous_length(entries: list[_Entry], name: str) -> int:
     for begin, end, tname, _dtype, _shape in entries:
         if begin < expected:
             raise BadTensorOffsets(
-                f"data_offsets [{begin}, {end}] overlap the previous tensor (ends at"
-                f" {expected})",
+                f"data_offsets [{begin}, {end}] overlap the previous tensor (ends at {expected})",
                 file=name,
                 tensor=tname,
             )

@@ -263,7 +263,8 @@ def stored_parameters(
                 is_concat = index["ops"][n] == "stack_concat"
                 got = _assemble(n, index["parts"][n], manifest, is_concat)
                 results[n][rule_set.name] = (
-                    replace(got, rule_set=rule_set.name) if isinstance(got, StoredParameter)
+                    replace(got, rule_set=rule_set.name)
+                    if isinstance(got, StoredParameter)
                     else got
                 )
     for n in wanted:
@@ -336,11 +337,10 @@ def _narrow(
     ``[E, out, in]``. And one experts module stores all its parameters one way (transformers'
     ``is_transposed`` is a property of the module), so its wrappers share one layout.
     """
-    per_expert = {
-        sp.name.rsplit(".", 1)[1] for sp in stored if sp.pieces[0].expert is not None
-    }
+    per_expert = {sp.name.rsplit(".", 1)[1] for sp in stored if sp.pieces[0].expert is not None}
     kept = [
-        o for o in options
+        o
+        for o in options
         if all(swapped for p, swapped in o if p in per_expert)
         and len({swapped for _, swapped in o}) == 1
     ]
@@ -396,24 +396,29 @@ def bind_parameters(
         module = wrappers[0].name
         if not options:
             why = [missing[f"{path}.{p}"] for p in params if f"{path}.{p}" in missing]
-            shapes = ", ".join(
-                f"{p} {list(stored[f'{path}.{p}'].shape)}" for p in usable
-            ) or "none found"
+            shapes = (
+                ", ".join(f"{p} {list(stored[f'{path}.{p}'].shape)}" for p in usable)
+                or "none found"
+            )
             lora = "; ".join(
                 f"{m.name}: lora_A {list(m.a_shape)}, lora_B {list(m.b_shape)}" for m in wrappers
             )
-            binding.problems.append((
-                "missing_base_module" if why and not usable else "shape_mismatch",
-                module,
-                f"target_parameters {params} of {path}: the LoRA tensors ({lora}) fit none of"
-                f" the base's parameters ({shapes})" + (f". {' '.join(why)}" if why else ""),
-            ))
+            binding.problems.append(
+                (
+                    "missing_base_module" if why and not usable else "shape_mismatch",
+                    module,
+                    f"target_parameters {params} of {path}: the LoRA tensors ({lora}) fit none of"
+                    f" the base's parameters ({shapes})" + (f". {' '.join(why)}" if why else ""),
+                )
+            )
         else:
-            binding.problems.append((
-                "ambiguous_parameter",
-                module,
-                f"the LoRA tensors of {path} fit its parameters {params} in more than one way"
-                " (equal or square shapes): loreg cannot tell which parameter, or which"
-                " layout, each wrapper adapts, and refuses rather than guess",
-            ))
+            binding.problems.append(
+                (
+                    "ambiguous_parameter",
+                    module,
+                    f"the LoRA tensors of {path} fit its parameters {params} in more than one way"
+                    " (equal or square shapes): loreg cannot tell which parameter, or which"
+                    " layout, each wrapper adapts, and refuses rather than guess",
+                )
+            )
     return binding

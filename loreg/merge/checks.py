@@ -77,13 +77,17 @@ def check_tensors(
         t = source.tensor(key)
         if not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
-            found.problems.append(error_finding(
-                "non_finite", f"{key} has {bad} NaN/inf value(s)", tensor=key, count=bad))
+            found.problems.append(
+                error_finding(
+                    "non_finite", f"{key} has {bad} NaN/inf value(s)", tensor=key, count=bad
+                )
+            )
     module: LoraModule
     for name, module in sorted(desc.modules.items()):
         if module.a_key not in keys or module.b_key not in keys:
-            found.problems.append(error_finding(
-                "missing_tensor", f"{name}: lora A or B is missing", module=name))
+            found.problems.append(
+                error_finding("missing_tensor", f"{name}: lora A or B is missing", module=name)
+            )
             continue
         if module.kind == "parameter":
             if name not in bound:
@@ -98,10 +102,15 @@ def check_tensors(
         if module.kind == "embedding":
             rank_b = b.shape[-1]
         if rank_a != module.r or rank_b != module.r:
-            found.problems.append(error_finding(
-                "rank_mismatch",
-                f"{name}: tensors have rank {rank_a}/{rank_b}, the config says {module.r}",
-                module=name, expected=module.r, found=[rank_a, rank_b]))
+            found.problems.append(
+                error_finding(
+                    "rank_mismatch",
+                    f"{name}: tensors have rank {rank_a}/{rank_b}, the config says {module.r}",
+                    module=name,
+                    expected=module.r,
+                    found=[rank_a, rank_b],
+                )
+            )
             continue
         try:
             norm = (
@@ -112,11 +121,14 @@ def check_tensors(
         except RuntimeError:
             norm = float("nan")
         found.stats[name] = {
-            "kind": module.kind, "r": module.r, "alpha": module.alpha,
-            "scale": module.scale, "a_norm": float(a.norm()), "b_norm": float(b.norm()),
+            "kind": module.kind,
+            "r": module.r,
+            "alpha": module.alpha,
+            "scale": module.scale,
+            "a_norm": float(a.norm()),
+            "b_norm": float(b.norm()),
             "delta_norm": norm,
         }
         if module.kind == "parameter":
-            found.stats[name].update(parameter=bound[name].parameter,
-                                     experts=module.num_experts)
+            found.stats[name].update(parameter=bound[name].parameter, experts=module.num_experts)
     return found

@@ -107,7 +107,10 @@ def combine_adapters(
         lora_bias = _has_bias(tensors)
         saved_config = _copy_saved_modules(inputs.sources, tensors)
         config = _config(
-            inputs.sources[0].desc.config, ranks, saved_config, lora_bias,
+            inputs.sources[0].desc.config,
+            ranks,
+            saved_config,
+            lora_bias,
             _trained_bias(inputs.sources),
         )
         host = _on_host(tensors, out_st)
@@ -331,7 +334,14 @@ def _refuse_uncombinable(src: AdapterSource) -> None:
 
 # AdaLoRA's own fields: the combined adapter is a plain LoRA adapter
 _ADALORA_FIELDS = (
-    "init_r", "target_r", "tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight",
+    "init_r",
+    "target_r",
+    "tinit",
+    "tfinal",
+    "deltaT",
+    "beta1",
+    "beta2",
+    "orth_reg_weight",
     "total_step",
 )
 

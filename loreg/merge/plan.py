@@ -53,9 +53,7 @@ class TensorPlan:
         return self.out.dtype != self.info.dtype
 
 
-def check_sources(
-    base: BaseCheckpoint, adapters: Sequence[AdapterSource]
-) -> BaseManifest:
+def check_sources(base: BaseCheckpoint, adapters: Sequence[AdapterSource]) -> BaseManifest:
     """Validate's compatibility check for every adapter, before a byte is written.
 
     The manifest comes from the base's headers and config.json (tied weights, model type),
@@ -103,9 +101,7 @@ def plan_merge(
 class _Planner:
     """Plans by base tensor name, and the problems found so far."""
 
-    def __init__(
-        self, base: BaseCheckpoint, manifest: BaseManifest, out_dtype: str | None
-    ) -> None:
+    def __init__(self, base: BaseCheckpoint, manifest: BaseManifest, out_dtype: str | None) -> None:
         self.manifest = manifest
         self.plans: dict[str, TensorPlan] = {}
         for rel, info in base.order:

@@ -64,8 +64,10 @@ def generate_token() -> str:
 
 def validate_role(role: str, *, what: str = "role") -> str:
     if role not in ROLES:
-        raise InvalidInput(f"{what} must be one of {', '.join(ROLES)}",
-                           details={"field": what, "allowed": list(ROLES)})
+        raise InvalidInput(
+            f"{what} must be one of {', '.join(ROLES)}",
+            details={"field": what, "allowed": list(ROLES)},
+        )
     return role
 
 
@@ -100,8 +102,9 @@ def get_org(session: Session, name: str) -> Namespace:
 
 def _ensure_name_free(session: Session, name: str) -> None:
     if session.scalar(select(Namespace.id).where(Namespace.name == name)) is not None:
-        raise Conflict(f"the name '{name}' is already taken by a user or organisation",
-                       details={"name": name})
+        raise Conflict(
+            f"the name '{name}' is already taken by a user or organisation", details={"name": name}
+        )
 
 
 # --------------------------------------------------------------------------- users
@@ -120,7 +123,11 @@ def _create_user(session: Session, name: str, *, is_admin: bool, email: str | No
 
 
 def create_user(
-    session: Session, actor: Actor, name: str, *, is_admin: bool = False,
+    session: Session,
+    actor: Actor,
+    name: str,
+    *,
+    is_admin: bool = False,
     email: str | None = None,
 ) -> User:
     """A user and their personal namespace (site admins only)."""
@@ -131,7 +138,11 @@ def create_user(
 
 
 def list_users(
-    session: Session, actor: Actor, *, cursor: str | None = None, limit: int = DEFAULT_LIMIT,
+    session: Session,
+    actor: Actor,
+    *,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
 ) -> Page[User]:
     """Every account, by name (site admins: the list says who can sign in at all)."""
     require_site_admin(actor)
@@ -171,7 +182,11 @@ class OrgInfo:
 
 
 def list_orgs(
-    session: Session, actor: Actor, *, mine: bool = False, cursor: str | None = None,
+    session: Session,
+    actor: Actor,
+    *,
+    mine: bool = False,
+    cursor: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Page[OrgInfo]:
     """Organisations by id, each with the caller's role (``None`` when not a member).
@@ -180,18 +195,20 @@ def list_orgs(
     ``mine`` keeps only the caller's own organisations."""
     principal = require_user(actor)
     check_limit(limit)
-    role = (select(Membership.role)
-            .where(Membership.namespace_id == Namespace.id,
-                   Membership.user_id == principal.user_id)
-            .scalar_subquery())
+    role = (
+        select(Membership.role)
+        .where(Membership.namespace_id == Namespace.id, Membership.user_id == principal.user_id)
+        .scalar_subquery()
+    )
     stmt = select(Namespace, role).where(Namespace.kind == NamespaceKind.ORG.value)
     if mine:
         stmt = stmt.where(role.is_not(None))
     after = cursor_int(decode_cursor("orgs", cursor), "id")
     if after is not None:
         stmt = stmt.where(Namespace.id > after)
-    rows = [OrgInfo(ns, r) for ns, r in session.execute(
-        stmt.order_by(Namespace.id).limit(limit + 1))]
+    rows = [
+        OrgInfo(ns, r) for ns, r in session.execute(stmt.order_by(Namespace.id).limit(limit + 1))
+    ]
     return page_of(rows, limit, "orgs", lambda o: {"id": o.org.id})
 
 
@@ -245,21 +262,32 @@ def add_member(
             _ensure_other_admin(session, org, user)
         membership.role = role
     session.flush()
-    audit.record(session, actor, "org.member.set", "org", org.name,
-                 {"user": user.name, "role": role, "previous_role": previous})
+    audit.record(
+        session,
+        actor,
+        "org.member.set",
+        "org",
+        org.name,
+        {"user": user.name, "role": role, "previous_role": previous},
+    )
     return membership
 
 
 def _ensure_other_admin(session: Session, org: Namespace, user: User) -> None:
     admins = session.scalar(
-        select(func.count()).select_from(Membership).where(
-            Membership.namespace_id == org.id, Membership.role == "admin",
+        select(func.count())
+        .select_from(Membership)
+        .where(
+            Membership.namespace_id == org.id,
+            Membership.role == "admin",
             Membership.user_id != user.id,
         )
     )
     if not admins:
-        raise Conflict(f"'{user.name}' is the last admin of '{org.name}'",
-                       details={"org": org.name, "user": user.name})
+        raise Conflict(
+            f"'{user.name}' is the last admin of '{org.name}'",
+            details={"org": org.name, "user": user.name},
+        )
 
 
 def remove_member(session: Session, actor: Actor, org_name: str, user_name: str) -> None:
@@ -275,8 +303,10 @@ def remove_member(session: Session, actor: Actor, org_name: str, user_name: str)
         user = get_user(session, user_name)
     membership = session.get(Membership, (org.id, user.id))
     if membership is None:
-        raise NotFound(f"'{user_name}' is not a member of '{org.name}'",
-                       details={"org": org.name, "user": user_name})
+        raise NotFound(
+            f"'{user_name}' is not a member of '{org.name}'",
+            details={"org": org.name, "user": user_name},
+        )
     if membership.role == "admin":
         _ensure_other_admin(session, org, user)
     session.delete(membership)
@@ -288,21 +318,35 @@ def remove_member(session: Session, actor: Actor, org_name: str, user_name: str)
 
 
 def _issue_token(
-    session: Session, user: User | Principal, name: str, scope: str,
+    session: Session,
+    user: User | Principal,
+    name: str,
+    scope: str,
     expires_at: datetime | None,
 ) -> tuple[ApiToken, str]:
     value = generate_token()
     user_id = user.id if isinstance(user, User) else user.user_id
-    token = ApiToken(user_id=user_id, name=name, token_hash=hash_token(value),
-                     prefix=value[:12], scope=scope, expires_at=expires_at)
+    token = ApiToken(
+        user_id=user_id,
+        name=name,
+        token_hash=hash_token(value),
+        prefix=value[:12],
+        scope=scope,
+        expires_at=expires_at,
+    )
     session.add(token)
     session.flush()
     return token, value
 
 
 def create_token(
-    session: Session, actor: Actor, name: str, *, scope: str = "write",
-    expires_in_days: int | None = None, expires_at: datetime | None = None,
+    session: Session,
+    actor: Actor,
+    name: str,
+    *,
+    scope: str = "write",
+    expires_in_days: int | None = None,
+    expires_at: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """A new token for the acting user; returns the row and the value (shown only once).
 
@@ -321,23 +365,36 @@ def create_token(
         raise InvalidInput("give expires_in_days or expires_at, not both")
     if expires_in_days is not None:
         if not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
-            raise InvalidInput(f"expires_in_days must be between 1 and {MAX_TOKEN_DAYS}",
-                               details={"field": "expires_in_days"})
+            raise InvalidInput(
+                f"expires_in_days must be between 1 and {MAX_TOKEN_DAYS}",
+                details={"field": "expires_in_days"},
+            )
         expires_at = _now() + timedelta(days=expires_in_days)
     elif expires_at is not None:
         if expires_at.tzinfo is None:
-            raise InvalidInput("expires_at must include a time zone",
-                               details={"field": "expires_at"})
+            raise InvalidInput(
+                "expires_at must include a time zone", details={"field": "expires_at"}
+            )
         if expires_at <= _now():
-            raise InvalidInput("expires_at must be in the future",
-                               details={"field": "expires_at"})
+            raise InvalidInput("expires_at must be in the future", details={"field": "expires_at"})
         if expires_at > _now() + timedelta(days=MAX_TOKEN_DAYS):
-            raise InvalidInput(f"expires_at is more than {MAX_TOKEN_DAYS} days away",
-                               details={"field": "expires_at"})
+            raise InvalidInput(
+                f"expires_at is more than {MAX_TOKEN_DAYS} days away",
+                details={"field": "expires_at"},
+            )
     token, value = _issue_token(session, principal, name, scope, expires_at)
-    audit.record(session, actor, "token.create", "token", str(token.id),
-                 {"name": name, "scope": scope,
-                  "expires_at": expires_at.isoformat() if expires_at else None})
+    audit.record(
+        session,
+        actor,
+        "token.create",
+        "token",
+        str(token.id),
+        {
+            "name": name,
+            "scope": scope,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
     return token, value
 
 
@@ -349,18 +406,27 @@ def create_token_for(
     validate_name(name, what="token name")
     validate_role(scope, what="scope")
     token, value = _issue_token(session, user, name, scope, None)
-    audit.record(session, actor, "token.create", "token", str(token.id),
-                 {"name": name, "scope": scope, "user": user.name})
+    audit.record(
+        session,
+        actor,
+        "token.create",
+        "token",
+        str(token.id),
+        {"name": name, "scope": scope, "user": user.name},
+    )
     return token, value
 
 
 def list_tokens(session: Session, actor: Actor) -> list[ApiToken]:
     """The acting user's tokens, newest first, revoked and expired ones included."""
     principal = require_user(actor)
-    return list(session.scalars(
-        select(ApiToken).where(ApiToken.user_id == principal.user_id)
-        .order_by(ApiToken.id.desc())
-    ))
+    return list(
+        session.scalars(
+            select(ApiToken)
+            .where(ApiToken.user_id == principal.user_id)
+            .order_by(ApiToken.id.desc())
+        )
+    )
 
 
 def revoke_token(session: Session, actor: Actor, token_id: int) -> ApiToken:
@@ -380,22 +446,38 @@ def revoke_token(session: Session, actor: Actor, token_id: int) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = _now()
         session.flush()
-        audit.record(session, actor, "token.revoke", "token", str(token.id),
-                     {"name": token.name, "user_id": token.user_id})
+        audit.record(
+            session,
+            actor,
+            "token.revoke",
+            "token",
+            str(token.id),
+            {"name": token.name, "user_id": token.user_id},
+        )
     return token
 
 
 _TOKEN_LOOKUP = (
-    select(ApiToken.id, ApiToken.scope, ApiToken.expires_at, ApiToken.revoked_at,
-           ApiToken.last_used_at, User.id, User.name, User.namespace_id, User.is_admin,
-           User.disabled)
+    select(
+        ApiToken.id,
+        ApiToken.scope,
+        ApiToken.expires_at,
+        ApiToken.revoked_at,
+        ApiToken.last_used_at,
+        User.id,
+        User.name,
+        User.namespace_id,
+        User.is_admin,
+        User.disabled,
+    )
     .join(User, User.id == ApiToken.user_id)
     .where(ApiToken.token_hash == bindparam("token_hash"))
 )
 
 
-def authenticate(session: Session | Connection, value: str, *, now: datetime | None = None
-                 ) -> Principal:
+def authenticate(
+    session: Session | Connection, value: str, *, now: datetime | None = None
+) -> Principal:
     """The principal a bearer token stands for, or ``Unauthenticated``.
 
     A pure read: one indexed lookup of plain columns (no ORM rows), so a read request stays
@@ -404,19 +486,34 @@ def authenticate(session: Session | Connection, value: str, *, now: datetime | N
     (``loreg.api.usage.TokenUses``).
     """
     now = now or _now()
-    if (not value.startswith(TOKEN_PREFIX) or len(value) > MAX_TOKEN_LENGTH
-            or not value.isascii()):
+    if not value.startswith(TOKEN_PREFIX) or len(value) > MAX_TOKEN_LENGTH or not value.isascii():
         raise Unauthenticated("invalid token")
     conn = session if isinstance(session, Connection) else session.connection()
     row = conn.execute(_TOKEN_LOOKUP, {"token_hash": hash_token(value)}).first()
     if row is None:
         raise Unauthenticated("invalid token")
-    (token_id, scope, expires_at, revoked_at, last_used_at, user_id, username, namespace_id,
-     is_admin, disabled) = row
+    (
+        token_id,
+        scope,
+        expires_at,
+        revoked_at,
+        last_used_at,
+        user_id,
+        username,
+        namespace_id,
+        is_admin,
+        disabled,
+    ) = row
     _check_usable(revoked_at, expires_at, disabled, now)
-    return Principal(user_id=user_id, username=username, namespace_id=namespace_id,
-                     is_admin=is_admin, scope=scope, token_id=token_id,
-                     last_used_at=_aware(last_used_at))
+    return Principal(
+        user_id=user_id,
+        username=username,
+        namespace_id=namespace_id,
+        is_admin=is_admin,
+        scope=scope,
+        token_id=token_id,
+        last_used_at=_aware(last_used_at),
+    )
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -426,8 +523,9 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _check_usable(revoked_at: datetime | None, expires_at: datetime | None, disabled: bool,
-                  now: datetime) -> None:
+def _check_usable(
+    revoked_at: datetime | None, expires_at: datetime | None, disabled: bool, now: datetime
+) -> None:
     if revoked_at is not None:
         raise Unauthenticated("token has been revoked")
     expires_at = _aware(expires_at)
@@ -442,9 +540,15 @@ def principal_of(token: ApiToken, user: User, *, now: datetime | None = None) ->
     account enabled), else ``Unauthenticated``. Reads only, like :func:`authenticate`."""
     now = now or _now()
     _check_usable(token.revoked_at, token.expires_at, user.disabled, now)
-    return Principal(user_id=user.id, username=user.name, namespace_id=user.namespace_id,
-                     is_admin=user.is_admin, scope=token.scope, token_id=token.id,
-                     last_used_at=token.last_used_at)
+    return Principal(
+        user_id=user.id,
+        username=user.name,
+        namespace_id=user.namespace_id,
+        is_admin=user.is_admin,
+        scope=token.scope,
+        token_id=token.id,
+        last_used_at=token.last_used_at,
+    )
 
 
 def last_use_due(principal: Principal, now: datetime | None = None) -> bool:
@@ -462,8 +566,10 @@ def record_token_uses(session: Session, uses: dict[int, datetime]) -> None:
     for token_id, at in uses.items():
         session.execute(
             update(ApiToken)
-            .where(ApiToken.id == token_id,
-                   or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < at))
+            .where(
+                ApiToken.id == token_id,
+                or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < at),
+            )
             .values(last_used_at=at)
             .execution_options(synchronize_session=False)
         )
@@ -475,8 +581,13 @@ def acting_user(session: Session, user_id: int | None, *, scope: str) -> Princip
     user = session.get(User, user_id) if user_id is not None else None
     if user is None:
         return None
-    return Principal(user_id=user.id, username=user.name, namespace_id=user.namespace_id,
-                     is_admin=user.is_admin, scope=scope)
+    return Principal(
+        user_id=user.id,
+        username=user.name,
+        namespace_id=user.namespace_id,
+        is_admin=user.is_admin,
+        scope=scope,
+    )
 
 
 # --------------------------------------------------------------------------- first start

@@ -181,11 +181,13 @@ def check_labels(labels: Any) -> dict[str, LabelValue]:
         if not isinstance(value, str | int | float | bool) or (
             isinstance(value, float) and value != value  # NaN
         ):
-            raise InvalidInput(f"label {key!r}: values are strings, numbers or booleans",
-                               details={"label": key})
+            raise InvalidInput(
+                f"label {key!r}: values are strings, numbers or booleans", details={"label": key}
+            )
         if len(label_text(value)) > MAX_LABEL_VALUE:
-            raise InvalidInput(f"label {key!r}: value longer than {MAX_LABEL_VALUE}",
-                               details={"label": key})
+            raise InvalidInput(
+                f"label {key!r}: value longer than {MAX_LABEL_VALUE}", details={"label": key}
+            )
         if isinstance(value, str):
             storable(value, field=f"label {key!r}")
         out[key] = value
@@ -196,8 +198,10 @@ def _check_description(description: str | None) -> str | None:
     if description is not None and (
         not isinstance(description, str) or len(description) > MAX_DESCRIPTION
     ):
-        raise InvalidInput(f"description must be at most {MAX_DESCRIPTION} characters",
-                           details={"field": "description"})
+        raise InvalidInput(
+            f"description must be at most {MAX_DESCRIPTION} characters",
+            details={"field": "description"},
+        )
     if description is not None:
         storable(description, field="description")
     return description
@@ -206,8 +210,9 @@ def _check_description(description: str | None) -> str | None:
 def _parse_label_filter(item: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not _LABEL_KEY.fullmatch(key) or len(value) > MAX_LABEL_VALUE:
-        raise InvalidInput(f"invalid label filter {item[:100]!r}: expected key=value",
-                           details={"field": "label"})
+        raise InvalidInput(
+            f"invalid label filter {item[:100]!r}: expected key=value", details={"field": "label"}
+        )
     return key, storable(value, field="label filter")
 
 
@@ -261,13 +266,19 @@ def _find_version(
 
 def _version_not_found(adapter: Adapter, ref: str) -> NotFound:
     full = f"{adapter.namespace.name}/{adapter.name}"
-    return NotFound(f"no version of '{full}' matches '{ref}'",
-                    details={"adapter": full, "ref": ref})
+    return NotFound(
+        f"no version of '{full}' matches '{ref}'", details={"adapter": full, "ref": ref}
+    )
 
 
 def get_version(
-    session: Session, actor: Actor, namespace: str, name: str, selector: str,
-    *, include_deleted: bool = False,
+    session: Session,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    selector: str,
+    *,
+    include_deleted: bool = False,
 ) -> AdapterVersion:
     """A version by number or ``sha256:`` digest (the ``{ref}`` of the versions routes)."""
     adapter = get_adapter(session, actor, namespace, name)
@@ -293,9 +304,9 @@ def version_ref(version: AdapterVersion) -> str:
 
 
 def tags_of(session: Session, version: AdapterVersion) -> list[str]:
-    return list(session.scalars(
-        select(Tag.name).where(Tag.version_id == version.id).order_by(Tag.name)
-    ))
+    return list(
+        session.scalars(select(Tag.name).where(Tag.version_id == version.id).order_by(Tag.name))
+    )
 
 
 def user_names(session: Session, ids: Sequence[int | None]) -> dict[int, str]:
@@ -303,15 +314,15 @@ def user_names(session: Session, ids: Sequence[int | None]) -> dict[int, str]:
     wanted = {i for i in ids if i is not None}
     if not wanted:
         return {}
-    return {i: n for i, n in session.execute(
-        select(User.id, User.name).where(User.id.in_(wanted))
-    )}
+    return {i: n for i, n in session.execute(select(User.id, User.name).where(User.id.in_(wanted)))}
 
 
 def version_files(session: Session, version_id: int) -> list[FileEntry]:
     """A version's files (what a job downloads); none for a purged version."""
-    return [FileEntry(r.path, r.blob_digest, r.size) for r in session.scalars(
-        select(VersionFile).where(VersionFile.version_id == version_id))]
+    return [
+        FileEntry(r.path, r.blob_digest, r.size)
+        for r in session.scalars(select(VersionFile).where(VersionFile.version_id == version_id))
+    ]
 
 
 def tags_by_version(session: Session, version_ids: Sequence[int]) -> dict[int, list[str]]:
@@ -320,7 +331,8 @@ def tags_by_version(session: Session, version_ids: Sequence[int]) -> dict[int, l
     if not version_ids:
         return tags
     for vid, name in session.execute(
-        select(Tag.version_id, Tag.name).where(Tag.version_id.in_(list(version_ids)))
+        select(Tag.version_id, Tag.name)
+        .where(Tag.version_id.in_(list(version_ids)))
         .order_by(Tag.name)
     ):
         tags.setdefault(vid, []).append(name)
@@ -336,7 +348,9 @@ def _lock_adapter(session: Session, adapter_id: int) -> None:
         session.execute(select(Adapter.id).where(Adapter.id == adapter_id).with_for_update())
     # On SQLite this UPDATE takes the write lock; on PostgreSQL it is merely a timestamp.
     session.execute(
-        update(Adapter).where(Adapter.id == adapter_id).values(updated_at=utcnow())
+        update(Adapter)
+        .where(Adapter.id == adapter_id)
+        .values(updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
 
@@ -347,17 +361,24 @@ def _create_or_lock_adapter(
     """Insert the adapter unless a concurrent push did; lock it either way."""
     now = utcnow()
     values = {
-        "namespace_id": namespace.id, "name": name,
+        "namespace_id": namespace.id,
+        "name": name,
         "visibility": (Visibility.PUBLIC if public else Visibility.PRIVATE).value,
-        "description": "", "created_by": principal.user_id, "created_at": now,
+        "description": "",
+        "created_by": principal.user_id,
+        "created_at": now,
         "updated_at": now,
     }
     insert = dialect_insert(session)
-    created = session.execute(
-        insert(Adapter).values(**values)
-        .on_conflict_do_nothing(index_elements=["namespace_id", "name"])
-        .returning(Adapter.id)
-    ).first() is not None
+    created = (
+        session.execute(
+            insert(Adapter)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["namespace_id", "name"])
+            .returning(Adapter.id)
+        ).first()
+        is not None
+    )
     adapter_id = session.scalar(
         select(Adapter.id).where(Adapter.namespace_id == namespace.id, Adapter.name == name)
     )
@@ -397,7 +418,9 @@ def check_against_stated(
     base the pusher named. ``exact`` when that base's fingerprint is the one checked."""
     expected = stated if stated is not None else base
     report = check_compatibility(
-        described, bases.manifest_of(base), expected_fingerprint=expected.fingerprint,
+        described,
+        bases.manifest_of(base),
+        expected_fingerprint=expected.fingerprint,
         expected_structure_hash=None if expected.id == base.id else expected.structure_hash,
     )
     if report.match != "exact" and expected.id != base.id:
@@ -410,8 +433,12 @@ def check_against_stated(
 
 
 def _read_adapter(
-    session: Session, store: BlobStore, files: Sequence[FileEntry], base_name: str | None,
-    *, max_tensors: int | None = None,
+    session: Session,
+    store: BlobStore,
+    files: Sequence[FileEntry],
+    base_name: str | None,
+    *,
+    max_tensors: int | None = None,
 ) -> _Described:
     """Config + header through the store, described and checked against the base."""
     by_path = {f.path: f for f in files}
@@ -424,16 +451,16 @@ def _read_adapter(
         )
     cfg = by_path[CONFIG_NAME]
     if cfg.size > MAX_CONFIG_BYTES:
-        raise InvalidInput(f"{CONFIG_NAME} is larger than {MAX_CONFIG_BYTES} bytes",
-                           details={"size": cfg.size})
+        raise InvalidInput(
+            f"{CONFIG_NAME} is larger than {MAX_CONFIG_BYTES} bytes", details={"size": cfg.size}
+        )
     config = parse_adapter_config(store.read_range(cfg.digest, 0, cfg.size), name=CONFIG_NAME)
     weights = by_path[WEIGHTS_NAME]
 
     def read_range(start: int, length: int) -> bytes:
         return store.read_range(weights.digest, start, length)
 
-    header = read_header(read_range, name=WEIGHTS_NAME, size=weights.size,
-                         max_tensors=max_tensors)
+    header = read_header(read_range, name=WEIGHTS_NAME, size=weights.size, max_tensors=max_tensors)
     described = describe_adapter(config, header, size_bytes=weights.size)
 
     stated = _stated_base(session, config)
@@ -443,8 +470,10 @@ def _read_adapter(
             raise InvalidInput(
                 "name the base model this adapter was trained on ('base'); "
                 f"{CONFIG_NAME}'s base_model_name_or_path is not a registered base model",
-                details={"field": "base",
-                         "base_model_name_or_path": str(config.get("base_model_name_or_path"))},
+                details={
+                    "field": "base",
+                    "base_model_name_or_path": str(config.get("base_model_name_or_path")),
+                },
             )
     else:
         base = bases.find_base(session, base_name)
@@ -479,7 +508,10 @@ def _target_modules(described: Any) -> list[str]:
 
 
 def _apply_tags(
-    session: Session, principal: Principal, adapter: Adapter, version: AdapterVersion,
+    session: Session,
+    principal: Principal,
+    adapter: Adapter,
+    version: AdapterVersion,
     tags: Sequence[str],
 ) -> list[str]:
     """Point the requested tags at ``version``; ``latest`` moves unless pinned. Returns the
@@ -495,8 +527,15 @@ def _apply_tags(
     auto = latest is None or latest.updated_by is None
     if (auto and version.number == newest) or DEFAULT_TAG in tags:
         if latest is None:
-            session.add(Tag(adapter_id=adapter.id, name=DEFAULT_TAG, version_id=version.id,
-                            updated_by=None, updated_at=utcnow()))
+            session.add(
+                Tag(
+                    adapter_id=adapter.id,
+                    name=DEFAULT_TAG,
+                    version_id=version.id,
+                    updated_by=None,
+                    updated_at=utcnow(),
+                )
+            )
             moved.append(DEFAULT_TAG)
         elif latest.version_id != version.id or latest.updated_by is not None:
             if latest.protected and DEFAULT_TAG in tags:
@@ -510,8 +549,15 @@ def _apply_tags(
             continue
         tag = existing.get(name)
         if tag is None:
-            session.add(Tag(adapter_id=adapter.id, name=name, version_id=version.id,
-                            updated_by=principal.user_id, updated_at=utcnow()))
+            session.add(
+                Tag(
+                    adapter_id=adapter.id,
+                    name=name,
+                    version_id=version.id,
+                    updated_by=principal.user_id,
+                    updated_at=utcnow(),
+                )
+            )
             moved.append(name)
         elif tag.version_id != version.id:
             if tag.protected:
@@ -526,15 +572,23 @@ def _apply_tags(
 
 
 def _answer_existing(
-    session: Session, principal: Principal, adapter: Adapter, same: AdapterVersion,
+    session: Session,
+    principal: Principal,
+    adapter: Adapter,
+    same: AdapterVersion,
     tags: Sequence[str],
 ) -> PushOutcome:
     """Identical content was pushed before: move the requested tags to that version."""
     moved = _apply_tags(session, principal, adapter, same, tags)
     if moved:
-        audit.record(session, principal, "tag.set", "adapter",
-                     f"{adapter.namespace.name}/{adapter.name}",
-                     {"tags": moved, "version": same.number, "via": "push"})
+        audit.record(
+            session,
+            principal,
+            "tag.set",
+            "adapter",
+            f"{adapter.namespace.name}/{adapter.name}",
+            {"tags": moved, "version": same.number, "via": "push"},
+        )
     return PushOutcome(same, created=False)
 
 
@@ -568,15 +622,24 @@ def push_version(
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         try:
             with _undoable(session):
-                return _push_once(session, store, actor, namespace, name, spec,
-                                  max_version_bytes=max_version_bytes,
-                                  max_tensors=max_tensors)
+                return _push_once(
+                    session,
+                    store,
+                    actor,
+                    namespace,
+                    name,
+                    spec,
+                    max_version_bytes=max_version_bytes,
+                    max_tensors=max_tensors,
+                )
         except (IntegrityError, OperationalError) as exc:
             if attempt == PUSH_ATTEMPTS:
-                log.warning("push to %s/%s gave up after %d attempts: %s", namespace, name,
-                            attempt, exc)
+                log.warning(
+                    "push to %s/%s gave up after %d attempts: %s", namespace, name, attempt, exc
+                )
                 raise ConcurrentPush(
-                    "the adapter is being changed concurrently; try again") from None
+                    "the adapter is being changed concurrently; try again"
+                ) from None
             time.sleep(PUSH_BACKOFF * attempt)
     raise AssertionError("unreachable")
 
@@ -643,9 +706,11 @@ def _push_once(
 
     def existing_version() -> AdapterVersion | None:
         assert adapter is not None
-        found = session.scalar(select(AdapterVersion).where(
-            AdapterVersion.adapter_id == adapter.id, AdapterVersion.digest == digest
-        ))
+        found = session.scalar(
+            select(AdapterVersion).where(
+                AdapterVersion.adapter_id == adapter.id, AdapterVersion.digest == digest
+            )
+        )
         if found is not None and found.deleted_at is not None:
             raise Conflict(
                 f"this content was pushed as version {found.number}, which has been deleted; "
@@ -670,16 +735,25 @@ def _push_once(
     if not adapter_created and (same := existing_version()) is not None:
         return _answer_existing(session, principal, adapter, same, tags)
     if adapter_created:
-        audit.record(session, principal, "adapter.create", "adapter", str(parsed),
-                     {"visibility": adapter.visibility})
+        audit.record(
+            session,
+            principal,
+            "adapter.create",
+            "adapter",
+            str(parsed),
+            {"visibility": adapter.visibility},
+        )
     else:
         _refuse_visibility_change(adapter, spec.public)
     if description and not adapter.description:
         adapter.description = description
 
-    number = (session.scalar(
-        select(func.max(AdapterVersion.number)).where(AdapterVersion.adapter_id == adapter.id)
-    ) or 0) + 1
+    number = (
+        session.scalar(
+            select(func.max(AdapterVersion.number)).where(AdapterVersion.adapter_id == adapter.id)
+        )
+        or 0
+    ) + 1
     target_modules = _target_modules(desc)
     version = AdapterVersion(
         adapter_id=adapter.id,
@@ -721,7 +795,11 @@ def _push_once(
 
     job = jobs.enqueue_validation(session, version, submitted_by=principal.user_id)
     audit.record(
-        session, principal, "version.push", "version", f"{parsed}@{number}",
+        session,
+        principal,
+        "version.push",
+        "version",
+        f"{parsed}@{number}",
         {"digest": digest, "base": described.base.name, "tags": tags, "job_id": job.id},
     )
     events.version_created(session, version)
@@ -747,7 +825,12 @@ def _refuse_visibility_change(adapter: Adapter, public: bool | None) -> None:
 
 
 def create_adapter(
-    session: Session, actor: Actor, namespace: str, name: str, *, public: bool | None = None,
+    session: Session,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    *,
+    public: bool | None = None,
 ) -> tuple[Adapter, bool]:
     """An adapter without versions yet (what the Hub protocol's ``create_repo`` makes), or
     the existing one: ``(adapter, created)``. Needs write access to the namespace."""
@@ -757,8 +840,14 @@ def create_adapter(
     require_write_namespace(session, principal, ns)
     adapter, created = _create_or_lock_adapter(session, principal, ns, parsed.name, public)
     if created:
-        audit.record(session, principal, "adapter.create", "adapter", str(parsed),
-                     {"visibility": adapter.visibility})
+        audit.record(
+            session,
+            principal,
+            "adapter.create",
+            "adapter",
+            str(parsed),
+            {"visibility": adapter.visibility},
+        )
     return adapter, created
 
 
@@ -767,13 +856,24 @@ def _set_visibility(session: Session, principal: Principal, adapter: Adapter, pu
     value = (Visibility.PUBLIC if public else Visibility.PRIVATE).value
     if adapter.visibility != value:
         adapter.visibility = value
-        audit.record(session, principal, "adapter.visibility", "adapter",
-                     f"{adapter.namespace.name}/{adapter.name}", {"visibility": value})
+        audit.record(
+            session,
+            principal,
+            "adapter.visibility",
+            "adapter",
+            f"{adapter.namespace.name}/{adapter.name}",
+            {"visibility": value},
+        )
 
 
 def update_adapter(
-    session: Session, actor: Actor, namespace: str, name: str,
-    *, public: bool | None = None, description: str | None = None,
+    session: Session,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    *,
+    public: bool | None = None,
+    description: str | None = None,
 ) -> Adapter:
     """Visibility needs the namespace's admin role (it publishes data); description write."""
     adapter = get_adapter(session, actor, namespace, name)
@@ -783,8 +883,14 @@ def update_adapter(
         _set_visibility(session, principal, adapter, public)
     if description is not None and description != adapter.description:
         adapter.description = description
-        audit.record(session, principal, "adapter.update", "adapter",
-                     f"{adapter.namespace.name}/{adapter.name}", {"fields": ["description"]})
+        audit.record(
+            session,
+            principal,
+            "adapter.update",
+            "adapter",
+            f"{adapter.namespace.name}/{adapter.name}",
+            {"fields": ["description"]},
+        )
     adapter.updated_at = utcnow()
     session.flush()
     return adapter
@@ -811,12 +917,15 @@ def summarize(session: Session, adapters: Sequence[Adapter]) -> list[AdapterSumm
             .group_by(AdapterVersion.adapter_id)
         )
     }
-    conds = [and_(AdapterVersion.adapter_id == aid, AdapterVersion.number == mx)
-             for aid, (mx, _) in stats.items()]
+    conds = [
+        and_(AdapterVersion.adapter_id == aid, AdapterVersion.number == mx)
+        for aid, (mx, _) in stats.items()
+    ]
     latest: dict[int, AdapterVersion] = {}
     if conds:
         for v in session.scalars(
-            select(AdapterVersion).where(or_(*conds))
+            select(AdapterVersion)
+            .where(or_(*conds))
             .options(selectinload(AdapterVersion.base_model))
         ):
             latest[v.adapter_id] = v
@@ -860,8 +969,9 @@ def _escape_like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _search_plan(actor: Actor, filters: SearchFilters, cursor: str | None
-                 ) -> tuple[_Shape, dict[str, Any]]:
+def _search_plan(
+    actor: Actor, filters: SearchFilters, cursor: str | None
+) -> tuple[_Shape, dict[str, Any]]:
     """Check the filters; their shape and the statement's parameters."""
     params: dict[str, Any] = {}
     viewer = "anonymous" if actor is None else "admin" if actor.is_admin else "member"
@@ -893,9 +1003,17 @@ def _search_plan(actor: Actor, filters: SearchFilters, cursor: str | None
     after = cursor_int(decode_cursor("adapters", cursor), "id")
     if after is not None:
         params["after"] = after
-    shape = _Shape(viewer, "namespace" in params, "base" in params, "target" in params,
-                   "rank_min" in params, "rank_max" in params, len(filters.labels),
-                   "pattern" in params, after is not None)
+    shape = _Shape(
+        viewer,
+        "namespace" in params,
+        "base" in params,
+        "target" in params,
+        "rank_min" in params,
+        "rank_max" in params,
+        len(filters.labels),
+        "pattern" in params,
+        after is not None,
+    )
     return shape, params
 
 
@@ -906,28 +1024,49 @@ def _conditions(shape: _Shape) -> list[Any]:
     if shape.viewer == "anonymous":
         conds.append(public)
     elif shape.viewer == "member":  # readable_namespace_ids, as a subquery
-        conds.append(or_(public, Adapter.namespace_id == bindparam("own_namespace"),
-                         Adapter.namespace_id.in_(select(Membership.namespace_id)
-                                                  .where(Membership.user_id ==
-                                                         bindparam("uid")))))
+        conds.append(
+            or_(
+                public,
+                Adapter.namespace_id == bindparam("own_namespace"),
+                Adapter.namespace_id.in_(
+                    select(Membership.namespace_id).where(Membership.user_id == bindparam("uid"))
+                ),
+            )
+        )
     if shape.namespace:
-        conds.append(Adapter.namespace_id == select(Namespace.id)
-                     .where(Namespace.name == bindparam("namespace")).scalar_subquery())
+        conds.append(
+            Adapter.namespace_id
+            == select(Namespace.id)
+            .where(Namespace.name == bindparam("namespace"))
+            .scalar_subquery()
+        )
     vconds: list[Any] = []
     if shape.base:
-        vconds.append(AdapterVersion.base_model_id == select(BaseModelRecord.id)
-                      .where(BaseModelRecord.name == bindparam("base")).scalar_subquery())
+        vconds.append(
+            AdapterVersion.base_model_id
+            == select(BaseModelRecord.id)
+            .where(BaseModelRecord.name == bindparam("base"))
+            .scalar_subquery()
+        )
     if shape.target:
-        vconds.append(exists().where(VersionTargetModule.version_id == AdapterVersion.id,
-                                     VersionTargetModule.module == bindparam("target")))
+        vconds.append(
+            exists().where(
+                VersionTargetModule.version_id == AdapterVersion.id,
+                VersionTargetModule.module == bindparam("target"),
+            )
+        )
     if shape.rank_min:
         vconds.append(AdapterVersion.r >= bindparam("rank_min"))
     if shape.rank_max:
         vconds.append(AdapterVersion.r <= bindparam("rank_max"))
     for i in range(shape.labels):
-        vconds.append(exists().where(VersionLabel.version_id == AdapterVersion.id,
-                                     VersionLabel.key == bindparam(f"label_key_{i}"),
-                                     VersionLabel.value == bindparam(f"label_value_{i}")))
+        vconds.append(
+            exists().where(
+                VersionLabel.version_id == AdapterVersion.id,
+                VersionLabel.key == bindparam(f"label_key_{i}"),
+                VersionLabel.value == bindparam(f"label_value_{i}"),
+            )
+        )
     if vconds:
         conds.append(exists().where(AdapterVersion.adapter_id == Adapter.id, _live(), *vconds))
     if shape.cursor:
@@ -942,9 +1081,13 @@ def _contains(column: Any) -> Any:
 def _text_scanned(adapter: Any) -> Any:
     """The text match, evaluated row by row on ``adapter`` rows (a bounded run of them); the
     versions' descriptions are matched once, as a set (a trigram index on PostgreSQL)."""
-    return or_(_contains(adapter.name), _contains(adapter.description),
-               adapter.id.in_(select(AdapterVersion.adapter_id)
-                              .where(_live(), _contains(AdapterVersion.description))))
+    return or_(
+        _contains(adapter.name),
+        _contains(adapter.description),
+        adapter.id.in_(
+            select(AdapterVersion.adapter_id).where(_live(), _contains(AdapterVersion.description))
+        ),
+    )
 
 
 def _text_indexed() -> Any:
@@ -966,8 +1109,10 @@ class _one_of(ColumnElement[Any]):
 
     inherit_cache = True
     type = NullType()  # a condition as written, not a boolean column SQLite compares to 1
-    _traverse_internals = [("column", InternalTraversal.dp_clauseelement),
-                           ("ids", InternalTraversal.dp_clauseelement)]
+    _traverse_internals = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("ids", InternalTraversal.dp_clauseelement),
+    ]
 
     def __init__(self, column: Any, ids: Select[Any]) -> None:
         self.column = column
@@ -976,14 +1121,15 @@ class _one_of(ColumnElement[Any]):
 
 @compiles(_one_of)
 def _one_of_in(element: _one_of, compiler: Any, **kw: Any) -> str:
-    return (f"{compiler.process(element.column, **kw)} IN "
-            f"({compiler.process(element.ids, **kw)})")
+    return f"{compiler.process(element.column, **kw)} IN ({compiler.process(element.ids, **kw)})"
 
 
 @compiles(_one_of, "postgresql")
 def _one_of_any_array(element: _one_of, compiler: Any, **kw: Any) -> str:
-    return (f"{compiler.process(element.column, **kw)} = "
-            f"ANY(ARRAY({compiler.process(element.ids, **kw)}))")
+    return (
+        f"{compiler.process(element.column, **kw)} = "
+        f"ANY(ARRAY({compiler.process(element.ids, **kw)}))"
+    )
 
 
 #: Builds the select of a search page's columns from an adapters entity (the table, or
@@ -1000,15 +1146,24 @@ def _search_statements(page: PageColumns, shape: _Shape) -> tuple[Any, ...]:
     limit: Any = bindparam("limit")
     if not shape.text:
         return (page(Adapter).where(*conds).order_by(newest_first).limit(limit),)
-    window = aliased(Adapter, select(Adapter).where(*conds).order_by(newest_first)
-                     .limit(TEXT_WINDOW).subquery("recent"))
-    return (page(window).where(_text_scanned(window)).order_by(window.id.desc()).limit(limit),
-            page(Adapter).where(*conds, _text_indexed()).order_by(newest_first).limit(limit))
+    window = aliased(
+        Adapter,
+        select(Adapter).where(*conds).order_by(newest_first).limit(TEXT_WINDOW).subquery("recent"),
+    )
+    return (
+        page(window).where(_text_scanned(window)).order_by(window.id.desc()).limit(limit),
+        page(Adapter).where(*conds, _text_indexed()).order_by(newest_first).limit(limit),
+    )
 
 
 def search_rows(
-    session: reads.Db, actor: Actor, filters: SearchFilters, page: PageColumns, *,
-    cursor: str | None = None, limit: int = DEFAULT_LIMIT,
+    session: reads.Db,
+    actor: Actor,
+    filters: SearchFilters,
+    page: PageColumns,
+    *,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
 ) -> list[Any]:
     """Rows of ``page`` for the adapters the actor may read that match ``filters``, newest
     first, ``limit + 1`` of them (the extra one says a next page exists). Version filters
@@ -1035,27 +1190,42 @@ def _ids_only(adapter: Any) -> Select[*tuple[Any, ...]]:
 
 
 def search(
-    session: Session, actor: Actor, filters: SearchFilters, *, cursor: str | None = None,
+    session: Session,
+    actor: Actor,
+    filters: SearchFilters,
+    *,
+    cursor: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Page[AdapterSummary]:
     """Adapters the actor may read, newest first, as ORM summaries (the web page); the API
     reads plain values with ``search_views``."""
-    ids = [row[0] for row in search_rows(session, actor, filters, _ids_only, cursor=cursor,
-                                         limit=limit)]
-    by_id = {a.id: a for a in session.scalars(
-        select(Adapter).where(Adapter.id.in_(ids)).options(joinedload(Adapter.namespace)))}
+    ids = [
+        row[0]
+        for row in search_rows(session, actor, filters, _ids_only, cursor=cursor, limit=limit)
+    ]
+    by_id = {
+        a.id: a
+        for a in session.scalars(
+            select(Adapter).where(Adapter.id.in_(ids)).options(joinedload(Adapter.namespace))
+        )
+    }
     rows = [by_id[i] for i in ids if i in by_id]
     page = page_of(rows, limit, "adapters", lambda a: {"id": a.id})
     return Page(summarize(session, page.items), page.next_cursor)
 
 
 def search_views(
-    session: reads.Db, actor: Actor, filters: SearchFilters, *, cursor: str | None = None,
+    session: reads.Db,
+    actor: Actor,
+    filters: SearchFilters,
+    *,
+    cursor: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Page[reads.AdapterView]:
     """``search`` as plain values, in a fixed number of queries whatever the page size."""
-    rows = search_rows(session, actor, filters, reads.adapter_page_columns, cursor=cursor,
-                       limit=limit)
+    rows = search_rows(
+        session, actor, filters, reads.adapter_page_columns, cursor=cursor, limit=limit
+    )
     return reads.adapter_page(rows, limit)
 
 
@@ -1063,8 +1233,14 @@ def search_views(
 
 
 def list_versions(
-    session: Session, actor: Actor, namespace: str, name: str, *, cursor: str | None = None,
-    limit: int = DEFAULT_LIMIT, include_deleted: bool = False,
+    session: Session,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    *,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    include_deleted: bool = False,
 ) -> Page[AdapterVersion]:
     """Newest first."""
     check_limit(limit)
@@ -1075,15 +1251,23 @@ def list_versions(
     after = cursor_int(decode_cursor("versions", cursor), "n")
     if after is not None:
         stmt = stmt.where(AdapterVersion.number < after)
-    rows = list(session.scalars(
-        stmt.order_by(AdapterVersion.number.desc()).limit(limit + 1)
-        .options(selectinload(AdapterVersion.files), selectinload(AdapterVersion.base_model))
-    ))
+    rows = list(
+        session.scalars(
+            stmt.order_by(AdapterVersion.number.desc())
+            .limit(limit + 1)
+            .options(selectinload(AdapterVersion.files), selectinload(AdapterVersion.base_model))
+        )
+    )
     return page_of(rows, limit, "versions", lambda v: {"n": v.number})
 
 
 def delete_version(
-    session: Session, actor: Actor, namespace: str, name: str, selector: str, reason: str,
+    session: Session,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    selector: str,
+    reason: str,
 ) -> AdapterVersion:
     """Soft delete: the row, its digest and its blobs stay; tags on it go; ``latest`` falls
     back to the newest live version. Protected tags on it need the namespace's admin."""
@@ -1112,20 +1296,39 @@ def delete_version(
     session.flush()
     if DEFAULT_TAG in removed:
         newest = session.scalar(
-            select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id, _live())
-            .order_by(AdapterVersion.number.desc()).limit(1)
+            select(AdapterVersion)
+            .where(AdapterVersion.adapter_id == adapter.id, _live())
+            .order_by(AdapterVersion.number.desc())
+            .limit(1)
         )
         if newest is not None:
-            session.add(Tag(adapter_id=adapter.id, name=DEFAULT_TAG, version_id=newest.id,
-                            updated_by=None, updated_at=utcnow()))
+            session.add(
+                Tag(
+                    adapter_id=adapter.id,
+                    name=DEFAULT_TAG,
+                    version_id=newest.id,
+                    updated_by=None,
+                    updated_at=utcnow(),
+                )
+            )
     session.flush()
-    audit.record(session, principal, "version.delete", "version", version_ref(version),
-                 {"reason": version.delete_reason, "tags_removed": removed})
+    audit.record(
+        session,
+        principal,
+        "version.delete",
+        "version",
+        version_ref(version),
+        {"reason": version.delete_reason, "tags_removed": removed},
+    )
     return version
 
 
 def restore_version(
-    session: Session, actor: Actor, namespace: str, name: str, selector: str,
+    session: Session,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    selector: str,
 ) -> AdapterVersion:
     """Undo a soft delete: the version resolves again under its number and digest. Tags it
     lost stay gone; an automatic ``latest`` moves to it when it is now the newest."""
@@ -1133,16 +1336,17 @@ def restore_version(
     principal = require_write_adapter(session, actor, adapter)
     kind, value = parse_version_selector(selector)
     if kind == "tag":
-        raise InvalidInput("name a deleted version by number or digest (a tag cannot point "
-                           "at a deleted version)", details={"field": "ref", "ref": selector})
+        raise InvalidInput(
+            "name a deleted version by number or digest (a tag cannot point at a deleted version)",
+            details={"field": "ref", "ref": selector},
+        )
     _lock_adapter(session, adapter.id)
     version = _find_version(session, adapter, kind, value, include_deleted=True)
     if version is None:
         raise _version_not_found(adapter, selector)
     session.refresh(version)
     if version.deleted_at is None:
-        raise Conflict(f"{version_ref(version)} is not deleted",
-                       details={"number": version.number})
+        raise Conflict(f"{version_ref(version)} is not deleted", details={"number": version.number})
     version.deleted_at = None
     version.deleted_by = None
     version.delete_reason = None
@@ -1157,15 +1361,25 @@ def restore_version(
 
 def list_tags(session: Session, actor: Actor, namespace: str, name: str) -> list[Tag]:
     adapter = get_adapter(session, actor, namespace, name)
-    return list(session.scalars(
-        select(Tag).where(Tag.adapter_id == adapter.id).order_by(Tag.name)
-        .options(selectinload(Tag.version))
-    ))
+    return list(
+        session.scalars(
+            select(Tag)
+            .where(Tag.adapter_id == adapter.id)
+            .order_by(Tag.name)
+            .options(selectinload(Tag.version))
+        )
+    )
 
 
 def set_tag(
-    session: Session, actor: Actor, namespace: str, name: str, tag: str, selector: str,
-    *, protected: bool | None = None,
+    session: Session,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    tag: str,
+    selector: str,
+    *,
+    protected: bool | None = None,
 ) -> Tag:
     """Point ``tag`` at a live version (create or move). Moving or (un)protecting a protected
     tag, or protecting one, needs the namespace's admin role. Setting ``latest`` pins it."""
@@ -1182,8 +1396,14 @@ def set_tag(
         require_admin_adapter(session, principal, adapter)
     before = None if row is None else row.version_id
     if row is None:
-        row = Tag(adapter_id=adapter.id, name=tag, version_id=version.id,
-                  protected=bool(protected), updated_by=principal.user_id, updated_at=utcnow())
+        row = Tag(
+            adapter_id=adapter.id,
+            name=tag,
+            version_id=version.id,
+            protected=bool(protected),
+            updated_by=principal.user_id,
+            updated_at=utcnow(),
+        )
         session.add(row)
     else:
         row.version_id = version.id
@@ -1193,10 +1413,14 @@ def set_tag(
             row.protected = protected
     row.version = version
     session.flush()
-    audit.record(session, principal, "tag.set", "tag",
-                 f"{adapter.namespace.name}/{adapter.name}:{tag}",
-                 {"version": version.number, "previous_version_id": before,
-                  "protected": row.protected})
+    audit.record(
+        session,
+        principal,
+        "tag.set",
+        "tag",
+        f"{adapter.namespace.name}/{adapter.name}:{tag}",
+        {"version": version.number, "previous_version_id": before, "protected": row.protected},
+    )
     events.tag_moved(session, row, before)
     return row
 
@@ -1214,8 +1438,14 @@ def delete_tag(session: Session, actor: Actor, namespace: str, name: str, tag: s
         require_admin_adapter(session, principal, adapter)
     session.delete(row)
     session.flush()
-    audit.record(session, principal, "tag.delete", "tag",
-                 f"{adapter.namespace.name}/{adapter.name}:{tag}", {})
+    audit.record(
+        session,
+        principal,
+        "tag.delete",
+        "tag",
+        f"{adapter.namespace.name}/{adapter.name}:{tag}",
+        {},
+    )
 
 
 __all__ = [
@@ -1240,4 +1470,3 @@ __all__ = [
     "set_tag",
     "update_adapter",
 ]
-

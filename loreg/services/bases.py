@@ -76,37 +76,47 @@ def _check_tensors(
     out: dict[str, tuple[str, tuple[int, ...]]] = {}
     for name, entry in tensors.items():
         if not isinstance(name, str) or not name or len(name) > MAX_TENSOR_NAME:
-            raise InvalidInput("tensor names must be 1-1024 characters",
-                               details={"tensor": str(name)[:100]})
+            raise InvalidInput(
+                "tensor names must be 1-1024 characters", details={"tensor": str(name)[:100]}
+            )
         try:
             dtype, shape = entry
         except (TypeError, ValueError):
-            raise InvalidInput(f"tensor {name!r}: expected [dtype, shape]",
-                               details={"tensor": name}) from None
+            raise InvalidInput(
+                f"tensor {name!r}: expected [dtype, shape]", details={"tensor": name}
+            ) from None
         if dtype not in DTYPE_BITS:
-            raise InvalidInput(f"tensor {name!r}: unknown dtype {str(dtype)[:20]!r}",
-                               details={"tensor": name, "allowed": sorted(DTYPE_BITS)})
+            raise InvalidInput(
+                f"tensor {name!r}: unknown dtype {str(dtype)[:20]!r}",
+                details={"tensor": name, "allowed": sorted(DTYPE_BITS)},
+            )
         if (
             not isinstance(shape, list | tuple)
             or len(shape) > MAX_NDIM
-            or any(isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < 2**40
-                   for d in shape)
+            or any(
+                isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < 2**40 for d in shape
+            )
         ):
-            raise InvalidInput(f"tensor {name!r}: shape must be a list of at most {MAX_NDIM} "
-                               "non-negative integers", details={"tensor": name})
+            raise InvalidInput(
+                f"tensor {name!r}: shape must be a list of at most {MAX_NDIM} "
+                "non-negative integers",
+                details={"tensor": name},
+            )
         out[name] = (dtype, tuple(shape))
     return dict(sorted(out.items()))
 
 
 def _check_aliases(
-    aliases: dict[str, str] | None, config: dict[str, Any] | None,
+    aliases: dict[str, str] | None,
+    config: dict[str, Any] | None,
     tensors: Mapping[str, Any],
 ) -> dict[str, str]:
     if aliases is None:
         return tied_aliases(config, tensors)
     if not isinstance(aliases, dict) or len(aliases) > 64:
-        raise InvalidInput("aliases must map at most 64 tensor names to tensor names",
-                           details={"field": "aliases"})
+        raise InvalidInput(
+            "aliases must map at most 64 tensor names to tensor names", details={"field": "aliases"}
+        )
     for alias, target in aliases.items():
         if alias in tensors or target not in tensors:
             raise InvalidInput(
@@ -123,12 +133,16 @@ def _check_tensor_files(
         return None
     paths = {f.path for f in files}
     for tname, path in tensor_files.items():
-        if tname not in tensors or not isinstance(path, str) or len(path) > 512 or (
-            paths and path not in paths
+        if (
+            tname not in tensors
+            or not isinstance(path, str)
+            or len(path) > 512
+            or (paths and path not in paths)
         ):
             raise InvalidInput(
                 f"tensor_files: {str(tname)[:100]!r} -> {str(path)[:100]!r} does not name a "
-                "listed tensor and file", details={"field": "tensor_files"},
+                "listed tensor and file",
+                details={"field": "tensor_files"},
             )
     return dict(sorted(tensor_files.items()))
 
@@ -140,9 +154,14 @@ def extras_of(base: BaseModelRecord) -> dict[str, Any]:
 
 def base_files(session: Session, base_id: int) -> list[FileEntry]:
     """A registered base's files, by path (what a merge job downloads)."""
-    return [FileEntry(r.path, r.blob_digest, r.size) for r in session.scalars(
-        select(BaseModelFile).where(BaseModelFile.base_model_id == base_id)
-        .order_by(BaseModelFile.path))]
+    return [
+        FileEntry(r.path, r.blob_digest, r.size)
+        for r in session.scalars(
+            select(BaseModelFile)
+            .where(BaseModelFile.base_model_id == base_id)
+            .order_by(BaseModelFile.path)
+        )
+    ]
 
 
 def manifest_of(base: BaseModelRecord) -> BaseManifest:
@@ -220,14 +239,13 @@ def register_base(session: Session, actor: Actor, spec: BaseSpec) -> tuple[BaseM
                     details={"base": spec.name},
                 )
             for f in files:
-                existing.files.append(
-                    BaseModelFile(path=f.path, blob_digest=f.digest, size=f.size)
-                )
+                existing.files.append(BaseModelFile(path=f.path, blob_digest=f.digest, size=f.size))
             if not extras_of(existing).get("tensor_files") and extras["tensor_files"]:
                 existing.config = {**extras_of(existing), "tensor_files": extras["tensor_files"]}
             session.flush()
-            audit.record(session, principal, "base.add_files", "base", spec.name,
-                         {"files": len(files)})
+            audit.record(
+                session, principal, "base.add_files", "base", spec.name, {"files": len(files)}
+            )
         elif files and {p: (f.blob_digest, f.size) for p, f in have.items()} != {
             f.path: (f.digest, f.size) for f in files
         }:
@@ -252,14 +270,21 @@ def register_base(session: Session, actor: Actor, spec: BaseSpec) -> tuple[BaseM
     session.add(record)
     session.flush()
     audit.record(
-        session, principal, "base.register", "base", spec.name,
+        session,
+        principal,
+        "base.register",
+        "base",
+        spec.name,
         {"fingerprint": spec.fingerprint, "files": len(files)},
     )
     return record, True
 
 
 def list_bases(
-    session: Session, *, query: str | None = None, cursor: str | None = None,
+    session: Session,
+    *,
+    query: str | None = None,
+    cursor: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Page[BaseModelRecord]:
     """By name (case-insensitive substring ``query``), in name order, keyset-paginated."""
@@ -268,9 +293,7 @@ def list_bases(
     if query:
         if len(query) > 256:
             raise InvalidInput("query is too long", details={"field": "q"})
-        stmt = stmt.where(
-            func.lower(BaseModelRecord.name).contains(query.lower(), autoescape=True)
-        )
+        stmt = stmt.where(func.lower(BaseModelRecord.name).contains(query.lower(), autoescape=True))
     after = decode_cursor("bases", cursor)
     if after is not None:
         name = after.get("name")

@@ -103,9 +103,12 @@ def blob_sizes(session: Session, digests: Iterable[str]) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for chunk in _chunks(sorted(set(digests))):
         sizes.update(
-            {d: s for d, s in session.execute(
-                select(Blob.digest, Blob.size).where(Blob.digest.in_(chunk))
-            )}
+            {
+                d: s
+                for d, s in session.execute(
+                    select(Blob.digest, Blob.size).where(Blob.digest.in_(chunk))
+                )
+            }
         )
     return sizes
 
@@ -128,20 +131,34 @@ def held_blobs(session: Session, actor: Actor, digests: Iterable[str]) -> dict[s
     namespaces = readable_namespace_ids(session, actor)
     assert namespaces is not None  # None only for site admins, handled above
     if namespaces:
-        take(lambda chunk: select(BlobGrant.digest).where(
-            BlobGrant.digest.in_(chunk), BlobGrant.namespace_id.in_(namespaces)))
+        take(
+            lambda chunk: select(BlobGrant.digest).where(
+                BlobGrant.digest.in_(chunk), BlobGrant.namespace_id.in_(namespaces)
+            )
+        )
     visible: Any = Adapter.visibility == Visibility.PUBLIC.value
     if namespaces:
         visible = or_(visible, Adapter.namespace_id.in_(namespaces))
     if rest:
-        take(lambda chunk: select(VersionFile.blob_digest).distinct()
-             .join(AdapterVersion, AdapterVersion.id == VersionFile.version_id)
-             .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
-             .where(VersionFile.blob_digest.in_(chunk), AdapterVersion.deleted_at.is_(None),
-                    visible))
+        take(
+            lambda chunk: (
+                select(VersionFile.blob_digest)
+                .distinct()
+                .join(AdapterVersion, AdapterVersion.id == VersionFile.version_id)
+                .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
+                .where(
+                    VersionFile.blob_digest.in_(chunk), AdapterVersion.deleted_at.is_(None), visible
+                )
+            )
+        )
     if rest and actor is not None:
-        take(lambda chunk: select(BaseModelFile.blob_digest).distinct()
-             .where(BaseModelFile.blob_digest.in_(chunk)))
+        take(
+            lambda chunk: (
+                select(BaseModelFile.blob_digest)
+                .distinct()
+                .where(BaseModelFile.blob_digest.in_(chunk))
+            )
+        )
     if rest and actor is not None:
         from loreg.services import jobs
 
@@ -152,12 +169,16 @@ def held_blobs(session: Session, actor: Actor, digests: Iterable[str]) -> dict[s
 def grant(session: Session, digests: Iterable[str], namespace_id: int) -> None:
     """Record that namespace ``namespace_id`` holds these (verified) blobs; idempotent."""
     now = utcnow()
-    rows = [{"digest": d, "namespace_id": namespace_id, "created_at": now}
-            for d in sorted(set(digests))]
+    rows = [
+        {"digest": d, "namespace_id": namespace_id, "created_at": now} for d in sorted(set(digests))
+    ]
     insert = dialect_insert(session)
     for i in range(0, len(rows), _CHUNK):
-        session.execute(insert(BlobGrant).values(rows[i : i + _CHUNK])
-                        .on_conflict_do_nothing(index_elements=["digest", "namespace_id"]))
+        session.execute(
+            insert(BlobGrant)
+            .values(rows[i : i + _CHUNK])
+            .on_conflict_do_nothing(index_elements=["digest", "namespace_id"])
+        )
 
 
 def authorize_upload(actor: Actor, digest: str) -> Principal:
@@ -178,10 +199,12 @@ def insert_blob_row(session: Session, digest: str, size: int) -> bool:
 
     Safe against a concurrent insert of the same digest: the conflict is ignored.
     """
-    stmt = (dialect_insert(session)(Blob)
-            .values(digest=digest, size=size, created_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["digest"])
-            .returning(Blob.digest))
+    stmt = (
+        dialect_insert(session)(Blob)
+        .values(digest=digest, size=size, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["digest"])
+        .returning(Blob.digest)
+    )
     return session.execute(stmt).first() is not None
 
 

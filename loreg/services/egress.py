@@ -56,8 +56,7 @@ class EgressPolicy:
         return cls(settings.webhook_allowed_networks)
 
     def allows(self, address: IPAddress) -> bool:
-        return any(address.version == n.version and address in n
-                   for n in self.allowed_networks)
+        return any(address.version == n.version and address in n for n in self.allowed_networks)
 
 
 #: No exceptions: only public addresses.
@@ -83,13 +82,15 @@ def why_not_public(address: IPAddress) -> str | None:
             return why_not_public(inner)
         if address.teredo is not None:
             return "reserved"
-    for kind, flag in (("loopback", address.is_loopback),
-                       ("unspecified", address.is_unspecified),
-                       ("link-local", address.is_link_local),
-                       ("multicast", address.is_multicast),
-                       ("private", address.is_private),
-                       ("reserved", address.is_reserved),
-                       ("not globally routable", not address.is_global)):
+    for kind, flag in (
+        ("loopback", address.is_loopback),
+        ("unspecified", address.is_unspecified),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
+        ("not globally routable", not address.is_global),
+    ):
         if flag:
             return kind
     return None
@@ -137,8 +138,9 @@ def host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     host = parts.hostname
     if parts.scheme not in ("http", "https") or not host:
-        raise InvalidInput("the URL must be an absolute http:// or https:// URL",
-                           details={"url": url[:200]})
+        raise InvalidInput(
+            "the URL must be an absolute http:// or https:// URL", details={"url": url[:200]}
+        )
     return host, parts.port or (443 if parts.scheme == "https" else 80)
 
 

@@ -39,6 +39,7 @@ ALL_TYPES: frozenset[str] = EVENT_TYPES | {PING}
 
 def _json_safe(payload: Mapping[str, Any]) -> dict[str, Any]:
     """A plain JSON document (datetimes as ISO strings), checked now rather than at delivery."""
+
     def default(value: Any) -> Any:
         if isinstance(value, datetime):
             return value.isoformat()
@@ -73,10 +74,13 @@ def emit(
     nobody's (the event is still recorded).
     """
     if event_type not in ALL_TYPES:
-        raise InvalidInput(f"unknown event type '{event_type}'",
-                           details={"event_type": event_type, "known": sorted(ALL_TYPES)})
-    event = WebhookEvent(type=event_type, namespace_id=_namespace_id(session, namespace),
-                         payload=_json_safe(payload))
+        raise InvalidInput(
+            f"unknown event type '{event_type}'",
+            details={"event_type": event_type, "known": sorted(ALL_TYPES)},
+        )
+    event = WebhookEvent(
+        type=event_type, namespace_id=_namespace_id(session, namespace), payload=_json_safe(payload)
+    )
     session.add(event)
     session.flush()
     return event
@@ -139,13 +143,15 @@ def tag_moved(
         return None
     previous = None
     if previous_version_id is not None:
-        previous = session.scalar(select(AdapterVersion.number)
-                                  .where(AdapterVersion.id == previous_version_id))
+        previous = session.scalar(
+            select(AdapterVersion.number).where(AdapterVersion.id == previous_version_id)
+        )
     version = session.get(AdapterVersion, tag.version_id)
     adapter = session.get(Adapter, tag.adapter_id)
     assert version is not None and adapter is not None
-    return emit(session, TAG_MOVED, adapter.namespace,
-                _tag_document(adapter, tag.name, version, previous))
+    return emit(
+        session, TAG_MOVED, adapter.namespace, _tag_document(adapter, tag.name, version, previous)
+    )
 
 
 def tags_moved(

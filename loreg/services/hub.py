@@ -105,8 +105,10 @@ class HubFile:
     @property
     def pointer(self) -> bytes:
         """The git-lfs pointer file a Hub repo keeps in git for this file."""
-        return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\n"
-                f"size {self.size}\n").encode()
+        return (
+            f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\n"
+            f"size {self.size}\n"
+        ).encode()
 
     @property
     def blob_id(self) -> str:
@@ -150,13 +152,13 @@ class Snapshot:
         for f in self.files:
             if f.path == path:
                 return f
-        raise EntryNotFound(f"Entry not found: {path[:200]}", commit=self.commit,
-                            details={"path": path[:200]})
+        raise EntryNotFound(
+            f"Entry not found: {path[:200]}", commit=self.commit, details={"path": path[:200]}
+        )
 
 
 def _hub_files(entries: Iterable[Any]) -> list[HubFile]:
-    return sorted((HubFile(e.path, e.blob_digest, e.size) for e in entries),
-                  key=lambda f: f.path)
+    return sorted((HubFile(e.path, e.blob_digest, e.size) for e in entries), key=lambda f: f.path)
 
 
 def get_repo(session: Session, actor: Actor, namespace: str, name: str) -> Adapter:
@@ -172,31 +174,40 @@ def _version_for(session: Session, adapter: Adapter, revision: str) -> AdapterVe
     """The live version ``revision`` names; ``None`` for ``main`` of an empty repo."""
     live = [AdapterVersion.adapter_id == adapter.id, AdapterVersion.deleted_at.is_(None)]
     if revision in (MAIN, "refs/heads/main"):
-        tag = session.scalar(select(Tag).where(Tag.adapter_id == adapter.id,
-                                               Tag.name == DEFAULT_TAG))
+        tag = session.scalar(
+            select(Tag).where(Tag.adapter_id == adapter.id, Tag.name == DEFAULT_TAG)
+        )
         if tag is not None:
             return session.get(AdapterVersion, tag.version_id)
-        return session.scalar(select(AdapterVersion).where(*live)
-                              .order_by(AdapterVersion.number.desc()).limit(1))
+        return session.scalar(
+            select(AdapterVersion).where(*live).order_by(AdapterVersion.number.desc()).limit(1)
+        )
     if _is_commit_id(revision):
-        return session.scalar(select(AdapterVersion).where(
-            *live, AdapterVersion.digest.startswith(f"sha256:{revision}")))
+        return session.scalar(
+            select(AdapterVersion).where(
+                *live, AdapterVersion.digest.startswith(f"sha256:{revision}")
+            )
+        )
     if revision.startswith("sha256:"):
-        return session.scalar(select(AdapterVersion).where(*live,
-                                                           AdapterVersion.digest == revision))
+        return session.scalar(
+            select(AdapterVersion).where(*live, AdapterVersion.digest == revision)
+        )
     tag_name = revision.removeprefix("refs/tags/")
     tag = session.scalar(select(Tag).where(Tag.adapter_id == adapter.id, Tag.name == tag_name))
     if tag is not None:
         return session.get(AdapterVersion, tag.version_id)
     if revision.isascii() and revision.isdigit() and len(revision) <= 9:
-        return session.scalar(select(AdapterVersion).where(
-            *live, AdapterVersion.number == int(revision)))
-    raise RevisionNotFound(f"Invalid rev id: {revision[:100]}",
-                           details={"revision": revision[:100]})
+        return session.scalar(
+            select(AdapterVersion).where(*live, AdapterVersion.number == int(revision))
+        )
+    raise RevisionNotFound(
+        f"Invalid rev id: {revision[:100]}", details={"revision": revision[:100]}
+    )
 
 
-def snapshot(session: Session, actor: Actor, namespace: str, name: str,
-             revision: str = MAIN) -> Snapshot:
+def snapshot(
+    session: Session, actor: Actor, namespace: str, name: str, revision: str = MAIN
+) -> Snapshot:
     """The files of ``namespace/name`` at ``revision`` (a repo the actor may read)."""
     if namespace == MERGES_NAMESPACE:
         return _job_snapshot(session, actor, name, revision)
@@ -206,13 +217,29 @@ def snapshot(session: Session, actor: Actor, namespace: str, name: str,
     private = adapter.visibility != Visibility.PUBLIC.value
     if version is None:
         if revision in (MAIN, "refs/heads/main", _EMPTY_COMMIT):
-            return Snapshot(repo_id, _EMPTY_COMMIT, [], private, adapter.created_at,
-                            adapter.updated_at, adapter=adapter)
-        raise RevisionNotFound(f"Invalid rev id: {revision[:100]}",
-                               details={"revision": revision[:100]})
-    return Snapshot(repo_id, commit_id(version.digest), _hub_files(version.files), private,
-                    adapter.created_at, version.created_at, adapter=adapter, version=version,
-                    tags=adapters.tags_of(session, version))
+            return Snapshot(
+                repo_id,
+                _EMPTY_COMMIT,
+                [],
+                private,
+                adapter.created_at,
+                adapter.updated_at,
+                adapter=adapter,
+            )
+        raise RevisionNotFound(
+            f"Invalid rev id: {revision[:100]}", details={"revision": revision[:100]}
+        )
+    return Snapshot(
+        repo_id,
+        commit_id(version.digest),
+        _hub_files(version.files),
+        private,
+        adapter.created_at,
+        version.created_at,
+        adapter=adapter,
+        version=version,
+        tags=adapters.tags_of(session, version),
+    )
 
 
 def _job_snapshot(session: Session, actor: Actor, job_id: str, revision: str) -> Snapshot:
@@ -226,8 +253,9 @@ def _job_snapshot(session: Session, actor: Actor, job_id: str, revision: str) ->
     files = _hub_files(artifacts)
     commit = manifest_digest(FileEntry(f.path, f.digest, f.size) for f in files)[7:47]
     if revision not in (MAIN, "refs/heads/main", commit):
-        raise RevisionNotFound(f"Invalid rev id: {revision[:100]}",
-                               details={"revision": revision[:100]})
+        raise RevisionNotFound(
+            f"Invalid rev id: {revision[:100]}", details={"revision": revision[:100]}
+        )
     finished = job.finished_at or job.updated_at
     return Snapshot(repo_id, commit, files, True, job.created_at, finished, job=job)
 
@@ -265,8 +293,12 @@ def card_data(store: BlobStore, snap: Snapshot) -> dict[str, Any]:
     readme = next((f for f in snap.files if f.path == README), None)
     if readme is not None and readme.size <= MAX_CARD_BYTES:
         try:
-            data = front_matter(store.read_range(readme.digest, 0, readme.size)
-                                .decode("utf-8", "replace")) or {}
+            data = (
+                front_matter(
+                    store.read_range(readme.digest, 0, readme.size).decode("utf-8", "replace")
+                )
+                or {}
+            )
         except InvalidInput:
             data = {}
     if snap.version is not None:
@@ -321,37 +353,50 @@ class CommitEntry:
     date: datetime
 
 
-def commits(session: Session, actor: Actor, namespace: str, name: str,
-            revision: str = MAIN) -> list[CommitEntry]:
+def commits(
+    session: Session, actor: Actor, namespace: str, name: str, revision: str = MAIN
+) -> list[CommitEntry]:
     """The versions up to ``revision``, newest first (a repo's history)."""
     snap = snapshot(session, actor, namespace, name, revision)
     if snap.version is None or snap.adapter is None:
         return [CommitEntry(snap.commit, "initial commit", "", None, snap.created_at)]
     rows = session.scalars(
         select(AdapterVersion)
-        .where(AdapterVersion.adapter_id == snap.adapter.id,
-               AdapterVersion.deleted_at.is_(None),
-               AdapterVersion.number <= snap.version.number)
-        .order_by(AdapterVersion.number.desc()).limit(1000)
+        .where(
+            AdapterVersion.adapter_id == snap.adapter.id,
+            AdapterVersion.deleted_at.is_(None),
+            AdapterVersion.number <= snap.version.number,
+        )
+        .order_by(AdapterVersion.number.desc())
+        .limit(1000)
     ).all()
     names = adapters.user_names(session, [v.created_by for v in rows])
     out = []
     for v in rows:
         title, _, body = (v.description or f"version {v.number}").partition("\n")
-        out.append(CommitEntry(commit_id(v.digest), title.strip() or f"version {v.number}",
-                               body.strip(), names.get(v.created_by or -1), v.created_at))
+        out.append(
+            CommitEntry(
+                commit_id(v.digest),
+                title.strip() or f"version {v.number}",
+                body.strip(),
+                names.get(v.created_by or -1),
+                v.created_at,
+            )
+        )
     return out
 
 
 # --------------------------------------------------------------------------- writes
 
 
-def create_repo(session: Session, actor: Actor, namespace: str, name: str,
-                *, private: bool | None) -> tuple[Adapter, bool]:
+def create_repo(
+    session: Session, actor: Actor, namespace: str, name: str, *, private: bool | None
+) -> tuple[Adapter, bool]:
     """``create_repo``: an empty adapter (private unless asked otherwise), or the existing
     one (``created`` False: the Hub answers 409)."""
-    return adapters.create_adapter(session, actor, namespace, name,
-                                   public=None if private is None else not private)
+    return adapters.create_adapter(
+        session, actor, namespace, name, public=None if private is None else not private
+    )
 
 
 def require_commit_access(session: Session, actor: Actor, namespace: str, name: str) -> None:
@@ -377,8 +422,9 @@ def head_files(session: Session, actor: Actor, namespace: str, name: str) -> dic
     return {f.path: f for f in snapshot(session, actor, namespace, name).files}
 
 
-def missing_objects(session: Session, actor: Actor, namespace: str, name: str,
-                    objects: Sequence[tuple[str, int]]) -> list[str]:
+def missing_objects(
+    session: Session, actor: Actor, namespace: str, name: str, objects: Sequence[tuple[str, int]]
+) -> list[str]:
     """LFS batch: which of the ``(sha256 hex, size)`` objects must be uploaded. The same
     answer as ``POST /api/v1/uploads`` gives for these digests."""
     require_commit_access(session, actor, namespace, name)
@@ -399,9 +445,12 @@ class CommitRequest:
 
 
 def _line_value(item: Any, n: int) -> tuple[str, dict[str, Any]]:
-    if not isinstance(item, dict) or not isinstance(item.get("key"), str) \
-            or not isinstance(item.get("value"), dict):
-        raise InvalidInput(f"commit line {n}: expected {{\"key\": ..., \"value\": {{...}}}}")
+    if (
+        not isinstance(item, dict)
+        or not isinstance(item.get("key"), str)
+        or not isinstance(item.get("value"), dict)
+    ):
+        raise InvalidInput(f'commit line {n}: expected {{"key": ..., "value": {{...}}}}')
     return item["key"], item["value"]
 
 
@@ -431,22 +480,26 @@ def parse_commit(body: bytes) -> CommitRequest:
             parent = value.get("parentCommit")
             if not isinstance(summary, str) or not isinstance(description, str):
                 raise InvalidInput("commit header: summary and description must be strings")
-            if parent is not None and (not isinstance(parent, str) or not 7 <= len(parent) <= 40
-                                       or not set(parent) <= _HEX):
+            if parent is not None and (
+                not isinstance(parent, str) or not 7 <= len(parent) <= 40 or not set(parent) <= _HEX
+            ):
                 raise InvalidInput("commit header: parentCommit must be a commit id")
             req.summary, req.description, req.parent_commit = summary, description, parent
         elif key == "file":
             path = _path_of(value, n)
             if value.get("encoding", "base64") != "base64" or not isinstance(
-                    value.get("content"), str):
+                value.get("content"), str
+            ):
                 raise InvalidInput(f"commit line {n}: file content must be base64 text")
             try:
                 content = base64.b64decode(value["content"], validate=True)
             except (binascii.Error, ValueError):
                 raise InvalidInput(f"commit line {n}: file content is not valid base64") from None
             if len(content) > MAX_INLINE_BYTES:
-                raise InvalidInput(f"{path}: inline files are at most {MAX_INLINE_BYTES} bytes; "
-                                   "upload larger files through LFS")
+                raise InvalidInput(
+                    f"{path}: inline files are at most {MAX_INLINE_BYTES} bytes; "
+                    "upload larger files through LFS"
+                )
             digest = "sha256:" + hashlib.sha256(content).hexdigest()
             req.inline[digest] = content
             req.added[path] = FileEntry(path, digest, len(content))
@@ -456,8 +509,9 @@ def parse_commit(body: bytes) -> CommitRequest:
             if value.get("algo", "sha256") != "sha256" or not isinstance(oid, str):
                 raise InvalidInput(f"commit line {n}: lfsFile needs a sha256 oid")
             digest = validate_digest(f"sha256:{oid}")
-            if size is not None and (isinstance(size, bool) or not isinstance(size, int)
-                                     or size < 0):
+            if size is not None and (
+                isinstance(size, bool) or not isinstance(size, int) or size < 0
+            ):
                 raise InvalidInput(f"commit line {n}: size must be an integer >= 0")
             req.added[path] = FileEntry(path, digest, -1 if size is None else size)
         elif key == "deletedFile":
@@ -465,8 +519,10 @@ def parse_commit(body: bytes) -> CommitRequest:
         elif key == "deletedFolder":
             req.deleted_folders.append(_path_of(value, n, folder=True))
         else:
-            raise InvalidInput(f"commit line {n}: unsupported operation {key[:40]!r} "
-                               "(header, file, lfsFile, deletedFile, deletedFolder)")
+            raise InvalidInput(
+                f"commit line {n}: unsupported operation {key[:40]!r} "
+                "(header, file, lfsFile, deletedFile, deletedFolder)"
+            )
     return req
 
 
@@ -477,13 +533,17 @@ def store_inline(store: BlobStore, req: CommitRequest) -> None:
         blobs.store_blob(store, digest, io.BytesIO(content), max_size=len(content))
 
 
-def _new_files(head: dict[str, HubFile], req: CommitRequest,
-               sizes: dict[str, int]) -> list[FileEntry]:
+def _new_files(
+    head: dict[str, HubFile], req: CommitRequest, sizes: dict[str, int]
+) -> list[FileEntry]:
     files = {p: FileEntry(p, f.digest, f.size) for p, f in head.items()}
     for path in req.deleted_files:
         if path not in files:
-            raise EntryNotFound(f"A file with this name doesn't exist: {path[:200]}",
-                                commit="", details={"path": path[:200]})
+            raise EntryNotFound(
+                f"A file with this name doesn't exist: {path[:200]}",
+                commit="",
+                details={"path": path[:200]},
+            )
         del files[path]
     for folder in req.deleted_folders:
         prefix = folder.rstrip("/") + "/"
@@ -495,14 +555,19 @@ def _new_files(head: dict[str, HubFile], req: CommitRequest,
     return list(files.values())
 
 
-def _base_from_card(session: Session, store: BlobStore, files: Sequence[FileEntry],
-                    req: CommitRequest) -> str | None:
+def _base_from_card(
+    session: Session, store: BlobStore, files: Sequence[FileEntry], req: CommitRequest
+) -> str | None:
     """The card's ``base_model`` when the adapter config names no registered base and the
     card names one (docs/huggingface.md: how the base is found)."""
     by_path = {f.path: f for f in files}
     readme, config = by_path.get(README), by_path.get(CONFIG_NAME)
-    if readme is None or config is None or readme.size > MAX_CARD_BYTES \
-            or config.size > MAX_CONFIG_BYTES:
+    if (
+        readme is None
+        or config is None
+        or readme.size > MAX_CARD_BYTES
+        or config.size > MAX_CONFIG_BYTES
+    ):
         return None
 
     def read(entry: FileEntry) -> bytes:
@@ -531,39 +596,53 @@ def _registered(session: Session, name: str) -> bool:
 
 
 def commit(
-    session: Session, store: BlobStore, actor: Actor, namespace: str, name: str,
-    revision: str, req: CommitRequest, *, max_version_bytes: int | None = None,
+    session: Session,
+    store: BlobStore,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    revision: str,
+    req: CommitRequest,
+    *,
+    max_version_bytes: int | None = None,
 ) -> adapters.PushOutcome:
     """Apply a commit to ``main`` and push the result as a version (the caller commits)."""
     if revision not in (MAIN, "refs/heads/main"):
         raise InvalidInput(
             f"commits go to 'main' (got {revision[:100]!r}); loreg tags versions instead of "
             "branching: commit to main, then `loreg tag NS/NAME@N TAG`",
-            details={"revision": revision[:100]})
+            details={"revision": revision[:100]},
+        )
     require_commit_access(session, actor, namespace, name)
     head = head_files(session, actor, namespace, name)
     if req.parent_commit is not None:
         current = snapshot(session, actor, namespace, name).commit if head else _EMPTY_COMMIT
         if not current.startswith(req.parent_commit):
-            raise Conflict("A commit has happened since the parent commit; pull and retry",
-                           details={"parent_commit": req.parent_commit, "head": current})
+            raise Conflict(
+                "A commit has happened since the parent commit; pull and retry",
+                details={"parent_commit": req.parent_commit, "head": current},
+            )
     for digest, content in req.inline.items():
         blobs.record_blob(session, actor, digest, len(content))
     sizes = blobs.blob_sizes(session, [e.digest for e in req.added.values() if e.size < 0])
     files = _new_files(head, req, sizes)
     if not files:
-        raise InvalidInput("the commit leaves the repository empty; a version needs the "
-                           "adapter's files")
+        raise InvalidInput(
+            "the commit leaves the repository empty; a version needs the adapter's files"
+        )
     message = req.summary.strip()
     if req.description.strip():
         message += "\n\n" + req.description.strip()
     # main is what the commit made, even when that content is an older version's
-    spec = adapters.PushSpec(files=files, base=_base_from_card(session, store, files, req),
-                             tags=[DEFAULT_TAG],
-                             description=message[: adapters.MAX_DESCRIPTION] or None)
+    spec = adapters.PushSpec(
+        files=files,
+        base=_base_from_card(session, store, files, req),
+        tags=[DEFAULT_TAG],
+        description=message[: adapters.MAX_DESCRIPTION] or None,
+    )
     try:
-        return adapters.push_version(session, store, actor, namespace, name, spec,
-                                     max_version_bytes=max_version_bytes)
+        return adapters.push_version(
+            session, store, actor, namespace, name, spec, max_version_bytes=max_version_bytes
+        )
     except adapters.ConcurrentPush:
         raise Conflict("the repository is being changed concurrently; try again") from None
-

@@ -46,8 +46,9 @@ MAX_PARTS = 10_000
 
 
 def _invalid_url() -> Unauthenticated:
-    return Unauthenticated("this upload URL is invalid or has expired; ask for a new one "
-                           "(retry the upload)")
+    return Unauthenticated(
+        "this upload URL is invalid or has expired; ask for a new one (retry the upload)"
+    )
 
 
 @dataclass(frozen=True)
@@ -75,16 +76,24 @@ class UploadGrant:
         return hmac.new(key.encode(), self._message(part), hashlib.sha256).hexdigest()
 
     def query(self, key: str, part: int | None = None) -> str:
-        return urlencode({"size": self.size, "tid": self.token_id, "exp": self.expires,
-                          "chunk": self.chunk, "sig": self.signature(key, part)})
+        return urlencode(
+            {
+                "size": self.size,
+                "tid": self.token_id,
+                "exp": self.expires,
+                "chunk": self.chunk,
+                "sig": self.signature(key, part),
+            }
+        )
 
     @property
     def staging_name(self) -> str:
         return f"{self.token_id}-{self.oid}-{self.expires}"
 
 
-def grant(principal: Principal, oid: str, size: int, *, chunk: int = 0,
-          now: float | None = None) -> UploadGrant:
+def grant(
+    principal: Principal, oid: str, size: int, *, chunk: int = 0, now: float | None = None
+) -> UploadGrant:
     if principal.token_id is None:
         raise Unauthenticated("uploads need a token")
     expires = int((now if now is not None else time.time()) + UPLOAD_URL_SECONDS)
@@ -99,13 +108,23 @@ def signing_key(session: Session, token_id: int) -> str:
     return key
 
 
-def check_grant(session: Session, oid: str, size: int, token_id: int, expires: int,
-                chunk: int, sig: str, *, part: int | None = None) -> tuple[UploadGrant, Principal]:
+def check_grant(
+    session: Session,
+    oid: str,
+    size: int,
+    token_id: int,
+    expires: int,
+    chunk: int,
+    sig: str,
+    *,
+    part: int | None = None,
+) -> tuple[UploadGrant, Principal]:
     """The grant a signed URL carries and the principal it acts as; ``Unauthenticated``
     for a forged, altered or expired URL, or one whose token is no longer valid."""
     found = UploadGrant(oid, size, token_id, expires, chunk)
     row = session.execute(
-        select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
         .where(ApiToken.id == token_id)
     ).first()
     if row is None:
@@ -114,13 +133,23 @@ def check_grant(session: Session, oid: str, size: int, token_id: int, expires: i
     if not hmac.compare_digest(found.signature(token.token_hash, part), sig):
         raise _invalid_url()
     now = datetime.now(UTC)
-    if (expires < now.timestamp() or token.revoked_at is not None or user.disabled
-            or (token.expires_at is not None and token.expires_at <= now)):
+    if (
+        expires < now.timestamp()
+        or token.revoked_at is not None
+        or user.disabled
+        or (token.expires_at is not None and token.expires_at <= now)
+    ):
         raise _invalid_url()
     if part is not None and not 1 <= part <= min(found.parts, MAX_PARTS):
         raise InvalidInput(f"part {part} is outside 1..{found.parts}")
-    principal = Principal(user_id=user.id, username=user.name, namespace_id=user.namespace_id,
-                          is_admin=user.is_admin, scope=token.scope, token_id=token.id)
+    principal = Principal(
+        user_id=user.id,
+        username=user.name,
+        namespace_id=user.namespace_id,
+        is_admin=user.is_admin,
+        scope=token.scope,
+        token_id=token.id,
+    )
     return found, principal
 
 
@@ -203,8 +232,9 @@ def assembled(home: Path, upload: UploadGrant, etags: list[str]) -> Iterator[Bin
     folder = staging_dir(home, upload)
     try:
         if len(etags) != upload.parts:
-            raise InvalidInput(f"the completion lists {len(etags)} part(s); the upload has "
-                               f"{upload.parts}")
+            raise InvalidInput(
+                f"the completion lists {len(etags)} part(s); the upload has {upload.parts}"
+            )
         paths = []
         for part, etag in enumerate(etags, 1):
             path = folder / f"part-{part:05d}"

@@ -26,7 +26,6 @@ MAX_ADAPTERS = 32
 MIN_SHARD_BYTES = 4096
 
 
-
 class JobParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

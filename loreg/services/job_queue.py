@@ -83,17 +83,23 @@ def claim(
         job_id = session.scalar(base.limit(1).with_for_update(skip_locked=True))
         if job_id is None:
             return None
-        session.execute(update(Job).where(Job.id == job_id).values(**values)
-                        .execution_options(synchronize_session=False))
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
     else:
         job_id = None
         for candidate in session.scalars(base.limit(8)).all():
-            won = rows_matched(session.execute(
-                update(Job)
-                .where(Job.id == candidate, Job.status == JobStatus.QUEUED.value)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            ))
+            won = rows_matched(
+                session.execute(
+                    update(Job)
+                    .where(Job.id == candidate, Job.status == JobStatus.QUEUED.value)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+            )
             if won == 1:
                 job_id = candidate
                 break
@@ -111,18 +117,30 @@ class LeaseState:
 
 
 def renew_lease(
-    session: Session, job_id: str, worker_id: str, *, lease_seconds: float,
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    *,
+    lease_seconds: float,
     now: datetime | None = None,
 ) -> LeaseState:
     """Push the lease expiry forward and report whether cancellation was asked for."""
     now = now or _now()
-    owned = rows_matched(session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == worker_id,
-               Job.status == JobStatus.RUNNING.value)
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    )) == 1
+    owned = (
+        rows_matched(
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.lease_owner == worker_id,
+                    Job.status == JobStatus.RUNNING.value,
+                )
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+                .execution_options(synchronize_session=False)
+            )
+        )
+        == 1
+    )
     return LeaseState(owned=owned, cancel_requested=cancel_requested(session, job_id))
 
 
@@ -136,13 +154,21 @@ def record_progress(
 ) -> bool:
     """Write progress (clamped to 0..1); ``False`` if the lease is no longer ours."""
     value = min(1.0, max(0.0, float(progress)))
-    return rows_matched(session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == worker_id,
-               Job.status == JobStatus.RUNNING.value)
-        .values(progress=value, progress_message=message[:1000])
-        .execution_options(synchronize_session=False)
-    )) == 1
+    return (
+        rows_matched(
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.lease_owner == worker_id,
+                    Job.status == JobStatus.RUNNING.value,
+                )
+                .values(progress=value, progress_message=message[:1000])
+                .execution_options(synchronize_session=False)
+            )
+        )
+        == 1
+    )
 
 
 def _lock_owned(session: Session, job_id: str, worker_id: str) -> Job:
@@ -152,24 +178,31 @@ def _lock_owned(session: Session, job_id: str, worker_id: str) -> Job:
         query = query.with_for_update()
     job = session.scalar(query.execution_options(populate_existing=True))
     if job is None or job.status != JobStatus.RUNNING.value or job.lease_owner != worker_id:
-        raise LeaseLost(f"job {job_id} is no longer leased to worker {worker_id}",
-                        details={"job_id": job_id})
+        raise LeaseLost(
+            f"job {job_id} is no longer leased to worker {worker_id}", details={"job_id": job_id}
+        )
     return job
 
 
 def _take_running(session: Session, job_id: str, worker_id: str, **values: Any) -> Job:
     """Move a job we hold out of ``running`` (conditional update: single writer wins)."""
     job = _lock_owned(session, job_id, worker_id)
-    won = rows_matched(session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == worker_id,
-               Job.status == JobStatus.RUNNING.value)
-        .values(lease_owner=None, lease_expires_at=None, updated_at=_now(), **values)
-        .execution_options(synchronize_session=False)
-    ))
+    won = rows_matched(
+        session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.lease_owner == worker_id,
+                Job.status == JobStatus.RUNNING.value,
+            )
+            .values(lease_owner=None, lease_expires_at=None, updated_at=_now(), **values)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if won != 1:
-        raise LeaseLost(f"job {job_id} is no longer leased to worker {worker_id}",
-                        details={"job_id": job_id})
+        raise LeaseLost(
+            f"job {job_id} is no longer leased to worker {worker_id}", details={"job_id": job_id}
+        )
     session.refresh(job)
     return job
 
@@ -182,8 +215,13 @@ class Artifact:
 
 
 def finish(
-    session: Session, job_id: str, worker_id: str, *, result: dict[str, Any],
-    artifacts: Sequence[Artifact] = (), outputs_ttl: timedelta | None = None,
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    *,
+    result: dict[str, Any],
+    artifacts: Sequence[Artifact] = (),
+    outputs_ttl: timedelta | None = None,
 ) -> Job:
     """Succeed: result, blobs and artifact rows in the caller's one transaction.
 
@@ -193,13 +231,22 @@ def finish(
     then nothing of ours is recorded.
     """
     now = _now()
-    job = _take_running(session, job_id, worker_id, status=JobStatus.SUCCEEDED.value,
-                        result=result, error=None, progress=1.0, progress_message="done",
-                        finished_at=now)
+    job = _take_running(
+        session,
+        job_id,
+        worker_id,
+        status=JobStatus.SUCCEEDED.value,
+        result=result,
+        error=None,
+        progress=1.0,
+        progress_message="done",
+        finished_at=now,
+    )
     for art in artifacts:
         ensure_blob(session, art.digest, art.size)
-        session.add(JobArtifact(job_id=job.id, path=art.path, blob_digest=art.digest,
-                                size=art.size))
+        session.add(
+            JobArtifact(job_id=job.id, path=art.path, blob_digest=art.digest, size=art.size)
+        )
     if artifacts and outputs_ttl is not None and job.type in EXPIRING_OUTPUTS:
         job.outputs_expire_at = now + outputs_ttl
     session.flush()
@@ -215,13 +262,17 @@ def ensure_blob(session: Session, digest: str, size: int) -> None:
 def error_dict(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, LoregError):
         return exc.to_dict()
-    return {"code": "internal", "message": f"{type(exc).__name__}: {exc}"[:2000],
-            "details": None}
+    return {"code": "internal", "message": f"{type(exc).__name__}: {exc}"[:2000], "details": None}
 
 
 def fail(
-    session: Session, job_id: str, worker_id: str, error: dict[str, Any], *,
-    retry: bool = False, count_attempt: bool = True,
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    error: dict[str, Any],
+    *,
+    retry: bool = False,
+    count_attempt: bool = True,
 ) -> Job:
     """Record a failed attempt: back to the queue when ``retry`` and attempts remain,
     else ``failed`` with this error.
@@ -232,25 +283,55 @@ def fail(
     """
     now = _now()
     job = _lock_owned(session, job_id, worker_id)
-    if retry and not job.cancel_requested and (
-            not count_attempt or job.attempts < job.max_attempts):
+    if (
+        retry
+        and not job.cancel_requested
+        and (not count_attempt or job.attempts < job.max_attempts)
+    ):
         message = str(error.get("message", ""))
         if count_attempt:
-            return _take_running(session, job_id, worker_id, status=JobStatus.QUEUED.value,
-                                 error=error, progress=0.0,
-                                 progress_message=f"retrying after: {message}"[:1000])
-        return _take_running(session, job_id, worker_id, status=JobStatus.QUEUED.value,
-                             error=error, progress=0.0, attempts=Job.attempts - 1,
-                             progress_message=f"handed back (not counted as an attempt): "
-                                              f"{message}"[:1000])
-    return events.job_finished(session, _take_running(
-        session, job_id, worker_id, status=JobStatus.FAILED.value, error=error,
-        finished_at=now, progress_message=str(error.get("message", "failed"))[:1000]))
+            return _take_running(
+                session,
+                job_id,
+                worker_id,
+                status=JobStatus.QUEUED.value,
+                error=error,
+                progress=0.0,
+                progress_message=f"retrying after: {message}"[:1000],
+            )
+        return _take_running(
+            session,
+            job_id,
+            worker_id,
+            status=JobStatus.QUEUED.value,
+            error=error,
+            progress=0.0,
+            attempts=Job.attempts - 1,
+            progress_message=f"handed back (not counted as an attempt): {message}"[:1000],
+        )
+    return events.job_finished(
+        session,
+        _take_running(
+            session,
+            job_id,
+            worker_id,
+            status=JobStatus.FAILED.value,
+            error=error,
+            finished_at=now,
+            progress_message=str(error.get("message", "failed"))[:1000],
+        ),
+    )
 
 
 def mark_cancelled(session: Session, job_id: str, worker_id: str) -> Job:
-    return _take_running(session, job_id, worker_id, status=JobStatus.CANCELLED.value,
-                         finished_at=_now(), progress_message="cancelled")
+    return _take_running(
+        session,
+        job_id,
+        worker_id,
+        status=JobStatus.CANCELLED.value,
+        finished_at=_now(),
+        progress_message="cancelled",
+    )
 
 
 def requeue_expired(session: Session, *, now: datetime | None = None) -> list[str]:
@@ -260,39 +341,62 @@ def requeue_expired(session: Session, *, now: datetime | None = None) -> list[st
     conditional update on its old lease.
     """
     now = now or _now()
-    query = select(Job).where(Job.status == JobStatus.RUNNING.value,
-                              Job.lease_expires_at < now).limit(100)
+    query = (
+        select(Job)
+        .where(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now)
+        .limit(100)
+    )
     if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
     touched: list[str] = []
     for job in session.scalars(query).all():
         owner = job.lease_owner
-        lost = {"code": "lease_expired",
-                "message": f"worker {owner} stopped renewing its lease (it died or stalled) "
-                           f"during attempt {job.attempts}",
-                "details": {"worker": owner, "attempt": job.attempts}}
+        lost = {
+            "code": "lease_expired",
+            "message": f"worker {owner} stopped renewing its lease (it died or stalled) "
+            f"during attempt {job.attempts}",
+            "details": {"worker": owner, "attempt": job.attempts},
+        }
         values: dict[str, Any]
         message = str(lost["message"])
         if job.cancel_requested:
-            values = dict(status=JobStatus.CANCELLED.value, finished_at=now,
-                          progress_message="cancelled")
+            values = dict(
+                status=JobStatus.CANCELLED.value, finished_at=now, progress_message="cancelled"
+            )
         elif job.attempts >= job.max_attempts:
-            values = dict(status=JobStatus.FAILED.value, finished_at=now, error=lost,
-                          progress_message=f"gave up after {job.attempts} attempts: "
-                                           f"{message}"[:1000])
+            values = dict(
+                status=JobStatus.FAILED.value,
+                finished_at=now,
+                error=lost,
+                progress_message=f"gave up after {job.attempts} attempts: {message}"[:1000],
+            )
         else:
-            values = dict(status=JobStatus.QUEUED.value, error=lost, progress=0.0,
-                          progress_message="re-queued: " + message[:900])
-        moved = rows_matched(session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.status == JobStatus.RUNNING.value,
-                   Job.lease_owner == owner, Job.lease_expires_at < now)
-            .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
-            .execution_options(synchronize_session=False)
-        ))
+            values = dict(
+                status=JobStatus.QUEUED.value,
+                error=lost,
+                progress=0.0,
+                progress_message="re-queued: " + message[:900],
+            )
+        moved = rows_matched(
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id == job.id,
+                    Job.status == JobStatus.RUNNING.value,
+                    Job.lease_owner == owner,
+                    Job.lease_expires_at < now,
+                )
+                .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
+                .execution_options(synchronize_session=False)
+            )
+        )
         if moved:
             touched.append(job.id)
             if values["status"] == JobStatus.FAILED.value:
-                events.emit(session, events.JOB_FAILED, job.namespace_id,
-                            {**events.job_payload(job), **values, "status": "failed"})
+                events.emit(
+                    session,
+                    events.JOB_FAILED,
+                    job.namespace_id,
+                    {**events.job_payload(job), **values, "status": "failed"},
+                )
     return touched

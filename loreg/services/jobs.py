@@ -109,7 +109,8 @@ def _resolve_base(session: Session, name: str) -> BaseModelRecord:
 
 def _base_record(session: Session, base: BaseModelRecord) -> dict[str, Any]:
     n_files = session.scalar(
-        select(func.count()).select_from(BaseModelFile)
+        select(func.count())
+        .select_from(BaseModelFile)
         .where(BaseModelFile.base_model_id == base.id)
     )
     if not n_files:
@@ -125,12 +126,16 @@ def _parse_target(to: str) -> tuple[str, str, str | None]:
     """``ns/name[:tag]`` (no version: a combine creates one)."""
     path, sep, tag = to.partition(":")
     if "@" in path:
-        raise InvalidInput("the combine target is NS/NAME[:TAG]; it cannot name a version",
-                           details={"field": "target"})
+        raise InvalidInput(
+            "the combine target is NS/NAME[:TAG]; it cannot name a version",
+            details={"field": "target"},
+        )
     parts = path.split("/")
     if len(parts) != 2:
-        raise InvalidInput(f"invalid combine target {to[:100]!r}: expected NS/NAME[:TAG]",
-                           details={"field": "target"})
+        raise InvalidInput(
+            f"invalid combine target {to[:100]!r}: expected NS/NAME[:TAG]",
+            details={"field": "target"},
+        )
     ns = validate_name(parts[0], what="namespace")
     name = validate_name(parts[1])
     return ns, name, (validate_name(tag, what="tag") if sep else None)
@@ -174,12 +179,15 @@ def _lock_dedupe_key(session: Session, dedupe_key: str) -> None:
     run outside one), the same as ``BEGIN IMMEDIATE``; other writers wait for our commit
     (busy timeout)."""
     if is_postgres(session):
-        key = int.from_bytes(hashlib.sha256(dedupe_key.encode()).digest()[:8], "big",
-                             signed=True)
+        key = int.from_bytes(hashlib.sha256(dedupe_key.encode()).digest()[:8], "big", signed=True)
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
     else:
-        session.execute(update(Job).where(false()).values(status=Job.status)
-                        .execution_options(synchronize_session=False))
+        session.execute(
+            update(Job)
+            .where(false())
+            .values(status=Job.status)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _prepare(
@@ -197,8 +205,10 @@ def _prepare(
             identity["version_id"] = version.id
             base_id = version.base_model_id
             if base_id is None:
-                raise Conflict(f"'{params.adapter}' records no base model to validate against",
-                               details={"ref": params.adapter})
+                raise Conflict(
+                    f"'{params.adapter}' records no base model to validate against",
+                    details={"ref": params.adapter},
+                )
             base = session.get(BaseModelRecord, base_id)
             assert base is not None
             stored["base"] = {"name": base.name, "id": base.id, "fingerprint": base.fingerprint}
@@ -225,13 +235,16 @@ def _prepare(
             ids = {v.base_model_id for v in versions}
             found = session.get(BaseModelRecord, ids.pop()) if len(ids) == 1 else None
             if found is None:
-                raise InvalidInput("name the base model to merge into (params.base): the "
-                                   "adapters do not record one common base",
-                                   details={"field": "base"})
+                raise InvalidInput(
+                    "name the base model to merge into (params.base): the "
+                    "adapters do not record one common base",
+                    details={"field": "base"},
+                )
             base = found
         stored["base"] = _base_record(session, base)
-        identity.update(base=base.fingerprint, dtype=params.dtype,
-                        max_shard_bytes=params.max_shard_bytes)
+        identity.update(
+            base=base.fingerprint, dtype=params.dtype, max_shard_bytes=params.max_shard_bytes
+        )
         return stored, identity, namespace_id
 
     ns_name, name, tag = _parse_target(params.target)
@@ -246,15 +259,17 @@ def _prepare(
         require_read_adapter(session, principal, target_adapter)
     bases = {v.base_model_id for v in versions}
     if len(bases) != 1 or None in bases:
-        raise InvalidInput("combine needs adapters recorded against one common base model",
-                           details={"bases": sorted({str(v.base_model_name) for v in versions})})
+        raise InvalidInput(
+            "combine needs adapters recorded against one common base model",
+            details={"bases": sorted({str(v.base_model_name) for v in versions})},
+        )
     stored["target"] = {"namespace": ns_name, "name": name, "tag": tag}
     common = session.get(BaseModelRecord, bases.pop())
     if common is not None:
-        stored["base"] = {"name": common.name, "id": common.id,
-                          "fingerprint": common.fingerprint}
-    identity.update(target=[ns_name, name, tag], description=params.description,
-                    labels=params.labels)
+        stored["base"] = {"name": common.name, "id": common.id, "fingerprint": common.fingerprint}
+    identity.update(
+        target=[ns_name, name, tag], description=params.description, labels=params.labels
+    )
     return stored, identity, namespace.id
 
 
@@ -278,8 +293,7 @@ def submit(
         adapters.check_labels(parsed.labels)
         storable(parsed.description, field="description")
     if not -1000 <= priority <= 1000:
-        raise InvalidInput("priority must be between -1000 and 1000",
-                           details={"field": "priority"})
+        raise InvalidInput("priority must be between -1000 and 1000", details={"field": "priority"})
     if priority > 0 and not is_site_admin(principal):
         priority = 0  # only admins may jump the queue
     stored, identity, namespace_id = _prepare(session, principal, job_type, parsed)
@@ -303,14 +317,24 @@ def submit(
     )
     session.add(job)
     session.flush()
-    audit.record(session, principal, f"job.submit.{job_type}", "job", job.id,
-                 {"inputs": [i["resolved"] for i in stored.get("inputs", [])]})
+    audit.record(
+        session,
+        principal,
+        f"job.submit.{job_type}",
+        "job",
+        job.id,
+        {"inputs": [i["resolved"] for i in stored.get("inputs", [])]},
+    )
     return Submitted(job, created=True)
 
 
 def enqueue_validation(
-    session: Session, version: AdapterVersion, *, submitted_by: int | None = None,
-    priority: int = 0, max_attempts: int = 3,
+    session: Session,
+    version: AdapterVersion,
+    *,
+    submitted_by: int | None = None,
+    priority: int = 0,
+    max_attempts: int = 3,
 ) -> Job:
     """Queue the tensor-level validation of a freshly pushed version (no permission check:
     the caller just created the version). Returns the existing job for the same version."""
@@ -330,10 +354,17 @@ def enqueue_validation(
     if base is not None:
         params["base"] = base
     job = Job(
-        type=JobType.VALIDATE.value, status=JobStatus.QUEUED.value, priority=priority,
-        params=params, dedupe_key=dedupe_key, submitted_by=submitted_by,
-        namespace_id=version.adapter.namespace_id, max_attempts=max_attempts,
-        progress=0.0, progress_message="queued", created_at=_now(),
+        type=JobType.VALIDATE.value,
+        status=JobStatus.QUEUED.value,
+        priority=priority,
+        params=params,
+        dedupe_key=dedupe_key,
+        submitted_by=submitted_by,
+        namespace_id=version.adapter.namespace_id,
+        max_attempts=max_attempts,
+        progress=0.0,
+        progress_message="queued",
+        created_at=_now(),
     )
     session.add(job)
     session.flush()
@@ -401,19 +432,25 @@ def list_jobs(
     if not principal.is_admin or mine:
         query = query.where(Job.submitted_by == principal.user_id)
     if submitted_by is not None:
-        user = session.scalar(select(User).where(User.name == validate_name(submitted_by,
-                                                                            what="user")))
+        user = session.scalar(
+            select(User).where(User.name == validate_name(submitted_by, what="user"))
+        )
         query = query.where(Job.submitted_by == (user.id if user else -1))
     if namespace is not None:
-        ns = session.scalar(select(Namespace).where(
-            Namespace.name == validate_name(namespace, what="namespace")))
+        ns = session.scalar(
+            select(Namespace).where(Namespace.name == validate_name(namespace, what="namespace"))
+        )
         query = query.where(Job.namespace_id == (ns.id if ns else -1))
     if after_id is not None:
         after = session.get(Job, after_id)
         if after is None:
             raise InvalidInput("unknown cursor", details={"field": "cursor"})
-        query = query.where(or_(Job.created_at < after.created_at,
-                                and_(Job.created_at == after.created_at, Job.id < after.id)))
+        query = query.where(
+            or_(
+                Job.created_at < after.created_at,
+                and_(Job.created_at == after.created_at, Job.id < after.id),
+            )
+        )
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     return page_of(list(session.scalars(query)), limit, "jobs", lambda j: {"id": j.id})
 
@@ -426,8 +463,12 @@ def can_cancel(session: Session, actor: Actor, job: Job) -> bool:
     """Whether ``cancel`` would act on ``job``: it is unfinished, ``actor`` submitted it or
     is a site administrator, and acts with a write-scoped token. The UI shows its cancel
     button on this."""
-    return (job.status not in TERMINAL and _may_cancel(actor, job)
-            and actor is not None and actor.scope_level >= Level.WRITE)
+    return (
+        job.status not in TERMINAL
+        and _may_cancel(actor, job)
+        and actor is not None
+        and actor.scope_level >= Level.WRITE
+    )
 
 
 def cancel(session: Session, actor: Actor, job_id: str) -> Job:
@@ -437,21 +478,32 @@ def cancel(session: Session, actor: Actor, job_id: str) -> Job:
     principal = require_scope(actor, "write")
     if not can_cancel(session, principal, job):
         if not _may_cancel(principal, job):
-            raise PermissionDenied("only the job's submitter or an administrator may cancel it",
-                                   details={"job_id": job.id})
+            raise PermissionDenied(
+                "only the job's submitter or an administrator may cancel it",
+                details={"job_id": job.id},
+            )
         if job.status == JobStatus.CANCELLED.value:
             return job
-        raise Conflict(f"job {job.id} has already {job.status}",
-                       details={"job_id": job.id, "status": job.status})
+        raise Conflict(
+            f"job {job.id} has already {job.status}",
+            details={"job_id": job.id, "status": job.status},
+        )
     now = _now()
     # Conditional: the worker may finish it between our read and this write.
-    done = rows_matched(session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.status == JobStatus.QUEUED.value)
-        .values(status=JobStatus.CANCELLED.value, cancel_requested=True, finished_at=now,
-                progress_message="cancelled", updated_at=now)
-        .execution_options(synchronize_session=False)
-    ))
+    done = rows_matched(
+        session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == JobStatus.QUEUED.value)
+            .values(
+                status=JobStatus.CANCELLED.value,
+                cancel_requested=True,
+                finished_at=now,
+                progress_message="cancelled",
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
     if not done:
         session.execute(
             update(Job)
@@ -467,8 +519,10 @@ def cancel(session: Session, actor: Actor, job_id: str) -> Job:
 def outputs(session: Session, actor: Actor, job_id: str) -> tuple[Job, list[JobArtifact]]:
     job = get(session, actor, job_id)
     if job.status != JobStatus.SUCCEEDED.value:
-        raise Conflict(f"job {job.id} is {job.status}; outputs exist once it has succeeded",
-                       details={"job_id": job.id, "status": job.status})
+        raise Conflict(
+            f"job {job.id} is {job.status}; outputs exist once it has succeeded",
+            details={"job_id": job.id, "status": job.status},
+        )
     if job.outputs_expire_at is not None and job.outputs_expire_at <= _now():
         raise NotFound(f"the outputs of job {job.id} have expired", details={"job_id": job.id})
     return job, list(job.artifacts)
@@ -485,8 +539,10 @@ def outputs_visible_to(session: Session, actor: Actor, digests: Sequence[str]) -
         rows = session.execute(
             select(JobArtifact.blob_digest, Job)
             .join(Job, Job.id == JobArtifact.job_id)
-            .where(JobArtifact.blob_digest.in_(list(digests[i : i + 500])),
-                   Job.status == JobStatus.SUCCEEDED.value)
+            .where(
+                JobArtifact.blob_digest.in_(list(digests[i : i + 500])),
+                Job.status == JobStatus.SUCCEEDED.value,
+            )
         )
         for digest, job in rows:
             if digest in found:

@@ -97,8 +97,11 @@ def require_blobs(session: Session, actor: Actor, files: Sequence[FileEntry]) ->
             "PUT /api/v1/blobs/<digest> first",
             details={"missing": sorted(set(missing))},
         )
-    wrong = [{"path": f.path, "digest": f.digest, "size": f.size}
-             for f in files if sizes[f.digest] != f.size]
+    wrong = [
+        {"path": f.path, "digest": f.digest, "size": f.size}
+        for f in files
+        if sizes[f.digest] != f.size
+    ]
     if wrong:
         raise InvalidInput(
             "file sizes do not match their blobs: state each file's exact size in bytes",

@@ -27,9 +27,7 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-def page_of(
-    rows: list[T], limit: int, kind: str, key: Callable[[T], dict[str, Any]]
-) -> Page[T]:
+def page_of(rows: list[T], limit: int, kind: str, key: Callable[[T], dict[str, Any]]) -> Page[T]:
     """A page from ``rows`` fetched with ``.limit(limit + 1)``: the extra row only says that
     a next page exists, whose cursor is ``key`` of this page's last row."""
     if len(rows) <= limit:
@@ -56,8 +54,10 @@ def decode_cursor(kind: str, cursor: str | None) -> dict[str, Any] | None:
             raise ValueError("wrong kind")
         return doc
     except (ValueError, UnicodeError, binascii.Error):
-        raise InvalidInput("invalid cursor: pass back the next_cursor of the previous page",
-                           details={"field": "cursor"}) from None
+        raise InvalidInput(
+            "invalid cursor: pass back the next_cursor of the previous page",
+            details={"field": "cursor"},
+        ) from None
 
 
 def cursor_int(doc: dict[str, Any] | None, key: str) -> int | None:

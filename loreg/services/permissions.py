@@ -109,8 +109,13 @@ def implied_role(actor: Actor, namespace_id: int, namespace_kind: str) -> Level 
     return None
 
 
-def can_read_row(actor: Actor, visibility: str, namespace_id: int, namespace_kind: str,
-                 membership_role: str | None) -> bool:
+def can_read_row(
+    actor: Actor,
+    visibility: str,
+    namespace_id: int,
+    namespace_kind: str,
+    membership_role: str | None,
+) -> bool:
     """``can_read_adapter`` on plain column values (read paths that load rows, not ORM
     objects, fetch the caller's membership role in the same query)."""
     if visibility == Visibility.PUBLIC.value:
@@ -220,8 +225,7 @@ def _require_level(
         return require_scope(principal, needed.role or "read")
     raise PermissionDenied(
         f"{what} in namespace '{namespace.name}' needs the '{needed.role}' role",
-        details={"namespace": namespace.name, "required_role": needed.role,
-                 "role": role.role},
+        details={"namespace": namespace.name, "required_role": needed.role, "role": role.role},
     )
 
 
@@ -236,8 +240,9 @@ def require_admin_namespace(session: Session, actor: Actor, namespace: Namespace
 
 def adapter_not_found(namespace: str, name: str) -> NotFound:
     """The one message for 'no such adapter' and 'not yours to know about'."""
-    return NotFound(f"adapter '{namespace}/{name}' not found",
-                    details={"namespace": namespace, "name": name})
+    return NotFound(
+        f"adapter '{namespace}/{name}' not found", details={"namespace": namespace, "name": name}
+    )
 
 
 def require_read_adapter(session: Session, actor: Actor, adapter: Adapter) -> None:

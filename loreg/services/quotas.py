@@ -54,6 +54,10 @@ def check_quota(session: Session, namespace: Namespace | str, incoming_bytes: in
             f"{format_bytes(incoming_bytes)}, {format_bytes(free)} of "
             f"{format_bytes(ns.quota_bytes)} is free ({format_bytes(used)} used). "
             "Delete versions or ask an administrator to raise the quota.",
-            details={"namespace": ns.name, "quota_bytes": ns.quota_bytes, "used_bytes": used,
-                     "incoming_bytes": incoming_bytes},
+            details={
+                "namespace": ns.name,
+                "quota_bytes": ns.quota_bytes,
+                "used_bytes": used,
+                "incoming_bytes": incoming_bytes,
+            },
         )

@@ -155,12 +155,35 @@ _CREATOR = aliased(User, name="creator")
 
 #: the version columns, in ``VersionView`` order (``id`` .. ``delete_reason``)
 _VERSION_COLUMNS = (
-    _V.id, _V.adapter_id, Namespace.name, Adapter.name, _V.number, _V.digest, _V.peft_type,
-    _V.r, _V.lora_alpha, _V.use_rslora, _V.use_dora, _V.rank_pattern, _V.alpha_pattern,
-    _V.target_modules, _V.modules_to_save, _V.fan_in_fan_out, _V.dtype, _V.num_parameters,
-    _V.size_bytes, _V.adapter_config, _V.base_model_name, _V.labels, _V.description,
-    _V.created_at, _V.validation_state, _V.validation_report, _V.compatibility_report,
-    _V.deleted_at, _V.delete_reason,
+    _V.id,
+    _V.adapter_id,
+    Namespace.name,
+    Adapter.name,
+    _V.number,
+    _V.digest,
+    _V.peft_type,
+    _V.r,
+    _V.lora_alpha,
+    _V.use_rslora,
+    _V.use_dora,
+    _V.rank_pattern,
+    _V.alpha_pattern,
+    _V.target_modules,
+    _V.modules_to_save,
+    _V.fan_in_fan_out,
+    _V.dtype,
+    _V.num_parameters,
+    _V.size_bytes,
+    _V.adapter_config,
+    _V.base_model_name,
+    _V.labels,
+    _V.description,
+    _V.created_at,
+    _V.validation_state,
+    _V.validation_report,
+    _V.compatibility_report,
+    _V.deleted_at,
+    _V.delete_reason,
 )
 _N_VERSION_COLUMNS = len(_VERSION_COLUMNS)
 _VERSION_FIELDS = [f.name for f in fields(VersionView)][:_N_VERSION_COLUMNS]
@@ -198,17 +221,21 @@ class _files_of(FunctionElement[Any]):
 @compiles(_files_of)
 def _files_of_sqlite(element: _files_of, compiler: Any, **kw: Any) -> str:
     version_id = compiler.process(element.clauses, **kw)
-    return ("(SELECT json_group_array(json_array(f.path, f.blob_digest, f.size)) FROM "
-            "(SELECT path, blob_digest, size FROM version_files "
-            f"WHERE version_files.version_id = {version_id} ORDER BY path) AS f)")
+    return (
+        "(SELECT json_group_array(json_array(f.path, f.blob_digest, f.size)) FROM "
+        "(SELECT path, blob_digest, size FROM version_files "
+        f"WHERE version_files.version_id = {version_id} ORDER BY path) AS f)"
+    )
 
 
 @compiles(_files_of, "postgresql")
 def _files_of_postgresql(element: _files_of, compiler: Any, **kw: Any) -> str:
     version_id = compiler.process(element.clauses, **kw)
-    return ("(SELECT json_agg(json_build_array(f.path, f.blob_digest, f.size) "
-            "ORDER BY f.path) FROM version_files AS f "
-            f"WHERE f.version_id = {version_id})")
+    return (
+        "(SELECT json_agg(json_build_array(f.path, f.blob_digest, f.size) "
+        "ORDER BY f.path) FROM version_files AS f "
+        f"WHERE f.version_id = {version_id})"
+    )
 
 
 class _tags_of(FunctionElement[Any]):
@@ -223,33 +250,55 @@ class _tags_of(FunctionElement[Any]):
 @compiles(_tags_of)
 def _tags_of_sqlite(element: _tags_of, compiler: Any, **kw: Any) -> str:
     adapter_id = compiler.process(element.clauses, **kw)
-    return ("(SELECT json_group_array(json_array(t.name, tv.number)) FROM tags AS t "
-            f"JOIN adapter_versions AS tv ON tv.id = t.version_id WHERE t.adapter_id = "
-            f"{adapter_id})")
+    return (
+        "(SELECT json_group_array(json_array(t.name, tv.number)) FROM tags AS t "
+        f"JOIN adapter_versions AS tv ON tv.id = t.version_id WHERE t.adapter_id = "
+        f"{adapter_id})"
+    )
 
 
 @compiles(_tags_of, "postgresql")
 def _tags_of_postgresql(element: _tags_of, compiler: Any, **kw: Any) -> str:
     adapter_id = compiler.process(element.clauses, **kw)
-    return ("(SELECT json_agg(json_build_array(t.name, tv.number)) FROM tags AS t "
-            f"JOIN adapter_versions AS tv ON tv.id = t.version_id WHERE t.adapter_id = "
-            f"{adapter_id})")
+    return (
+        "(SELECT json_agg(json_build_array(t.name, tv.number)) FROM tags AS t "
+        f"JOIN adapter_versions AS tv ON tv.id = t.version_id WHERE t.adapter_id = "
+        f"{adapter_id})"
+    )
 
 
 def _version_select() -> Select[Any]:
     """Versions with everything ``VersionView`` shows and what authorisation needs; the
     caller's user id is the ``uid`` parameter (-1 for anonymous callers)."""
-    tags = (select(_comma_joined(Tag.name))
-            .where(Tag.version_id == _V.id).correlate(_V).scalar_subquery())
+    tags = (
+        select(_comma_joined(Tag.name))
+        .where(Tag.version_id == _V.id)
+        .correlate(_V)
+        .scalar_subquery()
+    )
     has_lineage = exists().where(Lineage.child_version_id == _V.id).correlate(_V)
-    role = (select(Membership.role)
-            .where(Membership.namespace_id == Adapter.namespace_id,
-                   Membership.user_id == bindparam("uid"))
-            .correlate(Adapter).scalar_subquery())
+    role = (
+        select(Membership.role)
+        .where(
+            Membership.namespace_id == Adapter.namespace_id, Membership.user_id == bindparam("uid")
+        )
+        .correlate(Adapter)
+        .scalar_subquery()
+    )
     return (
-        select(*_VERSION_COLUMNS, BaseModelRecord.name, BaseModelRecord.fingerprint,
-               _CREATOR.name, tags, _files_of(_V.id), has_lineage, Adapter.visibility,
-               Adapter.namespace_id, Namespace.kind, role)
+        select(
+            *_VERSION_COLUMNS,
+            BaseModelRecord.name,
+            BaseModelRecord.fingerprint,
+            _CREATOR.name,
+            tags,
+            _files_of(_V.id),
+            has_lineage,
+            Adapter.visibility,
+            Adapter.namespace_id,
+            Namespace.kind,
+            role,
+        )
         .select_from(_V)
         .join(Adapter, Adapter.id == _V.adapter_id)
         .join(Namespace, Namespace.id == Adapter.namespace_id)
@@ -259,8 +308,9 @@ def _version_select() -> Select[Any]:
 
 
 def _by_name() -> Select[Any]:
-    return _version_select().where(Namespace.name == bindparam("ns"),
-                                   Adapter.name == bindparam("name"))
+    return _version_select().where(
+        Namespace.name == bindparam("ns"), Adapter.name == bindparam("name")
+    )
 
 
 def _live() -> Any:
@@ -268,16 +318,22 @@ def _live() -> Any:
 
 
 def _tagged() -> Any:
-    return _V.id == (select(Tag.version_id)
-                     .where(Tag.adapter_id == Adapter.id, Tag.name == bindparam("tag"))
-                     .correlate(Adapter).scalar_subquery())
+    return _V.id == (
+        select(Tag.version_id)
+        .where(Tag.adapter_id == Adapter.id, Tag.name == bindparam("tag"))
+        .correlate(Adapter)
+        .scalar_subquery()
+    )
 
 
 def _newest_live() -> Any:
     newest = aliased(AdapterVersion, name="newest")
-    return _V.number == (select(func.max(newest.number))
-                         .where(newest.adapter_id == Adapter.id, newest.deleted_at.is_(None))
-                         .correlate(Adapter).scalar_subquery())
+    return _V.number == (
+        select(func.max(newest.number))
+        .where(newest.adapter_id == Adapter.id, newest.deleted_at.is_(None))
+        .correlate(Adapter)
+        .scalar_subquery()
+    )
 
 
 #: one statement per way of naming a version, built once (compiled once per dialect)
@@ -288,24 +344,36 @@ _STATEMENTS: dict[str, Select[Any]] = {
     "digest+deleted": _by_name().where(_V.digest == bindparam("digest")),
     "tag": _by_name().where(_tagged(), _live()),
     "newest": _by_name().where(_newest_live(), _live()),
-    "ids": _version_select().where(_V.id.in_(bindparam("ids", expanding=True)))
-    .order_by(_V.id),
-    "page": _by_name().where(_live(), _V.number < bindparam("before"))
-    .order_by(_V.number.desc()).limit(bindparam("limit")),
-    "page+deleted": _by_name().where(_V.number < bindparam("before"))
-    .order_by(_V.number.desc()).limit(bindparam("limit")),
+    "ids": _version_select().where(_V.id.in_(bindparam("ids", expanding=True))).order_by(_V.id),
+    "page": _by_name()
+    .where(_live(), _V.number < bindparam("before"))
+    .order_by(_V.number.desc())
+    .limit(bindparam("limit")),
+    "page+deleted": _by_name()
+    .where(_V.number < bindparam("before"))
+    .order_by(_V.number.desc())
+    .limit(bindparam("limit")),
 }
 
 _PARENT_VERSION = aliased(AdapterVersion, name="parent")
 _PARENT_ADAPTER = aliased(Adapter, name="parent_adapter")
 _PARENT_NAMESPACE = aliased(Namespace, name="parent_namespace")
-_LINEAGE = (select(Lineage.child_version_id, Lineage.weight, Lineage.method, Lineage.params,
-                   _PARENT_NAMESPACE.name, _PARENT_ADAPTER.name, _PARENT_VERSION.number)
-            .join(_PARENT_VERSION, _PARENT_VERSION.id == Lineage.parent_version_id)
-            .join(_PARENT_ADAPTER, _PARENT_ADAPTER.id == _PARENT_VERSION.adapter_id)
-            .join(_PARENT_NAMESPACE, _PARENT_NAMESPACE.id == _PARENT_ADAPTER.namespace_id)
-            .where(Lineage.child_version_id.in_(bindparam("ids", expanding=True)))
-            .order_by(Lineage.child_version_id, Lineage.position))
+_LINEAGE = (
+    select(
+        Lineage.child_version_id,
+        Lineage.weight,
+        Lineage.method,
+        Lineage.params,
+        _PARENT_NAMESPACE.name,
+        _PARENT_ADAPTER.name,
+        _PARENT_VERSION.number,
+    )
+    .join(_PARENT_VERSION, _PARENT_VERSION.id == Lineage.parent_version_id)
+    .join(_PARENT_ADAPTER, _PARENT_ADAPTER.id == _PARENT_VERSION.adapter_id)
+    .join(_PARENT_NAMESPACE, _PARENT_NAMESPACE.id == _PARENT_ADAPTER.namespace_id)
+    .where(Lineage.child_version_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Lineage.child_version_id, Lineage.position)
+)
 
 #: far above any version number (they are < 10**9), for the first page
 _NO_UPPER_BOUND = 2**31 - 1
@@ -346,12 +414,26 @@ def _rows(session: Db, statement: str, params: dict[str, Any]) -> list[_Row]:
     out = []
     for row in connection_of(session).execute(_STATEMENTS[statement], params):
         n = _N_VERSION_COLUMNS
-        (base_name, base_fp, creator, tags, files, has_lineage, visibility, ns_id, ns_kind,
-         role) = row[n:]
-        view = VersionView(**dict(zip(_VERSION_FIELDS, row[:n], strict=True)),
-                           base_name=base_name, base_fingerprint=base_fp, created_by=creator,
-                           tags=sorted(tags.split(",")) if tags else [],
-                           files=[FileView(*f) for f in files or ()])
+        (
+            base_name,
+            base_fp,
+            creator,
+            tags,
+            files,
+            has_lineage,
+            visibility,
+            ns_id,
+            ns_kind,
+            role,
+        ) = row[n:]
+        view = VersionView(
+            **dict(zip(_VERSION_FIELDS, row[:n], strict=True)),
+            base_name=base_name,
+            base_fingerprint=base_fp,
+            created_by=creator,
+            tags=sorted(tags.split(",")) if tags else [],
+            files=[FileView(*f) for f in files or ()],
+        )
         view.rank_pattern = view.rank_pattern or {}
         view.alpha_pattern = view.alpha_pattern or {}
         view.adapter_config = view.adapter_config or {}
@@ -367,9 +449,11 @@ def _complete(session: Db, rows: Sequence[_Row]) -> list[VersionView]:
     if with_lineage:
         by_id = {v.id: v for v in views}
         for child, weight, method, params, ns, name, number in connection_of(session).execute(
-                _LINEAGE, {"ids": with_lineage}):
+            _LINEAGE, {"ids": with_lineage}
+        ):
             by_id[child].lineage.append(
-                LineageView(f"{ns}/{name}@{number}", weight, method, params or {}))
+                LineageView(f"{ns}/{name}@{number}", weight, method, params or {})
+            )
     return views
 
 
@@ -394,12 +478,22 @@ def _missing(session: Db, actor: Actor, namespace: str, name: str, ref: str) -> 
 
     adapter = get_adapter(session_of(session), actor, namespace, name)
     full = f"{adapter.namespace.name}/{adapter.name}"
-    return NotFound(f"no version of '{full}' matches '{ref}'",
-                    details={"adapter": full, "ref": ref})
+    return NotFound(
+        f"no version of '{full}' matches '{ref}'", details={"adapter": full, "ref": ref}
+    )
 
 
-def _find(session: Db, actor: Actor, namespace: str, name: str, kind: str, value: str,
-          ref: str, *, include_deleted: bool = False) -> VersionView:
+def _find(
+    session: Db,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    kind: str,
+    value: str,
+    ref: str,
+    *,
+    include_deleted: bool = False,
+) -> VersionView:
     parsed = parse_adapter_name(namespace, name)
     params: dict[str, Any] = {"ns": parsed.namespace, "name": parsed.name, "uid": _uid(actor)}
     suffix = "+deleted" if include_deleted else ""
@@ -418,12 +512,20 @@ def _find(session: Db, actor: Actor, namespace: str, name: str, kind: str, value
     return _complete(session, rows[:1])[0]
 
 
-def show_version(session: Db, actor: Actor, namespace: str, name: str, selector: str,
-                 *, include_deleted: bool = False) -> VersionView:
+def show_version(
+    session: Db,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    selector: str,
+    *,
+    include_deleted: bool = False,
+) -> VersionView:
     """A version by number or ``sha256:`` digest (the ``{ref}`` of the versions routes)."""
     kind, value = parse_version_selector(selector)
-    return _find(session, actor, namespace, name, kind, value, selector,
-                 include_deleted=include_deleted)
+    return _find(
+        session, actor, namespace, name, kind, value, selector, include_deleted=include_deleted
+    )
 
 
 def resolve(session: Db, actor: Actor, ref: str) -> VersionView:
@@ -433,16 +535,30 @@ def resolve(session: Db, actor: Actor, ref: str) -> VersionView:
 
 
 def list_versions(
-    session: Db, actor: Actor, namespace: str, name: str, *, cursor: str | None = None,
-    limit: int = DEFAULT_LIMIT, include_deleted: bool = False,
+    session: Db,
+    actor: Actor,
+    namespace: str,
+    name: str,
+    *,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    include_deleted: bool = False,
 ) -> Page[VersionView]:
     """An adapter's versions, newest first, a page at a time."""
     check_limit(limit)
     parsed = parse_adapter_name(namespace, name)
     after = cursor_int(decode_cursor("versions", cursor), "n")
-    rows = _rows(session, "page+deleted" if include_deleted else "page", {
-        "ns": parsed.namespace, "name": parsed.name, "uid": _uid(actor),
-        "before": after if after is not None else _NO_UPPER_BOUND, "limit": limit + 1})
+    rows = _rows(
+        session,
+        "page+deleted" if include_deleted else "page",
+        {
+            "ns": parsed.namespace,
+            "name": parsed.name,
+            "uid": _uid(actor),
+            "before": after if after is not None else _NO_UPPER_BOUND,
+            "limit": limit + 1,
+        },
+    )
     if not rows:
         from loreg.services.adapters import get_adapter
 
@@ -464,24 +580,50 @@ _LATEST_BASE = aliased(BaseModelRecord, name="latest_base")
 
 def _adapter_page_columns(adapter: Any) -> Select[*tuple[Any, ...]]:
     latest = _LATEST_VERSION
-    newest = (select(func.max(_LATEST_NEWEST.number))
-              .where(_LATEST_NEWEST.adapter_id == adapter.id,
-                     _LATEST_NEWEST.deleted_at.is_(None))
-              .correlate(adapter).scalar_subquery())
-    count = (select(func.count()).select_from(_COUNTED)
-             .where(_COUNTED.adapter_id == adapter.id, _COUNTED.deleted_at.is_(None))
-             .correlate(adapter).scalar_subquery())
+    newest = (
+        select(func.max(_LATEST_NEWEST.number))
+        .where(_LATEST_NEWEST.adapter_id == adapter.id, _LATEST_NEWEST.deleted_at.is_(None))
+        .correlate(adapter)
+        .scalar_subquery()
+    )
+    count = (
+        select(func.count())
+        .select_from(_COUNTED)
+        .where(_COUNTED.adapter_id == adapter.id, _COUNTED.deleted_at.is_(None))
+        .correlate(adapter)
+        .scalar_subquery()
+    )
     return (
-        select(adapter.id, Namespace.name, adapter.name, adapter.visibility,
-               adapter.description, adapter.created_at, adapter.updated_at, _CREATOR.name,
-               latest.number, latest.digest, latest.r, _LATEST_BASE.name,
-               latest.target_modules, latest.validation_state, latest.created_at, count,
-               _tags_of(adapter.id))
+        select(
+            adapter.id,
+            Namespace.name,
+            adapter.name,
+            adapter.visibility,
+            adapter.description,
+            adapter.created_at,
+            adapter.updated_at,
+            _CREATOR.name,
+            latest.number,
+            latest.digest,
+            latest.r,
+            _LATEST_BASE.name,
+            latest.target_modules,
+            latest.validation_state,
+            latest.created_at,
+            count,
+            _tags_of(adapter.id),
+        )
         .select_from(adapter)
         .join(Namespace, Namespace.id == adapter.namespace_id)
         .outerjoin(_CREATOR, _CREATOR.id == adapter.created_by)
-        .outerjoin(latest, and_(latest.adapter_id == adapter.id, latest.number == newest,
-                                latest.deleted_at.is_(None)))
+        .outerjoin(
+            latest,
+            and_(
+                latest.adapter_id == adapter.id,
+                latest.number == newest,
+                latest.deleted_at.is_(None),
+            ),
+        )
         .outerjoin(_LATEST_BASE, _LATEST_BASE.id == latest.base_model_id)
     )
 
@@ -500,14 +642,45 @@ _ADAPTER_PAGE = _adapter_page_columns(Adapter)
 
 def _adapter_views(rows: Sequence[Any]) -> list[AdapterView]:
     out = []
-    for (aid, ns, name, visibility, description, created_at, updated_at, creator, number,
-         digest, r, base, targets, state, created, count, tagged) in rows:
-        latest = (LatestView(number, digest, r, base, targets, state, created)
-                  if number is not None else None)
-        out.append(AdapterView(
-            aid, ns, name, visibility, description or "", created_at, updated_at, creator,
-            versions_count=count or 0, latest=latest,
-            tags=dict(sorted((tag, n) for tag, n in tagged or ()))))
+    for (
+        aid,
+        ns,
+        name,
+        visibility,
+        description,
+        created_at,
+        updated_at,
+        creator,
+        number,
+        digest,
+        r,
+        base,
+        targets,
+        state,
+        created,
+        count,
+        tagged,
+    ) in rows:
+        latest = (
+            LatestView(number, digest, r, base, targets, state, created)
+            if number is not None
+            else None
+        )
+        out.append(
+            AdapterView(
+                aid,
+                ns,
+                name,
+                visibility,
+                description or "",
+                created_at,
+                updated_at,
+                creator,
+                versions_count=count or 0,
+                latest=latest,
+                tags=dict(sorted((tag, n) for tag, n in tagged or ())),
+            )
+        )
     return out
 
 

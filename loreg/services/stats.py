@@ -52,9 +52,16 @@ def collect(session: Session) -> RegistryStats:
     return RegistryStats(
         jobs=_job_counts(session),
         job_durations=_job_durations(session),
-        workers=[WorkerBeat(row.worker_id, row.hostname, row.device,
-                            row.last_seen_at.timestamp(), bool(row.current_job_id))
-                 for row in session.scalars(select(WorkerHeartbeat))],
+        workers=[
+            WorkerBeat(
+                row.worker_id,
+                row.hostname,
+                row.device,
+                row.last_seen_at.timestamp(),
+                bool(row.current_job_id),
+            )
+            for row in session.scalars(select(WorkerHeartbeat))
+        ],
         lease_renewals=_lease_renewals(session),
         deliveries=_delivery_counts(session),
         **_blob_totals(session),
@@ -64,7 +71,8 @@ def collect(session: Session) -> RegistryStats:
 def _job_counts(session: Session) -> dict[tuple[str, str], int]:
     counts = {(t.value, s.value): 0 for t in JobType for s in JobStatus}
     for job_type, status, n in session.execute(
-            select(Job.type, Job.status, func.count()).group_by(Job.type, Job.status)):
+        select(Job.type, Job.status, func.count()).group_by(Job.type, Job.status)
+    ):
         counts[(job_type, status)] = int(n)
     return counts
 
@@ -73,9 +81,12 @@ def _job_durations(session: Session) -> dict[tuple[str, str], list[float]]:
     """Start of the last attempt to finish, for succeeded and failed jobs."""
     samples: dict[tuple[str, str], list[float]] = {}
     for job_type, status, started, finished in session.execute(
-            select(Job.type, Job.status, Job.started_at, Job.finished_at)
-            .where(Job.status.in_([JobStatus.SUCCEEDED.value, JobStatus.FAILED.value]),
-                   Job.started_at.is_not(None), Job.finished_at.is_not(None))):
+        select(Job.type, Job.status, Job.started_at, Job.finished_at).where(
+            Job.status.in_([JobStatus.SUCCEEDED.value, JobStatus.FAILED.value]),
+            Job.started_at.is_not(None),
+            Job.finished_at.is_not(None),
+        )
+    ):
         if started is None or finished is None:
             continue
         seconds = max((finished - started).total_seconds(), 0.0)
@@ -86,23 +97,28 @@ def _job_durations(session: Session) -> dict[tuple[str, str], list[float]]:
 def _lease_renewals(session: Session) -> dict[str, float]:
     renewals: dict[str, float] = {}
     for owner, renewed in session.execute(
-            select(Job.lease_owner, func.max(Job.updated_at))
-            .where(Job.status == JobStatus.RUNNING.value, Job.lease_owner.is_not(None))
-            .group_by(Job.lease_owner)):
+        select(Job.lease_owner, func.max(Job.updated_at))
+        .where(Job.status == JobStatus.RUNNING.value, Job.lease_owner.is_not(None))
+        .group_by(Job.lease_owner)
+    ):
         if renewed is not None:
             renewals[str(owner)] = _timestamp(renewed)
     return renewals
 
 
 def _delivery_counts(session: Session) -> dict[str, int]:
-    by_status = dict(session.execute(
-        select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)).all())
+    by_status = dict(
+        session.execute(
+            select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
+        ).all()
+    )
     return {status.value: int(by_status.get(status.value, 0)) for status in DeliveryStatus}
 
 
 def _blob_totals(session: Session) -> dict[str, int]:
     n_blobs, n_bytes = session.execute(
-        select(func.count(), func.coalesce(func.sum(Blob.size), 0)).select_from(Blob)).one()
+        select(func.count(), func.coalesce(func.sum(Blob.size), 0)).select_from(Blob)
+    ).one()
     return {"blobs": int(n_blobs), "blob_bytes": int(n_bytes)}
 
 

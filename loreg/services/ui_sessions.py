@@ -37,24 +37,34 @@ def _hash(value: str) -> str:
 
 
 def _well_formed(value: str) -> bool:
-    return (value.startswith(SESSION_PREFIX) and len(value) <= MAX_SESSION_ID_LENGTH
-            and value.isascii())
+    return (
+        value.startswith(SESSION_PREFIX) and len(value) <= MAX_SESSION_ID_LENGTH and value.isascii()
+    )
 
 
-def start(session: Session, principal: Principal, *, lifetime: timedelta,
-          now: datetime | None = None) -> str:
+def start(
+    session: Session, principal: Principal, *, lifetime: timedelta, now: datetime | None = None
+) -> str:
     """A new session for a principal that just authenticated with a token; returns the id
     to put in the cookie (shown once: only its hash is stored). Also drops sessions that
     ended long ago."""
     if principal.token_id is None:
         raise Unauthenticated("sign in with an API token")
     now = now or _now()
-    session.execute(delete(UiSession).where(or_(
-        UiSession.expires_at < now, UiSession.revoked_at < now - lifetime))
-        .execution_options(synchronize_session=False))
+    session.execute(
+        delete(UiSession)
+        .where(or_(UiSession.expires_at < now, UiSession.revoked_at < now - lifetime))
+        .execution_options(synchronize_session=False)
+    )
     value = SESSION_PREFIX + secrets.token_urlsafe(32)
-    session.add(UiSession(id_hash=_hash(value), token_id=principal.token_id, created_at=now,
-                          expires_at=now + lifetime))
+    session.add(
+        UiSession(
+            id_hash=_hash(value),
+            token_id=principal.token_id,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
     session.flush()
     return value
 

@@ -27,11 +27,15 @@ def pushed_against(session: Session, version_id: int) -> PushedAgainst:
     version = session.get(AdapterVersion, version_id)
     if version is None:
         return PushedAgainst(None)
-    base = (session.get(BaseModelRecord, version.base_model_id)
-            if version.base_model_id is not None else None)
+    base = (
+        session.get(BaseModelRecord, version.base_model_id)
+        if version.base_model_id is not None
+        else None
+    )
     stored = version.compatibility_report
-    return PushedAgainst(manifest_of(base) if base is not None else None,
-                         stored if isinstance(stored, dict) else {})
+    return PushedAgainst(
+        manifest_of(base) if base is not None else None, stored if isinstance(stored, dict) else {}
+    )
 
 
 def record(session: Session, version_id: int, state: str, report: dict[str, Any]) -> None:

@@ -64,8 +64,11 @@ def _validate_url(url: str, policy: EgressPolicy) -> str:
 
 def _well_formed_url(url: str) -> str:
     url = url.strip()
-    bad = InvalidInput("webhook URL must be an absolute http:// or https:// URL "
-                       "(at most 2048 characters, no spaces)", details={"url": url[:200]})
+    bad = InvalidInput(
+        "webhook URL must be an absolute http:// or https:// URL "
+        "(at most 2048 characters, no spaces)",
+        details={"url": url[:200]},
+    )
     if len(url) > 2048 or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         raise bad
     try:
@@ -76,8 +79,10 @@ def _well_formed_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not hostname:
         raise bad
     if parts.username or parts.password:
-        raise InvalidInput("webhook URL must not contain credentials; the signature "
-                           "authenticates loreg to the receiver")
+        raise InvalidInput(
+            "webhook URL must not contain credentials; the signature "
+            "authenticates loreg to the receiver"
+        )
     return url
 
 
@@ -87,8 +92,10 @@ def _validate_events(values: Sequence[str] | None) -> list[str]:
     chosen = sorted(set(values))
     unknown = [v for v in chosen if v not in events.EVENT_TYPES]
     if not chosen or unknown:
-        raise InvalidInput("events must be a non-empty list of known event types, or ['*']",
-                           details={"unknown": unknown, "known": sorted(events.EVENT_TYPES)})
+        raise InvalidInput(
+            "events must be a non-empty list of known event types, or ['*']",
+            details={"unknown": unknown, "known": sorted(events.EVENT_TYPES)},
+        )
     return chosen
 
 
@@ -117,22 +124,34 @@ def create(
     if secret is not None and not 16 <= len(secret) <= 256:
         raise InvalidInput("a webhook secret must be 16 to 256 characters")
     value = secret or "whsec_" + secrets.token_urlsafe(32)
-    hook = Webhook(namespace_id=ns.id, url=_validate_url(url, policy), secret=value,
-                   events=_validate_events(events_), active=active,
-                   description=description[:2000], created_by=principal.user_id)
+    hook = Webhook(
+        namespace_id=ns.id,
+        url=_validate_url(url, policy),
+        secret=value,
+        events=_validate_events(events_),
+        active=active,
+        description=description[:2000],
+        created_by=principal.user_id,
+    )
     session.add(hook)
     session.flush()
-    audit.record(session, actor, "webhook.create", "webhook", f"{ns.name}#{hook.id}",
-                 {"url": hook.url, "events": hook.events})
+    audit.record(
+        session,
+        actor,
+        "webhook.create",
+        "webhook",
+        f"{ns.name}#{hook.id}",
+        {"url": hook.url, "events": hook.events},
+    )
     return hook, value
 
 
 def list_webhooks(session: Session, actor: Actor, namespace: str) -> list[Webhook]:
     ns = accounts.get_namespace(session, namespace)
     require_admin_namespace(session, actor, ns)
-    return list(session.scalars(
-        select(Webhook).where(Webhook.namespace_id == ns.id).order_by(Webhook.id)
-    ))
+    return list(
+        session.scalars(select(Webhook).where(Webhook.namespace_id == ns.id).order_by(Webhook.id))
+    )
 
 
 def get(session: Session, actor: Actor, namespace: str, webhook_id: int) -> Webhook:
@@ -140,15 +159,23 @@ def get(session: Session, actor: Actor, namespace: str, webhook_id: int) -> Webh
     require_admin_namespace(session, actor, ns)
     hook = session.get(Webhook, webhook_id)
     if hook is None or hook.namespace_id != ns.id:
-        raise NotFound(f"webhook {webhook_id} not found in namespace '{namespace}'",
-                       details={"namespace": namespace, "webhook_id": webhook_id})
+        raise NotFound(
+            f"webhook {webhook_id} not found in namespace '{namespace}'",
+            details={"namespace": namespace, "webhook_id": webhook_id},
+        )
     return hook
 
 
 def update(
-    session: Session, actor: Actor, namespace: str, webhook_id: int, *,
-    url: str | None = None, events_: Sequence[str] | None = None,
-    active: bool | None = None, description: str | None = None,
+    session: Session,
+    actor: Actor,
+    namespace: str,
+    webhook_id: int,
+    *,
+    url: str | None = None,
+    events_: Sequence[str] | None = None,
+    active: bool | None = None,
+    description: str | None = None,
     policy: EgressPolicy = egress.STRICT,
 ) -> Webhook:
     hook = get(session, actor, namespace, webhook_id)
@@ -161,8 +188,14 @@ def update(
     if description is not None:
         hook.description = description[:2000]
     session.flush()
-    audit.record(session, actor, "webhook.update", "webhook", f"{namespace}#{hook.id}",
-                 {"url": hook.url, "events": hook.events, "active": hook.active})
+    audit.record(
+        session,
+        actor,
+        "webhook.update",
+        "webhook",
+        f"{namespace}#{hook.id}",
+        {"url": hook.url, "events": hook.events, "active": hook.active},
+    )
     return hook
 
 
@@ -170,22 +203,31 @@ def delete(session: Session, actor: Actor, namespace: str, webhook_id: int) -> N
     hook = get(session, actor, namespace, webhook_id)
     session.delete(hook)
     session.flush()
-    audit.record(session, actor, "webhook.delete", "webhook", f"{namespace}#{webhook_id}",
-                 {"url": hook.url})
+    audit.record(
+        session, actor, "webhook.delete", "webhook", f"{namespace}#{webhook_id}", {"url": hook.url}
+    )
 
 
 def list_deliveries(
-    session: Session, actor: Actor, namespace: str, webhook_id: int, *, limit: int = 50,
+    session: Session,
+    actor: Actor,
+    namespace: str,
+    webhook_id: int,
+    *,
+    limit: int = 50,
     status: str | None = None,
 ) -> list[tuple[WebhookDelivery, WebhookEvent]]:
     """The delivery log, newest first."""
     hook = get(session, actor, namespace, webhook_id)
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500", details={"limit": limit})
-    query = (select(WebhookDelivery, WebhookEvent)
-             .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
-             .where(WebhookDelivery.webhook_id == hook.id)
-             .order_by(WebhookDelivery.id.desc()).limit(limit))
+    query = (
+        select(WebhookDelivery, WebhookEvent)
+        .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+        .where(WebhookDelivery.webhook_id == hook.id)
+        .order_by(WebhookDelivery.id.desc())
+        .limit(limit)
+    )
     if status is not None:
         if status not in {s.value for s in DeliveryStatus}:
             raise InvalidInput("status must be pending, delivered or failed")
@@ -200,15 +242,26 @@ def queue_test(session: Session, actor: Actor, namespace: str, webhook_id: int) 
     that fails the delivery is retried by the worker like any other.
     """
     hook = get(session, actor, namespace, webhook_id)
-    event = WebhookEvent(type=events.PING, namespace_id=hook.namespace_id,
-                         payload={"webhook_id": hook.id, "url": hook.url,
-                                  "zen": "keep adapters small and fingerprints exact"},
-                         dispatched_at=_now())
+    event = WebhookEvent(
+        type=events.PING,
+        namespace_id=hook.namespace_id,
+        payload={
+            "webhook_id": hook.id,
+            "url": hook.url,
+            "zen": "keep adapters small and fingerprints exact",
+        },
+        dispatched_at=_now(),
+    )
     session.add(event)
     session.flush()
-    delivery = WebhookDelivery(webhook_id=hook.id, event_id=event.id,
-                               status=DeliveryStatus.PENDING.value, attempts=0,
-                               next_attempt_at=_now(), attempt_log=[])
+    delivery = WebhookDelivery(
+        webhook_id=hook.id,
+        event_id=event.id,
+        status=DeliveryStatus.PENDING.value,
+        attempts=0,
+        next_attempt_at=_now(),
+        attempt_log=[],
+    )
     session.add(delivery)
     session.flush()
     return delivery.id
@@ -218,7 +271,7 @@ def get_delivery(session: Session, delivery_id: int) -> tuple[WebhookDelivery, W
     """A delivery with its event, as recorded now (after a test ping was posted)."""
     delivery = session.get(WebhookDelivery, delivery_id, populate_existing=True)
     if delivery is None:
-        raise NotFound(f"webhook delivery {delivery_id} not found",
-                       details={"delivery_id": delivery_id})
+        raise NotFound(
+            f"webhook delivery {delivery_id} not found", details={"delivery_id": delivery_id}
+        )
     return delivery, delivery.event
-

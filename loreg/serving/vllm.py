@@ -82,7 +82,8 @@ class AdapterResolver:
                 raise ResolverError(
                     f"vLLM serves '{name}', which is not a registered base model in loreg; "
                     "register it (loreg base register DIR --name NAME) or set LOREG_VLLM_BASE "
-                    "to the registered name of the served weights") from None
+                    "to the registered name of the served weights"
+                ) from None
         return self._fingerprints[name]
 
     def resolve(self, served_model: str, lora_name: str) -> ResolvedAdapter | None:
@@ -99,7 +100,8 @@ class AdapterResolver:
             raise BaseMismatch(
                 f"adapter {ref} was checked against base '{base.name if base else None}' "
                 f"({base.fingerprint if base else None}), but vLLM serves "
-                f"'{self.base or served_model}' ({wanted}): refusing to apply it to other weights")
+                f"'{self.base or served_model}' ({wanted}): refusing to apply it to other weights"
+            )
         folder = self.cache_dir / version.digest.replace(":", "-")
         with self._lock:
             if not (folder / "adapter_config.json").is_file():
@@ -125,8 +127,9 @@ def register() -> bool:
             found = await asyncio.to_thread(resolver.resolve, base_model_name, lora_name)
             if found is None:
                 return None
-            return LoRARequest(lora_name=found.name, lora_int_id=found.int_id,
-                               lora_path=str(found.path))
+            return LoRARequest(
+                lora_name=found.name, lora_int_id=found.int_id, lora_path=str(found.path)
+            )
 
     LoRAResolverRegistry.register_resolver(RESOLVER_NAME, LoregResolver())
     return True

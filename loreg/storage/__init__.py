@@ -63,9 +63,7 @@ def open_store_url(
     parts = urlsplit(url)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path:
-            raise InvalidInput(
-                "storage URL must be file:///absolute/path", details={"url": url}
-            )
+            raise InvalidInput("storage URL must be file:///absolute/path", details={"url": url})
         from loreg.storage.local import LocalBlobStore
 
         return LocalBlobStore(Path(unquote(parts.path)))
@@ -76,9 +74,10 @@ def open_store_url(
         from loreg.storage.s3 import S3BlobStore
 
         return S3BlobStore(
-            bucket, prefix, endpoint_url=s3_endpoint_url, region=s3_region,
+            bucket,
+            prefix,
+            endpoint_url=s3_endpoint_url,
+            region=s3_region,
             public_endpoint_url=s3_public_endpoint_url,
         )
-    raise InvalidInput(
-        "storage URL must start with file:// or s3://", details={"url": url}
-    )
+    raise InvalidInput("storage URL must start with file:// or s3://", details={"url": url})

@@ -275,9 +275,7 @@ class BlobStore(Protocol):
         """
         ...
 
-    def discard_upload(
-        self, upload: LeftoverUpload, *, older_than: datetime | None = None
-    ) -> bool:
+    def discard_upload(self, upload: LeftoverUpload, *, older_than: datetime | None = None) -> bool:
         """Remove one of ``leftover_uploads``, checking again that it is still abandoned
         (and older than ``older_than``); whether it was removed."""
         ...

@@ -103,8 +103,9 @@ class LocalBlobStore(BlobStoreBase):
             return drain_and_verify(digest, source, max_size)
         verifier = DigestVerifier(digest, max_size)
         try:
-            fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix=TEMP_PREFIX,
-                                            suffix=TEMP_SUFFIX)
+            fd, tmp_name = tempfile.mkstemp(
+                dir=self.tmp_dir, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX
+            )
         except OSError as exc:
             raise StorageUnavailable(f"cannot write to {self.tmp_dir}: {exc.strerror}") from exc
         # The lock lives as long as ``fd`` (writes go through a duplicate), so the file is
@@ -165,20 +166,23 @@ class LocalBlobStore(BlobStoreBase):
             os.close(fd)
 
     def leftover_uploads(self, *, older_than: datetime | None = None) -> list[LeftoverUpload]:
-        return [LeftoverUpload("temp_file", t.name, t.modified, size=t.size)
-                for t in self.leftover_temp_files(older_than=older_than)]
+        return [
+            LeftoverUpload("temp_file", t.name, t.modified, size=t.size)
+            for t in self.leftover_temp_files(older_than=older_than)
+        ]
 
-    def discard_upload(
-        self, upload: LeftoverUpload, *, older_than: datetime | None = None
-    ) -> bool:
+    def discard_upload(self, upload: LeftoverUpload, *, older_than: datetime | None = None) -> bool:
         if upload.kind != "temp_file":
             return False
         return self.remove_temp_file(upload.name, older_than=older_than)
 
     def _temp_paths(self) -> list[Path]:
         try:
-            return [Path(e.path) for e in os.scandir(self.tmp_dir)
-                    if self._is_temp_name(e.name) and e.is_file(follow_symlinks=False)]
+            return [
+                Path(e.path)
+                for e in os.scandir(self.tmp_dir)
+                if self._is_temp_name(e.name) and e.is_file(follow_symlinks=False)
+            ]
         except FileNotFoundError:
             return []
         except OSError as exc:

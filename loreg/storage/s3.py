@@ -98,9 +98,7 @@ class S3BlobStore(BlobStoreBase):
 
     def __repr__(self) -> str:
         public = (
-            f", public={self.signer.meta.endpoint_url!r}"
-            if self.signer is not self.client
-            else ""
+            f", public={self.signer.meta.endpoint_url!r}" if self.signer is not self.client else ""
         )
         return f"S3BlobStore(bucket={self.bucket!r}, prefix={self.prefix!r}{public})"
 
@@ -126,9 +124,7 @@ class S3BlobStore(BlobStoreBase):
             return parts.verifier.size
         return self._put_multipart(key, digest, parts, first)
 
-    def _put_multipart(
-        self, key: str, digest: str, parts: _PartFiller, first: bytearray
-    ) -> int:
+    def _put_multipart(self, key: str, digest: str, parts: _PartFiller, first: bytearray) -> int:
         """Upload parts on a small pool while the next one is read; complete if verified.
 
         At most ``upload_concurrency`` part buffers exist: while one is filled from the source,
@@ -136,9 +132,7 @@ class S3BlobStore(BlobStoreBase):
         the digest) cancels what is queued, waits for the parts in flight, then aborts.
         """
         with _translate(digest):
-            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)[
-                "UploadId"
-            ]
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
         pool = ThreadPoolExecutor(self.upload_concurrency, thread_name_prefix="s3-part")
         in_flight: dict[Future[str], tuple[int, bytearray]] = {}
         etags: dict[int, str] = {}
@@ -303,13 +297,17 @@ class S3BlobStore(BlobStoreBase):
             if initiated.tzinfo is None:
                 initiated = initiated.replace(tzinfo=UTC)
             if initiated < older_than:
-                found.append(LeftoverUpload("multipart", str(upload["Key"]), initiated,
-                                            upload_id=str(upload["UploadId"])))
+                found.append(
+                    LeftoverUpload(
+                        "multipart",
+                        str(upload["Key"]),
+                        initiated,
+                        upload_id=str(upload["UploadId"]),
+                    )
+                )
         return found
 
-    def discard_upload(
-        self, upload: LeftoverUpload, *, older_than: datetime | None = None
-    ) -> bool:
+    def discard_upload(self, upload: LeftoverUpload, *, older_than: datetime | None = None) -> bool:
         if upload.kind != "multipart" or upload.upload_id is None:
             return False
         if older_than is not None and upload.started >= older_than:

@@ -62,8 +62,7 @@ def lineage_svg(parents: Sequence[Node], current: Node, children: Sequence[Node]
     width = PAD * 2 + len(cols) * NODE_W + (len(cols) - 1) * COL_GAP
     mid_y = _column(1, height)[0]
     parts: list[str] = []
-    summary = (f"Lineage of {current.label}: {len(parents)} parent(s), "
-               f"{len(children)} child(ren)")
+    summary = f"Lineage of {current.label}: {len(parents)} parent(s), {len(children)} child(ren)"
     parts.append(
         f'<svg xmlns="http://www.w3.org/2000/svg" class="lineage" role="img" '
         f'aria-label="{escape(summary)}" viewBox="0 0 {width} {height:.0f}" '
@@ -82,8 +81,10 @@ def lineage_svg(parents: Sequence[Node], current: Node, children: Sequence[Node]
         )
         if note:  # beside the other node's end, where edges do not crowd
             x, y, anchor = (x1 + 6, y1 - 6, "start") if at_start else (x2 - 10, y2 - 6, "end")
-            parts.append(f'<text class="lg-note" x="{x:.0f}" y="{y:.0f}" '
-                         f'text-anchor="{anchor}">{escape(note)}</text>')
+            parts.append(
+                f'<text class="lg-note" x="{x:.0f}" y="{y:.0f}" '
+                f'text-anchor="{anchor}">{escape(note)}</text>'
+            )
 
     cy = mid_y + NODE_H / 2
     cx = x_of[1]
@@ -109,8 +110,17 @@ def lineage_svg(parents: Sequence[Node], current: Node, children: Sequence[Node]
 _LAYER_PARENTS = {"layers", "layer", "h", "blocks", "block"}
 
 #: A sequential blue scale (ColorBrewer "Blues"), light = small, dark = large.
-_SCALE = ["#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5",
-          "#08519c", "#08306b"]
+_SCALE = [
+    "#f7fbff",
+    "#deebf7",
+    "#c6dbef",
+    "#9ecae1",
+    "#6baed6",
+    "#4292c6",
+    "#2171b5",
+    "#08519c",
+    "#08306b",
+]
 
 
 def split_module(name: str) -> tuple[int | None, str]:
@@ -118,7 +128,7 @@ def split_module(name: str) -> tuple[int | None, str]:
     parts = name.split(".")
     for i in range(len(parts) - 1):
         if parts[i + 1].isdigit() and (parts[i] in _LAYER_PARENTS or i + 2 < len(parts)):
-            rest = ".".join(parts[i + 2:]) or parts[i]
+            rest = ".".join(parts[i + 2 :]) or parts[i]
             return int(parts[i + 1]), rest
     return None, name
 
@@ -157,8 +167,10 @@ class NormGrid:
     @property
     def rows(self) -> list[Cell]:
         """Every cell, in layer then module-type order (for the fallback table)."""
+
         def key(c: Cell) -> tuple[int, tuple[int, str]]:
             return (c.layer if c.layer is not None else -1, _kind_order(c.kind))
+
         return sorted(self.cells.values(), key=key)
 
 
@@ -197,8 +209,9 @@ def log_position(value: float, low: float, high: float) -> float:
 
 def positive_low(grid: NormGrid) -> float:
     """The smallest norm above zero: the bottom of the log scale."""
-    return min((c.norm for c in grid.cells.values() if c.norm is not None and c.norm > 0),
-               default=0.0)
+    return min(
+        (c.norm for c in grid.cells.values() if c.norm is not None and c.norm > 0), default=0.0
+    )
 
 
 _KIND_ORDER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -246,13 +259,17 @@ def heatmap_svg(grid: NormGrid, title: str) -> Markup:
     for j, layer in enumerate(grid.layers):
         if j % step == 0 or j == n_cols - 1:
             label = DASH if layer is None else str(layer)
-            parts.append(f'<text class="hm-tick" x="{LABEL_W + j * cell_w + cell_w / 2:.0f}" '
-                         f'y="{TOP - 4}" text-anchor="middle">{label}</text>')
+            parts.append(
+                f'<text class="hm-tick" x="{LABEL_W + j * cell_w + cell_w / 2:.0f}" '
+                f'y="{TOP - 4}" text-anchor="middle">{label}</text>'
+            )
     for i, kind in enumerate(grid.kinds):
         y = TOP + i * CELL_H
         short = kind if len(kind) <= 22 else "…" + kind[-21:]
-        parts.append(f'<text class="hm-tick" x="{LABEL_W - 8}" y="{y + CELL_H / 2 + 4:.0f}" '
-                     f'text-anchor="end">{escape(short)}</text>')
+        parts.append(
+            f'<text class="hm-tick" x="{LABEL_W - 8}" y="{y + CELL_H / 2 + 4:.0f}" '
+            f'text-anchor="end">{escape(short)}</text>'
+        )
         for j, layer in enumerate(grid.layers):
             cell = grid.cells.get((kind, layer))
             x = LABEL_W + j * cell_w
@@ -267,23 +284,34 @@ def heatmap_svg(grid: NormGrid, title: str) -> Markup:
             parts.append(
                 f'<rect class="{cls}" x="{x}" y="{y}" width="{cell_w - 2}" height="{CELL_H - 2}" '
                 f'fill="{fill}"><title>{escape(cell.module)}: ‖ΔW‖ = '
-                f'{fmt_norm(cell.norm)}</title></rect>'
+                f"{fmt_norm(cell.norm)}</title></rect>"
             )
     # legend: a gradient bar, log scale: the smallest non-zero norm, the geometric middle,
     # the largest
-    stops = "".join(f'<stop offset="{k / (len(_SCALE) - 1):.3f}" stop-color="{c}"/>'
-                    for k, c in enumerate(_SCALE))
+    stops = "".join(
+        f'<stop offset="{k / (len(_SCALE) - 1):.3f}" stop-color="{c}"/>'
+        for k, c in enumerate(_SCALE)
+    )
     parts.append(f'<defs><linearGradient id="hm-grad">{stops}</linearGradient></defs>')
-    parts.append(f'<text class="hm-axis" x="{LABEL_W - 8}" y="{legend_y + 13}" '
-                 f'text-anchor="end">‖ΔW‖, log scale</text>')
-    parts.append(f'<rect x="{LABEL_W}" y="{legend_y}" width="200" height="16" '
-                 f'fill="url(#hm-grad)" stroke="#555"/>')
+    parts.append(
+        f'<text class="hm-axis" x="{LABEL_W - 8}" y="{legend_y + 13}" '
+        f'text-anchor="end">‖ΔW‖, log scale</text>'
+    )
+    parts.append(
+        f'<rect x="{LABEL_W}" y="{legend_y}" width="200" height="16" '
+        f'fill="url(#hm-grad)" stroke="#555"/>'
+    )
     middle = math.sqrt(low * grid.high) if low > 0 else None
-    for x, value, anchor in ((LABEL_W, low, "start"), (LABEL_W + 100, middle, "middle"),
-                             (LABEL_W + 200, grid.high, "end")):
+    for x, value, anchor in (
+        (LABEL_W, low, "start"),
+        (LABEL_W + 100, middle, "middle"),
+        (LABEL_W + 200, grid.high, "end"),
+    ):
         if value is not None and (value > 0 or anchor == "start"):
-            parts.append(f'<text class="hm-tick hm-legend" x="{x}" y="{legend_y + 32}" '
-                         f'text-anchor="{anchor}">{fmt_norm(value)}</text>')
+            parts.append(
+                f'<text class="hm-tick hm-legend" x="{x}" y="{legend_y + 32}" '
+                f'text-anchor="{anchor}">{fmt_norm(value)}</text>'
+            )
     parts.append("</svg>")
     return Markup("".join(parts))
 

@@ -10,8 +10,9 @@ from loreg.ui import charts
 from loreg.ui.formatting import DASH, TIMES, as_text, human_count, human_size, when
 
 
-def _side_by_side(a: dict[str, Any], b: dict[str, Any], *, ordered: bool = False
-                  ) -> list[dict[str, Any]]:
+def _side_by_side(
+    a: dict[str, Any], b: dict[str, Any], *, ordered: bool = False
+) -> list[dict[str, Any]]:
     """Rows of (key, a, b, differs): keys sorted, or in ``a``'s order when ``ordered``."""
     keys = list(dict.fromkeys([*a, *b])) if ordered else sorted(set(a) | set(b))
     rows = []
@@ -44,12 +45,19 @@ def _norms(v: AdapterVersion) -> dict[str, float | None]:
 def _facts(v: AdapterVersion) -> dict[str, Any]:
     return {
         "base model": v.base_model.name if v.base_model is not None else v.base_model_name,
-        "PEFT type": v.peft_type, "rank": v.r, "alpha": f"{v.lora_alpha:g}",
-        "rsLoRA": "yes" if v.use_rslora else "no", "DoRA": "yes" if v.use_dora else "no",
-        "rank pattern": v.rank_pattern or None, "alpha pattern": v.alpha_pattern or None,
-        "modules to save": v.modules_to_save or None, "dtype": v.dtype,
-        "parameters": human_count(v.num_parameters), "size": human_size(v.size_bytes),
-        "validation": v.validation_state, "created": when(v.created_at),
+        "PEFT type": v.peft_type,
+        "rank": v.r,
+        "alpha": f"{v.lora_alpha:g}",
+        "rsLoRA": "yes" if v.use_rslora else "no",
+        "DoRA": "yes" if v.use_dora else "no",
+        "rank pattern": v.rank_pattern or None,
+        "alpha pattern": v.alpha_pattern or None,
+        "modules to save": v.modules_to_save or None,
+        "dtype": v.dtype,
+        "parameters": human_count(v.num_parameters),
+        "size": human_size(v.size_bytes),
+        "validation": v.validation_state,
+        "created": when(v.created_at),
     }
 
 
@@ -63,13 +71,22 @@ def compare_versions(a: AdapterVersion, b: AdapterVersion) -> dict[str, Any]:
         if x is not None and y is not None and x > 0:
             ratio = f"{y / x:.3g}{TIMES}"
         differs = (x is None) != (y is None) or (
-            x is not None and y is not None and not math.isclose(x, y, rel_tol=1e-6))
-        norm_rows.append({"module": module, "a": charts.fmt_norm(x) if module in na else DASH,
-                          "b": charts.fmt_norm(y) if module in nb else DASH,
-                          "ratio": ratio, "differs": differs})
+            x is not None and y is not None and not math.isclose(x, y, rel_tol=1e-6)
+        )
+        norm_rows.append(
+            {
+                "module": module,
+                "a": charts.fmt_norm(x) if module in na else DASH,
+                "b": charts.fmt_norm(y) if module in nb else DASH,
+                "ratio": ratio,
+                "differs": differs,
+            }
+        )
     ta, tb = set(_modules(a)), set(_modules(b))
-    targets = [{"module": m, "a": m in ta, "b": m in tb, "differs": (m in ta) != (m in tb)}
-               for m in sorted(ta | tb)]
+    targets = [
+        {"module": m, "a": m in ta, "b": m in tb, "differs": (m in ta) != (m in tb)}
+        for m in sorted(ta | tb)
+    ]
     return {
         "facts": _side_by_side(_facts(a), _facts(b), ordered=True),
         "config": _side_by_side(a.adapter_config or {}, b.adapter_config or {}),

@@ -37,12 +37,18 @@ def _job_view(session: Any, actor: Principal, job: Job) -> dict[str, Any]:
         except LoregError as exc:
             outputs_note = exc.message
     return {
-        "job": job, "submitted_by": users.get(job.submitted_by or -1),
-        "terminal": job.status in jobs.TERMINAL, "percent": round(100 * (job.progress or 0)),
-        "outputs": outputs, "outputs_note": outputs_note,
+        "job": job,
+        "submitted_by": users.get(job.submitted_by or -1),
+        "terminal": job.status in jobs.TERMINAL,
+        "percent": round(100 * (job.progress or 0)),
+        "outputs": outputs,
+        "outputs_note": outputs_note,
         "can_cancel": jobs.can_cancel(session, actor, job),
-        "inputs": [i.get("ref") or i.get("resolved") for i in (job.params or {}).get("inputs", [])
-                   if isinstance(i, dict)],
+        "inputs": [
+            i.get("ref") or i.get("resolved")
+            for i in (job.params or {}).get("inputs", [])
+            if isinstance(i, dict)
+        ],
     }
 
 
@@ -51,30 +57,39 @@ _STATUSES = [s.value for s in JobStatus]
 
 @router.get("/jobs")
 @friendly("job")
-def job_list(request: Request, session: SessionDep, actor: UiActor,
-             status: Text = None, cursor: Text = None) -> Response:
+def job_list(
+    request: Request, session: SessionDep, actor: UiActor, status: Text = None, cursor: Text = None
+) -> Response:
     if actor is None:
         return login_redirect(request)
     wanted = [status] if status in _STATUSES else None
     try:
-        page = jobs.list_jobs(session, actor, status=wanted, limit=PAGE_SIZE,
-                              cursor=opt(cursor))
+        page = jobs.list_jobs(session, actor, status=wanted, limit=PAGE_SIZE, cursor=opt(cursor))
     except InvalidInput:
         page = jobs.list_jobs(session, actor, status=wanted, limit=PAGE_SIZE)
     rows = page.items
     users = svc.user_names(session, [j.submitted_by for j in rows])
     params = [("status", status)] if wanted else []
-    next_url = ("/ui/jobs?" + urlencode([*params, ("cursor", page.next_cursor)])
-                if page.next_cursor else None)
-    return render(request, "jobs.html", {
-        "jobs": [(j, users.get(j.submitted_by or -1)) for j in rows], "status": status or "",
-        "statuses": _STATUSES, "next_url": next_url, "title": "Jobs",
-    })
+    next_url = (
+        "/ui/jobs?" + urlencode([*params, ("cursor", page.next_cursor)])
+        if page.next_cursor
+        else None
+    )
+    return render(
+        request,
+        "jobs.html",
+        {
+            "jobs": [(j, users.get(j.submitted_by or -1)) for j in rows],
+            "status": status or "",
+            "statuses": _STATUSES,
+            "next_url": next_url,
+            "title": "Jobs",
+        },
+    )
 
 
 @router.get("/jobs/{job_id}/progress.json")
-def job_progress(job_id: str, request: Request, session: SessionDep,
-                 actor: UiActor) -> Response:
+def job_progress(job_id: str, request: Request, session: SessionDep, actor: UiActor) -> Response:
     """What the job page's script polls (the cookie authenticates it)."""
     try:
         job = jobs.get(session, actor, job_id)
@@ -82,11 +97,20 @@ def job_progress(job_id: str, request: Request, session: SessionDep,
         return JSONResponse({"error": "sign in"}, status_code=401)
     except LoregError:
         return JSONResponse({"error": "not found"}, status_code=404)
-    return finish(request, JSONResponse({
-        "id": job.id, "status": job.status, "progress": job.progress,
-        "percent": round(100 * (job.progress or 0)), "message": job.progress_message or "",
-        "terminal": job.status in jobs.TERMINAL, "cancel_requested": job.cancel_requested,
-    }))
+    return finish(
+        request,
+        JSONResponse(
+            {
+                "id": job.id,
+                "status": job.status,
+                "progress": job.progress,
+                "percent": round(100 * (job.progress or 0)),
+                "message": job.progress_message or "",
+                "terminal": job.status in jobs.TERMINAL,
+                "cancel_requested": job.cancel_requested,
+            }
+        ),
+    )
 
 
 @router.get("/jobs/{job_id}")
@@ -94,20 +118,21 @@ def job_progress(job_id: str, request: Request, session: SessionDep,
 def job_page(job_id: str, request: Request, session: SessionDep, actor: UiActor) -> Response:
     job = jobs.get(session, actor, job_id)
     assert actor is not None
-    return render(request, "job.html", {**_job_view(session, actor, job),
-                                        "title": f"Job {job.id}"})
+    return render(request, "job.html", {**_job_view(session, actor, job), "title": f"Job {job.id}"})
 
 
 @router.post("/jobs/{job_id}/cancel")
 @friendly("job")
-def job_cancel(job_id: str, request: Request, session: SessionDep, actor: UiActor,
-               form: FormDep) -> Response:
+def job_cancel(
+    job_id: str, request: Request, session: SessionDep, actor: UiActor, form: FormDep
+) -> Response:
     cookie = request.cookies.get(COOKIE)
     if actor is None or cookie is None:
         return login_redirect(request)
     if not csrf_ok(request, form, cookie):
-        return error_page(request, 403, "Forbidden",
-                          "The form has expired; reload the page and try again.")
+        return error_page(
+            request, 403, "Forbidden", "The form has expired; reload the page and try again."
+        )
     job = jobs.cancel(session, actor, job_id)
     session.commit()
     return finish(request, RedirectResponse(f"/ui/jobs/{job.id}", status_code=303))
@@ -115,8 +140,15 @@ def job_cancel(job_id: str, request: Request, session: SessionDep, actor: UiActo
 
 @router.get("/jobs/{job_id}/outputs/{path:path}")
 @friendly("output")
-def job_output(job_id: str, path: str, request: Request, session: SessionDep,
-               actor: UiActor, settings: SettingsDep, store: StoreDep) -> Response:
+def job_output(
+    job_id: str,
+    path: str,
+    request: Request,
+    session: SessionDep,
+    actor: UiActor,
+    settings: SettingsDep,
+    store: StoreDep,
+) -> Response:
     """Download one output file (the browser has the cookie, not a Bearer token)."""
     _, artifacts = jobs.outputs(session, actor, job_id)
     match = next((a for a in artifacts if a.path == path), None)
@@ -129,7 +161,12 @@ def job_output(job_id: str, path: str, request: Request, session: SessionDep,
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     filename = path.rsplit("/", 1)[-1]
     chunks: Iterator[bytes] = iter_file(store.open(digest), length=size)
-    return StreamingResponse(chunks, media_type="application/octet-stream", headers={
-        "Content-Length": str(size), "Cache-Control": "no-store",
-        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename)}",
-    })
+    return StreamingResponse(
+        chunks,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(size),
+            "Cache-Control": "no-store",
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename)}",
+        },
+    )

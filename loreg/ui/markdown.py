@@ -84,7 +84,7 @@ def render_card(text: str) -> Card:
     match = _FRONT_MATTER.match(text)
     if match:
         metadata = match.group(1).strip()
-        text = text[match.end():]
+        text = text[match.end() :]
     text = _COMMENT.sub("", text)
     return Card(Markup(_MD.render(text)), metadata)
 

@@ -36,19 +36,30 @@ _HERE = Path(__file__).parent
 
 
 def _environment() -> Environment:
-    env = Environment(loader=FileSystemLoader(str(_HERE / "templates")),
-                      autoescape=select_autoescape(["html", "xml"]), trim_blocks=True,
-                      lstrip_blocks=True)
-    env.filters.update(size=human_size, count=human_count, when=when, short=short_digest,
-                       pretty=pretty_json, targets=targets_text, q=lambda s: quote(str(s)))
+    env = Environment(
+        loader=FileSystemLoader(str(_HERE / "templates")),
+        autoescape=select_autoescape(["html", "xml"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        size=human_size,
+        count=human_count,
+        when=when,
+        short=short_digest,
+        pretty=pretty_json,
+        targets=targets_text,
+        q=lambda s: quote(str(s)),
+    )
     return env
 
 
 templates = Jinja2Templates(env=_environment())
 
 
-def render(request: Request, template: str, context: dict[str, Any] | None = None,
-           status: int = 200) -> Response:
+def render(
+    request: Request, template: str, context: dict[str, Any] | None = None, status: int = 200
+) -> Response:
     actor: Principal | None = getattr(request.state, "ui_actor", None)
     cookie = request.cookies.get(COOKIE)
     ctx: dict[str, Any] = {
@@ -72,13 +83,15 @@ def finish(request: Request, response: Response) -> Response:
 
 
 def error_page(request: Request, status: int, title: str, message: str) -> Response:
-    return render(request, "error.html", {"title": title, "message": message,
-                                          "status": status}, status=status)
+    return render(
+        request, "error.html", {"title": title, "message": message, "status": status}, status=status
+    )
 
 
 def not_found(request: Request, what: str = "page") -> Response:
-    return error_page(request, 404, "Not found",
-                      f"There is no {what} here, or you are not allowed to see it.")
+    return error_page(
+        request, 404, "Not found", f"There is no {what} here, or you are not allowed to see it."
+    )
 
 
 def login_redirect(request: Request) -> Response:
@@ -108,6 +121,7 @@ def friendly(what: str) -> Callable[[Callable[P, Response]], Callable[P, Respons
                 return error_page(request, status_for(exc), "Not possible", exc.message)
             except DataError:
                 return not_found(request, what)
+
         return inner
 
     return wrap

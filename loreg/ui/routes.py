@@ -27,8 +27,11 @@ router = APIRouter(include_in_schema=False)
 def static(name: str) -> Response:
     if name not in STATIC_TYPES:
         return Response("not found", status_code=404, media_type="text/plain")
-    return Response((STATIC_DIR / name).read_bytes(), media_type=STATIC_TYPES[name],
-                    headers={"Cache-Control": "public, max-age=300"})
+    return Response(
+        (STATIC_DIR / name).read_bytes(),
+        media_type=STATIC_TYPES[name],
+        headers={"Cache-Control": "public, max-age=300"},
+    )
 
 
 router.include_router(sign_in.router)

@@ -29,8 +29,9 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/login")
-def login_form(request: Request, actor: UiActor,
-               next: Annotated[str | None, Query(max_length=2000)] = None) -> Response:
+def login_form(
+    request: Request, actor: UiActor, next: Annotated[str | None, Query(max_length=2000)] = None
+) -> Response:
     return render(request, "login.html", {"next": safe_next(next), "error": None})
 
 
@@ -54,9 +55,15 @@ def login(request: Request, form: FormDep, settings: SettingsDep) -> Response:
         session.commit()
     log.info("ui sign-in by %s", principal.username)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, session_id, max_age=int(lifetime.total_seconds()),
-                        path=COOKIE_PATH, secure=request.url.scheme == "https", httponly=True,
-                        samesite="lax")
+    response.set_cookie(
+        COOKIE,
+        session_id,
+        max_age=int(lifetime.total_seconds()),
+        path=COOKIE_PATH,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="lax",
+    )
     return finish(request, response)
 
 
@@ -64,13 +71,22 @@ def login(request: Request, form: FormDep, settings: SettingsDep) -> Response:
 def logout(request: Request, form: FormDep) -> Response:
     cookie = request.cookies.get(COOKIE)
     if cookie and not csrf_ok(request, form, cookie):
-        return error_page(request, 403, "Forbidden", "The sign-out form has expired; reload "
-                          "the page and try again.")
+        return error_page(
+            request,
+            403,
+            "Forbidden",
+            "The sign-out form has expired; reload the page and try again.",
+        )
     if cookie:
         with get_sessionmaker(request)() as session:
             ui_sessions.end(session, cookie)
             session.commit()
     response = RedirectResponse("/ui/adapters", status_code=303)
-    response.delete_cookie(COOKIE, path=COOKIE_PATH, secure=request.url.scheme == "https",
-                           httponly=True, samesite="lax")
+    response.delete_cookie(
+        COOKIE,
+        path=COOKIE_PATH,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="lax",
+    )
     return finish(request, response)

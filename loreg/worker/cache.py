@@ -45,8 +45,6 @@ def _safe_relpath(path: str) -> Path:
     return Path(*rel.parts)
 
 
-
-
 class BaseCache:
     """``checkout(fingerprint, files, store)`` -> a local folder with the base's files."""
 

@@ -48,18 +48,23 @@ class WorkerStopping(Exception):
 def log_event(event: str, **fields: Any) -> None:
     """One structured JSON log line (``{"event": ..., "job_id": ..., ...}``)."""
     record = {"ts": round(time.time(), 3), "event": event, **fields}
-    level = (logging.WARNING if event.endswith(("failed", "error", "lost", "unavailable"))
-             else logging.INFO)
+    level = (
+        logging.WARNING
+        if event.endswith(("failed", "error", "lost", "unavailable"))
+        else logging.INFO
+    )
     logger.log(level, json.dumps(record, default=str, sort_keys=False))
 
 
-def dependency_failed(health: WorkerHealth | None, dependency: str, exc: BaseException,
-                      **fields: Any) -> None:
+def dependency_failed(
+    health: WorkerHealth | None, dependency: str, exc: BaseException, **fields: Any
+) -> None:
     """Note a failed use of the database or the store; logs the first failure of an outage
     (``worker.database_unavailable``, ``worker.store_unavailable``)."""
     if health is None or health.down(dependency):
-        log_event(f"worker.{dependency}_unavailable", error=f"{type(exc).__name__}: {exc}"[:500],
-                  **fields)
+        log_event(
+            f"worker.{dependency}_unavailable", error=f"{type(exc).__name__}: {exc}"[:500], **fields
+        )
 
 
 def dependency_ok(health: WorkerHealth | None, dependency: str, **fields: Any) -> None:
@@ -105,16 +110,23 @@ class JobContext:
     _last_fraction: float = -1.0
 
     def log(self, event: str, **fields: Any) -> None:
-        log_event(event, job_id=self.job_id, worker=self.worker_id, type=self.job_type,
-                  attempt=self.attempt, **fields)
+        log_event(
+            event,
+            job_id=self.job_id,
+            worker=self.worker_id,
+            type=self.job_type,
+            attempt=self.attempt,
+            **fields,
+        )
 
     def check_cancel(self) -> None:
         """Raise if the job was cancelled or its lease lost (seen by the lease thread)."""
         if self.health is not None:
             self.health.beat()
         if self.lost_event.is_set():
-            raise job_queue.LeaseLost(f"job {self.job_id} lease lost",
-                                         details={"job_id": self.job_id})
+            raise job_queue.LeaseLost(
+                f"job {self.job_id} lease lost", details={"job_id": self.job_id}
+            )
         if self.cancel_event.is_set():
             raise JobCancelled(self.job_id)
         if self.shutdown_event.is_set():
@@ -137,15 +149,15 @@ class JobContext:
         self._last_fraction = fraction
         try:
             with self.sessions() as s:
-                owned = job_queue.record_progress(s, self.job_id, self.worker_id, fraction,
-                                                     message)
+                owned = job_queue.record_progress(s, self.job_id, self.worker_id, fraction, message)
                 cancel = owned and job_queue.cancel_requested(s, self.job_id)
                 s.commit()
         except Exception as exc:
             if not faults.database_unavailable(exc):
                 raise
-            dependency_failed(self.health, "database", exc, worker=self.worker_id,
-                              job_id=self.job_id)
+            dependency_failed(
+                self.health, "database", exc, worker=self.worker_id, job_id=self.job_id
+            )
             return
         dependency_ok(self.health, "database", worker=self.worker_id)
         if not owned:

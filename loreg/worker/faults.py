@@ -34,8 +34,9 @@ class Fault(Enum):
 
 #: Exception type names (anywhere in the MRO) of infrastructure failures raised by libraries
 #: the worker does not import itself: CUDA out of memory, botocore and httpx transport errors.
-_INFRA_TYPE_NAMES = frozenset({"OutOfMemoryError", "BotoCoreError", "ClientError",
-                               "TransportError"})
+_INFRA_TYPE_NAMES = frozenset(
+    {"OutOfMemoryError", "BotoCoreError", "ClientError", "TransportError"}
+)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -51,13 +52,15 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def _is_database_down(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         return bool(exc.connection_invalidated) or isinstance(
-            exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
     if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
         return True
     # the driver's own errors, when they escape SQLAlchemy's wrapping (psycopg, sqlite3)
     module = type(exc).__module__ or ""
     return type(exc).__name__ in ("OperationalError", "InterfaceError") and (
-        module.startswith("psycopg") or module == "sqlite3")
+        module.startswith("psycopg") or module == "sqlite3"
+    )
 
 
 def database_unavailable(exc: BaseException) -> bool:

@@ -21,8 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 DEPENDENCIES = ("database", "store")
-STATES = ("starting", "idle", "running", "waiting_for_database", "waiting_for_store",
-          "stopping")
+STATES = ("starting", "idle", "running", "waiting_for_database", "waiting_for_store", "stopping")
 
 
 class WorkerHealth:
@@ -39,26 +38,46 @@ class WorkerHealth:
         self._down_since: dict[str, float] = {}
         self._back_at: dict[str, float] = {}
         self.registry = CollectorRegistry()
-        self._up = Gauge("loreg_worker_dependency_up",
-                         "1 if this worker's last use of the dependency succeeded.",
-                         ["dependency"], registry=self.registry)
-        self._outages = Counter("loreg_worker_outages",
-                                "Outages of a dependency this worker rode out (or is in).",
-                                ["dependency"], registry=self.registry)
-        self._outage_seconds = Counter("loreg_worker_outage_seconds",
-                                       "Seconds this worker waited for a dependency to return.",
-                                       ["dependency"], registry=self.registry)
-        self._jobs = Counter("loreg_worker_jobs",
-                             "Job attempts this worker ended, by type and outcome.",
-                             ["type", "outcome"], registry=self.registry)
-        self.folders_removed = Counter("loreg_worker_work_folders_removed",
-                                       "Dead attempts' work folders this worker removed.",
-                                       registry=self.registry)
-        self._state_gauge = Gauge("loreg_worker_state", "1 for the state the worker is in.",
-                                  ["state"], registry=self.registry)
-        Gauge("loreg_worker_last_activity_timestamp_seconds",
-              "When the loop or the running job last showed progress (Unix time).",
-              registry=self.registry).set_function(lambda: self._last_activity_wall)
+        self._up = Gauge(
+            "loreg_worker_dependency_up",
+            "1 if this worker's last use of the dependency succeeded.",
+            ["dependency"],
+            registry=self.registry,
+        )
+        self._outages = Counter(
+            "loreg_worker_outages",
+            "Outages of a dependency this worker rode out (or is in).",
+            ["dependency"],
+            registry=self.registry,
+        )
+        self._outage_seconds = Counter(
+            "loreg_worker_outage_seconds",
+            "Seconds this worker waited for a dependency to return.",
+            ["dependency"],
+            registry=self.registry,
+        )
+        self._jobs = Counter(
+            "loreg_worker_jobs",
+            "Job attempts this worker ended, by type and outcome.",
+            ["type", "outcome"],
+            registry=self.registry,
+        )
+        self.folders_removed = Counter(
+            "loreg_worker_work_folders_removed",
+            "Dead attempts' work folders this worker removed.",
+            registry=self.registry,
+        )
+        self._state_gauge = Gauge(
+            "loreg_worker_state",
+            "1 for the state the worker is in.",
+            ["state"],
+            registry=self.registry,
+        )
+        Gauge(
+            "loreg_worker_last_activity_timestamp_seconds",
+            "When the loop or the running job last showed progress (Unix time).",
+            registry=self.registry,
+        ).set_function(lambda: self._last_activity_wall)
         for dep in DEPENDENCIES:
             self._up.labels(dep).set(1)
             self._outages.labels(dep)
@@ -134,9 +153,9 @@ class WorkerHealth:
                 "job_id": self._job_id,
                 "seconds_since_progress": round(idle_for, 3),
                 "dependencies": {
-                    d: ("down" if d in self._down_since else "up") for d in DEPENDENCIES},
-                "down_for_seconds": {
-                    d: round(now - t, 3) for d, t in self._down_since.items()},
+                    d: ("down" if d in self._down_since else "up") for d in DEPENDENCIES
+                },
+                "down_for_seconds": {d: round(now - t, 3) for d, t in self._down_since.items()},
             }
 
     def metrics(self) -> bytes:
@@ -154,13 +173,21 @@ class HealthServer:
                 path = self.path.split("?", 1)[0]
                 if path == "/healthz":
                     snap = health.snapshot()
-                    self._answer(200 if snap["status"] == "ok" else 503,
-                                 json.dumps(snap).encode(), "application/json")
+                    self._answer(
+                        200 if snap["status"] == "ok" else 503,
+                        json.dumps(snap).encode(),
+                        "application/json",
+                    )
                 elif path == "/metrics":
                     self._answer(200, health.metrics(), CONTENT_TYPE_LATEST)
                 else:
-                    body = {"error": {"code": "not_found", "message": "no such path: try "
-                                      "/healthz or /metrics", "details": None}}
+                    body = {
+                        "error": {
+                            "code": "not_found",
+                            "message": "no such path: try /healthz or /metrics",
+                            "details": None,
+                        }
+                    }
                     self._answer(404, json.dumps(body).encode(), "application/json")
 
             def _answer(self, status: int, body: bytes, content_type: str) -> None:
@@ -176,8 +203,9 @@ class HealthServer:
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, name="worker-health",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="worker-health", daemon=True
+        )
 
     def start(self) -> HealthServer:
         self.thread.start()

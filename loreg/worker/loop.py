@@ -111,8 +111,13 @@ class _LeaseKeeper(threading.Thread):
     up on its own: only the database can say whether another worker took the job over.
     """
 
-    def __init__(self, ctx: JobContext, lease_seconds: float, interval: float,
-                 housekeeping: Housekeeping | None = None) -> None:
+    def __init__(
+        self,
+        ctx: JobContext,
+        lease_seconds: float,
+        interval: float,
+        housekeeping: Housekeeping | None = None,
+    ) -> None:
         super().__init__(name=f"lease-{ctx.job_id[:8]}", daemon=True)
         self.ctx = ctx
         self.lease_seconds = lease_seconds
@@ -129,13 +134,15 @@ class _LeaseKeeper(threading.Thread):
                 self.housekeeping.tick_in_background(current_job_id=self.ctx.job_id)
             try:
                 with self.ctx.sessions() as s:
-                    state = job_queue.renew_lease(s, self.ctx.job_id, self.ctx.worker_id,
-                                                     lease_seconds=self.lease_seconds)
+                    state = job_queue.renew_lease(
+                        s, self.ctx.job_id, self.ctx.worker_id, lease_seconds=self.lease_seconds
+                    )
                     s.commit()
             except Exception as exc:
                 if faults.database_unavailable(exc):
-                    dependency_failed(health, "database", exc, worker=self.ctx.worker_id,
-                                      job_id=self.ctx.job_id)
+                    dependency_failed(
+                        health, "database", exc, worker=self.ctx.worker_id, job_id=self.ctx.job_id
+                    )
                 else:
                     self.ctx.log("lease.error", error=_short(exc))
                 continue
@@ -194,8 +201,9 @@ class Worker:
         self.renew_interval = max(0.2, min(2.0, self.lease_seconds / 3))
         hours = settings.job_outputs_expire_hours
         self.outputs_ttl = timedelta(hours=hours) if hours > 0 else None
-        self.housekeeping = Housekeeping.from_settings(settings, self.sessions, self.store,
-                                                     self.worker_id, self.device)
+        self.housekeeping = Housekeeping.from_settings(
+            settings, self.sessions, self.store, self.worker_id, self.device
+        )
         self.health = WorkerHealth(self.worker_id, stall_seconds=settings.worker_stall_seconds)
         self._health_server: HealthServer | None = None
         self._idle_backoff = self._backoff()
@@ -211,8 +219,13 @@ class Worker:
 
         Never returns because of an error: a turn that fails is logged and retried later.
         """
-        log_event("worker.start", worker=self.worker_id, device=self.device,
-                  types=self.types, lease_seconds=self.lease_seconds)
+        log_event(
+            "worker.start",
+            worker=self.worker_id,
+            device=self.device,
+            types=self.types,
+            lease_seconds=self.lease_seconds,
+        )
         self.start_health_server()
         done = 0
         try:
@@ -240,8 +253,9 @@ class Worker:
     def _idle_wait(self) -> float:
         """The poll interval, or a growing wait while the database or store is down."""
         if self.health.is_down("database") or self.health.is_down("store"):
-            self.health.set_state("waiting_for_database" if self.health.is_down("database")
-                                  else "waiting_for_store")
+            self.health.set_state(
+                "waiting_for_database" if self.health.is_down("database") else "waiting_for_store"
+            )
             return self._idle_backoff.next()
         self._idle_backoff.reset()
         self.health.set_state("idle")
@@ -269,10 +283,15 @@ class Worker:
         port = self.settings.worker_health_port
         if port is None or self._health_server is not None:
             return self._health_server.port if self._health_server else None
-        self._health_server = HealthServer(self.health, self.settings.worker_health_host,
-                                           port).start()
-        log_event("worker.health_endpoint", worker=self.worker_id,
-                  host=self.settings.worker_health_host, port=self._health_server.port)
+        self._health_server = HealthServer(
+            self.health, self.settings.worker_health_host, port
+        ).start()
+        log_event(
+            "worker.health_endpoint",
+            worker=self.worker_id,
+            host=self.settings.worker_health_host,
+            port=self._health_server.port,
+        )
         return self._health_server.port
 
     def sweep_work_folders(self) -> list[workdirs.DeadFolder]:
@@ -285,8 +304,12 @@ class Worker:
             return []
         if dead:
             self.health.folders_removed.inc(len(dead))
-            log_event("worker.work_folders_removed", worker=self.worker_id,
-                      folders=[d.path for d in dead], bytes=sum(d.size for d in dead))
+            log_event(
+                "worker.work_folders_removed",
+                worker=self.worker_id,
+                folders=[d.path for d in dead],
+                bytes=sum(d.size for d in dead),
+            )
         return dead
 
     def _sweep_if_due(self) -> None:
@@ -310,8 +333,9 @@ class Worker:
 
     def claim(self) -> Job | None:
         with self.sessions() as s:
-            job = job_queue.claim(s, self.worker_id, lease_seconds=self.lease_seconds,
-                                     types=self.types)
+            job = job_queue.claim(
+                s, self.worker_id, lease_seconds=self.lease_seconds, types=self.types
+            )
             s.commit()
             return job
 
@@ -350,10 +374,19 @@ class Worker:
     def execute(self, job: Job) -> None:
         """Run one claimed job to an outcome. Never raises ``Exception``."""
         ctx = JobContext(
-            job_id=job.id, job_type=job.type, params=dict(job.params or {}),
-            attempt=job.attempts, worker_id=self.worker_id, settings=self.settings,
-            store=self.store, sessions=self.sessions, cache=self.cache, device=self.device,
-            workdir=self.work_root, submitted_by=job.submitted_by, health=self.health,
+            job_id=job.id,
+            job_type=job.type,
+            params=dict(job.params or {}),
+            attempt=job.attempts,
+            worker_id=self.worker_id,
+            settings=self.settings,
+            store=self.store,
+            sessions=self.sessions,
+            cache=self.cache,
+            device=self.device,
+            workdir=self.work_root,
+            submitted_by=job.submitted_by,
+            health=self.health,
         )
         job_token = job_id_var.set(job.id)  # every log line of this job carries its id
         self.health.set_state("running", job.id)
@@ -387,20 +420,32 @@ class Worker:
                 uploaded = self._upload(ctx, outcome)
                 ctx.check_cancel()
                 done = uploaded
-                if self._record(ctx, lambda s: self._finish(s, ctx, outcome, done, started),
-                                outputs=len(done.artifacts)) is not None:
+                if (
+                    self._record(
+                        ctx,
+                        lambda s: self._finish(s, ctx, outcome, done, started),
+                        outputs=len(done.artifacts),
+                    )
+                    is not None
+                ):
                     uploaded = None  # published: nothing to clean
             except JobCancelled:
-                self._record(ctx, lambda s: job_queue.mark_cancelled(
-                    s, ctx.job_id, ctx.worker_id))
+                self._record(ctx, lambda s: job_queue.mark_cancelled(s, ctx.job_id, ctx.worker_id))
             except job_queue.LeaseLost:
                 ctx.log("job.abandoned", reason="lease lost; another attempt owns the job")
                 self.health.job_ended(ctx.job_type, "abandoned")
             except WorkerStopping:
-                stopped = {"code": "worker_stopped",
-                           "message": f"worker {ctx.worker_id} stopped", "details": None}
-                self._record(ctx, lambda s: job_queue.fail(
-                    s, ctx.job_id, ctx.worker_id, stopped, retry=True, count_attempt=False))
+                stopped = {
+                    "code": "worker_stopped",
+                    "message": f"worker {ctx.worker_id} stopped",
+                    "details": None,
+                }
+                self._record(
+                    ctx,
+                    lambda s: job_queue.fail(
+                        s, ctx.job_id, ctx.worker_id, stopped, retry=True, count_attempt=False
+                    ),
+                )
             except Exception as exc:
                 self._failed(ctx, exc)
         finally:
@@ -425,20 +470,28 @@ class Worker:
             handed_back = {
                 "code": "database_unavailable",
                 "message": f"the database became unreachable during attempt {ctx.attempt}; "
-                           "the job was handed back without counting the attempt",
-                "details": {"error": str(error.get("message", ""))[:500]}}
-            self._record(ctx, lambda s: job_queue.fail(
-                s, ctx.job_id, ctx.worker_id, handed_back, retry=True, count_attempt=False))
+                "the job was handed back without counting the attempt",
+                "details": {"error": str(error.get("message", ""))[:500]},
+            }
+            self._record(
+                ctx,
+                lambda s: job_queue.fail(
+                    s, ctx.job_id, ctx.worker_id, handed_back, retry=True, count_attempt=False
+                ),
+            )
             return
         if kind is Fault.INFRASTRUCTURE:
             counted = not (faults.store_unavailable(exc) and not self._store_answers())
             if not counted:  # the store is down: wait for it, then hand the job back
                 ctx.log("job.interrupted", reason="blob store unavailable", error=error)
                 self._wait_for_store(ctx)
-            ctx.log("job.attempt_failed", error=error, kind=kind.value, retry=True,
-                    counted=counted)
-            self._record(ctx, lambda s: job_queue.fail(
-                s, ctx.job_id, ctx.worker_id, error, retry=True, count_attempt=counted))
+            ctx.log("job.attempt_failed", error=error, kind=kind.value, retry=True, counted=counted)
+            self._record(
+                ctx,
+                lambda s: job_queue.fail(
+                    s, ctx.job_id, ctx.worker_id, error, retry=True, count_attempt=counted
+                ),
+            )
             return
         ctx.log("job.attempt_failed", error=error, kind=kind.value, retry=False)
         self._record(ctx, lambda s: job_queue.fail(s, ctx.job_id, ctx.worker_id, error))
@@ -453,8 +506,9 @@ class Worker:
                 break
         self.health.set_state("running", ctx.job_id)
 
-    def _record(self, ctx: JobContext, write: Callable[[Session], Job],
-                **fields: Any) -> Job | None:
+    def _record(
+        self, ctx: JobContext, write: Callable[[Session], Job], **fields: Any
+    ) -> Job | None:
         """Write a job's outcome in one transaction, waiting for the database if need be.
 
         Returns the job as recorded; ``None`` when the lease was lost (another attempt owns
@@ -480,9 +534,11 @@ class Worker:
                     raise
                 dependency_failed(self.health, "database", exc, worker=self.worker_id)
                 if self.stop_event.is_set():
-                    ctx.log("job.outcome_unrecorded",
-                            reason="stopping while the database is unreachable; the job is "
-                                   "re-leased when its lease expires")
+                    ctx.log(
+                        "job.outcome_unrecorded",
+                        reason="stopping while the database is unreachable; the job is "
+                        "re-leased when its lease expires",
+                    )
                     self.health.job_ended(ctx.job_type, "unrecorded")
                     return None
                 delay = backoff.next()
@@ -546,13 +602,20 @@ class Worker:
         except Exception as exc:
             ctx.log("job.cleanup_error", error=_short(exc))
 
-    def _finish(self, s: Session, ctx: JobContext, outcome: Outcome, up: _Uploaded,
-                started: float) -> Job:
+    def _finish(
+        self, s: Session, ctx: JobContext, outcome: Outcome, up: _Uploaded, started: float
+    ) -> Job:
         result = dict(outcome.result)
         result["worker"] = ctx.worker_id
         result["seconds"] = round(time.monotonic() - started, 3)
-        job = job_queue.finish(s, ctx.job_id, ctx.worker_id, result=result,
-                                  artifacts=up.artifacts, outputs_ttl=self.outputs_ttl)
+        job = job_queue.finish(
+            s,
+            ctx.job_id,
+            ctx.worker_id,
+            result=result,
+            artifacts=up.artifacts,
+            outputs_ttl=self.outputs_ttl,
+        )
         if outcome.commit is not None:
             extra = outcome.commit(s, up.artifacts)
             if extra:
@@ -588,4 +651,3 @@ class InProcessWorker:
 def start_in_process(settings: Settings, **kwargs: Any) -> InProcessWorker:
     """Start a worker thread in this process; call ``.stop()`` on the handle to end it."""
     return InProcessWorker(Worker(settings, **kwargs)).start()
-

@@ -45,8 +45,13 @@ class DeadFolder:
     modified: float  # Unix time of the newest entry
 
     def to_dict(self) -> dict[str, object]:
-        return {"path": self.path, "job_id": self.job_id, "attempt": self.attempt,
-                "size": self.size, "modified": self.modified}
+        return {
+            "path": self.path,
+            "job_id": self.job_id,
+            "attempt": self.attempt,
+            "size": self.size,
+            "modified": self.modified,
+        }
 
 
 @contextlib.contextmanager
@@ -112,8 +117,9 @@ def _try_lock(lock_path: Path) -> Iterator[bool | None]:
         yield True
 
 
-def sweep(root: Path, *, dry_run: bool = False,
-          grace_seconds: float = DEFAULT_GRACE_SECONDS) -> list[DeadFolder]:
+def sweep(
+    root: Path, *, dry_run: bool = False, grace_seconds: float = DEFAULT_GRACE_SECONDS
+) -> list[DeadFolder]:
     """Find (and unless ``dry_run`` remove) the dead attempt folders under ``root``."""
     if not root.is_dir():
         return []

@@ -22,8 +22,14 @@ def test_create_user_and_use_its_token(registry_server: RegistryServer) -> None:
     alice = registry_server.make_user("alice-" + unique_name("x"), scope="write")
     assert alice.token.startswith("lrg_")
     me = registry_server.client(alice.token).get("/whoami").json()
-    assert me == {"user": alice.name, "is_admin": False, "namespace": alice.name,
-                  "scope": "write", "token_id": alice.token_id, "orgs": []}
+    assert me == {
+        "user": alice.name,
+        "is_admin": False,
+        "namespace": alice.name,
+        "scope": "write",
+        "token_id": alice.token_id,
+        "orgs": [],
+    }
     # the name is now taken, by users and orgs alike
     r = registry_server.admin.post("/users", json={"name": alice.name})
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
@@ -82,10 +88,12 @@ def test_org_flow(registry_server: RegistryServer) -> None:
     r = a.post(f"/orgs/{org}/members", json={"user": alice.name, "role": "write"})
     assert r.status_code == 409
     # promote bob, then alice may step down
-    assert a.post(f"/orgs/{org}/members",
-                  json={"user": bob.name, "role": "admin"}).status_code == 200
-    assert a.post(f"/orgs/{org}/members",
-                  json={"user": alice.name, "role": "read"}).status_code == 200
+    assert (
+        a.post(f"/orgs/{org}/members", json={"user": bob.name, "role": "admin"}).status_code == 200
+    )
+    assert (
+        a.post(f"/orgs/{org}/members", json={"user": alice.name, "role": "read"}).status_code == 200
+    )
     # a member may leave by themselves
     assert a.delete(f"/orgs/{org}/members/{alice.name}").status_code == 204
     assert a.get(f"/orgs/{org}").json()["members"] is None
@@ -131,8 +139,11 @@ def test_revocation_and_self_revocation(registry_server: RegistryServer) -> None
     assert ro.delete(f"/tokens/{second.token_id}").status_code == 204
     r = ro.get("/whoami")
     assert r.status_code == 401
-    assert r.json()["error"] == {"code": "unauthenticated", "message": "token has been revoked",
-                                 "details": None}
+    assert r.json()["error"] == {
+        "code": "unauthenticated",
+        "message": "token has been revoked",
+        "details": None,
+    }
     # revoking again is idempotent; the token shows as revoked
     a = registry_server.client(alice.token)
     assert a.delete(f"/tokens/{second.token_id}").status_code == 204
@@ -147,16 +158,26 @@ def test_expired_and_garbage_tokens(registry_server: RegistryServer) -> None:
     c = registry_server.client(short.token)
     assert c.get("/whoami").status_code == 200
     with registry_server.app.state.sessionmaker() as session:
-        session.execute(update(ApiToken).where(ApiToken.id == short.token_id)
-                        .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == short.token_id)
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
         session.commit()
     r = c.get("/whoami")
     assert r.status_code == 401 and r.json()["error"]["message"] == "token has expired"
 
-    for header in ("Bearer lrg_nonsense", "Bearer not-even-a-token", "Basic YWJjOmRlZg==",
-                   "Bearer", "lrg_" + "x" * 40, "Bearer " + "lrg_" + "é" * 10):
+    for header in (
+        "Bearer lrg_nonsense",
+        "Bearer not-even-a-token",
+        "Basic YWJjOmRlZg==",
+        "Bearer",
+        "lrg_" + "x" * 40,
+        "Bearer " + "lrg_" + "é" * 10,
+    ):
         r = registry_server.client(None).get(
-            "/whoami", headers={b"Authorization": header.encode("utf-8")})
+            "/whoami", headers={b"Authorization": header.encode("utf-8")}
+        )
         assert r.status_code == 401, header
         assert r.json()["error"]["code"] == "unauthenticated"
     # a bad token is refused even where anonymous access would do
@@ -180,8 +201,7 @@ def test_expiry_input_checks(registry_server: RegistryServer) -> None:
 def test_last_used_is_recorded(registry_server: RegistryServer) -> None:
     alice = registry_server.make_user()
     with registry_server.app.state.sessionmaker() as session:
-        before = session.scalar(select(ApiToken.last_used_at)
-                                .where(ApiToken.id == alice.token_id))
+        before = session.scalar(select(ApiToken.last_used_at).where(ApiToken.id == alice.token_id))
     assert before is None
     registry_server.client(alice.token).get("/whoami")
     rows = registry_server.client(alice.token).get("/tokens").json()["tokens"]

@@ -24,8 +24,13 @@ def test_visibility_search_pages_and_audit(
     assert register_base(client, models.base, base).status_code == 201
     ns = owner.name  # a user's own namespace
     for i in range(3):
-        r = push(client, models.variant(tmp_path, i).path, f"{ns}/a{i}", base=base,
-                 description=f"adapter number {i}")
+        r = push(
+            client,
+            models.variant(tmp_path, i).path,
+            f"{ns}/a{i}",
+            base=base,
+            description=f"adapter number {i}",
+        )
         assert r.status_code == 201, r.text
 
     # pagination: newest first, opaque cursor, no duplicates
@@ -53,15 +58,22 @@ def test_visibility_search_pages_and_audit(
     assert r.json()["description"] == "now public"
     shown = anon.get(f"/adapters/{ns}/a0")
     assert shown.status_code == 200 and shown.json()["latest"]["number"] == 1
-    assert [a["name"] for a in anon.get("/adapters", params={"namespace": ns}).json()[
-        "adapters"]] == ["a0"]
+    assert [
+        a["name"] for a in anon.get("/adapters", params={"namespace": ns}).json()["adapters"]
+    ] == ["a0"]
     assert client.patch(f"/adapters/{ns}/a0", json={"public": "yes please"}).status_code == 400
 
     # every write is in the audit log, with the actor
     events = registry_server.admin.get("/audit", params={"actor": owner.name}).json()["events"]
     actions = {e["action"] for e in events}
-    assert {"base.register", "blob.upload", "adapter.create", "version.push",
-            "adapter.visibility", "adapter.update"} <= actions
+    assert {
+        "base.register",
+        "blob.upload",
+        "adapter.create",
+        "version.push",
+        "adapter.visibility",
+        "adapter.update",
+    } <= actions
     pushed = [e for e in events if e["action"] == "version.push"]
     assert {e["target"] for e in pushed} == {f"{ns}/a{i}@1" for i in range(3)}
     assert all(e["request_id"] for e in pushed)

@@ -38,8 +38,13 @@ MIN_PER_OPERATION = 10
 #: Stop generating new examples after this long (per backend), whatever is left.
 TIME_BUDGET_S = 60.0
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 
 
 def test_openapi_documents_the_error_shape(registry_server: RegistryServer) -> None:
@@ -57,32 +62,43 @@ def test_openapi_documents_the_error_shape(registry_server: RegistryServer) -> N
 
 def test_every_router_module_is_mounted() -> None:
     """The app lists its routers; a resource module left out of the list fails here."""
-    modules = [importlib.import_module(f"{routers.__name__}.{info.name}")
-               for info in pkgutil.iter_modules(routers.__path__)
-               if info.name != "health" and not info.name.startswith("_")]
+    modules = [
+        importlib.import_module(f"{routers.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(routers.__path__)
+        if info.name != "health" and not info.name.startswith("_")
+    ]
     assert len(modules) >= 10
     assert {id(m.router) for m in modules} == {id(r) for r in API_ROUTERS}
     assert len(API_ROUTERS) == len(modules)
 
 
-def _fuzz_operation(operation: Any, base_url: str, auth: dict[str, str], examples: int,
-                    deadline: float) -> int:
+def _fuzz_operation(
+    operation: Any, base_url: str, auth: dict[str, str], examples: int, deadline: float
+) -> int:
     """Run one operation's positive and negative examples; how many were sent."""
     sent = 0
-    strategy = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
-                         operation.as_strategy(GenerationMode.NEGATIVE))
+    strategy = st.one_of(
+        operation.as_strategy(GenerationMode.POSITIVE),
+        operation.as_strategy(GenerationMode.NEGATIVE),
+    )
 
-    @settings(max_examples=examples, deadline=None, database=None,
-              phases=[Phase.explicit, Phase.generate], derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=strategy, anonymous=st.booleans())
     def fuzz(case: Any, anonymous: bool) -> None:
         nonlocal sent
         if time.monotonic() > deadline:
             return
         sent += 1
-        case.call_and_validate(base_url=base_url, headers=None if anonymous else auth,
-                               checks=CHECKS, timeout=30)
+        case.call_and_validate(
+            base_url=base_url, headers=None if anonymous else auth, checks=CHECKS, timeout=30
+        )
 
     fuzz()
     return sent
@@ -103,8 +119,9 @@ def test_fuzz_openapi(registry_server: RegistryServer) -> None:
     sent = 0
     for operation in operations:
         try:
-            sent += _fuzz_operation(operation, registry_server.base_url, auth, per_operation,
-                                    deadline)
+            sent += _fuzz_operation(
+                operation, registry_server.base_url, auth, per_operation, deadline
+            )
         except Exception as exc:  # collect every operation's failure, then report them all
             failures.append(f"{operation.label}: {exc}")
     assert not failures, "\n\n".join(failures)

@@ -22,8 +22,12 @@ def test_writes_are_audited_and_filterable(registry_server: RegistryServer) -> N
 
     api = registry_server.admin
     events = api.get("/audit", params={"actor": alice.name}).json()["events"]
-    assert [e["action"] for e in events] == ["token.revoke", "token.create", "org.member.set",
-                                            "org.create"]
+    assert [e["action"] for e in events] == [
+        "token.revoke",
+        "token.create",
+        "org.member.set",
+        "org.create",
+    ]
     create = events[-1]
     assert create["target_type"] == "org" and create["target"] == org
     assert create["request_id"] == "req-org-create"

@@ -27,9 +27,16 @@ from tests.factories.authz_matrix import (
 from tests.factories.pushes import Models, build_models, folder_files, push, register_base, upload
 from tests.fixtures.api import RegistryServer, unique_name
 
-READERS = {"reader": 200, "writer": 200, "org_admin": 200, "org_admin_write_token": 200,
-           "org_admin_read_token": 200, "site_admin": 200, "site_admin_write_token": 200,
-           "site_admin_read_token": 200}
+READERS = {
+    "reader": 200,
+    "writer": 200,
+    "org_admin": 200,
+    "org_admin_write_token": 200,
+    "org_admin_read_token": 200,
+    "site_admin": 200,
+    "site_admin_write_token": 200,
+    "site_admin_read_token": 200,
+}
 READ_ONLY_TOKENS = {"org_admin_read_token": 403, "site_admin_read_token": 403}
 
 
@@ -49,9 +56,11 @@ def test_content_authorisation_matrix(
     assert push(admin, models.adapter.path, f"{org}/priv", base=base).status_code == 201
     pub = push(admin, models.adapter_r8.path, f"{org}/pub", base=base, public=True)
     assert pub.status_code == 201, pub.text
+
     def weights(version: dict[str, Any]) -> str:
-        return next(f["digest"] for f in version["files"]
-                    if f["path"] == "adapter_model.safetensors")
+        return next(
+            f["digest"] for f in version["files"] if f["path"] == "adapter_model.safetensors"
+        )
 
     priv_digest = weights(admin.get(f"/adapters/{org}/priv/versions/1").json())
     pub_digest = weights(pub.json())
@@ -81,20 +90,29 @@ def test_content_authorisation_matrix(
 
     def fresh_tag(w: World, p: str) -> dict[str, Any]:
         name = unique_name("t")
-        assert admin.put(f"/adapters/{org}/priv/tags/{name}", json={"version": 1}
-                         ).status_code == 200
+        assert (
+            admin.put(f"/adapters/{org}/priv/tags/{name}", json={"version": 1}).status_code == 200
+        )
         return {"tag": name}
 
     def fresh_protected_tag(w: World, p: str) -> dict[str, Any]:
         name = unique_name("p")
-        assert admin.put(f"/adapters/{org}/priv/tags/{name}",
-                         json={"version": 1, "protected": True}).status_code == 200
+        assert (
+            admin.put(
+                f"/adapters/{org}/priv/tags/{name}", json={"version": 1, "protected": True}
+            ).status_code
+            == 200
+        )
         return {"tag": name}
 
     def fresh_deleted_version(w: World, p: str) -> dict[str, Any]:
         n = fresh_version(w, p)["n"]
-        assert admin.delete(f"/adapters/{org}/priv/versions/{n}",
-                            params={"reason": "matrix"}).status_code == 200
+        assert (
+            admin.delete(
+                f"/adapters/{org}/priv/versions/{n}", params={"reason": "matrix"}
+            ).status_code
+            == 200
+        )
         return {"n": n}
 
     def new_name(w: World, p: str) -> dict[str, Any]:
@@ -109,69 +127,170 @@ def test_content_authorisation_matrix(
     admin_only = expect(403, outsider=404, org_admin=200, site_admin=200)
     cases = [
         # reads of a private adapter: members and site admins; 404 to everyone else
-        Case("show private adapter", "GET", "/adapters/{org}/priv",
-             expect(404, anonymous=404, **READERS)),
-        Case("list private versions", "GET", "/adapters/{org}/priv/versions",
-             expect(404, anonymous=404, **READERS)),
-        Case("show private version", "GET", "/adapters/{org}/priv/versions/1",
-             expect(404, anonymous=404, **READERS)),
-        Case("list private tags", "GET", "/adapters/{org}/priv/tags",
-             expect(404, anonymous=404, **READERS)),
-        Case("resolve private", "GET", "/resolve?ref={org}/priv:latest",
-             expect(404, anonymous=404, **READERS)),
-        Case("private blob", "GET", "/blobs/{priv_digest}", prepare=values(common),
-             expect=expect(404, anonymous=404, **{k: blob_ok for k in READERS})),
+        Case(
+            "show private adapter",
+            "GET",
+            "/adapters/{org}/priv",
+            expect(404, anonymous=404, **READERS),
+        ),
+        Case(
+            "list private versions",
+            "GET",
+            "/adapters/{org}/priv/versions",
+            expect(404, anonymous=404, **READERS),
+        ),
+        Case(
+            "show private version",
+            "GET",
+            "/adapters/{org}/priv/versions/1",
+            expect(404, anonymous=404, **READERS),
+        ),
+        Case(
+            "list private tags",
+            "GET",
+            "/adapters/{org}/priv/tags",
+            expect(404, anonymous=404, **READERS),
+        ),
+        Case(
+            "resolve private",
+            "GET",
+            "/resolve?ref={org}/priv:latest",
+            expect(404, anonymous=404, **READERS),
+        ),
+        Case(
+            "private blob",
+            "GET",
+            "/blobs/{priv_digest}",
+            prepare=values(common),
+            expect=expect(404, anonymous=404, **{k: blob_ok for k in READERS}),
+        ),
         # public adapter: everyone (a bad token is still a 401)
         Case("show public adapter", "GET", "/adapters/{org}/pub", expect(200, anonymous=200)),
         Case("resolve public", "GET", "/resolve?ref={org}/pub@1", expect(200, anonymous=200)),
-        Case("public blob", "GET", "/blobs/{pub_digest}", prepare=values(common),
-             expect=expect(blob_ok, anonymous=blob_ok)),
+        Case(
+            "public blob",
+            "GET",
+            "/blobs/{pub_digest}",
+            prepare=values(common),
+            expect=expect(blob_ok, anonymous=blob_ok),
+        ),
         Case("search", "GET", "/adapters?namespace={org}", expect(200, anonymous=200)),
         Case("list bases", "GET", "/bases", expect(200, anonymous=200)),
-        Case("show base", "GET", "/bases/{base}", prepare=values(common),
-             expect=expect(200, anonymous=200)),
+        Case(
+            "show base",
+            "GET",
+            "/bases/{base}",
+            prepare=values(common),
+            expect=expect(200, anonymous=200),
+        ),
         # writes
-        Case("upload check", "POST", "/uploads", json={"digests": []},
-             expect=expect(200, **READ_ONLY_TOKENS)),
-        Case("push to private adapter", "POST", "/adapters/{org}/priv/versions",
-             json={"files": "{files}", "base": "{base}"},
-             prepare=lambda w, p: {**fresh_files(w, p), **common}, expect=push_expect),
-        Case("create adapter in org", "POST", "/adapters/{org}/{new}/versions",
-             json={"files": "{files}", "base": "{base}"},
-             prepare=lambda w, p: {**new_name(w, p), **common},
-             expect=expect(201, outsider=403, reader=403, **READ_ONLY_TOKENS)),
-        Case("set tag", "PUT", "/adapters/{org}/priv/tags/{tag}", json={"version": 1},
-             prepare=lambda w, p: {"tag": unique_name("s")},
-             expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS)),
-        Case("delete tag", "DELETE", "/adapters/{org}/priv/tags/{tag}", prepare=fresh_tag,
-             expect=expect(204, outsider=404, reader=403, **READ_ONLY_TOKENS)),
-        Case("move protected tag", "PUT", "/adapters/{org}/priv/tags/{tag}",
-             json={"version": 1}, prepare=fresh_protected_tag, expect=admin_only),
-        Case("describe adapter", "PATCH", "/adapters/{org}/priv", json={"description": "d"},
-             expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS)),
-        Case("change visibility", "PATCH", "/adapters/{org}/priv", json={"public": False},
-             expect=admin_only),
-        Case("delete version", "DELETE", "/adapters/{org}/priv/versions/{n}?reason=gone",
-             prepare=fresh_version,
-             expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS)),
-        Case("restore version", "POST", "/adapters/{org}/priv/versions/{n}/restore",
-             prepare=fresh_deleted_version,
-             expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS)),
-        Case("push that would publish", "POST", "/adapters/{org}/priv/versions",
-             json={"files": "{files}", "base": "{base}", "public": True},
-             prepare=lambda w, p: {**fresh_files(w, p), **common},
-             expect=expect(409, outsider=403, reader=403, **READ_ONLY_TOKENS)),
+        Case(
+            "upload check",
+            "POST",
+            "/uploads",
+            json={"digests": []},
+            expect=expect(200, **READ_ONLY_TOKENS),
+        ),
+        Case(
+            "push to private adapter",
+            "POST",
+            "/adapters/{org}/priv/versions",
+            json={"files": "{files}", "base": "{base}"},
+            prepare=lambda w, p: {**fresh_files(w, p), **common},
+            expect=push_expect,
+        ),
+        Case(
+            "create adapter in org",
+            "POST",
+            "/adapters/{org}/{new}/versions",
+            json={"files": "{files}", "base": "{base}"},
+            prepare=lambda w, p: {**new_name(w, p), **common},
+            expect=expect(201, outsider=403, reader=403, **READ_ONLY_TOKENS),
+        ),
+        Case(
+            "set tag",
+            "PUT",
+            "/adapters/{org}/priv/tags/{tag}",
+            json={"version": 1},
+            prepare=lambda w, p: {"tag": unique_name("s")},
+            expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS),
+        ),
+        Case(
+            "delete tag",
+            "DELETE",
+            "/adapters/{org}/priv/tags/{tag}",
+            prepare=fresh_tag,
+            expect=expect(204, outsider=404, reader=403, **READ_ONLY_TOKENS),
+        ),
+        Case(
+            "move protected tag",
+            "PUT",
+            "/adapters/{org}/priv/tags/{tag}",
+            json={"version": 1},
+            prepare=fresh_protected_tag,
+            expect=admin_only,
+        ),
+        Case(
+            "describe adapter",
+            "PATCH",
+            "/adapters/{org}/priv",
+            json={"description": "d"},
+            expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS),
+        ),
+        Case(
+            "change visibility",
+            "PATCH",
+            "/adapters/{org}/priv",
+            json={"public": False},
+            expect=admin_only,
+        ),
+        Case(
+            "delete version",
+            "DELETE",
+            "/adapters/{org}/priv/versions/{n}?reason=gone",
+            prepare=fresh_version,
+            expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS),
+        ),
+        Case(
+            "restore version",
+            "POST",
+            "/adapters/{org}/priv/versions/{n}/restore",
+            prepare=fresh_deleted_version,
+            expect=expect(200, outsider=404, reader=403, **READ_ONLY_TOKENS),
+        ),
+        Case(
+            "push that would publish",
+            "POST",
+            "/adapters/{org}/priv/versions",
+            json={"files": "{files}", "base": "{base}", "public": True},
+            prepare=lambda w, p: {**fresh_files(w, p), **common},
+            expect=expect(409, outsider=403, reader=403, **READ_ONLY_TOKENS),
+        ),
         # jobs: a write-scoped token and read access to every input (a reader's role is
         # enough: the job computes from what it may read)
-        Case("submit export job", "POST", "/jobs",
-             json={"type": "export", "params": {"adapter": "{org}/priv@{n}"}},
-             prepare=fresh_version, expect=expect(201, outsider=404, **READ_ONLY_TOKENS)),
-        Case("cancel someone's job", "POST", "/jobs/{job}/cancel", prepare=fresh_job,
-             expect=expect(403, outsider=404, site_admin=200, site_admin_write_token=200)),
+        Case(
+            "submit export job",
+            "POST",
+            "/jobs",
+            json={"type": "export", "params": {"adapter": "{org}/priv@{n}"}},
+            prepare=fresh_version,
+            expect=expect(201, outsider=404, **READ_ONLY_TOKENS),
+        ),
+        Case(
+            "cancel someone's job",
+            "POST",
+            "/jobs/{job}/cancel",
+            prepare=fresh_job,
+            expect=expect(403, outsider=404, site_admin=200, site_admin_write_token=200),
+        ),
         # webhooks: namespace admins, and never to an internal address
-        Case("webhook to loopback", "POST", "/namespaces/{org}/webhooks",
-             json={"url": "http://127.0.0.1:9/hook"},
-             expect=expect(403, org_admin=400, site_admin=400)),
+        Case(
+            "webhook to loopback",
+            "POST",
+            "/namespaces/{org}/webhooks",
+            json={"url": "http://127.0.0.1:9/hook"},
+            expect=expect(403, org_admin=400, site_admin=400),
+        ),
     ]
     failures = run_matrix(world, cases)
     assert not failures, "\n".join(failures)

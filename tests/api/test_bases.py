@@ -14,8 +14,11 @@ from tests.fixtures.api import RegistryServer, unique_name
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TinyModel]:
     root: Path = tmp_path_factory.mktemp("bases")
-    return {"llama": make_llama(root / "llama"), "gpt2": make_gpt2(root / "gpt2"),
-            "llama2": make_llama(root / "llama2", seed=1)}
+    return {
+        "llama": make_llama(root / "llama"),
+        "gpt2": make_gpt2(root / "gpt2"),
+        "llama2": make_llama(root / "llama2", seed=1),
+    }
 
 
 def test_register_show_list(registry_server: RegistryServer, tiny: dict[str, TinyModel]) -> None:
@@ -62,11 +65,20 @@ def test_bad_registrations(registry_server: RegistryServer, tiny: dict[str, Tiny
     first = next(iter(body["tensors"]))
     r = client.post("/bases", json={**body, "tensors": {first: {"dtype": "F99", "shape": [1]}}})
     assert r.status_code == 400
-    r = client.post("/bases", json={**body, "files": [
-        {"path": "model.safetensors", "digest": "sha256:" + "cd" * 32, "size": 1}]})
+    r = client.post(
+        "/bases",
+        json={
+            **body,
+            "files": [{"path": "model.safetensors", "digest": "sha256:" + "cd" * 32, "size": 1}],
+        },
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "blob_unknown"
-    assert client.post("/bases", content=b"[", headers={"content-type": "application/json"}
-                       ).status_code == 400
+    assert (
+        client.post(
+            "/bases", content=b"[", headers={"content-type": "application/json"}
+        ).status_code
+        == 400
+    )
     assert registry_server.client(None).post("/bases", json=body).status_code == 401
     reader = registry_server.client(registry_server.make_user(scope="read").token)
     assert reader.post("/bases", json=body).status_code == 403

@@ -100,9 +100,11 @@ def _raw_put(server: RegistryServer, token: str, d: str, claimed: int, body: byt
     """Send headers claiming ``claimed`` bytes, then ``body``, then close our side."""
     url = urlsplit(server.api_url)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
-        head = (f"PUT {url.path}/blobs/{d} HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                f"Authorization: Bearer {token}\r\nContent-Length: {claimed}\r\n"
-                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        head = (
+            f"PUT {url.path}/blobs/{d} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Length: {claimed}\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
         sock.sendall(head + body)
         sock.shutdown(socket.SHUT_WR)
         answer = b""
@@ -138,8 +140,16 @@ def test_upload_needs_a_write_token(registry_server: RegistryServer) -> None:
     assert not stored(registry_server, d)
 
 
-@pytest.mark.parametrize("bad", ["sha256:abc", "md5:" + "a" * 32, "sha256:" + "A" * 64,
-                                 "..%2F..%2Fetc", "sha256:" + "a" * 64 + "x"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "sha256:abc",
+        "md5:" + "a" * 32,
+        "sha256:" + "A" * 64,
+        "..%2F..%2Fetc",
+        "sha256:" + "a" * 64 + "x",
+    ],
+)
 def test_bad_digests(registry_server: RegistryServer, bad: str) -> None:
     client = registry_server.client(registry_server.make_user().token)
     r = client.put(f"/blobs/{bad}", content=b"x")
@@ -183,7 +193,7 @@ def test_download_and_ranges(registry_server: RegistryServer) -> None:
 
 
 def test_unreferenced_blob_is_readable_only_by_its_uploader(
-    registry_server: RegistryServer
+    registry_server: RegistryServer,
 ) -> None:
     """The upload proved possession; to anyone else the blob does not exist."""
     user = registry_server.make_user()

@@ -49,10 +49,17 @@ def test_a_read_request_performs_no_write(registry_server: RegistryServer) -> No
     uses = registry_server.app.state.token_uses
     uses.interval = 3600  # the background writer waits: nothing of it lands in the window
     assert _last_used(registry_server, alice.token_id) is None  # a use is due at once
-    reads = [f"/adapters/{reg.public}/versions/1", f"/resolve?ref={reg.private}:latest",
-             f"/adapters/{reg.public}/versions", "/adapters?limit=5&label=stage=prod",
-             f"/adapters/{reg.public}", f"/adapters/{reg.public}/tags", "/whoami",
-             f"/adapters/{reg.public}/versions/1?zz_route=1", "/adapters?zz_route=1"]
+    reads = [
+        f"/adapters/{reg.public}/versions/1",
+        f"/resolve?ref={reg.private}:latest",
+        f"/adapters/{reg.public}/versions",
+        "/adapters?limit=5&label=stage=prod",
+        f"/adapters/{reg.public}",
+        f"/adapters/{reg.public}/tags",
+        "/whoami",
+        f"/adapters/{reg.public}/versions/1?zz_route=1",
+        "/adapters?zz_route=1",
+    ]
     client = registry_server.client(alice.token)
     with statements_of(registry_server) as seen:
         for path in reads:
@@ -86,15 +93,15 @@ def test_search_queries_do_not_grow_with_the_page_size(registry_server: Registry
 
 
 def test_version_lists_and_job_lists_do_not_grow_with_the_page(
-        registry_server: RegistryServer) -> None:
+    registry_server: RegistryServer,
+) -> None:
     with registry_server.app.state.sessionmaker() as session:
         reg = fill_registry(session)
     client = registry_server.client(reg.member_token)
     counts = set()
     for limit in (1, 2):
         with statements_of(registry_server) as seen:
-            assert client.get(f"/adapters/{reg.public}/versions?limit={limit}"
-                              ).status_code == 200
+            assert client.get(f"/adapters/{reg.public}/versions?limit={limit}").status_code == 200
         counts.add(len(seen))
     assert len(counts) == 1
     admin = registry_server.admin

@@ -41,31 +41,51 @@ def _assert_shape(body: object, code: str | None = None) -> dict[str, Any]:
     return error
 
 
-@pytest.mark.parametrize(("exc", "status"), [
-    (InvalidInput("x"), 400), (Unauthenticated("x"), 401), (PermissionDenied("x"), 403),
-    (NotFound("x"), 404), (Conflict("x"), 409), (TooLarge("x"), 413), (Incompatible("x"), 422),
-    (Unavailable("x"), 503),
-    # subclasses keep their parent's status and their own code
-    (DigestMismatch("x"), 400), (BlobTooLarge("x"), 413), (StorageUnavailable("x"), 503),
-    (LoregError("x"), 400),
-])
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (InvalidInput("x"), 400),
+        (Unauthenticated("x"), 401),
+        (PermissionDenied("x"), 403),
+        (NotFound("x"), 404),
+        (Conflict("x"), 409),
+        (TooLarge("x"), 413),
+        (Incompatible("x"), 422),
+        (Unavailable("x"), 503),
+        # subclasses keep their parent's status and their own code
+        (DigestMismatch("x"), 400),
+        (BlobTooLarge("x"), 413),
+        (StorageUnavailable("x"), 503),
+        (LoregError("x"), 400),
+    ],
+)
 def test_status_mapping(exc: LoregError, status: int) -> None:
     assert status_for(exc) == status
 
 
 def test_every_error_class_is_mapped() -> None:
-    assert set(STATUS_BY_ERROR) == {InvalidInput, Unauthenticated, PermissionDenied, NotFound,
-                                    Conflict, TooLarge, Incompatible, Unavailable}
+    assert set(STATUS_BY_ERROR) == {
+        InvalidInput,
+        Unauthenticated,
+        PermissionDenied,
+        NotFound,
+        Conflict,
+        TooLarge,
+        Incompatible,
+        Unavailable,
+    }
 
 
 def test_malformed_json(registry_server: RegistryServer) -> None:
-    r = registry_server.admin.post("/orgs", content=b'{"name": "x"',
-                                   headers={"Content-Type": "application/json"})
+    r = registry_server.admin.post(
+        "/orgs", content=b'{"name": "x"', headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 400
     error = _assert_shape(r.json(), "invalid_input")
     assert error["message"] == "request body is not valid JSON"
-    r = registry_server.admin.post("/orgs", content=b"\xff\xfe\x00garbage",
-                                   headers={"Content-Type": "application/json"})
+    r = registry_server.admin.post(
+        "/orgs", content=b"\xff\xfe\x00garbage", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 400
     _assert_shape(r.json(), "invalid_input")
     r = registry_server.admin.post("/orgs", json=["not", "an", "object"])
@@ -81,8 +101,11 @@ BAD_NAMES = ["a..b", "..", "Upper", "a/b", "x" * 500, "", "-lead", "a b", "é", 
 
 def test_bad_names_are_400(registry_server: RegistryServer) -> None:
     for name in BAD_NAMES:
-        for path, body in (("/orgs", {"name": name}), ("/users", {"name": name}),
-                           ("/tokens", {"name": name})):
+        for path, body in (
+            ("/orgs", {"name": name}),
+            ("/users", {"name": name}),
+            ("/tokens", {"name": name}),
+        ):
             r = registry_server.admin.post(path, json=body)
             assert r.status_code == 400, (path, name, r.text)
             _assert_shape(r.json(), "invalid_input")
@@ -91,8 +114,14 @@ def test_bad_names_are_400(registry_server: RegistryServer) -> None:
 
 
 def test_bad_names_in_paths_are_4xx(registry_server: RegistryServer) -> None:
-    for path in ["/orgs/a..b", "/orgs/Upper", "/orgs/" + "x" * 500, "/orgs/a%2Fb",
-                 "/orgs/%2e%2e", "/orgs/a..b/members/x"]:
+    for path in [
+        "/orgs/a..b",
+        "/orgs/Upper",
+        "/orgs/" + "x" * 500,
+        "/orgs/a%2Fb",
+        "/orgs/%2e%2e",
+        "/orgs/a..b/members/x",
+    ]:
         r = registry_server.admin.get(path)
         assert r.status_code in (400, 404, 405), r.text
         _assert_shape(r.json())
@@ -127,8 +156,9 @@ def test_request_id_echoed_or_generated(registry_server: RegistryServer) -> None
     assert r.status_code == 401 and r.headers["x-request-id"] == "abc"
 
 
-def test_unexpected_errors_are_generic_500s(tmp_path: Path,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_unexpected_errors_are_generic_500s(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = Settings(home=tmp_path, database_url=None, storage_url=None)
     migrate.upgrade(settings.effective_database_url)
     app = create_app(settings)
@@ -137,8 +167,10 @@ def test_unexpected_errors_are_generic_500s(tmp_path: Path,
     def boom() -> None:
         raise RuntimeError("secret internal detail")
 
-    with TestClient(app, raise_server_exceptions=False) as client, \
-            caplog.at_level(logging.ERROR, logger="loreg.api"):
+    with (
+        TestClient(app, raise_server_exceptions=False) as client,
+        caplog.at_level(logging.ERROR, logger="loreg.api"),
+    ):
         r = client.get("/boom", headers={"X-Request-ID": "trace-me"})
     assert r.status_code == 500
     error = _assert_shape(r.json(), "internal_error")
@@ -162,12 +194,17 @@ def test_nul_bytes_are_refused_not_500(registry_server: RegistryServer) -> None:
 
 @pytest.mark.slow
 def test_database_outage_is_503_with_retry_after_then_recovers(
-        tmp_path: Path, pg_cluster: PgCluster, s3_bucket: S3Endpoint) -> None:
+    tmp_path: Path, pg_cluster: PgCluster, s3_bucket: S3Endpoint
+) -> None:
     """PostgreSQL stopped under a running API: every answer that needs it is a 503 with
     ``Retry-After`` (never a 500), and the API serves again by itself once it is back."""
-    settings = Settings(home=tmp_path, database_url=pg_cluster.create_database(),
-                        storage_url=f"s3://{s3_bucket.bucket}/loreg",
-                        s3_endpoint_url=s3_bucket.endpoint_url, s3_region="us-east-1")
+    settings = Settings(
+        home=tmp_path,
+        database_url=pg_cluster.create_database(),
+        storage_url=f"s3://{s3_bucket.bucket}/loreg",
+        s3_endpoint_url=s3_bucket.endpoint_url,
+        s3_region="us-east-1",
+    )
     with start_registry(settings) as server:
         api = server.admin
         assert api.get("/whoami").status_code == 200

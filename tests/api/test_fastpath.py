@@ -60,8 +60,7 @@ def _paths(reg: Registry) -> list[str]:
     ]
 
 
-def test_fast_answers_equal_the_routes(registry_server: RegistryServer,
-                                       registry: Registry) -> None:
+def test_fast_answers_equal_the_routes(registry_server: RegistryServer, registry: Registry) -> None:
     for token in (registry.member_token, registry.outsider_token, None):
         client = registry_server.client(token)
         for path in _paths(registry):
@@ -79,8 +78,7 @@ def test_fast_answers_equal_the_routes(registry_server: RegistryServer,
     assert fast.json() == routed.json() and fast.json()["adapters"]
 
 
-def test_bad_tokens_are_refused_alike(registry_server: RegistryServer,
-                                      registry: Registry) -> None:
+def test_bad_tokens_are_refused_alike(registry_server: RegistryServer, registry: Registry) -> None:
     path = f"/adapters/{registry.public}/versions/1"
     for header in ("Bearer lrg_nope", "Basic abc", "Bearer"):
         client = registry_server.client(None)
@@ -91,8 +89,7 @@ def test_bad_tokens_are_refused_alike(registry_server: RegistryServer,
         assert fast.headers.get("www-authenticate") == routed.headers.get("www-authenticate")
 
 
-def test_version_documents_revalidate(registry_server: RegistryServer,
-                                      registry: Registry) -> None:
+def test_version_documents_revalidate(registry_server: RegistryServer, registry: Registry) -> None:
     member = registry_server.client(registry.member_token)
     path = f"/adapters/{registry.public}/versions/1"
     r = member.get(path)
@@ -106,15 +103,17 @@ def test_version_documents_revalidate(registry_server: RegistryServer,
     assert member.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
     # the document changes when a tag moves onto the version: so does its ETag
     admin = registry_server.admin
-    assert admin.put(f"/adapters/{registry.public}/tags/candidate",
-                     json={"version": 1}).status_code in (200, 201)
+    assert admin.put(
+        f"/adapters/{registry.public}/tags/candidate", json={"version": 1}
+    ).status_code in (200, 201)
     moved = member.get(path, headers={"If-None-Match": etag})
     assert moved.status_code == 200 and moved.headers["etag"] != etag
     assert "candidate" in moved.json()["tags"]
 
 
-def test_a_matching_etag_reveals_nothing_without_access(registry_server: RegistryServer,
-                                                        registry: Registry) -> None:
+def test_a_matching_etag_reveals_nothing_without_access(
+    registry_server: RegistryServer, registry: Registry
+) -> None:
     path = f"/adapters/{registry.private}/versions/1"
     etag = registry_server.client(registry.member_token).get(path).headers["etag"]
     for token in (registry.outsider_token, None):
@@ -125,12 +124,18 @@ def test_a_matching_etag_reveals_nothing_without_access(registry_server: Registr
     assert "etag" not in r.headers
 
 
-def test_metrics_count_fast_answers_by_route(registry_server: RegistryServer,
-                                             registry: Registry) -> None:
+def test_metrics_count_fast_answers_by_route(
+    registry_server: RegistryServer, registry: Registry
+) -> None:
     client = registry_server.client(registry.member_token)
     for _ in range(3):
         assert client.get(f"/resolve?ref={registry.public}:prod").status_code == 200
     text = registry_server.get("/metrics").text
-    line = [x for x in text.splitlines() if x.startswith("loreg_http_requests_total")
-            and 'route="/api/v1/resolve"' in x and 'status="200"' in x]
+    line = [
+        x
+        for x in text.splitlines()
+        if x.startswith("loreg_http_requests_total")
+        and 'route="/api/v1/resolve"' in x
+        and 'status="200"' in x
+    ]
     assert line and float(line[0].rsplit(" ", 1)[1]) >= 3

@@ -27,8 +27,13 @@ def test_readyz_ok(registry_server: RegistryServer) -> None:
 @pytest.mark.slow
 def test_readyz_503_when_s3_is_down(tmp_path: Path, postgres_url: str) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    settings = Settings(home=tmp_path, database_url=postgres_url, storage_url="s3://nowhere/x",
-                        s3_endpoint_url=dead, s3_region="us-east-1")
+    settings = Settings(
+        home=tmp_path,
+        database_url=postgres_url,
+        storage_url="s3://nowhere/x",
+        s3_endpoint_url=dead,
+        s3_region="us-east-1",
+    )
     with start_registry(settings) as server:
         assert server.get("/healthz").status_code == 200
         r = server.get("/readyz")

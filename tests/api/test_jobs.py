@@ -36,13 +36,13 @@ def owner(registry_server: RegistryServer, models: Models) -> dict[str, Any]:
     assert register_base(client, models.base, base).status_code == 201
     r = push(client, models.adapter.path, f"{account.name}/private", base=base)
     assert r.status_code == 201, r.text
-    return {"account": account, "client": client, "base": base,
-            "ref": f"{account.name}/private@1"}
+    return {"account": account, "client": client, "base": base, "ref": f"{account.name}/private@1"}
 
 
 def _export(client: httpx.Client, ref: str) -> httpx.Response:
-    return client.post("/jobs", json={"type": "export",
-                                      "params": {"adapter": ref, "dtype": "float16"}})
+    return client.post(
+        "/jobs", json={"type": "export", "params": {"adapter": ref, "dtype": "float16"}}
+    )
 
 
 def test_read_scoped_tokens_cannot_submit_or_cancel_jobs(
@@ -67,8 +67,7 @@ def test_read_scoped_tokens_cannot_submit_or_cancel_jobs(
     r = rc.post(f"/jobs/{job.json()['id']}/cancel")
     assert r.status_code == 403 and r.json()["error"]["details"]["required_scope"] == "write"
     assert rc.get(f"/jobs/{job.json()['id']}").json()["status"] == "queued"
-    assert owner["client"].post(f"/jobs/{job.json()['id']}/cancel").json()["status"] \
-        == "cancelled"
+    assert owner["client"].post(f"/jobs/{job.json()['id']}/cancel").json()["status"] == "cancelled"
 
 
 def test_jobs_need_read_access_to_every_input(
@@ -102,12 +101,20 @@ def test_job_outputs_cannot_be_claimed_by_digest(
     tc = registry_server.client(thief.token)
     assert tc.get(f"/blobs/{weights['digest']}").status_code == 404
     assert tc.get(f"/jobs/{job['id']}/outputs").status_code == 404
-    assert tc.post("/uploads", json={"digests": [weights["digest"]]}).json()["missing"] \
-        == [weights["digest"]]
+    assert tc.post("/uploads", json={"digests": [weights["digest"]]}).json()["missing"] == [
+        weights["digest"]
+    ]
     mine = models.variant(tmp_path, 5).path
     files = folder_files(mine)
     upload(tc, mine, files)
-    r = tc.post(f"/adapters/{thief.name}/loot/versions", json={
-        "files": [*files, {"path": "loot.safetensors", "digest": weights["digest"],
-                           "size": weights["size"]}], "base": owner["base"]})
+    r = tc.post(
+        f"/adapters/{thief.name}/loot/versions",
+        json={
+            "files": [
+                *files,
+                {"path": "loot.safetensors", "digest": weights["digest"], "size": weights["size"]},
+            ],
+            "base": owner["base"],
+        },
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "blob_unknown", r.text

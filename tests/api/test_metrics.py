@@ -59,22 +59,37 @@ def test_metrics_after_push_pull_and_job(
 
     after_push = scrape(registry_server)
     route = "/api/v1/adapters/{namespace}/{name}/versions"
-    assert value(after_push, "loreg_http_requests_total", method="POST", route=route,
-                 status="201") == 1
-    assert value(after_push, "loreg_http_requests_total", method="PUT",
-                 route="/api/v1/blobs/{digest}", status="201") + value(
-        after_push, "loreg_http_requests_total", method="PUT",
-        route="/api/v1/blobs/{digest}", status="200") >= len(version["files"])
-    assert value(after_push, "loreg_blob_bytes_total", direction="in") - bytes_in_before \
-        == pushed
-    assert value(after_push, "loreg_http_request_duration_seconds_count", method="PUT",
-                 route="/api/v1/blobs/{digest}") >= len(version["files"])
+    assert (
+        value(after_push, "loreg_http_requests_total", method="POST", route=route, status="201")
+        == 1
+    )
+    assert value(
+        after_push,
+        "loreg_http_requests_total",
+        method="PUT",
+        route="/api/v1/blobs/{digest}",
+        status="201",
+    ) + value(
+        after_push,
+        "loreg_http_requests_total",
+        method="PUT",
+        route="/api/v1/blobs/{digest}",
+        status="200",
+    ) >= len(version["files"])
+    assert value(after_push, "loreg_blob_bytes_total", direction="in") - bytes_in_before == pushed
+    assert value(
+        after_push,
+        "loreg_http_request_duration_seconds_count",
+        method="PUT",
+        route="/api/v1/blobs/{digest}",
+    ) >= len(version["files"])
     # the push queued a validation job
     assert value(after_push, "loreg_jobs", type="validate", status="queued") >= 1
     assert value(after_push, "loreg_jobs_queue_depth", type="validate") >= 1
     # route templates, never raw digests, label the requests
     assert "sha256:" not in "".join(
-        line for line in after_push.splitlines() if line.startswith("loreg_http_requests"))
+        line for line in after_push.splitlines() if line.startswith("loreg_http_requests")
+    )
 
     # pull: every file (streamed by the API locally, redirected to the store on S3)
     out_before = value(after_push, "loreg_blob_bytes_total", direction="out")
@@ -91,8 +106,9 @@ def test_metrics_after_push_pull_and_job(
         assert streamed == pushed and redirected == 0
     else:
         assert redirected == len(version["files"]) and streamed == 0
-    assert value(after_pull, "loreg_http_requests_total", method="GET",
-                 route="/api/v1/blobs/{digest}") >= len(version["files"])
+    assert value(
+        after_pull, "loreg_http_requests_total", method="GET", route="/api/v1/blobs/{digest}"
+    ) >= len(version["files"])
 
     # a job: a worker runs the queued validation
     worker = Worker(registry_server.settings, worker_id="metrics-test-worker", device="cpu")
@@ -103,11 +119,20 @@ def test_metrics_after_push_pull_and_job(
     after_job = scrape(registry_server)
     assert value(after_job, "loreg_jobs", type="validate", status="succeeded") >= 1
     assert value(after_job, "loreg_jobs_queue_depth", type="validate") == 0
-    assert value(after_job, "loreg_job_duration_seconds_count", type="validate",
-                 status="succeeded") >= 1
+    assert (
+        value(after_job, "loreg_job_duration_seconds_count", type="validate", status="succeeded")
+        >= 1
+    )
     assert value(after_job, "loreg_database_up") == 1
-    assert value(after_job, "loreg_worker_last_heartbeat_timestamp_seconds",
-                 worker="metrics-test-worker", device="cpu") > 0
+    assert (
+        value(
+            after_job,
+            "loreg_worker_last_heartbeat_timestamp_seconds",
+            worker="metrics-test-worker",
+            device="cpu",
+        )
+        > 0
+    )
 
 
 def test_unmatched_paths_do_not_explode_cardinality(registry_server: RegistryServer) -> None:

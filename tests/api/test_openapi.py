@@ -53,8 +53,18 @@ def test_operation_ids_descriptions_and_tags(doc: dict[str, Any]) -> None:
         assert len(op.get("description", "")) >= 30, f"{method} {path}: no description"
         assert op.get("summary"), f"{method} {path}: no summary"
         assert op.get("tags"), f"{method} {path}: no tag"
-    assert {"push_version", "submit_job", "search_adapters", "check_uploads", "put_blob",
-            "get_job", "job_outputs", "restore_version", "list_users", "list_orgs"} <= set(ops)
+    assert {
+        "push_version",
+        "submit_job",
+        "search_adapters",
+        "check_uploads",
+        "put_blob",
+        "get_job",
+        "job_outputs",
+        "restore_version",
+        "list_users",
+        "list_orgs",
+    } <= set(ops)
     described = {t["name"]: t["description"] for t in doc["tags"]}
     used = {tag for _, _, op in ops.values() for tag in op["tags"]}
     assert used <= set(described) and all(len(d) > 20 for d in described.values())
@@ -64,17 +74,24 @@ def test_operation_ids_descriptions_and_tags(doc: dict[str, Any]) -> None:
 def _examples(content: dict[str, Any]) -> list[Any]:
     media = content["application/json"]
     return [e["value"] for e in media.get("examples", {}).values()] + (
-        [media["example"]] if "example" in media else [])
+        [media["example"]] if "example" in media else []
+    )
 
 
-@pytest.mark.parametrize(("op_id", "request_model", "status", "response_model"), [
-    ("push_version", PushRequest, "201", PushResponse),
-    ("submit_job", JobCreate, "201", JobOut),
-    ("check_uploads", UploadCheck, "200", UploadCheckResult),
-    ("search_adapters", None, "200", AdapterList),
-])
+@pytest.mark.parametrize(
+    ("op_id", "request_model", "status", "response_model"),
+    [
+        ("push_version", PushRequest, "201", PushResponse),
+        ("submit_job", JobCreate, "201", JobOut),
+        ("check_uploads", UploadCheck, "200", UploadCheckResult),
+        ("search_adapters", None, "200", AdapterList),
+    ],
+)
 def test_examples_exist_and_match_the_schemas(
-    doc: dict[str, Any], op_id: str, request_model: type[BaseModel] | None, status: str,
+    doc: dict[str, Any],
+    op_id: str,
+    request_model: type[BaseModel] | None,
+    status: str,
     response_model: type[BaseModel],
 ) -> None:
     _, _, op = operations(doc)[op_id]
@@ -142,8 +159,12 @@ def test_docs_are_served_by_loreg_itself(registry_server: RegistryServer) -> Non
     urls = parser.urls + re.findall(r"url: '([^']+)'", html)
     assert len(urls) >= 3, html
     assert not re.search(r"https?://", html), "the page names another host"
-    content_types = {".js": "javascript", ".css": "text/css", ".png": "image/png",
-                     ".json": "application/json"}
+    content_types = {
+        ".js": "javascript",
+        ".css": "text/css",
+        ".png": "image/png",
+        ".json": "application/json",
+    }
     for url in urls:
         assert url.startswith("/"), url
         r = registry_server.get(url)

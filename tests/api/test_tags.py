@@ -29,8 +29,13 @@ def adapter(registry_server: RegistryServer, models: Models) -> dict[str, Any]:
     assert push(client, models.adapter_r8.path, f"{org}/tagged", base=base).status_code == 201
     writer = registry_server.make_user()
     registry_server.add_member(org, writer, "write")
-    return {"org": org, "owner": client, "writer": registry_server.client(writer.token),
-            "writer_token": writer.token, "base": base}
+    return {
+        "org": org,
+        "owner": client,
+        "writer": registry_server.client(writer.token),
+        "writer_token": writer.token,
+        "base": base,
+    }
 
 
 def tags(client: httpx.Client, org: str) -> dict[str, int]:
@@ -91,13 +96,20 @@ def test_concurrent_moves_leave_the_tag_on_one(
         barrier = threading.Barrier(2)
         codes: list[int] = []
 
-        def move(version: int, barrier: threading.Barrier = barrier,
-                 codes: list[int] = codes) -> None:
-            with httpx.Client(base_url=registry_server.api_url, timeout=60,
-                              headers={"Authorization": f"Bearer {token}"}) as c:
+        def move(
+            version: int, barrier: threading.Barrier = barrier, codes: list[int] = codes
+        ) -> None:
+            with httpx.Client(
+                base_url=registry_server.api_url,
+                timeout=60,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as c:
                 barrier.wait()
-                codes.append(c.put(f"/adapters/{org}/tagged/tags/race",
-                                   json={"version": version}).status_code)
+                codes.append(
+                    c.put(
+                        f"/adapters/{org}/tagged/tags/race", json={"version": version}
+                    ).status_code
+                )
 
         threads = [threading.Thread(target=move, args=(v,)) for v in (1, 2)]
         for t in threads:

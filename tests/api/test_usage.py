@@ -44,8 +44,9 @@ def test_uses_are_written_in_the_background(maker: sessionmaker[Session]) -> Non
     assert _last_used(maker, token_id) == later
 
 
-def test_a_failed_write_is_kept_for_the_next_one(maker: sessionmaker[Session],
-                                                  tmp_path: Path) -> None:
+def test_a_failed_write_is_kept_for_the_next_one(
+    maker: sessionmaker[Session], tmp_path: Path
+) -> None:
     token_id = _token(maker)
     broken = create_engine_for(f"sqlite:///{tmp_path / 'no-tables.db'}")  # every write fails
     uses = TokenUses(make_sessionmaker(broken), interval=3600)

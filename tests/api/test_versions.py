@@ -43,8 +43,14 @@ def world(registry_server: RegistryServer, models: Models) -> dict[str, Any]:
     other = unique_name("Tiny-Llama-48")
     assert register_base(client, models.base, f"test/{base}").status_code == 201
     assert register_base(client, models.other_base, f"test/{other}").status_code == 201
-    return {"owner": owner, "org": org, "client": client, "base": f"test/{base}",
-            "other_base": f"test/{other}", "admin": registry_server.admin}
+    return {
+        "owner": owner,
+        "org": org,
+        "client": client,
+        "base": f"test/{base}",
+        "other_base": f"test/{other}",
+        "admin": registry_server.admin,
+    }
 
 
 def _pull(client: httpx.Client, version: dict[str, Any], dest: Path) -> None:
@@ -58,8 +64,9 @@ def _pull(client: httpx.Client, version: dict[str, Any], dest: Path) -> None:
         (dest / f["path"]).write_bytes(r.content)
 
 
-def test_push_pull_roundtrip(world: dict[str, Any], models: Models, tmp_path: Path,
-                             registry_server: RegistryServer) -> None:
+def test_push_pull_roundtrip(
+    world: dict[str, Any], models: Models, tmp_path: Path, registry_server: RegistryServer
+) -> None:
     client, org = world["client"], world["org"]
     files = folder_files(models.adapter.path)
     assert {f["path"] for f in files} >= {"adapter_config.json", "adapter_model.safetensors"}
@@ -67,9 +74,15 @@ def test_push_pull_roundtrip(world: dict[str, Any], models: Models, tmp_path: Pa
     # 1. upload check: everything missing; 2. blob puts; 3. version create
     missing = upload(client, models.adapter.path, files)
     assert sorted(missing) == sorted({f["digest"] for f in files})
-    r = client.post(f"/adapters/{org}/tiny/versions",
-                    json={"files": files, "base": world["base"], "labels": {"dataset": "x"},
-                          "description": "a tiny adapter"})
+    r = client.post(
+        f"/adapters/{org}/tiny/versions",
+        json={
+            "files": files,
+            "base": world["base"],
+            "labels": {"dataset": "x"},
+            "description": "a tiny adapter",
+        },
+    )
     assert r.status_code == 201, r.text
     v = r.json()
     assert v["number"] == 1 and v["created"] is True
@@ -81,8 +94,7 @@ def test_push_pull_roundtrip(world: dict[str, Any], models: Models, tmp_path: Pa
     assert v["dtype"] == "F32" and v["num_parameters"] > 0
     assert v["adapter_config"]["r"] == 4 and v["compatibility"]["compatible"] is True
     assert v["job_id"]
-    peft_params = sum(p.numel() for n, p in models.adapter.model.named_parameters()
-                      if "lora_" in n)
+    peft_params = sum(p.numel() for n, p in models.adapter.model.named_parameters() if "lora_" in n)
     assert v["num_parameters"] == peft_params
 
     # pull it back byte-identical, by every reference form
@@ -93,8 +105,9 @@ def test_push_pull_roundtrip(world: dict[str, Any], models: Models, tmp_path: Pa
     got = client.get(f"/adapters/{org}/tiny/versions/1").json()
     _pull(client, got, tmp_path / "pulled")
     for f in files:
-        assert (tmp_path / "pulled" / f["path"]).read_bytes() == \
-            (models.adapter.path / f["path"]).read_bytes()
+        assert (tmp_path / "pulled" / f["path"]).read_bytes() == (
+            models.adapter.path / f["path"]
+        ).read_bytes()
 
     # PEFT loads the pulled folder
     from peft import LoraConfig, PeftModel
@@ -197,8 +210,9 @@ def test_bad_manifests_are_4xx_and_write_nothing(
     assert r.status_code == 400 and r.json()["error"]["code"] == "blob_unknown", r.text
     assert r.json()["error"]["details"]["missing"] == ["sha256:" + "ab" * 32]
     # a size that does not match the blob
-    wrong_size = [dict(f, size=f["size"] + 1) if f["path"] == "adapter_config.json" else f
-                  for f in files]
+    wrong_size = [
+        dict(f, size=f["size"] + 1) if f["path"] == "adapter_config.json" else f for f in files
+    ]
     assert create({"files": wrong_size, "base": world["base"]}).status_code == 400
     # paths that escape the folder, duplicates, missing weights
     for path in ("../x", "/etc/passwd", "a//b", "a\\b", "./x"):
@@ -208,8 +222,11 @@ def test_bad_manifests_are_4xx_and_write_nothing(
     only_config = [f for f in files if f["path"] == "adapter_config.json"]
     assert create({"files": only_config, "base": world["base"]}).status_code == 400
     # malformed JSON, wrong types, unknown base
-    r = client.post(f"/adapters/{org}/bad/versions", content=b"{not json",
-                    headers={"Content-Type": "application/json"})
+    r = client.post(
+        f"/adapters/{org}/bad/versions",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_input"
     assert create({"files": "nope"}).status_code == 400
     assert create({"files": files, "base": "no/such-base"}).status_code == 400
@@ -225,9 +242,15 @@ def test_bad_manifests_are_4xx_and_write_nothing(
     lying = tmp_path / "lying"
     lying.mkdir()
     (lying / "adapter_config.json").write_bytes(
-        (models.adapter.path / "adapter_config.json").read_bytes())
-    header = {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight":
-              {"dtype": "F32", "shape": [4, 32], "data_offsets": [0, 10**12]}}
+        (models.adapter.path / "adapter_config.json").read_bytes()
+    )
+    header = {
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": {
+            "dtype": "F32",
+            "shape": [4, 32],
+            "data_offsets": [0, 10**12],
+        }
+    }
     raw = json.dumps(header).encode()
     weights = lying / "adapter_model.safetensors"
     weights.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 64)
@@ -257,8 +280,9 @@ def test_deleted_version_is_soft(world: dict[str, Any], models: Models) -> None:
     digests = [f["digest"] for f in v2["files"]]
     assert client.post("/uploads", json={"digests": digests}).json()["missing"] == []
     # the next push gets number 3: numbers are never reused
-    v3 = push(client, models.variant(models.base.path.parent, 7).path, f"{org}/d",
-              base=world["base"])
+    v3 = push(
+        client, models.variant(models.base.path.parent, 7).path, f"{org}/d", base=world["base"]
+    )
     assert v3.status_code == 201 and v3.json()["number"] == 3
     assert client.delete(f"/adapters/{org}/d/versions/1").status_code == 400  # no reason
 
@@ -267,8 +291,9 @@ def test_restore_undoes_a_delete(world: dict[str, Any], models: Models) -> None:
     client, org = world["client"], world["org"]
     push(client, models.adapter.path, f"{org}/r", base=world["base"])
     v2 = push(client, models.adapter_r8.path, f"{org}/r", base=world["base"]).json()
-    assert client.delete(f"/adapters/{org}/r/versions/2",
-                         params={"reason": "oops"}).status_code == 200
+    assert (
+        client.delete(f"/adapters/{org}/r/versions/2", params={"reason": "oops"}).status_code == 200
+    )
     assert client.get("/resolve", params={"ref": f"{org}/r"}).json()["number"] == 1
     # restore by digest; latest (automatic) follows the newest again
     r = client.post(f"/adapters/{org}/r/versions/{v2['digest']}/restore")
@@ -282,37 +307,54 @@ def test_restore_undoes_a_delete(world: dict[str, Any], models: Models) -> None:
     assert again.status_code == 409 and "not deleted" in again.json()["error"]["message"]
     assert client.post(f"/adapters/{org}/r/versions/9/restore").status_code == 404
     assert client.post(f"/adapters/{org}/r/versions/latest/restore").status_code == 400
-    actions = [e["action"] for e in world["admin"].get(
-        "/audit", params={"target": f"{org}/r@2"}).json()["events"]]
+    actions = [
+        e["action"]
+        for e in world["admin"].get("/audit", params={"target": f"{org}/r@2"}).json()["events"]
+    ]
     assert actions[:2] == ["version.restore", "version.delete"]
 
 
 def test_push_does_not_flip_visibility(world: dict[str, Any], models: Models) -> None:
     client, org = world["client"], world["org"]
-    assert push(client, models.adapter.path, f"{org}/vis", base=world["base"],
-                public=True).json()["number"] == 1
+    assert (
+        push(client, models.adapter.path, f"{org}/vis", base=world["base"], public=True).json()[
+            "number"
+        ]
+        == 1
+    )
     r = push(client, models.adapter_r8.path, f"{org}/vis", base=world["base"], public=False)
     assert r.status_code == 409
     err = r.json()["error"]
     assert "loreg adapter set" in err["message"] and err["details"]["visibility"] == "public"
     # the same content again with the conflicting flag: refused too, nothing changed
-    assert push(client, models.adapter.path, f"{org}/vis", base=world["base"],
-                public=False).status_code == 409
+    assert (
+        push(
+            client, models.adapter.path, f"{org}/vis", base=world["base"], public=False
+        ).status_code
+        == 409
+    )
     assert client.get(f"/adapters/{org}/vis").json()["public"] is True
     assert client.get(f"/adapters/{org}/vis/versions").json()["versions"][0]["number"] == 1
     # the flag that agrees, or none, pushes as usual
-    assert push(client, models.adapter_r8.path, f"{org}/vis", base=world["base"],
-                public=True).status_code == 201
+    assert (
+        push(
+            client, models.adapter_r8.path, f"{org}/vis", base=world["base"], public=True
+        ).status_code
+        == 201
+    )
 
 
 def test_concurrent_pushes_get_consecutive_numbers(
-    world: dict[str, Any], models: Models, registry_server: RegistryServer,
+    world: dict[str, Any],
+    models: Models,
+    registry_server: RegistryServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     client, org = world["client"], world["org"]
     root = tmp_path_factory.mktemp("variants")
-    folders = [make_lora_adapter(models.base, root / f"v{i}", r=4, seed=100 + i).path
-               for i in range(20)]
+    folders = [
+        make_lora_adapter(models.base, root / f"v{i}", r=4, seed=100 + i).path for i in range(20)
+    ]
     manifests = []
     for folder in folders:
         files = folder_files(folder)
@@ -323,25 +365,33 @@ def test_concurrent_pushes_get_consecutive_numbers(
     token = world["owner"].token
 
     def run(files: list[dict[str, Any]]) -> None:
-        with httpx.Client(base_url=registry_server.api_url, timeout=120,
-                          headers={"Authorization": f"Bearer {token}"}) as c:
+        with httpx.Client(
+            base_url=registry_server.api_url,
+            timeout=120,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as c:
             barrier.wait()
-            results.append(c.post(f"/adapters/{org}/race/versions",
-                                  json={"files": files, "base": world["base"]}))
+            results.append(
+                c.post(
+                    f"/adapters/{org}/race/versions", json={"files": files, "base": world["base"]}
+                )
+            )
 
     threads = [threading.Thread(target=run, args=(m,)) for m in manifests]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert [r.status_code for r in results] == [201] * 20, [r.text for r in results
-                                                            if r.status_code != 201]
+    assert [r.status_code for r in results] == [201] * 20, [
+        r.text for r in results if r.status_code != 201
+    ]
     assert sorted(r.json()["number"] for r in results) == list(range(1, 21))
     assert client.get("/resolve", params={"ref": f"{org}/race"}).json()["number"] == 20
 
 
-def test_the_base_match_of_a_push(world: dict[str, Any], models: Models, tmp_path: Path,
-                                  registry_server: RegistryServer) -> None:
+def test_the_base_match_of_a_push(
+    world: dict[str, Any], models: Models, tmp_path: Path, registry_server: RegistryServer
+) -> None:
     """``exact`` when the base the adapter states (its config's base_model_name_or_path when
     registered, else ``base``) is the one checked; ``structural`` with a hint otherwise."""
     from tests.factories.tiny_models import make_llama
@@ -406,8 +456,9 @@ def test_a_digest_is_not_a_capability(
     target = f"{thief_account.name}/loot"
 
     def claim(extra: dict[str, Any]) -> httpx.Response:
-        return thief.post(f"/adapters/{target}/versions",
-                          json={"files": [*files, extra], "base": world["base"]})
+        return thief.post(
+            f"/adapters/{target}/versions", json={"files": [*files, extra], "base": world["base"]}
+        )
 
     stolen = claim({"path": "loot.bin", "digest": loot["digest"], "size": loot["size"]})
     never = claim(ghost)
@@ -415,12 +466,16 @@ def test_a_digest_is_not_a_capability(
     _same_answer(stolen, never, (loot["digest"], ghost["digest"]))
     # a wrong size changes nothing (no "stored_size" to learn the real one from)
     wrong = claim({"path": "loot.bin", "digest": loot["digest"], "size": loot["size"] + 1})
-    _same_answer(wrong, claim({**ghost, "size": loot["size"] + 1}),
-                 (loot["digest"], ghost["digest"]))
+    _same_answer(
+        wrong, claim({**ghost, "size": loot["size"] + 1}), (loot["digest"], ghost["digest"])
+    )
     assert "stored_size" not in wrong.text and str(loot["size"] + 1) not in wrong.text
     # not readable, and /uploads is no existence oracle
-    _same_answer(thief.get(f"/blobs/{loot['digest']}"), thief.get(f"/blobs/{ghost['digest']}"),
-                 (loot["digest"], ghost["digest"]))
+    _same_answer(
+        thief.get(f"/blobs/{loot['digest']}"),
+        thief.get(f"/blobs/{ghost['digest']}"),
+        (loot["digest"], ghost["digest"]),
+    )
     assert thief.head(f"/blobs/{loot['digest']}").status_code == 404
     asked = thief.post("/uploads", json={"digests": [loot["digest"], ghost["digest"]]})
     assert asked.json()["missing"] == [loot["digest"], ghost["digest"]]
@@ -449,14 +504,18 @@ def test_readers_may_mount_what_they_can_read(
     rc = registry_server.client(reader.token)
     digests = [f["digest"] for f in files]
     assert rc.post("/uploads", json={"digests": digests}).json()["missing"] == []
-    body = {"files": [{k: f[k] for k in ("path", "digest", "size")} for f in files],
-            "base": world["base"]}
+    body = {
+        "files": [{k: f[k] for k in ("path", "digest", "size")} for f in files],
+        "base": world["base"],
+    }
     assert rc.post(f"/adapters/{reader.name}/copy/versions", json=body).status_code == 201
     # a public version's blobs: anyone
     pub = push(owner, models.adapter_r8.path, f"{org}/open", base=world["base"], public=True)
     stranger = registry_server.client(registry_server.make_user().token)
-    pub_body = {"files": [{k: f[k] for k in ("path", "digest", "size")}
-                          for f in pub.json()["files"]], "base": world["base"]}
+    pub_body = {
+        "files": [{k: f[k] for k in ("path", "digest", "size")} for f in pub.json()["files"]],
+        "base": world["base"],
+    }
     who = stranger.get("/whoami").json()["user"]
     assert stranger.post(f"/adapters/{who}/fork/versions", json=pub_body).status_code == 201
     # deleted: the org keeps what it proved it had (its members still mount the blobs);
@@ -464,8 +523,9 @@ def test_readers_may_mount_what_they_can_read(
     assert owner.delete(f"/adapters/{org}/shared/versions/1?reason=oops").status_code == 200
     late = registry_server.make_user()
     registry_server.add_member(org, late, "read")
-    again = registry_server.client(late.token).post(f"/adapters/{late.name}/copy/versions",
-                                                    json=body)
+    again = registry_server.client(late.token).post(
+        f"/adapters/{late.name}/copy/versions", json=body
+    )
     assert again.status_code == 201, again.text
     refused = stranger.post(f"/adapters/{who}/copy/versions", json=body)
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "blob_unknown"
@@ -476,8 +536,7 @@ def test_push_answers_alike_whether_a_private_adapter_exists(
 ) -> None:
     """An outsider pushing into an org learns nothing about the org's private adapters."""
     owner, org = world["client"], world["org"]
-    assert push(owner, models.adapter.path, f"{org}/hidden", base=world["base"]
-                ).status_code == 201
+    assert push(owner, models.adapter.path, f"{org}/hidden", base=world["base"]).status_code == 201
     outsider = registry_server.client(registry_server.make_user().token)
     files = folder_files(models.adapter.path)
     upload(outsider, models.adapter.path, files)
@@ -506,8 +565,7 @@ def test_a_header_listing_300k_tensors_is_refused_cheaply(
     files = folder_files(folder)
     upload(client, folder, files)
     started = time.monotonic()
-    r = client.post(f"/adapters/{org}/huge/versions", json={"files": files,
-                                                             "base": world["base"]})
+    r = client.post(f"/adapters/{org}/huge/versions", json={"files": files, "base": world["base"]})
     elapsed = time.monotonic() - started
     assert r.status_code == 400, r.text[:500]
     assert r.json()["error"]["code"] == "safetensors_too_many_tensors"
@@ -528,8 +586,7 @@ def test_incompatibility_reports_are_capped(
     folder = adapter_with_tensors(models.adapter, tmp_path / "many", tensors)
     files = folder_files(folder)
     upload(client, folder, files)
-    r = client.post(f"/adapters/{org}/many/versions", json={"files": files,
-                                                             "base": world["base"]})
+    r = client.post(f"/adapters/{org}/many/versions", json={"files": files, "base": world["base"]})
     assert r.status_code == 422, r.text[:500]
     report = r.json()["error"]["details"]
     assert len(report["problems"]) == 100 < report["problems_total"]
@@ -544,16 +601,26 @@ def test_disguised_file_names_and_unstorable_text_are_refused_alike(
     files = folder_files(models.adapter.path)
     upload(client, models.adapter.path, files)
     extra = dict(files[0])
-    for name in ("evil\u202egnp.safetensors", "a\u2066b.json", "x\x1b[31m.txt",
-                 "zero\u200bwidth.bin", "line\u2028sep", "del\x7f", "c1\x85ctl"):
-        r = client.post(f"/adapters/{org}/names/versions", json={
-            "files": [*files, {**extra, "path": name}], "base": world["base"]})
+    for name in (
+        "evil\u202egnp.safetensors",
+        "a\u2066b.json",
+        "x\x1b[31m.txt",
+        "zero\u200bwidth.bin",
+        "line\u2028sep",
+        "del\x7f",
+        "c1\x85ctl",
+    ):
+        r = client.post(
+            f"/adapters/{org}/names/versions",
+            json={"files": [*files, {**extra, "path": name}], "base": world["base"]},
+        )
         assert r.status_code == 400, (repr(name), r.text)
         error = r.json()["error"]
         assert error["code"] == "invalid_input" and "rename the file" in error["message"]
     for body in ({"labels": {"dataset": "alpaca\x00"}}, {"description": "about\x00"}):
-        r = client.post(f"/adapters/{org}/names/versions",
-                        json={"files": files, "base": world["base"], **body})
+        r = client.post(
+            f"/adapters/{org}/names/versions", json={"files": files, "base": world["base"], **body}
+        )
         assert r.status_code == 400, r.text
         assert "NUL character" in r.json()["error"]["message"]
     assert client.get(f"/adapters/{org}/names").status_code == 404
@@ -561,6 +628,8 @@ def test_disguised_file_names_and_unstorable_text_are_refused_alike(
         r = client.get("/adapters", params=query)
         assert r.status_code == 400 and "NUL character" in r.json()["error"]["message"], query
     # an ordinary non-ASCII name is fine
-    r = client.post(f"/adapters/{org}/names/versions", json={
-        "files": [*files, {**extra, "path": "notes/résumé-数据.md"}], "base": world["base"]})
+    r = client.post(
+        f"/adapters/{org}/names/versions",
+        json={"files": [*files, {**extra, "path": "notes/résumé-数据.md"}], "base": world["base"]},
+    )
     assert r.status_code == 201, r.text

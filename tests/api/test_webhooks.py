@@ -40,12 +40,16 @@ def test_webhook_lifecycle_and_test_delivery(
     admin = registry_server.client(owner.token)
     base = f"/namespaces/{org}/webhooks"
 
-    r = admin.post(base, json={"url": receiver.url, "events": ["version.created", "tag.moved"],
-                               "description": "CI"})
+    r = admin.post(
+        base,
+        json={"url": receiver.url, "events": ["version.created", "tag.moved"], "description": "CI"},
+    )
     assert r.status_code == 201, r.text
     hook = r.json()
-    assert hook["secret"].startswith("whsec_") and hook["events"] == ["tag.moved",
-                                                                      "version.created"]
+    assert hook["secret"].startswith("whsec_") and hook["events"] == [
+        "tag.moved",
+        "version.created",
+    ]
     listed = admin.get(base).json()["webhooks"]
     assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]
 
@@ -71,7 +75,9 @@ def test_webhook_lifecycle_and_test_delivery(
         assert w.post(base, json={"url": receiver.url}).status_code == 403
     assert admin.post(base, json={"url": "ftp://nope"}).status_code == 400
     assert admin.post(base, json={"url": receiver.url, "events": ["nope"]}).status_code in (
-        400, 422)
+        400,
+        422,
+    )
     assert admin.get(f"/namespaces/no-such-ns-{org}/webhooks").status_code == 404
     assert admin.get("/namespaces/Bad%00Name/webhooks").status_code == 400
     assert admin.post(base, json={"url": "http://[::1"}).status_code == 400
@@ -89,16 +95,19 @@ def test_receivers_on_internal_addresses_are_refused(
     admin, base = _org_admin(registry_server)
     port = receiver.url.split(":")[2].split("/")[0]
     internal = [
-        receiver.url,                                   # 127.0.0.1
+        receiver.url,  # 127.0.0.1
         f"http://[::1]:{port}/hook",
-        f"http://0x7f000001:{port}/hook",               # hex spelling of 127.0.0.1
-        f"http://2130706433:{port}/hook",               # decimal spelling
-        f"http://0177.0.0.1:{port}/hook",               # octal spelling
-        f"http://[::ffff:127.0.0.1]:{port}/hook",       # IPv4-mapped IPv6
-        f"http://localhost:{port}/hook",                # a name resolving to loopback
-        registry_server.api_url + "/whoami",            # loreg's own API
-        "http://169.254.169.254/latest/meta-data/",     # cloud metadata (link-local)
-        "http://10.1.2.3/hook", "http://192.168.0.1/", "http://0.0.0.0/", "http://224.0.0.1/",
+        f"http://0x7f000001:{port}/hook",  # hex spelling of 127.0.0.1
+        f"http://2130706433:{port}/hook",  # decimal spelling
+        f"http://0177.0.0.1:{port}/hook",  # octal spelling
+        f"http://[::ffff:127.0.0.1]:{port}/hook",  # IPv4-mapped IPv6
+        f"http://localhost:{port}/hook",  # a name resolving to loopback
+        registry_server.api_url + "/whoami",  # loreg's own API
+        "http://169.254.169.254/latest/meta-data/",  # cloud metadata (link-local)
+        "http://10.1.2.3/hook",
+        "http://192.168.0.1/",
+        "http://0.0.0.0/",
+        "http://224.0.0.1/",
     ]
     for url in internal:
         r = admin.post(base, json={"url": url})
@@ -121,8 +130,9 @@ def test_redirect_to_loopback_is_not_followed_and_bodies_stay_hidden(
     """The operator allows one on-premises receiver (127.0.0.2); it redirects to loopback
     (127.0.0.1, not allowed): loreg neither follows nor shows what the receiver answered."""
     admin, base = _org_admin(registry_server)
-    with run_receiver("127.0.0.2", statuses=[307], location=receiver.url,
-                      body=b"internal-secret-body") as on_prem:
+    with run_receiver(
+        "127.0.0.2", statuses=[307], location=receiver.url, body=b"internal-secret-body"
+    ) as on_prem:
         hook = admin.post(base, json={"url": on_prem.url})
         assert hook.status_code == 201, hook.text
         r = admin.post(f"{base}/{hook.json()['id']}/test")
@@ -140,9 +150,7 @@ def test_redirect_to_loopback_is_not_followed_and_bodies_stay_hidden(
     assert r.status_code == 400 and r.json()["error"]["code"] == "destination_refused"
 
 
-def test_delivery_log_shows_status_codes_never_bodies(
-    registry_server: RegistryServer
-) -> None:
+def test_delivery_log_shows_status_codes_never_bodies(registry_server: RegistryServer) -> None:
     admin, base = _org_admin(registry_server)
     with run_receiver(statuses=[500], body=b"stack trace with db password hunter2") as rcv:
         hook = admin.post(base, json={"url": rcv.url}).json()

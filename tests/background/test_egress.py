@@ -28,9 +28,14 @@ def test_a_post_resolves_once_and_connects_to_that_address(
         port = receiver.url.split(":")[2].split("/")[0]
         monkeypatch.setattr(socket, "getaddrinfo", counting)
         with egress.client() as http:
-            r = egress.post(http, f"http://localhost:{port}/hook", content=b"{}",
-                            headers={"Content-Type": "application/json"}, timeout=10,
-                            policy=LOOPBACK)
+            r = egress.post(
+                http,
+                f"http://localhost:{port}/hook",
+                content=b"{}",
+                headers={"Content-Type": "application/json"},
+                timeout=10,
+                policy=LOOPBACK,
+            )
         monkeypatch.undo()
     assert r.status_code == 200
     assert [h for h in lookups if h == "localhost"] == ["localhost"]

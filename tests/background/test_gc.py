@@ -76,13 +76,15 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     upgrade(db_url)
     engine = create_engine_for(db_url)
     store = open_store_url(storage_url, s3_endpoint_url=endpoint, s3_region="us-east-1")
-    yield Backend(request.param, db_url, storage_url, endpoint, make_sessionmaker(engine),
-                  store, root)
+    yield Backend(
+        request.param, db_url, storage_url, endpoint, make_sessionmaker(engine), store, root
+    )
     engine.dispose()
 
 
-def put(backend: Backend, s: Session | None, data: bytes, *,
-        created_at: datetime = REAL_NOW) -> str:
+def put(
+    backend: Backend, s: Session | None, data: bytes, *, created_at: datetime = REAL_NOW
+) -> str:
     """Store bytes; with a session also record the blob row (dated ``created_at``)."""
     digest = sha256_digest(data)
     backend.store.put(digest, io.BytesIO(data))
@@ -100,15 +102,15 @@ def attach(s: Session, version: AdapterVersion, path: str, digest: str) -> None:
 
 @dataclass
 class Scene:
-    only_deleted: str       # only in a version deleted long ago -> collected
-    shared: str             # in that version and a live one -> kept
-    live: str               # live version only -> kept
-    recently_deleted: str   # version deleted within the retention period -> kept
-    base: str               # base model file -> kept
-    expired_output: str     # output of a job whose outputs expired -> collected
-    live_output: str        # output of a job whose outputs have not expired -> kept
-    fresh_row: str          # unreferenced, but its row is younger than the grace -> kept
-    orphan: str             # store object without row, old -> collected
+    only_deleted: str  # only in a version deleted long ago -> collected
+    shared: str  # in that version and a live one -> kept
+    live: str  # live version only -> kept
+    recently_deleted: str  # version deleted within the retention period -> kept
+    base: str  # base model file -> kept
+    expired_output: str  # output of a job whose outputs expired -> collected
+    live_output: str  # output of a job whose outputs have not expired -> kept
+    fresh_row: str  # unreferenced, but its row is younger than the grace -> kept
+    orphan: str  # store object without row, old -> collected
     old_version_id: int
     expired_job_id: str
 
@@ -118,8 +120,14 @@ class Scene:
 
     @property
     def kept(self) -> set[str]:
-        return {self.shared, self.live, self.recently_deleted, self.base, self.live_output,
-                self.fresh_row}
+        return {
+            self.shared,
+            self.live,
+            self.recently_deleted,
+            self.base,
+            self.live_output,
+            self.fresh_row,
+        }
 
 
 @pytest.fixture
@@ -130,9 +138,18 @@ def scene(backend: Backend) -> Scene:
         old = make_version(s, adapter)
         live = make_version(s, adapter)
         recent = make_version(s, adapter)
-        d = {name: put(backend, s, name.encode() * 10) for name in (
-            "only_deleted", "shared", "live", "recently_deleted", "base", "expired_output",
-            "live_output")}
+        d = {
+            name: put(backend, s, name.encode() * 10)
+            for name in (
+                "only_deleted",
+                "shared",
+                "live",
+                "recently_deleted",
+                "base",
+                "expired_output",
+                "live_output",
+            )
+        }
         d["fresh_row"] = put(backend, s, b"fresh_row", created_at=NOW - timedelta(hours=1))
         d["orphan"] = put(backend, None, b"orphan")
         attach(s, old, "adapter_model.safetensors", d["only_deleted"])
@@ -143,23 +160,45 @@ def scene(backend: Backend) -> Scene:
         old.deleted_at = NOW - RETENTION - timedelta(days=1)
         recent.deleted_at = NOW - timedelta(days=1)
 
-        base = BaseModelRecord(name="org/base", fingerprint="sha256:" + "f0" * 32,
-                               structure_hash="sha256:" + "e0" * 32, manifest={},
-                               num_parameters=1, size_bytes=4)
+        base = BaseModelRecord(
+            name="org/base",
+            fingerprint="sha256:" + "f0" * 32,
+            structure_hash="sha256:" + "e0" * 32,
+            manifest={},
+            num_parameters=1,
+            size_bytes=4,
+        )
         s.add(base)
         s.flush()
-        s.add(BaseModelFile(base_model_id=base.id, path="model.safetensors",
-                            blob_digest=d["base"], size=40))
-        expired = Job(type="merge", status="succeeded", params={},
-                      outputs_expire_at=NOW - timedelta(hours=1))
-        kept = Job(type="export", status="succeeded", params={},
-                   outputs_expire_at=NOW + timedelta(days=1))
+        s.add(
+            BaseModelFile(
+                base_model_id=base.id, path="model.safetensors", blob_digest=d["base"], size=40
+            )
+        )
+        expired = Job(
+            type="merge", status="succeeded", params={}, outputs_expire_at=NOW - timedelta(hours=1)
+        )
+        kept = Job(
+            type="export", status="succeeded", params={}, outputs_expire_at=NOW + timedelta(days=1)
+        )
         s.add_all([expired, kept])
         s.flush()
-        s.add(JobArtifact(job_id=expired.id, path="model.safetensors",
-                          blob_digest=d["expired_output"], size=140))
-        s.add(JobArtifact(job_id=kept.id, path="adapter_model.safetensors",
-                          blob_digest=d["live_output"], size=110))
+        s.add(
+            JobArtifact(
+                job_id=expired.id,
+                path="model.safetensors",
+                blob_digest=d["expired_output"],
+                size=140,
+            )
+        )
+        s.add(
+            JobArtifact(
+                job_id=kept.id,
+                path="adapter_model.safetensors",
+                blob_digest=d["live_output"],
+                size=110,
+            )
+        )
         s.commit()
         return Scene(**d, old_version_id=old.id, expired_job_id=expired.id)
 
@@ -175,8 +214,9 @@ def stored(backend: Backend) -> set[str]:
 
 def test_dry_run_lists_exactly_the_unreferenced_blobs(backend: Backend, scene: Scene) -> None:
     before_rows, before_store = rows(backend), stored(backend)
-    report = gc.run(backend.maker, backend.store, dry_run=True, now=NOW, grace=GRACE,
-                    retention=RETENTION)
+    report = gc.run(
+        backend.maker, backend.store, dry_run=True, now=NOW, grace=GRACE, retention=RETENTION
+    )
     assert {b["digest"] for b in report.blobs} == scene.collected
     assert {o["digest"] for o in report.orphan_objects} == {scene.orphan}
     assert [o["job_id"] for o in report.expired_job_outputs] == [scene.expired_job_id]
@@ -189,8 +229,9 @@ def test_dry_run_lists_exactly_the_unreferenced_blobs(backend: Backend, scene: S
 
 
 def test_gc_removes_them_from_store_and_db(backend: Backend, scene: Scene) -> None:
-    dry = gc.run(backend.maker, backend.store, dry_run=True, now=NOW, grace=GRACE,
-                 retention=RETENTION)
+    dry = gc.run(
+        backend.maker, backend.store, dry_run=True, now=NOW, grace=GRACE, retention=RETENTION
+    )
     report = gc.run(backend.maker, backend.store, now=NOW, grace=GRACE, retention=RETENTION)
     assert {b["digest"] for b in report.blobs} == {b["digest"] for b in dry.blobs}
     assert {o["digest"] for o in report.orphan_objects} == {scene.orphan}
@@ -207,8 +248,10 @@ def test_gc_removes_them_from_store_and_db(backend: Backend, scene: Scene) -> No
     with backend.maker() as s:
         old = s.get(AdapterVersion, scene.old_version_id)
         assert old is not None and old.deleted_at is not None and old.files == []
-        assert s.scalars(select(JobArtifact).where(
-            JobArtifact.job_id == scene.expired_job_id)).all() == []
+        assert (
+            s.scalars(select(JobArtifact).where(JobArtifact.job_id == scene.expired_job_id)).all()
+            == []
+        )
         assert s.get(Job, scene.expired_job_id) is not None
 
     # a second run finds nothing
@@ -223,8 +266,13 @@ def test_uploads_in_flight_are_not_touched(backend: Backend, scene: Scene) -> No
     if backend.root is not None:
         fresh = (NOW - timedelta(minutes=5)).timestamp()
         os.utime(backend.root / blob_key(in_flight), (fresh, fresh))
-    report = gc.run(backend.maker, backend.store, now=NOW if backend.root else REAL_NOW,
-                    grace=GRACE, retention=RETENTION)
+    report = gc.run(
+        backend.maker,
+        backend.store,
+        now=NOW if backend.root else REAL_NOW,
+        grace=GRACE,
+        retention=RETENTION,
+    )
     assert scene.fresh_row in rows(backend) and backend.store.exists(scene.fresh_row)
     assert backend.store.exists(in_flight)
     assert in_flight not in {o["digest"] for o in report.orphan_objects}
@@ -239,8 +287,13 @@ def test_blob_shared_with_a_live_version_stays(backend: Backend, scene: Scene) -
     gc.run(backend.maker, backend.store, now=NOW, grace=GRACE, retention=RETENTION)
     assert backend.store.exists(scene.shared) and scene.shared in rows(backend)
     # once every version using it is past retention, it goes
-    gc.run(backend.maker, backend.store, now=NOW + RETENTION + timedelta(hours=1), grace=GRACE,
-           retention=RETENTION)
+    gc.run(
+        backend.maker,
+        backend.store,
+        now=NOW + RETENTION + timedelta(hours=1),
+        grace=GRACE,
+        retention=RETENTION,
+    )
     assert not backend.store.exists(scene.shared)
     assert scene.base in rows(backend)
 
@@ -252,8 +305,9 @@ def test_cli(backend: Backend, scene: Scene, monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setenv(key, value)
     # the CLI runs at the real time: grace 0 and retention 0 make everything old enough
     runner = CliRunner()
-    result = runner.invoke(cli, ["gc", "--dry-run", "--grace-hours", "0",
-                                 "--retention-hours", "0", "--json"])
+    result = runner.invoke(
+        cli, ["gc", "--dry-run", "--grace-hours", "0", "--retention-hours", "0", "--json"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["dry_run"] is True
@@ -300,9 +354,11 @@ def test_crashed_upload_temp_files_are_collected_after_the_grace_period(
     busy = tmp / "put-busy.tmp"
     for path in (old, young, busy):
         path.write_bytes(b"x" * 100)
-    for path, when in ((old, REAL_NOW - timedelta(hours=1)),
-                       (young, NOW - timedelta(hours=1)),  # inside the grace period
-                       (busy, REAL_NOW - timedelta(hours=1))):
+    for path, when in (
+        (old, REAL_NOW - timedelta(hours=1)),
+        (young, NOW - timedelta(hours=1)),  # inside the grace period
+        (busy, REAL_NOW - timedelta(hours=1)),
+    ):
         os.utime(path, (when.timestamp(), when.timestamp()))
     with open(busy, "rb") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # a live upload holds its lock

@@ -25,15 +25,21 @@ def store(tmp_path: Path) -> BlobStore:
     return open_store_url(f"file://{tmp_path / 'blobs'}")
 
 
-def test_tick_heartbeats_and_delivers(maker: sessionmaker[Session], store: BlobStore,
-                                      receiver: Receiver) -> None:
+def test_tick_heartbeats_and_delivers(
+    maker: sessionmaker[Session], store: BlobStore, receiver: Receiver
+) -> None:
     with maker() as s:
         ns = make_namespace(s)
         s.commit()
         owner = make_user(s, is_admin=True)
         s.commit()
-        admin = Principal(user_id=owner.id, username=owner.name, namespace_id=owner.namespace_id,
-                          is_admin=True, scope="admin")
+        admin = Principal(
+            user_id=owner.id,
+            username=owner.name,
+            namespace_id=owner.namespace_id,
+            is_admin=True,
+            scope="admin",
+        )
         webhooks.create(s, admin, ns.name, url=receiver.url, policy=LOOPBACK)
         events.emit(s, events.JOB_SUCCEEDED, ns, {"job_id": "j"})
         s.commit()
@@ -55,8 +61,7 @@ def test_scheduled_gc_runs_once_per_interval(
     digest = sha256_digest(old)
     store.put(digest, io.BytesIO(old))
     with maker() as s:
-        s.add(Blob(digest=digest, size=len(old),
-                   created_at=datetime.now(UTC) - timedelta(days=3)))
+        s.add(Blob(digest=digest, size=len(old), created_at=datetime.now(UTC) - timedelta(days=3)))
         s.commit()
     hk = Housekeeping(maker, store, "w-1", gc_grace=timedelta(days=1))
     hk.tick()  # a fresh worker does not collect at once

@@ -44,8 +44,9 @@ def test_signed_delivery(
     [(headers, body)] = receiver.requests
     assert webhooks.verify_signature(secret, body, headers["x-loreg-signature"])
     assert headers["x-loreg-signature"].startswith("sha256=")
-    assert not webhooks.verify_signature("whsec_wrong-secret-xxxxxxxx", body,
-                                         headers["x-loreg-signature"])
+    assert not webhooks.verify_signature(
+        "whsec_wrong-secret-xxxxxxxx", body, headers["x-loreg-signature"]
+    )
     assert headers["x-loreg-event"] == "version.created"
     assert headers["x-loreg-event-id"] == event_id
     document = json.loads(body)
@@ -62,8 +63,9 @@ def test_fails_twice_then_acknowledged_once(
 ) -> None:
     receiver.statuses = [500, 503]
     with maker() as s:
-        hook, secret = create(s, webhook_world.admin, webhook_world.org, url=receiver.url,
-                                       events_=["version.created"])
+        hook, secret = create(
+            s, webhook_world.admin, webhook_world.org, url=receiver.url, events_=["version.created"]
+        )
         s.commit()
     event_id = _emit_version(maker, webhook_world.org)
 
@@ -110,8 +112,7 @@ def test_gives_up_after_max_attempts(
     _emit_version(maker, webhook_world.org)
     now = datetime.now(UTC)
     for i in range(5):
-        deliver(maker, now=now + timedelta(hours=i), max_attempts=3,
-                                 backoff_base=1)
+        deliver(maker, now=now + timedelta(hours=i), max_attempts=3, backoff_base=1)
     assert len(receiver.requests) == 3
     with maker() as s:
         d = s.scalars(select(WebhookDelivery)).one()
@@ -139,10 +140,16 @@ def test_fan_out_by_namespace_type_and_active(
 ) -> None:
     with maker() as s:
         create(s, webhook_world.admin, webhook_world.org, url=receiver.url + "/all")
-        create(s, webhook_world.admin, webhook_world.org, url=receiver.url + "/jobs",
-                        events_=["job.failed", "job.succeeded"])
-        _off, _ = create(s, webhook_world.admin, webhook_world.org, url=receiver.url + "/off",
-                                 active=False)
+        create(
+            s,
+            webhook_world.admin,
+            webhook_world.org,
+            url=receiver.url + "/jobs",
+            events_=["job.failed", "job.succeeded"],
+        )
+        _off, _ = create(
+            s, webhook_world.admin, webhook_world.org, url=receiver.url + "/off", active=False
+        )
         other = make_namespace(s)
         s.commit()
     _emit_version(maker, webhook_world.org)
@@ -152,14 +159,15 @@ def test_fan_out_by_namespace_type_and_active(
         s.commit()
     stats = deliver(maker)
     assert stats.dispatched_events == 3
-    paths = sorted(h["x-loreg-event"] + " " + str(i) for i, (h, _b) in
-                   enumerate(receiver.requests))
+    paths = sorted(h["x-loreg-event"] + " " + str(i) for i, (h, _b) in enumerate(receiver.requests))
     assert len(paths) == 3  # /all gets both, /jobs gets job.failed, /off nothing
     with maker() as s:
-        assert {d.webhook.url.rsplit("/", 1)[1]: d.event.type for d in
-                s.scalars(select(WebhookDelivery).where(
-                    WebhookDelivery.event.has(type="job.failed")))} == {
-            "all": "job.failed", "jobs": "job.failed"}
+        assert {
+            d.webhook.url.rsplit("/", 1)[1]: d.event.type
+            for d in s.scalars(
+                select(WebhookDelivery).where(WebhookDelivery.event.has(type="job.failed"))
+            )
+        } == {"all": "job.failed", "jobs": "job.failed"}
 
 
 def test_test_delivery_pings_one_webhook(

@@ -37,11 +37,13 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LoregEn
     if request.param == "postgres+s3":
         pg = request.getfixturevalue("postgres_url")
         s3 = request.getfixturevalue("s3_bucket")
-        extra.update({
-            "LOREG_DATABASE_URL": pg,
-            "LOREG_STORAGE_URL": f"s3://{s3.bucket}/loreg",
-            "LOREG_S3_ENDPOINT_URL": s3.endpoint_url,
-        })
+        extra.update(
+            {
+                "LOREG_DATABASE_URL": pg,
+                "LOREG_STORAGE_URL": f"s3://{s3.bucket}/loreg",
+                "LOREG_S3_ENDPOINT_URL": s3.endpoint_url,
+            }
+        )
         env.extra = extra
         env.start_server(worker=False)
         env.start_worker()
@@ -56,8 +58,10 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LoregEn
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoregEnv]:
     """One embedded registry (``loreg serve``, only LOREG_HOME set) shared by a module's tests:
     for commands whose behaviour does not depend on the backend (it is the API's)."""
-    env = LoregEnv(home=tmp_path_factory.mktemp("registry") / "home",
-                   extra={"LOREG_WORKER_POLL_SECONDS": "0.2"})
+    env = LoregEnv(
+        home=tmp_path_factory.mktemp("registry") / "home",
+        extra={"LOREG_WORKER_POLL_SECONDS": "0.2"},
+    )
     env.start_server()
     yield env
     env.stop_all()

@@ -73,13 +73,25 @@ class LoregEnv:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def run(self, *args: str, check: bool | int = True, timeout: float = 180,
-            env: dict[str, str] | None = None, cwd: Path | None = None,
-            exe: str = LOREG) -> Result:
+    def run(
+        self,
+        *args: str,
+        check: bool | int = True,
+        timeout: float = 180,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        exe: str = LOREG,
+    ) -> Result:
         """Run ``loreg ARGS``; ``check=True`` wants exit 0, an int wants that exit code.
         ``exe``: another installation's ``loreg`` (the light client's)."""
-        p = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout,
-                           env=env or self.env(), cwd=cwd)
+        p = subprocess.run(
+            [exe, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env or self.env(),
+            cwd=cwd,
+        )
         res = Result(p.returncode, p.stdout, p.stderr)
         want = 0 if check is True else check
         if check is not False and p.returncode != want:
@@ -120,8 +132,12 @@ class LoregEnv:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         log = open(self.home.parent / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([LOREG, "worker", "--device", "cpu"], stdout=log,
-                                stderr=subprocess.STDOUT, env=self.env())
+        proc = subprocess.Popen(
+            [LOREG, "worker", "--device", "cpu"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+        )
         self.procs.append(proc)
         return proc
 
@@ -172,10 +188,10 @@ class ThrottledProxy:
             except OSError:
                 client.close()
                 continue
-            threading.Thread(target=self._pump, args=(client, upstream, None),
-                             daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, self.rate),
-                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(
+                target=self._pump, args=(upstream, client, self.rate), daemon=True
+            ).start()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket, rate: int | None) -> None:

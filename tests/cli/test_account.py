@@ -57,7 +57,8 @@ def test_no_login_names_loreg_home_and_what_to_run(embedded: LoregEnv, tmp_path:
     # a stored login for another registry is not sent here, and the message says so
     home.mkdir(parents=True, exist_ok=True)
     (home / "credentials.json").write_text(
-        json.dumps({"url": "http://registry.example:8080", "token": "lrg_elsewhere"}))
+        json.dumps({"url": "http://registry.example:8080", "token": "lrg_elsewhere"})
+    )
     line = one_line_error(env.run("whoami", check=1))
     assert "is for http://registry.example:8080" in line
     assert f"loreg login {embedded.url}" in line
@@ -65,8 +66,9 @@ def test_no_login_names_loreg_home_and_what_to_run(embedded: LoregEnv, tmp_path:
 
 def test_a_rejected_token_says_where_it_came_from(embedded: LoregEnv, tmp_path: Path) -> None:
     # from LOREG_TOKEN
-    env = LoregEnv(home=tmp_path / "h1", extra={"LOREG_URL": embedded.url,
-                                                "LOREG_TOKEN": "lrg_bogus"})
+    env = LoregEnv(
+        home=tmp_path / "h1", extra={"LOREG_URL": embedded.url, "LOREG_TOKEN": "lrg_bogus"}
+    )
     line = one_line_error(env.run("whoami", check=1))
     assert "the token in LOREG_TOKEN" in line and "invalid token" in line
     assert "unset it to use the stored login" in line
@@ -84,9 +86,7 @@ def test_a_rejected_token_says_where_it_came_from(embedded: LoregEnv, tmp_path: 
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:{port}", "http://localhost:{port}"])
-def test_an_unreachable_registry_names_the_url_and_its_source(
-    tmp_path: Path, url: str
-) -> None:
+def test_an_unreachable_registry_names_the_url_and_its_source(tmp_path: Path, url: str) -> None:
     from tests.cli.harness import free_port
 
     target = url.format(port=free_port())
@@ -100,8 +100,7 @@ def test_an_unreachable_registry_names_the_url_and_its_source(
     home.mkdir()
     (home / "credentials.json").write_text(json.dumps({"url": target, "token": "lrg_x"}))
     line = one_line_error(LoregEnv(home=home).run("whoami", check=1))
-    assert f"cannot reach the registry at {target} (stored in {home / 'credentials.json'})" \
-        in line
+    assert f"cannot reach the registry at {target} (stored in {home / 'credentials.json'})" in line
 
 
 def test_users_and_orgs(embedded: LoregEnv) -> None:
@@ -121,21 +120,23 @@ def test_users_and_orgs(embedded: LoregEnv) -> None:
     assert mine == {"lab": "write"}
     assert "the lab" in r.run("org", "ls").stdout
     assert r.json("org", "members", "lab") == [
-        {"user": "admin", "role": "admin"}, {"user": "carl", "role": "write"},
-        {"user": "dora", "role": "read"}]
+        {"user": "admin", "role": "admin"},
+        {"user": "carl", "role": "write"},
+        {"user": "dora", "role": "read"},
+    ]
     assert r.run("org", "members", "lab").stdout.split()[:2] == ["USER", "ROLE"]
 
     assert r.json("org", "remove-member", "lab", "dora") == {"org": "lab", "removed": "dora"}
     assert [m["user"] for m in r.json("org", "members", "lab")] == ["admin", "carl"]
 
     # bad input and refusals: one line each, with what to do
-    one_line_error(r.run("org", "remove-member", "lab", "dora", check=1),
-                   "loreg org members lab")
-    one_line_error(r.run("org", "remove-member", "lab", "admin", check=1),
-                   "--role admin")
+    one_line_error(r.run("org", "remove-member", "lab", "dora", check=1), "loreg org members lab")
+    one_line_error(r.run("org", "remove-member", "lab", "admin", check=1), "--role admin")
     one_line_error(r.run("org", "members", "nope", check=1), "loreg org ls")
     r.json("org", "create", "other")
     hidden = r.run("org", "members", "other", env=as_carl, check=1)
     one_line_error(hidden, "ask an admin of 'other'")
-    assert r.run("org", "members", "other", "--json", env=as_carl,
-                 check=1).json["error"]["code"] == "permission_denied"
+    assert (
+        r.run("org", "members", "other", "--json", env=as_carl, check=1).json["error"]["code"]
+        == "permission_denied"
+    )

@@ -40,12 +40,17 @@ def test_push_show_and_server_merge(registry: LoregEnv, tmp_path: Path) -> None:
         got: dict[str, torch.Tensor] = {}
         for f in sorted(out.glob("*.safetensors")):
             got.update(load_file(str(f)))
-        peft_model, want = peft_merged_checkpoint(case.base, case.adapter,
-                                                  tmp_path / f"{kind}-peft", vocab=case.vocab)
+        peft_model, want = peft_merged_checkpoint(
+            case.base, case.adapter, tmp_path / f"{kind}-peft", vocab=case.vocab
+        )
         assert set(got) == set(want), kind
         for name, tensor in got.items():
             torch.testing.assert_close(tensor, want[name], rtol=1e-5, atol=1e-6, msg=name)
         ids = torch.tensor([list(case.input_ids)])
         with torch.no_grad():
-            torch.testing.assert_close(load_model(out)(input_ids=ids).logits,
-                                       peft_model(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                load_model(out)(input_ids=ids).logits,
+                peft_model(input_ids=ids).logits,
+                rtol=1e-5,
+                atol=1e-5,
+            )

@@ -80,12 +80,26 @@ def test_show_prints_text_not_python_reprs(
     r = embedded
     r.run("base", "register", str(models.base.path), "--name", "admin/show-base")
     adapter = make_lora_adapter(
-        models.base, tmp_path / "dora", use_dora=True, use_rslora=True,
-        target_modules=["q_proj", "v_proj"], rank_pattern={"q_proj": 8},
-        alpha_pattern={"v_proj": 16}, modules_to_save=["lm_head"],
+        models.base,
+        tmp_path / "dora",
+        use_dora=True,
+        use_rslora=True,
+        target_modules=["q_proj", "v_proj"],
+        rank_pattern={"q_proj": 8},
+        alpha_pattern={"v_proj": 16},
+        modules_to_save=["lm_head"],
     )
-    r.run("push", str(adapter.path), "admin/show-dora:v1", "--base", "admin/show-base",
-          "--label", "dataset=tickets", "--label", "run=7")
+    r.run(
+        "push",
+        str(adapter.path),
+        "admin/show-dora:v1",
+        "--base",
+        "admin/show-base",
+        "--label",
+        "dataset=tickets",
+        "--label",
+        "run=7",
+    )
     out = r.run("show", "admin/show-dora:v1").stdout
     rows = dict(re.findall(r"^([a-zA-Z_ ]+):\s+(.*)$", out, re.MULTILINE))
     assert rows["DoRA"] == "yes" and rows["rsLoRA"] == "yes"
@@ -100,10 +114,17 @@ def test_show_prints_text_not_python_reprs(
 
     # an adapter without any of those says so in words
     r.run("push", str(models.adapter.path), "admin/show-plain:v1", "--base", "admin/show-base")
-    rows = dict(re.findall(r"^([a-zA-Z_ ]+):\s+(.*)$", r.run("show", "admin/show-plain:v1").stdout,
-                           re.MULTILINE))
+    rows = dict(
+        re.findall(
+            r"^([a-zA-Z_ ]+):\s+(.*)$", r.run("show", "admin/show-plain:v1").stdout, re.MULTILINE
+        )
+    )
     assert (rows["DoRA"], rows["rsLoRA"], rows["rank pattern"], rows["modules to save"]) == (
-        "no", "no", "none", "none")
+        "no",
+        "no",
+        "none",
+        "none",
+    )
 
 
 @pytest.mark.slow
@@ -113,11 +134,20 @@ def test_printed_paths_are_absolute(embedded: LoregEnv, models: Models, tmp_path
     r.run("push", str(models.adapter.path), "admin/paths-a:v1", "--base", "admin/paths-base")
     res = r.run("pull", "admin/paths-a:v1", "-o", "pulled", cwd=tmp_path)
     assert res.stdout.strip() == str(tmp_path / "pulled")
-    res = r.run("merge", "admin/paths-a:v1", "--base", "admin/paths-base", "-o", "merged",
-                cwd=tmp_path)
+    res = r.run(
+        "merge", "admin/paths-a:v1", "--base", "admin/paths-base", "-o", "merged", cwd=tmp_path
+    )
     assert res.stdout.strip() == str(tmp_path / "merged")
-    res = r.run("merge", str(models.adapter.path), "--base", str(models.base.path), "-o",
-                "merged-local", "--local", cwd=tmp_path)
+    res = r.run(
+        "merge",
+        str(models.adapter.path),
+        "--base",
+        str(models.base.path),
+        "-o",
+        "merged-local",
+        "--local",
+        cwd=tmp_path,
+    )
     assert res.stdout.strip() == str(tmp_path / "merged-local")
     assert f"into {models.base.path}" in res.stderr
 
@@ -138,8 +168,18 @@ def test_job_parameters_are_named_as_flags(embedded: LoregEnv, models: Models) -
     r = embedded
     r.run("base", "register", str(models.base.path), "--name", "admin/flags-base")
     r.run("push", str(models.adapter.path), "admin/flags-a:v1", "--base", "admin/flags-base")
-    res = r.run("merge", "admin/flags-a:v1", "--base", "admin/flags-base", "--method", "ties",
-                "--density", "7", "--no-wait", check=1)
+    res = r.run(
+        "merge",
+        "admin/flags-a:v1",
+        "--base",
+        "admin/flags-base",
+        "--method",
+        "ties",
+        "--density",
+        "7",
+        "--no-wait",
+        check=1,
+    )
     line = one_line_error(res)
     assert "--density" in line and "density:" not in line.replace("--density:", "")
 
@@ -152,8 +192,9 @@ def test_offline_pull_from_the_cache_with_the_server_stopped(
     env.start_server()
     try:
         env.run("base", "register", str(models.base.path), "--name", "admin/off-base")
-        pushed = env.json("push", str(models.adapter.path), "admin/off-a:v1", "--base",
-                          "admin/off-base")
+        pushed = env.json(
+            "push", str(models.adapter.path), "admin/off-a:v1", "--base", "admin/off-base"
+        )
         digest = pushed["version"]["digest"]
         env.run("push", str(models.adapter2.path), "admin/off-a:v2", "--base", "admin/off-base")
         online = env.json("pull", "admin/off-a:v1", "-o", str(tmp_path / "online"))
@@ -171,8 +212,9 @@ def test_offline_pull_from_the_cache_with_the_server_stopped(
 
     # never pulled: a clear error, nothing written
     for ref in ("admin/off-a:v2", "admin/off-a@2", "admin/off-other"):
-        line = one_line_error(env.run("pull", ref, "-o", str(tmp_path / "no"), env=offline,
-                                      check=1))
+        line = one_line_error(
+            env.run("pull", ref, "-o", str(tmp_path / "no"), env=offline, check=1)
+        )
         assert "LOREG_OFFLINE is set" in line and "not in the local cache" in line
         assert "unset LOREG_OFFLINE" in line
     assert env.json("pull", "admin/off-a:v2", env=offline, check=1)["error"]["code"] == "not_cached"
@@ -183,8 +225,9 @@ def test_offline_pull_from_the_cache_with_the_server_stopped(
     weights = next(f for f in online["files"] if f["path"] == "adapter_model.safetensors")
     hex_ = weights["digest"].removeprefix("sha256:")
     (cache / hex_[:2] / hex_).unlink()
-    line = one_line_error(env.run("pull", "admin/off-a:v1", "-o", str(tmp_path / "gone"),
-                                  env=offline, check=1))
+    line = one_line_error(
+        env.run("pull", "admin/off-a:v1", "-o", str(tmp_path / "gone"), env=offline, check=1)
+    )
     assert "only partly in the local cache" in line and "adapter_model.safetensors" in line
 
     # other commands need the registry, and offline says so at once

@@ -13,7 +13,8 @@ def test_audit_log(embedded: LoregEnv) -> None:
     assert [e["action"] for e in events][:3] == ["token.create", "user.create", "org.create"]
     assert r.json("audit", "--action", "org.*")[0]["target"] == "auditors"
     assert [e["target"] for e in r.json("audit", "--target-type", "user", "--limit", "1")] == [
-        "ann"]
+        "ann"
+    ]
     assert r.json("audit", "--actor", "ann") == []
     assert r.json("audit", "--since", "2999-01-01") == []
     human = r.run("audit", "--limit", "2").stdout

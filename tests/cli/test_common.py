@@ -24,8 +24,7 @@ def test_usage_errors_exit_2_and_json_mode_prints_an_error_object(tmp_path: Path
     assert "Missing argument" in res.stderr and res.stdout == ""
     res = env.run("push", "--json", check=2)
     assert res.json["error"]["code"] == "usage_error"
-    res = env.run("merge", "a/b", "--base", "x", "--weights", "1,2", "-o", "out", "--json",
-                  check=2)
+    res = env.run("merge", "a/b", "--base", "x", "--weights", "1,2", "-o", "out", "--json", check=2)
     assert "weight" in res.json["error"]["message"]
 
 
@@ -53,8 +52,26 @@ def test_pull_into_a_missing_folder_arg_and_push_of_a_missing_folder(tmp_path: P
 
 def test_help_lists_every_command_group(tmp_path: Path) -> None:
     out = _env(tmp_path).run("--help").stdout
-    for cmd in ("serve", "login", "whoami", "token", "user", "org", "base", "push", "pull", "ls",
-                "show", "tag", "merge", "combine", "export", "jobs", "validate", "worker"):
+    for cmd in (
+        "serve",
+        "login",
+        "whoami",
+        "token",
+        "user",
+        "org",
+        "base",
+        "push",
+        "pull",
+        "ls",
+        "show",
+        "tag",
+        "merge",
+        "combine",
+        "export",
+        "jobs",
+        "validate",
+        "worker",
+    ):
         assert f"  {cmd} " in out, cmd
 
 
@@ -67,6 +84,7 @@ def test_shell_completion_script(tmp_path: Path) -> None:
 def test_json_mode_is_per_invocation() -> None:
     """``--json`` lives in the click context: it does not leak into the next invocation in
     the same process (as it did when it was a module global)."""
+
     @click.command()
     @json_option
     def hello(as_json: bool) -> None:
@@ -83,9 +101,19 @@ def test_a_broken_installation_says_to_reinstall(tmp_path: Path) -> None:
     shim = tmp_path / "shim"
     (shim / "tqdm").mkdir(parents=True)
     (shim / "tqdm" / "__init__.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'tqdm'\", name='tqdm')\n")
+        "raise ModuleNotFoundError(\"No module named 'tqdm'\", name='tqdm')\n"
+    )
     env = _env(tmp_path)
-    res = env.run("merge", str(tmp_path), "--base", str(tmp_path), "-o", str(tmp_path / "o"),
-                  "--local", check=1, env=env.env(PYTHONPATH=str(shim)))
+    res = env.run(
+        "merge",
+        str(tmp_path),
+        "--base",
+        str(tmp_path),
+        "-o",
+        str(tmp_path / "o"),
+        "--local",
+        check=1,
+        env=env.env(PYTHONPATH=str(shim)),
+    )
     assert res.stderr.count("\n") == 1 and "lacks the Python package 'tqdm'" in res.stderr
     assert "reinstall loreg" in res.stderr and "Traceback" not in res.stderr

@@ -33,15 +33,26 @@ def test_flow(registry: LoregEnv, models: Models, tmp_path: Path) -> None:
 
     base = r.json("base", "register", str(models.base.path), "--name", "test/tiny-llama")
     assert base["fingerprint"] == fingerprint(models.base.path).fingerprint
-    assert r.run("base", "register", str(models.base.path), "--name",
-                 "test/tiny-llama").stdout.strip() == base["fingerprint"]
+    assert (
+        r.run("base", "register", str(models.base.path), "--name", "test/tiny-llama").stdout.strip()
+        == base["fingerprint"]
+    )
     assert [b["name"] for b in r.json("base", "ls")] == ["test/tiny-llama"]
     assert r.json("base", "show", "test/tiny-llama")["has_weights"] is True
     assert "test/tiny-llama" in r.run("base", "ls").stdout
 
     # push with tag and labels
-    pushed = r.json("push", str(models.adapter.path), "admin/bot:prod", "--base",
-                    "test/tiny-llama", "--label", "dataset=support", "--label", "run=42")
+    pushed = r.json(
+        "push",
+        str(models.adapter.path),
+        "admin/bot:prod",
+        "--base",
+        "test/tiny-llama",
+        "--label",
+        "dataset=support",
+        "--label",
+        "run=42",
+    )
     v1 = pushed["version"]
     assert v1["number"] == 1 and pushed["uploaded_bytes"] == pushed["total_bytes"] > 0
     assert {"prod", "latest"} <= set(v1["tags"])
@@ -71,8 +82,9 @@ def test_flow(registry: LoregEnv, models: Models, tmp_path: Path) -> None:
     assert (re["version"]["number"], re["version"]["digest"]) == (1, v1["digest"])
 
     # a second version, then move the tag
-    v2 = r.json("push", str(models.adapter2.path), "admin/bot", "--base",
-                "test/tiny-llama")["version"]
+    v2 = r.json("push", str(models.adapter2.path), "admin/bot", "--base", "test/tiny-llama")[
+        "version"
+    ]
     assert v2["number"] == 2
     assert r.json("show", "admin/bot:prod")["number"] == 1
     r.json("tag", "admin/bot@2", "prod")
@@ -90,8 +102,17 @@ def test_flow(registry: LoregEnv, models: Models, tmp_path: Path) -> None:
     assert set(expected) - set(got) <= {"lm_head.weight"}
 
     # combine
-    combined = r.json("combine", "admin/bot@1", "admin/bot@2", "--method", "linear",
-                      "--weights", "0.5,0.5", "--to", "admin/combo:v1")
+    combined = r.json(
+        "combine",
+        "admin/bot@1",
+        "admin/bot@2",
+        "--method",
+        "linear",
+        "--weights",
+        "0.5,0.5",
+        "--to",
+        "admin/combo:v1",
+    )
     assert combined["status"] == "succeeded"
     lineage = r.json("show", "admin/combo:v1")["lineage"]
     assert sorted(p["parent"] for p in lineage) == ["admin/bot@1", "admin/bot@2"]
@@ -104,13 +125,14 @@ def test_flow(registry: LoregEnv, models: Models, tmp_path: Path) -> None:
     assert json.loads((exp / "adapter_config.json").read_text())["r"] == 4
 
     # validate against a wrong base: exit 3, the module named
-    bad = r.run("validate", str(models.adapter.path), "--base", str(models.wrong_base.path),
-                check=3)
+    bad = r.run(
+        "validate", str(models.adapter.path), "--base", str(models.wrong_base.path), check=3
+    )
     assert "self_attn.q_proj" in bad.stdout + bad.stderr
-    r.json("base", "register", str(models.wrong_base.path), "--name", "test/wrong",
-           "--no-upload")
-    refused = r.run("push", str(models.adapter2.path), "admin/other", "--base", "test/wrong",
-                    "--json", check=3)
+    r.json("base", "register", str(models.wrong_base.path), "--name", "test/wrong", "--no-upload")
+    refused = r.run(
+        "push", str(models.adapter2.path), "admin/other", "--base", "test/wrong", "--json", check=3
+    )
     err = refused.json["error"]
     assert err["code"] == "incompatible" and "q_proj" in err["message"]
 
@@ -119,8 +141,9 @@ def test_flow(registry: LoregEnv, models: Models, tmp_path: Path) -> None:
     assert {"merge", "combine", "export"} <= {j["type"] for j in jobs}
     assert r.json("jobs", "show", jobs[0]["id"])["id"] == jobs[0]["id"]
     assert "ID" in r.run("jobs", "ls").stdout
-    job = r.json("merge", "admin/bot@2", "--base", "test/tiny-llama", "--weights", "0.3",
-                 "--no-wait")
+    job = r.json(
+        "merge", "admin/bot@2", "--base", "test/tiny-llama", "--weights", "0.3", "--no-wait"
+    )
     cancelled = r.json("jobs", "cancel", job["id"])
     assert cancelled["status"] == "cancelled" or cancelled["cancel_requested"]
     waited = r.run("jobs", "wait", job["id"], "--json", check=1)

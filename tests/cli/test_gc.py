@@ -32,13 +32,16 @@ class SlowUpload:
         self.digest = "sha256:" + hashlib.sha256(data).hexdigest()
         self.sent = 0
         self.sock = socket.create_connection(("127.0.0.1", env.port), timeout=60)
-        self.sock.sendall((
-            f"PUT /api/v1/blobs/{self.digest} HTTP/1.1\r\nHost: 127.0.0.1:{env.port}\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n").encode())
+        self.sock.sendall(
+            (
+                f"PUT /api/v1/blobs/{self.digest} HTTP/1.1\r\nHost: 127.0.0.1:{env.port}\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n"
+            ).encode()
+        )
 
     def send(self, n: int) -> None:
-        self.sock.sendall(self.data[self.sent:self.sent + n])
+        self.sock.sendall(self.data[self.sent : self.sent + n])
         self.sent += n
 
     def finish(self) -> int:
@@ -70,13 +73,17 @@ def test_killed_server_leaves_a_temp_file_that_start_up_and_gc_remove(
     try:
         upload = SlowUpload(env, os.urandom(24 * MB))
         upload.send(12 * MB)
-        _wait_for(lambda: any(p.stat().st_size >= 8 * MB for p in _temp_files(env)),
-                  "the upload's temp file")
+        _wait_for(
+            lambda: any(p.stat().st_size >= 8 * MB for p in _temp_files(env)),
+            "the upload's temp file",
+        )
         env.kill(env.procs[0])  # SIGKILL, mid-upload
         [left] = _temp_files(env)
         # a temp file younger than this may belong to a put between creating and locking it
-        _wait_for(lambda: time.time() - left.stat().st_mtime > TEMP_MIN_AGE_SECONDS,
-                  "the temp file to be old enough to tell it from a starting upload")
+        _wait_for(
+            lambda: time.time() - left.stat().st_mtime > TEMP_MIN_AGE_SECONDS,
+            "the temp file to be old enough to tell it from a starting upload",
+        )
 
         # the default grace period (24 h) protects it; with none, gc reports it, and a dry
         # run leaves it where it is
@@ -109,9 +116,15 @@ def test_killed_server_leaves_a_multipart_upload_that_gc_aborts(
 ) -> None:
     pg = request.getfixturevalue("postgres_url")
     s3 = request.getfixturevalue("s3_bucket")
-    env = LoregEnv(home=tmp_path / "home", extra={
-        "LOREG_DATABASE_URL": pg, "LOREG_STORAGE_URL": f"s3://{s3.bucket}/loreg",
-        "LOREG_S3_ENDPOINT_URL": s3.endpoint_url, "LOREG_S3_REGION": "us-east-1"})
+    env = LoregEnv(
+        home=tmp_path / "home",
+        extra={
+            "LOREG_DATABASE_URL": pg,
+            "LOREG_STORAGE_URL": f"s3://{s3.bucket}/loreg",
+            "LOREG_S3_ENDPOINT_URL": s3.endpoint_url,
+            "LOREG_S3_REGION": "us-east-1",
+        },
+    )
     env.start_server(worker=False)
     raw = s3.client()
 

@@ -37,8 +37,12 @@ def test_killed_server_mid_pull_leaves_nothing_and_next_pull_resumes(
         dest = tmp_path / "out"
         cache = env.home / "cache" / "blobs" / "sha256"
         # A fresh cache so the pull really downloads (the push did not fill it).
-        pull = subprocess.Popen([LOREG, "pull", "admin/big:v1", "-o", str(dest), "--json"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pull_env)
+        pull = subprocess.Popen(
+            [LOREG, "pull", "admin/big:v1", "-o", str(dest), "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=pull_env,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             partial = [p for p in cache.rglob("*.incomplete") if p.stat().st_size > 3_000_000]

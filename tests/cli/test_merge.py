@@ -32,9 +32,27 @@ def test_local_merge_json_and_usage_errors(tmp_path: Path) -> None:
     a1 = make_lora_adapter(base, tmp_path / "a1", seed=1)
     out = tmp_path / "out"
     done = _loreg(
-        "merge", str(a0.path), str(a1.path), "--base", str(base.path), "-o", str(out),
-        "--local", "--weights", "0.5,0.5", "--method", "ties", "--density", "0.5",
-        "--dtype", "bfloat16", "--device", "cpu", "--shard-size", "20KB", "--json",
+        "merge",
+        str(a0.path),
+        str(a1.path),
+        "--base",
+        str(base.path),
+        "-o",
+        str(out),
+        "--local",
+        "--weights",
+        "0.5,0.5",
+        "--method",
+        "ties",
+        "--density",
+        "0.5",
+        "--dtype",
+        "bfloat16",
+        "--device",
+        "cpu",
+        "--shard-size",
+        "20KB",
+        "--json",
     )
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
@@ -44,23 +62,47 @@ def test_local_merge_json_and_usage_errors(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
 
     bad = _loreg(
-        "merge", str(a0.path), "--base", str(base.path), "-o", str(tmp_path / "y"), "--local",
-        "--weights", "1,2",
+        "merge",
+        str(a0.path),
+        "--base",
+        str(base.path),
+        "-o",
+        str(tmp_path / "y"),
+        "--local",
+        "--weights",
+        "1,2",
     )
     assert bad.returncode == 2
 
     wrong = _loreg(
-        "merge", str(a0.path), "--base", str(base.path), "-o", str(tmp_path / "z"), "--local",
-        "--expected-fingerprint", "sha256:" + "0" * 64, "--json",
+        "merge",
+        str(a0.path),
+        "--base",
+        str(base.path),
+        "-o",
+        str(tmp_path / "z"),
+        "--local",
+        "--expected-fingerprint",
+        "sha256:" + "0" * 64,
+        "--json",
     )
     assert wrong.returncode == 3, wrong.stdout + wrong.stderr
     assert json.loads(wrong.stdout)["error"]["code"] == "fingerprint_mismatch"
     assert not (tmp_path / "z").exists()
 
 
-CLI_KINDS = ["moe-qwen3_moe", "moe-mixtral", "moe-gpt_oss", "moe-llama4_text", "tokens-tied",
-             "tokens-per-layer-untied", "tokens-grown-tied", "tokens-peft-type-tied",
-             "adalora-allocated", "bias-all"]
+CLI_KINDS = [
+    "moe-qwen3_moe",
+    "moe-mixtral",
+    "moe-gpt_oss",
+    "moe-llama4_text",
+    "tokens-tied",
+    "tokens-per-layer-untied",
+    "tokens-grown-tied",
+    "tokens-peft-type-tied",
+    "adalora-allocated",
+    "bias-all",
+]
 
 
 @pytest.mark.parametrize("kind", CLI_KINDS)
@@ -72,18 +114,33 @@ def test_local_merge_of_adapter_kinds_equals_peft(tmp_path: Path, kind: str) -> 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert json.loads(checked.stdout)["compatible"] is True
     out = tmp_path / "out"
-    done = _loreg("merge", str(case.adapter), "--base", str(case.base.path), "-o", str(out),
-                  "--local", "--device", "cpu", "--json")
+    done = _loreg(
+        "merge",
+        str(case.adapter),
+        "--base",
+        str(case.base.path),
+        "-o",
+        str(out),
+        "--local",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     got: dict[str, torch.Tensor] = {}
     for f in sorted(out.glob("*.safetensors")):
         got.update(load_file(str(f)))
-    peft_model, want = peft_merged_checkpoint(case.base, case.adapter, tmp_path / "peft",
-                                              vocab=case.vocab)
+    peft_model, want = peft_merged_checkpoint(
+        case.base, case.adapter, tmp_path / "peft", vocab=case.vocab
+    )
     assert set(got) == set(want)
     for name, tensor in got.items():
         torch.testing.assert_close(tensor, want[name], rtol=1e-5, atol=1e-6, msg=name)
     ids = torch.tensor([list(case.input_ids)])
     with torch.no_grad():
-        torch.testing.assert_close(load_model(out)(input_ids=ids).logits,
-                                   peft_model(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            load_model(out)(input_ids=ids).logits,
+            peft_model(input_ids=ids).logits,
+            rtol=1e-5,
+            atol=1e-5,
+        )

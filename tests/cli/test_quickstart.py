@@ -18,13 +18,22 @@ def test_quickstart_script(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOREG_")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     work = tmp_path / "qs"
-    p = subprocess.run(["bash", str(SCRIPT), str(work)], env=env, capture_output=True,
-                       text=True, timeout=600, cwd=tmp_path)
+    p = subprocess.run(
+        ["bash", str(SCRIPT), str(work)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     # it says where its inputs and both merges are (the README's "by hand" block uses them)
-    for label, folder in (("base model folder", "base"), ("adapter folder", "adapter"),
-                          ("merged by the registry", "merged"),
-                          ("merged on this machine", "merged-local")):
+    for label, folder in (
+        ("base model folder", "base"),
+        ("adapter folder", "adapter"),
+        ("merged by the registry", "merged"),
+        ("merged on this machine", "merged-local"),
+    ):
         assert f"{label}:" in p.stdout and f"{work}/{folder}\n" in p.stdout, label
     assert "tensors, identical" in p.stdout  # the server merge equals the --local one
     for folder in ("merged", "merged-local"):
@@ -48,13 +57,20 @@ def test_quickstart_with_runtime_dependencies_only(tmp_path: Path) -> None:
         (shim / name).mkdir(parents=True)
         # as where it is not installed (torch catches exactly this class)
         (shim / name / "__init__.py").write_text(
-            f"raise ModuleNotFoundError({f'No module named {name!r}'!r}, name={name!r})\n")
+            f"raise ModuleNotFoundError({f'No module named {name!r}'!r}, name={name!r})\n"
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOREG_")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(shim)
     work = tmp_path / "qs"
-    p = subprocess.run(["bash", str(SCRIPT), str(work)], env=env, capture_output=True,
-                       text=True, timeout=600, cwd=tmp_path)
+    p = subprocess.run(
+        ["bash", str(SCRIPT), str(work)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     assert "built with torch alone" in p.stdout
     assert "tensors, identical" in p.stdout
@@ -69,8 +85,13 @@ def test_quickstart_finds_the_clones_venv_or_says_what_to_do(tmp_path: Path) -> 
     copy = tmp_path / "clone" / "examples"
     copy.mkdir(parents=True)
     (copy / "quickstart.sh").write_text(SCRIPT.read_text())
-    p = subprocess.run(["bash", str(copy / "quickstart.sh"), str(tmp_path / "qs")], env=env,
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        ["bash", str(copy / "quickstart.sh"), str(tmp_path / "qs")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 1
     assert "source .venv/bin/activate" in p.stderr and "LOREG=" in p.stderr
     assert not (tmp_path / "qs").exists()

@@ -63,12 +63,17 @@ def _children(pid: int) -> list[str]:
 
 
 def test_workers_share_the_port_and_the_job_worker_runs_once(
-        tmp_path: Path, postgres_url: str) -> None:
+    tmp_path: Path, postgres_url: str
+) -> None:
     env = LoregEnv(home=tmp_path / "home", extra={"LOREG_DATABASE_URL": postgres_url})
     env.port = free_port()
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([LOREG, "serve", "--workers", "2", "--port", str(env.port),
-                             "--json"], stdout=subprocess.PIPE, stderr=log, env=env.env())
+    proc = subprocess.Popen(
+        [LOREG, "serve", "--workers", "2", "--port", str(env.port), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=env.env(),
+    )
     try:
         assert proc.stdout is not None
         announced = json.loads(proc.stdout.readline() or b"null")
@@ -76,8 +81,9 @@ def test_workers_share_the_port_and_the_job_worker_runs_once(
         token = json.loads((tmp_path / "home" / "credentials.json").read_text())["token"]
         servers = [c for c in _children(proc.pid) if "multiprocessing.spawn" in c]
         assert len(servers) == 2, _children(proc.pid)
-        with httpx.Client(base_url=env.url, headers={"Authorization": f"Bearer {token}"},
-                          timeout=30) as client:
+        with httpx.Client(
+            base_url=env.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as client:
             for _ in range(20):  # every answer right, whichever process takes it
                 assert client.get("/api/v1/whoami").json()["user"] == "admin"
             assert client.post("/api/v1/orgs", json={"name": "acme"}).status_code == 201
@@ -89,8 +95,9 @@ def test_workers_share_the_port_and_the_job_worker_runs_once(
             while beats == 0 and time.monotonic() < deadline:
                 time.sleep(0.5)
                 with engine.connect() as conn:
-                    beats = conn.execute(select(func.count()).select_from(WorkerHeartbeat)
-                                         ).scalar_one()
+                    beats = conn.execute(
+                        select(func.count()).select_from(WorkerHeartbeat)
+                    ).scalar_one()
             time.sleep(3)
             with engine.connect() as conn:
                 workers = conn.execute(select(WorkerHeartbeat.worker_id)).scalars().all()

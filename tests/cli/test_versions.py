@@ -36,14 +36,16 @@ def test_versions_and_tags(embedded: LoregEnv, bot: str) -> None:
     assert "without a tag or version" in usage.stderr
     missing = r.run("tags", "admin/nope", check=1)
     one_line_error(missing, "not found", "loreg ls")
-    assert r.run("versions", "admin/nope", "--json", check=1).json["error"]["code"].endswith(
-        "not_found")
+    assert (
+        r.run("versions", "admin/nope", "--json", check=1)
+        .json["error"]["code"]
+        .endswith("not_found")
+    )
 
 
 def test_delete_and_restore(embedded: LoregEnv, models: Models, bot: str) -> None:
     r = embedded
-    r.json("push", str(models.adapter.path), "admin/del", "--base",
-           "test/tiny-llama")
+    r.json("push", str(models.adapter.path), "admin/del", "--base", "test/tiny-llama")
     r.json("push", str(models.adapter2.path), "admin/del", "--base", "test/tiny-llama")
     out = r.run("delete", "admin/del@2", "--reason", "bad data")
     assert "undo with: loreg restore admin/del@2" in out.stdout
@@ -59,8 +61,7 @@ def test_delete_and_restore(embedded: LoregEnv, models: Models, bot: str) -> Non
 
     # bad input, each a one-line error that says what to do, with the contract's exit code
     one_line_error(r.run("restore", "admin/del@2", check=1), "not deleted", "nothing to restore")
-    one_line_error(r.run("restore", "admin/del@9", check=1),
-                   "loreg versions admin/del --deleted")
+    one_line_error(r.run("restore", "admin/del@9", check=1), "loreg versions admin/del --deleted")
     one_line_error(r.run("restore", "admin/del:latest", check=1), "by number or digest")
     assert "names no version" in r.run("delete", "admin/del", "--reason", "x", check=2).stderr
     assert "give a reason" in r.run("delete", "admin/del@1", "--reason", " ", check=2).stderr
@@ -77,22 +78,25 @@ def test_tags_protect_and_delete(embedded: LoregEnv, bot: str) -> None:
     assert r.json("tag", "admin/bot@1", "stable", "--unprotect")["protected"] is False
 
     # ns/name:TAG --delete works; so does REF TAG --delete
-    assert r.json("tag", "admin/bot:stable", "--delete") == {"deleted": "stable",
-                                                             "adapter": "admin/bot"}
+    assert r.json("tag", "admin/bot:stable", "--delete") == {
+        "deleted": "stable",
+        "adapter": "admin/bot",
+    }
     r.json("tag", "admin/bot@1", "canary")
     assert r.run("tag", "admin/bot", "canary", "--delete").stdout.strip() == (
-        "deleted tag admin/bot:canary")
+        "deleted tag admin/bot:canary"
+    )
     assert {t["name"] for t in r.json("tags", bot)} == {"latest", "prod"}
 
     one_line_error(r.run("tag", "admin/bot:nope", "--delete", check=1), "loreg tags admin/bot")
     assert "name the tag to delete" in r.run("tag", "admin/bot@1", "--delete", check=2).stderr
     assert "give the TAG to set" in r.run("tag", "admin/bot@1", check=2).stderr
-    assert "--protect" in r.run("tag", "admin/bot:prod", "--delete", "--protect",
-                                check=2).stderr
+    assert "--protect" in r.run("tag", "admin/bot:prod", "--delete", "--protect", check=2).stderr
 
 
-def test_protected_tag_needs_a_namespace_admin(embedded: LoregEnv, models: Models,
-                                               bot: str) -> None:
+def test_protected_tag_needs_a_namespace_admin(
+    embedded: LoregEnv, models: Models, bot: str
+) -> None:
     """A writer of an organisation cannot move or delete a protected tag; the error says so."""
     r = embedded
     org = "team"
@@ -108,8 +112,7 @@ def test_protected_tag_needs_a_namespace_admin(embedded: LoregEnv, models: Model
     r.run("tag", f"{org}/bot@1", "canary", env=as_wendy)  # unprotected tags are fine
 
 
-def test_adapter_visibility_and_description(embedded: LoregEnv, models: Models,
-                                            bot: str) -> None:
+def test_adapter_visibility_and_description(embedded: LoregEnv, models: Models, bot: str) -> None:
     r = embedded
     shown = r.json("adapter", "show", bot)
     assert shown["visibility"] == "private" and shown["versions_count"] == 2
@@ -119,14 +122,20 @@ def test_adapter_visibility_and_description(embedded: LoregEnv, models: Models,
     assert r.run("adapter", "set", bot, "--private").stdout.strip() == "admin/bot is private"
 
     # a push whose flag disagrees with the adapter is refused: nothing changes
-    refused = r.run("push", str(models.adapter.path), f"{bot}:x", "--base", "test/tiny-llama",
-                    "--public", check=1)
+    refused = r.run(
+        "push",
+        str(models.adapter.path),
+        f"{bot}:x",
+        "--base",
+        "test/tiny-llama",
+        "--public",
+        check=1,
+    )
     one_line_error(refused, "loreg adapter set admin/bot --public")
     assert r.json("adapter", "show", bot)["visibility"] == "private"
     assert "x" not in {t["name"] for t in r.json("tags", bot)}
     # the agreeing flag (or none) pushes as usual
-    r.json("push", str(models.adapter.path), f"{bot}:x", "--base", "test/tiny-llama",
-           "--private")
+    r.json("push", str(models.adapter.path), f"{bot}:x", "--base", "test/tiny-llama", "--private")
 
     assert "nothing to change" in r.run("adapter", "set", bot, check=2).stderr
     one_line_error(r.run("adapter", "show", "admin/nope", check=1), "loreg ls")

@@ -15,8 +15,10 @@ from tests.fixtures.webhooks import LOOPBACK_NETWORKS, Receiver
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoregEnv]:
     """An embedded registry whose operator allows webhooks to loopback (the test receiver)."""
-    env = LoregEnv(home=tmp_path_factory.mktemp("registry") / "home",
-                   extra={"LOREG_WEBHOOK_ALLOW_NETWORKS": LOOPBACK_NETWORKS})
+    env = LoregEnv(
+        home=tmp_path_factory.mktemp("registry") / "home",
+        extra={"LOREG_WEBHOOK_ALLOW_NETWORKS": LOOPBACK_NETWORKS},
+    )
     env.start_server()
     yield env
     env.stop_all()
@@ -24,8 +26,18 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoregEnv]:
 
 def test_webhook_lifecycle(embedded: LoregEnv, receiver: Receiver) -> None:
     r = embedded
-    made = r.json("webhook", "create", "admin", receiver.url, "--event", "version.created",
-                  "--event", "tag.moved", "--description", "ci")
+    made = r.json(
+        "webhook",
+        "create",
+        "admin",
+        receiver.url,
+        "--event",
+        "version.created",
+        "--event",
+        "tag.moved",
+        "--description",
+        "ci",
+    )
     hook_id, secret = made["id"], made["secret"]
     assert made["events"] == ["tag.moved", "version.created"] and len(secret) >= 16
     human = r.run("webhook", "create", "admin", receiver.url, "--secret", "s" * 20)
@@ -58,13 +70,16 @@ def test_webhook_lifecycle(embedded: LoregEnv, receiver: Receiver) -> None:
     only_ok = r.json("webhook", "deliveries", "admin", str(hook_id), "--status", "delivered")
     assert len(only_ok) == 2
 
-    assert r.json("webhook", "delete", "admin", str(hook_id)) == {"deleted": hook_id,
-                                                                  "namespace": "admin"}
+    assert r.json("webhook", "delete", "admin", str(hook_id)) == {
+        "deleted": hook_id,
+        "namespace": "admin",
+    }
     assert [h["id"] for h in r.json("webhook", "ls", "admin")] != [hook_id]
 
     # bad input: exit codes per the contract, one-line errors that say what to do
-    one_line_error(r.run("webhook", "test", "admin", str(hook_id), check=1),
-                   "loreg webhook ls admin")
+    one_line_error(
+        r.run("webhook", "test", "admin", str(hook_id), check=1), "loreg webhook ls admin"
+    )
     r.run("webhook", "delete", "admin", "0", check=2)
     r.run("webhook", "create", "admin", receiver.url, "--event", "nope", check=2)
     bad_url = r.run("webhook", "create", "admin", "ftp://x", check=1)

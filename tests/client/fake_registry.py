@@ -75,9 +75,14 @@ def _make_handler(state: State, *, store: bool) -> type[BaseHTTPRequestHandler]:
                 if prev and prev["files"] == body["files"]:
                     return self._json(200, prev)
                 number = (prev["number"] + 1) if prev else 1
-                v = {"namespace": m.group(1), "name": m.group(2), "number": number,
-                     "digest": sha256_digest(json.dumps(body["files"]).encode()),
-                     "files": body["files"], "labels": body.get("labels", {})}
+                v = {
+                    "namespace": m.group(1),
+                    "name": m.group(2),
+                    "number": number,
+                    "digest": sha256_digest(json.dumps(body["files"]).encode()),
+                    "files": body["files"],
+                    "labels": body.get("labels", {}),
+                }
                 state.versions[key] = v
                 return self._json(201, v)
             return self._error(404, "not_found", "no route")

@@ -54,10 +54,14 @@ def test_from_settings_records_where_url_and_token_came_from(tmp_path: Path) -> 
     c = Client.from_settings(_settings(tmp_path, url="http://10.0.0.1:1", token="lrg_x"))
     assert (c.origin.url_from, c.origin.token_from) == (FROM_ENV, FROM_ENV)
     (tmp_path / "credentials.json").write_text(
-        json.dumps({"url": "http://127.0.0.1:9", "token": "lrg_stored"}))
+        json.dumps({"url": "http://127.0.0.1:9", "token": "lrg_stored"})
+    )
     c = Client.from_settings(_settings(tmp_path))
     assert (c.origin.url_from, c.origin.token_from, c.token) == (
-        FROM_STORED, FROM_STORED, "lrg_stored")
+        FROM_STORED,
+        FROM_STORED,
+        "lrg_stored",
+    )
 
 
 def test_explain_leaves_other_errors_alone(tmp_path: Path) -> None:

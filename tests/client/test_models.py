@@ -16,8 +16,13 @@ from loreg.refs import FileEntry
 
 A = "sha256:" + "a" * 64
 VERSION: dict[str, Any] = {
-    "namespace": "acme", "name": "bot", "ref": "acme/bot@3", "number": 3, "digest": A,
-    "created_at": "2026-01-31T12:00:00.5Z", "labels": {"run": 7},
+    "namespace": "acme",
+    "name": "bot",
+    "ref": "acme/bot@3",
+    "number": 3,
+    "digest": A,
+    "created_at": "2026-01-31T12:00:00.5Z",
+    "labels": {"run": 7},
     "files": [{"path": "adapter_config.json", "digest": A, "size": 10}],
     "base_model": {"name": "org/base", "fingerprint": A},
     "compatibility": {"compatible": True, "match": "exact", "match_hint": None, "problems": []},
@@ -43,19 +48,28 @@ def test_fields_a_registry_may_leave_out_have_defaults() -> None:
     """A version recorded for offline pulls keeps a few fields; it still reads."""
     v = models.Version.from_api({"namespace": "acme", "name": "bot", "number": 2, "digest": A})
     assert v.ref == "acme/bot@2" and v.files == [] and v.tags == [] and v.r is None
-    job = models.Job.from_api({"id": "j1", "type": "merge", "status": "failed",
-                               "error": {"code": "incompatible", "message": "no"}})
+    job = models.Job.from_api(
+        {
+            "id": "j1",
+            "type": "merge",
+            "status": "failed",
+            "error": {"code": "incompatible", "message": "no"},
+        }
+    )
     assert job.done and job.error_code == "incompatible" and job.error_message == "no"
     assert not models.Job.from_api({"id": "j2", "type": "merge", "status": "running"}).done
 
 
-@pytest.mark.parametrize("doc", [
-    {"namespace": "acme", "name": "bot", "number": "three", "digest": A},
-    {"namespace": "acme", "name": "bot", "digest": A},
-    {"namespace": "acme", "name": "bot", "number": 1, "digest": A, "files": [{"path": "x"}]},
-    ["not", "a", "document"],
-    None,
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"namespace": "acme", "name": "bot", "number": "three", "digest": A},
+        {"namespace": "acme", "name": "bot", "digest": A},
+        {"namespace": "acme", "name": "bot", "number": 1, "digest": A, "files": [{"path": "x"}]},
+        ["not", "a", "document"],
+        None,
+    ],
+)
 def test_an_answer_the_client_cannot_read_is_a_server_error(doc: Any) -> None:
     with pytest.raises(ServerError) as exc:
         models.Version.from_api(doc)

@@ -18,8 +18,16 @@ FILES: list[dict[str, Any]] = [
     {"path": "adapter_model.safetensors", "digest": "sha256:" + "b" * 64, "size": 99},
 ]
 DIGEST = manifest_digest(FileEntry(**f) for f in FILES)
-VERSION = Version.from_api({"namespace": "acme", "name": "bot", "number": 3, "digest": DIGEST,
-                            "files": FILES, "validation_report": {"big": "x" * 1000}})
+VERSION = Version.from_api(
+    {
+        "namespace": "acme",
+        "name": "bot",
+        "number": 3,
+        "digest": DIGEST,
+        "files": FILES,
+        "validation_report": {"big": "x" * 1000},
+    }
+)
 
 
 def test_ref_forms_spell_each_reference_one_way() -> None:
@@ -75,6 +83,9 @@ def test_a_later_pull_moves_the_tag(tmp_path: Path) -> None:
     index.record("http://r1", ["acme/bot:prod"], VERSION)
     files2 = [dict(FILES[0]), {**FILES[1], "digest": "sha256:" + "d" * 64}]
     digest2 = manifest_digest(FileEntry(**f) for f in files2)
-    index.record("http://r1", ["acme/bot:prod"], Version.from_api(
-        {**VERSION.to_dict(), "number": 4, "digest": digest2, "files": files2}))
+    index.record(
+        "http://r1",
+        ["acme/bot:prod"],
+        Version.from_api({**VERSION.to_dict(), "number": 4, "digest": digest2, "files": files2}),
+    )
     assert index.lookup("http://r1", "acme/bot:prod").number == 4

@@ -67,12 +67,26 @@ def test_duplicate_version_digest_is_refused(session: Session) -> None:
 def test_duplicate_tag_is_refused(session: Session) -> None:
     adapter = make_adapter(session, make_namespace(session))
     v1, v2 = make_version(session, adapter), make_version(session, adapter)
-    session.execute(insert(Tag).values(adapter_id=adapter.id, name="prod", version_id=v1.id,
-                                       protected=False, updated_at=datetime.now(UTC)))
+    session.execute(
+        insert(Tag).values(
+            adapter_id=adapter.id,
+            name="prod",
+            version_id=v1.id,
+            protected=False,
+            updated_at=datetime.now(UTC),
+        )
+    )
     session.commit()
     with pytest.raises(IntegrityError):
-        session.execute(insert(Tag).values(adapter_id=adapter.id, name="prod", version_id=v2.id,
-                                           protected=False, updated_at=datetime.now(UTC)))
+        session.execute(
+            insert(Tag).values(
+                adapter_id=adapter.id,
+                name="prod",
+                version_id=v2.id,
+                protected=False,
+                updated_at=datetime.now(UTC),
+            )
+        )
 
 
 def test_duplicate_adapter_name_in_namespace_is_refused(session: Session) -> None:
@@ -110,8 +124,12 @@ def test_check_constraints_refuse_unknown_states(
     job = Job(type="validate", params={"version_id": version.id})
     session.add(job)
     session.commit()
-    row_id = {AdapterVersion: version.id, Job: job.id, Namespace: adapter.namespace_id,
-              Adapter: adapter.id}[table]
+    row_id = {
+        AdapterVersion: version.id,
+        Job: job.id,
+        Namespace: adapter.namespace_id,
+        Adapter: adapter.id,
+    }[table]
     with pytest.raises(IntegrityError):
         session.execute(
             update(table).where(table.id == row_id).values({column: value})  # type: ignore[attr-defined]
@@ -132,8 +150,11 @@ def test_foreign_keys_are_enforced(session: Session) -> None:
     version = make_version(session, adapter)
     session.commit()
     with pytest.raises(IntegrityError):
-        session.execute(insert(VersionFile).values(
-            version_id=version.id, path="x", blob_digest="sha256:" + "f" * 64, size=1))
+        session.execute(
+            insert(VersionFile).values(
+                version_id=version.id, path="x", blob_digest="sha256:" + "f" * 64, size=1
+            )
+        )
 
 
 def test_blob_in_use_cannot_be_deleted_but_versions_cascade(session: Session) -> None:

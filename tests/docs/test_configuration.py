@@ -26,7 +26,8 @@ def test_configuration_table_is_current() -> None:
     gen = _generator()
     text = (ROOT / "docs" / "configuration.md").read_text()
     assert gen.updated(text) == text, (
-        "docs/configuration.md is out of date: run `python scripts/config_docs.py`")
+        "docs/configuration.md is out of date: run `python scripts/config_docs.py`"
+    )
 
 
 def test_every_setting_is_in_the_reference() -> None:
@@ -37,8 +38,11 @@ def test_every_setting_is_in_the_reference() -> None:
 
 
 def test_settings_for_the_tests_stay_out_of_the_user_docs() -> None:
-    internal = [f"LOREG_{name.upper()}" for name, field in Settings.model_fields.items()
-                if is_internal(field.json_schema_extra)]
+    internal = [
+        f"LOREG_{name.upper()}"
+        for name, field in Settings.model_fields.items()
+        if is_internal(field.json_schema_extra)
+    ]
     assert internal == ["LOREG_WORKER_TEST_DELAY_SECONDS"]
     for path in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]:
         for name in internal:
@@ -47,8 +51,11 @@ def test_settings_for_the_tests_stay_out_of_the_user_docs() -> None:
 
 def test_docs_name_only_real_variables() -> None:
     fields = {f"LOREG_{name.upper()}" for name in Settings.model_fields}
-    sources = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md",
-               ROOT / "docker-compose.yml"]
+    sources = [
+        *sorted((ROOT / "docs").glob("*.md")),
+        ROOT / "README.md",
+        ROOT / "docker-compose.yml",
+    ]
     for path in sources:
         for match in set(re.findall(r"\bLOREG_[A-Z0-9_]*[A-Z0-9]", path.read_text())):
             assert match in fields, f"{path.name} mentions {match}, which is not a setting"

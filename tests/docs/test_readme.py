@@ -59,11 +59,12 @@ def test_quickstart_and_by_hand_use_the_same_folders_and_both_merges() -> None:
 
 
 def test_layout_lists_every_top_level_folder() -> None:
-    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True,
-                             text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True
+    ).stdout.split()
     folders = {p.split("/")[0] for p in tracked if "/" in p}
-    layout = README[README.index("## Layout"):]
-    layout = layout[:layout.index("\n## ")]
+    layout = README[README.index("## Layout") :]
+    layout = layout[: layout.index("\n## ")]
     for folder in sorted(folders):
         assert re.search(rf"^{re.escape(folder)}/", layout, re.MULTILINE), folder
     packages = {p.split("/")[1] for p in tracked if p.startswith("loreg/") and p.count("/") > 1}
@@ -91,4 +92,6 @@ def test_extract_refuses_what_it_cannot_run() -> None:
     # blocks of one stage run in README order, each line as written
     two = good + "\n<!-- readme-check: install -->\n\n```sh\npip install -e '.[server]'\n```\n"
     assert [b.text for b in rc.extract(two) if b.stage == "install"] == [
-        "echo install\n", "pip install -e '.[server]'\n"]
+        "echo install\n",
+        "pip install -e '.[server]'\n",
+    ]

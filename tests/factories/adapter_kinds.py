@@ -64,14 +64,22 @@ def build_kind(kind: str, root: Path) -> KindCase:
         # all-linear reaches the router, mlp.gate, which Mixtral checkpoints store as
         # block_sparse_moe.gate: renamed by transformers' rules, like the experts
         base = make_moe(root / "base", "mixtral")
-        adapter = make_lora_adapter(base, root / "adapter", target_modules="all-linear",
-                                    target_parameters=MOE_TARGET_PARAMETERS["mixtral"])
+        adapter = make_lora_adapter(
+            base,
+            root / "adapter",
+            target_modules="all-linear",
+            target_parameters=MOE_TARGET_PARAMETERS["mixtral"],
+        )
         return KindCase(base, adapter.path)
     if kind.startswith("moe-"):
         family = kind.removeprefix("moe-")
         base = make_moe(root / "base", family)
-        adapter = make_lora_adapter(base, root / "adapter", target_modules=["q_proj"],
-                                    target_parameters=MOE_TARGET_PARAMETERS[family])
+        adapter = make_lora_adapter(
+            base,
+            root / "adapter",
+            target_modules=["q_proj"],
+            target_parameters=MOE_TARGET_PARAMETERS[family],
+        )
         return KindCase(base, adapter.path)
     if kind.startswith("tokens-"):
         tied = kind.endswith("-tied")
@@ -102,8 +110,9 @@ def build_kind(kind: str, root: Path) -> KindCase:
     if kind.startswith("bias-"):
         base = make_bert_seq_cls(root / "base")
         bias = "all" if kind == "bias-all" else "lora_only"
-        adapter = make_lora_adapter(base, root / "adapter", target_modules=["query", "value"],
-                                    bias=bias)
+        adapter = make_lora_adapter(
+            base, root / "adapter", target_modules=["query", "value"], bias=bias
+        )
         assert perturb_saved_modules(adapter.path)  # biases and classifier, as training would
         return KindCase(base, adapter.path)
     raise ValueError(f"unknown adapter kind {kind!r}")

@@ -130,11 +130,14 @@ def run_matrix(world: World, cases: list[Case]) -> list[str]:
             if case.prepare is not None:
                 values.update(case.prepare(world, principal))
             r = world.client(principal).request(
-                case.method, _fill(case.path, values),
-                json=_fill(case.json, values) if case.json is not None else None)
+                case.method,
+                _fill(case.path, values),
+                json=_fill(case.json, values) if case.json is not None else None,
+            )
             if r.status_code != wanted:
-                failures.append(f"{case.name} as {principal}: {r.status_code} != {wanted}"
-                                f" ({r.text[:200]})")
+                failures.append(
+                    f"{case.name} as {principal}: {r.status_code} != {wanted} ({r.text[:200]})"
+                )
             if r.status_code >= 400:
                 assert set(r.json()) == {"error"}, r.text
     return failures

@@ -28,8 +28,9 @@ Trained on **tickets-v3**. See [the run](https://ci.example.com/runs/42).
 """
 
 
-def push_with_card(client: httpx.Client, adapter: Path, work: Path, target: str, base: str,
-                   card: str | None) -> httpx.Response:
+def push_with_card(
+    client: httpx.Client, adapter: Path, work: Path, target: str, base: str, card: str | None
+) -> httpx.Response:
     """Push a copy of ``adapter`` whose README.md is ``card`` (``None``: no README.md)."""
     folder = work / target.replace("/", "--")
     shutil.copytree(adapter, folder)

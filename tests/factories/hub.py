@@ -65,19 +65,32 @@ def tree_digests(folder: Path) -> dict[str, str]:
 def hub_env(server: RegistryServer, token: str, home: Path) -> dict[str, str]:
     """The environment a user sets to point unmodified Hugging Face tools at loreg."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
-    env.update(HF_ENDPOINT=server.base_url, HF_TOKEN=token, HF_HUB_DISABLE_XET="1",
-               HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error",
-               TOKENIZERS_PARALLELISM="false")
+    env.update(
+        HF_ENDPOINT=server.base_url,
+        HF_TOKEN=token,
+        HF_HUB_DISABLE_XET="1",
+        HF_HOME=str(home),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        TRANSFORMERS_VERBOSITY="error",
+        TOKENIZERS_PARALLELISM="false",
+    )
     return env
 
 
-def run_script(code: str, env: dict[str, str], cwd: Path, *args: str,
-               timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_script(
+    code: str, env: dict[str, str], cwd: Path, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter with ``env`` (the assertion shows its output)."""
     repo_root = Path(__file__).resolve().parents[2]
     env = {**env, "PYTHONPATH": str(repo_root)}
-    result = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd,
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     return result

@@ -32,8 +32,13 @@ def folder_files(folder: Path) -> list[dict[str, Any]]:
     out = []
     for p in sorted(folder.rglob("*")):
         if p.is_file():
-            out.append({"path": p.relative_to(folder).as_posix(), "digest": sha256_file(p),
-                        "size": p.stat().st_size})
+            out.append(
+                {
+                    "path": p.relative_to(folder).as_posix(),
+                    "digest": sha256_file(p),
+                    "size": p.stat().st_size,
+                }
+            )
     return out
 
 
@@ -45,8 +50,11 @@ def upload(client: httpx.Client, folder: Path, files: list[dict[str, Any]]) -> l
     for f in files:
         if f["digest"] in missing:
             data = (folder / f["path"]).read_bytes()
-            r = client.put(f"/blobs/{f['digest']}", content=data,
-                           headers={"Content-Type": "application/octet-stream"})
+            r = client.put(
+                f"/blobs/{f['digest']}",
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
             assert r.status_code in (200, 201), r.text
     return list(missing)
 
@@ -75,8 +83,9 @@ def base_body(model: TinyModel, name: str) -> dict[str, Any]:
     }
 
 
-def register_base(client: httpx.Client, model: TinyModel, name: str,
-                  *, with_files: bool = False) -> httpx.Response:
+def register_base(
+    client: httpx.Client, model: TinyModel, name: str, *, with_files: bool = False
+) -> httpx.Response:
     body = base_body(model, name)
     if with_files:
         files = folder_files(model.path)
@@ -107,8 +116,9 @@ def build_models(root: Path) -> Models:
         base=base,
         other_base=other,
         adapter=make_lora_adapter(base, root / "adapter", r=4),
-        adapter_r8=make_lora_adapter(base, root / "adapter-r8", r=8,
-                                     target_modules=["q_proj", "v_proj"], seed=1),
+        adapter_r8=make_lora_adapter(
+            base, root / "adapter-r8", r=8, target_modules=["q_proj", "v_proj"], seed=1
+        ),
         other_adapter=make_lora_adapter(other, root / "other-adapter", r=4),
     )
 
@@ -135,8 +145,9 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> 
         f.write(bytes(offset))
 
 
-def adapter_with_tensors(src: TinyAdapter, folder: Path,
-                         tensors: dict[str, tuple[str, list[int]]]) -> Path:
+def adapter_with_tensors(
+    src: TinyAdapter, folder: Path, tensors: dict[str, tuple[str, list[int]]]
+) -> Path:
     """``src``'s adapter_config.json beside a weights file listing ``tensors``."""
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_bytes((src.path / "adapter_config.json").read_bytes())

@@ -52,14 +52,23 @@ class Registry:
 def _add_files(session: Session, version: AdapterVersion) -> None:
     for path in ("adapter_config.json", "adapter_model.safetensors"):
         blob = make_blob(session, f"{path}:{version.id}".encode())
-        session.add(VersionFile(version_id=version.id, path=path, blob_digest=blob.digest,
-                                size=blob.size))
+        session.add(
+            VersionFile(version_id=version.id, path=path, blob_digest=blob.digest, size=blob.size)
+        )
 
 
-def _tag(session: Session, adapter: Adapter, name: str, version: AdapterVersion,
-         by: User | None) -> None:
-    session.add(Tag(adapter_id=adapter.id, name=name, version_id=version.id,
-                    updated_by=by.id if by else None, updated_at=utcnow()))
+def _tag(
+    session: Session, adapter: Adapter, name: str, version: AdapterVersion, by: User | None
+) -> None:
+    session.add(
+        Tag(
+            adapter_id=adapter.id,
+            name=name,
+            version_id=version.id,
+            updated_by=by.id if by else None,
+            updated_at=utcnow(),
+        )
+    )
 
 
 def fill_registry(session: Session, *, extra_adapters: int = 0) -> Registry:
@@ -69,27 +78,66 @@ def fill_registry(session: Session, *, extra_adapters: int = 0) -> Registry:
     outsider = make_user(session, unique_name("outsider"))
     org: Namespace = make_namespace(session, unique_name("team"))
     add_member(session, org, member, "read")
-    base = BaseModelRecord(name=f"org/{unique_name('base')}", fingerprint="sha256:" + "ab" * 32,
-                           structure_hash="sha256:" + "cd" * 32, manifest={},
-                           num_parameters=10, size_bytes=40)
+    base = BaseModelRecord(
+        name=f"org/{unique_name('base')}",
+        fingerprint="sha256:" + "ab" * 32,
+        structure_hash="sha256:" + "cd" * 32,
+        manifest={},
+        num_parameters=10,
+        size_bytes=40,
+    )
     session.add(base)
     session.flush()
-    public = make_adapter(session, org, unique_name("pub"), visibility=Visibility.PUBLIC,
-                          created_by=member, description="Summarizes support tickets")
-    versions = [make_version(session, public, r=8 * (i + 1), labels={"stage": "prod"},
-                             target_modules=["q_proj", "v_proj"], created_by=member,
-                             base_model_id=base.id, description=f"checkpoint {i + 1}")
-                for i in range(3)]
-    private = make_adapter(session, org, unique_name("priv"), visibility=Visibility.PRIVATE,
-                           created_by=member)
-    hidden = [make_version(session, private, r=4, labels={"stage": "dev"}, created_by=member)
-              for _ in range(2)]
+    public = make_adapter(
+        session,
+        org,
+        unique_name("pub"),
+        visibility=Visibility.PUBLIC,
+        created_by=member,
+        description="Summarizes support tickets",
+    )
+    versions = [
+        make_version(
+            session,
+            public,
+            r=8 * (i + 1),
+            labels={"stage": "prod"},
+            target_modules=["q_proj", "v_proj"],
+            created_by=member,
+            base_model_id=base.id,
+            description=f"checkpoint {i + 1}",
+        )
+        for i in range(3)
+    ]
+    private = make_adapter(
+        session, org, unique_name("priv"), visibility=Visibility.PRIVATE, created_by=member
+    )
+    hidden = [
+        make_version(session, private, r=4, labels={"stage": "dev"}, created_by=member)
+        for _ in range(2)
+    ]
     for v in [*versions, *hidden]:
         _add_files(session, v)
-    session.add(Lineage(child_version_id=versions[2].id, parent_version_id=versions[0].id,
-                        position=0, weight=0.5, method="linear", params={}))
-    session.add(Lineage(child_version_id=versions[2].id, parent_version_id=hidden[0].id,
-                        position=1, weight=0.5, method="linear", params={}))
+    session.add(
+        Lineage(
+            child_version_id=versions[2].id,
+            parent_version_id=versions[0].id,
+            position=0,
+            weight=0.5,
+            method="linear",
+            params={},
+        )
+    )
+    session.add(
+        Lineage(
+            child_version_id=versions[2].id,
+            parent_version_id=hidden[0].id,
+            position=1,
+            weight=0.5,
+            method="linear",
+            params={},
+        )
+    )
     versions[1].deleted_at = datetime.now(UTC)
     versions[1].delete_reason = "leaked a secret"
     _tag(session, public, "latest", versions[2], None)
@@ -98,8 +146,13 @@ def fill_registry(session: Session, *, extra_adapters: int = 0) -> Registry:
     _tag(session, private, "latest", hidden[1], None)
     extra = []
     for i in range(extra_adapters):
-        a = make_adapter(session, org, unique_name("extra"), visibility=Visibility.PUBLIC,
-                         description=f"extra adapter {i}")
+        a = make_adapter(
+            session,
+            org,
+            unique_name("extra"),
+            visibility=Visibility.PUBLIC,
+            description=f"extra adapter {i}",
+        )
         v = make_version(session, a, r=16, labels={"stage": "prod"})
         _add_files(session, v)
         _tag(session, a, "latest", v, None)
@@ -107,9 +160,15 @@ def fill_registry(session: Session, *, extra_adapters: int = 0) -> Registry:
     _token, member_token = accounts._issue_token(session, member, "t", "read", None)
     _token, outsider_token = accounts._issue_token(session, outsider, "t", "read", None)
     session.commit()
-    reg = Registry(org=org.name, member=member.name, member_token=member_token,
-                   outsider=outsider.name, outsider_token=outsider_token,
-                   public=f"{org.name}/{public.name}", private=f"{org.name}/{private.name}")
+    reg = Registry(
+        org=org.name,
+        member=member.name,
+        member_token=member_token,
+        outsider=outsider.name,
+        outsider_token=outsider_token,
+        public=f"{org.name}/{public.name}",
+        private=f"{org.name}/{private.name}",
+    )
     reg.adapters = [reg.public, reg.private, *(f"{org.name}/{a.name}" for a in extra)]
     for adapter, vs in ((reg.public, versions), (reg.private, hidden)):
         for v in vs:

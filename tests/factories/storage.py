@@ -114,7 +114,12 @@ def s3_harness(endpoint: S3Endpoint, prefix: str = "blobs") -> Harness:
     def interrupt_upload(age: float) -> None:  # S3 sets the start time itself: now
         key = blob_key("sha256:" + "ab" * 32, prefix)
         upload = raw.create_multipart_upload(Bucket=endpoint.bucket, Key=key)
-        raw.upload_part(Bucket=endpoint.bucket, Key=key, UploadId=upload["UploadId"],
-                        PartNumber=1, Body=b"half a blob")
+        raw.upload_part(
+            Bucket=endpoint.bucket,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=1,
+            Body=b"half a blob",
+        )
 
     return Harness("s3", store, leftovers, corrupt, interrupt_upload)

@@ -253,26 +253,43 @@ def make_moe(
     model: tf.PreTrainedModel
     if family == "qwen3_moe":
         # head_dim reaches __post_init__ as an extra kwarg; the typed signature omits it
-        config = tf.Qwen3MoeConfig(**common, moe_intermediate_size=expert_size,  # type: ignore[call-arg]
-                                   intermediate_size=2 * expert_size,
-                                   num_experts=num_experts, num_experts_per_tok=2, head_dim=8)
+        config = tf.Qwen3MoeConfig(
+            **common,
+            moe_intermediate_size=expert_size,  # type: ignore[call-arg]
+            intermediate_size=2 * expert_size,
+            num_experts=num_experts,
+            num_experts_per_tok=2,
+            head_dim=8,
+        )
         model = tf.Qwen3MoeForCausalLM(config)
     elif family == "mixtral":
-        config = tf.MixtralConfig(**common, intermediate_size=expert_size,
-                                  num_local_experts=num_experts,
-                                  num_experts_per_tok=2)
+        config = tf.MixtralConfig(
+            **common,
+            intermediate_size=expert_size,
+            num_local_experts=num_experts,
+            num_experts_per_tok=2,
+        )
         model = tf.MixtralForCausalLM(config)
     elif family == "gpt_oss":
-        config = tf.GptOssConfig(**common, intermediate_size=expert_size,
-                                 num_local_experts=num_experts,
-                                 num_experts_per_tok=2, head_dim=8,
-                                 layer_types=["full_attention"] * num_layers)
+        config = tf.GptOssConfig(
+            **common,
+            intermediate_size=expert_size,
+            num_local_experts=num_experts,
+            num_experts_per_tok=2,
+            head_dim=8,
+            layer_types=["full_attention"] * num_layers,
+        )
         model = tf.GptOssForCausalLM(config)
     elif family == "llama4_text":
-        config = tf.Llama4TextConfig(**common, intermediate_size=expert_size,
-                                     intermediate_size_mlp=40,
-                                     num_local_experts=num_experts, num_experts_per_tok=1,
-                                     head_dim=8, interleave_moe_layer_step=1)
+        config = tf.Llama4TextConfig(
+            **common,
+            intermediate_size=expert_size,
+            intermediate_size_mlp=40,
+            num_local_experts=num_experts,
+            num_experts_per_tok=1,
+            head_dim=8,
+            interleave_moe_layer_step=1,
+        )
         model = tf.Llama4ForCausalLM(config)
     else:
         raise ValueError(f"unknown MoE family {family!r}")

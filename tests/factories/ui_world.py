@@ -41,8 +41,13 @@ class World:
         return client
 
     def run_validations(self) -> int:
-        worker = Worker(self.server.settings, sessions=self.server.app.state.sessionmaker,
-                        store=self.server.app.state.store, types=["validate"], device="cpu")
+        worker = Worker(
+            self.server.settings,
+            sessions=self.server.app.state.sessionmaker,
+            store=self.server.app.state.store,
+            types=["validate"],
+            device="cpu",
+        )
         try:
             return worker.run(once=True)
         finally:
@@ -51,7 +56,8 @@ class World:
     def running_job(self, progress: float, message: str) -> tuple[str, str]:
         """An export job submitted by ``owner``, claimed by a fake worker: (job id, worker)."""
         r = self.server.client(self.owner.token).post(
-            "/jobs", json={"type": "export", "params": {"adapter": self.alpha}})
+            "/jobs", json={"type": "export", "params": {"adapter": self.alpha}}
+        )
         assert r.status_code in (200, 201), r.text
         job_id = r.json()["id"]
         worker = unique_name("fake-worker")
@@ -75,9 +81,11 @@ def version_id(server: RegistryServer, ns: str, name: str, number: int) -> int:
 
     with server.app.state.sessionmaker() as s:
         vid = s.scalar(
-            select(AdapterVersion.id).join(Adapter, Adapter.id == AdapterVersion.adapter_id)
+            select(AdapterVersion.id)
+            .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
             .join(Namespace, Namespace.id == Adapter.namespace_id)
-            .where(Namespace.name == ns, Adapter.name == name, AdapterVersion.number == number))
+            .where(Namespace.name == ns, Adapter.name == name, AdapterVersion.number == number)
+        )
         assert vid is not None
         return int(vid)
 
@@ -93,8 +101,15 @@ def build_world(server: RegistryServer, models: Models, root: Path) -> World:
     assert register_base(client, models.base, base).status_code == 201
 
     def put(name: str, folder: Path, public: bool, **labels: str) -> None:
-        r = push(client, folder, f"{org}/{name}", base=base, public=public, labels=labels,
-                 tags=["stable"] if name == "alpha" else [])
+        r = push(
+            client,
+            folder,
+            f"{org}/{name}",
+            base=base,
+            public=public,
+            labels=labels,
+            tags=["stable"] if name == "alpha" else [],
+        )
         assert r.status_code in (200, 201), r.text
 
     put("alpha", models.adapter.path, True, dataset="alpaca")
@@ -106,12 +121,30 @@ def build_world(server: RegistryServer, models: Models, root: Path) -> World:
     child = version_id(server, org, "gamma", 1)
     with server.app.state.sessionmaker() as s:
         for pos, (name, n, w) in enumerate((("alpha", 2, 0.7), ("beta", 1, 0.3))):
-            s.add(Lineage(child_version_id=child, parent_version_id=version_id(server, org,
-                          name, n), position=pos, weight=w, method="ties",
-                          params={"density": 0.5}))
+            s.add(
+                Lineage(
+                    child_version_id=child,
+                    parent_version_id=version_id(server, org, name, n),
+                    position=pos,
+                    weight=w,
+                    method="ties",
+                    params={"density": 0.5},
+                )
+            )
         s.commit()
-    world = World(server, models, owner, member, outsider, org, base, f"{org}/alpha", f"{org}/beta",
-                  f"{org}/gamma", f"{org}/secret")
+    world = World(
+        server,
+        models,
+        owner,
+        member,
+        outsider,
+        org,
+        base,
+        f"{org}/alpha",
+        f"{org}/beta",
+        f"{org}/gamma",
+        f"{org}/secret",
+    )
     assert world.run_validations() >= 5
     return world
 

@@ -68,15 +68,20 @@ class Stack:
             s.commit()
         return entries
 
-    def register_base(self, folder: Path, name: str, *,
-                      fingerprint_of: Path | None = None) -> BaseModelRecord:
+    def register_base(
+        self, folder: Path, name: str, *, fingerprint_of: Path | None = None
+    ) -> BaseModelRecord:
         """Register ``folder`` with its files; ``fingerprint_of`` lies about the weights."""
         manifest = fingerprint(fingerprint_of or folder)
         assert manifest.fingerprint is not None
         files = self.upload_dir(folder)
-        spec = bases.BaseSpec(name=name, tensors=manifest.tensors,
-                              fingerprint=manifest.fingerprint, files=files,
-                              config=folder_config(folder))
+        spec = bases.BaseSpec(
+            name=name,
+            tensors=manifest.tensors,
+            fingerprint=manifest.fingerprint,
+            files=files,
+            config=folder_config(folder),
+        )
         with self.sessions() as s:
             record, _ = bases.register_base(s, self.admin, spec)
             s.commit()
@@ -85,15 +90,22 @@ class Stack:
     def push(self, folder: Path, namespace: str, name: str, base: str) -> AdapterVersion:
         files = self.upload_dir(folder)
         with self.sessions() as s:
-            out = adapters.push_version(s, self.store, self.admin, namespace, name,
-                                        adapters.PushSpec(files=files, base=base))
+            out = adapters.push_version(
+                s,
+                self.store,
+                self.admin,
+                namespace,
+                name,
+                adapters.PushSpec(files=files, base=base),
+            )
             s.commit()
             return out.version
 
     def submit(self, job_type: str, params: dict[str, Any]) -> str:
         with self.sessions() as s:
-            sub = jobs.submit(s, self.admin, job_type, params,
-                              max_attempts=self.settings.job_max_attempts)
+            sub = jobs.submit(
+                s, self.admin, job_type, params, max_attempts=self.settings.job_max_attempts
+            )
             s.commit()
             return sub.job.id
 
@@ -111,8 +123,10 @@ class Stack:
             if cond(job):
                 return job
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; job is {job.status} {job.progress} "
-                                     f"{job.progress_message} {job.error}")
+                raise AssertionError(
+                    f"timed out; job is {job.status} {job.progress} "
+                    f"{job.progress_message} {job.error}"
+                )
             time.sleep(0.05)
 
     def download_outputs(self, job_id: str, dest: Path) -> Path:
@@ -124,13 +138,15 @@ class Stack:
     def env(self, home: Path, **settings: Any) -> dict[str, str]:
         """Environment for a ``loreg worker`` subprocess on this stack."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOREG_")}
-        env.update({
-            "LOREG_HOME": str(home),
-            "LOREG_DATABASE_URL": self.settings.effective_database_url,
-            "LOREG_STORAGE_URL": self.settings.effective_storage_url,
-            "LOREG_WORKER_DEVICE": "cpu",
-            "LOREG_WORKER_POLL_SECONDS": "0.2",
-        })
+        env.update(
+            {
+                "LOREG_HOME": str(home),
+                "LOREG_DATABASE_URL": self.settings.effective_database_url,
+                "LOREG_STORAGE_URL": self.settings.effective_storage_url,
+                "LOREG_WORKER_DEVICE": "cpu",
+                "LOREG_WORKER_POLL_SECONDS": "0.2",
+            }
+        )
         if self.settings.s3_endpoint_url:
             env["LOREG_S3_ENDPOINT_URL"] = self.settings.s3_endpoint_url
             env["LOREG_S3_REGION"] = "us-east-1"
@@ -138,13 +154,17 @@ class Stack:
             env[f"LOREG_{k.upper()}"] = str(v)
         return env
 
-    def spawn_worker(self, home: Path, *args: str, log: Path, **settings: Any
-                     ) -> subprocess.Popen[bytes]:
+    def spawn_worker(
+        self, home: Path, *args: str, log: Path, **settings: Any
+    ) -> subprocess.Popen[bytes]:
         """``python -m cli.main worker ARGS`` in its own process (its own LOREG_HOME)."""
         with open(log, "ab") as out:
             return subprocess.Popen(
                 [sys.executable, "-c", "from loreg.cli.main import main; main()", "worker", *args],
-                cwd=REPO, env=self.env(home, **settings), stdout=out, stderr=out,
+                cwd=REPO,
+                env=self.env(home, **settings),
+                stdout=out,
+                stderr=out,
             )
 
 
@@ -157,8 +177,13 @@ def make_stack(settings: Settings) -> Iterator[Stack]:
         assert created is not None
         user = created[0]
         s.commit()
-        admin = Principal(user_id=user.id, username=user.name, namespace_id=user.namespace_id,
-                          is_admin=True, scope="admin")
+        admin = Principal(
+            user_id=user.id,
+            username=user.name,
+            namespace_id=user.namespace_id,
+            is_admin=True,
+            scope="admin",
+        )
     yield Stack(settings, engine, sessions, open_store(settings), admin)
     engine.dispose()
 
@@ -200,5 +225,6 @@ def assert_matches_peft(out_dir: Path, models: Models) -> None:
     ids = torch.tensor([[1, 5, 9, 33]])
     peft = PeftModel.from_pretrained(load_model(models.base.path), str(models.adapter.path))
     with torch.no_grad():
-        torch.testing.assert_close(model(input_ids=ids).logits, peft(input_ids=ids).logits,
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            model(input_ids=ids).logits, peft(input_ids=ids).logits, rtol=1e-5, atol=1e-5
+        )

@@ -13,8 +13,11 @@ def _manifest(prefix: str = "model.", layers: int = 2) -> BaseManifest:
     for i in range(layers):
         for proj in ("q_proj", "v_proj"):
             tensors[f"{prefix}layers.{i}.self_attn.{proj}.weight"] = ("F32", (32, 32))
-    return BaseManifest(tensors=tensors, structure_hash="sha256:" + "0" * 64,
-                        aliases={"lm_head.weight": f"{prefix}embed_tokens.weight"})
+    return BaseManifest(
+        tensors=tensors,
+        structure_hash="sha256:" + "0" * 64,
+        aliases={"lm_head.weight": f"{prefix}embed_tokens.weight"},
+    )
 
 
 def test_raw_finds_stored_tensors_tied_aliases_and_renames() -> None:

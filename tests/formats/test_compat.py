@@ -292,11 +292,13 @@ def test_cli_validate(llama_adapter: Path, bases: dict[str, TinyModel], tmp_path
     assert usage.exit_code == 2
 
 
-def test_trainable_tokens_checked_against_the_base(bases: dict[str, TinyModel],
-                                                   tmp_path: Path) -> None:
+def test_trainable_tokens_checked_against_the_base(
+    bases: dict[str, TinyModel], tmp_path: Path
+) -> None:
     llama = bases["llama"]
-    adapter = make_lora_adapter(llama, tmp_path / "tokens", target_modules=["q_proj"],
-                                trainable_token_indices=[3, 5, 7])
+    adapter = make_lora_adapter(
+        llama, tmp_path / "tokens", target_modules=["q_proj"], trainable_token_indices=[3, 5, 7]
+    )
     report = check_compatibility(read_adapter(adapter.path), read_manifest(llama.path))
     assert report.ok and report.token_modules_checked == 1, report.format()
     assert "1 trainable-token layer(s)" in report.format()
@@ -314,8 +316,12 @@ def test_trainable_tokens_checked_against_the_base(bases: dict[str, TinyModel],
 
 def test_tokens_on_a_tied_output_layer_are_noted(tmp_path: Path) -> None:
     tied = make_llama(tmp_path / "tied", tie_word_embeddings=True)
-    adapter = make_lora_adapter(tied, tmp_path / "adapter", target_modules=["q_proj"],
-                                trainable_token_indices={"lm_head": [6, 9]})
+    adapter = make_lora_adapter(
+        tied,
+        tmp_path / "adapter",
+        target_modules=["q_proj"],
+        trainable_token_indices={"lm_head": [6, 9]},
+    )
     report = check_compatibility(read_adapter(adapter.path), read_manifest(tied.path))
     assert report.ok, report.format()
     (note,) = [f for f in report.notes if f.code == "tokens_on_tied_layer"]

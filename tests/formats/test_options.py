@@ -36,8 +36,14 @@ def test_configs_as_peft_saves_them_pass() -> None:
 
     for config in (
         LoraConfig(r=4, target_modules=["q_proj"]),
-        LoraConfig(r=4, target_modules=["q_proj"], use_dora=True, use_rslora=True,
-                   trainable_token_indices=[1, 2], init_lora_weights="gaussian"),
+        LoraConfig(
+            r=4,
+            target_modules=["q_proj"],
+            use_dora=True,
+            use_rslora=True,
+            trainable_token_indices=[1, 2],
+            init_lora_weights="gaussian",
+        ),
         LoraConfig(r=4, target_modules=[], target_parameters=["experts.down_proj"]),
         AdaLoraConfig(init_r=6, target_r=3, total_step=10, target_modules=["q_proj"]),
         TrainableTokensConfig(target_modules=["embed_tokens"], token_indices=[1]),
@@ -47,18 +53,31 @@ def test_configs_as_peft_saves_them_pass() -> None:
 
 @pytest.mark.parametrize("field", sorted(REFUSED))
 def test_refused_fields_are_named(field: str) -> None:
-    found = option_findings({"peft_type": "LORA", "r": 4, field: {"x": 1}},
-                            has_embedding_lora=False)
+    found = option_findings(
+        {"peft_type": "LORA", "r": 4, field: {"x": 1}}, has_embedding_lora=False
+    )
     assert [(f.field, f.code) for f in found] == [(field, "unsupported_option")]
-    assert option_findings({"peft_type": "LORA", "r": 4, field: None},
-                           has_embedding_lora=False) == []
+    assert (
+        option_findings({"peft_type": "LORA", "r": 4, field: None}, has_embedding_lora=False) == []
+    )
 
 
 @pytest.mark.parametrize(
     ("value", "refused"),
-    [(True, False), (False, False), ("gaussian", False), ("eva", False), ("orthogonal", False),
-     ("pissa", True), ("pissa_niter_4", True), ("olora", True), ("corda", True),
-     ("loftq", True), ("lora_ga", True), ("mica", True)],
+    [
+        (True, False),
+        (False, False),
+        ("gaussian", False),
+        ("eva", False),
+        ("orthogonal", False),
+        ("pissa", True),
+        ("pissa_niter_4", True),
+        ("olora", True),
+        ("corda", True),
+        ("loftq", True),
+        ("lora_ga", True),
+        ("mica", True),
+    ],
 )
 def test_init_lora_weights(value: Any, refused: bool) -> None:
     found = option_findings({"init_lora_weights": value}, has_embedding_lora=False)
@@ -89,8 +108,10 @@ def test_weight_tying_and_bias_values() -> None:
 
 @pytest.mark.parametrize(
     ("options", "field"),
-    [({"init_lora_weights": "pissa"}, "init_lora_weights"),
-     ({"layer_replication": [[0, 2], [1, 2]]}, "layer_replication")],
+    [
+        ({"init_lora_weights": "pissa"}, "init_lora_weights"),
+        ({"layer_replication": [[0, 2], [1, 2]]}, "layer_replication"),
+    ],
 )
 def test_real_peft_adapters_with_refused_features(
     tmp_path: Path, options: dict[str, Any], field: str

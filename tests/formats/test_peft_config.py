@@ -24,13 +24,16 @@ from loreg.formats.peft_config import (
 MODULE = "model.layers.0.self_attn.q_proj"
 
 
-@pytest.mark.parametrize("keys", [
-    ["q_proj", "layers.0.self_attn.q_proj"],
-    ["layers.0.self_attn.q_proj", "q_proj"],
-    ["proj"],
-    ["layers\\.\\d+\\.self_attn\\.q_proj"],
-    ["self_attn.q_proj", "k_proj"],
-])
+@pytest.mark.parametrize(
+    "keys",
+    [
+        ["q_proj", "layers.0.self_attn.q_proj"],
+        ["layers.0.self_attn.q_proj", "q_proj"],
+        ["proj"],
+        ["layers\\.\\d+\\.self_attn\\.q_proj"],
+        ["self_attn.q_proj", "k_proj"],
+    ],
+)
 def test_pattern_key_is_the_first_match_in_config_order_as_in_peft(keys: list[str]) -> None:
     # PEFT answers the module name itself when no key matches; loreg answers None.
     want = peft_get_pattern_key(keys, MODULE)
@@ -94,8 +97,14 @@ def test_bad_fields_are_refused(config: dict[str, Any], fragment: str) -> None:
 
 
 def test_a_good_config_comes_back_unchanged() -> None:
-    config = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"],
-              "rank_pattern": {"q_proj": 2}, "modules_to_save": ["lm_head"]}
+    config = {
+        "peft_type": "LORA",
+        "r": 4,
+        "lora_alpha": 8,
+        "target_modules": ["q_proj"],
+        "rank_pattern": {"q_proj": 2},
+        "modules_to_save": ["lm_head"],
+    }
     assert check_config(config) is config
     assert check_config({"peft_type": "ADALORA"})["peft_type"] == "ADALORA"  # init_r 12
 

@@ -10,8 +10,9 @@ def _report(
 ) -> CompatibilityReport:
     report = CompatibilityReport(modules_checked=3, saved_modules_checked=1)
     for i in range(problems):
-        report.add(Finding("error", code, f"problem {i}", module=f"m{i}", expected=(4, 2),
-                           found=(4, 3)))
+        report.add(
+            Finding("error", code, f"problem {i}", module=f"m{i}", expected=(4, 2), found=(4, 3))
+        )
     for i in range(warnings):
         report.add(Finding("warning", "fan_in_fan_out", f"warning {i}"))
     return report
@@ -31,8 +32,10 @@ def test_format_is_a_verdict_then_one_line_per_finding() -> None:
         "INCOMPATIBLE: 1 problem(s), 1 warning(s), 3 LoRA module(s) and 1 saved module(s)"
         " checked, base match: unverified"
     )
-    assert lines[1:] == ["  error[shape_mismatch] m0: problem 0",
-                         "  warning[fan_in_fan_out] warning 0"]
+    assert lines[1:] == [
+        "  error[shape_mismatch] m0: problem 0",
+        "  warning[fan_in_fan_out] warning 0",
+    ]
     assert CompatibilityReport().format().startswith("COMPATIBLE: 0 problem(s)")
 
 
@@ -50,8 +53,14 @@ def test_to_dict_limits_the_lists_but_counts_them_all() -> None:
     assert len(doc["warnings"]) == 2 and doc["warnings_total"] == 2
     assert doc["compatible"] is False and doc["match"] == "unverified"
     assert doc["problems"][0] == {
-        "severity": "error", "code": "shape_mismatch", "module": "m0", "tensor": None,
-        "expected": [4, 2], "found": [4, 3], "message": "problem 0", "details": None,
+        "severity": "error",
+        "code": "shape_mismatch",
+        "module": "m0",
+        "tensor": None,
+        "expected": [4, 2],
+        "found": [4, 3],
+        "message": "problem 0",
+        "details": None,
     }
     assert len(report.to_dict()["problems"]) == 5
 

@@ -35,8 +35,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_rules_file_matches_installed_transformers() -> None:
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "checkpoint_rules.py"),
-                           "--check"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "checkpoint_rules.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -82,12 +86,19 @@ def test_fused_parameters_equal_what_transformers_loads(
 
 def test_wrappers_bound_by_shape(tmp_path: Path) -> None:
     base = make_moe(tmp_path / "base", "qwen3_moe")
-    adapter = make_lora_adapter(base, tmp_path / "adapter", target_modules=["q_proj"],
-                                target_parameters=MOE_TARGET_PARAMETERS["qwen3_moe"], r=2)
+    adapter = make_lora_adapter(
+        base,
+        tmp_path / "adapter",
+        target_modules=["q_proj"],
+        target_parameters=MOE_TARGET_PARAMETERS["qwen3_moe"],
+        r=2,
+    )
     binding = bind(read_adapter(adapter.path), read_manifest(base.path))
     assert not binding.problems
-    got = {bp.module.name: (bp.parameter.rsplit(".", 1)[1], bp.swapped, bp.num_experts)
-           for bp in binding.bound}
+    got = {
+        bp.module.name: (bp.parameter.rsplit(".", 1)[1], bp.swapped, bp.num_experts)
+        for bp in binding.bound
+    }
     # PEFT nests the wrappers in the order the experts module registered its parameters
     assert got["model.layers.0.mlp.experts.base_layer"] == ("gate_up_proj", True, 4)
     assert got["model.layers.0.mlp.experts"] == ("down_proj", True, 4)
@@ -95,8 +106,10 @@ def test_wrappers_bound_by_shape(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("family", "expert_size", "targets"),
-    [("qwen3_moe", 16, ["mlp.experts.gate_up_proj"]),  # [E, 32, 32], stored per expert
-     ("gpt_oss", 32, MOE_TARGET_PARAMETERS["gpt_oss"])],  # down [E, 32, 32] next to gate_up
+    [
+        ("qwen3_moe", 16, ["mlp.experts.gate_up_proj"]),  # [E, 32, 32], stored per expert
+        ("gpt_oss", 32, MOE_TARGET_PARAMETERS["gpt_oss"]),
+    ],  # down [E, 32, 32] next to gate_up
 )
 def test_square_expert_parameters_settled_by_the_checkpoint(
     tmp_path: Path, family: str, expert_size: int, targets: list[str]
@@ -104,8 +117,9 @@ def test_square_expert_parameters_settled_by_the_checkpoint(
     """A LoRA on a square parameter fits it stored [E, out, in] and [E, in, out] alike; the
     per-expert checkpoint, or the module's other parameter, tells which, as PEFT sees it."""
     base = make_moe(tmp_path / "base", family, expert_size=expert_size)
-    adapter = make_lora_adapter(base, tmp_path / "adapter", target_modules=["q_proj"],
-                                target_parameters=targets)
+    adapter = make_lora_adapter(
+        base, tmp_path / "adapter", target_modules=["q_proj"], target_parameters=targets
+    )
     report = check_compatibility(read_adapter(adapter.path), read_manifest(base.path))
     assert report.ok, report.format()
     merge_checkpoint(base.path, [(adapter.path, 1.0)], tmp_path / "out", device="cpu")
@@ -120,8 +134,12 @@ def test_square_expert_parameters_settled_by_the_checkpoint(
 def test_a_lone_square_fused_parameter_is_refused(tmp_path: Path) -> None:
     """gpt-oss' down_proj [E, 32, 32] alone, stored fused: nothing tells the layout."""
     base = make_moe(tmp_path / "base", "gpt_oss", expert_size=32)
-    adapter = make_lora_adapter(base, tmp_path / "adapter", target_modules=["q_proj"],
-                                target_parameters=["mlp.experts.down_proj"])
+    adapter = make_lora_adapter(
+        base,
+        tmp_path / "adapter",
+        target_modules=["q_proj"],
+        target_parameters=["mlp.experts.down_proj"],
+    )
     report = check_compatibility(read_adapter(adapter.path), read_manifest(base.path))
     assert {f.code for f in report.problems} == {"ambiguous_parameter"}, report.format()
     assert "refuses rather than guess" in report.problems[0].message
@@ -129,8 +147,12 @@ def test_a_lone_square_fused_parameter_is_refused(tmp_path: Path) -> None:
 
 def test_expert_adapter_on_a_dense_base(tmp_path: Path) -> None:
     moe = make_moe(tmp_path / "moe", "qwen3_moe")
-    adapter = make_lora_adapter(moe, tmp_path / "adapter", target_modules=["q_proj"],
-                                target_parameters=MOE_TARGET_PARAMETERS["qwen3_moe"])
+    adapter = make_lora_adapter(
+        moe,
+        tmp_path / "adapter",
+        target_modules=["q_proj"],
+        target_parameters=MOE_TARGET_PARAMETERS["qwen3_moe"],
+    )
     dense = make_llama(tmp_path / "dense")
     report = check_compatibility(read_adapter(adapter.path), read_manifest(dense.path))
     codes = {f.code for f in report.problems}
@@ -140,8 +162,12 @@ def test_expert_adapter_on_a_dense_base(tmp_path: Path) -> None:
 
 def test_other_expert_count_is_a_shape_mismatch(tmp_path: Path) -> None:
     four = make_moe(tmp_path / "four", "gpt_oss")
-    adapter = make_lora_adapter(four, tmp_path / "adapter", target_modules=["q_proj"],
-                                target_parameters=MOE_TARGET_PARAMETERS["gpt_oss"])
+    adapter = make_lora_adapter(
+        four,
+        tmp_path / "adapter",
+        target_modules=["q_proj"],
+        target_parameters=MOE_TARGET_PARAMETERS["gpt_oss"],
+    )
     eight = make_moe(tmp_path / "eight", "gpt_oss", num_experts=8)
     report = check_compatibility(read_adapter(adapter.path), read_manifest(eight.path))
     assert {f.code for f in report.problems} == {"shape_mismatch"}, report.format()

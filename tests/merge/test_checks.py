@@ -25,7 +25,7 @@ def test_experts_delta_norm_matches_dense_per_expert() -> None:
     experts, r, d_in, d_out = 3, 2, 5, 7
     a, b = torch.randn(experts * r, d_in), torch.randn(d_out, r * experts)
     per_expert = b.reshape(d_out, r, experts)
-    dense = torch.stack([per_expert[:, :, e] @ a[e * r:(e + 1) * r] for e in range(experts)])
+    dense = torch.stack([per_expert[:, :, e] @ a[e * r : (e + 1) * r] for e in range(experts)])
     want = float((2.0 * dense).norm())
     assert abs(experts_delta_norm(a, b, 2.0, experts) - want) < 1e-4 * want
 
@@ -63,11 +63,13 @@ def test_a_nan_is_named_with_its_tensor(adapter: TinyAdapter, tmp_path: Path) ->
     with AdapterSource(folder) as source:
         found = check_tensors(source)
     assert [(p["code"], p["tensor"], p["count"]) for p in found.problems] == [
-        ("non_finite", key, 1)]
+        ("non_finite", key, 1)
+    ]
 
 
-def test_ranks_that_disagree_with_the_config_are_named(adapter: TinyAdapter,
-                                                       tmp_path: Path) -> None:
+def test_ranks_that_disagree_with_the_config_are_named(
+    adapter: TinyAdapter, tmp_path: Path
+) -> None:
     folder = tmp_path / "r8"
     shutil.copytree(adapter.path, folder)
     config = json.loads((folder / "adapter_config.json").read_text())
@@ -76,6 +78,7 @@ def test_ranks_that_disagree_with_the_config_are_named(adapter: TinyAdapter,
     with AdapterSource(folder) as source:
         found = check_tensors(source)
     assert {(p["code"], p["expected"], tuple(p["found"])) for p in found.problems} == {
-        ("rank_mismatch", 8, (4, 4))}
+        ("rank_mismatch", 8, (4, 4))
+    }
     assert {p["module"] for p in found.problems} == set(source.desc.modules)
     assert found.stats == {}

@@ -120,11 +120,16 @@ def test_adalora_combines_into_plain_lora(tmp_path: Path, method: Method) -> Non
     """AdaLoRA's singular values and its alpha / init_r scale are folded into a plain LoRA
     adapter: its deltas are PEFT's AdaLoRA deltas, weighted; its config is LoRA's."""
     base = make_llama(tmp_path / "base")
-    ada = make_adalora_adapter(base, tmp_path / "ada",
-                               masks={"q_proj": [True, False, True, True, False, False]})
+    ada = make_adalora_adapter(
+        base, tmp_path / "ada", masks={"q_proj": [True, False, True, True, False, False]}
+    )
     want = {n: by["a0"] for n, by in peft_deltas(load_peft(base, [ada.path]), ["a0"]).items()}
-    combine_adapters([(ada.path, 0.5)], tmp_path / "out", device="cpu",
-                     options=MethodOptions(method=method, svd_rank=6))
+    combine_adapters(
+        [(ada.path, 0.5)],
+        tmp_path / "out",
+        device="cpu",
+        options=MethodOptions(method=method, svd_rank=6),
+    )
     config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and "init_r" not in config and "tinit" not in config
     desc = read_adapter(tmp_path / "out")

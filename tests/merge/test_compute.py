@@ -20,8 +20,9 @@ from tests.factories.merge_inputs import load_peft, peft_deltas, peft_merged_sta
 CPU = torch.device("cpu")
 
 
-def _computed(base: TinyModel, adapters: list[Path], weights: list[float],
-              options: MethodOptions) -> dict[str, torch.Tensor]:
+def _computed(
+    base: TinyModel, adapters: list[Path], weights: list[float], options: MethodOptions
+) -> dict[str, torch.Tensor]:
     """What the merger computes for every tensor the plan marks as computed."""
     checkpoint = open_base(base.path)
     sources = [AdapterSource(p) for p in adapters]
@@ -31,8 +32,11 @@ def _computed(base: TinyModel, adapters: list[Path], weights: list[float],
     originals = load_file(str(base.path / "model.safetensors"))
     merger = TensorMerger(sources, weights, options, CPU)
     try:
-        return {p.info.name: merger.compute(p, originals[p.info.name].clone())
-                for p in plans if p.computed}
+        return {
+            p.info.name: merger.compute(p, originals[p.info.name].clone())
+            for p in plans
+            if p.computed
+        }
     finally:
         for src in sources:
             src.close()
@@ -70,5 +74,6 @@ def test_two_adapters_with_ties_equal_merge_utils(tmp_path: Path) -> None:
     assert set(got) == set(deltas)
     for name, by in deltas.items():
         ties = merge_utils.ties([by["a0"], by["a1"]], torch.tensor(weights), 0.5)
-        torch.testing.assert_close(got[name], originals[name] + ties, rtol=1e-5, atol=1e-6,
-                                   msg=name)
+        torch.testing.assert_close(
+            got[name], originals[name] + ties, rtol=1e-5, atol=1e-6, msg=name
+        )

@@ -53,8 +53,16 @@ def test_export_keeps_safetensors_metadata(tmp_path: Path) -> None:
         assert f.metadata() == {"format": "pt", "run": "r7"}
 
 
-@pytest.mark.parametrize("kind", ["moe-qwen3_moe", "tokens-grown-tied", "tokens-peft-type-tied",
-                                  "adalora-allocated", "bias-all"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "moe-qwen3_moe",
+        "tokens-grown-tied",
+        "tokens-peft-type-tied",
+        "adalora-allocated",
+        "bias-all",
+    ],
+)
 def test_export_of_adapter_kinds_loads_in_peft(tmp_path: Path, kind: str) -> None:
     """The exported folder is the same adapter to PEFT: merge_and_unload() gives the same
     model from it as from the original."""
@@ -64,6 +72,5 @@ def test_export_of_adapter_kinds_loads_in_peft(tmp_path: Path, kind: str) -> Non
     out = load_file(tmp_path / "out" / "adapter_model.safetensors")
     assert set(out) == set(src) and all(torch.equal(out[k], src[k]) for k in src)
     _, want = peft_merged_checkpoint(case.base, case.adapter, tmp_path / "a", vocab=case.vocab)
-    _, got = peft_merged_checkpoint(case.base, tmp_path / "out", tmp_path / "b",
-                                    vocab=case.vocab)
+    _, got = peft_merged_checkpoint(case.base, tmp_path / "out", tmp_path / "b", vocab=case.vocab)
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)

@@ -47,12 +47,23 @@ def test_bad_options_are_refused_when_made(given: dict[str, Any], words: str) ->
 
 
 def test_from_params_takes_the_named_options_and_defaults_the_rest() -> None:
-    params = {"method": "ties", "density": 0.5, "svd_rank": None, "dtype": "float16",
-              "adapters": ["a/b"]}
+    params = {
+        "method": "ties",
+        "density": 0.5,
+        "svd_rank": None,
+        "dtype": "float16",
+        "adapters": ["a/b"],
+    }
     options = MethodOptions.from_params(params)
     assert options == MethodOptions(method="ties", density=0.5)
-    assert options.to_dict() == {"method": "ties", "density": 0.5, "majority_sign_method": "total",
-                                 "svd_rank": None, "svd_clamp": None, "seed": 0}
+    assert options.to_dict() == {
+        "method": "ties",
+        "density": 0.5,
+        "majority_sign_method": "total",
+        "svd_rank": None,
+        "svd_clamp": None,
+        "seed": 0,
+    }
     assert tuple(options.to_dict()) == OPTION_NAMES
     assert MethodOptions.from_params({}) == MethodOptions()
     with pytest.raises(InvalidInput):

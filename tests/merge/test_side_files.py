@@ -23,12 +23,16 @@ def base(tmp_path: Path) -> TinyModel:
     return model
 
 
-def _copy(base: TinyModel, out: Path, adapters: list[Path], new_vocab: int | None = None,
-          out_dtype: str | None = None) -> dict[str, str]:
+def _copy(
+    base: TinyModel,
+    out: Path,
+    adapters: list[Path],
+    new_vocab: int | None = None,
+    out_dtype: str | None = None,
+) -> dict[str, str]:
     out.mkdir()
     sources = [AdapterSource(p) for p in adapters]
-    written = copy_side_files(base.path, sources, out, read_config(base.path), new_vocab,
-                              out_dtype)
+    written = copy_side_files(base.path, sources, out, read_config(base.path), new_vocab, out_dtype)
     for f in written:  # every file's digest is what was written
         assert f.sha256 == hashlib.sha256((out / f.path).read_bytes()).hexdigest()
     return {f.path: (out / f.path).read_text() for f in written}
@@ -54,8 +58,9 @@ def test_an_adapter_tokenizer_replaces_the_base_one(base: TinyModel, tmp_path: P
 
 def test_config_gets_the_new_vocabulary_and_dtype(base: TinyModel, tmp_path: Path) -> None:
     adapter = make_lora_adapter(base, tmp_path / "adapter").path
-    config = json.loads(_copy(base, tmp_path / "out", [adapter], new_vocab=136,
-                              out_dtype="BF16")["config.json"])
+    config = json.loads(
+        _copy(base, tmp_path / "out", [adapter], new_vocab=136, out_dtype="BF16")["config.json"]
+    )
     assert config["vocab_size"] == 136
     dtype_keys = [k for k in ("dtype", "torch_dtype") if k in config]
     assert dtype_keys and all(config[k] == "bfloat16" for k in dtype_keys)

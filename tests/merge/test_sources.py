@@ -20,8 +20,11 @@ from tests.factories.tiny_models import make_llama, make_lora_adapter
 
 
 def test_tensor_bytes_are_the_tensors_memory() -> None:
-    for t in (torch.arange(12, dtype=torch.float32).reshape(3, 4),
-              torch.randn(5, 3, dtype=torch.bfloat16), torch.tensor([True, False])):
+    for t in (
+        torch.arange(12, dtype=torch.float32).reshape(3, 4),
+        torch.randn(5, 3, dtype=torch.bfloat16),
+        torch.tensor([True, False]),
+    ):
         view = tensor_bytes(t)
         assert view.format == "B" and view.nbytes == t.numel() * t.element_size()
         assert bytes(view) == t.reshape(-1).view(torch.uint8).numpy().tobytes()
@@ -110,15 +113,22 @@ def test_merge_and_save_run_without_numpy(tmp_path: Path) -> None:
     base = make_llama(tmp_path / "base")
     adapter = make_lora_adapter(base, tmp_path / "adapter")
     p = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_NUMPY, str(base.path), str(adapter.path),
-         str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            _WITHOUT_NUMPY,
+            str(base.path),
+            str(adapter.path),
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     doc = json.loads(p.stdout)
     assert doc["numpy_error"] is not None  # numpy really was unavailable
-    with_numpy = merge_checkpoint(base.path, [(adapter.path, 1.0)], tmp_path / "ref",
-                                  device="cpu")
+    with_numpy = merge_checkpoint(base.path, [(adapter.path, 1.0)], tmp_path / "ref", device="cpu")
     assert doc["files"] == sorted(f.path for f in with_numpy.files)
     for f in with_numpy.files:
         assert (tmp_path / "out" / f.path).read_bytes() == (tmp_path / "ref" / f.path).read_bytes()

@@ -155,11 +155,17 @@ def test_adapter_kinds_equal_merge_and_unload(tmp_path: Path, kind: str) -> None
     """MoE expert parameters, trainable tokens, AdaLoRA, trained biases: every tensor equals
     PEFT's merge_and_unload() saved by transformers, and the merged folder gives its logits."""
     case = build_kind(kind, tmp_path / "in")
-    result = merge_checkpoint(case.base.path, [(case.adapter, 1.0)], tmp_path / "out",
-                              device="cpu", max_shard_bytes=30_000)
+    result = merge_checkpoint(
+        case.base.path,
+        [(case.adapter, 1.0)],
+        tmp_path / "out",
+        device="cpu",
+        max_shard_bytes=30_000,
+    )
     out = _merged(tmp_path / "out")
-    peft_model, ref = peft_merged_checkpoint(case.base, case.adapter, tmp_path / "peft",
-                                             vocab=case.vocab)
+    peft_model, ref = peft_merged_checkpoint(
+        case.base, case.adapter, tmp_path / "peft", vocab=case.vocab
+    )
     assert set(out) == set(ref)
     _assert_matches(out, ref, torch.float32)
     base = _merged(case.base.path)
@@ -169,8 +175,9 @@ def test_adapter_kinds_equal_merge_and_unload(tmp_path: Path, kind: str) -> None
     merged = load_model(tmp_path / "out")
     ids = torch.tensor([list(case.input_ids)])
     with torch.no_grad():
-        torch.testing.assert_close(merged(input_ids=ids).logits, peft_model(input_ids=ids).logits,
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            merged(input_ids=ids).logits, peft_model(input_ids=ids).logits, rtol=1e-5, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -345,36 +352,53 @@ def test_two_expert_adapters_weighted(tmp_path: Path) -> None:
     """Parameter LoRA merges linearly: base + sum w_i * (PEFT's merge of adapter i - base)."""
     base = make_moe(tmp_path / "base", "mixtral")
     paths = [
-        make_lora_adapter(base, tmp_path / f"a{i}", target_modules=["q_proj"], seed=i, r=2 + i,
-                          target_parameters=MOE_TARGET_PARAMETERS["mixtral"]).path
+        make_lora_adapter(
+            base,
+            tmp_path / f"a{i}",
+            target_modules=["q_proj"],
+            seed=i,
+            r=2 + i,
+            target_parameters=MOE_TARGET_PARAMETERS["mixtral"],
+        ).path
         for i in range(2)
     ]
     weights = [0.7, -0.4]
-    merge_checkpoint(base.path, list(zip(paths, weights, strict=True)), tmp_path / "out",
-                     device="cpu")
+    merge_checkpoint(
+        base.path, list(zip(paths, weights, strict=True)), tmp_path / "out", device="cpu"
+    )
     out = _merged(tmp_path / "out")
     original = _merged(base.path)
-    singles = [peft_merged_checkpoint(base, p, tmp_path / f"peft{i}")[1]
-               for i, p in enumerate(paths)]
+    singles = [
+        peft_merged_checkpoint(base, p, tmp_path / f"peft{i}")[1] for i, p in enumerate(paths)
+    ]
     for name, t in out.items():
-        want = original[name] + sum(w * (s[name] - original[name])
-                                    for w, s in zip(weights, singles, strict=True))
+        want = original[name] + sum(
+            w * (s[name] - original[name]) for w, s in zip(weights, singles, strict=True)
+        )
         torch.testing.assert_close(t, want, rtol=1e-5, atol=1e-6, msg=name)
     assert any(".experts." in n and not torch.equal(out[n], original[n]) for n in out)
     with pytest.raises(Incompatible, match="method linear or cat only"):
-        merge_checkpoint(base.path, list(zip(paths, weights, strict=True)), tmp_path / "ties",
-                         options=MethodOptions(method="ties", density=0.5), device="cpu")
+        merge_checkpoint(
+            base.path,
+            list(zip(paths, weights, strict=True)),
+            tmp_path / "ties",
+            options=MethodOptions(method="ties", density=0.5),
+            device="cpu",
+        )
     assert not (tmp_path / "ties").exists()
 
 
 def test_trainable_tokens_refusals(tmp_path: Path) -> None:
     base = make_llama(tmp_path / "base")
-    a = make_lora_adapter(base, tmp_path / "a", target_modules=["q_proj"],
-                          trainable_token_indices=[3, 5]).path
-    b = make_lora_adapter(base, tmp_path / "b", target_modules=["v_proj"], seed=1,
-                          trainable_token_indices=[5, 9]).path
-    c = make_lora_adapter(base, tmp_path / "c", target_modules=["v_proj"], seed=2,
-                          trainable_token_indices=[10, 11]).path
+    a = make_lora_adapter(
+        base, tmp_path / "a", target_modules=["q_proj"], trainable_token_indices=[3, 5]
+    ).path
+    b = make_lora_adapter(
+        base, tmp_path / "b", target_modules=["v_proj"], seed=1, trainable_token_indices=[5, 9]
+    ).path
+    c = make_lora_adapter(
+        base, tmp_path / "c", target_modules=["v_proj"], seed=2, trainable_token_indices=[10, 11]
+    ).path
     with pytest.raises(Incompatible, match="weight 1 only"):
         merge_checkpoint(base.path, [(a, 0.5)], tmp_path / "half", device="cpu")
     with pytest.raises(Incompatible, match="same rows"):
@@ -385,5 +409,6 @@ def test_trainable_tokens_refusals(tmp_path: Path) -> None:
     rows = _merged(tmp_path / "both")["model.embed_tokens.weight"]
     for path, ids in ((a, [3, 5]), (c, [10, 11])):
         delta = load_file(path / "adapter_model.safetensors")[
-            "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"]
+            "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"
+        ]
         assert torch.equal(rows[ids], delta)

@@ -68,7 +68,8 @@ def test_authenticate_refuses(session: Session, root: Principal) -> None:
 
 
 def test_authenticating_only_reads_and_last_use_is_throttled(
-        session: Session, root: Principal) -> None:
+    session: Session, root: Principal
+) -> None:
     token, value = accounts.create_token(session, root, "x")
     session.commit()
     t0 = datetime.now(UTC)
@@ -144,12 +145,17 @@ def test_every_write_is_audited(session: Session, root: Principal) -> None:
     token, _ = accounts.create_token(session, alice, "x")
     accounts.revoke_token(session, alice, token.id)
     actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
-    assert actions[before:] == ["user.create", "token.create", "org.create", "org.member.set",
-                                "token.create", "token.revoke"]
+    assert actions[before:] == [
+        "user.create",
+        "token.create",
+        "org.create",
+        "org.member.set",
+        "token.create",
+        "token.revoke",
+    ]
 
 
-def test_ensure_admin_writes_credentials(tmp_path: Path,
-                                         maker: sessionmaker[Session]) -> None:
+def test_ensure_admin_writes_credentials(tmp_path: Path, maker: sessionmaker[Session]) -> None:
     settings = Settings(home=tmp_path / "home", url="http://127.0.0.1:9999")
     token = ensure_admin(settings, maker)
     assert token is not None
@@ -164,13 +170,19 @@ def test_ensure_admin_writes_credentials(tmp_path: Path,
 
 
 def test_a_job_acts_as_its_submitter_with_the_scope_it_needs(session: Session) -> None:
-    user = User(name="submitter", namespace=Namespace(name="submitter", kind="user"),
-                is_admin=False)
+    user = User(
+        name="submitter", namespace=Namespace(name="submitter", kind="user"), is_admin=False
+    )
     session.add(user)
     session.flush()
     actor = accounts.acting_user(session, user.id, scope="write")
     assert actor is not None
     assert (actor.user_id, actor.username, actor.namespace_id, actor.is_admin, actor.scope) == (
-        user.id, "submitter", user.namespace_id, False, "write")
+        user.id,
+        "submitter",
+        user.namespace_id,
+        False,
+        "write",
+    )
     assert accounts.acting_user(session, None, scope="write") is None
     assert accounts.acting_user(session, user.id + 1000, scope="write") is None

@@ -32,8 +32,9 @@ class Pushable:
     files: list[FileEntry]
 
 
-def _upload(session: Session, store: LocalBlobStore, admin: Principal,
-            folder: Path) -> list[FileEntry]:
+def _upload(
+    session: Session, store: LocalBlobStore, admin: Principal, folder: Path
+) -> list[FileEntry]:
     entries = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
@@ -51,14 +52,27 @@ def pushable(maker: sessionmaker[Session], tmp_path: Path) -> Pushable:
     store = LocalBlobStore(tmp_path / "blobs")
     with maker() as s:
         user = make_user(s, is_admin=True)
-        admin = Principal(user_id=user.id, username=user.name, namespace_id=user.namespace_id,
-                          is_admin=True, scope="admin")
+        admin = Principal(
+            user_id=user.id,
+            username=user.name,
+            namespace_id=user.namespace_id,
+            is_admin=True,
+            scope="admin",
+        )
         org = make_namespace(s).name
         manifest = fingerprint(base.path)
         assert manifest.fingerprint is not None
-        bases.register_base(s, admin, bases.BaseSpec(
-            name="org/tiny", tensors=manifest.tensors, fingerprint=manifest.fingerprint,
-            files=_upload(s, store, admin, base.path), config=folder_config(base.path)))
+        bases.register_base(
+            s,
+            admin,
+            bases.BaseSpec(
+                name="org/tiny",
+                tensors=manifest.tensors,
+                fingerprint=manifest.fingerprint,
+                files=_upload(s, store, admin, base.path),
+                config=folder_config(base.path),
+            ),
+        )
         files = _upload(s, store, admin, adapter.path)
         s.commit()
     return Pushable(store, admin, org, files)
@@ -83,8 +97,9 @@ def _lose_races(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
 
 
 def _push(s: Session, p: Pushable) -> adapters.PushOutcome:
-    return adapters.push_version(s, p.store, p.admin, p.org, "raced",
-                                 adapters.PushSpec(files=p.files, base="org/tiny"))
+    return adapters.push_version(
+        s, p.store, p.admin, p.org, "raced", adapters.PushSpec(files=p.files, base="org/tiny")
+    )
 
 
 def _count(s: Session, model: type[Any]) -> int:
@@ -93,7 +108,9 @@ def _count(s: Session, model: type[Any]) -> int:
 
 @pytest.mark.parametrize("caller_wrote_first", [True, False])
 def test_a_push_that_loses_a_race_runs_again(
-    maker: sessionmaker[Session], pushable: Pushable, monkeypatch: pytest.MonkeyPatch,
+    maker: sessionmaker[Session],
+    pushable: Pushable,
+    monkeypatch: pytest.MonkeyPatch,
     caller_wrote_first: bool,
 ) -> None:
     attempts = _lose_races(monkeypatch, 2)
@@ -112,7 +129,9 @@ def test_a_push_that_loses_a_race_runs_again(
 
 
 def test_a_push_that_keeps_losing_gives_up_with_a_conflict(
-    maker: sessionmaker[Session], pushable: Pushable, monkeypatch: pytest.MonkeyPatch,
+    maker: sessionmaker[Session],
+    pushable: Pushable,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     attempts = _lose_races(monkeypatch, adapters.PUSH_ATTEMPTS)
     with maker() as s:
@@ -129,7 +148,9 @@ def test_a_push_that_keeps_losing_gives_up_with_a_conflict(
 
 @pytest.mark.parametrize("lost_races", [0, 1])
 def test_the_caller_ends_the_transaction(
-    maker: sessionmaker[Session], pushable: Pushable, monkeypatch: pytest.MonkeyPatch,
+    maker: sessionmaker[Session],
+    pushable: Pushable,
+    monkeypatch: pytest.MonkeyPatch,
     lost_races: int,
 ) -> None:
     """However the push ran (at once, or again after a lost race), nothing is committed

@@ -19,22 +19,40 @@ from loreg.services.egress import (
 from tests.fixtures.webhooks import LOOPBACK
 
 
-@pytest.mark.parametrize(("address", "kind"), [
-    ("127.0.0.1", "loopback"), ("127.9.9.9", "loopback"), ("::1", "loopback"),
-    ("::ffff:127.0.0.1", "loopback"), ("64:ff9b::7f00:1", "loopback"),
-    ("2002:7f00:1::1", "loopback"), ("10.1.2.3", "private"), ("172.16.0.1", "private"),
-    ("192.168.1.1", "private"), ("fc00::1", "private"), ("169.254.169.254", "link-local"),
-    ("fe80::1", "link-local"), ("224.0.0.1", "multicast"), ("ff02::1", "multicast"),
-    ("0.0.0.0", "unspecified"), ("::", "unspecified"),
-    ("100.64.0.1", "not globally routable"), ("240.0.0.1", "private"),
-    ("8.8.8.8", None), ("93.184.216.34", None), ("2606:4700::1111", None),
-])
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("127.9.9.9", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("64:ff9b::7f00:1", "loopback"),
+        ("2002:7f00:1::1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("fc00::1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("100.64.0.1", "not globally routable"),
+        ("240.0.0.1", "private"),
+        ("8.8.8.8", None),
+        ("93.184.216.34", None),
+        ("2606:4700::1111", None),
+    ],
+)
 def test_internal_addresses(address: str, kind: str | None) -> None:
     assert why_not_public(ipaddress.ip_address(address)) == kind
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "0x7f000001", "2130706433", "0177.0.0.1",
-                                  "localhost", "::1", "::ffff:127.0.0.1"])
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "0x7f000001", "2130706433", "0177.0.0.1", "localhost", "::1", "::ffff:127.0.0.1"],
+)
 def test_every_spelling_of_loopback_resolves_to_a_refusal(host: str) -> None:
     with pytest.raises(DestinationRefused) as err:
         egress.resolve(host, 80, STRICT)

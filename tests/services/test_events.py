@@ -46,8 +46,9 @@ def test_rollback_leaves_no_event(maker: sessionmaker[Session]) -> None:
         s.commit()
     with maker() as s:
         version = make_version(s, make_adapter(s, s.merge(ns)))
-        events.emit(s, events.VERSION_CREATED, version.adapter.namespace,
-                    events.version_payload(version))
+        events.emit(
+            s, events.VERSION_CREATED, version.adapter.namespace, events.version_payload(version)
+        )
         s.rollback()
     assert _count(maker) == 0
 
@@ -104,8 +105,10 @@ def test_push_and_validation_emit_their_events(
     engine = create_engine_for(registry_server.settings.effective_database_url)
     try:
         with make_sessionmaker(engine)() as s:
-            found: list[tuple[str, Any]] = [(e.type, e.payload.get("tag")) for e in
-                     s.scalars(select(WebhookEvent).order_by(WebhookEvent.created_at))]
+            found: list[tuple[str, Any]] = [
+                (e.type, e.payload.get("tag"))
+                for e in s.scalars(select(WebhookEvent).order_by(WebhookEvent.created_at))
+            ]
     finally:
         engine.dispose()
     types = [t for t, _tag in found]

@@ -20,10 +20,18 @@ def _ndjson(*items: dict) -> bytes:
 def test_parse_commit_reads_every_operation() -> None:
     body = _ndjson(
         {"key": "header", "value": {"summary": "s", "description": "d", "parentCommit": "ab" * 20}},
-        {"key": "file", "value": {"path": "a.txt", "encoding": "base64",
-                                  "content": base64.b64encode(b"hello").decode()}},
-        {"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": "1" * 64,
-                                     "size": 3}},
+        {
+            "key": "file",
+            "value": {
+                "path": "a.txt",
+                "encoding": "base64",
+                "content": base64.b64encode(b"hello").decode(),
+            },
+        },
+        {
+            "key": "lfsFile",
+            "value": {"path": "w.bin", "algo": "sha256", "oid": "1" * 64, "size": 3},
+        },
         {"key": "lfsFile", "value": {"path": "copy.bin", "algo": "sha256", "oid": "2" * 64}},
         {"key": "deletedFile", "value": {"path": "old.txt"}},
         {"key": "deletedFolder", "value": {"path": "logs/"}},
@@ -36,13 +44,18 @@ def test_parse_commit_reads_every_operation() -> None:
     assert req.deleted_files == ["old.txt"] and req.deleted_folders == ["logs"]
 
 
-@pytest.mark.parametrize("body", [
-    b"", b"[1]", _ndjson({"key": "header", "value": {"summary": 3}}),
-    _ndjson({"key": "file", "value": {"path": "/abs", "content": ""}}),
-    _ndjson({"key": "lfsFile", "value": {"path": "a", "oid": "A" * 64, "size": 1}}),
-    _ndjson({"key": "lfsFile", "value": {"path": "a", "oid": "1" * 64, "size": -1}}),
-    _ndjson({"key": "header", "value": {"parentCommit": "not-hex"}}),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"[1]",
+        _ndjson({"key": "header", "value": {"summary": 3}}),
+        _ndjson({"key": "file", "value": {"path": "/abs", "content": ""}}),
+        _ndjson({"key": "lfsFile", "value": {"path": "a", "oid": "A" * 64, "size": 1}}),
+        _ndjson({"key": "lfsFile", "value": {"path": "a", "oid": "1" * 64, "size": -1}}),
+        _ndjson({"key": "header", "value": {"parentCommit": "not-hex"}}),
+    ],
+)
 def test_parse_commit_refuses_malformed_lines(body: bytes) -> None:
     with pytest.raises(InvalidInput):
         hub.parse_commit(body)
@@ -51,7 +64,9 @@ def test_parse_commit_refuses_malformed_lines(body: bytes) -> None:
 def test_front_matter() -> None:
     assert hub.front_matter("# no metadata") is None
     assert hub.front_matter("---\nbase_model: a/b\ntags: [x]\n---\ntext") == {
-        "base_model": "a/b", "tags": ["x"]}
+        "base_model": "a/b",
+        "tags": ["x"],
+    }
     assert hub.front_matter("---\n---\n") == {}
     with pytest.raises(InvalidInput):
         hub.front_matter("---\n- a list\n---\n")
@@ -63,8 +78,13 @@ def test_git_ids_match_git() -> None:
     """The blob ids are git's own (``git hash-object``), pointers included."""
     f = hub.HubFile("w.bin", "sha256:" + "ab" * 32, 1234)
     for content in (b"", b"hello\n", f.pointer):
-        out = subprocess.run(["git", "hash-object", "--stdin"], input=content,
-                             capture_output=True, check=True).stdout.decode().strip()
+        out = (
+            subprocess.run(
+                ["git", "hash-object", "--stdin"], input=content, capture_output=True, check=True
+            )
+            .stdout.decode()
+            .strip()
+        )
         assert hub.git_blob_id(content) == out
     assert f.blob_id == hub.git_blob_id(f.pointer)
     assert hub.commit_id("sha256:" + "cd" * 32) == ("cd" * 32)[:40]

@@ -21,13 +21,16 @@ def test_combine_takes_its_target_as_to_or_target() -> None:
         assert isinstance(params, CombineParams) and params.target == "ns/out:v1"
 
 
-@pytest.mark.parametrize(("job_type", "params", "field"), [
-    ("merge", {"adapters": []}, "adapters"),
-    ("merge", {"adapters": ["a/b"], "method": "average"}, "method"),
-    ("merge", {"adapters": ["a/b"], "density": 1.5}, "density"),
-    ("merge", {"adapters": ["a/b"], "surprise": 1}, "surprise"),
-    ("export", {"adapter": "a/b", "dtype": "int8"}, "dtype"),
-])
+@pytest.mark.parametrize(
+    ("job_type", "params", "field"),
+    [
+        ("merge", {"adapters": []}, "adapters"),
+        ("merge", {"adapters": ["a/b"], "method": "average"}, "method"),
+        ("merge", {"adapters": ["a/b"], "density": 1.5}, "density"),
+        ("merge", {"adapters": ["a/b"], "surprise": 1}, "surprise"),
+        ("export", {"adapter": "a/b", "dtype": "int8"}, "dtype"),
+    ],
+)
 def test_bad_fields_are_named(job_type: str, params: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidInput) as err:
         parse_params(job_type, params)

@@ -21,8 +21,9 @@ def _queue(maker: sessionmaker[Session], n: int, **kw: object) -> list[str]:
     with maker() as s:
         t0 = datetime.now(UTC)
         for i in range(n):
-            job = Job(type="validate", params={"i": i},
-                      created_at=t0 + timedelta(milliseconds=i), **kw)
+            job = Job(
+                type="validate", params={"i": i}, created_at=t0 + timedelta(milliseconds=i), **kw
+            )
             s.add(job)
             s.flush()
             ids.append(job.id)
@@ -100,8 +101,13 @@ def test_finish_records_artifacts_in_one_transaction(maker: sessionmaker[Session
         s.commit()
         assert job_queue.record_progress(s, job_id, "w", 0.4, "halfway")
         s.commit()
-        job_queue.finish(s, job_id, "w", result={"ok": True},
-                    artifacts=[job_queue.Artifact("out/model.safetensors", DIGEST, 4)])
+        job_queue.finish(
+            s,
+            job_id,
+            "w",
+            result={"ok": True},
+            artifacts=[job_queue.Artifact("out/model.safetensors", DIGEST, 4)],
+        )
         s.commit()
     with maker() as s:
         job = s.get(Job, job_id)
@@ -116,8 +122,14 @@ def test_validate_outputs_never_expire(maker: sessionmaker[Session]) -> None:
     (job_id,) = _queue(maker, 1)
     with maker() as s:
         job_queue.claim(s, "w", lease_seconds=30)
-        done = job_queue.finish(s, job_id, "w", result={}, outputs_ttl=timedelta(days=7),
-                           artifacts=[job_queue.Artifact("report.json", DIGEST, 4)])
+        done = job_queue.finish(
+            s,
+            job_id,
+            "w",
+            result={},
+            outputs_ttl=timedelta(days=7),
+            artifacts=[job_queue.Artifact("report.json", DIGEST, 4)],
+        )
         s.commit()
         assert done.outputs_expire_at is None
 
@@ -126,20 +138,21 @@ def test_fail_retries_then_gives_up(maker: sessionmaker[Session]) -> None:
     (job_id,) = _queue(maker, 1, max_attempts=2)
     with maker() as s:
         job_queue.claim(s, "w", lease_seconds=30)
-        job = job_queue.fail(s, job_id, "w", {"code": "unavailable", "message": "s3 down"},
-                        retry=True)
+        job = job_queue.fail(
+            s, job_id, "w", {"code": "unavailable", "message": "s3 down"}, retry=True
+        )
         s.commit()
         assert job.status == "queued"
         job_queue.claim(s, "w", lease_seconds=30)
-        job = job_queue.fail(s, job_id, "w", {"code": "unavailable", "message": "s3 down"},
-                        retry=True)
+        job = job_queue.fail(
+            s, job_id, "w", {"code": "unavailable", "message": "s3 down"}, retry=True
+        )
         s.commit()
         assert job.status == "failed" and job.attempts == 2
         assert job.error == {"code": "unavailable", "message": "s3 down"}
 
 
-def test_an_uncounted_hand_back_does_not_spend_an_attempt(
-        maker: sessionmaker[Session]) -> None:
+def test_an_uncounted_hand_back_does_not_spend_an_attempt(maker: sessionmaker[Session]) -> None:
     """A job handed back because of an outage goes back to the queue even on its last
     attempt, and the attempt is not counted."""
     (job_id,) = _queue(maker, 1, max_attempts=1)

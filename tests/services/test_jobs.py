@@ -35,34 +35,62 @@ def _user(s: Session, name: str, *, admin: bool = False) -> Principal:
     user = User(name=name, namespace_id=ns.id, is_admin=admin)
     s.add(user)
     s.flush()
-    return Principal(user_id=user.id, username=name, namespace_id=ns.id, is_admin=admin,
-                     scope="admin" if admin else "write")
+    return Principal(
+        user_id=user.id,
+        username=name,
+        namespace_id=ns.id,
+        is_admin=admin,
+        scope="admin" if admin else "write",
+    )
 
 
 def _base(s: Session, name: str = "org/base", *, with_files: bool = True) -> BaseModelRecord:
-    base = BaseModelRecord(name=name, fingerprint="sha256:" + "f0" * 32,
-                           structure_hash="sha256:" + "e0" * 32, manifest={},
-                           num_parameters=1, size_bytes=4)
+    base = BaseModelRecord(
+        name=name,
+        fingerprint="sha256:" + "f0" * 32,
+        structure_hash="sha256:" + "e0" * 32,
+        manifest={},
+        num_parameters=1,
+        size_bytes=4,
+    )
     s.add(base)
     s.flush()
     if with_files:
         if s.get(Blob, DIGEST) is None:
             s.add(Blob(digest=DIGEST, size=4))
             s.flush()
-        s.add(BaseModelFile(base_model_id=base.id, path="model.safetensors",
-                            blob_digest=DIGEST, size=4))
+        s.add(
+            BaseModelFile(
+                base_model_id=base.id, path="model.safetensors", blob_digest=DIGEST, size=4
+            )
+        )
     return base
 
 
-def _adapter(s: Session, owner: Principal, name: str, base: BaseModelRecord | None, *,
-             digest_byte: str = "01", visibility: str = "private") -> AdapterVersion:
+def _adapter(
+    s: Session,
+    owner: Principal,
+    name: str,
+    base: BaseModelRecord | None,
+    *,
+    digest_byte: str = "01",
+    visibility: str = "private",
+) -> AdapterVersion:
     adapter = Adapter(namespace_id=owner.namespace_id, name=name, visibility=visibility)
     s.add(adapter)
     s.flush()
     version = AdapterVersion(
-        adapter_id=adapter.id, number=1, digest="sha256:" + digest_byte * 32, peft_type="LORA",
-        r=4, lora_alpha=8, target_modules=["q_proj"], num_parameters=10, size_bytes=40,
-        adapter_config={}, base_model_id=base.id if base else None,
+        adapter_id=adapter.id,
+        number=1,
+        digest="sha256:" + digest_byte * 32,
+        peft_type="LORA",
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj"],
+        num_parameters=10,
+        size_bytes=40,
+        adapter_config={},
+        base_model_id=base.id if base else None,
     )
     s.add(version)
     s.flush()
@@ -93,8 +121,9 @@ def _merge(
 # --------------------------------------------------------------------------- submit
 
 
-def test_submit_resolves_inputs_and_dedupes(maker: sessionmaker[Session],
-                                            world: dict[str, Principal]) -> None:
+def test_submit_resolves_inputs_and_dedupes(
+    maker: sessionmaker[Session], world: dict[str, Principal]
+) -> None:
     alice = world["alice"]
     with maker() as s:
         first = _merge(s, alice, ["alice/a1", "bob/pub"])
@@ -122,13 +151,24 @@ def test_submit_permissions(maker: sessionmaker[Session], world: dict[str, Princ
         with pytest.raises(NotFound):  # bob cannot read alice's private adapter
             _merge(s, bob, ["alice/a1"])
         with pytest.raises(PermissionDenied):  # bob cannot write into alice's namespace
-            jobs.submit(s, bob, "combine", {"adapters": ["bob/pub"], "method": "ties",
-                                            "to": "alice/combined"})
-        ok = jobs.submit(s, alice, "combine", {"adapters": ["alice/a1", "alice/a2"],
-                                               "method": "ties", "density": 0.5,
-                                               "to": "alice/combined:best"})
-        assert ok.job.params["target"] == {"namespace": "alice", "name": "combined",
-                                           "tag": "best"}
+            jobs.submit(
+                s,
+                bob,
+                "combine",
+                {"adapters": ["bob/pub"], "method": "ties", "to": "alice/combined"},
+            )
+        ok = jobs.submit(
+            s,
+            alice,
+            "combine",
+            {
+                "adapters": ["alice/a1", "alice/a2"],
+                "method": "ties",
+                "density": 0.5,
+                "to": "alice/combined:best",
+            },
+        )
+        assert ok.job.params["target"] == {"namespace": "alice", "name": "combined", "tag": "best"}
         s.commit()
         # bob may not see alice's job (it reads alice's private adapters) ...
         with pytest.raises(NotFound):
@@ -156,25 +196,30 @@ def test_submit_permissions(maker: sessionmaker[Session], world: dict[str, Princ
         ("export", {"adapter": "alice/a1", "dtype": "float8"}, "dtype"),
     ],
 )
-def test_submit_rejects_bad_params(maker: sessionmaker[Session], world: dict[str, Principal],
-                                   job_type: str, params: dict[str, object],
-                                   fragment: str) -> None:
+def test_submit_rejects_bad_params(
+    maker: sessionmaker[Session],
+    world: dict[str, Principal],
+    job_type: str,
+    params: dict[str, object],
+    fragment: str,
+) -> None:
     with maker() as s, pytest.raises(InvalidInput) as err:
         jobs.submit(s, world["alice"], job_type, params)
     assert fragment in str(err.value.message) + str(err.value.details)
 
 
-def test_merge_needs_base_files(maker: sessionmaker[Session],
-                                world: dict[str, Principal]) -> None:
+def test_merge_needs_base_files(maker: sessionmaker[Session], world: dict[str, Principal]) -> None:
     with maker() as s:
         _base(s, "org/headers-only", with_files=False)
         with pytest.raises(Conflict, match="no files"):
-            jobs.submit(s, world["alice"], "merge",
-                        {"base": "org/headers-only", "adapters": ["alice/a1"]})
+            jobs.submit(
+                s, world["alice"], "merge", {"base": "org/headers-only", "adapters": ["alice/a1"]}
+            )
 
 
-def test_enqueue_validation_is_idempotent(maker: sessionmaker[Session],
-                                          world: dict[str, Principal]) -> None:
+def test_enqueue_validation_is_idempotent(
+    maker: sessionmaker[Session], world: dict[str, Principal]
+) -> None:
     with maker() as s:
         version = s.scalars(select(AdapterVersion).order_by(AdapterVersion.id)).first()
         assert version is not None
@@ -195,15 +240,24 @@ def test_merge_outputs_expire_and_the_job_is_then_run_again(
         s.commit()
         job_queue.claim(s, "w", lease_seconds=30, types=["merge"])
         s.commit()
-        done = job_queue.finish(s, job.id, "w", result={}, outputs_ttl=ttl,
-                           artifacts=[job_queue.Artifact("model.safetensors", DIGEST, 4)])
+        done = job_queue.finish(
+            s,
+            job.id,
+            "w",
+            result={},
+            outputs_ttl=ttl,
+            artifacts=[job_queue.Artifact("model.safetensors", DIGEST, 4)],
+        )
         s.commit()
         assert done.outputs_expire_at is not None and done.finished_at is not None
         assert done.outputs_expire_at - done.finished_at == ttl
         assert not _merge(s, alice, ["alice/a1"]).created  # outputs kept: reused
         s.rollback()
-        s.execute(update(Job).where(Job.id == job.id)
-                  .values(outputs_expire_at=datetime.now(UTC) - timedelta(seconds=1)))
+        s.execute(
+            update(Job)
+            .where(Job.id == job.id)
+            .values(outputs_expire_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
         s.commit()
         again = _merge(s, alice, ["alice/a1"])  # expired: a new job
         assert again.created and again.job.id != job.id
@@ -263,8 +317,9 @@ def test_can_cancel(maker: sessionmaker[Session], world: dict[str, Principal]) -
         assert jobs.cancel(s, alice, job.id).status == "cancelled"  # idempotent
 
 
-def test_cancel_queued_and_running(maker: sessionmaker[Session],
-                                   world: dict[str, Principal]) -> None:
+def test_cancel_queued_and_running(
+    maker: sessionmaker[Session], world: dict[str, Principal]
+) -> None:
     alice = world["alice"]
     with maker() as s:
         queued = _merge(s, alice, ["alice/a1"]).job
@@ -293,14 +348,21 @@ def test_cancel_queued_and_running(maker: sessionmaker[Session],
             jobs.cancel(s, alice, done.id)
 
 
-def test_list_jobs_pages_with_opaque_cursors(maker: sessionmaker[Session],
-                                             world: dict[str, Principal]) -> None:
+def test_list_jobs_pages_with_opaque_cursors(
+    maker: sessionmaker[Session], world: dict[str, Principal]
+) -> None:
     alice = world["alice"]
     t0 = datetime.now(UTC)
     with maker() as s:
         for i in range(5):  # two share a creation time: the id breaks the tie
-            s.add(Job(type="validate", params={"i": i}, submitted_by=alice.user_id,
-                      created_at=t0 + timedelta(seconds=min(i, 3))))
+            s.add(
+                Job(
+                    type="validate",
+                    params={"i": i},
+                    submitted_by=alice.user_id,
+                    created_at=t0 + timedelta(seconds=min(i, 3)),
+                )
+            )
         s.commit()
         seen: list[str] = []
         cursor = None

@@ -16,17 +16,34 @@ def test_recorded_parents_read_back_as_far_as_the_reader_may_see(session: Sessio
     public = make_version(session, make_adapter(session, org, visibility=Visibility.PUBLIC))
     private = make_version(session, make_adapter(session, org))
     child = make_version(session, make_adapter(session, org, visibility=Visibility.PUBLIC))
-    lineage.record(session, child.id, [(private.id, 0.25), (public.id, 0.75)],
-                   method="ties", params={"density": 0.5})
+    lineage.record(
+        session,
+        child.id,
+        [(private.id, 0.25), (public.id, 0.75)],
+        method="ties",
+        params={"density": 0.5},
+    )
 
     outsider = make_user(session)
-    reader = Principal(user_id=outsider.id, username=outsider.name,
-                       namespace_id=outsider.namespace_id, is_admin=False, scope="read")
-    admin = Principal(user_id=outsider.id, username=outsider.name,
-                      namespace_id=outsider.namespace_id, is_admin=True, scope="admin")
+    reader = Principal(
+        user_id=outsider.id,
+        username=outsider.name,
+        namespace_id=outsider.namespace_id,
+        is_admin=False,
+        scope="read",
+    )
+    admin = Principal(
+        user_id=outsider.id,
+        username=outsider.name,
+        namespace_id=outsider.namespace_id,
+        is_admin=True,
+        scope="admin",
+    )
     shown, hidden = lineage.parents(session, admin, child)
     assert [(e.version.id, e.weight, e.method, e.position) for e in shown] == [
-        (private.id, 0.25, "ties", 0), (public.id, 0.75, "ties", 1)]
+        (private.id, 0.25, "ties", 0),
+        (public.id, 0.75, "ties", 1),
+    ]
     assert hidden == 0
     shown, hidden = lineage.parents(session, reader, child)
     assert [e.version.id for e in shown] == [public.id] and hidden == 1

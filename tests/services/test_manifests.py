@@ -12,16 +12,19 @@ A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
 
 
-@pytest.mark.parametrize("path", ["../x", "/abs", "a//b", "a/./b", "a\\b", "x\x00", "", ".",
-                                  "a/..", "C:x", "x" * 600])
+@pytest.mark.parametrize(
+    "path", ["../x", "/abs", "a//b", "a/./b", "a\\b", "x\x00", "", ".", "a/..", "C:x", "x" * 600]
+)
 def test_bad_paths(path: str) -> None:
     with pytest.raises(InvalidInput):
         check_entries([FileEntry(path, A, 1)])
 
 
 def test_entries() -> None:
-    assert [f.path for f in check_entries([FileEntry("z", A, 1), FileEntry("d/a", B, 1)])] \
-        == ["d/a", "z"]
+    assert [f.path for f in check_entries([FileEntry("z", A, 1), FileEntry("d/a", B, 1)])] == [
+        "d/a",
+        "z",
+    ]
     with pytest.raises(InvalidInput):
         check_entries([FileEntry("a", A, 1), FileEntry("a", B, 1)])
     with pytest.raises(InvalidInput):

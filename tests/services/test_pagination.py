@@ -14,9 +14,17 @@ def test_roundtrip() -> None:
     assert decode_cursor("adapters", None) is None
 
 
-@pytest.mark.parametrize("bad", ["!!", "e30", "x" * 2000, encode_cursor("versions", {"id": 1}),
-                                 encode_cursor("adapters", {"id": "1"}),
-                                 encode_cursor("adapters", {"id": -1})])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "!!",
+        "e30",
+        "x" * 2000,
+        encode_cursor("versions", {"id": 1}),
+        encode_cursor("adapters", {"id": "1"}),
+        encode_cursor("adapters", {"id": -1}),
+    ],
+)
 def test_garbage(bad: str) -> None:
     with pytest.raises(InvalidInput):
         cursor_int(decode_cursor("adapters", bad), "id")

@@ -28,8 +28,14 @@ def _user(session: Session, name: str, *, admin: bool = False) -> User:
 
 
 def _principal(user: User, scope: str) -> Principal:
-    return Principal(user_id=user.id, username=user.name, namespace_id=user.namespace_id,
-                     is_admin=user.is_admin, scope=scope, token_id=None)
+    return Principal(
+        user_id=user.id,
+        username=user.name,
+        namespace_id=user.namespace_id,
+        is_admin=user.is_admin,
+        scope=scope,
+        token_id=None,
+    )
 
 
 ROLES = [None, "read", "write", "admin"]
@@ -53,7 +59,8 @@ def test_matrix(session: Session, role: str | None, scope: str, visibility: str)
     level = min(Level.of(role), Level.of(scope))
 
     assert perm.can_read_adapter(session, actor, adapter) == (
-        visibility == "public" or level >= Level.READ)
+        visibility == "public" or level >= Level.READ
+    )
     assert perm.can_write_adapter(session, actor, adapter) == (level >= Level.WRITE)
     assert perm.can_admin_adapter(session, actor, adapter) == (level >= Level.ADMIN)
     # anonymous: public reads only

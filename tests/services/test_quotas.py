@@ -82,10 +82,13 @@ def test_push_over_quota_is_413_and_leaves_no_trace(
     r = push(client, models.adapter.path, f"{org}/tiny", base=base)
     assert r.status_code == 201, r.text
     with _db(registry_server) as s:
-        types = sorted(e.type for e in s.scalars(
-            select(WebhookEvent).where(WebhookEvent.namespace_id == ns_id)))
+        types = sorted(
+            e.type
+            for e in s.scalars(select(WebhookEvent).where(WebhookEvent.namespace_id == ns_id))
+        )
         assert types == ["tag.moved", "version.created"]
         created = s.scalars(
-            select(WebhookEvent).where(WebhookEvent.type == "version.created")).one()
+            select(WebhookEvent).where(WebhookEvent.type == "version.created")
+        ).one()
         assert created.payload["ref"] == f"{org}/tiny@1"
         assert created.payload["digest"] == r.json()["digest"]

@@ -50,7 +50,13 @@ def test_a_version_shows_what_its_rows_say(session: Session, registry: Registry)
     view = reads.show_version(session, member, ns, name, "3")
     orm = svc.get_version(session, member, ns, name, "3")
     assert (view.id, view.number, view.digest, view.r, view.labels, view.target_modules) == (
-        orm.id, orm.number, orm.digest, orm.r, orm.labels, orm.target_modules)
+        orm.id,
+        orm.number,
+        orm.digest,
+        orm.r,
+        orm.labels,
+        orm.target_modules,
+    )
     assert view.tags == ["latest"]
     assert [f.path for f in view.files] == ["adapter_config.json", "adapter_model.safetensors"]
     assert [f.digest for f in view.files] == [f.blob_digest for f in orm.files]
@@ -61,8 +67,9 @@ def test_a_version_shows_what_its_rows_say(session: Session, registry: Registry)
     assert view.ref == f"{registry.public}@3"
 
 
-@pytest.mark.parametrize("ref, number", [
-    (":prod", 1), (":stable", 1), ("", 3), (":latest", 3), ("@1", 1), ("@3", 3)])
+@pytest.mark.parametrize(
+    "ref, number", [(":prod", 1), (":stable", 1), ("", 3), (":latest", 3), ("@1", 1), ("@3", 3)]
+)
 def test_resolve_every_form(session: Session, registry: Registry, ref: str, number: int) -> None:
     member = _actor(session, registry.member_token)
     assert reads.resolve(session, member, registry.public + ref).number == number
@@ -82,7 +89,8 @@ def test_resolve_by_digest_and_deleted_versions(session: Session, registry: Regi
 
 
 def test_latest_without_a_tag_row_is_the_newest_live_version(
-        session: Session, registry: Registry) -> None:
+    session: Session, registry: Registry
+) -> None:
     session.execute(cast(Table, Tag.__table__).delete().where(Tag.name == "latest"))
     session.commit()
     member = _actor(session, registry.member_token)
@@ -96,10 +104,12 @@ def test_hidden_is_missing(session: Session, registry: Registry) -> None:
     ns, name = registry.private.split("/")
     answers = []
     for actor in (outsider, None):
-        for call in (lambda a: reads.show_version(session, a, ns, name, "1"),
-                     lambda a: reads.resolve(session, a, registry.private + "@1"),
-                     lambda a: reads.list_versions(session, a, ns, name),
-                     lambda a: reads.show_version(session, a, ns, "no-such-adapter", "1")):
+        for call in (
+            lambda a: reads.show_version(session, a, ns, name, "1"),
+            lambda a: reads.resolve(session, a, registry.private + "@1"),
+            lambda a: reads.list_versions(session, a, ns, name),
+            lambda a: reads.show_version(session, a, ns, "no-such-adapter", "1"),
+        ):
             with pytest.raises(NotFound) as caught:
                 call(actor)
             answers.append(caught.value.code)
@@ -138,7 +148,8 @@ def test_a_bare_connection_reads_the_same(engine: Engine, registry: Registry) ->
 
 
 def test_queries_do_not_depend_on_how_many_versions(
-        engine: Engine, maker: sessionmaker[Session], registry: Registry) -> None:
+    engine: Engine, maker: sessionmaker[Session], registry: Registry
+) -> None:
     with maker() as session:
         ids = list(session.scalars(select(AdapterVersion.id).order_by(AdapterVersion.id)))
         counts = []
@@ -151,7 +162,8 @@ def test_queries_do_not_depend_on_how_many_versions(
 
 
 def test_search_queries_do_not_depend_on_the_page_size(
-        engine: Engine, maker: sessionmaker[Session], registry: Registry) -> None:
+    engine: Engine, maker: sessionmaker[Session], registry: Registry
+) -> None:
     with maker() as session:
         member = _actor(session, registry.member_token)
         counts = []
@@ -165,27 +177,34 @@ def test_search_queries_do_not_depend_on_the_page_size(
 
 def test_search_views_match_the_orm_search(session: Session, registry: Registry) -> None:
     member = _actor(session, registry.member_token)
-    for filters in (svc.SearchFilters(), svc.SearchFilters(labels=["stage=prod"]),
-                    svc.SearchFilters(rank_min=16), svc.SearchFilters(text="SUPPORT"),
-                    svc.SearchFilters(namespace=registry.org, target="v_proj")):
+    for filters in (
+        svc.SearchFilters(),
+        svc.SearchFilters(labels=["stage=prod"]),
+        svc.SearchFilters(rank_min=16),
+        svc.SearchFilters(text="SUPPORT"),
+        svc.SearchFilters(namespace=registry.org, target="v_proj"),
+    ):
         views = svc.search_views(session, member, filters, limit=50).items
         orm = svc.search(session, member, filters, limit=50).items
         assert [(v.namespace, v.name) for v in views] == [
-            (s.adapter.namespace.name, s.adapter.name) for s in orm]
+            (s.adapter.namespace.name, s.adapter.name) for s in orm
+        ]
         for v, s in zip(views, orm, strict=True):
-            assert v.versions_count == s.versions_count and v.tags == dict(sorted(
-                s.tags.items()))
+            assert v.versions_count == s.versions_count and v.tags == dict(sorted(s.tags.items()))
             assert (v.latest.number if v.latest else None) == (
-                s.latest.number if s.latest else None)
+                s.latest.number if s.latest else None
+            )
     outsider = _actor(session, registry.outsider_token)
-    names = {v.name for v in svc.search_views(session, outsider, svc.SearchFilters(),
-                                              limit=50).items}
+    names = {
+        v.name for v in svc.search_views(session, outsider, svc.SearchFilters(), limit=50).items
+    }
     assert registry.private.split("/")[1] not in names
     assert registry.public.split("/")[1] in names
 
 
 def test_text_search_finds_rare_words_beyond_the_newest_adapters(
-        session: Session, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    session: Session, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The newest adapters are read first; a word they lack is found by the second
     statement, wherever it is (a trigram index on PostgreSQL)."""
     monkeypatch.setattr(svc, "TEXT_WINDOW", 2)
@@ -194,11 +213,15 @@ def test_text_search_finds_rare_words_beyond_the_newest_adapters(
     assert [f"{v.namespace}/{v.name}" for v in found.items] == [registry.public]
     by_version = svc.search_views(session, member, svc.SearchFilters(text="checkpoint 3"))
     assert [f"{v.namespace}/{v.name}" for v in by_version.items] == [registry.public]
-    common = svc.search_views(session, member, svc.SearchFilters(text="extra adapter"),
-                              limit=2)
+    common = svc.search_views(session, member, svc.SearchFilters(text="extra adapter"), limit=2)
     assert len(common.items) == 2 and common.next_cursor is not None
-    rest = svc.search_views(session, member, svc.SearchFilters(text="extra adapter"),
-                            limit=50, cursor=common.next_cursor)
+    rest = svc.search_views(
+        session,
+        member,
+        svc.SearchFilters(text="extra adapter"),
+        limit=50,
+        cursor=common.next_cursor,
+    )
     assert len(common.items) + len(rest.items) == 6
     assert not {v.name for v in common.items} & {v.name for v in rest.items}
     # a LIKE wildcard in the text is a character, not a pattern

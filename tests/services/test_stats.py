@@ -13,17 +13,33 @@ from tests.factories.db import make_blob
 
 def test_counts_durations_workers_and_blobs(session: Session) -> None:
     now = datetime.now(UTC)
-    session.add_all([
-        Job(type=JobType.MERGE.value, status=JobStatus.QUEUED.value),
-        Job(type=JobType.MERGE.value, status=JobStatus.QUEUED.value),
-        Job(type=JobType.EXPORT.value, status=JobStatus.SUCCEEDED.value,
-            started_at=now - timedelta(seconds=90), finished_at=now),
-        Job(type=JobType.VALIDATE.value, status=JobStatus.RUNNING.value, lease_owner="w1",
-            started_at=now, updated_at=now),
-        WorkerHeartbeat(worker_id="w1", hostname="gpu-1", device="cuda", last_seen_at=now,
-                        current_job_id="x"),
-        WorkerHeartbeat(worker_id="w2", hostname="gpu-2", device="cpu", last_seen_at=now),
-    ])
+    session.add_all(
+        [
+            Job(type=JobType.MERGE.value, status=JobStatus.QUEUED.value),
+            Job(type=JobType.MERGE.value, status=JobStatus.QUEUED.value),
+            Job(
+                type=JobType.EXPORT.value,
+                status=JobStatus.SUCCEEDED.value,
+                started_at=now - timedelta(seconds=90),
+                finished_at=now,
+            ),
+            Job(
+                type=JobType.VALIDATE.value,
+                status=JobStatus.RUNNING.value,
+                lease_owner="w1",
+                started_at=now,
+                updated_at=now,
+            ),
+            WorkerHeartbeat(
+                worker_id="w1",
+                hostname="gpu-1",
+                device="cuda",
+                last_seen_at=now,
+                current_job_id="x",
+            ),
+            WorkerHeartbeat(worker_id="w2", hostname="gpu-2", device="cpu", last_seen_at=now),
+        ]
+    )
     blobs = [make_blob(session, b"a" * 10), make_blob(session, b"b" * 32)]
     session.flush()
 

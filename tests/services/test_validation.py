@@ -12,15 +12,23 @@ from tests.factories.db import make_adapter, make_namespace, make_version
 
 
 def test_what_a_version_was_pushed_against(session: Session) -> None:
-    base = BaseModelRecord(name="org/tiny", fingerprint="sha256:" + "f0" * 32,
-                           structure_hash="sha256:" + "e0" * 32,
-                           manifest={"w.weight": ["F32", [4, 4]]}, num_parameters=16,
-                           size_bytes=64)
+    base = BaseModelRecord(
+        name="org/tiny",
+        fingerprint="sha256:" + "f0" * 32,
+        structure_hash="sha256:" + "e0" * 32,
+        manifest={"w.weight": ["F32", [4, 4]]},
+        num_parameters=16,
+        size_bytes=64,
+    )
     session.add(base)
     session.flush()
     org = make_namespace(session)
-    pushed = make_version(session, make_adapter(session, org), base_model_id=base.id,
-                          compatibility_report={"match_hint": "exact"})
+    pushed = make_version(
+        session,
+        make_adapter(session, org),
+        base_model_id=base.id,
+        compatibility_report={"match_hint": "exact"},
+    )
     bare = make_version(session, make_adapter(session, org))
 
     found = validation.pushed_against(session, pushed.id)

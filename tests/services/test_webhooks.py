@@ -30,9 +30,19 @@ def test_only_namespace_admins_manage_webhooks(
         assert webhooks.list_webhooks(s, webhook_world.admin, webhook_world.org) == []
 
 
-@pytest.mark.parametrize("url", ["ftp://x/y", "not a url", "http://user:pw@host/x", "/relative",
-                                 "http://[::1", "http://host:99999/", "http://ho st/",
-                                 "http://x/\x00"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x/y",
+        "not a url",
+        "http://user:pw@host/x",
+        "/relative",
+        "http://[::1",
+        "http://host:99999/",
+        "http://ho st/",
+        "http://x/\x00",
+    ],
+)
 def test_bad_urls_refused(
     maker: sessionmaker[Session], webhook_world: WebhookWorld, url: str
 ) -> None:

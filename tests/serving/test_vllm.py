@@ -29,8 +29,14 @@ def world(registry_server: RegistryServer, models: Models, tmp_path: Path) -> di
     assert push(registry_server.client(alice.token), folder, repo).status_code == 201
     reader = registry_server.make_token(alice, scope="read")
     client = Client(registry_server.base_url, reader.token, home=tmp_path / "client")
-    return {"repo": repo, "base": base, "other": other, "folder": folder, "client": client,
-            "cache": tmp_path / "cache"}
+    return {
+        "repo": repo,
+        "base": base,
+        "other": other,
+        "folder": folder,
+        "client": client,
+        "cache": tmp_path / "cache",
+    }
 
 
 def test_matching_base_is_downloaded_once(world: dict) -> None:

@@ -193,5 +193,4 @@ def test_only_old_enough_leftovers_are_taken(tmp_path: Path) -> None:
     assert not store.remove_temp_file("put-fresh.tmp", older_than=cutoff)
     assert not store.remove_temp_file("../notes.txt")
     assert store.remove_temp_file("put-old.tmp", older_than=cutoff)
-    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == ["notes.txt",
-                                                                    "put-fresh.tmp"]
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == ["notes.txt", "put-fresh.tmp"]

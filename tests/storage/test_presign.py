@@ -17,9 +17,13 @@ from tests.fixtures.s3 import S3Endpoint
 def test_presigned_url_names_the_public_endpoint(s3_bucket: S3Endpoint, tmp_path: Path) -> None:
     # the same moto server under another host name: what a compose user's host sees
     public = s3_bucket.endpoint_url.replace("127.0.0.1", "localhost")
-    settings = Settings(home=tmp_path, storage_url=f"s3://{s3_bucket.bucket}/blobs",
-                        s3_endpoint_url=s3_bucket.endpoint_url, s3_region="us-east-1",
-                        s3_public_endpoint_url=public)
+    settings = Settings(
+        home=tmp_path,
+        storage_url=f"s3://{s3_bucket.bucket}/blobs",
+        s3_endpoint_url=s3_bucket.endpoint_url,
+        s3_region="us-east-1",
+        s3_public_endpoint_url=public,
+    )
     store = open_store(settings)
     assert isinstance(store, S3BlobStore)
     assert store.signer.meta.endpoint_url == public
@@ -32,8 +36,12 @@ def test_presigned_url_names_the_public_endpoint(s3_bucket: S3Endpoint, tmp_path
 
 
 def test_without_public_endpoint_a_plain_store(s3_bucket: S3Endpoint, tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, storage_url=f"s3://{s3_bucket.bucket}",
-                        s3_endpoint_url=s3_bucket.endpoint_url, s3_region="us-east-1")
+    settings = Settings(
+        home=tmp_path,
+        storage_url=f"s3://{s3_bucket.bucket}",
+        s3_endpoint_url=s3_bucket.endpoint_url,
+        s3_region="us-east-1",
+    )
     store = open_store(settings)
     assert type(store) is S3BlobStore
     assert store.signer is store.client

@@ -58,8 +58,12 @@ def test_uploads_of_unknown_state_are_never_taken_for_leftovers(s3_bucket: S3End
     harness = s3_harness(s3_bucket)
     harness.interrupt_upload(0.0)
     assert harness.store.leftover_uploads() == []
-    assert [u["Key"] for u in s3_bucket.client().list_multipart_uploads(
-        Bucket=s3_bucket.bucket).get("Uploads", [])] != []
+    assert [
+        u["Key"]
+        for u in s3_bucket.client()
+        .list_multipart_uploads(Bucket=s3_bucket.bucket)
+        .get("Uploads", [])
+    ] != []
 
 
 def test_presigned_url_fetches_the_bytes(s3_bucket: S3Endpoint) -> None:
@@ -165,9 +169,7 @@ def test_iterate_pages(s3_bucket: S3Endpoint) -> None:
     for n in range(1005):  # more than one list page (1000 keys)
         digest = blob(1, seed=n)[0] if n < 256 else f"sha256:{n:064x}"
         digests.add(digest)
-        raw.put_object(
-            Bucket=s3_bucket.bucket, Key=f"sha256/{digest[7:9]}/{digest[7:]}", Body=b"x"
-        )
+        raw.put_object(Bucket=s3_bucket.bucket, Key=f"sha256/{digest[7:9]}/{digest[7:]}", Body=b"x")
     assert {d for d, _, _ in store.iterate()} == digests
 
 

@@ -33,8 +33,13 @@ def test_adapter_list_search_and_filters(world: World) -> None:
     assert found(namespace=org, text="gam") == {world.gamma}
     assert found(base=world.base) == {world.alpha, world.beta, world.gamma}
     # bad filter values: a 400 page with the message, not a 500
-    for bad in ({"rank_min": "x"}, {"namespace": "Not Valid!"}, {"label": "nokey"},
-                {"cursor": "garbage"}, {"base": "a/b/c"}):
+    for bad in (
+        {"rank_min": "x"},
+        {"namespace": "Not Valid!"},
+        {"label": "nokey"},
+        {"cursor": "garbage"},
+        {"base": "a/b/c"},
+    ):
         r = ui.get("/ui/adapters", params=bad)
         assert r.status_code == 400, (bad, r.status_code)
         assert 'role="alert"' in page_html(r, 400)
@@ -58,7 +63,7 @@ def test_adapter_page(world: World) -> None:
     ui = world.ui()
     page = page_html(ui.get(f"/ui/adapters/{world.alpha}"))
     assert f"loreg pull {world.alpha}:latest" in page
-    assert page.count('href="/ui/adapters/' + world.alpha + '/versions/') >= 2
+    assert page.count('href="/ui/adapters/' + world.alpha + "/versions/") >= 2
     assert "stable" in page and "latest" in page  # tags
     assert "alpaca" in page  # labels
     assert "&#34;target_modules&#34;" in page or "&quot;target_modules&quot;" in page  # config
@@ -86,8 +91,7 @@ def test_version_page_has_the_module_picture(world: World) -> None:
 def test_model_card_is_rendered_and_sanitised(world: World, tmp_path: Path) -> None:
     client = world.server.client(world.owner.token)
     adapter = world_models(world).adapter.path
-    r = push_with_card(client, adapter, tmp_path, f"{world.org}/carded", world.base,
-                       HOSTILE_CARD)
+    r = push_with_card(client, adapter, tmp_path, f"{world.org}/carded", world.base, HOSTILE_CARD)
     assert r.status_code == 201, r.text
     ui = world.ui()
     for path in (f"/ui/adapters/{world.org}/carded", f"/ui/adapters/{world.org}/carded/versions/1"):
@@ -98,8 +102,11 @@ def test_model_card_is_rendered_and_sanitised(world: World, tmp_path: Path) -> N
         assert link in card
         assert "<td>0.91</td>" in card  # tables
         # nothing executable or fetched passes: tags are text, the script link is not a link
-        assert "<script" not in card and "<img" not in card and "onerror=" not in card.replace(
-            "onerror=&quot;", "")
+        assert (
+            "<script" not in card
+            and "<img" not in card
+            and "onerror=" not in card.replace("onerror=&quot;", "")
+        )
         assert "&lt;script&gt;" in card and 'href="javascript' not in card.lower()
         assert "template comment" not in card
         assert 'src="https://tracker.example' not in page
@@ -109,8 +116,10 @@ def test_model_card_is_rendered_and_sanitised(world: World, tmp_path: Path) -> N
     assert "<h3>Model Card for Model ID</h3>" in peft_card and "library_name: peft" in peft_card
     assert "Provide a quick summary" not in peft_card
     # a version without README.md says so
-    assert push_with_card(client, adapter, tmp_path, f"{world.org}/bare", world.base,
-                          None).status_code == 201
+    assert (
+        push_with_card(client, adapter, tmp_path, f"{world.org}/bare", world.base, None).status_code
+        == 201
+    )
     assert "has no README.md" in page_html(ui.get(f"/ui/adapters/{world.org}/bare"))
 
 
@@ -166,9 +175,16 @@ def test_private_lineage_is_not_shown_to_outsiders(world: World) -> None:
     from tests.factories.ui_world import version_id
 
     with world.server.app.state.sessionmaker() as s:
-        s.add(Lineage(child_version_id=version_id(world.server, world.org, "secret", 1),
-                      parent_version_id=version_id(world.server, world.org, "alpha", 2),
-                      position=0, weight=1.0, method="linear", params={}))
+        s.add(
+            Lineage(
+                child_version_id=version_id(world.server, world.org, "secret", 1),
+                parent_version_id=version_id(world.server, world.org, "alpha", 2),
+                position=0,
+                weight=1.0,
+                method="linear",
+                params={},
+            )
+        )
         s.commit()
     assert world.secret not in world.ui().get(f"/ui/adapters/{world.alpha}").text
     assert world.secret not in world.ui(world.outsider).get(f"/ui/adapters/{world.alpha}").text

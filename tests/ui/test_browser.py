@@ -21,9 +21,17 @@ from tests.factories.ui_world import World
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync"]
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 @pytest.fixture(params=["sqlite+local"])
 def registry_backend(request: pytest.FixtureRequest) -> str:
@@ -35,8 +43,10 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: the browser tests need it "
-                    "(Debian: apt-get install chromium)", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests need it (Debian: apt-get install chromium)",
+            pytrace=False,
+        )
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:
@@ -151,8 +161,9 @@ def test_browse_sign_in_filter_lineage_job_progress_sign_out(world: World, page:
     expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
 
 
-def test_private_adapter_unreachable_signed_out_and_for_non_members(world: World,
-                                                                    page: Any) -> None:
+def test_private_adapter_unreachable_signed_out_and_for_non_members(
+    world: World, page: Any
+) -> None:
     from playwright.sync_api import expect
 
     url = world.server.url(f"/ui/adapters/{world.secret}")
@@ -200,8 +211,9 @@ def test_model_card_and_version_comparison(world: World, page: Any, tmp_path: Pa
 
     client = world.server.client(world.owner.token)
     target = f"{world.org}/carded"
-    r = push_with_card(client, world.models.adapter.path, tmp_path, target, world.base,
-                       HOSTILE_CARD)
+    r = push_with_card(
+        client, world.models.adapter.path, tmp_path, target, world.base, HOSTILE_CARD
+    )
     assert r.status_code == 201, r.text
 
     # the model card: rendered Markdown, and none of its HTML ran or loaded anything
@@ -211,7 +223,8 @@ def test_model_card_and_version_comparison(world: World, page: Any, tmp_path: Pa
     card = page.get_by_test_id("model-card")
     expect(card.get_by_role("heading", name="Support bot")).to_be_visible()
     expect(card.get_by_role("link", name="the run")).to_have_attribute(
-        "href", "https://ci.example.com/runs/42")
+        "href", "https://ci.example.com/runs/42"
+    )
     expect(card.locator("table td", has_text="0.91")).to_be_visible()
     expect(card.locator("script, img, iframe")).to_have_count(0)
     expect(card).to_contain_text("<script>window.pwned = 1</script>")  # shown as text
@@ -223,8 +236,7 @@ def test_model_card_and_version_comparison(world: World, page: Any, tmp_path: Pa
     # the comparison page from the adapter page: v1 against v2 side by side
     page.goto(world.server.url(f"/ui/adapters/{world.alpha}"))
     page.get_by_test_id("compare-link").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text(
-        f"Compare versions of {world.alpha}")
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Compare versions of {world.alpha}")
     norms = page.get_by_test_id("norms")
     expect(norms.locator("thead th")).to_have_text(["Module", "v1", "v2", "v2 / v1"])
     expect(norms.locator("tbody tr")).to_have_count(8)
@@ -264,9 +276,11 @@ def test_api_docs_work_with_no_network(world: World, browser: Any) -> None:
         expect(page.locator(".opblock").first).to_be_visible(timeout=20_000)
         assert page.locator(".opblock").count() >= 45
         expect(page.locator("#operations-tag-versions")).to_contain_text(
-            "Push a version from uploaded blobs")  # the tag's description
+            "Push a version from uploaded blobs"
+        )  # the tag's description
         page.locator(".opblock", has_text="/api/v1/adapters/{namespace}/{name}/versions").filter(
-            has_text="Push a version").first.click()
+            has_text="Push a version"
+        ).first.click()
         expect(page.get_by_text("Three files, a tag and labels").first).to_be_attached()
         shot(page, "api-docs")
         assert elsewhere == [], elsewhere

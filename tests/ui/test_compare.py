@@ -12,16 +12,30 @@ from loreg.ui.formatting import DASH
 
 def _version(number: int, **changes: Any) -> AdapterVersion:
     fields: dict[str, Any] = {
-        "number": number, "peft_type": "LORA", "r": 4, "lora_alpha": 8.0, "use_rslora": False,
-        "use_dora": False, "rank_pattern": {}, "alpha_pattern": {}, "modules_to_save": None,
-        "target_modules": ["q_proj", "v_proj"], "dtype": "F32", "num_parameters": 2048,
-        "size_bytes": 8192, "adapter_config": {"r": 4, "lora_alpha": 8},
-        "base_model_name": "acme/tiny", "labels": {"dataset": "alpaca"},
-        "validation_state": "valid", "created_at": datetime(2025, 1, 2, 3, 4, tzinfo=UTC),
-        "validation_report": {"modules": {
-            "model.layers.0.self_attn.q_proj": {"delta_norm": 2.0},
-            "model.layers.0.self_attn.v_proj": {"delta_norm": 1.0},
-        }},
+        "number": number,
+        "peft_type": "LORA",
+        "r": 4,
+        "lora_alpha": 8.0,
+        "use_rslora": False,
+        "use_dora": False,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "modules_to_save": None,
+        "target_modules": ["q_proj", "v_proj"],
+        "dtype": "F32",
+        "num_parameters": 2048,
+        "size_bytes": 8192,
+        "adapter_config": {"r": 4, "lora_alpha": 8},
+        "base_model_name": "acme/tiny",
+        "labels": {"dataset": "alpaca"},
+        "validation_state": "valid",
+        "created_at": datetime(2025, 1, 2, 3, 4, tzinfo=UTC),
+        "validation_report": {
+            "modules": {
+                "model.layers.0.self_attn.q_proj": {"delta_norm": 2.0},
+                "model.layers.0.self_attn.v_proj": {"delta_norm": 1.0},
+            }
+        },
     }
     fields.update(changes)
     return AdapterVersion(**fields)
@@ -42,20 +56,34 @@ def test_the_same_version_twice_differs_nowhere() -> None:
 
 
 def test_each_kind_of_difference_is_marked() -> None:
-    b = _version(2, r=8, adapter_config={"r": 8, "lora_alpha": 8},
-                 target_modules=["q_proj", "k_proj"], labels={"dataset": "dolly"},
-                 validation_report={"modules": {
-                     "model.layers.0.self_attn.q_proj": {"delta_norm": 3.0},
-                     "model.layers.0.self_attn.k_proj": {"delta_norm": "n/a"},
-                 }})
+    b = _version(
+        2,
+        r=8,
+        adapter_config={"r": 8, "lora_alpha": 8},
+        target_modules=["q_proj", "k_proj"],
+        labels={"dataset": "dolly"},
+        validation_report={
+            "modules": {
+                "model.layers.0.self_attn.q_proj": {"delta_norm": 3.0},
+                "model.layers.0.self_attn.k_proj": {"delta_norm": "n/a"},
+            }
+        },
+    )
     cmp = compare_versions(_version(1), b)
     assert _row(cmp["facts"], "rank") == {"key": "rank", "a": "4", "b": "8", "differs": True}
     assert _row(cmp["config"], "r")["differs"] and not _row(cmp["config"], "lora_alpha")["differs"]
     targets = {t["module"]: (t["a"], t["b"], t["differs"]) for t in cmp["targets"]}
-    assert targets == {"k_proj": (False, True, True), "q_proj": (True, True, False),
-                       "v_proj": (True, False, True)}
-    assert _row(cmp["labels"], "dataset") == {"key": "dataset", "a": "alpaca", "b": "dolly",
-                                              "differs": True}
+    assert targets == {
+        "k_proj": (False, True, True),
+        "q_proj": (True, True, False),
+        "v_proj": (True, False, True),
+    }
+    assert _row(cmp["labels"], "dataset") == {
+        "key": "dataset",
+        "a": "alpaca",
+        "b": "dolly",
+        "differs": True,
+    }
     q = _row(cmp["norms"], "model.layers.0.self_attn.q_proj", "module")
     assert q["ratio"] == "1.5\u00d7" and q["differs"]
     v = _row(cmp["norms"], "model.layers.0.self_attn.v_proj", "module")

@@ -44,13 +44,19 @@ def test_jobs_pages_progress_and_cancel(world: World) -> None:
 
 def test_finished_job_outputs_download(world: World) -> None:
     r = world.server.client(world.owner.token).post(
-        "/jobs", json={"type": "export", "params": {"adapter": world.secret}})
+        "/jobs", json={"type": "export", "params": {"adapter": world.secret}}
+    )
     assert r.status_code in (200, 201), r.text
     job_id = r.json()["id"]
     from loreg.worker.loop import Worker
 
-    worker = Worker(world.server.settings, sessions=world.server.app.state.sessionmaker,
-                    store=world.server.app.state.store, types=["export"], device="cpu")
+    worker = Worker(
+        world.server.settings,
+        sessions=world.server.app.state.sessionmaker,
+        store=world.server.app.state.store,
+        types=["export"],
+        device="cpu",
+    )
     try:
         assert worker.run(once=True) == 1
     finally:

@@ -8,8 +8,10 @@ from loreg.ui.markdown import card_file, render_card, safe_link
 
 
 def test_markdown_renders() -> None:
-    card = render_card("# Title\n\nSome **bold** and `code`.\n\n- a\n- b\n\n"
-                       "| k | v |\n|---|---|\n| r | 16 |\n\n```\nx = 1\n```\n")
+    card = render_card(
+        "# Title\n\nSome **bold** and `code`.\n\n- a\n- b\n\n"
+        "| k | v |\n|---|---|\n| r | 16 |\n\n```\nx = 1\n```\n"
+    )
     html = str(card.html)
     assert "<h3>Title</h3>" in html  # under the page's h1 and the card's h2
     assert "<strong>bold</strong>" in html and "<code>code</code>" in html
@@ -17,14 +19,17 @@ def test_markdown_renders() -> None:
     assert card.metadata == ""
 
 
-@pytest.mark.parametrize("payload", [
-    "<script>alert(1)</script>",
-    "<img src=x onerror=alert(1)>",
-    '<a href="javascript:alert(1)">x</a>',
-    "<iframe src=https://evil.example></iframe>",
-    "<svg onload=alert(1)>",
-    '<div style="background:url(javascript:alert(1))">x</div>',
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "<script>alert(1)</script>",
+        "<img src=x onerror=alert(1)>",
+        '<a href="javascript:alert(1)">x</a>',
+        "<iframe src=https://evil.example></iframe>",
+        "<svg onload=alert(1)>",
+        '<div style="background:url(javascript:alert(1))">x</div>',
+    ],
+)
 def test_raw_html_is_text(payload: str) -> None:
     html = str(render_card(f"before {payload} after\n\n{payload}\n").html)
     assert "<" + payload[1:] not in html
@@ -33,9 +38,19 @@ def test_raw_html_is_text(payload: str) -> None:
         assert tag not in html
 
 
-@pytest.mark.parametrize("url", ["javascript:alert(1)", "JavaScript:alert(1)",
-                                 " javascript:alert(1)", "vbscript:x", "data:text/html,x",
-                                 "file:///etc/passwd", "//evil.example/x", "java\tscript:x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "JavaScript:alert(1)",
+        " javascript:alert(1)",
+        "vbscript:x",
+        "data:text/html,x",
+        "file:///etc/passwd",
+        "//evil.example/x",
+        "java\tscript:x",
+    ],
+)
 def test_dangerous_links_are_not_links(url: str) -> None:
     assert not safe_link(url)
     html = str(render_card(f"[click]({url}) and ![img]({url})").html)
@@ -43,11 +58,21 @@ def test_dangerous_links_are_not_links(url: str) -> None:
 
 
 def test_links_images_and_comments() -> None:
-    for url in ("https://example.com/x", "http://example.com", "mailto:a@b.c", "#section",
-                "docs/usage.md", "/ui/bases"):
+    for url in (
+        "https://example.com/x",
+        "http://example.com",
+        "mailto:a@b.c",
+        "#section",
+        "docs/usage.md",
+        "/ui/bases",
+    ):
         assert safe_link(url), url
-    html = str(render_card("[run](https://ci.example.com/1) ![chart](https://x.example/c.png)"
-                           "\n\n<!-- hidden\nnote -->\nvisible").html)
+    html = str(
+        render_card(
+            "[run](https://ci.example.com/1) ![chart](https://x.example/c.png)"
+            "\n\n<!-- hidden\nnote -->\nvisible"
+        ).html
+    )
     assert '<a href="https://ci.example.com/1" rel="nofollow noopener noreferrer">run</a>' in html
     # images are never loaded by the reader's browser: a link to them instead
     assert "<img" not in html and "[image: chart]" in html

@@ -21,7 +21,10 @@ def _request(headers: dict[str, str] | None = None, body: bytes = b"") -> Reques
         return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
 
     scope = {
-        "type": "http", "method": "POST", "path": "/ui/logout", "query_string": b"",
+        "type": "http",
+        "method": "POST",
+        "path": "/ui/logout",
+        "query_string": b"",
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
     }
     return Request(scope, receive)
@@ -33,12 +36,15 @@ def test_the_csrf_token_is_an_hmac_of_the_session_cookie() -> None:
     assert token != csrf_token("lrs_abd") and token == csrf_token("lrs_abc")
 
 
-@pytest.mark.parametrize(("origin", "same"), [
-    (None, True),  # no Origin header: a same-site form post in browsers that omit it
-    ("http://registry.example:8080", True),
-    ("https://evil.example", False),
-    ("null", False),
-])
+@pytest.mark.parametrize(
+    ("origin", "same"),
+    [
+        (None, True),  # no Origin header: a same-site form post in browsers that omit it
+        ("http://registry.example:8080", True),
+        ("https://evil.example", False),
+        ("null", False),
+    ],
+)
 def test_same_origin(origin: str | None, same: bool) -> None:
     headers = {"host": "registry.example:8080"}
     if origin is not None:
@@ -56,15 +62,18 @@ def test_csrf_ok_needs_both_the_origin_and_the_token() -> None:
     assert not csrf_ok(_request(evil), {"csrf": token}, "lrs_x")
 
 
-@pytest.mark.parametrize(("given", "target"), [
-    ("/ui/jobs", "/ui/jobs"),
-    ("/ui/adapters?namespace=acme", "/ui/adapters?namespace=acme"),
-    (None, "/ui/adapters"),
-    ("//evil.example/ui/", "/ui/adapters"),
-    ("https://evil.example/ui/", "/ui/adapters"),
-    ("/ui/\\evil", "/ui/adapters"),
-    ("/api/v1/tokens", "/ui/adapters"),
-])
+@pytest.mark.parametrize(
+    ("given", "target"),
+    [
+        ("/ui/jobs", "/ui/jobs"),
+        ("/ui/adapters?namespace=acme", "/ui/adapters?namespace=acme"),
+        (None, "/ui/adapters"),
+        ("//evil.example/ui/", "/ui/adapters"),
+        ("https://evil.example/ui/", "/ui/adapters"),
+        ("/ui/\\evil", "/ui/adapters"),
+        ("/api/v1/tokens", "/ui/adapters"),
+    ],
+)
 def test_safe_next_stays_on_the_ui(given: str | None, target: str) -> None:
     assert safe_next(given) == target
 

@@ -32,16 +32,21 @@ def test_login_cookie_flags_and_logout(world: World) -> None:
         assert COOKIE not in ui.cookies
         assert "Sign in" in ui.get("/ui/adapters").text
     # signing out revoked the session on the server: a copy of the cookie is worthless
-    with httpx.Client(base_url=world.server.base_url, timeout=30,
-                      cookies={COOKIE: session_id}) as replay:
+    with httpx.Client(
+        base_url=world.server.base_url, timeout=30, cookies={COOKIE: session_id}
+    ) as replay:
         r = replay.get("/ui/adapters")
         assert "Sign in" in page_html(r) and world.member.name not in r.text
         assert replay.get(f"/ui/adapters/{world.secret}").status_code == 404
     # and the API token the browser signed in with still works for the API
     assert world.server.client(world.member.token).get("/whoami").status_code == 200
     # over https (as a TLS-terminating proxy on loopback reports it) the cookie is Secure
-    r = httpx.post(world.server.url("/ui/login"), data={"token": world.member.token},
-                   headers={"X-Forwarded-Proto": "https"}, timeout=30)
+    r = httpx.post(
+        world.server.url("/ui/login"),
+        data={"token": world.member.token},
+        headers={"X-Forwarded-Proto": "https"},
+        timeout=30,
+    )
     assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
 
 
@@ -51,8 +56,11 @@ def test_login_refusals(world: World) -> None:
         assert "not valid" in page_html(r, 401) and "set-cookie" not in r.headers
         r = ui.post("/ui/login", data={"token": ""})
         assert r.status_code == 401
-        r = ui.post("/ui/login", data={"token": world.member.token},
-                    headers={"Origin": "https://evil.example"})
+        r = ui.post(
+            "/ui/login",
+            data={"token": world.member.token},
+            headers={"Origin": "https://evil.example"},
+        )
         assert r.status_code == 403 and "set-cookie" not in r.headers
         r = ui.post("/ui/login", data={"token": world.member.token, "next": "//evil.example/"})
         assert r.headers["location"] == "/ui/adapters"

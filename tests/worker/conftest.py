@@ -23,27 +23,45 @@ from tests.fixtures.postgres import PgCluster
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    settings = Settings(home=tmp_path / "server", database_url=None, storage_url=None,
-                        s3_endpoint_url=None, job_lease_seconds=5, worker_device="cpu",
-                        worker_poll_seconds=0.1)
+    settings = Settings(
+        home=tmp_path / "server",
+        database_url=None,
+        storage_url=None,
+        s3_endpoint_url=None,
+        job_lease_seconds=5,
+        worker_device="cpu",
+        worker_poll_seconds=0.1,
+    )
     yield from make_stack(settings)
 
 
 @pytest.fixture
 def pg_stack(tmp_path: Path, postgres_url: str, s3_bucket: Any) -> Iterator[Stack]:
-    settings = Settings(home=tmp_path / "server", database_url=postgres_url,
-                        storage_url=f"s3://{s3_bucket.bucket}/loreg",
-                        s3_endpoint_url=s3_bucket.endpoint_url, s3_region="us-east-1",
-                        job_lease_seconds=5, worker_device="cpu", worker_poll_seconds=0.1)
+    settings = Settings(
+        home=tmp_path / "server",
+        database_url=postgres_url,
+        storage_url=f"s3://{s3_bucket.bucket}/loreg",
+        s3_endpoint_url=s3_bucket.endpoint_url,
+        s3_region="us-east-1",
+        job_lease_seconds=5,
+        worker_device="cpu",
+        worker_poll_seconds=0.1,
+    )
     yield from make_stack(settings)
 
 
 @pytest.fixture
 def outage_stack(tmp_path: Path, pg_cluster: PgCluster, s3_bucket: Any) -> Iterator[OutageStack]:
-    settings = Settings(home=tmp_path / "server", database_url=pg_cluster.create_database(),
-                        storage_url=f"s3://{s3_bucket.bucket}/loreg",
-                        s3_endpoint_url=s3_bucket.endpoint_url, s3_region="us-east-1",
-                        job_lease_seconds=10, worker_device="cpu", worker_poll_seconds=0.1)
+    settings = Settings(
+        home=tmp_path / "server",
+        database_url=pg_cluster.create_database(),
+        storage_url=f"s3://{s3_bucket.bucket}/loreg",
+        s3_endpoint_url=s3_bucket.endpoint_url,
+        s3_region="us-east-1",
+        job_lease_seconds=10,
+        worker_device="cpu",
+        worker_poll_seconds=0.1,
+    )
     for stack in make_stack(settings):
         yield OutageStack(**vars(stack), cluster=pg_cluster)
 

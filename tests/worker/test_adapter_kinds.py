@@ -33,22 +33,28 @@ def _merge_on_server(stack: Stack, kind: str, tmp_path: Path) -> None:
     stack.register_base(case.base.path, "org/base")
     version = stack.push(case.adapter, "admin", "kind", "org/base")
     assert version.validation_state == "pending"
-    job_id = stack.submit("merge", {"base": "org/base", "adapters": ["admin/kind"],
-                                    "max_shard_bytes": 1 << 20})
+    job_id = stack.submit(
+        "merge", {"base": "org/base", "adapters": ["admin/kind"], "max_shard_bytes": 1 << 20}
+    )
     Worker(stack.settings, sessions=stack.sessions, store=stack.store).run(once=True)
     job = stack.job(job_id)
     assert job.status == "succeeded", job.error
     out = stack.download_outputs(job_id, tmp_path / "out")
     got = merged_state(out)
-    peft_model, want = peft_merged_checkpoint(case.base, case.adapter, tmp_path / "peft",
-                                              vocab=case.vocab)
+    peft_model, want = peft_merged_checkpoint(
+        case.base, case.adapter, tmp_path / "peft", vocab=case.vocab
+    )
     assert set(got) == set(want)
     for name, tensor in got.items():
         torch.testing.assert_close(tensor, want[name], rtol=1e-5, atol=1e-6, msg=name)
     ids = torch.tensor([list(case.input_ids)])
     with torch.no_grad():
-        torch.testing.assert_close(load_model(out)(input_ids=ids).logits,
-                                   peft_model(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            load_model(out)(input_ids=ids).logits,
+            peft_model(input_ids=ids).logits,
+            rtol=1e-5,
+            atol=1e-5,
+        )
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -62,8 +62,11 @@ def test_corrupt_blob_leaves_no_entry(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path / "blobs")
     cache = BaseCache(tmp_path / "cache", max_bytes=10**6)
     good = _put(store, b"x" * 64)
-    blob = next(p for p in (tmp_path / "blobs").rglob("*") if p.is_file()
-                and good.digest.removeprefix("sha256:") in p.name)
+    blob = next(
+        p
+        for p in (tmp_path / "blobs").rglob("*")
+        if p.is_file() and good.digest.removeprefix("sha256:") in p.name
+    )
     blob.chmod(0o644)
     blob.write_bytes(b"y" * 64)  # bit rot in the store
     with pytest.raises(DigestMismatch), cache.checkout(fp(9), [good], store):

@@ -60,8 +60,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(10)
 
 
-def test_merge_over_http_with_separate_worker(tmp_path: Path, models: Models,
-                                              request: pytest.FixtureRequest) -> None:
+def test_merge_over_http_with_separate_worker(
+    tmp_path: Path, models: Models, request: pytest.FixtureRequest
+) -> None:
     settings = settings_for("postgres+s3", tmp_path / "server", request, job_lease_seconds=5)
     with start_registry(settings) as server:
         client = Client(server.base_url, server.admin_token, home=tmp_path / "client")
@@ -70,13 +71,13 @@ def test_merge_over_http_with_separate_worker(tmp_path: Path, models: Models,
         job = client.merge(["admin/tiny-lora"], "org/tiny", max_shard_bytes=1 << 20)
         assert job.status == "queued"
         # the same merge again is the same job
-        assert client.merge(["admin/tiny-lora@1"], "org/tiny",
-                            max_shard_bytes=1 << 20).id == job.id
+        assert client.merge(["admin/tiny-lora@1"], "org/tiny", max_shard_bytes=1 << 20).id == job.id
 
         stack_env = Stack(settings, None, None, None, None)  # type: ignore[arg-type]
         log = tmp_path / "worker.log"
-        proc = stack_env.spawn_worker(tmp_path / "worker-home", log=log,
-                                      worker_test_delay_seconds=0.1)
+        proc = stack_env.spawn_worker(
+            tmp_path / "worker-home", log=log, worker_test_delay_seconds=0.1
+        )
         seen: list[tuple[str, float]] = []
         try:
             deadline = time.monotonic() + 120
@@ -104,26 +105,30 @@ def test_merge_over_http_with_separate_worker(tmp_path: Path, models: Models,
 
         # the worker logged structured lines naming the job
         events = _events(log)
-        assert any(e["event"] == "job.succeeded" and e.get("job_id") == job.id
-                   for e in events)
+        assert any(e["event"] == "job.succeeded" and e.get("job_id") == job.id for e in events)
         # the push's validation job ran too and marked the version valid
         version = client.get_version("admin/tiny-lora@1")
         assert version.validation_state == "valid", version.validation_report
 
 
-def test_kill_9_mid_merge_then_another_worker_finishes(pg_stack: Stack, models: Models,
-                                                       tmp_path: Path) -> None:
+def test_kill_9_mid_merge_then_another_worker_finishes(
+    pg_stack: Stack, models: Models, tmp_path: Path
+) -> None:
     stack = pg_stack
     stack.register_base(models.base.path, "org/tiny")
     stack.push(models.adapter.path, "admin", "tiny-lora", "org/tiny")
-    job_id = stack.submit("merge", {"base": "org/tiny", "adapters": ["admin/tiny-lora"],
-                                    "max_shard_bytes": 20_000})
+    job_id = stack.submit(
+        "merge", {"base": "org/tiny", "adapters": ["admin/tiny-lora"], "max_shard_bytes": 20_000}
+    )
     slow = {"worker_test_delay_seconds": 0.25, "job_lease_seconds": 2}
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
     a = stack.spawn_worker(tmp_path / "home-a", log=log_a, **slow)
     try:
-        job = stack.wait(job_id, lambda j: j.type == "merge" and j.status == "running"
-                         and j.progress > 0.3, timeout=120)
+        job = stack.wait(
+            job_id,
+            lambda j: j.type == "merge" and j.status == "running" and j.progress > 0.3,
+            timeout=120,
+        )
         owner = job.lease_owner
         assert owner is not None and str(a.pid) in owner
         os.kill(a.pid, signal.SIGKILL)
@@ -131,8 +136,9 @@ def test_kill_9_mid_merge_then_another_worker_finishes(pg_stack: Stack, models: 
     finally:
         _stop(a)
     assert stack.job(job_id).status == "running"  # nobody knows yet
-    b = stack.spawn_worker(tmp_path / "home-b", log=log_b, worker_test_delay_seconds=0,
-                           job_lease_seconds=2)
+    b = stack.spawn_worker(
+        tmp_path / "home-b", log=log_b, worker_test_delay_seconds=0, job_lease_seconds=2
+    )
     try:
         job = stack.wait(job_id, lambda j: j.status in ("succeeded", "failed"), timeout=120)
     finally:
@@ -140,34 +146,45 @@ def test_kill_9_mid_merge_then_another_worker_finishes(pg_stack: Stack, models: 
     assert job.status == "succeeded", (job.error, log_b.read_text()[-3000:])
     assert job.attempts == 2
     assert job.lease_owner is None and str(b.pid) in (job.result or {}).get("worker", "")
-    assert any(e["event"] == "job.lease_expired" and e["job_id"] == job_id
-               for e in _events(log_b))
+    assert any(e["event"] == "job.lease_expired" and e["job_id"] == job_id for e in _events(log_b))
 
     # exactly the files of a complete merge, byte for byte, and nothing else
-    ref = merge_checkpoint(models.base.path, [(models.adapter.path, 1.0)], tmp_path / "ref",
-                           device="cpu", max_shard_bytes=20_000)
+    ref = merge_checkpoint(
+        models.base.path,
+        [(models.adapter.path, 1.0)],
+        tmp_path / "ref",
+        device="cpu",
+        max_shard_bytes=20_000,
+    )
     want = {f.path: "sha256:" + f.sha256.removeprefix("sha256:") for f in ref.files}
     got = {a.path: a.blob_digest for a in job.artifacts}
     assert got == want
     for art in job.artifacts:
-        assert sha256_file(stack.download_outputs(job_id, tmp_path / "dl") / art.path) \
+        assert (
+            sha256_file(stack.download_outputs(job_id, tmp_path / "dl") / art.path)
             == art.blob_digest
+        )
 
 
-def test_two_workers_ten_jobs_each_once(pg_stack: Stack, models: Models,
-                                        tmp_path: Path) -> None:
+def test_two_workers_ten_jobs_each_once(pg_stack: Stack, models: Models, tmp_path: Path) -> None:
     stack = pg_stack
     stack.register_base(models.base.path, "org/tiny")
     stack.push(models.adapter.path, "admin", "tiny-lora", "org/tiny")
     ids = [
-        stack.submit("merge", {"base": "org/tiny",
-                               "adapters": [{"ref": "admin/tiny-lora", "weight": w / 10}]})
+        stack.submit(
+            "merge",
+            {"base": "org/tiny", "adapters": [{"ref": "admin/tiny-lora", "weight": w / 10}]},
+        )
         for w in range(1, 11)
     ]
     assert len(set(ids)) == 10
     logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
-    procs = [stack.spawn_worker(tmp_path / f"home{i}", "--once", log=logs[i],
-                                worker_test_delay_seconds=0.05) for i in range(2)]
+    procs = [
+        stack.spawn_worker(
+            tmp_path / f"home{i}", "--once", log=logs[i], worker_test_delay_seconds=0.05
+        )
+        for i in range(2)
+    ]
     for p in procs:
         assert p.wait(300) == 0
     starts: dict[str, list[str]] = {}
@@ -184,35 +201,53 @@ def test_two_workers_ten_jobs_each_once(pg_stack: Stack, models: Models,
 
 
 def _clean_merge_digests(models: Models, dest: Path, max_shard_bytes: int) -> dict[str, str]:
-    ref = merge_checkpoint(models.base.path, [(models.adapter.path, 1.0)], dest,
-                           device="cpu", max_shard_bytes=max_shard_bytes)
+    ref = merge_checkpoint(
+        models.base.path,
+        [(models.adapter.path, 1.0)],
+        dest,
+        device="cpu",
+        max_shard_bytes=max_shard_bytes,
+    )
     return {f.path: "sha256:" + f.sha256.removeprefix("sha256:") for f in ref.files}
 
 
-def test_worker_survives_postgres_outage_mid_merge(outage_stack: OutageStack, models: Models,
-                                                   tmp_path: Path) -> None:
+def test_worker_survives_postgres_outage_mid_merge(
+    outage_stack: OutageStack, models: Models, tmp_path: Path
+) -> None:
     stack = outage_stack
     assert stack.cluster is not None
     stack.register_base(models.base.path, "org/tiny")
     stack.push(models.adapter.path, "admin", "tiny-lora", "org/tiny")
-    job_id = stack.submit("merge", {"base": "org/tiny", "adapters": ["admin/tiny-lora"],
-                                    "max_shard_bytes": 20_000})
+    job_id = stack.submit(
+        "merge", {"base": "org/tiny", "adapters": ["admin/tiny-lora"], "max_shard_bytes": 20_000}
+    )
     log = tmp_path / "worker.log"
-    proc = stack.spawn_worker(tmp_path / "home", log=log, worker_test_delay_seconds=0.5,
-                              job_lease_seconds=10, worker_backoff_max_seconds=2)
+    proc = stack.spawn_worker(
+        tmp_path / "home",
+        log=log,
+        worker_test_delay_seconds=0.5,
+        job_lease_seconds=10,
+        worker_backoff_max_seconds=2,
+    )
     try:
-        stack.wait(job_id, lambda j: j.type == "merge" and j.status == "running"
-                   and j.progress > 0.2, timeout=120)
+        stack.wait(
+            job_id,
+            lambda j: j.type == "merge" and j.status == "running" and j.progress > 0.2,
+            timeout=120,
+        )
         stack.engine.dispose()  # the test's own connections would only see errors
         stack.cluster.stop()
         time.sleep(5)
-        assert proc.poll() is None, "the worker exited while the database was down:\n" \
-            + log.read_text()[-3000:]
+        assert proc.poll() is None, (
+            "the worker exited while the database was down:\n" + log.read_text()[-3000:]
+        )
         stack.cluster.start()
-        job = stack.wait(job_id, lambda j: j.status in ("succeeded", "failed", "cancelled"),
-                         timeout=120)
-        assert proc.poll() is None, "the worker exited after the outage:\n" \
-            + log.read_text()[-3000:]
+        job = stack.wait(
+            job_id, lambda j: j.status in ("succeeded", "failed", "cancelled"), timeout=120
+        )
+        assert proc.poll() is None, (
+            "the worker exited after the outage:\n" + log.read_text()[-3000:]
+        )
     finally:
         _stop(proc)
     assert job.status == "succeeded", (job.error, log.read_text()[-3000:])
@@ -224,21 +259,27 @@ def test_worker_survives_postgres_outage_mid_merge(outage_stack: OutageStack, mo
 
 
 def test_dead_attempt_folder_is_reported_and_swept_on_the_same_home(
-        pg_stack: Stack, models: Models, tmp_path: Path) -> None:
+    pg_stack: Stack, models: Models, tmp_path: Path
+) -> None:
     """``kill -9`` mid-merge leaves the attempt's folder with its half-written output;
     ``loreg gc --dry-run`` lists it, and the next worker on that home removes it at start."""
     stack = pg_stack
     stack.register_base(models.base.path, "org/tiny")
     stack.push(models.adapter.path, "admin", "tiny-lora", "org/tiny")
-    job_id = stack.submit("merge", {"base": "org/tiny", "adapters": ["admin/tiny-lora"],
-                                    "max_shard_bytes": 20_000})
+    job_id = stack.submit(
+        "merge", {"base": "org/tiny", "adapters": ["admin/tiny-lora"], "max_shard_bytes": 20_000}
+    )
     home = tmp_path / "home"
     work = home / "worker" / "work"
-    a = stack.spawn_worker(home, log=tmp_path / "a.log", worker_test_delay_seconds=0.25,
-                           job_lease_seconds=2)
+    a = stack.spawn_worker(
+        home, log=tmp_path / "a.log", worker_test_delay_seconds=0.25, job_lease_seconds=2
+    )
     try:
-        stack.wait(job_id, lambda j: j.type == "merge" and j.status == "running"
-                   and j.progress > 0.3, timeout=120)
+        stack.wait(
+            job_id,
+            lambda j: j.type == "merge" and j.status == "running" and j.progress > 0.3,
+            timeout=120,
+        )
         os.kill(a.pid, signal.SIGKILL)
         a.wait(10)
     finally:
@@ -248,8 +289,19 @@ def test_dead_attempt_folder_is_reported_and_swept_on_the_same_home(
     assert (dead / "out.incomplete").is_dir()
 
     gc = subprocess.run(
-        [sys.executable, "-c", "from loreg.cli.main import main; main()", "gc", "--dry-run",
-         "--json"], env=stack.env(home), capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            "from loreg.cli.main import main; main()",
+            "gc",
+            "--dry-run",
+            "--json",
+        ],
+        env=stack.env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert gc.returncode == 0, gc.stderr
     listed = json.loads(gc.stdout)["work_folders"]
     assert [(f["path"], f["job_id"], f["attempt"]) for f in listed] == [(str(dead), job_id, 1)]

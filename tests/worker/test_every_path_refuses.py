@@ -33,8 +33,9 @@ NAME = {"tensor": UNKNOWN_TENSOR, "option": UNKNOWN_OPTION}
 
 def _loreg(*args: str) -> subprocess.CompletedProcess[str]:
     code = "import sys; from loreg.cli.main import main; sys.argv[0] = 'loreg'; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
@@ -56,8 +57,18 @@ def test_validate_cli(bad: tuple[str, Path], models: Models) -> None:
 def test_merge_local_cli(bad: tuple[str, Path], models: Models, tmp_path: Path) -> None:
     kind, folder = bad
     out = tmp_path / "merged"
-    done = _loreg("merge", str(folder), "--base", str(models.base.path), "-o", str(out),
-                  "--local", "--device", "cpu", "--json")
+    done = _loreg(
+        "merge",
+        str(folder),
+        "--base",
+        str(models.base.path),
+        "-o",
+        str(out),
+        "--local",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert done.returncode == 3, done.stdout + done.stderr
     assert NAME[kind] in done.stdout
     assert not out.exists() and not list(tmp_path.glob("merged*"))
@@ -98,20 +109,23 @@ def _legacy_version(stack: Stack, models: Models, folder: Path, name: str) -> No
             row.size = entries[row.path].size
         s.commit()
     assert entries["adapter_model.safetensors"].digest == sha256_file(
-        folder / "adapter_model.safetensors")
+        folder / "adapter_model.safetensors"
+    )
 
 
 def _jobs_refuse(stack: Stack, models: Models, kind: str, folder: Path) -> None:
     stack.register_base(models.base.path, "org/tiny")
     _legacy_version(stack, models, folder, "legacy")
     stack.push(models.adapter.path, "admin", "good", "org/tiny")
-    Worker(stack.settings, sessions=stack.sessions, store=stack.store,
-           types=["validate"]).run(once=True)
+    Worker(stack.settings, sessions=stack.sessions, store=stack.store, types=["validate"]).run(
+        once=True
+    )
     jobs = {
         "merge": stack.submit("merge", {"base": "org/tiny", "adapters": ["admin/legacy"]}),
         "export": stack.submit("export", {"adapter": "admin/legacy"}),
-        "combine": stack.submit("combine", {"adapters": ["admin/legacy", "admin/good"],
-                                            "target": "admin/combined"}),
+        "combine": stack.submit(
+            "combine", {"adapters": ["admin/legacy", "admin/good"], "target": "admin/combined"}
+        ),
     }
     Worker(stack.settings, sessions=stack.sessions, store=stack.store).run(once=True)
     for path, job_id in jobs.items():
@@ -129,6 +143,5 @@ def test_server_jobs_sqlite_local(bad: tuple[str, Path], stack: Stack, models: M
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bad", KINDS, indirect=True)
-def test_server_jobs_postgres_s3(bad: tuple[str, Path], pg_stack: Stack,
-                                 models: Models) -> None:
+def test_server_jobs_postgres_s3(bad: tuple[str, Path], pg_stack: Stack, models: Models) -> None:
     _jobs_refuse(pg_stack, models, *bad)

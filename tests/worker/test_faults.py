@@ -64,15 +64,18 @@ def test_database_gone_is_an_outage() -> None:
         assert classify(wrapped) is Fault.DATABASE
 
 
-@pytest.mark.parametrize("exc", [
-    RuntimeError("Numpy is not available"),
-    ModuleNotFoundError("No module named 'numpy'"),
-    ValueError("bad shape"),
-    KeyError("model.layers.0.self_attn.q_proj.weight"),
-    InvalidInput("bad parameters"),
-    Incompatible("adapter does not fit"),
-    NotFound("version not found"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError("Numpy is not available"),
+        ModuleNotFoundError("No module named 'numpy'"),
+        ValueError("bad shape"),
+        KeyError("model.layers.0.self_attn.q_proj.weight"),
+        InvalidInput("bad parameters"),
+        Incompatible("adapter does not fit"),
+        NotFound("version not found"),
+    ],
+)
 def test_deterministic_errors_fail_at_once(exc: Exception) -> None:
     assert classify(exc) is Fault.DETERMINISTIC
     assert not database_unavailable(exc)

@@ -32,8 +32,9 @@ from tests.factories.worker_stack import Models, OutageStack, Stack, assert_matc
 
 
 def seed(stack: Stack, models: Models, *, lie: bool = False) -> None:
-    stack.register_base(models.base.path, "org/tiny",
-                        fingerprint_of=models.other.path if lie else None)
+    stack.register_base(
+        models.base.path, "org/tiny", fingerprint_of=models.other.path if lie else None
+    )
     stack.push(models.adapter.path, "admin", "tiny-lora", "org/tiny")
 
 
@@ -41,11 +42,11 @@ def worker(stack: Stack, **kw: Any) -> Worker:
     return Worker(stack.settings, sessions=stack.sessions, store=stack.store, **kw)
 
 
-def test_merge_job_equals_peft_and_uses_cache(stack: Stack, models: Models,
-                                              tmp_path: Path) -> None:
+def test_merge_job_equals_peft_and_uses_cache(stack: Stack, models: Models, tmp_path: Path) -> None:
     seed(stack, models)
-    job_id = stack.submit("merge", {"base": "org/tiny", "adapters": ["admin/tiny-lora"],
-                                    "max_shard_bytes": 1 << 20})
+    job_id = stack.submit(
+        "merge", {"base": "org/tiny", "adapters": ["admin/tiny-lora"], "max_shard_bytes": 1 << 20}
+    )
     w = worker(stack)
     assert w.run(once=True) == 2  # the push's validation job and the merge
     job = stack.job(job_id)
@@ -59,8 +60,9 @@ def test_merge_job_equals_peft_and_uses_cache(stack: Stack, models: Models,
 
     # a second merge into the same base reads it from the cache, not the store
     misses = w.cache.misses
-    again = stack.submit("merge", {"base": "org/tiny", "adapters": [
-        {"ref": "admin/tiny-lora", "weight": 0.5}]})
+    again = stack.submit(
+        "merge", {"base": "org/tiny", "adapters": [{"ref": "admin/tiny-lora", "weight": 0.5}]}
+    )
     assert w.run(once=True) == 1
     assert stack.job(again).status == "succeeded"
     assert w.cache.misses == misses and w.cache.hits >= 1
@@ -84,8 +86,9 @@ def test_base_with_wrong_fingerprint_fails_clearly(stack: Stack, models: Models)
 
 def test_cancel_running_merge(stack: Stack, models: Models) -> None:
     seed(stack, models)
-    settings = stack.settings.model_copy(update={"worker_test_delay_seconds": 0.2,
-                                                 "job_lease_seconds": 3})
+    settings = stack.settings.model_copy(
+        update={"worker_test_delay_seconds": 0.2, "job_lease_seconds": 3}
+    )
     job_id = stack.submit("merge", {"base": "org/tiny", "adapters": ["admin/tiny-lora"]})
     w = Worker(settings, sessions=stack.sessions, store=stack.store, types=["merge"])
     blobs_before = {d for d, _, _ in stack.store.iterate()}
@@ -131,8 +134,7 @@ def test_housekeeping_and_job_id_logging_during_a_job(stack: Stack, models: Mode
     seen: dict[str, Any] = {}
 
     def slow_export(ctx: JobContext) -> Outcome:
-        record = logging.LogRecord("loreg.test", logging.INFO, __file__, 0, "inside", None,
-                                   None)
+        record = logging.LogRecord("loreg.test", logging.INFO, __file__, 0, "inside", None, None)
         seen["log"] = json.loads(JsonFormatter().format(record))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -157,21 +159,27 @@ def test_housekeeping_and_job_id_logging_during_a_job(stack: Stack, models: Mode
 
 
 def _events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [json.loads(r.getMessage()) for r in caplog.records
-            if r.name == "loreg.worker" and r.getMessage().startswith("{")]
+    return [
+        json.loads(r.getMessage())
+        for r in caplog.records
+        if r.name == "loreg.worker" and r.getMessage().startswith("{")
+    ]
 
 
 def _raising(exc: Exception, calls: list[int]) -> Callable[[JobContext], Outcome]:
     def handler(ctx: JobContext) -> Outcome:
         calls.append(ctx.attempt)
         raise exc
+
     return handler
 
 
-@pytest.mark.parametrize("exc", [RuntimeError("Numpy is not available"),
-                                 ModuleNotFoundError("No module named 'numpy'")])
-def test_deterministic_error_fails_the_job_at_once(stack: Stack, models: Models,
-                                                   exc: Exception) -> None:
+@pytest.mark.parametrize(
+    "exc", [RuntimeError("Numpy is not available"), ModuleNotFoundError("No module named 'numpy'")]
+)
+def test_deterministic_error_fails_the_job_at_once(
+    stack: Stack, models: Models, exc: Exception
+) -> None:
     seed(stack, models)
     job_id = stack.submit("export", {"adapter": "admin/tiny-lora"})
     calls: list[int] = []
@@ -183,8 +191,7 @@ def test_deterministic_error_fails_the_job_at_once(stack: Stack, models: Models,
     assert job.error is not None and str(exc) in job.error["message"]
 
 
-def test_infrastructure_error_retries_up_to_the_attempt_limit(stack: Stack,
-                                                               models: Models) -> None:
+def test_infrastructure_error_retries_up_to_the_attempt_limit(stack: Stack, models: Models) -> None:
     seed(stack, models)
     job_id = stack.submit("export", {"adapter": "admin/tiny-lora"})
     calls: list[int] = []
@@ -199,7 +206,8 @@ def test_infrastructure_error_retries_up_to_the_attempt_limit(stack: Stack,
 
 
 def test_store_outage_hands_the_job_back_without_counting(
-        stack: Stack, models: Models, caplog: pytest.LogCaptureFixture) -> None:
+    stack: Stack, models: Models, caplog: pytest.LogCaptureFixture
+) -> None:
     """The store's folder vanishes mid-job: the worker waits for it to come back, hands the
     job back without spending the attempt, and the next try succeeds."""
     seed(stack, models)
@@ -230,7 +238,8 @@ def test_store_outage_hands_the_job_back_without_counting(
 
 
 def test_database_outage_while_recording_the_outcome(
-        outage_stack: OutageStack, models: Models, caplog: pytest.LogCaptureFixture) -> None:
+    outage_stack: OutageStack, models: Models, caplog: pytest.LogCaptureFixture
+) -> None:
     """PostgreSQL goes away between the work and its recording: the worker keeps the
     result and records it once the database is back, with logged retries."""
     stack = outage_stack
@@ -256,7 +265,8 @@ def test_database_outage_while_recording_the_outcome(
 
 
 def test_database_outage_during_the_job_hands_it_back_without_counting(
-        outage_stack: OutageStack, models: Models, caplog: pytest.LogCaptureFixture) -> None:
+    outage_stack: OutageStack, models: Models, caplog: pytest.LogCaptureFixture
+) -> None:
     stack = outage_stack
     cluster = stack.cluster
     assert cluster is not None
@@ -284,7 +294,8 @@ def test_database_outage_during_the_job_hands_it_back_without_counting(
 
 
 def test_stopping_while_the_database_is_down_does_not_hang(
-        outage_stack: OutageStack, models: Models, caplog: pytest.LogCaptureFixture) -> None:
+    outage_stack: OutageStack, models: Models, caplog: pytest.LogCaptureFixture
+) -> None:
     """A worker told to stop while it cannot record an outcome leaves the job to be
     re-leased when its lease expires, instead of waiting forever."""
     stack = outage_stack
@@ -314,7 +325,8 @@ def test_stopping_while_the_database_is_down_does_not_hang(
 
 
 def test_lost_lease_leaves_uploaded_outputs_to_gc(
-        stack: Stack, models: Models, caplog: pytest.LogCaptureFixture) -> None:
+    stack: Stack, models: Models, caplog: pytest.LogCaptureFixture
+) -> None:
     """Another attempt takes the job over while this one uploads its outputs: it may be
     uploading the very same (deterministic) objects, so the loser deletes nothing; its
     outcome is dropped, and GC collects what nothing references."""
@@ -336,8 +348,12 @@ def test_lost_lease_leaves_uploaded_outputs_to_gc(
         (out / "weights.bin").write_bytes(b"deterministic output")
         return Outcome(result={}, output_dir=out)
 
-    w = Worker(stack.settings, sessions=stack.sessions,
-               store=TakenOverDuringUpload(stack.store.root), handlers={"export": handler})
+    w = Worker(
+        stack.settings,
+        sessions=stack.sessions,
+        store=TakenOverDuringUpload(stack.store.root),
+        handlers={"export": handler},
+    )
     with caplog.at_level(logging.INFO, logger="loreg.worker"):
         w.run(once=True)
     job = stack.job(job_id)
@@ -371,8 +387,7 @@ def test_cancel_is_seen_at_the_next_progress_report(stack: Stack, models: Models
             raise
         return Outcome(result={})
 
-    w = Worker(settings, sessions=stack.sessions, store=stack.store,
-               handlers={"export": handler})
+    w = Worker(settings, sessions=stack.sessions, store=stack.store, handlers={"export": handler})
     w.run(once=True)
     assert seen == ["at progress"]
     assert stack.job(job_id).status == "cancelled"

@@ -26,8 +26,9 @@ with attempt_folder(Path(sys.argv[1]), "job1", 2) as folder:
 
 
 def _hold_in_child(root: Path) -> tuple[subprocess.Popen[str], Path]:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(root)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(root)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     assert line, "the child did not make its folder"

@@ -39,12 +39,18 @@ def iso(moment: datetime) -> str:
 
 def _file_entry(f: hub.HubFile, snap: hub.Snapshot, expand: bool) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "type": "file", "oid": f.blob_id, "size": f.size, "path": f.path,
+        "type": "file",
+        "oid": f.blob_id,
+        "size": f.size,
+        "path": f.path,
         "lfs": {"oid": f.sha256, "size": f.size, "pointerSize": len(f.pointer)},
     }
     if expand:
-        entry["lastCommit"] = {"id": snap.commit, "title": _title(snap),
-                               "date": iso(snap.last_modified)}
+        entry["lastCommit"] = {
+            "id": snap.commit,
+            "title": _title(snap),
+            "date": iso(snap.last_modified),
+        }
     return entry
 
 
@@ -55,8 +61,9 @@ def _dir_entry(path: str, snap: hub.Snapshot) -> dict[str, Any]:
 
 def _title(snap: hub.Snapshot) -> str:
     if snap.version is not None:
-        return (snap.version.description or "").partition("\n")[0] or \
-            f"version {snap.version.number}"
+        return (snap.version.description or "").partition("\n")[
+            0
+        ] or f"version {snap.version.number}"
     return "merge output" if snap.job is not None else "initial commit"
 
 
@@ -65,14 +72,31 @@ def model_info(snap: hub.Snapshot, store: BlobStore) -> dict[str, Any]:
     card = hub.card_data(store, snap)
     tags = ["safetensors"]
     info: dict[str, Any] = {
-        "_id": snap.commit[:24], "id": snap.repo_id, "modelId": snap.repo_id,
-        "author": namespace, "sha": snap.commit, "lastModified": iso(snap.last_modified),
-        "createdAt": iso(snap.created_at), "private": snap.private, "gated": False,
-        "disabled": False, "downloads": 0, "likes": 0, "tags": tags,
-        "cardData": card, "spaces": [], "usedStorage": sum(f.size for f in snap.files),
-        "siblings": [{"rfilename": f.path, "size": f.size, "blobId": f.blob_id,
-                      "lfs": {"sha256": f.sha256, "size": f.size,
-                              "pointerSize": len(f.pointer)}} for f in snap.files],
+        "_id": snap.commit[:24],
+        "id": snap.repo_id,
+        "modelId": snap.repo_id,
+        "author": namespace,
+        "sha": snap.commit,
+        "lastModified": iso(snap.last_modified),
+        "createdAt": iso(snap.created_at),
+        "private": snap.private,
+        "gated": False,
+        "disabled": False,
+        "downloads": 0,
+        "likes": 0,
+        "tags": tags,
+        "cardData": card,
+        "spaces": [],
+        "usedStorage": sum(f.size for f in snap.files),
+        "siblings": [
+            {
+                "rfilename": f.path,
+                "size": f.size,
+                "blobId": f.blob_id,
+                "lfs": {"sha256": f.sha256, "size": f.size, "pointerSize": len(f.pointer)},
+            }
+            for f in snap.files
+        ],
     }
     version = snap.version
     if version is not None:
@@ -82,11 +106,13 @@ def model_info(snap: hub.Snapshot, store: BlobStore) -> dict[str, Any]:
         if base is not None:
             tags.append(f"base_model:adapter:{base.name}")
         info["loreg"] = {
-            "ref": f"{snap.repo_id}@{version.number}", "number": version.number,
-            "digest": version.digest, "tags": snap.tags,
-            "base": None if base is None else {"name": base.name,
-                                               "fingerprint": base.fingerprint},
-            "r": version.r, "lora_alpha": version.lora_alpha,
+            "ref": f"{snap.repo_id}@{version.number}",
+            "number": version.number,
+            "digest": version.digest,
+            "tags": snap.tags,
+            "base": None if base is None else {"name": base.name, "fingerprint": base.fingerprint},
+            "r": version.r,
+            "lora_alpha": version.lora_alpha,
             "target_modules": version.target_modules,
             "validation_state": version.validation_state,
         }
@@ -96,14 +122,21 @@ def model_info(snap: hub.Snapshot, store: BlobStore) -> dict[str, Any]:
 
 
 @router.get("/api/models/{namespace}/{name}")
-def get_model_info(namespace: str, name: str, session: SessionDep, actor: OptionalUser,
-                   store: StoreDep) -> dict[str, Any]:
+def get_model_info(
+    namespace: str, name: str, session: SessionDep, actor: OptionalUser, store: StoreDep
+) -> dict[str, Any]:
     return model_info(hub.snapshot(session, actor, namespace, name), store)
 
 
 @router.get("/api/models/{namespace}/{name}/revision/{revision:path}")
-def get_model_info_at(namespace: str, name: str, revision: str, session: SessionDep,
-                      actor: OptionalUser, store: StoreDep) -> dict[str, Any]:
+def get_model_info_at(
+    namespace: str,
+    name: str,
+    revision: str,
+    session: SessionDep,
+    actor: OptionalUser,
+    store: StoreDep,
+) -> dict[str, Any]:
     return model_info(hub.snapshot(session, actor, namespace, name, revision), store)
 
 
@@ -113,7 +146,7 @@ def _tree(snap: hub.Snapshot, path: str, recursive: bool, expand: bool) -> list[
     for f in snap.files:
         if not f.path.startswith(prefix):
             continue
-        rest = f.path[len(prefix):].split("/")
+        rest = f.path[len(prefix) :].split("/")
         for depth in range(1, len(rest)):
             folder = prefix + "/".join(rest[:depth])
             if recursive or depth == 1:
@@ -128,16 +161,28 @@ def _tree(snap: hub.Snapshot, path: str, recursive: bool, expand: bool) -> list[
 @router.get("/api/models/{namespace}/{name}/tree/{revision}")
 @router.get("/api/models/{namespace}/{name}/tree/{revision}/{path:path}")
 def list_tree(
-    namespace: str, name: str, revision: str, session: SessionDep, actor: OptionalUser,
-    path: str = "", recursive: bool = False, expand: bool = False,
+    namespace: str,
+    name: str,
+    revision: str,
+    session: SessionDep,
+    actor: OptionalUser,
+    path: str = "",
+    recursive: bool = False,
+    expand: bool = False,
 ) -> list[dict[str, Any]]:
     snap = hub.snapshot(session, actor, namespace, name, revision)
     return _tree(snap, path, recursive, expand)
 
 
 @router.post("/api/models/{namespace}/{name}/paths-info/{revision}")
-async def paths_info(namespace: str, name: str, revision: str, request: Request,
-                     session: SessionDep, actor: OptionalUser) -> list[dict[str, Any]]:
+async def paths_info(
+    namespace: str,
+    name: str,
+    revision: str,
+    request: Request,
+    session: SessionDep,
+    actor: OptionalUser,
+) -> list[dict[str, Any]]:
     body = await request.body()
     if len(body) > 1024 * 1024:
         raise InvalidInput("too many paths")
@@ -155,8 +200,9 @@ async def paths_info(namespace: str, name: str, revision: str, request: Request,
         raise InvalidInput(f"'paths' must be at most {MAX_PATHS} strings")
     snap = hub.snapshot(session, actor, namespace, name, revision)
     by_path = {f.path: f for f in snap.files}
-    folders = {"/".join(f.path.split("/")[:i]) for f in snap.files
-               for i in range(1, f.path.count("/") + 1)}
+    folders = {
+        "/".join(f.path.split("/")[:i]) for f in snap.files for i in range(1, f.path.count("/") + 1)
+    }
     out = []
     for p in paths:
         p = p.strip("/")
@@ -168,63 +214,100 @@ async def paths_info(namespace: str, name: str, revision: str, request: Request,
 
 
 @router.get("/api/models/{namespace}/{name}/refs")
-def list_refs(namespace: str, name: str, session: SessionDep,
-              actor: OptionalUser) -> dict[str, Any]:
+def list_refs(
+    namespace: str, name: str, session: SessionDep, actor: OptionalUser
+) -> dict[str, Any]:
     main, tags = hub.refs(session, actor, namespace, name)
 
     def out(r: hub.Ref) -> dict[str, str]:
         return {"name": r.name, "ref": r.ref, "targetCommit": r.commit}
 
-    return {"branches": [out(main)], "converts": [], "tags": [out(t) for t in tags],
-            "pullRequests": []}
+    return {
+        "branches": [out(main)],
+        "converts": [],
+        "tags": [out(t) for t in tags],
+        "pullRequests": [],
+    }
 
 
 @router.get("/api/models/{namespace}/{name}/commits/{revision}")
-def list_commits(namespace: str, name: str, revision: str, session: SessionDep,
-                 actor: OptionalUser) -> list[dict[str, Any]]:
+def list_commits(
+    namespace: str, name: str, revision: str, session: SessionDep, actor: OptionalUser
+) -> list[dict[str, Any]]:
     return [
-        {"id": c.commit, "title": c.title, "message": c.message, "date": iso(c.date),
-         "authors": [{"user": c.author, "avatar": None}] if c.author else []}
+        {
+            "id": c.commit,
+            "title": c.title,
+            "message": c.message,
+            "date": iso(c.date),
+            "authors": [{"user": c.author, "avatar": None}] if c.author else [],
+        }
         for c in hub.commits(session, actor, namespace, name, revision)
     ]
 
 
 @router.api_route("/{namespace}/{name}/resolve/{revision}/{path:path}", methods=["GET", "HEAD"])
 def resolve_file(
-    namespace: str, name: str, revision: str, path: str, request: Request,
-    session: SessionDep, actor: OptionalUser, settings: SettingsDep, store: StoreDep,
+    namespace: str,
+    name: str,
+    revision: str,
+    path: str,
+    request: Request,
+    session: SessionDep,
+    actor: OptionalUser,
+    settings: SettingsDep,
+    store: StoreDep,
 ) -> Response:
     snap = hub.snapshot(session, actor, namespace, name, revision)
     f = snap.file(path)
     session.close()
-    headers = {"X-Repo-Commit": snap.commit, "ETag": f'"{f.sha256}"',
-               "X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(f.size),
-               "Accept-Ranges": "bytes", "Cache-Control": "private, max-age=0"}
+    headers = {
+        "X-Repo-Commit": snap.commit,
+        "ETag": f'"{f.sha256}"',
+        "X-Linked-Etag": f'"{f.sha256}"',
+        "X-Linked-Size": str(f.size),
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, max-age=0",
+    }
     url = store.presigned_url(f.digest, expires_in=settings.presign_expires_seconds)
     if url is not None:
         return Response(status_code=302, headers={**headers, "Location": url})
     if request.method == "HEAD":
-        return Response(status_code=200, media_type="application/octet-stream",
-                        headers={**headers, "Content-Length": str(f.size)})
+        return Response(
+            status_code=200,
+            media_type="application/octet-stream",
+            headers={**headers, "Content-Length": str(f.size)},
+        )
     wanted = _parse_range(request.headers.get("range"), f.size)
     if wanted == "unsatisfiable":
-        return hub_error(416, "the requested range is outside the file",
-                         {"Content-Range": f"bytes */{f.size}"})
+        return hub_error(
+            416, "the requested range is outside the file", {"Content-Range": f"bytes */{f.size}"}
+        )
     if wanted is None:
-        return StreamingResponse(iter_file(store.open(f.digest), length=f.size),
-                                 media_type="application/octet-stream",
-                                 headers={**headers, "Content-Length": str(f.size)})
+        return StreamingResponse(
+            iter_file(store.open(f.digest), length=f.size),
+            media_type="application/octet-stream",
+            headers={**headers, "Content-Length": str(f.size)},
+        )
     assert isinstance(wanted, tuple)
     start, end = wanted
     return StreamingResponse(
         iter_file(store.open(f.digest, start, end + 1), length=end - start + 1),
-        status_code=206, media_type="application/octet-stream",
-        headers={**headers, "Content-Length": str(end - start + 1),
-                 "Content-Range": f"bytes {start}-{end}/{f.size}"})
+        status_code=206,
+        media_type="application/octet-stream",
+        headers={
+            **headers,
+            "Content-Length": str(end - start + 1),
+            "Content-Range": f"bytes {start}-{end}/{f.size}",
+        },
+    )
 
 
 @router.get("/api/datasets/{rest:path}")
 @router.get("/api/spaces/{rest:path}")
 def other_repo_types(rest: str) -> JSONResponse:
-    return hub_error(404, "Repository not found: loreg hosts model repositories only",
-                     {"X-Error-Code": "RepoNotFound"})
+    return hub_error(
+        404,
+        "Repository not found: loreg hosts model repositories only",
+        {"X-Error-Code": "RepoNotFound"},
+    )

@@ -30,13 +30,22 @@ def base_url(request: Request) -> str:
 def whoami(session: SessionDep, actor: CurrentUser) -> dict[str, Any]:
     orgs = accounts.memberships_of(session, actor)
     return {
-        "type": "user", "id": str(actor.user_id), "name": actor.username,
-        "fullname": actor.username, "email": None, "emailVerified": False, "isPro": False,
-        "canPay": False, "orgs": [{"type": "org", "name": n, "fullname": n, "roleInOrg": r}
-                                  for n, r in orgs],
-        "auth": {"type": "access_token",
-                 "accessToken": {"displayName": f"loreg token {actor.token_id}",
-                                 "role": _ROLE_BY_SCOPE.get(actor.scope, "read")}},
+        "type": "user",
+        "id": str(actor.user_id),
+        "name": actor.username,
+        "fullname": actor.username,
+        "email": None,
+        "emailVerified": False,
+        "isPro": False,
+        "canPay": False,
+        "orgs": [{"type": "org", "name": n, "fullname": n, "roleInOrg": r} for n, r in orgs],
+        "auth": {
+            "type": "access_token",
+            "accessToken": {
+                "displayName": f"loreg token {actor.token_id}",
+                "role": _ROLE_BY_SCOPE.get(actor.scope, "read"),
+            },
+        },
     }
 
 
@@ -50,8 +59,9 @@ def validate_yaml(body: _YamlBody) -> JSONResponse:
     try:
         hub.front_matter(body.content)
     except InvalidInput as exc:
-        return hub_error(400, "Invalid metadata in README.md",
-                         errors=[{"message": exc.message}], warnings=[])
+        return hub_error(
+            400, "Invalid metadata in README.md", errors=[{"message": exc.message}], warnings=[]
+        )
     return JSONResponse({"errors": [], "warnings": []})
 
 
@@ -63,8 +73,7 @@ def _text(body: dict[str, Any], key: str) -> str | None:
 
 
 @router.post("/api/repos/create")
-async def create_repo(request: Request, session: SessionDep,
-                      actor: OptionalUser) -> JSONResponse:
+async def create_repo(request: Request, session: SessionDep, actor: OptionalUser) -> JSONResponse:
     principal = require_scope(actor, "write")
     try:
         body = await request.json()
@@ -100,13 +109,18 @@ async def create_repo(request: Request, session: SessionDep,
     return JSONResponse({"url": url, "name": repo_id, "id": repo_id})
 
 
-@router.api_route("/api/models/{namespace}/{name}/xet-write-token/{revision}",
-                  methods=["GET", "POST"])
-@router.api_route("/api/models/{namespace}/{name}/xet-read-token/{revision}",
-                  methods=["GET", "POST"])
+@router.api_route(
+    "/api/models/{namespace}/{name}/xet-write-token/{revision}", methods=["GET", "POST"]
+)
+@router.api_route(
+    "/api/models/{namespace}/{name}/xet-read-token/{revision}", methods=["GET", "POST"]
+)
 def xet_token(namespace: str, name: str, revision: str) -> JSONResponse:
-    return hub_error(400, "loreg does not speak the Xet storage protocol: set "
-                     "HF_HUB_DISABLE_XET=1 in the client's environment and retry")
+    return hub_error(
+        400,
+        "loreg does not speak the Xet storage protocol: set "
+        "HF_HUB_DISABLE_XET=1 in the client's environment and retry",
+    )
 
 
 class _PreuploadFile(BaseModel):
@@ -121,8 +135,14 @@ class _PreuploadBody(BaseModel):
 
 
 @router.post("/api/models/{namespace}/{name}/preupload/{revision}")
-def preupload(namespace: str, name: str, revision: str, body: _PreuploadBody,
-              session: SessionDep, actor: OptionalUser) -> dict[str, Any]:
+def preupload(
+    namespace: str,
+    name: str,
+    revision: str,
+    body: _PreuploadBody,
+    session: SessionDep,
+    actor: OptionalUser,
+) -> dict[str, Any]:
     """Every file goes through LFS (so its sha256 is known before the commit); ``oid`` is
     the sha256 of the file now at that path, so the client skips unchanged files."""
     hub.require_commit_access(session, actor, namespace, name)
@@ -143,16 +163,24 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"the commit is larger than {limit} bytes; upload large files "
-                           "through LFS (the client does so by itself)")
+            raise TooLarge(
+                f"the commit is larger than {limit} bytes; upload large files "
+                "through LFS (the client does so by itself)"
+            )
         parts.append(chunk)
     return b"".join(parts)
 
 
 @router.post("/api/models/{namespace}/{name}/commit/{revision}")
 async def commit(
-    namespace: str, name: str, revision: str, request: Request, session: SessionDep,
-    actor: OptionalUser, store: StoreDep, settings: SettingsDep,
+    namespace: str,
+    name: str,
+    revision: str,
+    request: Request,
+    session: SessionDep,
+    actor: OptionalUser,
+    store: StoreDep,
+    settings: SettingsDep,
 ) -> Response:
     if request.query_params.get("create_pr") in ("1", "true", "True"):
         raise InvalidInput("loreg has no pull requests: commit to main")
@@ -161,17 +189,32 @@ async def commit(
     await run_in_threadpool(hub.store_inline, store, req)
 
     def push() -> PushOutcome:
-        outcome = hub.commit(session, store, actor, namespace, name, revision, req,
-                             max_version_bytes=settings.max_version_bytes)
+        outcome = hub.commit(
+            session,
+            store,
+            actor,
+            namespace,
+            name,
+            revision,
+            req,
+            max_version_bytes=settings.max_version_bytes,
+        )
         session.commit()
         return outcome
 
     outcome = await run_in_threadpool(push)
     oid = hub.commit_id(outcome.version.digest)
-    return JSONResponse({
-        "success": True, "commitOid": oid,
-        "commitUrl": f"{base_url(request)}/{namespace}/{name}/commit/{oid}",
-        "hookOutput": "", "pullRequestUrl": None,
-        "loreg": {"version": outcome.version.number, "created": outcome.created,
-                  "digest": outcome.version.digest},
-    })
+    return JSONResponse(
+        {
+            "success": True,
+            "commitOid": oid,
+            "commitUrl": f"{base_url(request)}/{namespace}/{name}/commit/{oid}",
+            "hookOutput": "",
+            "pullRequestUrl": None,
+            "loreg": {
+                "version": outcome.version.number,
+                "created": outcome.created,
+                "digest": outcome.version.digest,
+            },
+        }
+    )

@@ -30,8 +30,9 @@ _CODES: dict[type, str] = {
 }
 
 
-def hub_error(status: int, message: str, headers: dict[str, str] | None = None,
-              **extra: Any) -> JSONResponse:
+def hub_error(
+    status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     """The Hub's error body; ``extra`` keys sit beside ``error`` (``errors``, ``url``)."""
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
@@ -70,8 +71,7 @@ class HubRoute(APIRoute):
             except RequestValidationError as exc:
                 first: dict[str, Any] = next(iter(exc.errors()), {})
                 where = ".".join(str(p) for p in first.get("loc", ())) or "request"
-                return hub_error(400, f"invalid request: {where}: "
-                                 f"{first.get('msg', 'invalid')}")
+                return hub_error(400, f"invalid request: {where}: {first.get('msg', 'invalid')}")
             except StarletteHTTPException as exc:
                 message = exc.detail if isinstance(exc.detail, str) else "request failed"
                 return hub_error(exc.status_code, message, dict(exc.headers or {}))

@@ -52,13 +52,20 @@ class _Batch(BaseModel):
 
 @router.post("/{namespace}/{name_git}/info/lfs/objects/batch")
 def lfs_batch(
-    namespace: str, name_git: str, body: _Batch, request: Request, session: SessionDep,
-    actor: OptionalUser, settings: SettingsDep,
+    namespace: str,
+    name_git: str,
+    body: _Batch,
+    request: Request,
+    session: SessionDep,
+    actor: OptionalUser,
+    settings: SettingsDep,
 ) -> JSONResponse:
     name = _repo_name(name_git)
     if body.operation != "upload":
-        raise InvalidInput("loreg's LFS endpoint takes uploads; download files through "
-                           "/{repo}/resolve/{revision}/{path}")
+        raise InvalidInput(
+            "loreg's LFS endpoint takes uploads; download files through "
+            "/{repo}/resolve/{revision}/{path}"
+        )
     if body.hash_algo != "sha256":
         raise InvalidInput("only sha256 object ids are supported")
     offered = set(body.transfers)
@@ -74,39 +81,56 @@ def lfs_batch(
     for oid, size in objects:
         item: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
         if size > settings.max_blob_bytes:
-            item["error"] = {"code": 413, "message": f"object is larger than the limit of "
-                                                     f"{settings.max_blob_bytes} bytes"}
+            item["error"] = {
+                "code": 413,
+                "message": f"object is larger than the limit of {settings.max_blob_bytes} bytes",
+            }
         elif f"sha256:{oid}" in missing:
             multipart = "multipart" in offered and (
-                "basic" not in offered or size >= settings.hub_multipart_threshold_bytes)
-            item["actions"] = _actions(root, namespace, name, key, principal, oid, size,
-                                       settings.hub_multipart_chunk_bytes if multipart else 0)
+                "basic" not in offered or size >= settings.hub_multipart_threshold_bytes
+            )
+            item["actions"] = _actions(
+                root,
+                namespace,
+                name,
+                key,
+                principal,
+                oid,
+                size,
+                settings.hub_multipart_chunk_bytes if multipart else 0,
+            )
             chosen = "multipart" if multipart else chosen
         out.append(item)
-    return JSONResponse({"transfer": chosen, "objects": out, "hash_algo": "sha256"},
-                        media_type=LFS_JSON)
+    return JSONResponse(
+        {"transfer": chosen, "objects": out, "hash_algo": "sha256"}, media_type=LFS_JSON
+    )
 
 
-def _actions(root: str, namespace: str, name: str, key: str, principal: Any, oid: str,
-             size: int, chunk: int) -> dict[str, Any]:
+def _actions(
+    root: str, namespace: str, name: str, key: str, principal: Any, oid: str, size: int, chunk: int
+) -> dict[str, Any]:
     grant = hub_uploads.grant(principal, oid, size, chunk=chunk)
     href = f"{root}/api/lfs/objects/{oid}?{grant.query(key)}"
     header: dict[str, str] = {}
     if chunk:
         header["chunk_size"] = str(chunk)
         for part in range(1, grant.parts + 1):
-            header[f"{part:05d}"] = f"{root}/api/lfs/objects/{oid}/parts/{part}?" \
-                                    f"{grant.query(key, part)}"
+            header[f"{part:05d}"] = (
+                f"{root}/api/lfs/objects/{oid}/parts/{part}?{grant.query(key, part)}"
+            )
     upload: dict[str, Any] = {"href": href, "expires_in": hub_uploads.UPLOAD_URL_SECONDS}
     if header:
         upload["header"] = header
-    return {"upload": upload,
-            "verify": {"href": f"{root}/{namespace}/{name}.git/info/lfs/objects/verify"}}
+    return {
+        "upload": upload,
+        "verify": {"href": f"{root}/{namespace}/{name}.git/info/lfs/objects/verify"},
+    }
 
 
 @router.post("/{namespace}/{name_git}/info/lfs/objects/verify")
-def lfs_verify(namespace: str, name_git: str, body: _Object, session: SessionDep,
-               actor: OptionalUser) -> JSONResponse:
+def lfs_verify(
+    namespace: str, name_git: str, body: _Object, session: SessionDep, actor: OptionalUser
+) -> JSONResponse:
     """Whether the object arrived (the same answer ``POST /api/v1/uploads`` gives)."""
     name = _repo_name(name_git)
     if hub.missing_objects(session, actor, namespace, name, [(body.oid, body.size)]):
@@ -117,11 +141,18 @@ def lfs_verify(namespace: str, name_git: str, body: _Object, session: SessionDep
 Signed = Annotated[str, Query(min_length=64, max_length=64)]
 
 
-def _check(session: Session, oid: str, size: int, tid: int, exp: int, chunk: int, sig: str,
-           part: int | None = None) -> tuple[hub_uploads.UploadGrant, Any]:
+def _check(
+    session: Session,
+    oid: str,
+    size: int,
+    tid: int,
+    exp: int,
+    chunk: int,
+    sig: str,
+    part: int | None = None,
+) -> tuple[hub_uploads.UploadGrant, Any]:
     validate_digest(f"sha256:{oid}")
-    found, principal = hub_uploads.check_grant(session, oid, size, tid, exp, chunk, sig,
-                                               part=part)
+    found, principal = hub_uploads.check_grant(session, oid, size, tid, exp, chunk, sig, part=part)
     blobs.authorize_upload(principal, found.digest)
     return found, principal
 
@@ -142,8 +173,14 @@ def _record(session: Session, principal: Any, digest: str, size: int) -> None:
 
 @router.put("/api/lfs/objects/{oid}")
 async def lfs_upload(
-    oid: str, request: Request, session: SessionDep, store: StoreDep,
-    size: Annotated[int, Query(ge=0)], tid: int, exp: int, sig: Signed,
+    oid: str,
+    request: Request,
+    session: SessionDep,
+    store: StoreDep,
+    size: Annotated[int, Query(ge=0)],
+    tid: int,
+    exp: int,
+    sig: Signed,
     chunk: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
     """The single-PUT (``basic``) upload of one object."""
@@ -157,7 +194,9 @@ async def lfs_upload(
         stored = await stream_to_sync(
             request.stream(),
             lambda source: blobs.store_blob(store, grant.digest, source, max_size=grant.size),
-            max_bytes=grant.size, expected_length=expected)
+            max_bytes=grant.size,
+            expected_length=expected,
+        )
     except ClientDisconnect:
         raise InvalidInput("upload incomplete: the client disconnected") from None
     await run_in_threadpool(_record, session, principal, grant.digest, stored)
@@ -166,8 +205,15 @@ async def lfs_upload(
 
 @router.put("/api/lfs/objects/{oid}/parts/{part}")
 async def lfs_upload_part(
-    oid: str, part: int, request: Request, session: SessionDep, settings: SettingsDep,
-    size: Annotated[int, Query(ge=0)], tid: int, exp: int, sig: Signed,
+    oid: str,
+    part: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    size: Annotated[int, Query(ge=0)],
+    tid: int,
+    exp: int,
+    sig: Signed,
     chunk: Annotated[int, Query(ge=1)],
 ) -> Response:
     grant, _ = await run_in_threadpool(_check, session, oid, size, tid, exp, chunk, sig, part)
@@ -177,7 +223,9 @@ async def lfs_upload_part(
         await stream_to_sync(
             request.stream(),
             lambda source: hub_uploads.write_part(settings.home, grant, part, source),
-            max_bytes=want, expected_length=_length(request))
+            max_bytes=want,
+            expected_length=_length(request),
+        )
     except ClientDisconnect:
         raise InvalidInput("upload incomplete: the client disconnected") from None
     except TooLarge:
@@ -197,8 +245,15 @@ class _Completion(BaseModel):
 
 @router.post("/api/lfs/objects/{oid}")
 def lfs_complete(
-    oid: str, body: _Completion, session: SessionDep, store: StoreDep, settings: SettingsDep,
-    size: Annotated[int, Query(ge=0)], tid: int, exp: int, sig: Signed,
+    oid: str,
+    body: _Completion,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    size: Annotated[int, Query(ge=0)],
+    tid: int,
+    exp: int,
+    sig: Signed,
     chunk: Annotated[int, Query(ge=1)],
 ) -> Response:
     """Assemble the parts in order into the blob (verified while it is written)."""

@@ -59,8 +59,11 @@ def version_view_out(v: reads.VersionView) -> VersionOut:
         total_size=sum(f.size for f in v.files),
         adapter_config=v.adapter_config,
         base=v.base_name,
-        base_model=(BaseRef(name=v.base_name, fingerprint=v.base_fingerprint)
-                    if v.base_name is not None and v.base_fingerprint is not None else None),
+        base_model=(
+            BaseRef(name=v.base_name, fingerprint=v.base_fingerprint)
+            if v.base_name is not None and v.base_fingerprint is not None
+            else None
+        ),
         base_model_name_or_path=v.base_model_name,
         labels=v.labels,
         description=v.description,
@@ -72,8 +75,10 @@ def version_view_out(v: reads.VersionView) -> VersionOut:
         compatibility=v.compatibility_report,
         tags=v.tags,
         files=files,
-        lineage=[LineageOut(parent=p.parent, weight=p.weight, method=p.method,
-                            params=p.params) for p in v.lineage],
+        lineage=[
+            LineageOut(parent=p.parent, weight=p.weight, method=p.method, params=p.params)
+            for p in v.lineage
+        ],
         deleted_at=v.deleted_at,
         delete_reason=v.delete_reason,
     )
@@ -85,14 +90,27 @@ def adapter_view_out(a: reads.AdapterView) -> AdapterOut:
     latest = None
     if v is not None:
         latest = LatestOut(
-            number=v.number, digest=v.digest, r=v.r, base=v.base,
-            target_modules=v.target_modules, validation_state=v.validation_state,
-            created_at=v.created_at)
+            number=v.number,
+            digest=v.digest,
+            r=v.r,
+            base=v.base,
+            target_modules=v.target_modules,
+            validation_state=v.validation_state,
+            created_at=v.created_at,
+        )
     return AdapterOut(
-        namespace=a.namespace, name=a.name, public=a.public, visibility=a.visibility,
-        description=a.description, created_at=a.created_at, updated_at=a.updated_at,
-        created_by=a.created_by, versions_count=a.versions_count, latest=latest,
-        base=v.base if v is not None else None, tags=a.tags,
+        namespace=a.namespace,
+        name=a.name,
+        public=a.public,
+        visibility=a.visibility,
+        description=a.description,
+        created_at=a.created_at,
+        updated_at=a.updated_at,
+        created_by=a.created_by,
+        versions_count=a.versions_count,
+        latest=latest,
+        base=v.base if v is not None else None,
+        tags=a.tags,
     )
 
 
@@ -104,34 +122,57 @@ def adapters_out(session: Session, summaries: Sequence[svc.AdapterSummary]) -> l
         base = v.base_model.name if v is not None and v.base_model is not None else None
         latest = None
         if v is not None:
-            latest = LatestOut(number=v.number, digest=v.digest, r=v.r, base=base,
-                               target_modules=v.target_modules,
-                               validation_state=v.validation_state, created_at=v.created_at)
-        out.append(AdapterOut(
-            namespace=a.namespace.name, name=a.name,
-            public=a.visibility == Visibility.PUBLIC.value, visibility=a.visibility,
-            description=a.description, created_at=a.created_at, updated_at=a.updated_at,
-            created_by=users.get(a.created_by) if a.created_by is not None else None,
-            versions_count=s.versions_count, latest=latest, base=base, tags=s.tags,
-        ))
+            latest = LatestOut(
+                number=v.number,
+                digest=v.digest,
+                r=v.r,
+                base=base,
+                target_modules=v.target_modules,
+                validation_state=v.validation_state,
+                created_at=v.created_at,
+            )
+        out.append(
+            AdapterOut(
+                namespace=a.namespace.name,
+                name=a.name,
+                public=a.visibility == Visibility.PUBLIC.value,
+                visibility=a.visibility,
+                description=a.description,
+                created_at=a.created_at,
+                updated_at=a.updated_at,
+                created_by=users.get(a.created_by) if a.created_by is not None else None,
+                versions_count=s.versions_count,
+                latest=latest,
+                base=base,
+                tags=s.tags,
+            )
+        )
     return out
 
 
 def tag_out(session: Session, tag: Tag) -> TagOut:
     users = svc.user_names(session, [tag.updated_by])
     return TagOut(
-        name=tag.name, number=tag.version.number, digest=tag.version.digest,
-        protected=tag.protected, automatic=tag.updated_by is None, updated_at=tag.updated_at,
+        name=tag.name,
+        number=tag.version.number,
+        digest=tag.version.digest,
+        protected=tag.protected,
+        automatic=tag.updated_by is None,
+        updated_at=tag.updated_at,
         updated_by=users.get(tag.updated_by) if tag.updated_by is not None else None,
     )
 
 
 def base_summary(session: Session, base: BaseModelRecord, users: dict[int, str]) -> dict[str, Any]:
     return {
-        "name": base.name, "fingerprint": base.fingerprint,
-        "structure_hash": base.structure_hash, "num_parameters": base.num_parameters,
-        "size_bytes": base.size_bytes, "num_tensors": len(base.manifest or {}),
-        "has_weights": bool(base.files), "description": base.description,
+        "name": base.name,
+        "fingerprint": base.fingerprint,
+        "structure_hash": base.structure_hash,
+        "num_parameters": base.num_parameters,
+        "size_bytes": base.size_bytes,
+        "num_tensors": len(base.manifest or {}),
+        "has_weights": bool(base.files),
+        "description": base.description,
         "created_at": base.created_at,
         "created_by": users.get(base.created_by) if base.created_by is not None else None,
     }

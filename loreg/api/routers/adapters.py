@@ -16,8 +16,11 @@ from loreg.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 router = APIRouter(tags=["adapters"])
 
 
-@router.get("/adapters", response_model=AdapterList,
-            summary="Search adapters the caller may read (newest first)")
+@router.get(
+    "/adapters",
+    response_model=AdapterList,
+    summary="Search adapters the caller may read (newest first)",
+)
 def search_adapters(
     session: SessionDep,
     actor: OptionalUser,
@@ -27,8 +30,7 @@ def search_adapters(
     rank_min: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
     rank_max: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
     label: Annotated[list[str] | None, Query(max_length=64, description="key=value")] = None,
-    text: Annotated[str | None, Query(max_length=256,
-                                      description="in name or description")] = None,
+    text: Annotated[str | None, Query(max_length=256, description="in name or description")] = None,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> AdapterList:
@@ -36,16 +38,27 @@ def search_adapters(
     (`base`, `target`, `rank_min`/`rank_max`, `label`) must all hold for one live version;
     `text` searches names and descriptions. Page with `cursor`.
     """
-    filters = svc.SearchFilters(namespace=namespace, base=base, target=target,
-                                rank_min=rank_min, rank_max=rank_max, labels=label or [],
-                                text=text)
+    filters = svc.SearchFilters(
+        namespace=namespace,
+        base=base,
+        target=target,
+        rank_min=rank_min,
+        rank_max=rank_max,
+        labels=label or [],
+        text=text,
+    )
     page = svc.search_views(session, actor, filters, cursor=cursor, limit=limit)
-    return AdapterList(adapters=[adapter_view_out(a) for a in page.items],
-                       next_cursor=page.next_cursor)
+    return AdapterList(
+        adapters=[adapter_view_out(a) for a in page.items], next_cursor=page.next_cursor
+    )
 
 
-@router.get("/adapters/{namespace}/{name}", response_model=AdapterOut, summary="Show an adapter",
-            responses=errors(404))
+@router.get(
+    "/adapters/{namespace}/{name}",
+    response_model=AdapterOut,
+    summary="Show an adapter",
+    responses=errors(404),
+)
 def show_adapter(namespace: str, name: str, session: SessionDep, actor: OptionalUser) -> AdapterOut:
     """One adapter: visibility, description, version count, latest version and tags. Private
     adapters are a 404 to anyone who may not read them.
@@ -54,16 +67,20 @@ def show_adapter(namespace: str, name: str, session: SessionDep, actor: Optional
     return adapters_out(session, svc.summarize(session, [adapter]))[0]
 
 
-@router.patch("/adapters/{namespace}/{name}", response_model=AdapterOut,
-              summary="Change visibility (namespace admins) or description (writers)",
-              responses=errors(403, 404))
+@router.patch(
+    "/adapters/{namespace}/{name}",
+    response_model=AdapterOut,
+    summary="Change visibility (namespace admins) or description (writers)",
+    responses=errors(403, 404),
+)
 def update_adapter(
     namespace: str, name: str, body: AdapterPatch, session: SessionDep, actor: CurrentUser
 ) -> AdapterOut:
     """Change the description (writers) or the visibility (`public`: namespace admins).
     Visibility applies to every version; a push never changes it.
     """
-    adapter = svc.update_adapter(session, actor, namespace, name, public=body.public,
-                                 description=body.description)
+    adapter = svc.update_adapter(
+        session, actor, namespace, name, public=body.public, description=body.description
+    )
     session.commit()
     return adapters_out(session, svc.summarize(session, [adapter]))[0]

@@ -17,10 +17,16 @@ from loreg.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 router = APIRouter(tags=["bases"])
 
 
-@router.post("/bases", status_code=201, response_model=BaseOut,
-             responses={**errors(403, 409),
-                        200: {"model": BaseOut, "description": "Already registered identically"}},
-             summary="Register a base model (200 when already registered identically)")
+@router.post(
+    "/bases",
+    status_code=201,
+    response_model=BaseOut,
+    responses={
+        **errors(403, 409),
+        200: {"model": BaseOut, "description": "Already registered identically"},
+    },
+    summary="Register a base model (200 when already registered identically)",
+)
 def register_base(
     body: BaseCreate, session: SessionDep, actor: OptionalUser, response: Response
 ) -> BaseOut:
@@ -34,9 +40,14 @@ def register_base(
         for name, t in body.tensors.items()
     }
     spec = bases.BaseSpec(
-        name=body.name, tensors=tensors, fingerprint=body.fingerprint,
-        structure_hash=body.structure_hash, size_bytes=body.size_bytes, config=body.config,
-        aliases=body.aliases, tensor_files=body.tensor_files,
+        name=body.name,
+        tensors=tensors,
+        fingerprint=body.fingerprint,
+        structure_hash=body.structure_hash,
+        size_bytes=body.size_bytes,
+        config=body.config,
+        aliases=body.aliases,
+        tensor_files=body.tensor_files,
         files=[FileEntry(f.path, f.digest, f.size) for f in body.files],
         description=body.description,
     )
@@ -60,8 +71,9 @@ def list_bases(
     return BaseList(bases=bases_out(session, page.items), next_cursor=page.next_cursor)
 
 
-@router.get("/bases/{name:path}", response_model=BaseOut, summary="Show a base model",
-            responses=errors(404))
+@router.get(
+    "/bases/{name:path}", response_model=BaseOut, summary="Show a base model", responses=errors(404)
+)
 def show_base(name: str, session: SessionDep, actor: OptionalUser) -> BaseOut:
     """One base model with its full manifest (every tensor's dtype and shape) and files."""
     return base_out(session, bases.get_base(session, name))

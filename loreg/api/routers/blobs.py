@@ -39,16 +39,30 @@ def _content_length(request: Request) -> int | None:
 
 
 @router.put(
-    "/blobs/{digest}", status_code=201, response_model=BlobInfo,
-    responses={**errors(403, 413),
-               200: {"model": BlobInfo, "description": "The blob existed already (verified)"}},
+    "/blobs/{digest}",
+    status_code=201,
+    response_model=BlobInfo,
+    responses={
+        **errors(403, 413),
+        200: {"model": BlobInfo, "description": "The blob existed already (verified)"},
+    },
     summary="Upload a blob (body: its bytes; verified against the digest)",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
 )
 async def put_blob(
-    digest: str, request: Request, session: SessionDep, actor: OptionalUser,
-    settings: SettingsDep, store: StoreDep,
+    digest: str,
+    request: Request,
+    session: SessionDep,
+    actor: OptionalUser,
+    settings: SettingsDep,
+    store: StoreDep,
 ) -> Response:
     """Stream a file's bytes (the request body) to the store while hashing them. The digest in
     the path must match or nothing is kept (400). 201 when stored, 200 when the registry
@@ -58,8 +72,10 @@ async def put_blob(
     limit = settings.max_blob_bytes
     expected = _content_length(request)
     if expected is not None and expected > limit:
-        raise TooLarge(f"blob is larger than the limit of {limit} bytes",
-                       details={"limit": limit, "content_length": expected})
+        raise TooLarge(
+            f"blob is larger than the limit of {limit} bytes",
+            details={"limit": limit, "content_length": expected},
+        )
     try:
         size = await stream_to_sync(
             request.stream(),
@@ -84,8 +100,11 @@ async def put_blob(
 
 
 def _blob_headers(digest: str) -> dict[str, str]:
-    return {"ETag": f'"{digest}"', "Accept-Ranges": "bytes",
-            "Cache-Control": "private, max-age=31536000, immutable"}
+    return {
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, max-age=31536000, immutable",
+    }
 
 
 def _cached(request: Request, digest: str) -> bool:
@@ -119,25 +138,36 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return start, min(end, size - 1)
 
 
-@router.head("/blobs/{digest}", summary="Blob size and digest, without the bytes",
-             responses=errors(404))
+@router.head(
+    "/blobs/{digest}", summary="Blob size and digest, without the bytes", responses=errors(404)
+)
 def head_blob(digest: str, session: SessionDep, actor: OptionalUser) -> Response:
     """Whether a blob the caller may read exists, and its size (`Content-Length`)."""
     blob = blobs.require_readable_blob(session, actor, digest)
-    return Response(status_code=200, media_type="application/octet-stream",
-                    headers={**_blob_headers(digest), "Content-Length": str(blob.size)})
+    return Response(
+        status_code=200,
+        media_type="application/octet-stream",
+        headers={**_blob_headers(digest), "Content-Length": str(blob.size)},
+    )
 
 
 @router.get(
     "/blobs/{digest}",
     summary="Download a blob: 307 to the store, or the bytes (Range supported)",
-    responses={**errors(404, 416), 200: {"content": {"application/octet-stream": {}}},
-               206: {"description": "Partial content"},
-               307: {"description": "Redirect to a presigned URL"}},
+    responses={
+        **errors(404, 416),
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "Partial content"},
+        307: {"description": "Redirect to a presigned URL"},
+    },
 )
 def get_blob(
-    digest: str, request: Request, session: SessionDep, actor: OptionalUser,
-    settings: SettingsDep, store: StoreDep,
+    digest: str,
+    request: Request,
+    session: SessionDep,
+    actor: OptionalUser,
+    settings: SettingsDep,
+    store: StoreDep,
 ) -> Response:
     """Download a blob. On S3 the answer is a 307 to a presigned URL (follow it without the
     registry token); on local storage the bytes, with `Range` support (206). A blob is
@@ -156,20 +186,28 @@ def get_blob(
     wanted = _parse_range(request.headers.get("range"), size)
     if wanted == "unsatisfiable":
         return error_response(
-            416, "range_not_satisfiable", "the requested range is outside the blob",
-            {"size": size}, headers={"Content-Range": f"bytes */{size}"},
+            416,
+            "range_not_satisfiable",
+            "the requested range is outside the blob",
+            {"size": size},
+            headers={"Content-Range": f"bytes */{size}"},
         )
     if wanted is None:
         return StreamingResponse(
-            iter_file(store.open(digest), length=size), media_type="application/octet-stream",
+            iter_file(store.open(digest), length=size),
+            media_type="application/octet-stream",
             headers={**headers, "Content-Length": str(size)},
         )
     assert isinstance(wanted, tuple)
     start, end = wanted
     length = end - start + 1
     return StreamingResponse(
-        iter_file(store.open(digest, start, end + 1), length=length), status_code=206,
+        iter_file(store.open(digest, start, end + 1), length=length),
+        status_code=206,
         media_type="application/octet-stream",
-        headers={**headers, "Content-Length": str(length),
-                 "Content-Range": f"bytes {start}-{end}/{size}"},
+        headers={
+            **headers,
+            "Content-Length": str(length),
+            "Content-Range": f"bytes {start}-{end}/{size}",
+        },
     )

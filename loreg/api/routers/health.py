@@ -19,8 +19,12 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, summary="The database and store are reachable",
-            responses={503: {"model": ErrorResponse, "description": "Not ready"}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="The database and store are reachable",
+    responses={503: {"model": ErrorResponse, "description": "Not ready"}},
+)
 def readyz(request: Request) -> Readiness | JSONResponse:
     """200 when the database and the blob store answer; 503 with what failed otherwise (a
     readiness probe).

@@ -18,14 +18,25 @@ from loreg.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 router = APIRouter(tags=["versions"])
 
 
-@router.post("/adapters/{namespace}/{name}/versions", status_code=201,
-             response_model=PushResponse,
-             responses={**errors(403, 404, 409, 413, 422), 200: {"model": PushResponse,
-                              "description": "Identical content: the existing version"}},
-             summary="Push a version from uploaded blobs (200 when the content exists)")
+@router.post(
+    "/adapters/{namespace}/{name}/versions",
+    status_code=201,
+    response_model=PushResponse,
+    responses={
+        **errors(403, 404, 409, 413, 422),
+        200: {"model": PushResponse, "description": "Identical content: the existing version"},
+    },
+    summary="Push a version from uploaded blobs (200 when the content exists)",
+)
 def push_version(
-    namespace: str, name: str, body: PushRequest, session: SessionDep, actor: CurrentUser,
-    store: StoreDep, settings: SettingsDep, response: Response,
+    namespace: str,
+    name: str,
+    body: PushRequest,
+    session: SessionDep,
+    actor: CurrentUser,
+    store: StoreDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> PushResponse:
     """Step 3 of a push: create a version from uploaded blobs. The registry reads
     `adapter_config.json` and the safetensors header, checks every LoRA module against the
@@ -35,25 +46,45 @@ def push_version(
     it disagrees with an existing one).
     """
     spec = svc.PushSpec(
-        files=[FileEntry(f.path, f.digest, f.size) for f in body.files], base=body.base,
-        tags=body.tags, labels=dict(body.labels), description=body.description,
+        files=[FileEntry(f.path, f.digest, f.size) for f in body.files],
+        base=body.base,
+        tags=body.tags,
+        labels=dict(body.labels),
+        description=body.description,
         public=body.public,
     )
-    outcome = svc.push_version(session, store, actor, namespace, name, spec,
-                               max_version_bytes=settings.max_version_bytes,
-                               max_tensors=settings.max_adapter_tensors)
+    outcome = svc.push_version(
+        session,
+        store,
+        actor,
+        namespace,
+        name,
+        spec,
+        max_version_bytes=settings.max_version_bytes,
+        max_tensors=settings.max_adapter_tensors,
+    )
     session.commit()
     if not outcome.created:
         response.status_code = 200
     out = version_out(session, outcome.version)
-    return PushResponse(**out.model_dump(), created=outcome.created,
-                        job_id=outcome.job.id if outcome.job is not None else None)
+    return PushResponse(
+        **out.model_dump(),
+        created=outcome.created,
+        job_id=outcome.job.id if outcome.job is not None else None,
+    )
 
 
-@router.get("/adapters/{namespace}/{name}/versions", response_model=VersionList,
-            summary="List versions, newest first", responses=errors(404))
+@router.get(
+    "/adapters/{namespace}/{name}/versions",
+    response_model=VersionList,
+    summary="List versions, newest first",
+    responses=errors(404),
+)
 def list_versions(
-    namespace: str, name: str, session: SessionDep, actor: OptionalUser,
+    namespace: str,
+    name: str,
+    session: SessionDep,
+    actor: OptionalUser,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     include_deleted: bool = False,
@@ -61,31 +92,48 @@ def list_versions(
     """The adapter's versions, newest first (`include_deleted` adds deleted ones with their
     reason). Page with `cursor`.
     """
-    page = reads.list_versions(session, actor, namespace, name, cursor=cursor, limit=limit,
-                               include_deleted=include_deleted)
-    return VersionList(versions=[version_view_out(v) for v in page.items],
-                       next_cursor=page.next_cursor)
+    page = reads.list_versions(
+        session, actor, namespace, name, cursor=cursor, limit=limit, include_deleted=include_deleted
+    )
+    return VersionList(
+        versions=[version_view_out(v) for v in page.items], next_cursor=page.next_cursor
+    )
 
 
-@router.get("/adapters/{namespace}/{name}/versions/{ref}", response_model=VersionOut,
-            summary="Show a version (number or sha256:<hex>) with its manifest",
-            responses=errors(404))
+@router.get(
+    "/adapters/{namespace}/{name}/versions/{ref}",
+    response_model=VersionOut,
+    summary="Show a version (number or sha256:<hex>) with its manifest",
+    responses=errors(404),
+)
 def show_version(
-    namespace: str, name: str, ref: str, session: SessionDep, actor: OptionalUser,
+    namespace: str,
+    name: str,
+    ref: str,
+    session: SessionDep,
+    actor: OptionalUser,
     include_deleted: bool = False,
 ) -> VersionOut:
     """One version by number or `sha256:<hex>` digest: what it is (peft type, rank, alpha,
     targets, dtype), its base, labels, files, lineage, tags and validation state.
     """
-    return version_view_out(reads.show_version(session, actor, namespace, name, ref,
-                                               include_deleted=include_deleted))
+    return version_view_out(
+        reads.show_version(session, actor, namespace, name, ref, include_deleted=include_deleted)
+    )
 
 
-@router.delete("/adapters/{namespace}/{name}/versions/{ref}", response_model=VersionOut,
-               summary="Delete a version (soft: recorded with a reason; blobs stay)",
-               responses=errors(403, 404))
+@router.delete(
+    "/adapters/{namespace}/{name}/versions/{ref}",
+    response_model=VersionOut,
+    summary="Delete a version (soft: recorded with a reason; blobs stay)",
+    responses=errors(403, 404),
+)
 def delete_version(
-    namespace: str, name: str, ref: str, session: SessionDep, actor: CurrentUser,
+    namespace: str,
+    name: str,
+    ref: str,
+    session: SessionDep,
+    actor: CurrentUser,
     reason: Annotated[str, Query(min_length=1, max_length=1000)],
 ) -> VersionOut:
     """Soft-delete a version with a reason: its number and digest stay reserved and its blobs
@@ -97,10 +145,18 @@ def delete_version(
     return version_out(session, version)
 
 
-@router.post("/adapters/{namespace}/{name}/versions/{ref}/restore", response_model=VersionOut,
-             summary="Restore a deleted version", responses=errors(403, 404, 409))
+@router.post(
+    "/adapters/{namespace}/{name}/versions/{ref}/restore",
+    response_model=VersionOut,
+    summary="Restore a deleted version",
+    responses=errors(403, 404, 409),
+)
 def restore_version(
-    namespace: str, name: str, ref: str, session: SessionDep, actor: CurrentUser,
+    namespace: str,
+    name: str,
+    ref: str,
+    session: SessionDep,
+    actor: CurrentUser,
 ) -> VersionOut:
     """Undo a delete: the version (by number or ``sha256:<hex>``) resolves again. Tags it lost
     when it was deleted are not put back; an automatic ``latest`` follows it if it is now the
@@ -110,11 +166,15 @@ def restore_version(
     return version_out(session, version)
 
 
-@router.get("/resolve", response_model=VersionOut,
-            summary="Resolve ns/name, ns/name:tag, ns/name@N or ns/name@sha256:<hex>",
-            responses=errors(404))
+@router.get(
+    "/resolve",
+    response_model=VersionOut,
+    summary="Resolve ns/name, ns/name:tag, ns/name@N or ns/name@sha256:<hex>",
+    responses=errors(404),
+)
 def resolve(
-    session: SessionDep, actor: OptionalUser,
+    session: SessionDep,
+    actor: OptionalUser,
     ref: Annotated[str, Query(min_length=1, max_length=400)],
 ) -> VersionOut:
     """The version any reference names: `ns/name` (tag `latest`), `ns/name:tag`, `ns/name@7` or

@@ -29,8 +29,12 @@ class JobCreate(BaseModel):
 
     type: JobTypeName
     params: dict[str, Any] = Field(default_factory=dict)
-    priority: int = Field(default=0, ge=-1000, le=1000,
-                          description="Higher runs first; only administrators may raise it.")
+    priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description="Higher runs first; only administrators may raise it.",
+    )
 
 
 class JobOut(Schema):
@@ -57,7 +61,8 @@ class JobOut(Schema):
     duration_seconds: float | None = Field(description="From first start to finish (or now).")
     deduplicated: bool = Field(
         default=False,
-        description="On submit: an identical job already existed and is returned instead.")
+        description="On submit: an identical job already existed and is returned instead.",
+    )
 
 
 class JobPage(BaseModel):

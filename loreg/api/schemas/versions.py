@@ -26,9 +26,12 @@ class PushRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     files: list[FileOut] = Field(min_length=1, max_length=1000)
-    base: str | None = Field(default=None, max_length=256,
-                             description="registered base model; default: the config's "
-                             "base_model_name_or_path when that is registered")
+    base: str | None = Field(
+        default=None,
+        max_length=256,
+        description="registered base model; default: the config's "
+        "base_model_name_or_path when that is registered",
+    )
     tags: list[str] = Field(default_factory=list, max_length=32)
     labels: dict[str, str | int | float | bool] = Field(default_factory=dict)
     description: str | None = Field(default=None, max_length=10_000)
@@ -140,8 +143,9 @@ class TagSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int | str = Field(description="version number or sha256:<hex> digest")
-    protected: bool | None = Field(default=None, description="only namespace admins may "
-                                   "set this or move a protected tag")
+    protected: bool | None = Field(
+        default=None, description="only namespace admins may set this or move a protected tag"
+    )
 
 
 class TagOut(BaseModel):

@@ -7,22 +7,35 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-EventType = Annotated[str, StringConstraints(min_length=1, max_length=64,
-                                             pattern=r"^(\*|[a-z]+\.[a-z]+)$")]
+EventType = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^(\*|[a-z]+\.[a-z]+)$")
+]
 NoNulText = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
 
 
 class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=2048, pattern=r"^[^\x00]*$",
-                     examples=["https://ci.example.com/hooks/loreg"])
-    events: list[EventType] = Field(default_factory=lambda: ["*"], min_length=1, max_length=16,
-                                    description="Event types, or ['*'] for all.",
-                                    examples=[["version.created", "tag.moved"]])
-    secret: str | None = Field(default=None, min_length=16, max_length=256,
-                               pattern=r"^[\x21-\x7e]+$",
-                               description="Signing secret; generated when omitted.")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^[^\x00]*$",
+        examples=["https://ci.example.com/hooks/loreg"],
+    )
+    events: list[EventType] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        max_length=16,
+        description="Event types, or ['*'] for all.",
+        examples=[["version.created", "tag.moved"]],
+    )
+    secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=256,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Signing secret; generated when omitted.",
+    )
     active: bool = True
     description: NoNulText = ""
 

@@ -37,12 +37,16 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False),
         sa.Column("updated_at", TS, nullable=False),
         sa.ForeignKeyConstraint(
-            ["namespace_id"], ["namespaces.id"],
-            name=op.f("fk_webhooks_namespace_id_namespaces"), ondelete="CASCADE",
+            ["namespace_id"],
+            ["namespaces.id"],
+            name=op.f("fk_webhooks_namespace_id_namespaces"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["created_by"], ["users.id"],
-            name=op.f("fk_webhooks_created_by_users"), ondelete="SET NULL",
+            ["created_by"],
+            ["users.id"],
+            name=op.f("fk_webhooks_created_by_users"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhooks")),
     )
@@ -57,14 +61,17 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False),
         sa.Column("dispatched_at", TS, nullable=True),
         sa.ForeignKeyConstraint(
-            ["namespace_id"], ["namespaces.id"],
-            name=op.f("fk_webhook_events_namespace_id_namespaces"), ondelete="CASCADE",
+            ["namespace_id"],
+            ["namespaces.id"],
+            name=op.f("fk_webhook_events_namespace_id_namespaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_events")),
     )
     op.create_index(
         op.f("ix_webhook_events_dispatched_at_created_at"),
-        "webhook_events", ["dispatched_at", "created_at"],
+        "webhook_events",
+        ["dispatched_at", "created_at"],
     )
     op.create_index(op.f("ix_webhook_events_namespace_id"), "webhook_events", ["namespace_id"])
 
@@ -87,26 +94,28 @@ def upgrade() -> None:
             name=op.f("ck_webhook_deliveries_status"),
         ),
         sa.ForeignKeyConstraint(
-            ["webhook_id"], ["webhooks.id"],
-            name=op.f("fk_webhook_deliveries_webhook_id_webhooks"), ondelete="CASCADE",
+            ["webhook_id"],
+            ["webhooks.id"],
+            name=op.f("fk_webhook_deliveries_webhook_id_webhooks"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["event_id"], ["webhook_events.id"],
-            name=op.f("fk_webhook_deliveries_event_id_webhook_events"), ondelete="CASCADE",
+            ["event_id"],
+            ["webhook_events.id"],
+            name=op.f("fk_webhook_deliveries_event_id_webhook_events"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
         sa.UniqueConstraint(
             "webhook_id", "event_id", name=op.f("uq_webhook_deliveries_webhook_id_event_id")
         ),
     )
-    op.create_index(
-        op.f("ix_webhook_deliveries_event_id"), "webhook_deliveries", ["event_id"]
-    )
+    op.create_index(op.f("ix_webhook_deliveries_event_id"), "webhook_deliveries", ["event_id"])
     op.create_index(
         op.f("ix_webhook_deliveries_status_next_attempt_at"),
-        "webhook_deliveries", ["status", "next_attempt_at"],
+        "webhook_deliveries",
+        ["status", "next_attempt_at"],
     )
-
 
     op.create_table(
         "worker_heartbeats",

@@ -46,12 +46,16 @@ def upgrade() -> None:
         sa.Column("namespace_id", sa.Integer(), nullable=False),
         sa.Column("created_at", TS, nullable=False),
         sa.ForeignKeyConstraint(
-            ["digest"], ["blobs.digest"],
-            name=op.f("fk_blob_grants_digest_blobs"), ondelete="CASCADE",
+            ["digest"],
+            ["blobs.digest"],
+            name=op.f("fk_blob_grants_digest_blobs"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["namespace_id"], ["namespaces.id"],
-            name=op.f("fk_blob_grants_namespace_id_namespaces"), ondelete="CASCADE",
+            ["namespace_id"],
+            ["namespaces.id"],
+            name=op.f("fk_blob_grants_namespace_id_namespaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("digest", "namespace_id", name=op.f("pk_blob_grants")),
     )
@@ -67,8 +71,10 @@ def upgrade() -> None:
         sa.Column("expires_at", TS, nullable=False),
         sa.Column("revoked_at", TS, nullable=True),
         sa.ForeignKeyConstraint(
-            ["token_id"], ["api_tokens.id"],
-            name=op.f("fk_ui_sessions_token_id_api_tokens"), ondelete="CASCADE",
+            ["token_id"],
+            ["api_tokens.id"],
+            name=op.f("fk_ui_sessions_token_id_api_tokens"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id_hash", name=op.f("pk_ui_sessions")),
     )
@@ -127,15 +133,21 @@ def _forget_receiver_bodies() -> None:
         sa.column("last_error", sa.Text()),
         sa.column("attempt_log", JSON),
     )
-    rows = bind.execute(sa.select(deliveries.c.id, deliveries.c.last_error,
-                                  deliveries.c.attempt_log)).all()
+    rows = bind.execute(
+        sa.select(deliveries.c.id, deliveries.c.last_error, deliveries.c.attempt_log)
+    ).all()
     for delivery_id, last_error, log in rows:
         entries = log if isinstance(log, list) else []
-        cleaned = [{**e, "error": _status_only(e.get("error"))} if isinstance(e, dict) else e
-                   for e in entries]
+        cleaned = [
+            {**e, "error": _status_only(e.get("error"))} if isinstance(e, dict) else e
+            for e in entries
+        ]
         if _status_only(last_error) != last_error or cleaned != entries:
-            bind.execute(sa.update(deliveries).where(deliveries.c.id == delivery_id)
-                         .values(last_error=_status_only(last_error), attempt_log=cleaned))
+            bind.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .values(last_error=_status_only(last_error), attempt_log=cleaned)
+            )
 
 
 def downgrade() -> None:

@@ -46,19 +46,24 @@ TRIGRAM_INDEXES = (
 
 def _create_extension(bind: sa.Connection) -> bool:
     """``CREATE EXTENSION IF NOT EXISTS pg_trgm`` in a savepoint; whether it exists now."""
-    available = bind.execute(sa.text(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")).first()
+    available = bind.execute(
+        sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")
+    ).first()
     if available is None:
-        log.warning("pg_trgm is not installed on this PostgreSQL server: text search "
-                    "will read every adapter on large registries (docs/scaling.md)")
+        log.warning(
+            "pg_trgm is not installed on this PostgreSQL server: text search "
+            "will read every adapter on large registries (docs/scaling.md)"
+        )
         return False
     try:
         with bind.begin_nested():
             bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
     except sa.exc.DBAPIError as exc:
-        log.warning("could not create the pg_trgm extension (%s): text search will read "
-                    "every adapter on large registries (docs/scaling.md)",
-                    str(exc.orig).strip().splitlines()[0])
+        log.warning(
+            "could not create the pg_trgm extension (%s): text search will read "
+            "every adapter on large registries (docs/scaling.md)",
+            str(exc.orig).strip().splitlines()[0],
+        )
         return False
     return True
 
@@ -68,8 +73,9 @@ def upgrade() -> None:
     if bind.dialect.name != "postgresql" or not _create_extension(bind):
         return
     for name, table, column in TRIGRAM_INDEXES:
-        op.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} "
-                   f"USING gin (lower({column}) gin_trgm_ops)")
+        op.execute(
+            f"CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin (lower({column}) gin_trgm_ops)"
+        )
 
 
 def downgrade() -> None:

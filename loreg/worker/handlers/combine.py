@@ -50,21 +50,36 @@ def run(ctx: JobContext) -> Outcome:
             description=p.get("description") or None,
         )
         pushed = adapters.push_version(
-            session, ctx.store, actor, target["namespace"], target["name"], spec,
+            session,
+            ctx.store,
+            actor,
+            target["namespace"],
+            target["name"],
+            spec,
             max_version_bytes=ctx.settings.max_version_bytes,
-            max_tensors=ctx.settings.max_adapter_tensors)
+            max_tensors=ctx.settings.max_adapter_tensors,
+        )
         version = pushed.version
         if pushed.created:
             lineage.record(
-                session, version.id,
+                session,
+                version.id,
                 [(int(i["version_id"]), float(i.get("weight", 1.0))) for i in inputs],
                 method=str(p.get("method") or "linear"),
-                params={k: v for k, v in knobs.items() if k != "method"})
+                params={k: v for k, v in knobs.items() if k != "method"},
+            )
         ref = f"{target['namespace']}/{target['name']}@{version.number}"
-        return {"version": {"ref": ref, "number": version.number, "digest": version.digest,
-                            "created": pushed.created}}
+        return {
+            "version": {
+                "ref": ref,
+                "number": version.number,
+                "digest": version.digest,
+                "created": pushed.created,
+            }
+        }
 
-    return Outcome(result={"inputs": [i["resolved"] for i in inputs],
-                           "method": p.get("method")},
-                   output_dir=out, commit=commit)
-
+    return Outcome(
+        result={"inputs": [i["resolved"] for i in inputs], "method": p.get("method")},
+        output_dir=out,
+        commit=commit,
+    )

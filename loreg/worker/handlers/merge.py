@@ -51,7 +51,9 @@ def run(ctx: JobContext) -> Outcome:
         ctx.progress(0.1, "merging", force=True)
         try:
             result = merge_checkpoint(
-                base_dir, adapters, out,
+                base_dir,
+                adapters,
+                out,
                 options=MethodOptions.from_params(p),
                 dtype=p.get("dtype"),
                 max_shard_bytes=int(p.get("max_shard_bytes") or DEFAULT_SHARD_BYTES),
@@ -72,9 +74,14 @@ def run(ctx: JobContext) -> Outcome:
             "modified); register the base again from the right files. Nothing was written.",
             details={"base": base["name"], "expected": base["fingerprint"], "actual": actual},
         ) from None
-    ctx.log("merge.done", seconds=round(result.seconds, 3), device=result.device,
-            tensors=result.tensors, changed=result.changed_tensors,
-            bytes_written=result.bytes_written)
+    ctx.log(
+        "merge.done",
+        seconds=round(result.seconds, 3),
+        device=result.device,
+        tensors=result.tensors,
+        changed=result.changed_tensors,
+        bytes_written=result.bytes_written,
+    )
     return Outcome(
         result={
             "base": base["name"],

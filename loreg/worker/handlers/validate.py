@@ -47,8 +47,10 @@ def run(ctx: JobContext) -> Outcome:
             bound: dict[str, BoundParameter] = {}
             if pushed.manifest is not None:
                 report = check_compatibility(
-                    desc, pushed.manifest,
-                    expected_fingerprint=pushed.report.get("expected_fingerprint"))
+                    desc,
+                    pushed.manifest,
+                    expected_fingerprint=pushed.report.get("expected_fingerprint"),
+                )
                 report.match_hint = pushed.report.get("match_hint")
                 compat = report.to_dict(limit=REPORT_FINDINGS_MAX)
                 problems += [f.to_dict() for f in report.problems]
@@ -75,7 +77,11 @@ def run(ctx: JobContext) -> Outcome:
 
     ctx.log("validate.done", state=state, problems=len(problems), modules=len(stats))
     return Outcome(
-        result={"state": state, "problems": len(problems), "modules": len(stats),
-                "version": inp["resolved"]},
+        result={
+            "state": state,
+            "problems": len(problems),
+            "modules": len(stats),
+            "version": inp["resolved"],
+        },
         commit=commit,
     )

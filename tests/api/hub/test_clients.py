@@ -83,13 +83,15 @@ def workdir(tmp_path: Path, models: Models, registry_server: RegistryServer) -> 
 
 
 @pytest.mark.slow
-def test_peft_push_to_hub_and_from_pretrained(registry_server: RegistryServer,
-                                              workdir: tuple[Path, str]) -> None:
+def test_peft_push_to_hub_and_from_pretrained(
+    registry_server: RegistryServer, workdir: tuple[Path, str]
+) -> None:
     cwd, base = workdir
     alice = registry_server.make_user()
     repo = f"{alice.name}/{unique_name('peft')}"
-    out = run_script(PEFT_ROUND_TRIP, hub_env(registry_server, alice.token, cwd / "hf"), cwd,
-                     base, repo)
+    out = run_script(
+        PEFT_ROUND_TRIP, hub_env(registry_server, alice.token, cwd / "hf"), cwd, base, repo
+    )
     assert "SAME LOGITS" in out.stdout
     [version] = registry_server.admin.get(f"/adapters/{repo}/versions").json()["versions"]
     assert version["base"] == base and version["description"] == "from PEFT"
@@ -99,8 +101,9 @@ def test_peft_push_to_hub_and_from_pretrained(registry_server: RegistryServer,
 
 
 @pytest.mark.slow
-def test_trainer_push_to_hub_lands_as_versions(registry_server: RegistryServer,
-                                               workdir: tuple[Path, str]) -> None:
+def test_trainer_push_to_hub_lands_as_versions(
+    registry_server: RegistryServer, workdir: tuple[Path, str]
+) -> None:
     cwd, base = workdir
     alice = registry_server.make_user()
     repo = f"{alice.name}/{unique_name('trained')}"
@@ -110,7 +113,11 @@ def test_trainer_push_to_hub_lands_as_versions(registry_server: RegistryServer,
     assert versions, out.stderr
     newest = versions[0]
     paths = {f["path"] for f in newest["files"]}
-    assert {"adapter_config.json", "adapter_model.safetensors", "README.md",
-            "training_args.bin"} <= paths
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "README.md",
+        "training_args.bin",
+    } <= paths
     assert newest["base"] == base
     assert all(v["base"] == base for v in versions)

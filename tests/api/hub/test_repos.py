@@ -28,9 +28,15 @@ def test_upload_folder_creates_a_validated_version_once(
 ) -> None:
     alice = registry_server.make_user()
     base = register_named_base(registry_server, models.base)
-    folder = publishable(models.adapter.path, tmp_path / "out", base,
-                         **{"training_args.bin": b"\x80\x04pickle-never-loaded.",
-                            "tokenizer/tokenizer_config.json": b"{}"})
+    folder = publishable(
+        models.adapter.path,
+        tmp_path / "out",
+        base,
+        **{
+            "training_args.bin": b"\x80\x04pickle-never-loaded.",
+            "tokenizer/tokenizer_config.json": b"{}",
+        },
+    )
     api = hf_api(registry_server, alice.token)
     repo = f"{alice.name}/{unique_name('ad')}"
     url = api.create_repo(repo)
@@ -46,8 +52,12 @@ def test_upload_folder_creates_a_validated_version_once(
     again = api.upload_folder(repo_id=repo, folder_path=folder, commit_message="again")
     assert again.oid == info.oid and len(_versions(registry_server, repo)) == 1
     # one more file: a new version carrying the others over
-    second = api.upload_file(path_or_fileobj=b"notes\n", path_in_repo="notes.txt",
-                             repo_id=repo, commit_message="add notes")
+    second = api.upload_file(
+        path_or_fileobj=b"notes\n",
+        path_in_repo="notes.txt",
+        repo_id=repo,
+        commit_message="add notes",
+    )
     versions = _versions(registry_server, repo)
     assert [v["number"] for v in versions] == [2, 1] and second.oid == versions[0]["digest"][7:47]
     assert {f["path"] for f in versions[0]["files"]} == set(tree_digests(folder)) | {"notes.txt"}
@@ -74,11 +84,22 @@ def test_identical_commit_over_the_wire_creates_nothing(
     first = api.upload_folder(repo_id=repo, folder_path=folder)
     lines = [{"key": "header", "value": {"summary": "same bytes", "description": ""}}]
     for rel, sha in tree_digests(folder).items():
-        lines.append({"key": "lfsFile", "value": {"path": rel, "algo": "sha256", "oid": sha,
-                                                  "size": (folder / rel).stat().st_size}})
-    r = httpx.post(registry_server.url(f"/api/models/{repo}/commit/main"),
-                   content="\n".join(json.dumps(x) for x in lines),
-                   headers={**alice.headers, "Content-Type": "application/x-ndjson"})
+        lines.append(
+            {
+                "key": "lfsFile",
+                "value": {
+                    "path": rel,
+                    "algo": "sha256",
+                    "oid": sha,
+                    "size": (folder / rel).stat().st_size,
+                },
+            }
+        )
+    r = httpx.post(
+        registry_server.url(f"/api/models/{repo}/commit/main"),
+        content="\n".join(json.dumps(x) for x in lines),
+        headers={**alice.headers, "Content-Type": "application/x-ndjson"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["commitOid"] == first.oid and r.json()["loreg"]["created"] is False
     assert len(_versions(registry_server, repo)) == 1
@@ -102,13 +123,18 @@ def test_incompatible_upload_is_refused_with_the_report(
     assert _versions(registry_server, repo) == []
 
 
-def test_base_named_by_the_card(registry_server: RegistryServer, models: Models,
-                                tmp_path: Path) -> None:
+def test_base_named_by_the_card(
+    registry_server: RegistryServer, models: Models, tmp_path: Path
+) -> None:
     """A config whose base_model_name_or_path is a local path: the card's base_model counts."""
     alice = registry_server.make_user()
     base = register_named_base(registry_server, models.base)
-    folder = publishable(models.adapter.path, tmp_path / "out", "/data/checkpoints/base",
-                         **{"README.md": f"---\nbase_model: {base}\n---\n# x\n".encode()})
+    folder = publishable(
+        models.adapter.path,
+        tmp_path / "out",
+        "/data/checkpoints/base",
+        **{"README.md": f"---\nbase_model: {base}\n---\n# x\n".encode()},
+    )
     api = hf_api(registry_server, alice.token)
     repo = f"{alice.name}/{unique_name('ad')}"
     api.create_repo(repo)
@@ -122,8 +148,9 @@ def test_base_named_by_the_card(registry_server: RegistryServer, models: Models,
     assert "base_model_name_or_path is not a registered base model" in str(exc.value)
 
 
-def test_scopes_and_roles_apply(registry_server: RegistryServer, models: Models,
-                                tmp_path: Path) -> None:
+def test_scopes_and_roles_apply(
+    registry_server: RegistryServer, models: Models, tmp_path: Path
+) -> None:
     alice = registry_server.make_user()
     base = register_named_base(registry_server, models.base)
     folder = publishable(models.adapter.path, tmp_path / "out", base)
@@ -148,26 +175,39 @@ def test_whoami_and_metadata(registry_server: RegistryServer) -> None:
     assert me["name"] == alice.name and me["auth"]["accessToken"]["role"] == "write"
     with pytest.raises(HfHubHTTPError):
         hf_api(registry_server, "lrg_not-a-token").whoami()
-    ok = httpx.post(registry_server.url("/api/validate-yaml"),
-                    json={"content": "---\nlicense: mit\n---\n# x", "repoType": "model"})
+    ok = httpx.post(
+        registry_server.url("/api/validate-yaml"),
+        json={"content": "---\nlicense: mit\n---\n# x", "repoType": "model"},
+    )
     assert ok.status_code == 200 and ok.json()["errors"] == []
-    bad = httpx.post(registry_server.url("/api/validate-yaml"),
-                     json={"content": "---\n- [unclosed\n---\n", "repoType": "model"})
+    bad = httpx.post(
+        registry_server.url("/api/validate-yaml"),
+        json={"content": "---\n- [unclosed\n---\n", "repoType": "model"},
+    )
     assert bad.status_code == 400 and "YAML" in bad.json()["errors"][0]["message"]
 
 
-@pytest.mark.parametrize("body", [
-    b"", b"not json\n", b'{"key": "header"}\n', b'{"key": "nope", "value": {}}\n',
-    b'{"key": "file", "value": {"path": "../x", "content": ""}}\n',
-    b'{"key": "file", "value": {"path": "a", "content": "***"}}\n',
-    b'{"key": "lfsFile", "value": {"path": "a", "oid": "zz", "size": 1}}\n',
-    b'{"key": "lfsFile", "value": {"path": "a", "oid": "' + b"0" * 64 + b'", "size": 1}}\n',
-    b'{"key": "deletedFile", "value": {"path": "never-there"}}\n',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json\n",
+        b'{"key": "header"}\n',
+        b'{"key": "nope", "value": {}}\n',
+        b'{"key": "file", "value": {"path": "../x", "content": ""}}\n',
+        b'{"key": "file", "value": {"path": "a", "content": "***"}}\n',
+        b'{"key": "lfsFile", "value": {"path": "a", "oid": "zz", "size": 1}}\n',
+        b'{"key": "lfsFile", "value": {"path": "a", "oid": "' + b"0" * 64 + b'", "size": 1}}\n',
+        b'{"key": "deletedFile", "value": {"path": "never-there"}}\n',
+    ],
+)
 def test_malformed_commits_are_4xx(registry_server: RegistryServer, body: bytes) -> None:
     alice = registry_server.make_user()
-    r = httpx.post(registry_server.url(f"/api/models/{alice.name}/{unique_name('x')}/commit/main"),
-                   content=body, headers=alice.headers)
+    r = httpx.post(
+        registry_server.url(f"/api/models/{alice.name}/{unique_name('x')}/commit/main"),
+        content=body,
+        headers=alice.headers,
+    )
     assert 400 <= r.status_code < 500, r.text
     assert isinstance(r.json()["error"], str) and r.json()["error"]
 
@@ -179,30 +219,39 @@ def test_commit_elsewhere_than_main_and_operations_on_merges(
     folder = publishable(models.adapter.path, tmp_path / "out", "x/y")
     with pytest.raises(HfHubHTTPError) as exc:
         hf_api(registry_server, alice.token).upload_folder(
-            repo_id=f"{alice.name}/{unique_name('x')}", folder_path=folder, revision="dev")
+            repo_id=f"{alice.name}/{unique_name('x')}", folder_path=folder, revision="dev"
+        )
     assert "commits go to 'main'" in str(exc.value)
-    r = httpx.post(registry_server.url("/api/models/_merges/abc/commit/main"), content=b"{}",
-                   headers=alice.headers)
+    r = httpx.post(
+        registry_server.url("/api/models/_merges/abc/commit/main"),
+        content=b"{}",
+        headers=alice.headers,
+    )
     assert r.status_code == 404 and r.headers["x-error-code"] == "RepoNotFound"
 
 
 def test_xet_clients_are_told_what_to_set(registry_server: RegistryServer) -> None:
     alice = registry_server.make_user()
-    r = httpx.get(registry_server.url(f"/api/models/{alice.name}/x/xet-write-token/main"),
-                  headers=alice.headers)
+    r = httpx.get(
+        registry_server.url(f"/api/models/{alice.name}/x/xet-write-token/main"),
+        headers=alice.headers,
+    )
     assert r.status_code == 400 and "HF_HUB_DISABLE_XET=1" in r.json()["error"]
 
 
-def test_commit_operation_add_with_bytes(registry_server: RegistryServer, models: Models,
-                                         tmp_path: Path) -> None:
+def test_commit_operation_add_with_bytes(
+    registry_server: RegistryServer, models: Models, tmp_path: Path
+) -> None:
     """``create_commit`` with in-memory files and an empty one (sent inline)."""
     alice = registry_server.make_user()
     base = register_named_base(registry_server, models.base)
     folder = publishable(models.adapter.path, tmp_path / "out", base)
     api = hf_api(registry_server, alice.token)
     repo = f"{alice.name}/{unique_name('ad')}"
-    ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=(folder / p).read_bytes())
-           for p in tree_digests(folder)]
+    ops = [
+        CommitOperationAdd(path_in_repo=p, path_or_fileobj=(folder / p).read_bytes())
+        for p in tree_digests(folder)
+    ]
     ops.append(CommitOperationAdd(path_in_repo="empty.txt", path_or_fileobj=b""))
     api.create_repo(repo, private=False)
     api.create_commit(repo, operations=ops, commit_message="bytes")

@@ -27,8 +27,7 @@ TABLES = (Adapter, AdapterVersion, VersionFile, VersionLabel, VersionTargetModul
 
 
 def _counts(session: Session) -> dict[str, int]:
-    return {m.__name__: session.scalar(select(func.count()).select_from(m)) or 0
-            for m in TABLES}
+    return {m.__name__: session.scalar(select(func.count()).select_from(m)) or 0 for m in TABLES}
 
 
 def test_upgrade_from_0003_keeps_every_row_and_reads_it_back(db_url: str) -> None:
@@ -39,8 +38,9 @@ def test_upgrade_from_0003_keeps_every_row_and_reads_it_back(db_url: str) -> Non
         with maker() as s:
             reg = fill_registry(s, extra_adapters=3)
             before = _counts(s)
-            shown_before = reads.resolve(s, accounts.authenticate(s, reg.member_token),
-                                         reg.public + ":prod")
+            shown_before = reads.resolve(
+                s, accounts.authenticate(s, reg.member_token), reg.public + ":prod"
+            )
 
         upgrade(db_url)
         assert current(db_url) == head()
@@ -56,14 +56,26 @@ def test_upgrade_from_0003_keeps_every_row_and_reads_it_back(db_url: str) -> Non
             found = svc.search_views(s, member, svc.SearchFilters(text="tickets")).items
             assert [f"{v.namespace}/{v.name}" for v in found] == [reg.public]
             if engine.dialect.name == "postgresql":
-                names = set(s.scalars(text(
-                    "SELECT indexname FROM pg_indexes WHERE indexname LIKE '%_trgm'")))
-                assert names == {"ix_adapters_name_trgm", "ix_adapters_description_trgm",
-                                 "ix_adapter_versions_description_trgm"}
+                names = set(
+                    s.scalars(
+                        text("SELECT indexname FROM pg_indexes WHERE indexname LIKE '%_trgm'")
+                    )
+                )
+                assert names == {
+                    "ix_adapters_name_trgm",
+                    "ix_adapters_description_trgm",
+                    "ix_adapter_versions_description_trgm",
+                }
                 s.execute(text("SET LOCAL enable_seqscan = off"))
-                plan = "\n".join(s.scalars(text(
-                    "EXPLAIN SELECT id FROM adapters WHERE lower(name) LIKE '%' || :n || '%'"),
-                    {"n": "tickets"}))
+                plan = "\n".join(
+                    s.scalars(
+                        text(
+                            "EXPLAIN SELECT id FROM adapters"
+                            " WHERE lower(name) LIKE '%' || :n || '%'"
+                        ),
+                        {"n": "tickets"},
+                    )
+                )
                 assert "ix_adapters_name_trgm" in plan
     finally:
         engine.dispose()

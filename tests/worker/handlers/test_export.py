@@ -24,10 +24,10 @@ def test_export_float16(stack: Stack, models: Models, tmp_path: Path) -> None:
     # outputs expire after LOREG_JOB_OUTPUTS_EXPIRE_HOURS (default 7 days)
     assert job.outputs_expire_at is not None and job.finished_at is not None
     assert job.outputs_expire_at - job.finished_at == timedelta(
-        hours=stack.settings.job_outputs_expire_hours)
+        hours=stack.settings.job_outputs_expire_hours
+    )
     out = stack.download_outputs(job_id, tmp_path / "out")
-    assert {p.name for p in out.iterdir()} >= {"adapter_config.json",
-                                                "adapter_model.safetensors"}
+    assert {p.name for p in out.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
     got = load_file(str(out / "adapter_model.safetensors"))
     src = load_file(str(models.adapter.path / "adapter_model.safetensors"))
     assert set(got) == set(src)

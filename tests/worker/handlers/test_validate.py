@@ -55,10 +55,10 @@ def test_nan_adapter_is_invalid(stack: Stack, models: Models, tmp_path: Path) ->
     assert any(p["code"] == "non_finite" and p["tensor"] == key for p in problems)
 
 
-@pytest.mark.parametrize("kind", ["moe-qwen3_moe", "moe-gpt_oss", "adalora-allocated",
-                                  "tokens-tied"])
-def test_adapter_kinds_are_valid_with_peft_norms(stack: Stack, tmp_path: Path,
-                                                 kind: str) -> None:
+@pytest.mark.parametrize(
+    "kind", ["moe-qwen3_moe", "moe-gpt_oss", "adalora-allocated", "tokens-tied"]
+)
+def test_adapter_kinds_are_valid_with_peft_norms(stack: Stack, tmp_path: Path, kind: str) -> None:
     """Expert parameters, AdaLoRA and trainable tokens validate as ``valid``; each LoRA
     module's delta norm is that of PEFT's own ``get_delta_weight`` (all experts at once)."""
     from peft import PeftModel
@@ -86,6 +86,5 @@ def test_adapter_kinds_are_valid_with_peft_norms(stack: Stack, tmp_path: Path,
         assert abs(modules[name]["delta_norm"] - norm) < 1e-4 * max(1.0, norm), name
     if kind.startswith("moe"):
         experts = [m for m in modules.values() if "parameter" in m]
-        assert {m["parameter"].rsplit(".", 1)[1] for m in experts} == {"gate_up_proj",
-                                                                       "down_proj"}
+        assert {m["parameter"].rsplit(".", 1)[1] for m in experts} == {"gate_up_proj", "down_proj"}
         assert all(m["experts"] == 4 for m in experts)
