@@ -26,6 +26,7 @@ fi
 .venv/bin/pip install -q -e ".[test]"
 
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/lint-imports   # the layers (pyproject.toml [tool.importlinter], docs/design.md §2)
 .venv/bin/pytest "$@"
