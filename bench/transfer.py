@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -58,7 +58,10 @@ def wait_http(url: str, timeout: float = 60) -> None:
             time.sleep(0.1)
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
@@ -291,12 +294,12 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
     print(
         f"pull with warm cache: {t_pull_cached:.2f} s, "
         f"{pulled_cached.downloaded_bytes} bytes downloaded"
-    )  # type: ignore[attr-defined]
+    )
     print(
         f"re-push (client API): {t_repush:.3f} s, "
-        f"{repushed.uploaded_bytes} bytes uploaded, "  # type: ignore[attr-defined]
+        f"{repushed.uploaded_bytes} bytes uploaded, "
         f"same version: {repushed.version.number == pushed.version.number}"
-    )  # type: ignore[attr-defined]
+    )
     print(
         f"re-push (loreg CLI, process start included): {t_cli_repush:.3f} s, "
         f"{cli_doc['uploaded_bytes']} bytes uploaded, "
@@ -304,10 +307,10 @@ def run(args: argparse.Namespace, tmp: Path, stack: Stack) -> None:
         f"{t_cli_start:.3f} s"
     )
     print(
-        f"first push uploaded {pushed.uploaded_bytes / MiB:.1f} MiB "  # type: ignore[attr-defined]
-        f"in {pushed.uploaded_files} files; pull downloaded "  # type: ignore[attr-defined]
+        f"first push uploaded {pushed.uploaded_bytes / MiB:.1f} MiB "
+        f"in {pushed.uploaded_files} files; pull downloaded "
         f"{pulled.downloaded_bytes / MiB:.1f} MiB"
-    )  # type: ignore[attr-defined]
+    )
 
 
 if __name__ == "__main__":
