@@ -31,7 +31,6 @@ number answers (see docs/scaling.md, "Caching").
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +47,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loreg.api.deps import _bearer_token, authenticate_in
+from loreg.api.etags import etag_of, none_match
 from loreg.api.routers._views import adapter_view_out, version_view_out
 from loreg.api.schemas.versions import AdapterList, VersionList
 from loreg.services import adapters as adapter_svc
@@ -240,17 +240,6 @@ def _collect(routes: Any, found: dict[str, APIRoute]) -> None:
             _collect(inner.routes, found)
 
 
-def etag_of(body: bytes) -> str:
-    return '"' + hashlib.sha256(body).hexdigest()[:40] + '"'
-
-
-def if_none_match(scope: Scope) -> list[str]:
-    for key, value in scope.get("headers", ()):
-        if key == b"if-none-match":
-            return [t.strip().removeprefix("W/") for t in value.decode("latin-1").split(",")]
-    return []
-
-
 class ReadFastPath:
     """The middleware (see the module docstring)."""
 
@@ -258,12 +247,7 @@ class ReadFastPath:
         self.app = app
         self.api = api
         self._routes: dict[str, APIRoute] | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
-
-    def _reads_limiter(self) -> anyio.CapacityLimiter:
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_READS)
-        return self._limiter
+        self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_READS)
 
     async def _read(self, request: Request, work: Work) -> bytes:
         """The answer's body. SQLite answers in-process, in a fraction of a millisecond of
@@ -271,9 +255,7 @@ class ReadFastPath:
         over than to compute it (and threads would only take turns at the interpreter)."""
         if self.api.state.engine.dialect.name == "sqlite":
             return self._answer(request, work)
-        return await anyio.to_thread.run_sync(
-            self._answer, request, work, limiter=self._reads_limiter()
-        )
+        return await anyio.to_thread.run_sync(self._answer, request, work, limiter=self._limiter)
 
     def _route(self, name: str) -> APIRoute | None:
         """The framework's route of that name (metrics label requests by its template)."""
@@ -310,7 +292,7 @@ class ReadFastPath:
         if is_version:
             tag = etag_of(body)
             headers = {"ETag": tag, "Cache-Control": VERSION_CACHE_CONTROL, "Vary": "Authorization"}
-            if tag in if_none_match(scope) or "*" in if_none_match(scope):
+            if none_match(request.headers.get("if-none-match"), tag):
                 status, body = 304, b""
         response = Response(
             body,
@@ -321,7 +303,7 @@ class ReadFastPath:
         await response(scope, receive, send)
 
     def _answer(self, request: Request, work: Work) -> bytes:
-        """In one worker thread: the caller, the answer, the connection handed back. One
+        """In one step (see ``_read``): the caller, the answer, the connection handed back. One
         read transaction on a bare connection (the services' reads take either); ended by
         the close, which rolls it back."""
         engine: Engine = self.api.state.engine
