@@ -237,6 +237,17 @@ def get_adapter(session: Session, actor: Actor, namespace: str, name: str) -> Ad
     return adapter
 
 
+def _automatic_latest(adapter: Adapter, version: AdapterVersion) -> Tag:
+    """The ``latest`` tag as loreg moves it (no user set it): on ``version``."""
+    return Tag(
+        adapter_id=adapter.id,
+        name=DEFAULT_TAG,
+        version_id=version.id,
+        updated_by=None,
+        updated_at=utcnow(),
+    )
+
+
 def _live() -> Any:
     return AdapterVersion.deleted_at.is_(None)
 
@@ -527,15 +538,7 @@ def _apply_tags(
     auto = latest is None or latest.updated_by is None
     if (auto and version.number == newest) or DEFAULT_TAG in tags:
         if latest is None:
-            session.add(
-                Tag(
-                    adapter_id=adapter.id,
-                    name=DEFAULT_TAG,
-                    version_id=version.id,
-                    updated_by=None,
-                    updated_at=utcnow(),
-                )
-            )
+            session.add(_automatic_latest(adapter, version))
             moved.append(DEFAULT_TAG)
         elif latest.version_id != version.id or latest.updated_by is not None:
             if latest.protected and DEFAULT_TAG in tags:
@@ -1302,15 +1305,7 @@ def delete_version(
             .limit(1)
         )
         if newest is not None:
-            session.add(
-                Tag(
-                    adapter_id=adapter.id,
-                    name=DEFAULT_TAG,
-                    version_id=newest.id,
-                    updated_by=None,
-                    updated_at=utcnow(),
-                )
-            )
+            session.add(_automatic_latest(adapter, newest))
     session.flush()
     audit.record(
         session,
